@@ -1,0 +1,141 @@
+// The luaio command line: `luaio [options] [script [args...]]`, as the stock `lua` interpreter.
+#include "runtime/luaio.h"
+#include "runtime/runtime.h"
+
+#include <ares.h>
+#include <llhttp.h>
+#include <luajit.h>
+#include <openssl/crypto.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+const char kUsage[] = "usage: luaio [options] [script [args...]]\n"
+                      "Runs a Lua script on the luaio runtime (LuaJIT + libuv).\n"
+                      "\n"
+                      "  -e code        run code (may be given more than once)\n"
+                      "  -l name        require library 'name' and set the global of that name\n"
+                      "  -i             enter the interactive prompt after running the script\n"
+                      "  -v, --version  print the versions of luaio and its libraries\n"
+                      "  -h, --help     print this help\n"
+                      "  -              run the script read from standard input\n"
+                      "  --             stop handling options\n"
+                      "\n"
+                      "With no script and a terminal on standard input, luaio opens the interactive prompt;\n"
+                      "with no script and no terminal, it runs standard input as the script.\n"
+                      "Documentation: README.md and docs/ in the source tree.\n";
+
+void print_version() {
+    std::printf("luaio %s\n", LUAIO_VERSION);
+    std::printf("%s\n", LUAJIT_VERSION);
+    std::printf("libuv %s\n", uv_version_string());
+    std::printf("c-ares %s\n", ares_version(nullptr));
+    std::printf("llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
+    std::printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
+}
+
+struct Action {
+    char kind; // 'e' or 'l'
+    std::string value;
+};
+
+} // namespace
+
+int main(int argc, char** argv) {
+    std::vector<Action> actions;
+    bool interactive = false;
+    int script = 0; // index in argv of the script, or 0 for none
+    int i = 1;
+    for (; i < argc; i++) {
+        const char* a = argv[i];
+        if (std::strcmp(a, "--") == 0) {
+            i++;
+            break;
+        }
+        if (a[0] != '-' || std::strcmp(a, "-") == 0) break;
+        if (std::strcmp(a, "-v") == 0 || std::strcmp(a, "--version") == 0) {
+            print_version();
+            return 0;
+        }
+        if (std::strcmp(a, "-h") == 0 || std::strcmp(a, "--help") == 0) {
+            std::fputs(kUsage, stdout);
+            return 0;
+        }
+        if (std::strcmp(a, "-i") == 0) {
+            interactive = true;
+            continue;
+        }
+        if (std::strcmp(a, "-e") == 0 || std::strcmp(a, "-l") == 0) {
+            if (i + 1 >= argc) {
+                std::fprintf(stderr, "luaio: '%s' needs an argument\n%s", a, kUsage);
+                return 1;
+            }
+            actions.push_back({a[1], argv[i + 1]});
+            i++;
+            continue;
+        }
+        std::fprintf(stderr, "luaio: unrecognized option '%s'\n%s", a, kUsage);
+        return 1;
+    }
+    if (i < argc) script = i;
+    bool stdin_tty = isatty(0) != 0;
+
+    std::string script_dir = ".";
+    if (script && std::strcmp(argv[script], "-") != 0) {
+        std::string s = argv[script];
+        size_t slash = s.rfind('/');
+        if (slash != std::string::npos) script_dir = slash == 0 ? "/" : s.substr(0, slash);
+    }
+
+    lua_State* L = luaio::init(script_dir.c_str());
+
+    // The global `arg`, as in the stock interpreter: arg[0] is the script, arg[1..] its
+    // arguments, negative indices the interpreter and its options.
+    int base = script ? script : argc;
+    lua_createtable(L, argc - base, base);
+    for (int j = 0; j < argc; j++) {
+        lua_pushstring(L, argv[j]);
+        lua_rawseti(L, -2, j - base);
+    }
+    lua_setglobal(L, "arg");
+
+    // The boot sequence runs in the main task (lib/luaio/main.lua).
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "luaio.main");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        std::fprintf(stderr, "luaio: %s\n", lua_tostring(L, -1));
+        return 1;
+    }
+    lua_createtable(L, 0, 4);
+    lua_createtable(L, static_cast<int>(actions.size()), 0);
+    for (size_t k = 0; k < actions.size(); k++) {
+        lua_createtable(L, 2, 0);
+        lua_pushlstring(L, &actions[k].kind, 1);
+        lua_rawseti(L, -2, 1);
+        lua_pushstring(L, actions[k].value.c_str());
+        lua_rawseti(L, -2, 2);
+        lua_rawseti(L, -2, static_cast<int>(k + 1));
+    }
+    lua_setfield(L, -2, "actions");
+    if (script) {
+        lua_pushstring(L, argv[script]);
+        lua_setfield(L, -2, "script");
+    }
+    // No script and no -e: a terminal gets the prompt, anything else is read as the script.
+    bool repl = interactive || (!script && actions.empty() && stdin_tty);
+    if (!script && actions.empty() && !stdin_tty) {
+        lua_pushstring(L, "-");
+        lua_setfield(L, -2, "script");
+    }
+    lua_pushboolean(L, repl);
+    lua_setfield(L, -2, "repl");
+    lua_pushinteger(L, argc - base - 1);
+    lua_setfield(L, -2, "nargs");
+    luaio::run_main(L, 1);
+    return luaio::shutdown();
+}

@@ -1,0 +1,36 @@
+-- The boot sequence of the `luaio` command, run as the main task by bin/main.cpp.
+local function fail(msg)
+    io.stderr:write("luaio: ", msg, "\n")
+    os.exit(1)
+end
+
+local function load_stdin()
+    local src = io.stdin:read("*a") or ""
+    if src:sub(1, 1) == "#" then src = "--" .. src end -- keep line numbers of a #! script
+    return loadstring(src, "=stdin")
+end
+
+return function(plan)
+    for _, a in ipairs(plan.actions) do
+        if a[1] == "e" then
+            local f, err = loadstring(a[2], "=(command line)")
+            if not f then fail(err) end
+            f()
+        else
+            _G[a[2]] = require(a[2])
+        end
+    end
+    if plan.script then
+        local f, err
+        if plan.script == "-" then
+            f, err = load_stdin()
+        else
+            f, err = loadfile(plan.script)
+        end
+        if not f then fail(err) end
+        f(unpack(arg, 1, plan.nargs))
+    end
+    if plan.repl then
+        require("luaio.repl")()
+    end
+end

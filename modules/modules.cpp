@@ -1,0 +1,17 @@
+// The list of C++ modules built into luaio: each is loaded by `require "<name>"`.
+#include "runtime/luaio.h"
+#include "runtime/runtime.h"
+
+extern "C" {
+int luaopen_system(lua_State* L);
+int luaopen_timer(lua_State* L);
+}
+
+namespace luaio {
+
+void register_modules(lua_State* L) {
+    preload(L, "system", luaopen_system);
+    preload(L, "timer", luaopen_timer);
+}
+
+} // namespace luaio

@@ -1,0 +1,160 @@
+// The timer module: sleep(ms), and one-shot and repeating timers whose callbacks run in
+// their own tasks.
+//
+//   timer.sleep(ms)                       -- also the global sleep(ms)
+//   local t = timer.setTimeout(ms, fn, ...)
+//   local t = timer.setInterval(ms, fn, ...)
+//   t:stop()  t:unref()  t:ref()  t:active()
+#include "runtime/luaio.h"
+
+#include <vector>
+
+namespace {
+
+constexpr const char* kTimerClass = "luaio.timer.timer";
+
+// A sleeping task's timer. Stopped timers are kept in a free list and reused, so a sleep
+// costs no allocation and no handle initialisation in the steady state.
+struct Sleep {
+    uv_timer_t timer;
+    luaio::Waiter waiter;
+};
+std::vector<Sleep*> g_free_sleeps;
+constexpr size_t kMaxFreeSleeps = 4096;
+
+void on_sleep_done(uv_timer_t* t) {
+    auto* s = reinterpret_cast<Sleep*>(t);
+    luaio::Waiter w = s->waiter;
+    s->waiter = {};
+    if (g_free_sleeps.size() < kMaxFreeSleeps)
+        g_free_sleeps.push_back(s);
+    else
+        uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<Sleep*>(h); });
+    luaio::wake(w, [](lua_State*) { return 0; });
+}
+
+lua_Integer check_ms(lua_State* L, int idx, const char* fname) {
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        luaio::raise(L, fname, "expected milliseconds (a number) as argument %d, got %s", idx, luaL_typename(L, idx));
+    lua_Number ms = lua_tonumber(L, idx);
+    if (!(ms >= 0) || ms > 1e15) luaio::raise(L, fname, "milliseconds must be between 0 and 1e15");
+    return static_cast<lua_Integer>(ms);
+}
+
+int l_sleep(lua_State* L) {
+    lua_Integer ms = check_ms(L, 1, "sleep");
+    luaio::check_can_wait(L, "sleep");
+    Sleep* s;
+    if (!g_free_sleeps.empty()) {
+        s = g_free_sleeps.back();
+        g_free_sleeps.pop_back();
+    } else {
+        s = new Sleep;
+        uv_timer_init(luaio::loop(), &s->timer);
+    }
+    uv_timer_start(&s->timer, on_sleep_done, static_cast<uint64_t>(ms), 0);
+    return luaio::park(L, s->waiter);
+}
+
+// A setTimeout/setInterval timer. It owns its callback (a registry reference to the table
+// {fn, args...}) until it fires for the last time or is stopped; the Lua handle is only a
+// proxy, so a timer whose handle is dropped still fires, as in Node.js.
+struct Timer {
+    uv_timer_t timer;
+    int callback_ref = LUA_NOREF;
+    int nargs = 0;
+    bool repeat = false;
+    void** proxy = nullptr; // the proxy's pointer slot while the proxy is alive
+};
+
+void close_timer(Timer* t) {
+    if (t->proxy) *t->proxy = nullptr;
+    t->proxy = nullptr;
+    if (lua_State* L = luaio::main_state()) luaL_unref(L, LUA_REGISTRYINDEX, t->callback_ref);
+    t->callback_ref = LUA_NOREF;
+    uv_close(reinterpret_cast<uv_handle_t*>(&t->timer), [](uv_handle_t* h) { delete reinterpret_cast<Timer*>(h); });
+}
+
+void on_timer(uv_timer_t* handle) {
+    auto* t = reinterpret_cast<Timer*>(handle);
+    lua_State* L = luaio::main_state();
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->callback_ref);
+    int n = t->nargs;
+    for (int i = 1; i <= n + 1; i++) lua_rawgeti(L, -i, i);
+    lua_remove(L, -(n + 2));
+    // Read before spawning: the callback may stop this timer.
+    if (!t->repeat) close_timer(t);
+    luaio::spawn(L, n);
+}
+
+int start_timer(lua_State* L, bool repeat, const char* fname) {
+    lua_Integer ms = check_ms(L, 1, fname);
+    if (!lua_isfunction(L, 2))
+        luaio::raise(L, fname, "expected a function as argument 2, got %s", luaL_typename(L, 2));
+    int nargs = lua_gettop(L) - 2;
+    lua_createtable(L, nargs + 1, 0);
+    for (int i = 0; i <= nargs; i++) {
+        lua_pushvalue(L, 2 + i);
+        lua_rawseti(L, -2, i + 1);
+    }
+    auto* t = new Timer;
+    t->callback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->nargs = nargs;
+    t->repeat = repeat;
+    uv_timer_init(luaio::loop(), &t->timer);
+    // A repeating timer of 0 ms would never let the loop block: repeat at least every 1 ms.
+    uint64_t period = static_cast<uint64_t>(ms);
+    uv_timer_start(&t->timer, on_timer, period, repeat ? (period ? period : 1) : 0);
+    void** ud = static_cast<void**>(lua_newuserdata(L, sizeof(void*)));
+    *ud = t;
+    t->proxy = ud;
+    luaL_getmetatable(L, kTimerClass);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+int l_set_timeout(lua_State* L) { return start_timer(L, false, "setTimeout"); }
+int l_set_interval(lua_State* L) { return start_timer(L, true, "setInterval"); }
+
+Timer* to_timer(lua_State* L) { return *static_cast<Timer**>(luaL_checkudata(L, 1, kTimerClass)); }
+
+// Stopping a timer that has fired or was stopped already does nothing.
+int l_timer_stop(lua_State* L) {
+    if (Timer* t = to_timer(L)) close_timer(t);
+    return 0;
+}
+
+int l_timer_active(lua_State* L) {
+    lua_pushboolean(L, to_timer(L) != nullptr);
+    return 1;
+}
+
+int l_timer_unref(lua_State* L) {
+    if (Timer* t = to_timer(L)) uv_unref(reinterpret_cast<uv_handle_t*>(&t->timer));
+    return 0;
+}
+
+int l_timer_ref(lua_State* L) {
+    if (Timer* t = to_timer(L)) uv_ref(reinterpret_cast<uv_handle_t*>(&t->timer));
+    return 0;
+}
+
+int l_timer_gc(lua_State* L) {
+    if (Timer* t = to_timer(L)) t->proxy = nullptr;
+    return 0;
+}
+
+} // namespace
+
+extern "C" int luaopen_timer(lua_State* L) {
+    const luaL_Reg methods[] = {{"stop", l_timer_stop}, {"active", l_timer_active}, {"unref", l_timer_unref},
+                                {"ref", l_timer_ref},   {"__gc", l_timer_gc},       {nullptr, nullptr}};
+    luaio::new_class(L, kTimerClass, methods);
+    lua_pop(L, 1);
+    const luaL_Reg funcs[] = {{"sleep", l_sleep},
+                              {"setTimeout", l_set_timeout},
+                              {"setInterval", l_set_interval},
+                              {nullptr, nullptr}};
+    luaL_newlib(L, funcs);
+    return 1;
+}

@@ -1,0 +1,102 @@
+// The luaio runtime: the one Lua state, the one libuv loop, the one scheduler.
+//
+// Every module binding includes this header and nothing else from runtime/ (streams
+// have their own header, runtime/stream.h). The calling convention of a waiting call:
+//
+//     int l_sleep(lua_State* L) {
+//         luaio::check_can_wait(L, "sleep");        // raises outside a task
+//         auto* req = ...;                          // C++ object that owns the uv handle
+//         uv_timer_start(&req->timer, on_timer, ms, 0);
+//         return luaio::park(L, req->waiter);      // tail position: yields the task
+//     }
+//     void on_timer(uv_timer_t* t) {
+//         auto* req = ...;
+//         luaio::wake(req->waiter, [](lua_State* co) { lua_pushboolean(co, 1); return 1; });
+//     }
+//
+// The values pushed by the wake function become the results of the waiting call. A
+// waiter is woken at most once: wake() clears it before resuming, so a late callback
+// (after a timeout or a close) finds it empty and does nothing.
+#pragma once
+
+#include <lua.hpp>
+#include <uv.h>
+
+#include <cstddef>
+
+namespace luaio {
+
+uv_loop_t* loop();
+lua_State* main_state();
+
+// ---------------------------------------------------------------- errors
+// The seed's error table {code = <negative errno or library code>, name, message}.
+void push_error(lua_State* L, int code, const char* name, const char* message);
+// The error table of a libuv error code (UV_ECONNREFUSED ...), with libuv's name and message.
+void push_uv_error(lua_State* L, int uverr);
+// Push `nils` nils then the error table of a libuv error; returns nils + 1 for `return`.
+int return_uv_error(lua_State* L, int uverr, int nils = 1);
+
+// Raise "<fname>: <message>" as a Lua error (programmer mistakes: wrong types, closed objects).
+[[noreturn]] void raise(lua_State* L, const char* fname, const char* fmt, ...);
+// Check an optional integer field of an options table at `idx` (absent or nil -> def).
+lua_Integer opt_int_field(lua_State* L, int idx, const char* field, lua_Integer def, const char* fname);
+bool opt_bool_field(lua_State* L, int idx, const char* field, bool def, const char* fname);
+// Returns nullptr when absent.
+const char* opt_string_field(lua_State* L, int idx, const char* field, const char* fname, size_t* len = nullptr);
+
+// ---------------------------------------------------------------- userdata
+// Every proxy userdata is a pointer to a C++ object; `name` is the metatable name
+// (luaio.<module>.<type>). check_object raises "<fname>: expected <name>" on a wrong self.
+void* check_object(lua_State* L, int idx, const char* name, const char* fname);
+// Creates the metatable `name` with __index = itself and the given methods; leaves it on the stack.
+void new_class(lua_State* L, const char* name, const luaL_Reg* methods);
+
+// ---------------------------------------------------------------- scheduler
+// A parked task. `task` is the task's root coroutine; `ref` anchors it in the registry.
+struct Waiter {
+    lua_State* task = nullptr;
+    int ref = LUA_NOREF;
+    bool waiting() const { return task != nullptr; }
+};
+
+// Raise a clear error unless the running code is inside a task and can wait.
+void check_can_wait(lua_State* L, const char* fname);
+// Park the running task in `w` and yield it. Use as `return luaio::park(L, w);`.
+int park(lua_State* L, Waiter& w);
+
+// Resume the task parked in `w`: detaches it (w becomes empty), calls push(co) which pushes
+// the results onto the task's stack and returns their count, then resumes the task. Returns
+// false (and calls nothing) if nothing was parked. From a libuv callback the task runs at once;
+// from running Lua code it is queued and runs after the current task yields.
+struct Parked {
+    lua_State* task;
+    int ref;
+};
+Parked detach(Waiter& w);
+void resume_parked(Parked p, int nargs);
+template <class Push> bool wake(Waiter& w, Push&& push) {
+    if (!w.waiting()) return false;
+    Parked p = detach(w);
+    int n = push(p.task);
+    resume_parked(p, n);
+    return true;
+}
+// Wake with the seed's error table of a libuv error, after `nils` nils.
+bool wake_uv_error(Waiter& w, int uverr, int nils = 1);
+
+// Start a new task: the function and its nargs arguments on top of L are popped and the task
+// is queued to run. Errors in the task are reported (traceback to stderr); the loop goes on.
+void spawn(lua_State* L, int nargs);
+
+// True while Lua code of some task is running (so a resume must be queued, not nested).
+bool in_task();
+
+// Print "luaio: <prefix><msg>" to stderr: the one place that reports a failed task.
+void report_error(lua_State* L, const char* prefix, const char* msg);
+
+// ---------------------------------------------------------------- modules
+// Register a C++ module so that `require(name)` loads it.
+void preload(lua_State* L, const char* name, lua_CFunction open);
+
+} // namespace luaio

@@ -1,0 +1,473 @@
+// The luaio runtime core: errors, userdata helpers, the scheduler (park, wake, spawn),
+// the loader of embedded lib/ modules and the internal `luaio.core` module.
+#include "runtime/luaio.h"
+#include "runtime/runtime.h"
+#include "runtime/embedded.h"
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <string>
+#include <unordered_set>
+
+namespace luaio {
+namespace {
+
+uv_loop_t* g_loop = nullptr;
+lua_State* g_L = nullptr;
+
+// The root coroutine of the task that is running, and the registry reference that keeps it
+// alive while it runs. park() takes that reference over into the waiter, so parking costs no
+// extra registry operation.
+lua_State* g_current = nullptr;
+int g_current_ref = LUA_NOREF;
+
+// The main chunk's task: an error there ends the process with status 1.
+lua_State* g_main_task = nullptr;
+
+// The address of this char, as a light userdata, is the value a parked coroutine yields.
+// The coroutine wrappers of lib/luaio/prelude.lua pass it up to the task's root.
+char kParkSentinel;
+
+struct Ready {
+    lua_State* co;
+    int ref;
+    int nargs;
+};
+std::deque<Ready> g_ready;
+// Coroutines readied from Lua (luaio.core.ready) and not yet run: guards against a double wake.
+std::unordered_set<lua_State*> g_ready_from_lua;
+uv_idle_t g_idle;
+
+void drain_ready();
+
+void on_idle(uv_idle_t*) { drain_ready(); }
+
+void run_task(lua_State* co, int ref, int nargs);
+
+void task_failed(lua_State* co) {
+    const char* msg = lua_tostring(co, -1);
+    std::string fallback;
+    if (!msg) {
+        if (luaL_callmeta(co, -1, "__tostring") && lua_isstring(co, -1)) {
+            fallback = lua_tostring(co, -1);
+            lua_pop(co, 1);
+        } else {
+            fallback = std::string("(error object is a ") + luaL_typename(co, -1) + " value)";
+        }
+        msg = fallback.c_str();
+    }
+    luaL_traceback(g_L, co, msg, 0);
+    report_error(g_L, "", lua_tostring(g_L, -1));
+    lua_pop(g_L, 1);
+    if (co == g_main_task) {
+        std::fflush(stdout);
+        std::exit(1);
+    }
+}
+
+void run_task(lua_State* co, int ref, int nargs) {
+    g_current = co;
+    g_current_ref = ref;
+    int status = lua_resume(co, nargs);
+    int left_ref = g_current_ref;
+    g_current = nullptr;
+    g_current_ref = LUA_NOREF;
+    if (status == LUA_YIELD) {
+        bool parked = lua_gettop(co) > 0 && lua_type(co, -1) == LUA_TLIGHTUSERDATA &&
+                      lua_touserdata(co, -1) == &kParkSentinel;
+        lua_settop(co, 0);
+        if (!parked) {
+            // A plain coroutine.yield() at the top of a task: let others run, then go on.
+            g_ready.push_back({co, left_ref, 0});
+            uv_idle_start(&g_idle, on_idle);
+            return;
+        }
+        // Parked by park(): the waiter holds the reference (left_ref is LUA_NOREF).
+        // Parked from Lua (luaio.core.suspend): whoever will wake it holds the coroutine.
+        if (left_ref != LUA_NOREF) luaL_unref(g_L, LUA_REGISTRYINDEX, left_ref);
+        return;
+    }
+    if (status != 0) task_failed(co);
+    lua_settop(co, 0);
+    luaL_unref(g_L, LUA_REGISTRYINDEX, left_ref);
+}
+
+// Runs the tasks that were ready when it started; tasks readied meanwhile run on the next
+// loop iteration, so a task that yields in a loop cannot starve I/O.
+void drain_ready() {
+    size_t n = g_ready.size();
+    while (n-- > 0 && !g_ready.empty()) {
+        Ready r = g_ready.front();
+        g_ready.pop_front();
+        g_ready_from_lua.erase(r.co);
+        run_task(r.co, r.ref, r.nargs);
+    }
+    if (g_ready.empty())
+        uv_idle_stop(&g_idle);
+    else
+        uv_idle_start(&g_idle, on_idle);
+}
+
+void enqueue(lua_State* co, int ref, int nargs) {
+    g_ready.push_back({co, ref, nargs});
+    uv_idle_start(&g_idle, on_idle);
+}
+
+// ---------------------------------------------------------------- luaio.core (internal)
+
+int core_suspend(lua_State* L) {
+    check_can_wait(L, "suspend");
+    lua_pushlightuserdata(L, &kParkSentinel);
+    return lua_yield(L, 1);
+}
+
+int core_current(lua_State* L) {
+    if (!g_current) return 0;
+    lua_pushthread(g_current);
+    lua_xmove(g_current, L, 1);
+    return 1;
+}
+
+int core_ready(lua_State* L) {
+    lua_State* co = lua_tothread(L, 1);
+    if (!co) raise(L, "ready", "expected a coroutine");
+    if (co == g_current || lua_status(co) != LUA_YIELD || g_ready_from_lua.count(co))
+        raise(L, "ready", "coroutine is not parked");
+    int nargs = lua_gettop(L) - 1;
+    lua_xmove(L, co, nargs);
+    lua_pushvalue(L, 1);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    g_ready_from_lua.insert(co);
+    enqueue(co, ref, nargs);
+    return 0;
+}
+
+int core_spawn(lua_State* L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    spawn(L, lua_gettop(L) - 1);
+    return 0;
+}
+
+int core_report(lua_State* L) {
+    report_error(L, "", luaL_checkstring(L, 1));
+    return 0;
+}
+
+int core_pending(lua_State* L) {
+    lua_pushinteger(L, static_cast<lua_Integer>(g_ready.size()));
+    return 1;
+}
+
+// readline(prompt): one line of standard input, read on libuv's thread pool so that other
+// tasks keep running while the prompt waits. Returns nil at end of input.
+struct ReadLine {
+    uv_work_t work;
+    Waiter waiter;
+    std::string prompt;
+    std::string line;
+    bool eof = false;
+};
+
+int core_readline(lua_State* L) {
+    const char* prompt = luaL_optstring(L, 1, "");
+    check_can_wait(L, "readline");
+    auto* r = new ReadLine;
+    r->prompt = prompt;
+    uv_queue_work(
+        g_loop, &r->work,
+        [](uv_work_t* w) {
+            auto* r = reinterpret_cast<ReadLine*>(w);
+            std::fputs(r->prompt.c_str(), stdout);
+            std::fflush(stdout);
+            int c;
+            while ((c = std::getchar()) != EOF && c != '\n') r->line.push_back(static_cast<char>(c));
+            r->eof = c == EOF && r->line.empty();
+        },
+        [](uv_work_t* w, int) {
+            auto* r = reinterpret_cast<ReadLine*>(w);
+            wake(r->waiter, [r](lua_State* co) {
+                if (r->eof)
+                    lua_pushnil(co);
+                else
+                    lua_pushlstring(co, r->line.data(), r->line.size());
+                return 1;
+            });
+            delete r;
+        });
+    return park(L, r->waiter);
+}
+
+// Embedded lib/ modules are found by this searcher, placed right after package.preload.
+int embedded_searcher(lua_State* L) {
+    const char* name = luaL_checkstring(L, 1);
+    const EmbeddedModule* m = find_embedded(name);
+    if (!m) {
+        lua_pushfstring(L, "\n\tno module '%s' built into luaio", name);
+        return 1;
+    }
+    std::string chunkname = std::string("=lib/") + name;
+    if (luaL_loadbuffer(L, reinterpret_cast<const char*>(m->data), m->size, chunkname.c_str()) != 0)
+        return lua_error(L);
+    return 1;
+}
+
+int open_core(lua_State* L) {
+    const luaL_Reg funcs[] = {{"suspend", core_suspend}, {"current", core_current}, {"ready", core_ready},
+                              {"spawn", core_spawn},     {"report", core_report},   {"pending", core_pending},
+                              {"readline", core_readline},
+                              {nullptr, nullptr}};
+    luaL_newlib(L, funcs);
+    lua_pushlightuserdata(L, &kParkSentinel);
+    lua_setfield(L, -2, "PARK");
+    return 1;
+}
+
+} // namespace
+
+// ---------------------------------------------------------------- public API
+
+uv_loop_t* loop() { return g_loop; }
+lua_State* main_state() { return g_L; }
+
+void push_error(lua_State* L, int code, const char* name, const char* message) {
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, code);
+    lua_setfield(L, -2, "code");
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, message);
+    lua_setfield(L, -2, "message");
+}
+
+void push_uv_error(lua_State* L, int uverr) { push_error(L, uverr, uv_err_name(uverr), uv_strerror(uverr)); }
+
+int return_uv_error(lua_State* L, int uverr, int nils) {
+    for (int i = 0; i < nils; i++) lua_pushnil(L);
+    push_uv_error(L, uverr);
+    return nils + 1;
+}
+
+void raise(lua_State* L, const char* fname, const char* fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    luaL_where(L, 1);
+    lua_pushfstring(L, "%s: %s", fname, buf);
+    lua_concat(L, 2);
+    lua_error(L);
+    std::abort(); // not reached: lua_error does not return
+}
+
+lua_Integer opt_int_field(lua_State* L, int idx, const char* field, lua_Integer def, const char* fname) {
+    if (lua_isnoneornil(L, idx)) return def;
+    lua_getfield(L, idx, field);
+    lua_Integer v = def;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER) raise(L, fname, "option '%s' must be an integer", field);
+        lua_Number n = lua_tonumber(L, -1);
+        v = static_cast<lua_Integer>(n);
+        if (static_cast<lua_Number>(v) != n) raise(L, fname, "option '%s' must be an integer", field);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+bool opt_bool_field(lua_State* L, int idx, const char* field, bool def, const char* fname) {
+    if (lua_isnoneornil(L, idx)) return def;
+    lua_getfield(L, idx, field);
+    bool v = def;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TBOOLEAN) raise(L, fname, "option '%s' must be a boolean", field);
+        v = lua_toboolean(L, -1) != 0;
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+const char* opt_string_field(lua_State* L, int idx, const char* field, const char* fname, size_t* len) {
+    if (lua_isnoneornil(L, idx)) return nullptr;
+    lua_getfield(L, idx, field);
+    const char* v = nullptr;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING) raise(L, fname, "option '%s' must be a string", field);
+        v = lua_tolstring(L, -1, len); // the options table keeps the string alive
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+void* check_object(lua_State* L, int idx, const char* name, const char* fname) {
+    void** ud = static_cast<void**>(luaL_testudata(L, idx, name));
+    if (!ud) raise(L, fname, "expected %s as argument %d, got %s", name, idx, luaL_typename(L, idx));
+    if (!*ud) raise(L, fname, "attempt to use a closed %s", name);
+    return *ud;
+}
+
+void new_class(lua_State* L, const char* name, const luaL_Reg* methods) {
+    luaL_newmetatable(L, name);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+    luaL_setfuncs(L, methods, 0);
+}
+
+void check_can_wait(lua_State* L, const char* fname) {
+    if (!g_current || !lua_isyieldable(L))
+        raise(L, fname,
+              "cannot wait outside a task (call it from the main chunk, a task.spawn function or a "
+              "server handler, not from a metamethod, a C callback or the main thread)");
+}
+
+int park(lua_State* L, Waiter& w) {
+    w.task = g_current;
+    w.ref = g_current_ref;
+    g_current_ref = LUA_NOREF;
+    lua_pushlightuserdata(L, &kParkSentinel);
+    return lua_yield(L, 1);
+}
+
+Parked detach(Waiter& w) {
+    Parked p{w.task, w.ref};
+    w.task = nullptr;
+    w.ref = LUA_NOREF;
+    return p;
+}
+
+void resume_parked(Parked p, int nargs) {
+    if (!g_L) return; // the state is closing: nothing may run any more
+    if (g_current) {
+        enqueue(p.task, p.ref, nargs);
+        return;
+    }
+    run_task(p.task, p.ref, nargs);
+}
+
+bool wake_uv_error(Waiter& w, int uverr, int nils) {
+    return wake(w, [&](lua_State* co) { return return_uv_error(co, uverr, nils); });
+}
+
+void spawn(lua_State* L, int nargs) {
+    lua_State* co = lua_newthread(L);
+    lua_insert(L, -(nargs + 2));
+    lua_xmove(L, co, nargs + 1);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (g_current)
+        enqueue(co, ref, nargs);
+    else
+        run_task(co, ref, nargs);
+}
+
+bool in_task() { return g_current != nullptr; }
+
+void report_error(lua_State*, const char* prefix, const char* msg) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "luaio: %s%s\n", prefix, msg);
+    std::fflush(stderr);
+}
+
+void preload(lua_State* L, const char* name, lua_CFunction open) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, open);
+    lua_setfield(L, -2, name);
+    lua_pop(L, 2);
+}
+
+// ---------------------------------------------------------------- runtime.h (for bin/main.cpp)
+
+const EmbeddedModule* find_embedded(const char* name) {
+    for (const EmbeddedModule* m = kEmbeddedModules; m->name; m++)
+        if (std::strcmp(m->name, name) == 0) return m;
+    return nullptr;
+}
+
+lua_State* init(const char* script_dir) {
+    g_loop = uv_default_loop();
+    uv_idle_init(g_loop, &g_idle);
+    g_L = luaL_newstate();
+    if (!g_L) {
+        std::fprintf(stderr, "luaio: cannot create the Lua state (out of memory)\n");
+        std::exit(1);
+    }
+    lua_State* L = g_L;
+    luaL_openlibs(L);
+
+    // Search order: package.preload (C++ modules), lib/ built into the binary, then the
+    // script's directory, then the usual LuaJIT and Debian paths.
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaders");
+    int n = static_cast<int>(lua_objlen(L, -1));
+    for (int i = n; i >= 2; i--) {
+        lua_rawgeti(L, -1, i);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushcfunction(L, embedded_searcher);
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 1);
+
+    std::string dir = script_dir ? script_dir : ".";
+    const char* env_path = std::getenv("LUA_PATH");
+    const char* env_cpath = std::getenv("LUA_CPATH");
+    std::string path = dir + "/?.lua;" + dir + "/?/init.lua;";
+    lua_getfield(L, -1, "path");
+    path += env_path ? "" : lua_tostring(L, -1);
+    if (env_path) path += env_path;
+    path += ";/usr/local/share/lua/5.1/?.lua;/usr/local/share/lua/5.1/?/init.lua;"
+            "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua";
+    lua_pop(L, 1);
+    lua_pushstring(L, path.c_str());
+    lua_setfield(L, -2, "path");
+    std::string cpath = dir + "/?.so;";
+    lua_getfield(L, -1, "cpath");
+    cpath += env_cpath ? env_cpath : lua_tostring(L, -1);
+    cpath += ";/usr/local/lib/lua/5.1/?.so;/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so";
+    lua_pop(L, 1);
+    lua_pushstring(L, cpath.c_str());
+    lua_setfield(L, -2, "cpath");
+    lua_pop(L, 1);
+
+    preload(L, "luaio.core", open_core);
+    register_modules(L);
+
+    // The prelude wraps coroutine.* so that waits inside user coroutines reach the task.
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "luaio.prelude");
+    if (lua_pcall(L, 1, 0, 0) != 0) {
+        std::fprintf(stderr, "luaio: %s\n", lua_tostring(L, -1));
+        std::exit(1);
+    }
+    return L;
+}
+
+void run_main(lua_State* L, int nargs) {
+    lua_State* co = lua_newthread(L);
+    g_main_task = co;
+    lua_insert(L, -(nargs + 2));
+    lua_xmove(L, co, nargs + 1);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    run_task(co, ref, nargs);
+    uv_run(g_loop, UV_RUN_DEFAULT);
+}
+
+int shutdown() {
+    // Closing the state runs the __gc of every remaining object, which closes its handles;
+    // the loop then runs their close callbacks so that every C++ owner is freed.
+    lua_close(g_L);
+    g_L = nullptr;
+    uv_idle_stop(&g_idle);
+    uv_walk(
+        g_loop,
+        [](uv_handle_t* h, void*) {
+            if (!uv_is_closing(h)) uv_close(h, nullptr);
+        },
+        nullptr);
+    uv_run(g_loop, UV_RUN_DEFAULT);
+    uv_loop_close(g_loop);
+    return 0;
+}
+
+} // namespace luaio

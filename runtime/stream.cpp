@@ -1,0 +1,519 @@
+// Stream: reading, writing, timeouts and closing of libuv streams for Lua (see stream.h).
+#include "runtime/stream.h"
+
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+namespace luaio {
+
+namespace {
+
+char kStreamMarker;
+
+// libuv reads into this buffer, one read callback at a time; whatever no reader takes at
+// once is copied into the stream's own pending buffer.
+constexpr size_t kScratchSize = 64 * 1024;
+char g_scratch[kScratchSize];
+
+constexpr int kMaxIovecs = 64;
+
+struct WriteReq {
+    uv_write_t req;
+    Stream* stream;
+    size_t size;
+    char data[1]; // `size` bytes follow
+};
+
+void push_line_too_long(lua_State* L, size_t max) {
+    char msg[96];
+    std::snprintf(msg, sizeof msg, "line longer than %zu bytes", max);
+    push_error(L, UV_E2BIG, "ELINETOOLONG", msg);
+}
+
+} // namespace
+
+// Everything that touches Stream internals from libuv callbacks and Lua bindings.
+struct Stream::Impl {
+    // Try to complete the current read request from data[0, len). Returns the number of
+    // results pushed on L, or -1 if the request needs more data. *used is set to the
+    // number of bytes consumed.
+    static int satisfy(Stream* s, lua_State* L, const char* data, size_t len, size_t* used) {
+        *used = 0;
+        switch (s->mode_) {
+        case ReadMode::Count:
+            if (len >= s->want_) {
+                lua_pushlstring(L, data, s->want_);
+                *used = s->want_;
+                return 1;
+            }
+            break;
+        case ReadMode::Any:
+            if (len > 0) {
+                lua_pushlstring(L, data, len);
+                *used = len;
+                return 1;
+            }
+            break;
+        case ReadMode::Line:
+        case ReadMode::Until: {
+            const char* d = s->mode_ == ReadMode::Line ? "\n" : s->delim_.data();
+            size_t dlen = s->mode_ == ReadMode::Line ? 1 : s->delim_.size();
+            const void* hit = dlen <= len ? memmem(data, len, d, dlen) : nullptr;
+            if (hit) {
+                size_t n = static_cast<const char*>(hit) - data;
+                if (n > s->limit_) {
+                    lua_pushnil(L);
+                    push_line_too_long(L, s->limit_);
+                    return 2;
+                }
+                *used = n + dlen;
+                if (s->mode_ == ReadMode::Line && n > 0 && data[n - 1] == '\r') n--;
+                lua_pushlstring(L, data, n);
+                return 1;
+            }
+            // The delimiter may straddle the end: only bytes that cannot start it count.
+            if (len >= s->limit_ + dlen) {
+                lua_pushnil(L);
+                push_line_too_long(L, s->limit_);
+                return 2;
+            }
+            break;
+        }
+        case ReadMode::None:
+            return -1;
+        }
+        if (!s->read_err_) return -1;
+        // End of stream (or a read error): hand over what is left, then the error.
+        if (len > 0) {
+            lua_pushlstring(L, data, len);
+            *used = len;
+        } else {
+            lua_pushnil(L);
+        }
+        push_uv_error(L, s->read_err_);
+        return 2;
+    }
+
+    static void consume_pending(Stream* s, size_t n) {
+        s->pending_off_ += n;
+        if (s->pending_off_ >= s->pending_.size()) {
+            std::string().swap(s->pending_); // an idle stream holds no buffer
+            s->pending_off_ = 0;
+        }
+    }
+
+    static size_t pending_size(const Stream* s) { return s->pending_.size() - s->pending_off_; }
+
+    static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
+        buf->base = g_scratch;
+        buf->len = kScratchSize;
+    }
+
+    static void on_read(uv_stream_t* handle, ssize_t nread, const uv_buf_t* buf) {
+        Stream* s = reinterpret_cast<Stream*>(handle);
+        if (nread == 0) return;
+        if (nread < 0) {
+            s->read_err_ = static_cast<int>(nread);
+            uv_read_stop(handle);
+            s->reading_ = false;
+            deliver(s, nullptr, 0);
+            return;
+        }
+        deliver(s, buf->base, static_cast<size_t>(nread));
+    }
+
+    // New bytes (or the end of the stream, len 0) arrive: feed a waiting reader, keep the rest.
+    static void deliver(Stream* s, const char* data, size_t len) {
+        if (s->reader_.waiting()) {
+            lua_State* co = s->reader_.task;
+            size_t used = 0;
+            int n;
+            if (pending_size(s) == 0) {
+                n = satisfy(s, co, data, len, &used);
+                data += used;
+                len -= used;
+            } else {
+                s->pending_.append(data, len);
+                len = 0;
+                n = satisfy(s, co, s->pending_.data() + s->pending_off_, pending_size(s), &used);
+                consume_pending(s, used);
+            }
+            if (len > 0) s->pending_.append(data, len);
+            if (n >= 0) {
+                s->mode_ = ReadMode::None;
+                Parked p = detach(s->reader_);
+                arm_timer(s);
+                resume_parked(p, n);
+            }
+        } else if (len > 0) {
+            s->pending_.append(data, len);
+        }
+        if (s->reading_ && !s->reader_.waiting() && pending_size(s) > s->high_water) {
+            uv_read_stop(&s->h.stream);
+            s->reading_ = false;
+        }
+    }
+
+    // Timeouts: one lazily created timer per stream, armed for the nearest deadline of the
+    // waiting reader and writer.
+    static void arm_timer(Stream* s) {
+        if (!s->timer_) return;
+        uint64_t next = 0;
+        if (s->reader_.waiting() && s->read_deadline_) next = s->read_deadline_;
+        if (s->writer_.waiting() && s->write_deadline_ && (!next || s->write_deadline_ < next))
+            next = s->write_deadline_;
+        if (!next) {
+            uv_timer_stop(s->timer_);
+            return;
+        }
+        uint64_t now = uv_now(loop());
+        uv_timer_start(s->timer_, on_timer, next > now ? next - now : 0, 0);
+    }
+
+    static void set_deadline(Stream* s, uint64_t* deadline, uint64_t timeout) {
+        *deadline = timeout ? uv_now(loop()) + timeout : 0;
+        if (!timeout) return;
+        if (!s->timer_) {
+            s->timer_ = new uv_timer_t;
+            uv_timer_init(loop(), s->timer_);
+            s->timer_->data = s;
+            s->open_handles_++;
+        }
+        arm_timer(s);
+    }
+
+    static void on_timer(uv_timer_t* t) {
+        Stream* s = static_cast<Stream*>(t->data);
+        uint64_t now = uv_now(loop());
+        if (s->reader_.waiting() && s->read_deadline_ && s->read_deadline_ <= now) {
+            // Bytes that arrive later stay in the buffer for the next read: nothing is lost.
+            s->mode_ = ReadMode::None;
+            wake_uv_error(s->reader_, UV_ETIMEDOUT);
+        }
+        if (s->writer_.waiting() && s->write_deadline_ && s->write_deadline_ <= now) {
+            // The data stays queued in the kernel's order; the writer stops waiting for it.
+            wake_uv_error(s->writer_, UV_ETIMEDOUT, 0);
+        }
+        arm_timer(s);
+    }
+
+    static void on_handle_closed(uv_handle_t* h) {
+        Stream* s = static_cast<Stream*>(h->data);
+        if (h != &s->h.handle) delete reinterpret_cast<uv_timer_t*>(h);
+        if (--s->open_handles_ > 0) return;
+        if (s->on_close) s->on_close(s, s->on_close_data);
+        delete s;
+    }
+
+    static void on_write(uv_write_t* req, int status) {
+        WriteReq* w = reinterpret_cast<WriteReq*>(req);
+        Stream* s = w->stream;
+        ::operator delete(w);
+        s->writes_in_flight_--;
+        if (status < 0 && !s->write_err_) s->write_err_ = status;
+        if (s->writes_in_flight_ == 0 && s->writer_.waiting()) {
+            Parked p = detach(s->writer_);
+            arm_timer(s);
+            if (status < 0) {
+                push_uv_error(p.task, status);
+                resume_parked(p, 1);
+            } else {
+                resume_parked(p, 0);
+            }
+        }
+    }
+
+    static void on_shutdown(uv_shutdown_t* req, int status) {
+        Stream* s = static_cast<Stream*>(req->data);
+        delete req;
+        if (status < 0)
+            wake_uv_error(s->shutter_, status, 0);
+        else
+            wake(s->shutter_, [](lua_State*) { return 0; });
+    }
+
+    // ---------------------------------------------------------------- Lua methods
+
+    // Starts a read request on L: returns its results at once when the buffer can satisfy
+    // it, otherwise parks the task.
+    static int start_read(lua_State* L, Stream* s, const char* fname) {
+        if (s->reader_.waiting()) {
+            lua_pushnil(L);
+            push_error(L, UV_EBUSY, "EBUSY", "another task is already reading this stream");
+            return 2;
+        }
+        size_t used = 0;
+        int n = satisfy(s, L, s->pending_.data() + s->pending_off_, pending_size(s), &used);
+        if (n >= 0) {
+            consume_pending(s, used);
+            s->mode_ = ReadMode::None;
+            return n;
+        }
+        check_can_wait(L, fname);
+        if (!s->reading_ && !s->read_err_) {
+            int err = uv_read_start(&s->h.stream, on_alloc, on_read);
+            if (err) {
+                s->mode_ = ReadMode::None;
+                return return_uv_error(L, err);
+            }
+            s->reading_ = true;
+        }
+        int r = park(L, s->reader_);
+        set_deadline(s, &s->read_deadline_, s->read_timeout);
+        return r;
+    }
+
+    static int l_read(lua_State* L) {
+        Stream* s = check(L, 1, "read");
+        if (lua_isnoneornil(L, 2)) {
+            s->mode_ = ReadMode::Any;
+        } else {
+            lua_Number n = luaL_checknumber(L, 2);
+            if (!(n >= 0) || n != static_cast<lua_Number>(static_cast<size_t>(n)))
+                raise(L, "read", "byte count must be a non-negative integer");
+            if (n == 0) {
+                lua_pushliteral(L, "");
+                return 1;
+            }
+            s->mode_ = ReadMode::Count;
+            s->want_ = static_cast<size_t>(n);
+        }
+        return start_read(L, s, "read");
+    }
+
+    static int l_readline(lua_State* L) {
+        Stream* s = check(L, 1, "readline");
+        s->mode_ = ReadMode::Line;
+        s->limit_ = s->max_line;
+        return start_read(L, s, "readline");
+    }
+
+    static int l_readuntil(lua_State* L) {
+        Stream* s = check(L, 1, "readuntil");
+        size_t dlen;
+        const char* d = luaL_checklstring(L, 2, &dlen);
+        if (dlen == 0) raise(L, "readuntil", "delimiter must not be empty");
+        lua_Number max = luaL_optnumber(L, 3, static_cast<lua_Number>(s->max_line));
+        if (!(max >= 0)) raise(L, "readuntil", "maximum length must be a non-negative integer");
+        s->mode_ = ReadMode::Until;
+        s->delim_.assign(d, dlen);
+        s->limit_ = static_cast<size_t>(max);
+        return start_read(L, s, "readuntil");
+    }
+
+    static int l_write(lua_State* L) {
+        Stream* s = check(L, 1, "write");
+        uv_buf_t small[kMaxIovecs];
+        std::vector<uv_buf_t> big;
+        uv_buf_t* bufs = small;
+        unsigned nbufs = 0;
+        size_t total = 0;
+        int t = lua_type(L, 2);
+        if (t == LUA_TSTRING) {
+            size_t len;
+            const char* p = lua_tolstring(L, 2, &len);
+            small[0] = uv_buf_init(const_cast<char*>(p), static_cast<unsigned>(len));
+            nbufs = 1;
+            total = len;
+        } else if (t == LUA_TTABLE) {
+            size_t n = lua_objlen(L, 2);
+            if (n > kMaxIovecs) {
+                big.resize(n);
+                bufs = big.data();
+            }
+            for (size_t i = 0; i < n; i++) {
+                lua_rawgeti(L, 2, static_cast<int>(i + 1));
+                size_t len;
+                const char* p = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : nullptr;
+                if (!p) raise(L, "write", "element %d of the array is not a string", static_cast<int>(i + 1));
+                // The table keeps the string alive while we use the pointer.
+                lua_pop(L, 1);
+                bufs[nbufs++] = uv_buf_init(const_cast<char*>(p), static_cast<unsigned>(len));
+                total += len;
+            }
+        } else {
+            raise(L, "write", "expected a string or an array of strings, got %s", luaL_typename(L, 2));
+        }
+        if (s->write_err_) {
+            push_uv_error(L, s->write_err_);
+            return 1;
+        }
+        if (s->writer_.waiting()) {
+            push_error(L, UV_EBUSY, "EBUSY", "another task is already writing to this stream");
+            return 1;
+        }
+        if (total == 0) return 0;
+        // Fast path: the kernel takes it all now, no allocation, no wait.
+        size_t done = 0;
+        if (s->writes_in_flight_ == 0) {
+            int r = uv_try_write(&s->h.stream, bufs, nbufs);
+            if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
+                s->write_err_ = r;
+                push_uv_error(L, r);
+                return 1;
+            }
+            if (r > 0) done = static_cast<size_t>(r);
+            if (done == total) return 0;
+        }
+        // Slow path: copy what is left (so a timed-out writer's strings may be collected)
+        // and wait until the kernel has taken it: a writer never runs ahead of its peer.
+        WriteReq* w = static_cast<WriteReq*>(::operator new(sizeof(WriteReq) + total - done));
+        w->stream = s;
+        w->size = total - done;
+        size_t off = 0, skip = done;
+        for (unsigned i = 0; i < nbufs; i++) {
+            size_t len = bufs[i].len;
+            if (skip >= len) {
+                skip -= len;
+                continue;
+            }
+            std::memcpy(w->data + off, bufs[i].base + skip, len - skip);
+            off += len - skip;
+            skip = 0;
+        }
+        uv_buf_t b = uv_buf_init(w->data, static_cast<unsigned>(w->size));
+        int err = uv_write(&w->req, &s->h.stream, &b, 1, on_write);
+        if (err) {
+            ::operator delete(w);
+            push_uv_error(L, err);
+            return 1;
+        }
+        s->writes_in_flight_++;
+        if (!in_task() || !lua_isyieldable(L)) return 0; // queued; nobody can wait for it
+        int r = park(L, s->writer_);
+        set_deadline(s, &s->write_deadline_, s->write_timeout);
+        return r;
+    }
+
+    static int l_shutdown(lua_State* L) {
+        Stream* s = check(L, 1, "shutdown");
+        if (s->shutter_.waiting()) {
+            push_error(L, UV_EBUSY, "EBUSY", "shutdown already in progress");
+            return 1;
+        }
+        check_can_wait(L, "shutdown");
+        auto* req = new uv_shutdown_t;
+        req->data = s;
+        int err = uv_shutdown(req, &s->h.stream, on_shutdown);
+        if (err) {
+            delete req;
+            push_uv_error(L, err);
+            return 1;
+        }
+        return park(L, s->shutter_);
+    }
+
+    static int l_close(lua_State* L) {
+        void** ud = static_cast<void**>(lua_touserdata(L, 1));
+        if (ud && *ud) {
+            check(L, 1, "close");
+            static_cast<Stream*>(*ud)->close();
+        }
+        return 0;
+    }
+
+    static int l_gc(lua_State* L) {
+        void** ud = static_cast<void**>(lua_touserdata(L, 1));
+        if (ud && *ud) static_cast<Stream*>(*ud)->close();
+        return 0;
+    }
+
+    static uint64_t check_timeout(lua_State* L, int idx, const char* fname) {
+        if (lua_isnoneornil(L, idx)) return 0;
+        lua_Number ms = luaL_checknumber(L, idx);
+        if (!(ms >= 0)) raise(L, fname, "timeout must be a non-negative number of milliseconds");
+        return static_cast<uint64_t>(ms);
+    }
+
+    static int l_set_timeout(lua_State* L) {
+        Stream* s = check(L, 1, "setTimeout");
+        uint64_t ms = check_timeout(L, 2, "setTimeout");
+        s->read_timeout = s->write_timeout = ms;
+        return 0;
+    }
+
+    static int l_settimeouts(lua_State* L) {
+        Stream* s = check(L, 1, "settimeouts");
+        s->connect_timeout = check_timeout(L, 2, "settimeouts");
+        s->write_timeout = check_timeout(L, 3, "settimeouts");
+        s->read_timeout = check_timeout(L, 4, "settimeouts");
+        return 0;
+    }
+
+    static int l_is_closed(lua_State* L) {
+        void** ud = static_cast<void**>(lua_touserdata(L, 1));
+        lua_pushboolean(L, !ud || !*ud);
+        return 1;
+    }
+};
+
+Stream* Stream::create() {
+    Stream* s = new Stream;
+    s->h.handle.data = s;
+    return s;
+}
+
+Stream* Stream::check(lua_State* L, int idx, const char* fname) {
+    void** ud = static_cast<void**>(lua_touserdata(L, idx));
+    if (ud && lua_getmetatable(L, idx)) {
+        lua_pushlightuserdata(L, &kStreamMarker);
+        lua_rawget(L, -2);
+        bool is_stream = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+        if (is_stream) {
+            if (!*ud) raise(L, fname, "attempt to use a closed stream");
+            return static_cast<Stream*>(*ud);
+        }
+    }
+    raise(L, fname, "expected a socket or pipe as self, got %s", luaL_typename(L, idx));
+}
+
+void Stream::push_proxy(lua_State* L, const char* cls) {
+    void** ud = static_cast<void**>(lua_newuserdata(L, sizeof(void*)));
+    *ud = this;
+    proxy_ = ud;
+    luaL_getmetatable(L, cls);
+    lua_setmetatable(L, -2);
+}
+
+void Stream::add_methods(lua_State* L) {
+    const luaL_Reg methods[] = {{"read", Impl::l_read},
+                                {"readline", Impl::l_readline},
+                                {"readuntil", Impl::l_readuntil},
+                                {"write", Impl::l_write},
+                                {"shutdown", Impl::l_shutdown},
+                                {"end", Impl::l_shutdown},
+                                {"close", Impl::l_close},
+                                {"isClosed", Impl::l_is_closed},
+                                {"setTimeout", Impl::l_set_timeout},
+                                {"settimeouts", Impl::l_settimeouts},
+                                {"__gc", Impl::l_gc},
+                                {nullptr, nullptr}};
+    luaL_setfuncs(L, methods, 0);
+    lua_pushlightuserdata(L, &kStreamMarker);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+}
+
+void Stream::start_reading() {
+    if (reading_ || closing_ || read_err_) return;
+    if (uv_read_start(&h.stream, Impl::on_alloc, Impl::on_read) == 0) reading_ = true;
+}
+
+void Stream::close() {
+    if (closing_) return;
+    closing_ = true;
+    if (proxy_) *proxy_ = nullptr;
+    proxy_ = nullptr;
+    mode_ = ReadMode::None;
+    wake_uv_error(reader_, UV_ECANCELED);
+    wake_uv_error(writer_, UV_ECANCELED, 0);
+    wake_uv_error(shutter_, UV_ECANCELED, 0);
+    std::string().swap(pending_);
+    pending_off_ = 0;
+    if (timer_) uv_close(reinterpret_cast<uv_handle_t*>(timer_), Impl::on_handle_closed);
+    uv_close(&h.handle, Impl::on_handle_closed);
+}
+
+} // namespace luaio

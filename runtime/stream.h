@@ -1,0 +1,105 @@
+// Stream: the one wrapper of a libuv stream handle (TCP socket, pipe, TTY) for Lua.
+//
+// A Stream owns its handle and is freed only in the handle's close callback. Its Lua
+// object is a proxy (a userdata holding the Stream pointer); close(), the proxy's __gc and
+// the owner (a server closing a connection) all reach the same Stream::close().
+//
+// Reading: the handle reads continuously into one shared scratch buffer; bytes that no
+// reader takes at once are kept in `pending`, which is released as soon as it is empty, so
+// an idle stream holds no read buffer. With no reader waiting and more than `high_water`
+// bytes pending, reading stops until the next read (backpressure on the peer).
+//
+// Lua methods (every stream class has them; see docs/streams.md for the exact semantics):
+//   data, err = s:read([n])         n bytes, or with no n whatever is available (>= 1 byte)
+//   line, err = s:readline()        a line without "\n" (and "\r"), at most max_line bytes
+//   data, err = s:readuntil(delim[, max])
+//   err = s:write(string | {strings...})
+//   err = s:shutdown()  (also s["end"])   s:close()
+//   s:setTimeout(ms)   s:settimeouts(connect_ms, send_ms, read_ms)
+// At end of stream with partial data, read(n)/readline()/readuntil() return the partial data
+// and the EOF error; once nothing is left they return nil and the EOF error.
+#pragma once
+
+#include "runtime/luaio.h"
+
+#include <cstdint>
+#include <string>
+
+namespace luaio {
+
+// Default limits (each configurable per stream).
+constexpr size_t kDefaultMaxLine = 64 * 1024;   // readline/readuntil: longest accepted line
+constexpr size_t kDefaultHighWater = 64 * 1024; // pending bytes before reading pauses
+
+class Stream {
+  public:
+    union Handle {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+        uv_tty_t tty;
+    } h;
+
+    // Creates a Stream; the caller initialises `h` (uv_tcp_init, uv_pipe_init, ...), then
+    // calls start_reading() once the handle is connected.
+    static Stream* create();
+
+    // Raises unless the value at idx is an open stream proxy.
+    static Stream* check(lua_State* L, int idx, const char* fname);
+    // Pushes a new proxy of this stream with the metatable `cls` (which must have been set
+    // up with add_methods). A stream has at most one proxy.
+    void push_proxy(lua_State* L, const char* cls);
+    // Adds the stream methods, __gc and the stream marker to the metatable on top of L.
+    static void add_methods(lua_State* L);
+
+    void start_reading();
+    // Idempotent. Wakes waiting readers and writers with ECANCELED.
+    void close();
+    bool closing() const { return closing_; }
+
+    // Called once from the close callback, before the Stream is freed (e.g. a server's
+    // connection count). `data` is the owner's.
+    void (*on_close)(Stream*, void* data) = nullptr;
+    void* on_close_data = nullptr;
+
+    // Limits and timeouts (milliseconds; 0 means none).
+    size_t max_line = kDefaultMaxLine;
+    size_t high_water = kDefaultHighWater;
+    uint64_t connect_timeout = 0;
+    uint64_t read_timeout = 0;
+    uint64_t write_timeout = 0;
+
+    // Public for the bindings in stream.cpp.
+    enum class ReadMode { None, Count, Any, Line, Until };
+    struct Impl;
+    friend struct Impl;
+
+  private:
+    Stream() = default;
+    ~Stream() = default;
+
+    std::string pending_;
+    size_t pending_off_ = 0;
+    int read_err_ = 0;  // UV_EOF or the error that ended reading
+    int write_err_ = 0; // the error of a failed write: later writes return it
+    bool reading_ = false;
+    bool closing_ = false;
+    int open_handles_ = 1; // the stream handle, plus the timer once created
+    int writes_in_flight_ = 0;
+
+    ReadMode mode_ = ReadMode::None;
+    size_t want_ = 0;
+    size_t limit_ = 0;
+    std::string delim_;
+
+    Waiter reader_;
+    Waiter writer_;
+    Waiter shutter_;
+    uv_timer_t* timer_ = nullptr;
+    uint64_t read_deadline_ = 0;
+    uint64_t write_deadline_ = 0;
+    void** proxy_ = nullptr;
+};
+
+} // namespace luaio

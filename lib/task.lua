@@ -73,12 +73,7 @@ function Task:done()
 end
 
 --- Yields to the other ready tasks, then goes on.
-function task.yield()
-    local co = current()
-    if not co then error("task.yield: cannot wait outside a task", 2) end
-    ready(co)
-    suspend()
-end
+task.yield = core.yield
 
 -- Channels ---------------------------------------------------------------
 
@@ -174,7 +169,7 @@ function Channel:close()
 end
 
 --- Number of buffered values.
-function Channel:__len()
+function Channel:len()
     return qlen(self.buffer)
 end
 

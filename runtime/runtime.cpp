@@ -124,6 +124,15 @@ int core_suspend(lua_State* L) {
     return lua_yield(L, 1);
 }
 
+// Lets the other ready tasks run, then goes on: the task queues itself and parks.
+int core_yield(lua_State* L) {
+    check_can_wait(L, "yield");
+    enqueue(g_current, g_current_ref, 0);
+    g_current_ref = LUA_NOREF;
+    lua_pushlightuserdata(L, &kParkSentinel);
+    return lua_yield(L, 1);
+}
+
 int core_current(lua_State* L) {
     if (!g_current) return 0;
     lua_pushthread(g_current);
@@ -200,6 +209,23 @@ int core_readline(lua_State* L) {
     return park(L, r->waiter);
 }
 
+// Test support: proves that a Lua error raised from C++ unwinds C++ frames (destructors
+// run), which every binding relies on. Returns the number of guards destroyed so far.
+int g_guards_destroyed = 0;
+struct Guard {
+    ~Guard() { g_guards_destroyed++; }
+};
+int core_raise_through_destructor(lua_State* L) {
+    Guard g;
+    if (lua_toboolean(L, 1)) raise(L, "raise_through_destructor", "raised on purpose");
+    lua_pushinteger(L, g_guards_destroyed);
+    return 1;
+}
+int core_guards_destroyed(lua_State* L) {
+    lua_pushinteger(L, g_guards_destroyed);
+    return 1;
+}
+
 // Embedded lib/ modules are found by this searcher, placed right after package.preload.
 int embedded_searcher(lua_State* L) {
     const char* name = luaL_checkstring(L, 1);
@@ -217,7 +243,9 @@ int embedded_searcher(lua_State* L) {
 int open_core(lua_State* L) {
     const luaL_Reg funcs[] = {{"suspend", core_suspend}, {"current", core_current}, {"ready", core_ready},
                               {"spawn", core_spawn},     {"report", core_report},   {"pending", core_pending},
-                              {"readline", core_readline},
+                              {"readline", core_readline},                 {"yield", core_yield},
+                              {"raise_through_destructor", core_raise_through_destructor},
+                              {"guards_destroyed", core_guards_destroyed},
                               {nullptr, nullptr}};
     luaL_newlib(L, funcs);
     lua_pushlightuserdata(L, &kParkSentinel);

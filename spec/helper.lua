@@ -1,0 +1,70 @@
+-- Shared helpers for specs: `local helper = require "helper"` (spec/ is on package.path).
+local helper = {}
+
+helper.luaio = os.getenv("LUAIO_BIN") or "build/luaio"
+helper.source_dir = os.getenv("LUAIO_SOURCE_DIR") or "."
+
+--- Number of open file descriptors of this process.
+function helper.fd_count()
+    local n = 0
+    local p = io.popen("ls /proc/" .. helper.pid() .. "/fd")
+    for _ in p:lines() do n = n + 1 end
+    p:close()
+    return n - 1 -- the descriptor of the ls pipe itself
+end
+
+--- This process's pid (from /proc/self/stat, without the process module).
+function helper.pid()
+    if not helper._pid then
+        local f = assert(io.open("/proc/self/stat"))
+        helper._pid = tonumber(f:read("*a"):match("^(%d+)"))
+        f:close()
+    end
+    return helper._pid
+end
+
+--- Writes `src` to a temporary .lua file and returns its path.
+function helper.script(src)
+    local path = os.tmpname() .. ".lua"
+    local f = assert(io.open(path, "w"))
+    f:write(src)
+    f:close()
+    return path
+end
+
+--- Runs a shell command (blocking; for short commands only) and returns its stdout,
+--- stderr and exit status.
+function helper.sh(cmd)
+    local out, err = os.tmpname(), os.tmpname()
+    local ok, how, code = os.execute("(" .. cmd .. ") >" .. out .. " 2>" .. err)
+    local function slurp(p)
+        local f = io.open(p)
+        local s = f and f:read("*a") or ""
+        if f then f:close() end
+        os.remove(p)
+        return s
+    end
+    -- LuaJIT's os.execute returns the raw status (exit code * 256) unless built with 5.2 compat.
+    local status
+    if type(ok) == "number" then
+        status = ok >= 256 and math.floor(ok / 256) or ok
+    else
+        status = code
+    end
+    return slurp(out), slurp(err), status
+end
+
+--- Runs luaio with the given shell-quoted arguments; returns stdout, stderr, exit status.
+function helper.run(args, stdin)
+    local cmd = helper.luaio .. " " .. args
+    if stdin then
+        local p = os.tmpname()
+        local f = io.open(p, "w")
+        f:write(stdin)
+        f:close()
+        cmd = cmd .. " <" .. p
+    end
+    return helper.sh(cmd)
+end
+
+return helper

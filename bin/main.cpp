@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
     }
     // No script and no -e: a terminal gets the prompt, anything else is read as the script.
     bool repl = interactive || (!script && actions.empty() && stdin_tty);
-    if (!script && actions.empty() && !stdin_tty) {
+    if (!script && actions.empty() && !stdin_tty && !interactive) {
         lua_pushstring(L, "-");
         lua_setfield(L, -2, "script");
     }

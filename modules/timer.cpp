@@ -18,12 +18,25 @@ constexpr const char* kTimerClass = "luaio.timer.timer";
 struct Sleep {
     uv_timer_t timer;
     luaio::Waiter waiter;
+    uint64_t deadline_ns;
 };
 std::vector<Sleep*> g_free_sleeps;
 constexpr size_t kMaxFreeSleeps = 4096;
 
+// libuv counts time in whole milliseconds of a cached clock, so a timer may fire up to a
+// millisecond early; sleep(ms) promises at least ms, so it checks the precise clock and
+// waits out the remainder.
+uint64_t remaining_ms(uint64_t deadline_ns) {
+    uint64_t now = uv_hrtime();
+    return now >= deadline_ns ? 0 : (deadline_ns - now + 999999) / 1000000;
+}
+
 void on_sleep_done(uv_timer_t* t) {
     auto* s = reinterpret_cast<Sleep*>(t);
+    if (uint64_t left = remaining_ms(s->deadline_ns)) {
+        uv_timer_start(t, on_sleep_done, left, 0);
+        return;
+    }
     luaio::Waiter w = s->waiter;
     s->waiter = {};
     if (g_free_sleeps.size() < kMaxFreeSleeps)
@@ -52,6 +65,8 @@ int l_sleep(lua_State* L) {
         s = new Sleep;
         uv_timer_init(luaio::loop(), &s->timer);
     }
+    s->deadline_ns = uv_hrtime() + static_cast<uint64_t>(ms) * 1000000;
+    uv_update_time(luaio::loop());
     uv_timer_start(&s->timer, on_sleep_done, static_cast<uint64_t>(ms), 0);
     return luaio::park(L, s->waiter);
 }
@@ -64,6 +79,7 @@ struct Timer {
     int callback_ref = LUA_NOREF;
     int nargs = 0;
     bool repeat = false;
+    uint64_t deadline_ns = 0; // of the first expiry
     void** proxy = nullptr; // the proxy's pointer slot while the proxy is alive
 };
 
@@ -77,6 +93,13 @@ void close_timer(Timer* t) {
 
 void on_timer(uv_timer_t* handle) {
     auto* t = reinterpret_cast<Timer*>(handle);
+    if (t->deadline_ns) {
+        if (uint64_t left = remaining_ms(t->deadline_ns)) {
+            uv_timer_start(handle, on_timer, left, t->repeat ? uv_timer_get_repeat(handle) : 0);
+            return;
+        }
+        t->deadline_ns = 0;
+    }
     lua_State* L = luaio::main_state();
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->callback_ref);
     int n = t->nargs;
@@ -104,6 +127,8 @@ int start_timer(lua_State* L, bool repeat, const char* fname) {
     uv_timer_init(luaio::loop(), &t->timer);
     // A repeating timer of 0 ms would never let the loop block: repeat at least every 1 ms.
     uint64_t period = static_cast<uint64_t>(ms);
+    t->deadline_ns = uv_hrtime() + period * 1000000;
+    uv_update_time(luaio::loop());
     uv_timer_start(&t->timer, on_timer, period, repeat ? (period ? period : 1) : 0);
     void** ud = static_cast<void**>(lua_newuserdata(L, sizeof(void*)));
     *ud = t;

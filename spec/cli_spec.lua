@@ -1,0 +1,128 @@
+-- The luaio command line: options, arg, exit codes, errors, stdin, the prompt.
+local helper = require "helper"
+local run, script = helper.run, helper.script
+
+describe("luaio command line", function()
+    it("-v prints the versions of luaio and the libraries it was built with", function()
+        local out, _, status = run("-v")
+        assert.are.equal(0, status)
+        assert.matches("^luaio %d+%.%d+%.%d+\n", out)
+        for _, lib in ipairs({ "LuaJIT 2%.1", "libuv 1%.", "c%-ares 1%.", "llhttp 8%.", "OpenSSL 3%." }) do
+            assert.matches(lib, out)
+        end
+        assert.are.equal(out, (run("--version")))
+    end)
+
+    it("-h prints the usage", function()
+        local out, _, status = run("-h")
+        assert.are.equal(0, status)
+        assert.matches("usage: luaio", out, 1, true)
+    end)
+
+    it("rejects an unknown option with status 1", function()
+        local _, err, status = run("--bogus")
+        assert.are.equal(1, status)
+        assert.matches("unrecognized option '--bogus'", err, 1, true)
+        _, err, status = run("-e")
+        assert.are.equal(1, status)
+        assert.matches("'-e' needs an argument", err, 1, true)
+    end)
+
+    it("-e runs code, several times in order, and -l requires a library", function()
+        local out, _, status = run([[-e 'x = 1' -e 'print(x + 1)' -l task -e 'print(type(task.spawn))']])
+        assert.are.equal(0, status)
+        assert.are.equal("2\nfunction\n", out)
+    end)
+
+    it("passes arguments in arg and ... as the stock interpreter", function()
+        local path = script([[print(arg[0] == ..., arg[1], arg[2], select("#", ...), arg[-1] ~= nil)
+print(...)]])
+        local out, _, status = run(path .. " a 'b c'")
+        assert.are.equal(0, status)
+        assert.are.equal("false\ta\tb c\t2\ttrue\na\tb c\n", out)
+        local probe = script("print(arg[-2], arg[-1], arg[0])")
+        out = run("-e 'x = 1' " .. probe)
+        assert.are.equal("-e\tx = 1\t" .. probe .. "\n", out)
+    end)
+
+    it("finds modules beside the script", function()
+        local path = script([[print(require("mymod").hello)]])
+        local dir = path:match("^(.*)/")
+        local f = assert(io.open(dir .. "/mymod.lua", "w"))
+        f:write("return { hello = 'from beside' }")
+        f:close()
+        local out, err, status = run(path)
+        os.remove(dir .. "/mymod.lua")
+        assert.are.equal(0, status, err)
+        assert.are.equal("from beside\n", out)
+    end)
+
+    it("loads Lua 5.1 C modules from Debian (cjson, lfs)", function()
+        local out, err, status = run([[-e 'print(require("cjson").encode({1,2}), type(require("lfs").currentdir()))']])
+        assert.are.equal(0, status, err)
+        assert.are.equal("[1,2]\tstring\n", out)
+    end)
+
+    it("reports an uncaught error with file, line and traceback, status 1", function()
+        local path = script("local x = 1\n\nerror('it broke')\n")
+        local out, err, status = run(path)
+        assert.are.equal(1, status)
+        assert.are.equal("", out)
+        assert.matches("^luaio: " .. path:gsub("%p", "%%%0") .. ":3: it broke\nstack traceback:\n", err)
+    end)
+
+    it("reports a syntax error with file and line, status 1", function()
+        local path = script("local x = = 1\n")
+        local _, err, status = run(path)
+        assert.are.equal(1, status)
+        assert.matches("^luaio: " .. path:gsub("%p", "%%%0") .. ":1: unexpected symbol near '='\n$", err)
+    end)
+
+    it("reports a missing script, status 1", function()
+        local _, err, status = run("/nonexistent/app.lua")
+        assert.are.equal(1, status)
+        assert.matches("cannot open /nonexistent/app.lua", err, 1, true)
+    end)
+
+    it("exits with process.exit / os.exit's status", function()
+        local _, _, status = run([[-e 'os.exit(7)']])
+        assert.are.equal(7, status)
+    end)
+
+    it("runs a script from standard input with '-' or when stdin is not a terminal", function()
+        local out, _, status = run("-", "print('from stdin', ...)")
+        assert.are.equal(0, status)
+        assert.are.equal("from stdin\n", out)
+        out = run("", "#!/usr/bin/env luaio\nsleep(1) print('piped')")
+        assert.are.equal("piped\n", out)
+    end)
+
+    it("ends when the loop has nothing left to do", function()
+        local out, _, status = run([[-e 'local task = require "task"; task.spawn(function() sleep(50) print("late") end) print("early")']])
+        assert.are.equal(0, status)
+        assert.are.equal("early\nlate\n", out)
+    end)
+
+    it("offers a prompt (-i) where expressions print, statements run, waits work and errors do not end it", function()
+        local input = table.concat({
+            "1 + 1",
+            "x = 20",
+            "x * 2",
+            "sleep(5) return 'slept'",
+            "error('oops')",
+            "for i = 1, 2 do",
+            "  print('loop', i)",
+            "end",
+            "'still here'",
+        }, "\n") .. "\n"
+        local out, err, status = run("-i", input)
+        assert.are.equal(0, status, err)
+        assert.matches("\n?> 2\n", out)
+        assert.matches("40\n", out, 1, true)
+        assert.matches("slept\n", out, 1, true)
+        assert.matches("oops", out, 1, true)
+        assert.matches("loop\t1\n", out, 1, true)
+        assert.matches("loop\t2\n", out, 1, true)
+        assert.matches("still here\n", out, 1, true)
+    end)
+end)

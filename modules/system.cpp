@@ -90,8 +90,8 @@ int l_blocking_sleep(lua_State* L) {
 } // namespace
 
 extern "C" int luaopen_system(lua_State* L) {
-    const luaL_Reg funcs[] = {{"cpuinfo", l_cpuinfo}, {"meminfo", l_meminfo}, {"loadavg", l_loadavg},
-                              {"hrtime", l_hrtime},   {"uptime", l_uptime},   {"gettime", l_gettime},
+    const luaL_Reg funcs[] = {{"cpuinfo", l_cpuinfo},   {"meminfo", l_meminfo},      {"loadavg", l_loadavg},
+                              {"hrtime", l_hrtime},     {"uptime", l_uptime},        {"gettime", l_gettime},
                               {"monotime", l_monotime}, {"sleep", l_blocking_sleep}, {nullptr, nullptr}};
     luaL_newlib(L, funcs);
     return 1;

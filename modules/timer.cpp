@@ -20,7 +20,9 @@ struct Sleep {
     luaio::Waiter waiter;
     uint64_t deadline_ns;
 };
-std::vector<Sleep*> g_free_sleeps;
+// Never destroyed: pooled timers stay reachable until the process ends (the runtime's
+// shutdown closes their handles with every other one).
+std::vector<Sleep*>& g_free_sleeps = *new std::vector<Sleep*>;
 constexpr size_t kMaxFreeSleeps = 4096;
 
 // libuv counts time in whole milliseconds of a cached clock, so a timer may fire up to a
@@ -80,7 +82,7 @@ struct Timer {
     int nargs = 0;
     bool repeat = false;
     uint64_t deadline_ns = 0; // of the first expiry
-    void** proxy = nullptr; // the proxy's pointer slot while the proxy is alive
+    void** proxy = nullptr;   // the proxy's pointer slot while the proxy is alive
 };
 
 void close_timer(Timer* t) {
@@ -112,8 +114,7 @@ void on_timer(uv_timer_t* handle) {
 
 int start_timer(lua_State* L, bool repeat, const char* fname) {
     lua_Integer ms = check_ms(L, 1, fname);
-    if (!lua_isfunction(L, 2))
-        luaio::raise(L, fname, "expected a function as argument 2, got %s", luaL_typename(L, 2));
+    if (!lua_isfunction(L, 2)) luaio::raise(L, fname, "expected a function as argument 2, got %s", luaL_typename(L, 2));
     int nargs = lua_gettop(L) - 2;
     lua_createtable(L, nargs + 1, 0);
     for (int i = 0; i <= nargs; i++) {
@@ -138,10 +139,16 @@ int start_timer(lua_State* L, bool repeat, const char* fname) {
     return 1;
 }
 
-int l_set_timeout(lua_State* L) { return start_timer(L, false, "setTimeout"); }
-int l_set_interval(lua_State* L) { return start_timer(L, true, "setInterval"); }
+int l_set_timeout(lua_State* L) {
+    return start_timer(L, false, "setTimeout");
+}
+int l_set_interval(lua_State* L) {
+    return start_timer(L, true, "setInterval");
+}
 
-Timer* to_timer(lua_State* L) { return *static_cast<Timer**>(luaL_checkudata(L, 1, kTimerClass)); }
+Timer* to_timer(lua_State* L) {
+    return *static_cast<Timer**>(luaL_checkudata(L, 1, kTimerClass));
+}
 
 // Stopping a timer that has fired or was stopped already does nothing.
 int l_timer_stop(lua_State* L) {
@@ -176,10 +183,8 @@ extern "C" int luaopen_timer(lua_State* L) {
                                 {"ref", l_timer_ref},   {"__gc", l_timer_gc},       {nullptr, nullptr}};
     luaio::new_class(L, kTimerClass, methods);
     lua_pop(L, 1);
-    const luaL_Reg funcs[] = {{"sleep", l_sleep},
-                              {"setTimeout", l_set_timeout},
-                              {"setInterval", l_set_interval},
-                              {nullptr, nullptr}};
+    const luaL_Reg funcs[] = {
+        {"sleep", l_sleep}, {"setTimeout", l_set_timeout}, {"setInterval", l_set_interval}, {nullptr, nullptr}};
     luaL_newlib(L, funcs);
     return 1;
 }

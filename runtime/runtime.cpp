@@ -43,7 +43,9 @@ uv_idle_t g_idle;
 
 void drain_ready();
 
-void on_idle(uv_idle_t*) { drain_ready(); }
+void on_idle(uv_idle_t*) {
+    drain_ready();
+}
 
 void run_task(lua_State* co, int ref, int nargs);
 
@@ -76,8 +78,8 @@ void run_task(lua_State* co, int ref, int nargs) {
     g_current = nullptr;
     g_current_ref = LUA_NOREF;
     if (status == LUA_YIELD) {
-        bool parked = lua_gettop(co) > 0 && lua_type(co, -1) == LUA_TLIGHTUSERDATA &&
-                      lua_touserdata(co, -1) == &kParkSentinel;
+        bool parked =
+            lua_gettop(co) > 0 && lua_type(co, -1) == LUA_TLIGHTUSERDATA && lua_touserdata(co, -1) == &kParkSentinel;
         lua_settop(co, 0);
         if (!parked) {
             // A plain coroutine.yield() at the top of a task: let others run, then go on.
@@ -241,9 +243,14 @@ int embedded_searcher(lua_State* L) {
 }
 
 int open_core(lua_State* L) {
-    const luaL_Reg funcs[] = {{"suspend", core_suspend}, {"current", core_current}, {"ready", core_ready},
-                              {"spawn", core_spawn},     {"report", core_report},   {"pending", core_pending},
-                              {"readline", core_readline},                 {"yield", core_yield},
+    const luaL_Reg funcs[] = {{"suspend", core_suspend},
+                              {"current", core_current},
+                              {"ready", core_ready},
+                              {"spawn", core_spawn},
+                              {"report", core_report},
+                              {"pending", core_pending},
+                              {"readline", core_readline},
+                              {"yield", core_yield},
                               {"raise_through_destructor", core_raise_through_destructor},
                               {"guards_destroyed", core_guards_destroyed},
                               {nullptr, nullptr}};
@@ -257,8 +264,12 @@ int open_core(lua_State* L) {
 
 // ---------------------------------------------------------------- public API
 
-uv_loop_t* loop() { return g_loop; }
-lua_State* main_state() { return g_L; }
+uv_loop_t* loop() {
+    return g_loop;
+}
+lua_State* main_state() {
+    return g_L;
+}
 
 void push_error(lua_State* L, int code, const char* name, const char* message) {
     lua_createtable(L, 0, 3);
@@ -270,7 +281,9 @@ void push_error(lua_State* L, int code, const char* name, const char* message) {
     lua_setfield(L, -2, "message");
 }
 
-void push_uv_error(lua_State* L, int uverr) { push_error(L, uverr, uv_err_name(uverr), uv_strerror(uverr)); }
+void push_uv_error(lua_State* L, int uverr) {
+    push_error(L, uverr, uv_err_name(uverr), uv_strerror(uverr));
+}
 
 int return_uv_error(lua_State* L, int uverr, int nils) {
     for (int i = 0; i < nils; i++) lua_pushnil(L);
@@ -389,7 +402,9 @@ void spawn(lua_State* L, int nargs) {
         run_task(co, ref, nargs);
 }
 
-bool in_task() { return g_current != nullptr; }
+bool in_task() {
+    return g_current != nullptr;
+}
 
 void report_error(lua_State*, const char* prefix, const char* msg) {
     std::fflush(stdout);

@@ -5,7 +5,7 @@
 #include <ares.h>
 #include <llhttp.h>
 #include <luajit.h>
-#include <openssl/crypto.h>
+#include <openssl/opensslv.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -36,7 +36,7 @@ void print_version() {
     std::printf("libuv %s\n", uv_version_string());
     std::printf("c-ares %s\n", ares_version(nullptr));
     std::printf("llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
-    std::printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
+    std::printf("%s\n", OPENSSL_VERSION_TEXT); // the headers built against; linked when TLS lands
 }
 
 struct Action {

@@ -20,7 +20,24 @@ function helper.pid()
         helper._pid = tonumber(f:read("*a"):match("^(%d+)"))
         f:close()
     end
-    return helper._pid
+    --- Waits (up to `ms`, default 1000) until no libuv handle keeps the loop alive and, if
+--- `fds` is given, the open descriptor count is back to it. Returns true, or false and what
+--- is left. A leaked socket, timer or child fails the spec that calls this.
+function helper.idle(fds, ms)
+    local core = require "luaio.core"
+    local waited = 0
+    while true do
+        local h, f = core.handles(), fds and helper.fd_count() or nil
+        if h == 0 and (not fds or f <= fds) then return true end
+        if waited >= (ms or 1000) then
+            return false, ("%d handle(s) active, %s descriptors (baseline %s)"):format(h, tostring(f), tostring(fds))
+        end
+        sleep(10)
+        waited = waited + 10
+    end
+end
+
+return helper._pid
 end
 
 --- Writes `src` to a temporary .lua file and returns its path.
@@ -64,7 +81,41 @@ function helper.run(args, stdin)
         f:close()
         cmd = cmd .. " <" .. p
     end
-    return helper.sh(cmd)
+    --- Waits (up to `ms`, default 1000) until no libuv handle keeps the loop alive and, if
+--- `fds` is given, the open descriptor count is back to it. Returns true, or false and what
+--- is left. A leaked socket, timer or child fails the spec that calls this.
+function helper.idle(fds, ms)
+    local core = require "luaio.core"
+    local waited = 0
+    while true do
+        local h, f = core.handles(), fds and helper.fd_count() or nil
+        if h == 0 and (not fds or f <= fds) then return true end
+        if waited >= (ms or 1000) then
+            return false, ("%d handle(s) active, %s descriptors (baseline %s)"):format(h, tostring(f), tostring(fds))
+        end
+        sleep(10)
+        waited = waited + 10
+    end
+end
+
+return helper.sh(cmd)
+end
+
+--- Waits (up to `ms`, default 1000) until no libuv handle keeps the loop alive and, if
+--- `fds` is given, the open descriptor count is back to it. Returns true, or false and what
+--- is left. A leaked socket, timer or child fails the spec that calls this.
+function helper.idle(fds, ms)
+    local core = require "luaio.core"
+    local waited = 0
+    while true do
+        local h, f = core.handles(), fds and helper.fd_count() or nil
+        if h == 0 and (not fds or f <= fds) then return true end
+        if waited >= (ms or 1000) then
+            return false, ("%d handle(s) active, %s descriptors (baseline %s)"):format(h, tostring(f), tostring(fds))
+        end
+        sleep(10)
+        waited = waited + 10
+    end
 end
 
 return helper

@@ -5,6 +5,7 @@
 extern "C" {
 int luaopen_system(lua_State* L);
 int luaopen_timer(lua_State* L);
+int luaopen_dns(lua_State* L);
 }
 
 namespace luaio {
@@ -12,6 +13,7 @@ namespace luaio {
 void register_modules(lua_State* L) {
     preload(L, "system", luaopen_system);
     preload(L, "timer", luaopen_timer);
+    preload(L, "dns", luaopen_dns);
 }
 
 } // namespace luaio

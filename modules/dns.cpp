@@ -1,0 +1,881 @@
+// The dns module: name resolution on c-ares, its sockets driven by the libuv loop (no thread
+// is blocked and getaddrinfo is never called).
+//
+//   addrs, err = dns.resolve4(name[, {timeout = ms, ttl = bool, cache = bool}])   -- A records
+//   addrs, err = dns.resolve6(name[, opts])                                        -- AAAA records
+//   addrs, err = dns.lookup(name[, family | {family = 4|6, timeout = ms, cache = bool}])
+//   names, err = dns.reverse(ip[, {timeout = ms}])
+//   dns.setServers({"127.0.0.1:5353", "[::1]:53", ...})   dns.setServers()  -- back to resolv.conf
+//   servers = dns.getServers()
+//   dns.setTimeout(ms)   dns.getTimeout()
+//   dns.setCache{size = n, max_ttl = s}   dns.flushCache()   stats = dns.cacheStats()
+//
+// c-ares runs on a Channel: the c-ares channel, one uv_poll per socket c-ares opens (told by
+// its socket state callback) and one uv_timer for its retransmissions. c-ares closes its
+// sockets when no query is pending, so an idle channel holds no active handle and the
+// process exits when the script is done. The channel is created by the first query, so a
+// script that never resolves a name costs nothing.
+//
+// Every query also has its own deadline timer (the `timeout` option): when it fires the
+// caller gets ETIMEOUT at once and the query is abandoned; when every query pending on a
+// channel is abandoned, the channel is cancelled so that its sockets close.
+//
+// c-ares may complete a query synchronously, inside ares_query/ares_getaddrinfo (hosts file
+// hits, bad names): the binding then returns the results directly without parking. Results
+// that arrive inside ares_process_fd are queued and the tasks are woken after c-ares has
+// returned, so Lua never runs inside a c-ares callback.
+#include "runtime/luaio.h"
+
+#include <ares.h>
+#include <ares_nameser.h>
+
+#include <algorithm>
+#include <cstring>
+#include <list>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+// Named limits and defaults.
+constexpr lua_Integer kDefaultTimeoutMs = 5000;    // a whole call (the `timeout` option)
+constexpr lua_Integer kMaxTimeoutMs = 3600 * 1000; // one hour
+constexpr int kAttemptTimeoutMs = 1000;            // c-ares's first retransmission (doubles)
+constexpr int kTries = 3;                          // c-ares attempts per server
+constexpr size_t kDefaultCacheSize = 1000;         // cached answers
+constexpr int kDefaultMaxTtl = 3600;               // seconds an answer may be cached at most
+constexpr int kMaxAddrTtls = 256;                  // addresses read from one answer
+constexpr size_t kMaxNameLength = 1024;            // longer names are EBADNAME without a query
+
+lua_Integer g_timeout_ms = kDefaultTimeoutMs;
+
+// ---------------------------------------------------------------- errors
+
+const char* ares_error_name(int status) {
+    switch (status) {
+    case ARES_ENODATA:
+        return "ENODATA";
+    case ARES_EFORMERR:
+        return "EFORMERR";
+    case ARES_ESERVFAIL:
+        return "ESERVFAIL";
+    case ARES_ENOTFOUND:
+        return "ENOTFOUND";
+    case ARES_ENOTIMP:
+        return "ENOTIMP";
+    case ARES_EREFUSED:
+        return "EREFUSED";
+    case ARES_EBADQUERY:
+        return "EBADQUERY";
+    case ARES_EBADNAME:
+        return "EBADNAME";
+    case ARES_EBADFAMILY:
+        return "EBADFAMILY";
+    case ARES_EBADRESP:
+        return "EBADRESP";
+    case ARES_ECONNREFUSED:
+        return "ECONNREFUSED";
+    case ARES_ETIMEOUT:
+        return "ETIMEOUT";
+    case ARES_EOF:
+        return "EOF";
+    case ARES_EFILE:
+        return "EFILE";
+    case ARES_ENOMEM:
+        return "ENOMEM";
+    case ARES_EDESTRUCTION:
+        return "EDESTRUCTION";
+    case ARES_EBADSTR:
+        return "EBADSTR";
+    case ARES_EBADFLAGS:
+        return "EBADFLAGS";
+    case ARES_ENONAME:
+        return "ENONAME";
+    case ARES_EBADHINTS:
+        return "EBADHINTS";
+    case ARES_ENOTINITIALIZED:
+        return "ENOTINITIALIZED";
+    case ARES_ECANCELLED:
+        return "ECANCELLED";
+    default:
+        return "EDNS";
+    }
+}
+
+// The error table of a c-ares status: code is the c-ares status (a positive number), name
+// the c-ares name without its ARES_ prefix; `hostname` says what was asked.
+void push_ares_error(lua_State* L, int status, const std::string& host, const char* message = nullptr) {
+    luaio::push_error(L, status, ares_error_name(status), message ? message : ares_strerror(status));
+    lua_pushlstring(L, host.data(), host.size());
+    lua_setfield(L, -2, "hostname");
+}
+
+// ---------------------------------------------------------------- cache
+
+// Answers kept for their TTL (capped at max_ttl), least recently used evicted first.
+struct CacheEntry {
+    std::string key;
+    std::vector<std::string> addrs;
+    std::vector<int> ttls; // seconds, as received
+    uint64_t stored;       // loop time (ms)
+    uint64_t expires;      // loop time (ms)
+};
+
+struct Cache {
+    size_t size = kDefaultCacheSize;
+    int max_ttl = kDefaultMaxTtl;
+    std::list<CacheEntry> lru; // most recently used first
+    std::unordered_map<std::string, std::list<CacheEntry>::iterator> index;
+    uint64_t hits = 0, misses = 0;
+
+    void flush() {
+        lru.clear();
+        index.clear();
+    }
+
+    const CacheEntry* get(const std::string& key, uint64_t now) {
+        auto it = index.find(key);
+        if (it == index.end()) {
+            misses++;
+            return nullptr;
+        }
+        if (it->second->expires <= now) {
+            lru.erase(it->second);
+            index.erase(it);
+            misses++;
+            return nullptr;
+        }
+        lru.splice(lru.begin(), lru, it->second);
+        hits++;
+        return &*it->second;
+    }
+
+    void put(const std::string& key, const std::vector<std::string>& addrs, const std::vector<int>& ttls,
+             uint64_t now) {
+        if (size == 0 || addrs.empty()) return;
+        int ttl = *std::min_element(ttls.begin(), ttls.end());
+        ttl = std::min(ttl, max_ttl);
+        if (ttl <= 0) return;
+        auto it = index.find(key);
+        if (it != index.end()) {
+            lru.erase(it->second);
+            index.erase(it);
+        }
+        while (lru.size() >= size) {
+            index.erase(lru.back().key);
+            lru.pop_back();
+        }
+        lru.push_front({key, addrs, ttls, now, now + static_cast<uint64_t>(ttl) * 1000});
+        index[key] = lru.begin();
+    }
+};
+Cache g_cache;
+
+uint64_t now_ms() {
+    return uv_now(luaio::loop());
+}
+
+std::string cache_key(const char* kind, const std::string& name) {
+    std::string key = kind;
+    key += ':';
+    for (char c : name) key += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    // "example.com." and "example.com" are the same name.
+    if (key.size() > 1 && key.back() == '.') key.pop_back();
+    return key;
+}
+
+// ---------------------------------------------------------------- channels
+
+struct Query;
+
+struct Poll {
+    uv_poll_t poll;
+    struct Channel* chan;
+    ares_socket_t fd;
+};
+
+struct Channel {
+    ares_channel ares = nullptr;
+    uv_timer_t timer; // c-ares's retransmission timer
+    std::unordered_map<ares_socket_t, Poll*> polls;
+    std::vector<Query*> completed; // answered inside c-ares, not yet woken
+    int pending = 0;               // queries c-ares has not called back yet
+    int live = 0;                  // pending queries whose caller still waits
+    int busy = 0;                  // depth of our callbacks running on it
+    bool retired = false;          // replaced (setServers); destroyed when idle
+};
+
+// The channel new queries go to (nullptr until the first query).
+Channel* g_channel = nullptr;
+// Servers set by setServers (empty: those of /etc/resolv.conf).
+std::vector<ares_addr_port_node> g_servers;
+
+struct Query {
+    Channel* chan;
+    uv_timer_t deadline;
+    enum { TimerNone, TimerActive, TimerClosed } timer = TimerNone;
+    luaio::Waiter waiter;
+    std::string name;
+    std::string cache_key;
+    bool want_ttl = false;
+    bool use_cache = true;
+    bool parked = false;    // the caller has yielded (else it is still inside the binding)
+    bool done = false;      // c-ares has called back
+    bool abandoned = false; // the caller was woken by the deadline
+    int status = ARES_SUCCESS;
+    std::vector<std::string> addrs;
+    std::vector<int> ttls;
+};
+
+void maybe_free(Query* q) {
+    if (q->done && q->timer != Query::TimerActive) delete q;
+}
+
+void on_poll(uv_poll_t* handle, int status, int events);
+void leave(Channel* chan);
+
+void on_sock_state(void* data, ares_socket_t fd, int readable, int writable) {
+    auto* chan = static_cast<Channel*>(data);
+    auto it = chan->polls.find(fd);
+    if (readable || writable) {
+        Poll* p;
+        if (it == chan->polls.end()) {
+            p = new Poll;
+            p->chan = chan;
+            p->fd = fd;
+            if (uv_poll_init_socket(luaio::loop(), &p->poll, fd) != 0) {
+                // Undriven, the socket's queries end by c-ares's own timeout.
+                delete p;
+                return;
+            }
+            chan->polls[fd] = p;
+        } else {
+            p = it->second;
+        }
+        uv_poll_start(&p->poll, (readable ? UV_READABLE : 0) | (writable ? UV_WRITABLE : 0), on_poll);
+    } else if (it != chan->polls.end()) {
+        // c-ares closes the socket right after this: stop watching it first.
+        Poll* p = it->second;
+        chan->polls.erase(it);
+        uv_poll_stop(&p->poll);
+        uv_close(reinterpret_cast<uv_handle_t*>(&p->poll), [](uv_handle_t* h) { delete reinterpret_cast<Poll*>(h); });
+    }
+}
+
+Channel* new_channel(int* status) {
+    static bool library_ready = false;
+    if (!library_ready) {
+        if ((*status = ares_library_init(ARES_LIB_INIT_ALL)) != ARES_SUCCESS) return nullptr;
+        library_ready = true;
+    }
+    auto* chan = new Channel;
+    ares_options o;
+    std::memset(&o, 0, sizeof o);
+    char lookups[] = "fb"; // the hosts file first, then DNS
+    o.sock_state_cb = on_sock_state;
+    o.sock_state_cb_data = chan;
+    o.lookups = lookups;
+    o.timeout = kAttemptTimeoutMs;
+    o.tries = kTries;
+    int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_LOOKUPS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
+    if ((*status = ares_init_options(&chan->ares, &o, mask)) != ARES_SUCCESS) {
+        delete chan;
+        return nullptr;
+    }
+    if (!g_servers.empty()) {
+        for (size_t i = 0; i < g_servers.size(); i++)
+            g_servers[i].next = i + 1 < g_servers.size() ? &g_servers[i + 1] : nullptr;
+        if ((*status = ares_set_servers_ports(chan->ares, g_servers.data())) != ARES_SUCCESS) {
+            ares_destroy(chan->ares);
+            delete chan;
+            return nullptr;
+        }
+    }
+    uv_timer_init(luaio::loop(), &chan->timer);
+    chan->timer.data = chan;
+    uv_unref(reinterpret_cast<uv_handle_t*>(&chan->timer));
+    return chan;
+}
+
+Channel* current_channel(int* status) {
+    if (!g_channel) g_channel = new_channel(status);
+    return g_channel;
+}
+
+void destroy_channel(Channel* chan) {
+    if (g_channel == chan) g_channel = nullptr;
+    ares_destroy(chan->ares); // closes its sockets: on_sock_state closes their polls
+    chan->ares = nullptr;
+    for (auto& kv : chan->polls) {
+        uv_poll_stop(&kv.second->poll);
+        uv_close(reinterpret_cast<uv_handle_t*>(&kv.second->poll),
+                 [](uv_handle_t* h) { delete reinterpret_cast<Poll*>(h); });
+    }
+    chan->polls.clear();
+    uv_close(reinterpret_cast<uv_handle_t*>(&chan->timer),
+             [](uv_handle_t* h) { delete static_cast<Channel*>(h->data); });
+}
+
+// Replaces the channel new queries go to; the old one is destroyed as soon as it is idle.
+void retire_channel() {
+    Channel* chan = g_channel;
+    if (!chan) return;
+    g_channel = nullptr;
+    chan->retired = true;
+    if (chan->pending == 0 && chan->busy == 0) destroy_channel(chan);
+}
+
+void on_channel_timer(uv_timer_t* t);
+
+// Restarts the retransmission timer for the earliest c-ares deadline. The timer and the
+// polls keep the loop alive only while a query is pending.
+void schedule(Channel* chan) {
+    if (chan->pending == 0) {
+        uv_timer_stop(&chan->timer);
+        for (auto& kv : chan->polls) uv_unref(reinterpret_cast<uv_handle_t*>(&kv.second->poll));
+        return;
+    }
+    for (auto& kv : chan->polls) uv_ref(reinterpret_cast<uv_handle_t*>(&kv.second->poll));
+    timeval tv;
+    if (ares_timeout(chan->ares, nullptr, &tv)) {
+        uint64_t ms = static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec + 999) / 1000;
+        uv_timer_start(&chan->timer, on_channel_timer, ms, 0);
+    } else {
+        uv_timer_stop(&chan->timer);
+    }
+}
+
+int push_results(lua_State* L, Query* q);
+
+// Wakes the tasks whose queries c-ares has answered. Runs outside c-ares.
+void flush_completed(Channel* chan) {
+    while (!chan->completed.empty()) {
+        std::vector<Query*> batch;
+        batch.swap(chan->completed);
+        for (Query* q : batch) {
+            if (q->timer == Query::TimerActive) {
+                uv_close(reinterpret_cast<uv_handle_t*>(&q->deadline), [](uv_handle_t* h) {
+                    auto* q = static_cast<Query*>(h->data);
+                    q->timer = Query::TimerClosed;
+                    maybe_free(q);
+                });
+            }
+            // The close callback runs on a later loop turn: q is alive during the wake.
+            luaio::wake(q->waiter, [q](lua_State* co) { return push_results(co, q); });
+        }
+    }
+}
+
+// The end of each of our callbacks that ran c-ares: wake, rearm, and destroy a retired
+// channel once nothing runs on it.
+void leave(Channel* chan) {
+    flush_completed(chan);
+    if (--chan->busy > 0) return;
+    if (chan->retired && chan->pending == 0)
+        destroy_channel(chan);
+    else
+        schedule(chan);
+}
+
+void on_poll(uv_poll_t* handle, int status, int events) {
+    auto* p = reinterpret_cast<Poll*>(handle);
+    Channel* chan = p->chan;
+    ares_socket_t fd = p->fd;
+    chan->busy++;
+    // On an error let c-ares read and write, so that it sees the error and moves on.
+    bool readable = status < 0 || (events & UV_READABLE);
+    bool writable = status < 0 || (events & UV_WRITABLE);
+    ares_process_fd(chan->ares, readable ? fd : ARES_SOCKET_BAD, writable ? fd : ARES_SOCKET_BAD);
+    leave(chan);
+}
+
+void on_channel_timer(uv_timer_t* t) {
+    auto* chan = static_cast<Channel*>(t->data);
+    chan->busy++;
+    ares_process_fd(chan->ares, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    leave(chan);
+}
+
+// Called by c-ares for every query, exactly once.
+void finish(Query* q, int status) {
+    Channel* chan = q->chan;
+    q->done = true;
+    q->status = status;
+    chan->pending--;
+    if (q->abandoned) {
+        maybe_free(q);
+        return;
+    }
+    chan->live--;
+    if (status == ARES_SUCCESS && q->use_cache && !q->cache_key.empty())
+        g_cache.put(q->cache_key, q->addrs, q->ttls, now_ms());
+    if (q->parked) chan->completed.push_back(q);
+}
+
+void on_deadline(uv_timer_t* t) {
+    auto* q = static_cast<Query*>(t->data);
+    Channel* chan = q->chan;
+    chan->busy++;
+    q->abandoned = true;
+    chan->live--;
+    uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) {
+        auto* q = static_cast<Query*>(h->data);
+        q->timer = Query::TimerClosed;
+        maybe_free(q);
+    });
+    // Nobody waits for what is left on the channel: cancel it so that its sockets close.
+    // Abandoned queries ignore their ARES_ECANCELLED callback.
+    if (chan->live == 0 && chan->pending > 0) ares_cancel(chan->ares);
+    std::string name = q->name; // q may be freed by the close callback after the wake
+    luaio::wake(q->waiter, [&](lua_State* co) {
+        lua_pushnil(co);
+        push_ares_error(co, ARES_ETIMEOUT, name, "DNS query timed out");
+        return 2;
+    });
+    leave(chan);
+}
+
+// ---------------------------------------------------------------- c-ares callbacks
+
+std::string ntop(int family, const void* addr) {
+    char buf[INET6_ADDRSTRLEN];
+    if (uv_inet_ntop(family, addr, buf, sizeof buf) != 0) return std::string();
+    return buf;
+}
+
+void on_a_answer(void* arg, int status, int, unsigned char* abuf, int alen) {
+    auto* q = static_cast<Query*>(arg);
+    if (status == ARES_SUCCESS) {
+        ares_addrttl ttls[kMaxAddrTtls];
+        int n = kMaxAddrTtls;
+        status = ares_parse_a_reply(abuf, alen, nullptr, ttls, &n);
+        for (int i = 0; status == ARES_SUCCESS && i < n; i++) {
+            q->addrs.push_back(ntop(AF_INET, &ttls[i].ipaddr));
+            q->ttls.push_back(ttls[i].ttl);
+        }
+        if (status == ARES_SUCCESS && q->addrs.empty()) status = ARES_ENODATA;
+    }
+    finish(q, status);
+}
+
+void on_aaaa_answer(void* arg, int status, int, unsigned char* abuf, int alen) {
+    auto* q = static_cast<Query*>(arg);
+    if (status == ARES_SUCCESS) {
+        ares_addr6ttl ttls[kMaxAddrTtls];
+        int n = kMaxAddrTtls;
+        status = ares_parse_aaaa_reply(abuf, alen, nullptr, ttls, &n);
+        for (int i = 0; status == ARES_SUCCESS && i < n; i++) {
+            q->addrs.push_back(ntop(AF_INET6, &ttls[i].ip6addr));
+            q->ttls.push_back(ttls[i].ttl);
+        }
+        if (status == ARES_SUCCESS && q->addrs.empty()) status = ARES_ENODATA;
+    }
+    finish(q, status);
+}
+
+void on_addrinfo(void* arg, int status, int, ares_addrinfo* res) {
+    auto* q = static_cast<Query*>(arg);
+    if (status == ARES_SUCCESS && res) {
+        // IPv4 first, then IPv6, each in the order received, without duplicates.
+        for (int family : {AF_INET, AF_INET6}) {
+            for (ares_addrinfo_node* n = res->nodes; n; n = n->ai_next) {
+                if (n->ai_family != family) continue;
+                std::string a = family == AF_INET
+                                    ? ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(n->ai_addr)->sin_addr)
+                                    : ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(n->ai_addr)->sin6_addr);
+                if (std::find(q->addrs.begin(), q->addrs.end(), a) != q->addrs.end()) continue;
+                q->addrs.push_back(a);
+                q->ttls.push_back(n->ai_ttl);
+            }
+        }
+        if (q->addrs.empty()) status = ARES_ENODATA;
+    }
+    if (res) ares_freeaddrinfo(res);
+    finish(q, status);
+}
+
+void on_hostent(void* arg, int status, int, hostent* h) {
+    auto* q = static_cast<Query*>(arg);
+    if (status == ARES_SUCCESS && h) {
+        if (h->h_name) q->addrs.push_back(h->h_name);
+        for (char** a = h->h_aliases; a && *a; a++)
+            if (std::find(q->addrs.begin(), q->addrs.end(), *a) == q->addrs.end()) q->addrs.push_back(*a);
+        if (q->addrs.empty()) status = ARES_ENOTFOUND;
+    }
+    finish(q, status);
+}
+
+// ---------------------------------------------------------------- results
+
+void push_list(lua_State* L, const std::vector<std::string>& addrs, const std::vector<int>* ttls, int elapsed_s) {
+    lua_createtable(L, static_cast<int>(addrs.size()), 0);
+    for (size_t i = 0; i < addrs.size(); i++) {
+        if (ttls) {
+            lua_createtable(L, 0, 2);
+            lua_pushlstring(L, addrs[i].data(), addrs[i].size());
+            lua_setfield(L, -2, "address");
+            lua_pushinteger(L, std::max(0, (*ttls)[i] - elapsed_s));
+            lua_setfield(L, -2, "ttl");
+        } else {
+            lua_pushlstring(L, addrs[i].data(), addrs[i].size());
+        }
+        lua_rawseti(L, -2, static_cast<int>(i + 1));
+    }
+}
+
+int push_results(lua_State* L, Query* q) {
+    if (q->status != ARES_SUCCESS) {
+        lua_pushnil(L);
+        push_ares_error(L, q->status, q->name);
+        return 2;
+    }
+    push_list(L, q->addrs, q->want_ttl ? &q->ttls : nullptr, 0);
+    return 1;
+}
+
+// ---------------------------------------------------------------- bindings
+
+struct Options {
+    lua_Integer timeout = 0;
+    bool ttl = false;
+    bool cache = true;
+    int family = 0;
+};
+
+lua_Integer check_timeout(lua_State* L, lua_Integer ms, const char* fname) {
+    if (ms <= 0 || ms > kMaxTimeoutMs)
+        luaio::raise(L, fname, "timeout must be between 1 and %d milliseconds", static_cast<int>(kMaxTimeoutMs));
+    return ms;
+}
+
+int check_family(lua_State* L, lua_Integer family, const char* fname) {
+    if (family != 0 && family != 4 && family != 6) luaio::raise(L, fname, "family must be 4, 6 or nil");
+    return static_cast<int>(family);
+}
+
+std::string check_name(lua_State* L, const char* fname, const char* what) {
+    if (lua_type(L, 1) != LUA_TSTRING)
+        luaio::raise(L, fname, "expected %s (a string) as argument 1, got %s", what, luaL_typename(L, 1));
+    size_t len;
+    const char* s = lua_tolstring(L, 1, &len);
+    return std::string(s, len);
+}
+
+Options check_options(lua_State* L, int idx, const char* fname) {
+    Options o;
+    o.timeout = g_timeout_ms;
+    if (lua_isnoneornil(L, idx)) return o;
+    if (!lua_istable(L, idx))
+        luaio::raise(L, fname, "expected an options table as argument %d, got %s", idx, luaL_typename(L, idx));
+    o.timeout = check_timeout(L, luaio::opt_int_field(L, idx, "timeout", g_timeout_ms, fname), fname);
+    o.ttl = luaio::opt_bool_field(L, idx, "ttl", false, fname);
+    o.cache = luaio::opt_bool_field(L, idx, "cache", true, fname);
+    o.family = check_family(L, luaio::opt_int_field(L, idx, "family", 0, fname), fname);
+    return o;
+}
+
+// A name c-ares would misread (empty, an embedded NUL, absurdly long) is EBADNAME at once.
+bool bad_name(const std::string& name) {
+    return name.empty() || name.size() > kMaxNameLength || name.find('\0') != std::string::npos;
+}
+
+int return_error(lua_State* L, int status, const std::string& name, const char* message = nullptr) {
+    lua_pushnil(L);
+    push_ares_error(L, status, name, message);
+    return 2;
+}
+
+// Starts `q` with `start` (which calls c-ares); returns the results at once when c-ares
+// completed synchronously, else parks the caller until they arrive or the deadline passes.
+template <class Start> int run_query(lua_State* L, Query* q, lua_Integer timeout, Start&& start) {
+    int status = ARES_SUCCESS;
+    Channel* chan = current_channel(&status);
+    if (!chan) {
+        int n = return_error(L, status, q->name);
+        delete q;
+        return n;
+    }
+    q->chan = chan;
+    chan->pending++;
+    chan->live++;
+    start(chan->ares, q);
+    // Other queries may have completed inside the call: wake them (queued, we are in a task).
+    flush_completed(chan);
+    if (q->done) {
+        int n = push_results(L, q);
+        delete q;
+        if (chan->busy == 0) schedule(chan);
+        return n;
+    }
+    uv_timer_init(luaio::loop(), &q->deadline);
+    q->deadline.data = q;
+    uv_timer_start(&q->deadline, on_deadline, static_cast<uint64_t>(timeout), 0);
+    q->timer = Query::TimerActive;
+    q->parked = true;
+    if (chan->busy == 0) schedule(chan);
+    return luaio::park(L, q->waiter);
+}
+
+int resolve(lua_State* L, int family, const char* fname) {
+    std::string name = check_name(L, fname, "a hostname");
+    Options o = check_options(L, 2, fname);
+    if (bad_name(name)) return return_error(L, ARES_EBADNAME, name);
+    std::string key = cache_key(family == AF_INET ? "A" : "AAAA", name);
+    if (o.cache) {
+        uint64_t now = now_ms();
+        if (const CacheEntry* e = g_cache.get(key, now)) {
+            push_list(L, e->addrs, o.ttl ? &e->ttls : nullptr, static_cast<int>((now - e->stored) / 1000));
+            return 1;
+        }
+    }
+    luaio::check_can_wait(L, fname);
+    auto* q = new Query;
+    q->name = name;
+    q->cache_key = key;
+    q->want_ttl = o.ttl;
+    q->use_cache = o.cache;
+    return run_query(L, q, o.timeout, [&](ares_channel ch, Query* q) {
+        ares_query(ch, q->name.c_str(), C_IN, family == AF_INET ? T_A : T_AAAA,
+                   family == AF_INET ? on_a_answer : on_aaaa_answer, q);
+    });
+}
+
+int l_resolve4(lua_State* L) {
+    return resolve(L, AF_INET, "resolve4");
+}
+int l_resolve6(lua_State* L) {
+    return resolve(L, AF_INET6, "resolve6");
+}
+
+int l_lookup(lua_State* L) {
+    const char* fname = "lookup";
+    std::string name = check_name(L, fname, "a hostname");
+    Options o;
+    if (lua_type(L, 2) == LUA_TNUMBER) {
+        lua_Number n = lua_tonumber(L, 2);
+        if (n != 0 && n != 4 && n != 6) luaio::raise(L, fname, "family must be 4, 6 or nil");
+        o.timeout = g_timeout_ms;
+        o.family = static_cast<int>(n);
+    } else if (lua_isnoneornil(L, 2) || lua_istable(L, 2)) {
+        o = check_options(L, 2, fname);
+    } else {
+        luaio::raise(L, fname, "expected a family (4 or 6) or an options table as argument 2, got %s",
+                     luaL_typename(L, 2));
+    }
+    if (bad_name(name)) return return_error(L, ARES_EBADNAME, name);
+    // An IP address is its own answer, whatever the family asked for.
+    unsigned char buf[sizeof(in6_addr)];
+    if (uv_inet_pton(AF_INET, name.c_str(), buf) == 0 || uv_inet_pton(AF_INET6, name.c_str(), buf) == 0) {
+        std::vector<int> ttls{0};
+        push_list(L, {name}, o.ttl ? &ttls : nullptr, 0);
+        return 1;
+    }
+    std::string key = cache_key(o.family == 4 ? "L4" : o.family == 6 ? "L6" : "L", name);
+    if (o.cache) {
+        uint64_t now = now_ms();
+        if (const CacheEntry* e = g_cache.get(key, now)) {
+            push_list(L, e->addrs, o.ttl ? &e->ttls : nullptr, static_cast<int>((now - e->stored) / 1000));
+            return 1;
+        }
+    }
+    luaio::check_can_wait(L, fname);
+    auto* q = new Query;
+    q->name = name;
+    q->cache_key = key;
+    q->want_ttl = o.ttl;
+    q->use_cache = o.cache;
+    int family = o.family == 4 ? AF_INET : o.family == 6 ? AF_INET6 : AF_UNSPEC;
+    return run_query(L, q, o.timeout, [&](ares_channel ch, Query* q) {
+        ares_addrinfo_hints hints;
+        std::memset(&hints, 0, sizeof hints);
+        hints.ai_family = family;
+        hints.ai_flags = ARES_AI_NOSORT;
+        ares_getaddrinfo(ch, q->name.c_str(), nullptr, &hints, on_addrinfo, q);
+    });
+}
+
+int l_reverse(lua_State* L) {
+    const char* fname = "reverse";
+    std::string ip = check_name(L, fname, "an IP address");
+    Options o = check_options(L, 2, fname);
+    unsigned char buf[sizeof(in6_addr)];
+    int family;
+    if (uv_inet_pton(AF_INET, ip.c_str(), buf) == 0 && ip.find('\0') == std::string::npos)
+        family = AF_INET;
+    else if (uv_inet_pton(AF_INET6, ip.c_str(), buf) == 0 && ip.find('\0') == std::string::npos)
+        family = AF_INET6;
+    else {
+        lua_pushnil(L);
+        std::string msg = "not an IP address: " + ip;
+        luaio::push_error(L, UV_EINVAL, "EINVAL", msg.c_str());
+        return 2;
+    }
+    luaio::check_can_wait(L, fname);
+    auto* q = new Query;
+    q->name = ip;
+    q->use_cache = false;
+    return run_query(L, q, o.timeout, [&](ares_channel ch, Query* q) {
+        ares_gethostbyaddr(ch, buf, family == AF_INET ? 4 : 16, family, on_hostent, q);
+    });
+}
+
+// "1.2.3.4", "1.2.3.4:53", "::1", "[::1]", "[::1]:53" -> a c-ares server node.
+bool parse_server(const std::string& s, ares_addr_port_node* node) {
+    std::memset(node, 0, sizeof *node);
+    std::string host = s;
+    int port = 53;
+    std::string port_text;
+    if (!s.empty() && s[0] == '[') {
+        size_t close = s.find(']');
+        if (close == std::string::npos) return false;
+        host = s.substr(1, close - 1);
+        std::string rest = s.substr(close + 1);
+        if (!rest.empty()) {
+            if (rest[0] != ':') return false;
+            port_text = rest.substr(1);
+            if (port_text.empty()) return false;
+        }
+        if (uv_inet_pton(AF_INET6, host.c_str(), &node->addr.addr6) != 0) return false;
+        node->family = AF_INET6;
+    } else if (std::count(s.begin(), s.end(), ':') == 1) {
+        size_t colon = s.find(':');
+        host = s.substr(0, colon);
+        port_text = s.substr(colon + 1);
+        if (port_text.empty()) return false;
+        if (uv_inet_pton(AF_INET, host.c_str(), &node->addr.addr4) != 0) return false;
+        node->family = AF_INET;
+    } else if (uv_inet_pton(AF_INET, host.c_str(), &node->addr.addr4) == 0) {
+        node->family = AF_INET;
+    } else if (uv_inet_pton(AF_INET6, host.c_str(), &node->addr.addr6) == 0) {
+        node->family = AF_INET6;
+    } else {
+        return false;
+    }
+    if (host.find('\0') != std::string::npos) return false;
+    if (!port_text.empty()) {
+        if (port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string::npos) return false;
+        port = std::stoi(port_text);
+        if (port < 1 || port > 65535) return false;
+    }
+    node->udp_port = port;
+    node->tcp_port = port;
+    return true;
+}
+
+int l_set_servers(lua_State* L) {
+    const char* fname = "setServers";
+    std::vector<ares_addr_port_node> servers;
+    if (!lua_isnoneornil(L, 1)) {
+        if (!lua_istable(L, 1))
+            luaio::raise(L, fname, "expected a list of servers (a table) as argument 1, got %s", luaL_typename(L, 1));
+        size_t n = lua_objlen(L, 1);
+        if (n == 0) luaio::raise(L, fname, "expected at least one server (call setServers() to use resolv.conf)");
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, 1, static_cast<int>(i));
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaio::raise(L, fname, "server %d must be a string, got %s", static_cast<int>(i), luaL_typename(L, -1));
+            size_t len;
+            const char* s = lua_tolstring(L, -1, &len);
+            ares_addr_port_node node;
+            if (!parse_server(std::string(s, len), &node))
+                luaio::raise(L, fname, "invalid server address '%s' (expected \"ip\", \"ip:port\" or \"[ipv6]:port\")",
+                             s);
+            servers.push_back(node);
+            lua_pop(L, 1);
+        }
+    }
+    g_servers = servers;
+    // Answers from other servers may differ: start afresh.
+    g_cache.flush();
+    Channel* chan = g_channel;
+    if (chan && !g_servers.empty() && chan->pending == 0) {
+        for (size_t i = 0; i < g_servers.size(); i++)
+            g_servers[i].next = i + 1 < g_servers.size() ? &g_servers[i + 1] : nullptr;
+        if (ares_set_servers_ports(chan->ares, g_servers.data()) == ARES_SUCCESS) return 0;
+    }
+    // c-ares cannot change the servers of a channel with pending queries (nor go back to
+    // resolv.conf): those finish on the old channel, new queries go to a new one.
+    retire_channel();
+    return 0;
+}
+
+int l_get_servers(lua_State* L) {
+    int status = ARES_SUCCESS;
+    Channel* chan = current_channel(&status);
+    lua_newtable(L);
+    if (!chan) return 1;
+    ares_addr_port_node* servers = nullptr;
+    if (ares_get_servers_ports(chan->ares, &servers) != ARES_SUCCESS) return 1;
+    int i = 0;
+    for (ares_addr_port_node* s = servers; s; s = s->next) {
+        std::string text = ntop(s->family, &s->addr);
+        int port = s->udp_port ? s->udp_port : 53;
+        if (port != 53) text = (s->family == AF_INET6 ? "[" + text + "]" : text) + ":" + std::to_string(port);
+        lua_pushlstring(L, text.data(), text.size());
+        lua_rawseti(L, -2, ++i);
+    }
+    ares_free_data(servers);
+    return 1;
+}
+
+int l_set_timeout(lua_State* L) {
+    if (lua_type(L, 1) != LUA_TNUMBER)
+        luaio::raise(L, "setTimeout", "expected milliseconds (a number) as argument 1, got %s", luaL_typename(L, 1));
+    g_timeout_ms = check_timeout(L, static_cast<lua_Integer>(lua_tonumber(L, 1)), "setTimeout");
+    return 0;
+}
+
+int l_get_timeout(lua_State* L) {
+    lua_pushinteger(L, g_timeout_ms);
+    return 1;
+}
+
+int l_set_cache(lua_State* L) {
+    const char* fname = "setCache";
+    if (!lua_istable(L, 1))
+        luaio::raise(L, fname, "expected an options table as argument 1, got %s", luaL_typename(L, 1));
+    lua_Integer size = luaio::opt_int_field(L, 1, "size", static_cast<lua_Integer>(g_cache.size), fname);
+    lua_Integer max_ttl = luaio::opt_int_field(L, 1, "max_ttl", g_cache.max_ttl, fname);
+    if (size < 0 || size > 10000000) luaio::raise(L, fname, "size must be between 0 and 10000000");
+    if (max_ttl < 0 || max_ttl > 86400 * 7) luaio::raise(L, fname, "max_ttl must be between 0 and 604800 seconds");
+    g_cache.size = static_cast<size_t>(size);
+    g_cache.max_ttl = static_cast<int>(max_ttl);
+    while (g_cache.lru.size() > g_cache.size) {
+        g_cache.index.erase(g_cache.lru.back().key);
+        g_cache.lru.pop_back();
+    }
+    return 0;
+}
+
+int l_flush_cache(lua_State*) {
+    g_cache.flush();
+    return 0;
+}
+
+int l_cache_stats(lua_State* L) {
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, static_cast<lua_Integer>(g_cache.lru.size()));
+    lua_setfield(L, -2, "entries");
+    lua_pushinteger(L, static_cast<lua_Integer>(g_cache.size));
+    lua_setfield(L, -2, "size");
+    lua_pushinteger(L, g_cache.max_ttl);
+    lua_setfield(L, -2, "max_ttl");
+    lua_pushinteger(L, static_cast<lua_Integer>(g_cache.hits));
+    lua_setfield(L, -2, "hits");
+    lua_pushinteger(L, static_cast<lua_Integer>(g_cache.misses));
+    lua_setfield(L, -2, "misses");
+    return 1;
+}
+
+} // namespace
+
+extern "C" int luaopen_dns(lua_State* L) {
+    const luaL_Reg funcs[] = {
+        {"resolve4", l_resolve4},      {"resolve6", l_resolve6},      {"lookup", l_lookup},
+        {"reverse", l_reverse},        {"setServers", l_set_servers}, {"getServers", l_get_servers},
+        {"setTimeout", l_set_timeout}, {"getTimeout", l_get_timeout}, {"setCache", l_set_cache},
+        {"flushCache", l_flush_cache}, {"cacheStats", l_cache_stats}, {nullptr, nullptr}};
+    luaL_newlib(L, funcs);
+    return 1;
+}

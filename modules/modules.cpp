@@ -5,6 +5,7 @@
 extern "C" {
 int luaopen_system(lua_State* L);
 int luaopen_timer(lua_State* L);
+int luaopen_luaio_process(lua_State* L);
 int luaopen_dns(lua_State* L);
 }
 
@@ -13,6 +14,7 @@ namespace luaio {
 void register_modules(lua_State* L) {
     preload(L, "system", luaopen_system);
     preload(L, "timer", luaopen_timer);
+    preload(L, "luaio.process", luaopen_luaio_process);
     preload(L, "dns", luaopen_dns);
 }
 

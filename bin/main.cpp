@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -21,6 +22,8 @@ const char kUsage[] = "usage: luaio [options] [script [args...]]\n"
                       "  -e code        run code (may be given more than once)\n"
                       "  -l name        require library 'name' and set the global of that name\n"
                       "  -i             enter the interactive prompt after running the script\n"
+                      "  --workers [N]  run the script in N worker processes (default: one per core) under a\n"
+                      "                 master that restarts them, stops them on SIGTERM, reloads them on SIGHUP\n"
                       "  -v, --version  print the versions of luaio and its libraries\n"
                       "  -h, --help     print this help\n"
                       "  -              run the script read from standard input\n"
@@ -49,6 +52,7 @@ struct Action {
 int main(int argc, char** argv) {
     std::vector<Action> actions;
     bool interactive = false;
+    long workers = -1; // --workers: -1 absent, 0 one per core
     int script = 0; // index in argv of the script, or 0 for none
     int i = 1;
     for (; i < argc; i++) {
@@ -65,6 +69,19 @@ int main(int argc, char** argv) {
         if (std::strcmp(a, "-h") == 0 || std::strcmp(a, "--help") == 0) {
             std::fputs(kUsage, stdout);
             return 0;
+        }
+        if (std::strcmp(a, "--workers") == 0 || std::strncmp(a, "--workers=", 10) == 0) {
+            const char* n = a[9] == '=' ? a + 10 : (i + 1 < argc ? argv[i + 1] : "");
+            char* end = nullptr;
+            long v = std::strtol(n, &end, 10);
+            bool given = *n && end && *end == '\0';
+            if (given && a[9] != '=') i++;
+            if ((a[9] == '=' && !given) || (given && (v < 1 || v > 1024))) {
+                std::fprintf(stderr, "luaio: --workers needs a number of workers between 1 and 1024\n");
+                return 1;
+            }
+            workers = given ? v : 0;
+            continue;
         }
         if (std::strcmp(a, "-i") == 0) {
             interactive = true;
@@ -134,6 +151,10 @@ int main(int argc, char** argv) {
     }
     lua_pushboolean(L, repl);
     lua_setfield(L, -2, "repl");
+    if (workers >= 0) {
+        lua_pushinteger(L, workers);
+        lua_setfield(L, -2, "workers");
+    }
     lua_pushinteger(L, argc - base - 1);
     lua_setfield(L, -2, "nargs");
     luaio::run_main(L, 1);

@@ -531,6 +531,21 @@ function process.shutdown(code)
     end)
 end
 
+-- Multi-process servers -------------------------------------------------
+
+--- In a worker of `luaio --workers N`: its slot (1..N); nil otherwise.
+process.workerId = nil
+
+--- A listening TCP socket (descriptor) for host:port with SO_REUSEPORT: fd, port or nil, err.
+--- In a worker of `luaio --workers`, the master's socket for this worker's slot (the same
+--- socket survives the worker's restarts and reloads); elsewhere a new socket.
+function process.listenSocket(host, port, backlog)
+    return core.listen_socket(host, port, backlog or 511)
+end
+
+--- Closes a descriptor from listenSocket that was not handed over.
+process.closeSocket = core.close_fd
+
 --- The number of CPUs this process may run on, and the CPUs a process may run on.
 process.ncpus = core.ncpus
 process.affinity = core.affinity

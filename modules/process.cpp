@@ -27,6 +27,7 @@
 #include <poll.h>
 #include <pwd.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -729,7 +730,7 @@ int l_ncpus(lua_State* L) {
 
 // ---------------------------------------------------------------- master/worker plumbing
 
-// A listening TCP socket with SO_REUSEADDR and SO_REUSEPORT: fd or nil, err.
+// A listening TCP socket with SO_REUSEADDR and SO_REUSEPORT: fd, port or nil, err.
 int l_listen_socket(lua_State* L) {
     const char* host = luaL_checkstring(L, 1);
     lua_Integer port = luaL_checkinteger(L, 2);
@@ -754,8 +755,15 @@ int l_listen_socket(lua_State* L) {
         close(fd);
         return luaio::return_uv_error(L, e);
     }
+    sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    int bound_port = static_cast<int>(port);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &blen) == 0)
+        bound_port = ntohs(bound.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&bound)->sin_port
+                                                      : reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
     lua_pushinteger(L, fd);
-    return 1;
+    lua_pushinteger(L, bound_port);
+    return 2;
 }
 
 // Sends msg with the descriptor fd attached (SCM_RIGHTS) on the socket pair under a pipe.
@@ -871,6 +879,14 @@ int l_unref_pipe(lua_State* L) {
     return 0;
 }
 
+// Linux: the signal this process gets when its parent dies (a worker follows its master).
+int l_set_parent_death_signal(lua_State* L) {
+    int signo = static_cast<int>(luaL_checkinteger(L, 1));
+    if (prctl(PR_SET_PDEATHSIG, signo) != 0) return luaio::return_uv_error(L, -errno);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 // The CPUs a process may run on, as in /proc/PID/status's Cpus_allowed_list: {0, 1, ...}.
 int l_affinity(lua_State* L) {
     int pid = static_cast<int>(luaL_optinteger(L, 1, 0));
@@ -934,6 +950,7 @@ extern "C" int luaopen_luaio_process(lua_State* L) {
                               {"close_fd", l_close_fd},
                               {"cloexec", l_cloexec},
                               {"open_pipe", l_open_pipe},
+                              {"set_parent_death_signal", l_set_parent_death_signal},
                               {nullptr, nullptr}};
     luaL_newlib(L, funcs);
     return 1;

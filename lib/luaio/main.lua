@@ -11,6 +11,9 @@ local function load_stdin()
 end
 
 return function(plan)
+    if plan.workers then return require("luaio.master")(plan) end
+    local worker = os.getenv("LUAIO_WORKER_FD") and require("luaio.worker")
+    if worker then worker.start() end
     for _, a in ipairs(plan.actions) do
         if a[1] == "e" then
             local f, err = loadstring(a[2], "=(command line)")
@@ -29,6 +32,7 @@ return function(plan)
         end
         if not f then fail(err) end
         f(unpack(arg, 1, plan.nargs))
+        if worker then worker.ready() end
     end
     if plan.repl then
         require("luaio.repl")()

@@ -1,0 +1,70 @@
+--- The worker side of `luaio --workers N` (the master is lib/luaio/master.lua).
+--
+-- A worker is a plain `luaio app.lua` started by the master with LUAIO_WORKER (its slot,
+-- 1..N) and LUAIO_WORKER_FD (its end of a socket pair to the master, fd 3) in its
+-- environment. The boot sequence (lib/luaio/main.lua) calls start() before the app and
+-- ready() once the app's main chunk has returned (its servers listen): the master waits for
+-- that before it retires the worker this one replaces during a reload.
+--
+-- Channel protocol (one line each way, the worker blocks for the answer; start-up only):
+--   worker: "ready\n"                       master: (nothing)
+--   worker: "listen <host> <port> <backlog>\n"
+--   master: "ok <port>\n" with the listening socket attached (SCM_RIGHTS), or
+--           "error <code> <name> <message>\n"
+-- The master owns one SO_REUSEPORT listening socket per (slot, host, port) and hands the
+-- same socket to every worker that takes the slot: connections queued on it while a worker
+-- restarts or is replaced are accepted by the next one, never reset.
+local core = require "luaio.process"
+
+local worker = {}
+
+local fd = tonumber(os.getenv("LUAIO_WORKER_FD"))
+worker.id = tonumber(os.getenv("LUAIO_WORKER"))
+worker.master_pid = tonumber(os.getenv("LUAIO_MASTER_PID"))
+
+local started, announced = false, false
+
+--- Before the app runs: keep the channel from the app's own children, make the worker's
+--- children ordinary processes, and follow the master if it dies (SIGTERM: graceful stop).
+function worker.start()
+    if started or not fd then return end
+    started = true
+    core.cloexec(fd)
+    core.setenv("LUAIO_WORKER", nil)
+    core.setenv("LUAIO_WORKER_FD", nil)
+    core.setenv("LUAIO_MASTER_PID", nil)
+    core.set_parent_death_signal(core.signum("SIGTERM"))
+    if worker.master_pid and core.ppid() ~= worker.master_pid then
+        -- The master died before prctl took effect.
+        io.stderr:write("luaio: worker ", tostring(worker.id), ": the master is gone\n")
+        os.exit(1)
+    end
+    local process = require "process"
+    process.workerId = worker.id
+    process.listenSocket = worker.listen
+end
+
+--- Tells the master that this worker serves (idempotent).
+function worker.ready()
+    if announced or not fd then return end
+    announced = true
+    core.write_fd(fd, "ready\n")
+end
+
+--- A listening socket for host:port from the master: fd, port, or nil and an error table.
+function worker.listen(host, port, backlog)
+    if not fd then
+        return nil, { code = -22, name = "EINVAL", message = "not a worker of a luaio master" }
+    end
+    local ok, err = core.write_fd(fd, ("listen %s %d %d\n"):format(host, port, backlog or 511))
+    if not ok then return nil, err end
+    local msg, sock = core.recv_fd(fd, 10000)
+    if not msg then return nil, sock end
+    local p = msg:match("^ok (%d+)\n$")
+    if p and sock then return sock, tonumber(p) end
+    if sock then core.close_fd(sock) end
+    local code, name, message = msg:match("^error (%-?%d+) (%S+) ([^\n]*)")
+    return nil, { code = tonumber(code) or -22, name = name or "EPROTO", message = message or msg }
+end
+
+return worker

@@ -1,0 +1,603 @@
+-- dns: resolve4/resolve6/lookup/reverse against a dnsmasq started by this spec on
+-- 127.0.0.1 (Debian's dnsmasq-base), a UDP socket that never answers, and a closed port.
+-- Nothing here queries the internet or the resolvers of /etc/resolv.conf; only the
+-- `localhost` cases read /etc/hosts.
+local dns = require "dns"
+local task = require "task"
+local system = require "system"
+local helper = require "helper"
+local ffi = require "ffi"
+
+-- ------------------------------------------------------------------ test servers
+
+for _, decl in ipairs({
+    "int socket(int domain, int type, int protocol);",
+    "int bind(int fd, const void* addr, uint32_t len);",
+    "int getsockname(int fd, void* addr, uint32_t* len);",
+    "int close(int fd);",
+}) do
+    pcall(ffi.cdef, decl)
+end
+
+local AF_INET, SOCK_DGRAM, SOCK_CLOEXEC = 2, 2, 0x80000
+
+-- A UDP socket bound to 127.0.0.1 on a free port, outside the loop: it never answers.
+-- Returns its fd and port.
+local function udp_socket()
+    local fd = ffi.C.socket(AF_INET, SOCK_DGRAM + SOCK_CLOEXEC, 0)
+    assert(fd >= 0, "socket() failed")
+    local sa = ffi.new("uint8_t[16]")
+    sa[0] = AF_INET -- sa_family, little-endian; port 0: any free port
+    sa[4], sa[5], sa[6], sa[7] = 127, 0, 0, 1
+    assert(ffi.C.bind(fd, sa, 16) == 0, "bind() failed")
+    local len = ffi.new("uint32_t[1]", 16)
+    assert(ffi.C.getsockname(fd, sa, len) == 0, "getsockname() failed")
+    return fd, sa[2] * 256 + sa[3]
+end
+
+-- A port nothing listens on (ICMP port unreachable: ECONNREFUSED).
+local function closed_port()
+    local fd, port = udp_socket()
+    ffi.C.close(fd)
+    return port
+end
+
+local dnsmasq = {}
+
+function dnsmasq.start()
+    local bin = io.open("/usr/sbin/dnsmasq") and "/usr/sbin/dnsmasq" or "dnsmasq"
+    local user = helper.sh("id -un"):gsub("%s+$", "")
+    dnsmasq.port = closed_port()
+    dnsmasq.log = os.tmpname()
+    os.remove(dnsmasq.log)
+    local args = {
+        bin,
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        "--listen-address=127.0.0.1",
+        "--port=" .. dnsmasq.port,
+        "--pid-file=",
+        "--user=" .. user,
+        -- Every name it does not know is NXDOMAIN, never forwarded.
+        "--local=/#/",
+        "--host-record=host.test,192.0.2.1,2001:db8::1,300",
+        "--host-record=multi.test,192.0.2.10,300",
+        "--host-record=multi.test,192.0.2.11,300",
+        "--host-record=v4only.test,192.0.2.7,300",
+        "--host-record=v6only.test,2001:db8::6,300",
+        "--host-record=ttl1.test,192.0.2.5,1",
+        "--host-record=Mixed.Case.test,192.0.2.8,300",
+        "--ptr-record=20.2.0.192.in-addr.arpa,ptr.test",
+        "--log-queries",
+        "--log-facility=" .. dnsmasq.log,
+    }
+    for i = 1, 20 do
+        args[#args + 1] = ("--host-record=n%d.test,192.0.2.%d,300"):format(i, 100 + i)
+    end
+    local out, err = helper.sh(table.concat(args, " ") .. " >/dev/null 2>&1 & echo $!")
+    dnsmasq.pid = tonumber(out:match("%d+"))
+    assert(dnsmasq.pid, "could not start dnsmasq (apt-get install dnsmasq-base): " .. err)
+    dnsmasq.server = "127.0.0.1:" .. dnsmasq.port
+    dns.setServers({ dnsmasq.server })
+    -- Wait until it answers (bounded).
+    for _ = 1, 100 do
+        local a = dns.resolve4("host.test", { timeout = 200, cache = false })
+        if a then return end
+        sleep(20)
+    end
+    error("dnsmasq did not answer on " .. dnsmasq.server)
+end
+
+function dnsmasq.stop()
+    if dnsmasq.pid then helper.sh("kill " .. dnsmasq.pid) end
+    dnsmasq.pid = nil
+    if dnsmasq.log then os.remove(dnsmasq.log) end
+end
+
+-- How many queries of `kind` (A, AAAA, PTR) for `name` dnsmasq has received.
+function dnsmasq.count(kind, name)
+    sleep(30) -- dnsmasq writes its log after answering
+    local n = 0
+    local f = io.open(dnsmasq.log)
+    if not f then return 0 end
+    local needle = "query[" .. kind .. "] " .. name .. " from"
+    for line in f:lines() do
+        if line:find(needle, 1, true) then n = n + 1 end
+    end
+    f:close()
+    return n
+end
+
+-- ------------------------------------------------------------------ helpers
+
+local function raises(pattern, fn, ...)
+    local ok, err = pcall(fn, ...)
+    assert.is_false(ok, "expected an error matching " .. pattern)
+    assert.matches(pattern, tostring(err))
+end
+
+local function sorted(t)
+    local c = {}
+    for i, v in ipairs(t) do c[i] = v end
+    table.sort(c)
+    return c
+end
+
+local function ms_since(t0) return (system.hrtime() - t0) / 1e6 end
+
+local function use_dnsmasq()
+    dns.setServers({ dnsmasq.server })
+end
+
+-- ------------------------------------------------------------------ specs
+
+describe("dns", function()
+    local silent_fd, silent_port
+
+    setup(function()
+        silent_fd, silent_port = udp_socket()
+        dnsmasq.start()
+    end)
+
+    teardown(function()
+        dnsmasq.stop()
+        if silent_fd then ffi.C.close(silent_fd) end
+        dns.setServers()
+        dns.setTimeout(5000)
+        dns.setCache({ size = 1000, max_ttl = 3600 })
+    end)
+
+    before_each(function()
+        use_dnsmasq() -- also flushes the cache
+    end)
+
+    describe("resolve4", function()
+        it("returns the A records of a name", function()
+            local addrs, err = dns.resolve4("host.test")
+            assert.is_nil(err)
+            assert.are.same({ "192.0.2.1" }, addrs)
+        end)
+
+        it("returns every A record", function()
+            assert.are.same({ "192.0.2.10", "192.0.2.11" }, sorted(dns.resolve4("multi.test")))
+        end)
+
+        it("returns addresses with their TTL when asked", function()
+            local addrs = dns.resolve4("host.test", { ttl = true })
+            assert.are.equal("192.0.2.1", addrs[1].address)
+            assert.are.equal(300, addrs[1].ttl)
+        end)
+
+        it("ignores the case of names and a trailing dot", function()
+            assert.are.same({ "192.0.2.8" }, dns.resolve4("mixed.case.TEST."))
+        end)
+
+        it("returns ENOTFOUND for a missing name", function()
+            local addrs, err = dns.resolve4("missing.test")
+            assert.is_nil(addrs)
+            assert.are.equal("ENOTFOUND", err.name)
+            assert.are.equal(4, err.code) -- ARES_ENOTFOUND
+            assert.are.equal("missing.test", err.hostname)
+            assert.is_string(err.message)
+        end)
+
+        it("returns ENODATA for a name without A records", function()
+            local addrs, err = dns.resolve4("v6only.test")
+            assert.is_nil(addrs)
+            assert.are.equal("ENODATA", err.name)
+        end)
+
+        it("returns EBADNAME for names that cannot be asked", function()
+            for _, name in ipairs({ "", "a\0b.test", string.rep("a", 64) .. ".test", string.rep("a.", 600) }) do
+                local addrs, err = dns.resolve4(name)
+                assert.is_nil(addrs)
+                assert.are.equal("EBADNAME", err.name)
+            end
+        end)
+
+        it("raises on bad arguments, with its name", function()
+            raises("resolve4: expected a hostname", dns.resolve4)
+            raises("resolve4: expected a hostname", dns.resolve4, 42)
+            raises("resolve4: expected a hostname", dns.resolve4, {})
+            raises("resolve4: expected an options table", dns.resolve4, "host.test", "fast")
+            raises("resolve4: timeout must be", dns.resolve4, "host.test", { timeout = 0 })
+            raises("resolve4: timeout must be", dns.resolve4, "host.test", { timeout = -5 })
+            raises("resolve4: timeout must be", dns.resolve4, "host.test", { timeout = 3600001 })
+            raises("resolve4: option 'timeout' must be an integer", dns.resolve4, "host.test", { timeout = 1.5 })
+            raises("resolve4: option 'timeout' must be an integer", dns.resolve4, "host.test", { timeout = "1" })
+            raises("resolve4: option 'ttl' must be a boolean", dns.resolve4, "host.test", { ttl = "yes" })
+            raises("resolve4: option 'cache' must be a boolean", dns.resolve4, "host.test", { cache = 1 })
+        end)
+
+        it("cannot wait outside a task", function()
+            raises("resolve4: cannot wait outside a task", table.sort, { 1, 2 }, function()
+                dns.resolve4("host.test", { cache = false })
+                return false
+            end)
+        end)
+    end)
+
+    describe("resolve6", function()
+        it("returns the AAAA records of a name", function()
+            local addrs, err = dns.resolve6("host.test")
+            assert.is_nil(err)
+            assert.are.same({ "2001:db8::1" }, addrs)
+        end)
+
+        it("returns ENODATA for a name with only an A record, ENOTFOUND for a missing one", function()
+            local addrs, err = dns.resolve6("v4only.test")
+            assert.is_nil(addrs)
+            assert.are.equal("ENODATA", err.name)
+            addrs, err = dns.resolve6("missing.test")
+            assert.is_nil(addrs)
+            assert.are.equal("ENOTFOUND", err.name)
+        end)
+
+        it("raises on bad arguments, with its name", function()
+            raises("resolve6: expected a hostname", dns.resolve6, nil)
+            raises("resolve6: expected an options table", dns.resolve6, "host.test", 5)
+        end)
+    end)
+
+    describe("a server that does not answer", function()
+        it("gives ETIMEOUT after the per-query timeout", function()
+            dns.setServers({ "127.0.0.1:" .. silent_port })
+            local t0 = system.hrtime()
+            local addrs, err = dns.resolve4("host.test", { timeout = 200 })
+            local ms = ms_since(t0)
+            assert.is_nil(addrs)
+            assert.are.equal("ETIMEOUT", err.name)
+            assert.are.equal(12, err.code) -- ARES_ETIMEOUT
+            assert.is_true(ms >= 190 and ms < 1500, "took " .. ms .. " ms")
+        end)
+
+        it("gives ETIMEOUT after the module's default timeout", function()
+            assert.are.equal(5000, dns.getTimeout())
+            dns.setTimeout(150)
+            dns.setServers({ "127.0.0.1:" .. silent_port })
+            local t0 = system.hrtime()
+            local _, err6 = dns.resolve6("host.test")
+            local _, errl = dns.lookup("host.test")
+            local _, errr = dns.reverse("192.0.2.1")
+            local ms = ms_since(t0)
+            dns.setTimeout(5000)
+            assert.are.equal("ETIMEOUT", err6.name)
+            assert.are.equal("ETIMEOUT", errl.name)
+            assert.are.equal("ETIMEOUT", errr.name)
+            assert.is_true(ms >= 440 and ms < 3000, "took " .. ms .. " ms")
+        end)
+
+        it("times out many concurrent queries, each on its own deadline", function()
+            dns.setServers({ "127.0.0.1:" .. silent_port })
+            local handles = {}
+            for i = 1, 10 do
+                handles[i] = task.spawn(function()
+                    local t0 = system.hrtime()
+                    local _, err = dns.resolve4("n" .. i .. ".test", { timeout = 50 * i })
+                    return err.name, ms_since(t0)
+                end)
+            end
+            for i = 1, 10 do
+                local ok, name, ms = handles[i]:join()
+                assert.is_true(ok)
+                assert.are.equal("ETIMEOUT", name)
+                assert.is_true(ms >= 50 * i - 10 and ms < 50 * i + 1000, "query " .. i .. " took " .. ms .. " ms")
+            end
+        end)
+
+        it("raises on a bad default timeout", function()
+            raises("setTimeout: expected milliseconds", dns.setTimeout, "1s")
+            raises("setTimeout: timeout must be", dns.setTimeout, 0)
+            raises("setTimeout: timeout must be", dns.setTimeout, -1)
+            assert.are.equal(5000, dns.getTimeout())
+        end)
+    end)
+
+    it("returns ECONNREFUSED when nothing listens on the server's port", function()
+        dns.setServers({ "127.0.0.1:" .. closed_port() })
+        local t0 = system.hrtime()
+        local addrs, err = dns.resolve4("host.test", { timeout = 3000 })
+        assert.is_nil(addrs)
+        assert.are.equal("ECONNREFUSED", err.name)
+        assert.is_true(ms_since(t0) < 1000)
+    end)
+
+    it("runs many queries concurrently", function()
+        local handles = {}
+        for i = 1, 20 do
+            handles[i] = task.spawn(function() return dns.resolve4("n" .. i .. ".test", { cache = false }) end)
+        end
+        for i = 1, 20 do
+            local ok, addrs, err = handles[i]:join()
+            assert.is_true(ok)
+            assert.is_nil(err)
+            assert.are.same({ "192.0.2." .. (100 + i) }, addrs)
+        end
+    end)
+
+    describe("lookup", function()
+        it("resolves localhost from /etc/hosts without asking the server", function()
+            local addrs, err = dns.lookup("localhost")
+            assert.is_nil(err)
+            assert.are.equal("127.0.0.1", addrs[1])
+            assert.are.same({ "127.0.0.1" }, dns.lookup("localhost", 4))
+            assert.are.equal(0, dnsmasq.count("A", "localhost"))
+        end)
+
+        it("returns an IP address itself without a query", function()
+            dns.setServers({ "127.0.0.1:" .. silent_port })
+            assert.are.same({ "192.0.2.55" }, dns.lookup("192.0.2.55"))
+            assert.are.same({ "::1" }, dns.lookup("::1", 6))
+            assert.are.same({ "2001:db8::5" }, dns.lookup("2001:db8::5", 4))
+        end)
+
+        it("asks DNS for both families, IPv4 first", function()
+            assert.are.same({ "192.0.2.1", "2001:db8::1" }, dns.lookup("host.test"))
+            assert.are.same({ "192.0.2.1" }, dns.lookup("host.test", 4))
+            assert.are.same({ "2001:db8::1" }, dns.lookup("host.test", { family = 6 }))
+            assert.are.same({ "192.0.2.7" }, dns.lookup("v4only.test"))
+        end)
+
+        it("returns ENOTFOUND for a missing name", function()
+            local addrs, err = dns.lookup("missing.test")
+            assert.is_nil(addrs)
+            assert.are.equal("ENOTFOUND", err.name)
+            assert.are.equal("missing.test", err.hostname)
+            addrs, err = dns.lookup("", 4)
+            assert.is_nil(addrs)
+            assert.are.equal("EBADNAME", err.name)
+        end)
+
+        it("raises on bad arguments, with its name", function()
+            raises("lookup: expected a hostname", dns.lookup)
+            raises("lookup: family must be 4, 6 or nil", dns.lookup, "host.test", 5)
+            raises("lookup: family must be 4, 6 or nil", dns.lookup, "host.test", { family = 2 })
+            raises("lookup: expected a family", dns.lookup, "host.test", "4")
+            raises("lookup: timeout must be", dns.lookup, "host.test", { timeout = 0 })
+        end)
+    end)
+
+    describe("reverse", function()
+        it("returns the names of an address (PTR records)", function()
+            assert.are.same({ "ptr.test" }, dns.reverse("192.0.2.20"))
+            assert.are.same({ "host.test" }, dns.reverse("192.0.2.1"))
+            assert.are.same({ "host.test" }, dns.reverse("2001:db8::1"))
+        end)
+
+        it("reads /etc/hosts first", function()
+            local names = dns.reverse("127.0.0.1")
+            local found = false
+            for _, n in ipairs(names) do found = found or n == "localhost" end
+            assert.is_true(found)
+        end)
+
+        it("returns ENOTFOUND for an address without names", function()
+            local names, err = dns.reverse("192.0.2.99")
+            assert.is_nil(names)
+            assert.are.equal("ENOTFOUND", err.name)
+        end)
+
+        it("returns EINVAL for a string that is not an IP address", function()
+            for _, s in ipairs({ "host.test", "", "1.2.3.4\0", "1.2.3.256" }) do
+                local names, err = dns.reverse(s)
+                assert.is_nil(names)
+                assert.are.equal("EINVAL", err.name)
+            end
+        end)
+
+        it("raises on bad arguments, with its name", function()
+            raises("reverse: expected an IP address", dns.reverse)
+            raises("reverse: expected an IP address", dns.reverse, 1234)
+            raises("reverse: expected an options table", dns.reverse, "192.0.2.1", true)
+        end)
+    end)
+
+    describe("setServers and getServers", function()
+        it("set and report the servers", function()
+            dns.setServers({ "127.0.0.1:5353", "[::1]:5300", "192.0.2.1", "[2001:db8::2]", "::3" })
+            assert.are.same({ "127.0.0.1:5353", "[::1]:5300", "192.0.2.1", "2001:db8::2", "::3" }, dns.getServers())
+        end)
+
+        it("go back to the system's servers with no argument", function()
+            dns.setServers()
+            local servers = dns.getServers()
+            assert.is_table(servers)
+            assert.is_true(#servers >= 1)
+        end)
+
+        it("apply to new queries while older ones finish on the old servers", function()
+            dns.setServers({ "127.0.0.1:" .. silent_port })
+            local h = task.spawn(function() return dns.resolve4("slow.test", { timeout = 300 }) end)
+            sleep(20) -- the query is on its way to the silent server
+            use_dnsmasq()
+            assert.are.same({ "192.0.2.1" }, dns.resolve4("host.test"))
+            local ok, addrs, err = h:join()
+            assert.is_true(ok)
+            assert.is_nil(addrs)
+            assert.are.equal("ETIMEOUT", err.name)
+        end)
+
+        it("raise on bad lists and addresses", function()
+            raises("setServers: expected a list of servers", dns.setServers, "127.0.0.1")
+            raises("setServers: expected at least one server", dns.setServers, {})
+            raises("setServers: server 1 must be a string", dns.setServers, { 53 })
+            for _, bad in ipairs({ "nonsense", "1.2.3.4:99999", "1.2.3.4:0", "1.2.3.4:", "1.2.3.4:5x", "[::1",
+                "[::1]x", "[::1]:", "::1]:53", "[1.2.3.4]:53", "1.2.3.4.5", "" }) do
+                raises("setServers: invalid server address", dns.setServers, { "127.0.0.1", bad })
+            end
+            -- A rejected list changes nothing.
+            assert.are.same({ dnsmasq.server }, dns.getServers())
+        end)
+    end)
+
+    describe("cache", function()
+        after_each(function() dns.setCache({ size = 1000, max_ttl = 3600 }) end)
+
+        it("answers again from the cache without a query, whatever the case of the name", function()
+            local n0 = dnsmasq.count("A", "multi.test")
+            local s0 = dns.cacheStats()
+            assert.are.same({ "192.0.2.10", "192.0.2.11" }, sorted(dns.resolve4("multi.test")))
+            assert.are.same({ "192.0.2.10", "192.0.2.11" }, sorted(dns.resolve4("multi.test")))
+            assert.are.same({ "192.0.2.10", "192.0.2.11" }, sorted(dns.resolve4("MULTI.test.")))
+            assert.are.equal(n0 + 1, dnsmasq.count("A", "multi.test"))
+            local s1 = dns.cacheStats()
+            assert.are.equal(s0.hits + 2, s1.hits)
+            assert.are.equal(s0.misses + 1, s1.misses)
+            -- Another type, another entry.
+            assert.are.same({ "2001:db8::1" }, dns.resolve6("host.test"))
+            assert.are.same({ "192.0.2.1" }, dns.resolve4("host.test"))
+            assert.are.equal(3, dns.cacheStats().entries)
+        end)
+
+        it("forgets an answer when its TTL has passed", function()
+            local n0 = dnsmasq.count("A", "ttl1.test")
+            assert.are.same({ "192.0.2.5" }, dns.resolve4("ttl1.test"))
+            assert.are.same({ "192.0.2.5" }, dns.resolve4("ttl1.test"))
+            assert.are.equal(n0 + 1, dnsmasq.count("A", "ttl1.test"))
+            sleep(1100)
+            assert.are.same({ "192.0.2.5" }, dns.resolve4("ttl1.test"))
+            assert.are.equal(n0 + 2, dnsmasq.count("A", "ttl1.test"))
+        end)
+
+        it("reports the remaining TTL of a cached answer", function()
+            assert.are.equal(300, dns.resolve4("host.test", { ttl = true })[1].ttl)
+            sleep(1100)
+            local ttl = dns.resolve4("host.test", { ttl = true })[1].ttl
+            assert.is_true(ttl == 299 or ttl == 298, "ttl " .. ttl)
+        end)
+
+        it("caps TTLs at max_ttl", function()
+            dns.setCache({ max_ttl = 1 })
+            local n0 = dnsmasq.count("A", "host.test")
+            dns.resolve4("host.test")
+            dns.resolve4("host.test")
+            assert.are.equal(n0 + 1, dnsmasq.count("A", "host.test"))
+            sleep(1100)
+            dns.resolve4("host.test")
+            assert.are.equal(n0 + 2, dnsmasq.count("A", "host.test"))
+        end)
+
+        it("caches lookups, and not the hosts file or IP addresses", function()
+            local n0 = dnsmasq.count("AAAA", "host.test")
+            assert.are.same({ "192.0.2.1", "2001:db8::1" }, dns.lookup("host.test"))
+            assert.are.same({ "192.0.2.1", "2001:db8::1" }, dns.lookup("host.test"))
+            assert.are.equal(n0 + 1, dnsmasq.count("AAAA", "host.test"))
+            dns.lookup("localhost")
+            dns.lookup("192.0.2.1")
+            assert.are.equal(1, dns.cacheStats().entries)
+        end)
+
+        it("is bypassed with cache = false", function()
+            local n0 = dnsmasq.count("A", "v4only.test")
+            dns.resolve4("v4only.test", { cache = false })
+            dns.resolve4("v4only.test", { cache = false })
+            assert.are.equal(n0 + 2, dnsmasq.count("A", "v4only.test"))
+            assert.are.equal(0, dns.cacheStats().entries)
+        end)
+
+        it("keeps at most `size` answers, evicting the least recently used", function()
+            dns.setCache({ size = 2 })
+            dns.resolve4("n1.test")
+            dns.resolve4("n2.test")
+            dns.resolve4("n1.test") -- n2 is now the least recently used
+            dns.resolve4("n3.test")
+            local stats = dns.cacheStats()
+            assert.are.equal(2, stats.entries)
+            assert.are.equal(2, stats.size)
+            local n0 = dnsmasq.count("A", "n1.test")
+            dns.resolve4("n1.test")
+            assert.are.equal(n0, dnsmasq.count("A", "n1.test"))
+            n0 = dnsmasq.count("A", "n2.test")
+            dns.resolve4("n2.test")
+            assert.are.equal(n0 + 1, dnsmasq.count("A", "n2.test"))
+        end)
+
+        it("is disabled by size = 0 and emptied by flushCache and setServers", function()
+            dns.resolve4("n4.test")
+            assert.are.equal(1, dns.cacheStats().entries)
+            dns.flushCache()
+            assert.are.equal(0, dns.cacheStats().entries)
+            dns.resolve4("n4.test")
+            use_dnsmasq()
+            assert.are.equal(0, dns.cacheStats().entries)
+            dns.setCache({ size = 0 })
+            local n0 = dnsmasq.count("A", "n4.test")
+            dns.resolve4("n4.test")
+            dns.resolve4("n4.test")
+            assert.are.equal(n0 + 2, dnsmasq.count("A", "n4.test"))
+            assert.are.equal(0, dns.cacheStats().entries)
+        end)
+
+        it("does not cache errors", function()
+            local n0 = dnsmasq.count("A", "missing.test")
+            dns.resolve4("missing.test")
+            dns.resolve4("missing.test")
+            assert.are.equal(n0 + 2, dnsmasq.count("A", "missing.test"))
+        end)
+
+        it("raises on bad settings", function()
+            raises("setCache: expected an options table", dns.setCache, 10)
+            raises("setCache: size must be", dns.setCache, { size = -1 })
+            raises("setCache: option 'size' must be an integer", dns.setCache, { size = "big" })
+            raises("setCache: max_ttl must be", dns.setCache, { max_ttl = -1 })
+            raises("setCache: option 'max_ttl' must be an integer", dns.setCache, { max_ttl = 0.5 })
+        end)
+    end)
+
+    describe("resources", function()
+        it("opens no descriptor before the first query, and leaks none after queries", function()
+            local out, err, status = helper.run(helper.script([[
+local dns = require "dns"
+local function fds() local n = 0 for _ in io.popen("ls /proc/self/fd"):lines() do n = n + 1 end return n end
+local before = fds()
+dns.setServers({"127.0.0.1:1"})
+dns.setTimeout(1000)
+print(fds() - before)
+]]))
+            assert.are.equal(0, status, err)
+            assert.are.equal("0\n", out)
+            local fd0 = helper.fd_count()
+            for i = 1, 5 do
+                dns.resolve4("n" .. i .. ".test", { cache = false })
+                dns.lookup("n" .. i .. ".test", { cache = false })
+                dns.reverse("192.0.2.1")
+            end
+            dns.setServers({ "127.0.0.1:" .. silent_port })
+            dns.resolve4("host.test", { timeout = 30 })
+            dns.setServers({ "127.0.0.1:" .. closed_port() })
+            dns.resolve4("host.test")
+            sleep(20) -- close callbacks
+            assert.are.equal(fd0, helper.fd_count())
+        end)
+
+        it("lets the process exit when an abandoned query is still unanswered", function()
+            local t0 = system.hrtime()
+            local out, err, status = helper.run(helper.script(([[
+local dns = require "dns"
+dns.setServers({"127.0.0.1:%d"})
+local task = require "task"
+task.spawn(function() local _, e = dns.resolve4("a.test", {timeout = 100}) print(e.name) end)
+local _, e = dns.resolve6("b.test", {timeout = 100})
+print(e.name)
+]]):format(silent_port)))
+            assert.are.equal(0, status, err)
+            assert.are.equal("ETIMEOUT\nETIMEOUT\n", out)
+            assert.is_true(ms_since(t0) < 1000, "the child took " .. ms_since(t0) .. " ms")
+        end)
+
+        it("lets the process exit right after an answer", function()
+            local t0 = system.hrtime()
+            local out, err, status = helper.run(helper.script(([[
+local dns = require "dns"
+dns.setServers({"%s"})
+print(dns.resolve4("host.test")[1])
+]]):format(dnsmasq.server)))
+            assert.are.equal(0, status, err)
+            assert.are.equal("192.0.2.1\n", out)
+            assert.is_true(ms_since(t0) < 1000, "the child took " .. ms_since(t0) .. " ms")
+        end)
+    end)
+end)

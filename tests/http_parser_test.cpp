@@ -11,7 +11,9 @@ using luaio::http::scratch_pieces;
 
 namespace {
 
-std::string str(const luaio::http::Span& s) { return std::string(s.p ? s.p : "", s.len); }
+std::string str(const luaio::http::Span& s) {
+    return std::string(s.p ? s.p : "", s.len);
+}
 
 std::string body_of_pieces() {
     std::string b;

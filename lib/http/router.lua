@@ -1,0 +1,164 @@
+--- http.router: routes by method and path, with parameters (`/users/:id`) and a catch-all
+--- (`/files/*path`), 404 and 405 (with Allow), and a JSON helper.
+--
+--   local router = http.router()
+--   router:get("/users/:id", function(req, res, params) res:json{id = params.id} end)
+--   http.createServer({port = 8080}, router)   -- a router is a handler
+local core = require "luaio.http"
+
+local type, error, setmetatable, concat, sort, sub, find, gmatch, byte =
+    type, error, setmetatable, table.concat, table.sort, string.sub, string.find, string.gmatch, string.byte
+local decode = core.decode
+
+local Router = {}
+Router.__index = Router
+
+local function split(path)
+    local parts = {}
+    for seg in gmatch(path, "[^/]+") do
+        parts[#parts + 1] = seg
+    end
+    return parts
+end
+
+-- Routes are kept in a tree of path segments: static children first, then one parameter child,
+-- then a catch-all.
+local function new_node()
+    return { static = {}, param = nil, name = nil, rest = nil, handlers = nil }
+end
+
+function Router:add(method, pattern, handler)
+    if type(pattern) ~= "string" or byte(pattern, 1) ~= 47 then
+        error("route: the path must be a string starting with '/'", 3)
+    end
+    if type(handler) ~= "function" then
+        error("route: expected a handler function for " .. method .. " " .. pattern, 3)
+    end
+    local node = self.root
+    for _, seg in ipairs(split(pattern)) do
+        local c = byte(seg, 1)
+        if c == 58 then -- ':'
+            local name = sub(seg, 2)
+            if node.param and node.param.name ~= name then
+                error("route: parameter :" .. name .. " conflicts with :" .. node.param.name .. " in " .. pattern, 3)
+            end
+            node.param = node.param or new_node()
+            node.param.name = name
+            node = node.param
+        elseif c == 42 then -- '*'
+            node.rest = node.rest or new_node()
+            node.rest.name = sub(seg, 2) ~= "" and sub(seg, 2) or "rest"
+            node = node.rest
+            break
+        else
+            local child = node.static[seg]
+            if not child then
+                child = new_node()
+                node.static[seg] = child
+            end
+            node = child
+        end
+    end
+    node.handlers = node.handlers or {}
+    node.handlers[method] = handler
+    return self
+end
+
+for _, m in ipairs({ "get", "post", "put", "patch", "delete", "head", "options" }) do
+    local M = m:upper()
+    Router[m] = function(self, pattern, handler)
+        return self:add(M, pattern, handler)
+    end
+end
+
+function Router:all(pattern, handler)
+    return self:add("*", pattern, handler)
+end
+
+local function match(node, parts, i, params)
+    if i > #parts then
+        if node.handlers then
+            return node
+        end
+        if node.rest and node.rest.handlers then
+            params[node.rest.name] = ""
+            return node.rest
+        end
+        return nil
+    end
+    local seg = parts[i]
+    local child = node.static[seg]
+    if child then
+        local found = match(child, parts, i + 1, params)
+        if found then
+            return found
+        end
+    end
+    if node.param then
+        local found = match(node.param, parts, i + 1, params)
+        if found then
+            params[node.param.name] = decode(seg)
+            return found
+        end
+    end
+    if node.rest and node.rest.handlers then
+        local rest = {}
+        for k = i, #parts do
+            rest[#rest + 1] = decode(parts[k])
+        end
+        params[node.rest.name] = concat(rest, "/")
+        return node.rest
+    end
+    return nil
+end
+
+local function allow_of(handlers)
+    local list = {}
+    for m in pairs(handlers) do
+        if m ~= "*" then
+            list[#list + 1] = m
+        end
+    end
+    if handlers.GET and not handlers.HEAD then
+        list[#list + 1] = "HEAD"
+    end
+    sort(list)
+    return concat(list, ", ")
+end
+
+--- Handles one request (a router is also callable as a handler).
+function Router:handle(req, res)
+    local params = {}
+    local node = match(self.root, split(req.path), 1, params)
+    if not node then
+        return self.notFound(req, res)
+    end
+    local h = node.handlers[req.method] or node.handlers["*"]
+    if not h and req.method == "HEAD" then
+        h = node.handlers.GET
+    end
+    if not h then
+        res:setHeader("Allow", allow_of(node.handlers))
+        return self.methodNotAllowed(req, res)
+    end
+    req.params = params
+    return h(req, res, params)
+end
+
+Router.__call = Router.handle
+
+local function not_found(_, res)
+    res.status = 404
+    res:json({ error = "not found" })
+end
+
+local function not_allowed(_, res)
+    res.status = 405
+    res:json({ error = "method not allowed" })
+end
+
+local function new()
+    return setmetatable({ root = new_node(), notFound = not_found, methodNotAllowed = not_allowed }, Router)
+end
+
+return { new = new, Router = Router }

@@ -1,0 +1,353 @@
+--- http.server: HTTP/1.1 servers on the tcp module (see docs/http.md).
+--
+-- Each connection runs in the task that tcp.createServer starts for it; its requests are
+-- handled one after the other in that task (pipelined requests too, so responses go out in
+-- order). Parsing, limits and response framing are C++ (modules/http.cpp).
+local core = require "luaio.http"
+local tcp = require "tcp"
+local report = require("luaio.core").report
+
+local type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error, select =
+    type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error, select
+local traceback, lower, format, sub, find = debug.traceback, string.lower, string.format, string.sub, string.find
+local conn_next, conn_respond = nil, nil -- set below from the conn metatable
+
+local server = {}
+
+-- ---------------------------------------------------------------- requests
+
+local Request = {}
+
+--- The whole body as a string (bounded by maxBodySize), or nil and an error table.
+function Request.body(req)
+    local b = rawget(req, "_body")
+    if b then
+        return b
+    end
+    local err
+    b, err = req._conn:body()
+    if b then
+        rawset(req, "_body", b)
+    end
+    return b, err
+end
+
+--- The next piece of the body, nil at its end, or nil and an error table.
+function Request.read(req)
+    return req._conn:read()
+end
+
+--- An iterator over the pieces of the body: `for piece in req:pieces() do ... end`.
+function Request.pieces(req)
+    local conn = req._conn
+    return function()
+        local piece, err = conn:read()
+        if err then
+            error("request body: " .. err.message, 2)
+        end
+        return piece
+    end
+end
+
+local lazy = {}
+
+function lazy.query(req)
+    local url = req.url
+    local q = find(url, "?", 1, true)
+    return q and core.query(sub(url, q + 1)) or {}
+end
+
+local function remote(req)
+    local addr = req._conn:socket():remoteAddress() or {}
+    rawset(req, "remoteAddress", addr.address)
+    rawset(req, "remotePort", addr.port)
+    rawset(req, "remoteFamily", addr.family)
+end
+
+function lazy.remoteAddress(req)
+    remote(req)
+    return rawget(req, "remoteAddress")
+end
+
+function lazy.remotePort(req)
+    remote(req)
+    return rawget(req, "remotePort")
+end
+
+function lazy.socket(req)
+    return req._conn:socket()
+end
+
+core.setrequestmeta({
+    __index = function(req, k)
+        local m = Request[k]
+        if m then
+            return m
+        end
+        local f = lazy[k]
+        if f then
+            local v = f(req)
+            rawset(req, k, v)
+            return v
+        end
+    end,
+})
+
+-- ---------------------------------------------------------------- responses
+
+local Response = {}
+Response.__index = Response
+
+local function check_open(res, fname)
+    if res._finished then
+        error(fname .. ": the response is already finished", 3)
+    end
+end
+
+--- Sets a header (replacing one of the same name in any case); value nil removes it.
+function Response:setHeader(name, value)
+    if type(name) ~= "string" then
+        error("setHeader: expected a header name (string), got " .. type(name), 2)
+    end
+    if self._sent then
+        error("setHeader: the headers were already sent", 2)
+    end
+    local h = self.headers
+    if not h then
+        h = {}
+        self.headers = h
+    end
+    local l = lower(name)
+    for k in pairs(h) do
+        if lower(k) == l then
+            h[k] = nil
+        end
+    end
+    h[name] = value
+    return self
+end
+
+function Response:getHeader(name)
+    local h = self.headers
+    if not h then
+        return nil
+    end
+    local l = lower(name)
+    for k, v in pairs(h) do
+        if lower(k) == l then
+            return v
+        end
+    end
+end
+
+function Response:setStatus(status)
+    self.status = status
+    return self
+end
+
+--- Sends the head (if not yet sent) and a piece of the body: chunked unless a Content-Length
+--- header was set. Returns nil or an error table.
+function Response:write(data)
+    check_open(self, "write")
+    if not self._sent then
+        self._sent = true
+        return self._conn:head(self.status or 200, self.headers, data)
+    end
+    return self._conn:write(data)
+end
+
+--- Ends the response, with an optional last piece of the body (the whole body when nothing
+--- was written before: then it is sent with a Content-Length). Also res:send() and res["end"]().
+function Response:finish(data)
+    check_open(self, "finish")
+    self._finished = true
+    if not self._sent then
+        self._sent = true
+        return self._conn:respond(self.status or 200, self.headers, data)
+    end
+    return self._conn:finish(data)
+end
+Response.send = Response.finish
+Response["end"] = Response.finish
+
+--- Sends `value` as JSON (with Content-Type application/json) and ends the response.
+function Response:json(value, status)
+    local json = require "json"
+    local body, err = json.encode(value)
+    if not body then
+        error("json: " .. err.message, 2)
+    end
+    if status then
+        self.status = status
+    end
+    self:setHeader("Content-Type", "application/json")
+    return self:finish(body)
+end
+
+function Response:headersSent()
+    return self._sent == true
+end
+
+-- ---------------------------------------------------------------- connections
+
+local function on_error(e)
+    return traceback("http handler: " .. tostring(e), 2)
+end
+
+local INTERNAL = "Internal Server Error\n"
+
+-- The response of the seed API: {status, headers, body}, or a string (a 200 text body).
+local function seed_respond(conn, ok, r)
+    if not ok then
+        report(r)
+        return conn:respond(500, nil, INTERNAL)
+    end
+    local tr = type(r)
+    if tr == "table" then
+        local body = r.body
+        if body ~= nil and type(body) ~= "string" then
+            body = tostring(body)
+        end
+        return conn:respond(r.status or 200, r.headers, body)
+    elseif tr == "string" then
+        return conn:respond(200, nil, r)
+    end
+    report(traceback("http handler: returned " .. tr .. " instead of a response table", 1))
+    return conn:respond(500, nil, INTERNAL)
+end
+
+local function serve_connection(sock, state)
+    local conn = core.server(sock, state.limits)
+    local conns, handler, seed = state.conns, state.handler, state.seed
+    conns[conn] = true
+    local next = conn.next
+    while true do
+        local req, err = next(conn, seed)
+        while req == false do
+            req, err = next(conn, seed)
+        end
+        if not req then
+            if err and err.name == "ETIMEDOUT" then
+                conn:reject(408)
+            end
+            break
+        end
+        if state.closing then
+            conn:setclose()
+        end
+        if seed then
+            if seed_respond(conn, xpcall(handler, on_error, req)) then
+                break
+            end
+        else
+            local res = setmetatable({ _conn = conn, status = 200 }, Response)
+            local ok, e = xpcall(handler, on_error, req, res)
+            if not ok then
+                report(e)
+                if res._sent then
+                    break -- part of the response is out: only closing tells the client
+                end
+                res._finished = true
+                conn:setclose()
+                conn:respond(500, nil, INTERNAL)
+            elseif not res._finished then
+                -- The handler returned without ending its response: end it as it stands.
+                if res:finish() then
+                    break
+                end
+            end
+        end
+        if not conn:keepalive() then
+            break
+        end
+    end
+    conns[conn] = nil
+    conn:close()
+end
+
+local Server = {}
+Server.__index = Server
+
+--- Stops accepting connections; requests in progress finish (their responses say
+--- Connection: close) and idle keep-alive connections are closed.
+function Server:close()
+    if self._state.closing then
+        return
+    end
+    self._state.closing = true
+    self.tcp:close()
+    for conn in pairs(self._state.conns) do
+        if conn:idle() then
+            conn:close()
+        else
+            pcall(conn.setclose, conn)
+        end
+    end
+end
+
+function Server:address()
+    return self.tcp:address()
+end
+
+--- Open connections (still counted after close() while they finish).
+function Server:connections()
+    return self.tcp:connections()
+end
+
+local tcp_options = {
+    "family", "timeout", "read_timeout", "write_timeout", "tcp_nodelay", "tcp_keepalive",
+    "tcp_keepidle", "tcp_reuseport", "read_buffer_size", "maxconnections",
+}
+
+local known = {
+    host = true, port = true, backlog = true, tcp_backlog = true, maxHeaderSize = true, maxBodySize = true,
+    headerTimeout = true, keepAliveTimeout = true, requestTimeout = true, maxRequests = true,
+}
+for _, k in ipairs(tcp_options) do
+    known[k] = true
+end
+
+--- Starts a server; `seed` selects the handler convention of http.serve.
+function server.listen(options, handler, seed, fname)
+    if type(options) == "function" and handler == nil then
+        options, handler = {}, options
+    end
+    options = options or {}
+    if type(options) ~= "table" then
+        error(fname .. ": expected an options table as argument 1, got " .. type(options), 3)
+    end
+    if type(handler) ~= "function" then
+        error(fname .. ": expected a handler function as argument 2, got " .. type(handler), 3)
+    end
+    for k in pairs(options) do
+        if not known[k] then
+            error(format("%s: unknown option '%s'", fname, tostring(k)), 3)
+        end
+    end
+    local port = options.port or 8080
+    if type(port) ~= "number" then
+        error(fname .. ": option 'port' must be a number", 3)
+    end
+    local topts = { host = options.host or "127.0.0.1", tcp_backlog = options.backlog or options.tcp_backlog or 128 }
+    for _, k in ipairs(tcp_options) do
+        topts[k] = options[k]
+    end
+    local ok, limits = pcall(core.limits, options)
+    if not ok then
+        error(fname .. ": " .. tostring(limits):gsub("^.-limits: ", ""), 3)
+    end
+    local state = { limits = limits, handler = handler, seed = seed, conns = {}, closing = false }
+    local srv, err = tcp.createServer(port, function(sock)
+        serve_connection(sock, state)
+    end, topts)
+    if not srv then
+        return nil, err
+    end
+    local self = setmetatable({ tcp = srv, _state = state }, Server)
+    local addr = srv:address()
+    self.port = addr and addr.port
+    self.host = addr and addr.address
+    return self
+end
+
+return server

@@ -1,0 +1,55 @@
+--- json: JSON encoding and decoding on lua-cjson (the library OpenResty ships), with errors
+--- returned as the seed's error tables instead of raised.
+--
+--   local s, err = json.encode(value)      -- err: {code, name = "EJSON", message}
+--   local v, err = json.decode(s)
+--   json.null                               -- JSON null (decoded, and encodable)
+--   json.array(t)                           -- marks t so that it encodes as an array, even empty
+local ok, cjson = pcall(require, "cjson")
+if not ok then
+    error("json: lua-cjson is not installed (Debian package lua-cjson): " .. tostring(cjson), 0)
+end
+
+local type, pcall, tostring, setmetatable, gsub = type, pcall, tostring, setmetatable, string.gsub
+
+-- A private instance, so that settings made by other code on the shared cjson do not leak in.
+local c = cjson.new()
+c.encode_sparse_array(true) -- sparse arrays become objects instead of failing
+c.decode_array_with_array_mt(true) -- decoded arrays (even empty) encode back as arrays
+c.encode_empty_table_as_object(true)
+c.encode_number_precision(17)
+
+local json = { null = c.null, array_mt = c.array_mt }
+
+local function failure(what, e)
+    local msg = gsub(tostring(e), "^.-: ", "", 1)
+    return nil, { code = -22, name = "EJSON", message = what .. ": " .. msg }
+end
+
+--- Encodes a Lua value (tables, strings, numbers, booleans, json.null) as JSON text.
+function json.encode(value)
+    local ok2, s = pcall(c.encode, value)
+    if not ok2 then
+        return failure("json.encode", s)
+    end
+    return s
+end
+
+--- Decodes JSON text; returns the value, or nil and an error table that says where it failed.
+function json.decode(text)
+    if type(text) ~= "string" then
+        return nil, { code = -22, name = "EJSON", message = "json.decode: expected a string, got " .. type(text) }
+    end
+    local ok2, v = pcall(c.decode, text)
+    if not ok2 then
+        return failure("json.decode", v)
+    end
+    return v
+end
+
+--- Marks t (default: a new table) as a JSON array, so that it encodes as [] when empty.
+function json.array(t)
+    return setmetatable(t or {}, c.array_mt)
+end
+
+return json

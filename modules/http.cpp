@@ -1,0 +1,1184 @@
+// The C++ core of the http module, registered as `luaio.http`; lib/http.lua is the public face.
+//
+// A Conn is the HTTP/1.x state of one tcp socket (a luaio::Stream), server or client side. It
+// parses with modules/http_parser.h straight from the stream's buffer (Stream::read_with, no
+// Lua string per read) and writes each response head, built in one reused buffer, together
+// with the body in one vectored write (Stream::write_buffers).
+//
+//   limits = core.limits(options)                 -- parsed once per server or client
+//   conn = core.server(sock, limits)   conn = core.client(sock, limits)
+// server side:
+//   req | false | nil, err = conn:next(with_body) -- false: part of a head came, call again
+//   err = conn:respond(status, headers, body)     -- a whole response
+//   err = conn:head(status, headers[, data])      -- a streamed response: head (+ first data)
+//   err = conn:write(data)   err = conn:finish([data])
+//   conn:reject(status)                           -- a canned error response; closes
+// client side:
+//   err = conn:request(method, target, headers, body)
+//   res | nil, err = conn:response(with_body)
+// both:
+//   data | nil (end) | nil, err = conn:read()      -- the next piece of the body
+//   body | nil, err = conn:body()                  -- the whole body (bounded)
+//   conn:keepalive()  conn:reusable()  conn:sent()  conn:socket()  conn:close()
+#include "modules/http_parser.h"
+#include "runtime/luaio.h"
+#include "runtime/stream.h"
+
+#include <cctype>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <string>
+
+namespace {
+
+using luaio::Stream;
+namespace H = luaio::http;
+
+constexpr const char* kConnClass = "luaio.http.conn";
+constexpr const char* kLimitsClass = "luaio.http.limits";
+char kReqMeta; // registry key of the metatable given to request tables (set by lib/http.lua)
+
+// Defaults, after nginx and Node.js; every one is an option of the server or client.
+struct Limits {
+    size_t max_header_size = H::kDefaultMaxHeaderSize; // 431 beyond (Node.js 16 KiB)
+    uint64_t max_body_size = 1024 * 1024;              // 413 beyond (nginx client_max_body_size 1m)
+    uint64_t header_timeout = 60000;                   // ms, first byte to end of head (slowloris)
+    uint64_t keepalive_timeout = 75000;                // ms, idle between requests (nginx 75 s)
+    uint64_t request_timeout = 300000;                 // ms, first byte to end of body (Node.js 300 s)
+    uint64_t max_requests = 1000;                      // per connection (nginx keepalive_requests)
+};
+
+enum class Op : uint8_t { None, Next, Response, Piece, Body };
+
+struct Conn {
+    explicit Conn(llhttp_type_t type) : parser(type) {}
+    H::Parser parser;
+    Limits lim;
+    void** sock_ud = nullptr; // the socket proxy's pointer slot: nullptr once the socket closed
+    int sock_ref = LUA_NOREF; // anchors the socket proxy
+    int self_ref = LUA_NOREF; // lets request tables point back at the conn; released by close()
+    int req_ref = LUA_NOREF;  // a request or response waiting for its whole body
+    std::string body;         // a whole body being gathered
+    uint64_t body_bytes = 0;  // body bytes of the current message so far
+    uint64_t deadline = 0;    // loop time by which the current head (or request) must be in
+    uint64_t requests = 0;
+    Op op = Op::None;
+    bool server = true;
+    bool with_body = false;   // next()/response() also gathers the whole body
+    bool in_head = false;     // bytes of a head have come (server: not idle)
+    bool responded = false;   // the response to the current request was sent completely
+    bool head_sent = false;   // its head was sent
+    bool chunked_out = false; // the response body is sent in chunks
+    bool is_head = false;     // HEAD request: the response has no body
+    bool no_body = false;     // 1xx/204/304 or HEAD: no body is sent
+    bool expect_continue = false;
+    bool continue_sent = false;
+    bool keep = true;    // the connection goes on after this message
+    bool broken = false; // the stream of messages is unusable (bad framing, truncated body)
+    bool closed = false;
+
+    Stream* stream() const { return sock_ud && *sock_ud ? static_cast<Stream*>(*sock_ud) : nullptr; }
+};
+
+Conn* check_conn(lua_State* L, const char* fname) {
+    auto* c = static_cast<Conn*>(luaL_testudata(L, 1, kConnClass));
+    if (!c) luaio::raise(L, fname, "expected %s as self, got %s", kConnClass, luaL_typename(L, 1));
+    if (c->closed) luaio::raise(L, fname, "attempt to use a closed HTTP connection");
+    return c;
+}
+
+Stream* check_stream(lua_State* L, Conn* c, const char* fname) {
+    Stream* s = c->stream();
+    if (!s) luaio::raise(L, fname, "attempt to use a closed socket");
+    return s;
+}
+
+void push_proto_error(lua_State* L, const char* what, const char* why) {
+    char msg[256];
+    std::snprintf(msg, sizeof msg, "%s: %s", what, why ? why : "malformed");
+    luaio::push_error(L, UV_EPROTO, "EPROTO", msg);
+}
+
+void push_too_large(lua_State* L, const char* what, uint64_t limit) {
+    char msg[128];
+    std::snprintf(msg, sizeof msg, "%s larger than %llu bytes", what, static_cast<unsigned long long>(limit));
+    luaio::push_error(L, UV_E2BIG, "E2BIG", msg);
+}
+
+// ---------------------------------------------------------------- response heads
+
+const char* reason_phrase(int status) {
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return status < 200   ? "Informational"
+               : status < 300 ? "OK"
+               : status < 400 ? "Redirect"
+               : status < 500 ? "Client Error"
+                              : "Server Error";
+    }
+}
+
+// "Date: <IMF-fixdate>\r\n", formatted once per second.
+const char* date_line() {
+    static char line[64];
+    static time_t last = 0;
+    time_t now = time(nullptr);
+    if (now != last) {
+        last = now;
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(line, sizeof line, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    }
+    return line;
+}
+
+// The one buffer that every head is built in (writes copy what the kernel does not take).
+std::string& out() {
+    static std::string b = [] {
+        std::string s;
+        s.reserve(4096);
+        return s;
+    }();
+    return b;
+}
+
+void append_uint(std::string& b, uint64_t v) {
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n) b.push_back(tmp[--n]);
+}
+
+bool lower_equals(const char* a, size_t alen, const char* lower) {
+    size_t n = std::strlen(lower);
+    if (alen != n) return false;
+    for (size_t i = 0; i < n; i++)
+        if (std::tolower(static_cast<unsigned char>(a[i])) != lower[i]) return false;
+    return true;
+}
+
+bool is_token(const char* s, size_t len) {
+    if (len == 0) return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c <= 32 || c >= 127 || std::strchr("\"(),/:;<=>?@[\\]{}", c)) return false;
+    }
+    return true;
+}
+
+bool is_field_value(const char* s, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c == '\r' || c == '\n' || c == 0) return false;
+    }
+    return true;
+}
+
+// Headers the serializer must know about when the user sets them.
+struct Seen {
+    bool server = false, date = false, length = false, te = false, connection = false, host = false;
+    uint64_t length_value = 0;
+};
+
+void append_header(lua_State* L, std::string& b, const char* fname, const char* name, size_t nlen, int vidx) {
+    size_t vlen;
+    const char* v = lua_tolstring(L, vidx, &vlen);
+    if (!v) luaio::raise(L, fname, "header '%s' must be a string or a number", name);
+    if (!is_field_value(v, vlen)) luaio::raise(L, fname, "header '%s' contains CR, LF or NUL", name);
+    b.append(name, nlen);
+    b.append(": ", 2);
+    b.append(v, vlen);
+    b.append("\r\n", 2);
+}
+
+// Appends the header lines of the table at idx (name -> string | number | array of strings).
+void append_headers(lua_State* L, int idx, std::string& b, Seen& seen, const char* fname) {
+    if (lua_isnoneornil(L, idx)) return;
+    if (!lua_istable(L, idx)) luaio::raise(L, fname, "headers must be a table, got %s", luaL_typename(L, idx));
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING) luaio::raise(L, fname, "header names must be strings");
+        size_t nlen;
+        const char* name = lua_tolstring(L, -2, &nlen);
+        if (!is_token(name, nlen)) luaio::raise(L, fname, "invalid header name '%s'", name);
+        switch (std::tolower(static_cast<unsigned char>(name[0]))) {
+        case 's':
+            seen.server = seen.server || lower_equals(name, nlen, "server");
+            break;
+        case 'd':
+            seen.date = seen.date || lower_equals(name, nlen, "date");
+            break;
+        case 'h':
+            seen.host = seen.host || lower_equals(name, nlen, "host");
+            break;
+        case 'c':
+            if (lower_equals(name, nlen, "content-length")) {
+                seen.length = true;
+                seen.length_value = static_cast<uint64_t>(lua_tonumber(L, -1));
+            }
+            seen.connection = seen.connection || lower_equals(name, nlen, "connection");
+            break;
+        case 't':
+            seen.te = seen.te || lower_equals(name, nlen, "transfer-encoding");
+            break;
+        default:
+            break;
+        }
+        int t = lua_type(L, -1);
+        if (t == LUA_TTABLE) {
+            int n = static_cast<int>(lua_objlen(L, -1));
+            for (int i = 1; i <= n; i++) {
+                lua_rawgeti(L, -1, i);
+                append_header(L, b, fname, name, nlen, lua_gettop(L));
+                lua_pop(L, 1);
+            }
+        } else if (t == LUA_TSTRING || t == LUA_TNUMBER) {
+            append_header(L, b, fname, name, nlen, lua_gettop(L));
+        } else if (t != LUA_TBOOLEAN || lua_toboolean(L, -1)) {
+            luaio::raise(L, fname, "header '%s' must be a string, a number or an array of strings", name);
+        } // false: the header is left out (e.g. Server = false)
+        lua_pop(L, 1);
+    }
+}
+
+// Writes bufs on the conn's stream; returns the results of the write (see Stream).
+int write_out(lua_State* L, Conn* c, const uv_buf_t* bufs, unsigned n, const char* fname) {
+    Stream* s = c->stream();
+    if (!s) return luaio::return_uv_error(L, UV_ECANCELED, 0);
+    return s->write_buffers(L, bufs, n, fname);
+}
+
+// A canned response (400, 408, 413, 431, 500, 503) when nothing of a response was sent; the
+// connection is then closed by the caller. Only tried when no earlier write is queued, so that
+// it cannot overtake the response to a pipelined request.
+void write_canned(Conn* c, int status) {
+    Stream* s = c->stream();
+    c->keep = false;
+    if (!s || c->head_sent || uv_stream_get_write_queue_size(&s->h.stream) != 0) return;
+    char buf[256];
+    int n = std::snprintf(buf, sizeof buf,
+                          "HTTP/1.1 %d %s\r\nServer: luaio\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n", status,
+                          reason_phrase(status), date_line());
+    uv_buf_t b = uv_buf_init(buf, static_cast<unsigned>(n));
+    uv_try_write(&s->h.stream, &b, 1);
+    c->head_sent = true;
+    c->responded = true;
+}
+
+// ---------------------------------------------------------------- building requests and responses
+
+// Pushes the head in scratch_head() as a table: lower-cased names, repeated fields joined
+// with ", " (RFC 9110 5.3), except set-cookie which is kept as an array of values.
+void push_headers(lua_State* L) {
+    H::Head& h = H::scratch_head();
+    lua_createtable(L, 0, static_cast<int>(h.nheaders));
+    char name[256];
+    for (size_t i = 0; i < h.nheaders; i++) {
+        const H::Span& n = h.names[i];
+        const H::Span& v = h.values[i];
+        size_t nlen = n.len < sizeof name ? n.len : sizeof name;
+        for (size_t k = 0; k < nlen; k++) name[k] = static_cast<char>(std::tolower(static_cast<unsigned char>(n.p[k])));
+        lua_pushlstring(L, name, nlen);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        bool cookie = nlen == 10 && std::memcmp(name, "set-cookie", 10) == 0;
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            if (cookie) {
+                lua_createtable(L, 1, 0);
+                lua_pushlstring(L, v.p ? v.p : "", v.len);
+                lua_rawseti(L, -2, 1);
+            } else {
+                lua_pushlstring(L, v.p ? v.p : "", v.len);
+            }
+            lua_rawset(L, -3);
+        } else if (cookie) {
+            lua_pushlstring(L, v.p ? v.p : "", v.len);
+            lua_rawseti(L, -2, static_cast<int>(lua_objlen(L, -2)) + 1);
+            lua_pop(L, 2);
+        } else {
+            lua_pushlstring(L, nlen == 6 && std::memcmp(name, "cookie", 6) == 0 ? "; " : ", ", 2);
+            lua_pushlstring(L, v.p ? v.p : "", v.len);
+            lua_concat(L, 3);
+            lua_rawset(L, -3);
+        }
+    }
+}
+
+void push_version(lua_State* L, const H::Parser& p) {
+    if (p.major() == 1 && p.minor() == 1)
+        lua_pushliteral(L, "1.1");
+    else if (p.major() == 1 && p.minor() == 0)
+        lua_pushliteral(L, "1.0");
+    else
+        lua_pushfstring(L, "%d.%d", p.major(), p.minor());
+}
+
+void push_request(lua_State* L, Conn* c) {
+    H::Head& h = H::scratch_head();
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, llhttp_method_name(static_cast<llhttp_method_t>(c->parser.method())));
+    lua_setfield(L, -2, "method");
+    const char* u = h.url.p ? h.url.p : "";
+    lua_pushlstring(L, u, h.url.len);
+    const char* q = static_cast<const char*>(std::memchr(u, '?', h.url.len));
+    if (q) {
+        lua_pushlstring(L, u, static_cast<size_t>(q - u));
+        lua_setfield(L, -3, "path");
+    } else {
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, "path");
+    }
+    lua_setfield(L, -2, "url");
+    push_headers(L);
+    lua_setfield(L, -2, "headers");
+    push_version(L, c->parser);
+    lua_setfield(L, -2, "httpVersion");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
+    lua_setfield(L, -2, "_conn");
+    lua_pushlightuserdata(L, &kReqMeta);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_setmetatable(L, -2);
+}
+
+void push_response(lua_State* L, Conn* c) {
+    H::Head& h = H::scratch_head();
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, c->parser.status());
+    lua_setfield(L, -2, "status");
+    lua_pushlstring(L, h.reason.p ? h.reason.p : "", h.reason.len);
+    lua_setfield(L, -2, "reason");
+    push_headers(L);
+    lua_setfield(L, -2, "headers");
+    push_version(L, c->parser);
+    lua_setfield(L, -2, "httpVersion");
+}
+
+// Ends the current message: the request or response waiting for its body gets it.
+void push_with_body(lua_State* L, Conn* c) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
+    c->req_ref = LUA_NOREF;
+    lua_pushlstring(L, c->body.data(), c->body.size());
+    lua_setfield(L, -2, "body");
+    std::string().swap(c->body);
+}
+
+// ---------------------------------------------------------------- reading (Stream::read_with)
+
+// Feeds body bytes into c->body until the message ends. Returns 1 when it ended, 0 when more
+// bytes are needed, -1 on an error (pushed on L as nil, err).
+int gather_body(lua_State* L, Conn* c, const char* data, size_t len, int err, size_t* used) {
+    size_t u = 0;
+    H::Parser::Result r = c->parser.feed_body(data, len, &u);
+    *used += u;
+    H::Pieces& pc = H::scratch_pieces();
+    c->body_bytes += pc.total;
+    if (c->body_bytes > c->lim.max_body_size) {
+        c->broken = true;
+        lua_pushnil(L);
+        push_too_large(L, "body", c->lim.max_body_size);
+        return -1;
+    }
+    for (auto& s : pc.piece) c->body.append(s.p, s.len);
+    if (r == H::Parser::Result::NeedMore && err) r = c->parser.finish();
+    if (r == H::Parser::Result::Bad) {
+        c->broken = true;
+        lua_pushnil(L);
+        if (err && err != UV_EOF)
+            luaio::push_uv_error(L, err);
+        else
+            push_proto_error(L, "bad body", c->parser.error());
+        return -1;
+    }
+    return r == H::Parser::Result::Ok ? 1 : 0;
+}
+
+// A new message (request or response) begins: per-message state.
+void begin_message(Conn* c) {
+    c->body_bytes = 0;
+    c->responded = c->head_sent = c->chunked_out = false;
+    c->continue_sent = c->expect_continue = false;
+}
+
+void send_continue(Conn* c) {
+    if (!c->server || !c->expect_continue || c->continue_sent || c->head_sent) return;
+    c->continue_sent = true;
+    Stream* s = c->stream();
+    static const char k100[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    uv_buf_t b = uv_buf_init(const_cast<char*>(k100), sizeof k100 - 1);
+    if (s && uv_stream_get_write_queue_size(&s->h.stream) == 0) uv_try_write(&s->h.stream, &b, 1);
+}
+
+int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, size_t* used) {
+    size_t off = *used;
+    // The unread rest of the previous request's body is discarded (it is bounded by the body limit).
+    while (c->parser.in_body()) {
+        size_t u = 0;
+        H::Parser::Result r = c->parser.feed_body(data + off, len - off, &u);
+        off += u;
+        *used = off;
+        c->body_bytes += H::scratch_pieces().total;
+        if (r == H::Parser::Result::Bad || c->body_bytes > c->lim.max_body_size) {
+            c->broken = true;
+            lua_pushnil(L);
+            push_proto_error(L, "bad body", c->parser.error());
+            return 2;
+        }
+        if (r == H::Parser::Result::NeedMore) {
+            if (!err) return -1;
+            lua_pushnil(L);
+            luaio::push_uv_error(L, err);
+            return 2;
+        }
+    }
+    size_t u = 0;
+    if (c->server) c->parser.set_skip_body(false);
+    H::Parser::Result r = c->parser.parse_head(data + off, len - off, c->lim.max_header_size, &u);
+    off += u;
+    *used = off;
+    switch (r) {
+    case H::Parser::Result::NeedMore:
+        if (err) {
+            lua_pushnil(L);
+            if (err == UV_EOF && c->in_head)
+                push_proto_error(L, "connection closed", "in the middle of a head");
+            else
+                luaio::push_uv_error(L, err);
+            return 2;
+        }
+        if (!c->in_head && len > off) {
+            // The first bytes of a head: from now on the head timeout applies, not the idle one.
+            c->in_head = true;
+            c->deadline = uv_now(luaio::loop()) + c->lim.header_timeout;
+            lua_pushboolean(L, 0);
+            return 1;
+        }
+        return -1;
+    case H::Parser::Result::TooLarge:
+        if (c->server) write_canned(c, 431);
+        c->broken = true;
+        lua_pushnil(L);
+        push_too_large(L, "head", c->lim.max_header_size);
+        return 2;
+    case H::Parser::Result::Bad:
+        if (c->server) write_canned(c, 400);
+        c->broken = true;
+        lua_pushnil(L);
+        push_proto_error(L, "malformed HTTP message", c->parser.error());
+        return 2;
+    case H::Parser::Result::Ok:
+        break;
+    }
+    c->in_head = false;
+    begin_message(c);
+    if (c->server) {
+        c->requests++;
+        c->is_head = c->parser.method() == HTTP_HEAD;
+        c->keep = c->parser.keep_alive() && c->requests < c->lim.max_requests;
+        c->deadline = uv_now(luaio::loop()) + c->lim.request_timeout;
+        if (c->parser.has_length() && c->parser.content_length() > c->lim.max_body_size) {
+            write_canned(c, 413);
+            c->broken = true;
+            lua_pushnil(L);
+            push_too_large(L, "body", c->lim.max_body_size);
+            return 2;
+        }
+        // Expect: 100-continue is answered when the body is first read.
+        H::Head& h = H::scratch_head();
+        for (size_t i = 0; i < h.nheaders; i++)
+            if (lower_equals(h.names[i].p, h.names[i].len, "expect"))
+                c->expect_continue = lower_equals(h.values[i].p, h.values[i].len, "100-continue");
+        push_request(L, c);
+    } else {
+        int status = c->parser.status();
+        if (status >= 100 && status < 200 && status != 101) {
+            // An interim response (100 Continue): the final one follows.
+            return consume_head(c, L, data, len, err, used);
+        }
+        c->keep = c->parser.keep_alive();
+        push_response(L, c);
+    }
+    if (!c->with_body || !c->parser.in_body()) {
+        if (c->with_body) {
+            lua_pushliteral(L, "");
+            lua_setfield(L, -2, "body");
+        }
+        return 1;
+    }
+    // The whole body is wanted too: keep the table aside while the body comes.
+    send_continue(c);
+    c->req_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    c->op = Op::Body;
+    int g = gather_body(L, c, data + off, len - off, err, used);
+    if (g < 0) return 2;
+    if (g == 0) return -1;
+    push_with_body(L, c);
+    return 1;
+}
+
+int consume(void* ctx, lua_State* L, const char* data, size_t len, int err, size_t* used) {
+    Conn* c = static_cast<Conn*>(ctx);
+    *used = 0;
+    switch (c->op) {
+    case Op::Next:
+    case Op::Response:
+        return consume_head(c, L, data, len, err, used);
+    case Op::Body: {
+        int g = gather_body(L, c, data, len, err, used);
+        if (g < 0) return 2;
+        if (g == 0) return -1;
+        if (c->req_ref != LUA_NOREF) {
+            push_with_body(L, c);
+        } else {
+            lua_pushlstring(L, c->body.data(), c->body.size());
+            std::string().swap(c->body);
+        }
+        return 1;
+    }
+    case Op::Piece: {
+        if (!c->parser.in_body()) {
+            lua_pushnil(L);
+            return 1;
+        }
+        H::Parser::Result r = c->parser.feed_body(data, len, used);
+        H::Pieces& pc = H::scratch_pieces();
+        c->body_bytes += pc.total;
+        if (c->body_bytes > c->lim.max_body_size) {
+            c->broken = true;
+            lua_pushnil(L);
+            push_too_large(L, "body", c->lim.max_body_size);
+            return 2;
+        }
+        if (r == H::Parser::Result::NeedMore && pc.total == 0 && err) r = c->parser.finish();
+        if (r == H::Parser::Result::Bad) {
+            c->broken = true;
+            lua_pushnil(L);
+            if (err && err != UV_EOF)
+                luaio::push_uv_error(L, err);
+            else
+                push_proto_error(L, "bad body", c->parser.error());
+            return 2;
+        }
+        if (pc.total == 0) {
+            if (r == H::Parser::Result::Ok) {
+                lua_pushnil(L);
+                return 1;
+            }
+            return -1;
+        }
+        if (pc.piece.size() == 1) {
+            lua_pushlstring(L, pc.piece[0].p, pc.piece[0].len);
+        } else {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (auto& s : pc.piece) luaL_addlstring(&b, s.p, s.len);
+            luaL_pushresult(&b);
+        }
+        return 1;
+    }
+    case Op::None:
+        break;
+    }
+    return -1;
+}
+
+// Sets the stream's read timeout for the next wait of op, from the conn's deadlines.
+void set_read_timeout(Conn* c, Stream* s) {
+    if (!c->server) return; // a client's timeouts are the socket's own (settimeouts)
+    uint64_t now = uv_now(luaio::loop());
+    if (c->op == Op::Next && !c->in_head && !c->parser.in_body()) {
+        s->read_timeout = c->lim.keepalive_timeout;
+        return;
+    }
+    uint64_t left = c->deadline > now ? c->deadline - now : 1;
+    s->read_timeout = left;
+}
+
+int start_read(lua_State* L, Conn* c, Op op, const char* fname) {
+    Stream* s = check_stream(L, c, fname);
+    c->op = op;
+    set_read_timeout(c, s);
+    return s->read_with(L, consume, c, fname);
+}
+
+// req | false | nil, err = conn:next(with_body)
+int l_next(lua_State* L) {
+    Conn* c = check_conn(L, "next");
+    if (c->broken || !c->keep) return luaio::return_uv_error(L, UV_EOF);
+    c->with_body = lua_toboolean(L, 2) != 0;
+    return start_read(L, c, Op::Next, "next");
+}
+
+// res | nil, err = conn:response(with_body)
+int l_response(lua_State* L) {
+    Conn* c = check_conn(L, "response");
+    if (c->broken) return luaio::return_uv_error(L, UV_EPROTO);
+    c->with_body = lua_toboolean(L, 2) != 0;
+    return start_read(L, c, Op::Response, "response");
+}
+
+// data | nil | nil, err = conn:read()
+int l_read(lua_State* L) {
+    Conn* c = check_conn(L, "read");
+    if (c->broken) return luaio::return_uv_error(L, UV_EPROTO);
+    if (!c->parser.in_body()) {
+        lua_pushnil(L);
+        return 1;
+    }
+    send_continue(c);
+    return start_read(L, c, Op::Piece, "read");
+}
+
+// body | nil, err = conn:body()
+int l_body(lua_State* L) {
+    Conn* c = check_conn(L, "body");
+    if (c->broken) return luaio::return_uv_error(L, UV_EPROTO);
+    if (!c->parser.in_body()) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    send_continue(c);
+    c->body.clear();
+    return start_read(L, c, Op::Body, "body");
+}
+
+// ---------------------------------------------------------------- writing
+
+// Builds a response head in out(); returns the length of body that follows by framing.
+void build_response_head(lua_State* L, Conn* c, int status, int hidx, bool whole, size_t body_len, const char* fname) {
+    if (status < 100 || status > 999) luaio::raise(L, fname, "status must be an integer between 100 and 999");
+    std::string& b = out();
+    b.clear();
+    b.append("HTTP/1.1 ", 9);
+    append_uint(b, static_cast<uint64_t>(status));
+    b.push_back(' ');
+    b.append(reason_phrase(status));
+    b.append("\r\n", 2);
+    Seen seen;
+    append_headers(L, hidx, b, seen, fname);
+    if (!seen.server) b.append("Server: luaio\r\n", 15);
+    if (!seen.date) b.append(date_line());
+    c->no_body = c->is_head || status < 200 || status == 204 || status == 304;
+    bool informational = status < 200;
+    if (c->server && !c->parser.keep_alive()) c->keep = false;
+    if (!informational) {
+        if (whole) {
+            if (!c->no_body || (c->is_head && !seen.length && status != 204 && status != 304)) {
+                // A response to HEAD announces the length its GET would have.
+                if (!seen.length) {
+                    b.append("Content-Length: ", 16);
+                    append_uint(b, body_len);
+                    b.append("\r\n", 2);
+                }
+            }
+            c->chunked_out = false;
+        } else if (!c->no_body && !seen.length && !seen.te) {
+            if (c->parser.minor() >= 1) {
+                b.append("Transfer-Encoding: chunked\r\n", 28);
+                c->chunked_out = true;
+            } else {
+                c->keep = false; // HTTP/1.0: the body ends when the connection does
+            }
+        }
+        if (!seen.connection) {
+            if (!c->keep)
+                b.append("Connection: close\r\n", 19);
+            else if (c->parser.minor() == 0)
+                b.append("Connection: keep-alive\r\n", 24);
+        }
+    }
+    b.append("\r\n", 2);
+}
+
+// The response is over: an unread body without 100-continue means the client may still be
+// sending it, so the connection closes (unless the body is already here to be discarded).
+void end_response(Conn* c) {
+    c->responded = true;
+    if (c->expect_continue && !c->continue_sent) c->keep = false;
+}
+
+// err = conn:respond(status, headers, body)
+int l_respond(lua_State* L) {
+    Conn* c = check_conn(L, "respond");
+    if (c->head_sent) luaio::raise(L, "respond", "the response was already sent");
+    int status = static_cast<int>(luaL_optinteger(L, 2, 200));
+    size_t blen = 0;
+    const char* body = "";
+    if (!lua_isnoneornil(L, 4)) {
+        body = lua_tolstring(L, 4, &blen);
+        if (!body) luaio::raise(L, "respond", "body must be a string, got %s", luaL_typename(L, 4));
+    }
+    build_response_head(L, c, status, 3, true, blen, "respond");
+    c->head_sent = true;
+    end_response(c);
+    std::string& b = out();
+    if (c->no_body) blen = 0;
+    if (blen <= 2048) {
+        b.append(body, blen);
+        uv_buf_t buf = uv_buf_init(&b[0], static_cast<unsigned>(b.size()));
+        return write_out(L, c, &buf, 1, "respond");
+    }
+    uv_buf_t bufs[2] = {uv_buf_init(&b[0], static_cast<unsigned>(b.size())),
+                        uv_buf_init(const_cast<char*>(body), static_cast<unsigned>(blen))};
+    return write_out(L, c, bufs, 2, "respond");
+}
+
+// Writes data as body bytes (a chunk when chunked), after `prefix` (a head) if given.
+int write_body(lua_State* L, Conn* c, const char* data, size_t len, bool last, const char* fname) {
+    std::string& b = out();
+    uv_buf_t bufs[3];
+    unsigned n = 0;
+    if (c->no_body) len = 0;
+    if (c->chunked_out) {
+        if (len > 0) {
+            char hex[24];
+            int hn = std::snprintf(hex, sizeof hex, "%zx\r\n", len);
+            b.append(hex, static_cast<size_t>(hn));
+        }
+        if (len > 0 && len <= 2048) {
+            b.append(data, len);
+            b.append("\r\n", 2);
+            len = 0;
+        }
+        if (len > 0) {
+            bufs[n++] = uv_buf_init(&b[0], static_cast<unsigned>(b.size()));
+            bufs[n++] = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
+            static const char crlf[] = "\r\n0\r\n\r\n";
+            bufs[n++] = uv_buf_init(const_cast<char*>(crlf), last ? 7 : 2);
+        } else {
+            if (last) b.append("0\r\n\r\n", 5);
+            bufs[n++] = uv_buf_init(&b[0], static_cast<unsigned>(b.size()));
+        }
+    } else {
+        if (len <= 2048) {
+            b.append(data, len);
+            bufs[n++] = uv_buf_init(&b[0], static_cast<unsigned>(b.size()));
+        } else {
+            if (!b.empty()) bufs[n++] = uv_buf_init(&b[0], static_cast<unsigned>(b.size()));
+            bufs[n++] = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
+        }
+    }
+    if (last) end_response(c);
+    if (n == 1 && bufs[0].len == 0) return 0;
+    return write_out(L, c, bufs, n, fname);
+}
+
+const char* opt_data(lua_State* L, int idx, size_t* len, const char* fname) {
+    *len = 0;
+    if (lua_isnoneornil(L, idx)) return "";
+    const char* d = lua_tolstring(L, idx, len);
+    if (!d) luaio::raise(L, fname, "data must be a string, got %s", luaL_typename(L, idx));
+    return d;
+}
+
+// err = conn:head(status, headers[, data])
+int l_head(lua_State* L) {
+    Conn* c = check_conn(L, "head");
+    if (c->head_sent) luaio::raise(L, "head", "the response head was already sent");
+    int status = static_cast<int>(luaL_optinteger(L, 2, 200));
+    size_t len;
+    const char* d = opt_data(L, 4, &len, "head");
+    build_response_head(L, c, status, 3, false, 0, "head");
+    if (status >= 200) c->head_sent = true;
+    return write_body(L, c, d, len, false, "head");
+}
+
+// err = conn:write(data)
+int l_write(lua_State* L) {
+    Conn* c = check_conn(L, "write");
+    if (!c->head_sent || c->responded) luaio::raise(L, "write", "no response body is open");
+    size_t len;
+    const char* d = opt_data(L, 2, &len, "write");
+    out().clear();
+    if (len == 0) return 0;
+    return write_body(L, c, d, len, false, "write");
+}
+
+// err = conn:finish([data])
+int l_finish(lua_State* L) {
+    Conn* c = check_conn(L, "finish");
+    if (!c->head_sent || c->responded) luaio::raise(L, "finish", "no response body is open");
+    size_t len;
+    const char* d = opt_data(L, 2, &len, "finish");
+    out().clear();
+    return write_body(L, c, d, len, true, "finish");
+}
+
+// conn:reject(status): a canned error response if nothing was sent yet; the connection ends.
+int l_reject(lua_State* L) {
+    Conn* c = check_conn(L, "reject");
+    write_canned(c, static_cast<int>(luaL_checkinteger(L, 2)));
+    c->broken = true;
+    return 0;
+}
+
+// err = conn:request(method, target, headers, body)
+int l_request(lua_State* L) {
+    Conn* c = check_conn(L, "request");
+    size_t mlen, tlen;
+    const char* method = luaL_checklstring(L, 2, &mlen);
+    const char* target = luaL_checklstring(L, 3, &tlen);
+    if (!is_token(method, mlen)) luaio::raise(L, "request", "invalid method '%s'", method);
+    for (size_t i = 0; i < tlen; i++)
+        if (static_cast<unsigned char>(target[i]) <= 32 || target[i] == 127)
+            luaio::raise(L, "request", "invalid request target (control character or space)");
+    size_t blen = 0;
+    const char* body = nullptr;
+    if (!lua_isnoneornil(L, 5)) {
+        body = lua_tolstring(L, 5, &blen);
+        if (!body) luaio::raise(L, "request", "body must be a string, got %s", luaL_typename(L, 5));
+    }
+    if (c->parser.in_body()) luaio::raise(L, "request", "the previous response was not read");
+    std::string& b = out();
+    b.clear();
+    b.append(method, mlen);
+    b.push_back(' ');
+    b.append(target, tlen);
+    b.append(" HTTP/1.1\r\n", 11);
+    Seen seen;
+    append_headers(L, 4, b, seen, "request");
+    if (body && !seen.length && !seen.te) {
+        b.append("Content-Length: ", 16);
+        append_uint(b, blen);
+        b.append("\r\n", 2);
+    }
+    b.append("\r\n", 2);
+    c->is_head = mlen == 4 && std::memcmp(method, "HEAD", 4) == 0;
+    c->parser.set_skip_body(c->is_head);
+    if (blen <= 2048) {
+        if (body) b.append(body, blen);
+        uv_buf_t buf = uv_buf_init(&b[0], static_cast<unsigned>(b.size()));
+        return write_out(L, c, &buf, 1, "request");
+    }
+    uv_buf_t bufs[2] = {uv_buf_init(&b[0], static_cast<unsigned>(b.size())),
+                        uv_buf_init(const_cast<char*>(body), static_cast<unsigned>(blen))};
+    return write_out(L, c, bufs, 2, "request");
+}
+
+// ---------------------------------------------------------------- state and life cycle
+
+int l_keepalive(lua_State* L) {
+    Conn* c = check_conn(L, "keepalive");
+    lua_pushboolean(L, c->keep && !c->broken && c->stream() != nullptr);
+    return 1;
+}
+
+// A client connection that may carry another request: the last response was read to its end,
+// the server keeps it open, and no byte is waiting (a stale or half-read connection is never
+// handed out again).
+int l_reusable(lua_State* L) {
+    auto* c = static_cast<Conn*>(luaL_checkudata(L, 1, kConnClass));
+    Stream* s = c->closed ? nullptr : c->stream();
+    lua_pushboolean(L, s && !s->closing() && c->keep && !c->broken && !c->parser.in_body() && s->buffered() == 0 &&
+                           s->read_error() == 0);
+    return 1;
+}
+
+// true when the response head was sent; "finished" when the whole response was.
+int l_sent(lua_State* L) {
+    Conn* c = check_conn(L, "sent");
+    if (c->responded)
+        lua_pushliteral(L, "finished");
+    else
+        lua_pushboolean(L, c->head_sent);
+    return 1;
+}
+
+// Forces `Connection: close` on the current response (server closing, handler's wish).
+int l_set_close(lua_State* L) {
+    Conn* c = check_conn(L, "setclose");
+    c->keep = false;
+    return 0;
+}
+
+// True while the connection waits for a new request with no byte of it received.
+int l_idle(lua_State* L) {
+    auto* c = static_cast<Conn*>(luaL_checkudata(L, 1, kConnClass));
+    lua_pushboolean(L, !c->closed && c->op == Op::Next && !c->in_head && c->responded);
+    return 1;
+}
+
+// conn:unref(true): an idle pooled connection does not keep the process alive; unref(false) undoes it.
+int l_unref(lua_State* L) {
+    auto* c = static_cast<Conn*>(luaL_checkudata(L, 1, kConnClass));
+    Stream* s = c->closed ? nullptr : c->stream();
+    if (s && !s->closing()) {
+        if (lua_toboolean(L, 2))
+            uv_unref(&s->h.handle);
+        else
+            uv_ref(&s->h.handle);
+    }
+    return 0;
+}
+
+int l_socket(lua_State* L) {
+    auto* c = static_cast<Conn*>(luaL_checkudata(L, 1, kConnClass));
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->sock_ref);
+    return 1;
+}
+
+void release(lua_State* L, Conn* c) {
+    if (!L) return;
+    luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->sock_ref);
+    c->req_ref = c->self_ref = c->sock_ref = LUA_NOREF;
+    c->sock_ud = nullptr;
+    std::string().swap(c->body);
+}
+
+// conn:close(): closes the socket too. Idempotent.
+int l_close(lua_State* L) {
+    auto* c = static_cast<Conn*>(luaL_checkudata(L, 1, kConnClass));
+    if (c->closed) return 0;
+    c->closed = true;
+    if (Stream* s = c->stream()) s->close();
+    release(L, c);
+    return 0;
+}
+
+int l_gc(lua_State* L) {
+    auto* c = static_cast<Conn*>(lua_touserdata(L, 1));
+    if (!c->closed) release(luaio::main_state(), c);
+    c->~Conn();
+    return 0;
+}
+
+lua_Integer limit_field(lua_State* L, const char* name, lua_Integer def, lua_Integer min) {
+    lua_Integer v = luaio::opt_int_field(L, 1, name, def, "limits");
+    if (v < min) luaio::raise(L, "limits", "option '%s' must be at least %lld", name, static_cast<long long>(min));
+    return v;
+}
+
+// limits = core.limits(options): the limits of a server or client, parsed once.
+int l_limits(lua_State* L) {
+    if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
+    Limits lim;
+    lim.max_header_size =
+        static_cast<size_t>(limit_field(L, "maxHeaderSize", static_cast<lua_Integer>(lim.max_header_size), 64));
+    lim.max_body_size =
+        static_cast<uint64_t>(limit_field(L, "maxBodySize", static_cast<lua_Integer>(lim.max_body_size), 0));
+    lim.header_timeout =
+        static_cast<uint64_t>(limit_field(L, "headerTimeout", static_cast<lua_Integer>(lim.header_timeout), 1));
+    lim.keepalive_timeout =
+        static_cast<uint64_t>(limit_field(L, "keepAliveTimeout", static_cast<lua_Integer>(lim.keepalive_timeout), 1));
+    lim.request_timeout =
+        static_cast<uint64_t>(limit_field(L, "requestTimeout", static_cast<lua_Integer>(lim.request_timeout), 1));
+    lim.max_requests =
+        static_cast<uint64_t>(limit_field(L, "maxRequests", static_cast<lua_Integer>(lim.max_requests), 1));
+    auto* p = static_cast<Limits*>(lua_newuserdata(L, sizeof(Limits)));
+    *p = lim;
+    luaL_getmetatable(L, kLimitsClass);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+int new_conn(lua_State* L, llhttp_type_t type, const char* fname) {
+    Stream* s = Stream::check(L, 1, fname);
+    auto* lim = static_cast<Limits*>(luaL_testudata(L, 2, kLimitsClass));
+    auto* c = new (lua_newuserdata(L, sizeof(Conn))) Conn(type);
+    luaL_getmetatable(L, kConnClass);
+    lua_setmetatable(L, -2);
+    if (lim) c->lim = *lim;
+    c->server = type == HTTP_REQUEST;
+    c->responded = true; // nothing to answer yet
+    c->sock_ud = static_cast<void**>(lua_touserdata(L, 1));
+    lua_pushvalue(L, 1);
+    c->sock_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
+    c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    (void)s;
+    return 1;
+}
+
+int l_server(lua_State* L) {
+    return new_conn(L, HTTP_REQUEST, "server");
+}
+int l_client(lua_State* L) {
+    return new_conn(L, HTTP_RESPONSE, "client");
+}
+
+// core.setrequestmeta(mt): the metatable of request tables (methods and lazy fields).
+int l_set_request_meta(lua_State* L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_pushlightuserdata(L, &kReqMeta);
+    lua_pushvalue(L, 1);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+// ---------------------------------------------------------------- helpers for lib/http
+
+int hexval(int c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    c = std::tolower(c);
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+void push_decoded(lua_State* L, const char* s, size_t len, bool plus) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (ch == '%' && i + 2 < len) {
+            int hi = hexval(static_cast<unsigned char>(s[i + 1]));
+            int lo = hexval(static_cast<unsigned char>(s[i + 2]));
+            if (hi >= 0 && lo >= 0) {
+                luaL_addchar(&b, static_cast<char>(hi * 16 + lo));
+                i += 2;
+                continue;
+            }
+        }
+        luaL_addchar(&b, plus && ch == '+' ? ' ' : ch);
+    }
+    luaL_pushresult(&b);
+}
+
+// core.decode(s[, plus]): percent-decoding ('+' is a space when plus is true).
+int l_decode(lua_State* L) {
+    size_t len;
+    const char* s = luaL_checklstring(L, 1, &len);
+    push_decoded(L, s, len, lua_toboolean(L, 2) != 0);
+    return 1;
+}
+
+// core.query(s): "a=1&b=2&a=3" -> {a = {"1", "3"}, b = "2"}; decoded, '+' is a space.
+int l_query(lua_State* L) {
+    size_t len;
+    const char* s = luaL_checklstring(L, 1, &len);
+    lua_createtable(L, 0, 4);
+    size_t i = 0;
+    while (i < len) {
+        size_t j = i;
+        while (j < len && s[j] != '&' && s[j] != ';') j++;
+        if (j > i) {
+            const char* eq = static_cast<const char*>(std::memchr(s + i, '=', j - i));
+            size_t klen = eq ? static_cast<size_t>(eq - (s + i)) : j - i;
+            push_decoded(L, s + i, klen, true);
+            if (eq)
+                push_decoded(L, eq + 1, static_cast<size_t>(s + j - eq - 1), true);
+            else
+                lua_pushliteral(L, "");
+            lua_pushvalue(L, -2);
+            lua_rawget(L, -4);
+            int t = lua_type(L, -1);
+            if (t == LUA_TNIL) {
+                lua_pop(L, 1);
+                lua_rawset(L, -3);
+            } else if (t == LUA_TSTRING) {
+                lua_createtable(L, 2, 0);
+                lua_insert(L, -2);
+                lua_rawseti(L, -2, 1);
+                lua_insert(L, -2);
+                lua_rawseti(L, -2, 2);
+                lua_rawset(L, -3);
+            } else {
+                lua_insert(L, -2);
+                lua_rawseti(L, -2, static_cast<int>(lua_objlen(L, -2)) + 1);
+                lua_pop(L, 2);
+            }
+        }
+        i = j + 1;
+    }
+    return 1;
+}
+
+// core.date(): the current Date header value.
+int l_date(lua_State* L) {
+    const char* d = date_line();
+    lua_pushlstring(L, d + 6, std::strlen(d) - 8);
+    return 1;
+}
+
+} // namespace
+
+extern "C" int luaopen_luaio_http(lua_State* L) {
+    const luaL_Reg conn_methods[] = {{"next", l_next},       {"response", l_response},   {"read", l_read},
+                                     {"body", l_body},       {"respond", l_respond},     {"head", l_head},
+                                     {"write", l_write},     {"finish", l_finish},       {"reject", l_reject},
+                                     {"request", l_request}, {"keepalive", l_keepalive}, {"reusable", l_reusable},
+                                     {"sent", l_sent},       {"setclose", l_set_close},  {"idle", l_idle},
+                                     {"socket", l_socket},   {"unref", l_unref},         {"close", l_close},
+                                     {"__gc", l_gc},         {nullptr, nullptr}};
+    luaio::new_class(L, kConnClass, conn_methods);
+    lua_pop(L, 1);
+    luaL_newmetatable(L, kLimitsClass);
+    lua_pop(L, 1);
+    const luaL_Reg funcs[] = {
+        {"limits", l_limits}, {"server", l_server}, {"client", l_client}, {"setrequestmeta", l_set_request_meta},
+        {"decode", l_decode}, {"query", l_query},   {"date", l_date},     {nullptr, nullptr}};
+    luaL_newlib(L, funcs);
+    return 1;
+}

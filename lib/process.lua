@@ -325,6 +325,15 @@ function process.fork(options)
     if forever ~= nil and type(forever) ~= "boolean" and type(forever) ~= "table" then
         error("process.fork: option 'forever' must be a boolean (or a table of restart limits)", 2)
     end
+    local policy = copy(RESTART_DEFAULTS)
+    if type(forever) == "table" then
+        for k, v in pairs(forever) do
+            if RESTART_DEFAULTS[k] == nil or type(v) ~= "number" or v < 0 then
+                error("process.fork: forever." .. tostring(k) .. " is not a restart limit", 2)
+            end
+            policy[k] = v
+        end
+    end
     local f, ferr = io.open(file, "r")
     if not f then return nil, err_table(-2, "ENOENT", "cannot open the file to fork: " .. tostring(ferr)) end
     f:close()
@@ -336,18 +345,7 @@ function process.fork(options)
     local function start() return core.spawn(process.execPath, o) end
     local child, err = start()
     if not child then return nil, err end
-    if forever then
-        local policy = copy(RESTART_DEFAULTS)
-        if type(forever) == "table" then
-            for k, v in pairs(forever) do
-                if RESTART_DEFAULTS[k] == nil or type(v) ~= "number" or v < 0 then
-                    error("process.fork: forever." .. tostring(k) .. " is not a restart limit", 2)
-                end
-                policy[k] = v
-            end
-        end
-        supervise(child, start, "process.fork: '" .. file .. "'", policy)
-    end
+    if forever then supervise(child, start, "process.fork: '" .. file .. "'", policy) end
     return child.pid
 end
 

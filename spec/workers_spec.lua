@@ -1,0 +1,197 @@
+-- `luaio --workers N app.lua`: the master and its workers, as real processes. Every spec
+-- stops the master it starts (SIGTERM, then SIGKILL of the master's remaining workers).
+local process = require "process"
+local helper = require "helper"
+local task = require "task"
+
+local LUAIO = helper.luaio
+
+local function read(path)
+    local f = io.open(path)
+    if not f then return nil end
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+
+local function children(pid)
+    local r = process.run({ "pgrep", "-P", tostring(pid), "-x", "luaio" })
+    local pids = {}
+    for l in r.stdout:gmatch("%d+") do pids[#pids + 1] = tonumber(l) end
+    table.sort(pids)
+    return pids
+end
+
+-- Waits up to ms for cond() to be true.
+local function eventually(cond, ms)
+    for _ = 1, (ms or 5000) / 20 do
+        if cond() then return true end
+        sleep(20)
+    end
+    return cond()
+end
+
+-- Starts a master on an app (source text); returns the master's child object and a task
+-- collecting its stderr.
+local function master(src, n, env)
+    local path = helper.script(src)
+    local e = process.environ()
+    for k, v in pairs(env or {}) do e[k] = v end
+    local args = { "--workers" }
+    if n then args[#args + 1] = tostring(n) end
+    args[#args + 1] = path
+    local m = assert(process.spawn(LUAIO, args, { env = e, stdio = { "ignore", "pipe", "pipe" } }))
+    local out = task.spawn(function()
+        local parts = {}
+        while true do
+            local d = m.stderr:read()
+            if not d then break end
+            parts[#parts + 1] = d
+        end
+        m.stderr:close()
+        return table.concat(parts)
+    end)
+    local stdout = task.spawn(function()
+        local parts = {}
+        while true do
+            local d = m.stdout:read()
+            if not d then break end
+            parts[#parts + 1] = d
+        end
+        m.stdout:close()
+        return table.concat(parts)
+    end)
+    -- A failed assertion must not leave the master and its workers running.
+    finally(function()
+        if not m:status() then
+            local workers = children(m.pid)
+            m:kill("SIGKILL")
+            for _, pid in ipairs(workers) do process.kill(pid, "SIGKILL") end
+        end
+    end)
+    return { child = m, path = path, stderr = out, stdout = stdout }
+end
+
+local function stop(m)
+    local workers = children(m.child.pid)
+    m.child:kill("SIGTERM")
+    local code = m.child:wait()
+    for _, pid in ipairs(workers) do process.kill(pid, "SIGKILL") end
+    local _, err = m.stderr:join()
+    local _, out = m.stdout:join()
+    os.remove(m.path)
+    return code, err, out
+end
+
+local SLEEPER = [[
+    local process = require "process"
+    process.onShutdown(function() sleep(100) print("worker " .. process.workerId .. " stopped") end)
+    require("timer").setInterval(1000, function() end)
+]]
+
+describe("luaio --workers", function()
+    it("starts N workers, each pinned to its own core", function()
+        local cpus = process.affinity()
+        local m = master(SLEEPER, 2)
+        assert.is_true(eventually(function() return #children(m.child.pid) == 2 end))
+        local pinned = {}
+        for _, pid in ipairs(children(m.child.pid)) do
+            local list = read("/proc/" .. pid .. "/status"):match("Cpus_allowed_list:%s*(%S+)")
+            pinned[#pinned + 1] = list
+        end
+        table.sort(pinned)
+        if #cpus > 1 then
+            local want = { tostring(cpus[1]), tostring(cpus[2]) }
+            table.sort(want)
+            assert.are.same(want, pinned)
+        end
+        local code, err, out = stop(m)
+        assert.are.equal(0, code)
+        assert.matches("2 workers of", err)
+        assert.matches("worker 1 stopped", out)
+        assert.matches("worker 2 stopped", out)
+    end)
+
+    it("defaults to one worker per core", function()
+        local m = master(SLEEPER, nil)
+        local n = #process.affinity()
+        assert.is_true(eventually(function() return #children(m.child.pid) == n end))
+        stop(m)
+    end)
+
+    it("restarts a worker killed with SIGKILL", function()
+        local m = master(SLEEPER, 2)
+        assert.is_true(eventually(function() return #children(m.child.pid) == 2 end))
+        local before = children(m.child.pid)
+        process.kill(before[1], "SIGKILL")
+        assert.is_true(eventually(function()
+            local now = children(m.child.pid)
+            return #now == 2 and now[1] ~= before[1] and now[2] ~= before[1]
+        end))
+        local _, err = stop(m)
+        assert.matches("was killed by SIGKILL; restarting in 100 ms", err)
+    end)
+
+    it("SIGTERM stops the workers gracefully and leaves no process", function()
+        local m = master(SLEEPER, 2)
+        assert.is_true(eventually(function() return #children(m.child.pid) == 2 end))
+        local workers = children(m.child.pid)
+        local code, err, out = stop(m)
+        assert.are.equal(0, code)
+        assert.matches("SIGTERM: stopping 2 workers.*stopped", err)
+        local _, n = out:gsub("stopped", "")
+        assert.are.equal(2, n)
+        for _, pid in ipairs(workers) do assert.is_nil(read("/proc/" .. pid .. "/status")) end
+    end)
+
+    it("SIGHUP replaces every worker", function()
+        local m = master(SLEEPER, 2)
+        assert.is_true(eventually(function() return #children(m.child.pid) == 2 end))
+        local before = children(m.child.pid)
+        m.child:kill("SIGHUP")
+        assert.is_true(eventually(function()
+            local now = children(m.child.pid)
+            return #now == 2 and now[1] ~= before[1] and now[1] ~= before[2] and now[2] ~= before[1]
+                and now[2] ~= before[2]
+        end))
+        local _, err = stop(m)
+        assert.matches("SIGHUP: replacing 2 workers.*reload done", err)
+    end)
+
+    it("gives up on a worker that crashes at start, with a message, and exits", function()
+        local m = master("os.exit(2)", 1, { LUAIO_RESTART_DELAY = "10", LUAIO_RESTART_LIMIT = "3" })
+        local code = m.child:wait()
+        local _, err = m.stderr:join()
+        m.stdout:join()
+        os.remove(m.path)
+        assert.are.equal(1, code)
+        assert.matches("restarting in 10 ms.*restarting in 20 ms.*restarting in 40 ms", err)
+        assert.matches("restarted 3 times in 60000 ms: giving up.*no worker left", err)
+    end)
+
+    it("a worker follows its master when the master is killed", function()
+        local m = master(SLEEPER, 1)
+        assert.is_true(eventually(function() return #children(m.child.pid) == 1 end))
+        local w = children(m.child.pid)[1]
+        m.child:kill("SIGKILL")
+        m.child:wait()
+        assert.is_true(eventually(function()
+            local s = read("/proc/" .. w .. "/status")
+            return s == nil or s:match("State:%s*Z") ~= nil
+        end))
+        m.stderr:join()
+        m.stdout:join()
+        os.remove(m.path)
+    end)
+
+    it("rejects a bad worker count", function()
+        for _, a in ipairs({ "--workers=0", "--workers=x", "--workers 2000" }) do
+            local r = process.run(LUAIO .. " " .. a .. " /dev/null")
+            assert.are.equal(1, r.code)
+            assert.matches("%-%-workers needs a number of workers between 1 and 1024", r.stderr)
+        end
+        local r = process.run(LUAIO .. " --workers 2")
+        assert.are.equal(1, r.code)
+        assert.matches("needs a script", r.stderr)
+    end)
+end)

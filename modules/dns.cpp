@@ -106,6 +106,11 @@ const char* ares_error_name(int status) {
 // The error table of a c-ares status: code is the c-ares status (a positive number), name
 // the c-ares name without its ARES_ prefix; `hostname` says what was asked.
 void push_ares_error(lua_State* L, int status, const std::string& host, const char* message = nullptr) {
+    // c-ares 1.18 also reports ECONNREFUSED when every server answered SERVFAIL, NOTIMP or
+    // REFUSED (it tries the next server after those): its "Could not contact DNS servers"
+    // would mislead.
+    if (!message && status == ARES_ECONNREFUSED)
+        message = "no DNS server answered (port unreachable, or the query was refused or failed)";
     luaio::push_error(L, status, ares_error_name(status), message ? message : ares_strerror(status));
     lua_pushlstring(L, host.data(), host.size());
     lua_setfield(L, -2, "hostname");
@@ -367,15 +372,20 @@ void flush_completed(Channel* chan) {
     }
 }
 
-// The end of each of our callbacks that ran c-ares: wake, rearm, and destroy a retired
-// channel once nothing runs on it.
-void leave(Channel* chan) {
-    flush_completed(chan);
-    if (--chan->busy > 0) return;
+// Outside c-ares and outside our callbacks: cancel what nobody waits for (so that its
+// sockets close), destroy a retired channel once idle, else rearm the timer.
+void settle(Channel* chan) {
+    if (chan->live == 0 && chan->pending > 0) ares_cancel(chan->ares); // abandoned queries only
     if (chan->retired && chan->pending == 0)
         destroy_channel(chan);
     else
         schedule(chan);
+}
+
+// The end of each of our callbacks that ran c-ares: wake the tasks, then settle.
+void leave(Channel* chan) {
+    flush_completed(chan);
+    if (--chan->busy == 0) settle(chan);
 }
 
 void on_poll(uv_poll_t* handle, int status, int events) {
@@ -424,9 +434,6 @@ void on_deadline(uv_timer_t* t) {
         q->timer = Query::TimerClosed;
         maybe_free(q);
     });
-    // Nobody waits for what is left on the channel: cancel it so that its sockets close.
-    // Abandoned queries ignore their ARES_ECANCELLED callback.
-    if (chan->live == 0 && chan->pending > 0) ares_cancel(chan->ares);
     std::string name = q->name; // q may be freed by the close callback after the wake
     luaio::wake(q->waiter, [&](lua_State* co) {
         lua_pushnil(co);
@@ -605,7 +612,7 @@ template <class Start> int run_query(lua_State* L, Query* q, lua_Integer timeout
     if (q->done) {
         int n = push_results(L, q);
         delete q;
-        if (chan->busy == 0) schedule(chan);
+        if (chan->busy == 0) settle(chan);
         return n;
     }
     uv_timer_init(luaio::loop(), &q->deadline);
@@ -613,7 +620,7 @@ template <class Start> int run_query(lua_State* L, Query* q, lua_Integer timeout
     uv_timer_start(&q->deadline, on_deadline, static_cast<uint64_t>(timeout), 0);
     q->timer = Query::TimerActive;
     q->parked = true;
-    if (chan->busy == 0) schedule(chan);
+    if (chan->busy == 0) settle(chan);
     return luaio::park(L, q->waiter);
 }
 

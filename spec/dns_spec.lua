@@ -15,6 +15,8 @@ for _, decl in ipairs({
     "int bind(int fd, const void* addr, uint32_t len);",
     "int getsockname(int fd, void* addr, uint32_t* len);",
     "int close(int fd);",
+    "long recvfrom(int fd, void* buf, size_t len, int flags, void* from, uint32_t* fromlen);",
+    "long sendto(int fd, const void* buf, size_t len, int flags, const void* to, uint32_t tolen);",
 }) do
     pcall(ffi.cdef, decl)
 end
@@ -40,6 +42,38 @@ local function closed_port()
     local fd, port = udp_socket()
     ffi.C.close(fd)
     return port
+end
+
+-- A DNS server in this process, on a UDP socket polled by a task: respond(query) returns the
+-- reply (a string) or nil to stay silent. For answers dnsmasq cannot be made to give.
+local function fake_server(respond)
+    local fd, port = udp_socket()
+    local srv = { port = port, running = true }
+    srv.task = task.spawn(function()
+        local buf, from, fromlen = ffi.new("uint8_t[512]"), ffi.new("uint8_t[128]"), ffi.new("uint32_t[1]")
+        while srv.running do
+            fromlen[0] = 128
+            local n = tonumber(ffi.C.recvfrom(fd, buf, 512, 0x40 --[[MSG_DONTWAIT]], from, fromlen))
+            if n > 12 then
+                local reply = respond(ffi.string(buf, n))
+                if reply then ffi.C.sendto(fd, reply, #reply, 0, from, fromlen[0]) end
+            else
+                sleep(2)
+            end
+        end
+        ffi.C.close(fd)
+    end)
+    function srv.stop()
+        srv.running = false
+        srv.task:join()
+    end
+    return srv
+end
+
+-- A reply to `query` with the response code `rcode` and `ancount` answers (none follow).
+local function reply(query, rcode, ancount)
+    return query:sub(1, 2) .. string.char(0x81, 0x80 + rcode) .. query:sub(5, 6) .. string.char(0, ancount or 0, 0, 0, 0, 0)
+        .. query:sub(13)
 end
 
 local dnsmasq = {}
@@ -303,6 +337,44 @@ describe("dns", function()
         assert.is_nil(addrs)
         assert.are.equal("ECONNREFUSED", err.name)
         assert.is_true(ms_since(t0) < 1000)
+    end)
+
+    it("maps the server's response codes and bad answers to error names", function()
+        -- c-ares 1.18 tries the next server (or again) after SERVFAIL, NOTIMP and REFUSED,
+        -- and when every attempt got one of them it reports ECONNREFUSED.
+        local cases = { { 1, "EFORMERR", 2 }, { 2, "ECONNREFUSED", 11 }, { 3, "ENOTFOUND", 4 },
+            { 4, "ECONNREFUSED", 11 }, { 5, "ECONNREFUSED", 11 } }
+        for _, case in ipairs(cases) do
+            local srv = fake_server(function(q) return reply(q, case[1]) end)
+            dns.setServers({ "127.0.0.1:" .. srv.port })
+            local addrs, err = dns.resolve4("host.test", { timeout = 2000 })
+            srv.stop()
+            assert.is_nil(addrs)
+            assert.are.equal(case[2], err.name, "rcode " .. case[1])
+            assert.are.equal(case[3], err.code)
+        end
+        -- An answer count without answers.
+        local srv = fake_server(function(q) return reply(q, 0, 1) end)
+        dns.setServers({ "127.0.0.1:" .. srv.port })
+        local addrs, err = dns.resolve6("host.test", { timeout = 2000 })
+        srv.stop()
+        assert.is_nil(addrs)
+        assert.are.equal("EBADRESP", err.name)
+        assert.are.equal(10, err.code)
+    end)
+
+    it("asks the next server when one refuses", function()
+        local asked = 0
+        local srv = fake_server(function(q)
+            asked = asked + 1
+            return reply(q, 5)
+        end)
+        dns.setServers({ "127.0.0.1:" .. srv.port, dnsmasq.server })
+        local addrs, err = dns.resolve4("host.test", { timeout = 2000 })
+        srv.stop()
+        assert.is_nil(err)
+        assert.are.same({ "192.0.2.1" }, addrs)
+        assert.are.equal(1, asked)
     end)
 
     it("runs many queries concurrently", function()

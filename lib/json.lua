@@ -15,11 +15,13 @@ local type, pcall, tostring, setmetatable, gsub = type, pcall, tostring, setmeta
 -- A private instance, so that settings made by other code on the shared cjson do not leak in.
 local c = cjson.new()
 c.encode_sparse_array(true) -- sparse arrays become objects instead of failing
-c.decode_array_with_array_mt(true) -- decoded arrays (even empty) encode back as arrays
-c.encode_empty_table_as_object(true)
-c.encode_number_precision(17)
+c.encode_number_precision(14)
+-- Newer cjson builds (OpenResty's) keep decoded empty arrays as arrays when encoded again.
+if c.decode_array_with_array_mt then
+    c.decode_array_with_array_mt(true)
+end
 
-local json = { null = c.null, array_mt = c.array_mt }
+local json = { null = c.null }
 
 local function failure(what, e)
     local msg = gsub(tostring(e), "^.-: ", "", 1)
@@ -47,9 +49,14 @@ function json.decode(text)
     return v
 end
 
---- Marks t (default: a new table) as a JSON array, so that it encodes as [] when empty.
+--- Marks t (default: a new table) as a JSON array, so that it encodes as [] when empty
+--- (with cjson builds that know array_mt; older ones encode an empty table as {}).
 function json.array(t)
-    return setmetatable(t or {}, c.array_mt)
+    t = t or {}
+    if c.array_mt then
+        setmetatable(t, c.array_mt)
+    end
+    return t
 end
 
 return json

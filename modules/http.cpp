@@ -582,7 +582,11 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
     c->op = Op::Body;
     int g = gather_body(L, c, data + off, len - off, err, used);
     if (g < 0) return 2;
-    if (g == 0) return -1;
+    if (g == 0) {
+        // Call again: the wait for the body is bounded by the request timeout.
+        lua_pushboolean(L, 0);
+        return 1;
+    }
     push_with_body(L, c);
     return 1;
 }
@@ -677,7 +681,7 @@ int l_next(lua_State* L) {
     Conn* c = check_conn(L, "next");
     if (c->broken || !c->keep) return luaio::return_uv_error(L, UV_EOF);
     c->with_body = lua_toboolean(L, 2) != 0;
-    return start_read(L, c, Op::Next, "next");
+    return start_read(L, c, c->req_ref != LUA_NOREF ? Op::Body : Op::Next, "next");
 }
 
 // res | nil, err = conn:response(with_body)
@@ -731,7 +735,9 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, bool whole
     if (!seen.date) b.append(date_line());
     c->no_body = c->is_head || status < 200 || status == 204 || status == 304;
     bool informational = status < 200;
-    if (c->server && !c->parser.keep_alive()) c->keep = false;
+    if (c->server && (!c->parser.keep_alive() || c->broken)) c->keep = false;
+    // A body the client may still be sending, after a 100-continue that will not come: close.
+    if (c->expect_continue && !c->continue_sent && c->parser.in_body()) c->keep = false;
     if (!informational) {
         if (whole) {
             if (!c->no_body || (c->is_head && !seen.length && status != 204 && status != 304)) {
@@ -878,7 +884,9 @@ int l_finish(lua_State* L) {
 // conn:reject(status): a canned error response if nothing was sent yet; the connection ends.
 int l_reject(lua_State* L) {
     Conn* c = check_conn(L, "reject");
-    write_canned(c, static_cast<int>(luaL_checkinteger(L, 2)));
+    int status = static_cast<int>(luaL_checkinteger(L, 2));
+    // Only a request in progress is answered: an idle connection just closes.
+    if (c->in_head || !c->responded) write_canned(c, status);
     c->broken = true;
     return 0;
 }

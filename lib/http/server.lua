@@ -196,6 +196,9 @@ end
 
 local INTERNAL = "Internal Server Error\n"
 
+-- The answer to a request that failed before its handler ran (when nothing was sent yet).
+local REJECT = { ETIMEDOUT = 408, E2BIG = 413, EPROTO = 400 }
+
 -- The response of the seed API: {status, headers, body}, or a string (a 200 text body).
 local function seed_respond(conn, ok, r)
     if not ok then
@@ -227,8 +230,9 @@ local function serve_connection(sock, state)
             req, err = next(conn, seed)
         end
         if not req then
-            if err and err.name == "ETIMEDOUT" then
-                conn:reject(408)
+            local status = err and REJECT[err.name]
+            if status then
+                conn:reject(status)
             end
             break
         end
@@ -244,7 +248,7 @@ local function serve_connection(sock, state)
             local ok, e = xpcall(handler, on_error, req, res)
             if not ok then
                 report(e)
-                if res._sent then
+                if conn:sent() then
                     break -- part of the response is out: only closing tells the client
                 end
                 res._finished = true

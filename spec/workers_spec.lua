@@ -195,3 +195,77 @@ describe("luaio --workers", function()
         assert.matches("needs a script", r.stderr)
     end)
 end)
+
+describe("luaio --workers with a TCP server", function()
+    local ok_tcp, tcp = pcall(require, "tcp")
+    local APP = helper.source_dir .. "/examples/workers_hello.lua"
+
+    local function get(port, path)
+        local sock, err = tcp.connect(port, "127.0.0.1")
+        if not sock then return nil, err end
+        sock:write("GET " .. path .. " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        local status = sock:readline()
+        local body
+        while true do
+            local d = sock:read()
+            if not d then break end
+            body = (body or "") .. d
+        end
+        sock:close()
+        if not status then return nil, { name = "EOF" } end
+        return status, body
+    end
+
+    local function start(port)
+        local src = read(APP)
+        local m = master(src:gsub("tonumber%(arg%[1%]%) or 8080", tostring(port)), 2)
+        assert.is_true(eventually(function() return get(port, "/") ~= nil end))
+        return m
+    end
+
+    it("a graceful stop finishes a slow request in flight", function()
+        if not ok_tcp then return pending("needs the tcp module") end
+        local port = 18000 + process.pid % 1000
+        local m = start(port)
+        local slow = task.spawn(get, port, "/slow")
+        sleep(200)
+        m.child:kill("SIGTERM")
+        local _, status, body = slow:join()
+        assert.are.equal("HTTP/1.1 200 OK", status)
+        assert.matches("Hello, world!$", body)
+        assert.are.equal(0, m.child:wait())
+        stop(m)
+    end)
+
+    it("a reload under load loses no request", function()
+        if not ok_tcp then return pending("needs the tcp module") end
+        local port = 19000 + process.pid % 1000
+        local m = start(port)
+        local done, failed, running = 0, {}, true
+        local clients = {}
+        for i = 1, 4 do
+            clients[i] = task.spawn(function()
+                while running do
+                    local status, err = get(port, "/")
+                    if status == "HTTP/1.1 200 OK" then
+                        done = done + 1
+                    else
+                        failed[#failed + 1] = err and err.name or tostring(status)
+                    end
+                end
+            end)
+        end
+        sleep(300)
+        for _ = 1, 3 do
+            m.child:kill("SIGHUP")
+            sleep(700)
+        end
+        running = false
+        for _, c in ipairs(clients) do c:join() end
+        local _, err = stop(m)
+        local _, reloads = err:gsub("reload done", "")
+        assert.are.equal(3, reloads)
+        assert.is_true(done > 100)
+        assert.are.same({}, failed)
+    end)
+end)

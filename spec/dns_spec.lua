@@ -162,6 +162,14 @@ end
 
 local function ms_since(t0) return (system.hrtime() - t0) / 1e6 end
 
+-- Runs `src` in a child luaio; returns its stdout, stderr, exit status.
+local function run_child(src)
+    local path = helper.script(src)
+    local out, err, status = helper.run(path)
+    os.remove(path)
+    return out, err, status
+end
+
 local function use_dnsmasq()
     dns.setServers({ dnsmasq.server })
 end
@@ -621,14 +629,14 @@ describe("dns", function()
 
     describe("resources", function()
         it("opens no descriptor before the first query, and leaks none after queries", function()
-            local out, err, status = helper.run(helper.script([[
+            local out, err, status = run_child([[
 local dns = require "dns"
 local function fds() local n = 0 for _ in io.popen("ls /proc/self/fd"):lines() do n = n + 1 end return n end
 local before = fds()
 dns.setServers({"127.0.0.1:1"})
 dns.setTimeout(1000)
 print(fds() - before)
-]]))
+]])
             assert.are.equal(0, status, err)
             assert.are.equal("0\n", out)
             local fd0 = helper.fd_count()
@@ -647,14 +655,14 @@ print(fds() - before)
 
         it("lets the process exit when an abandoned query is still unanswered", function()
             local t0 = system.hrtime()
-            local out, err, status = helper.run(helper.script(([[
+            local out, err, status = run_child(([[
 local dns = require "dns"
 dns.setServers({"127.0.0.1:%d"})
 local task = require "task"
 task.spawn(function() local _, e = dns.resolve4("a.test", {timeout = 100}) print(e.name) end)
 local _, e = dns.resolve6("b.test", {timeout = 100})
 print(e.name)
-]]):format(silent_port)))
+]]):format(silent_port))
             assert.are.equal(0, status, err)
             assert.are.equal("ETIMEOUT\nETIMEOUT\n", out)
             assert.is_true(ms_since(t0) < 1000, "the child took " .. ms_since(t0) .. " ms")
@@ -662,11 +670,11 @@ print(e.name)
 
         it("lets the process exit right after an answer", function()
             local t0 = system.hrtime()
-            local out, err, status = helper.run(helper.script(([[
+            local out, err, status = run_child(([[
 local dns = require "dns"
 dns.setServers({"%s"})
 print(dns.resolve4("host.test")[1])
-]]):format(dnsmasq.server)))
+]]):format(dnsmasq.server))
             assert.are.equal(0, status, err)
             assert.are.equal("192.0.2.1\n", out)
             assert.is_true(ms_since(t0) < 1000, "the child took " .. ms_since(t0) .. " ms")

@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
     std::vector<Action> actions;
     bool interactive = false;
     long workers = -1; // --workers: -1 absent, 0 one per core
-    int script = 0; // index in argv of the script, or 0 for none
+    int script = 0;    // index in argv of the script, or 0 for none
     int i = 1;
     for (; i < argc; i++) {
         const char* a = argv[i];

@@ -689,7 +689,7 @@ int l_response(lua_State* L) {
     Conn* c = check_conn(L, "response");
     if (c->broken) return luaio::return_uv_error(L, UV_EPROTO);
     c->with_body = lua_toboolean(L, 2) != 0;
-    return start_read(L, c, Op::Response, "response");
+    return start_read(L, c, c->req_ref != LUA_NOREF ? Op::Body : Op::Response, "response");
 }
 
 // data | nil | nil, err = conn:read()

@@ -231,7 +231,10 @@ local function once(u, opts)
         return nil, err
     end
     local res
-    res, err = conn:response(not opts.stream)
+    local with_body = not opts.stream
+    repeat -- false: part of the response came; the wait goes on
+        res, err = conn:response(with_body)
+    until res ~= false
     if not res then
         conn:close()
         if reused and err and (err.name == "EOF" or err.name == "ECONNRESET") and res == nil then

@@ -4,15 +4,6 @@ local helper = {}
 helper.luaio = os.getenv("LUAIO_BIN") or "build/luaio"
 helper.source_dir = os.getenv("LUAIO_SOURCE_DIR") or "."
 
---- Number of open file descriptors of this process.
-function helper.fd_count()
-    local n = 0
-    local p = io.popen("ls /proc/" .. helper.pid() .. "/fd")
-    for _ in p:lines() do n = n + 1 end
-    p:close()
-    return n - 1 -- the descriptor of the ls pipe itself
-end
-
 --- This process's pid (from /proc/self/stat, without the process module).
 function helper.pid()
     if not helper._pid then
@@ -20,24 +11,16 @@ function helper.pid()
         helper._pid = tonumber(f:read("*a"):match("^(%d+)"))
         f:close()
     end
-    --- Waits (up to `ms`, default 1000) until no libuv handle keeps the loop alive and, if
---- `fds` is given, the open descriptor count is back to it. Returns true, or false and what
---- is left. A leaked socket, timer or child fails the spec that calls this.
-function helper.idle(fds, ms)
-    local core = require "luaio.core"
-    local waited = 0
-    while true do
-        local h, f = core.handles(), fds and helper.fd_count() or nil
-        if h == 0 and (not fds or f <= fds) then return true end
-        if waited >= (ms or 1000) then
-            return false, ("%d handle(s) active, %s descriptors (baseline %s)"):format(h, tostring(f), tostring(fds))
-        end
-        sleep(10)
-        waited = waited + 10
-    end
+    return helper._pid
 end
 
-return helper._pid
+--- Number of open file descriptors of this process.
+function helper.fd_count()
+    local n = 0
+    local p = io.popen("ls /proc/" .. helper.pid() .. "/fd")
+    for _ in p:lines() do n = n + 1 end
+    p:close()
+    return n - 1 -- the descriptor of the ls pipe itself
 end
 
 --- Writes `src` to a temporary .lua file and returns its path.
@@ -53,7 +36,7 @@ end
 --- stderr and exit status.
 function helper.sh(cmd)
     local out, err = os.tmpname(), os.tmpname()
-    local ok, how, code = os.execute("(" .. cmd .. ") >" .. out .. " 2>" .. err)
+    local ok, _, code = os.execute("(" .. cmd .. ") >" .. out .. " 2>" .. err)
     local function slurp(p)
         local f = io.open(p)
         local s = f and f:read("*a") or ""
@@ -81,24 +64,7 @@ function helper.run(args, stdin)
         f:close()
         cmd = cmd .. " <" .. p
     end
-    --- Waits (up to `ms`, default 1000) until no libuv handle keeps the loop alive and, if
---- `fds` is given, the open descriptor count is back to it. Returns true, or false and what
---- is left. A leaked socket, timer or child fails the spec that calls this.
-function helper.idle(fds, ms)
-    local core = require "luaio.core"
-    local waited = 0
-    while true do
-        local h, f = core.handles(), fds and helper.fd_count() or nil
-        if h == 0 and (not fds or f <= fds) then return true end
-        if waited >= (ms or 1000) then
-            return false, ("%d handle(s) active, %s descriptors (baseline %s)"):format(h, tostring(f), tostring(fds))
-        end
-        sleep(10)
-        waited = waited + 10
-    end
-end
-
-return helper.sh(cmd)
+    return helper.sh(cmd)
 end
 
 --- Waits (up to `ms`, default 1000) until no libuv handle keeps the loop alive and, if

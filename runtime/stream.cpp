@@ -82,6 +82,14 @@ struct Stream::Impl {
         }
         case ReadMode::None:
             return -1;
+        case ReadMode::Custom: {
+            int n = s->consume_(s->consume_ctx_, L, data, len, s->read_err_, used);
+            if (n >= 0 || !s->read_err_) return n;
+            push_uv_error(L, s->read_err_); // the consumer waits for bytes that cannot come
+            lua_pushnil(L);
+            lua_insert(L, -2);
+            return 2;
+        }
         }
         if (!s->read_err_) return -1;
         // End of stream (or a read error): hand over what is left, then the error.
@@ -245,8 +253,8 @@ struct Stream::Impl {
         }
         size_t used = 0;
         int n = satisfy(s, L, s->pending_.data() + s->pending_off_, pending_size(s), &used);
+        if (used) consume_pending(s, used); // a Custom consumer may take bytes and wait for more
         if (n >= 0) {
-            consume_pending(s, used);
             s->mode_ = ReadMode::None;
             return n;
         }
@@ -335,6 +343,10 @@ struct Stream::Impl {
         } else {
             raise(L, "write", "expected a string or an array of strings, got %s", luaL_typename(L, 2));
         }
+        return write_bufs(L, s, bufs, nbufs, total);
+    }
+
+    static int write_bufs(lua_State* L, Stream* s, uv_buf_t* bufs, unsigned nbufs, size_t total) {
         if (s->write_err_) {
             push_uv_error(L, s->write_err_);
             return 1;
@@ -452,6 +464,20 @@ Stream* Stream::create() {
     Stream* s = new Stream;
     s->h.handle.data = s;
     return s;
+}
+
+int Stream::read_with(lua_State* L, ConsumeFn fn, void* ctx, const char* fname) {
+    mode_ = ReadMode::Custom;
+    consume_ = fn;
+    consume_ctx_ = ctx;
+    return Impl::start_read(L, this, fname);
+}
+
+int Stream::write_buffers(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, const char* fname) {
+    (void)fname;
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
+    return Impl::write_bufs(L, this, const_cast<uv_buf_t*>(bufs), nbufs, total);
 }
 
 Stream* Stream::check(lua_State* L, int idx, const char* fname) {

@@ -54,6 +54,21 @@ class Stream {
     static void add_methods(lua_State* L);
 
     void start_reading();
+
+    // C++ consumers of incoming bytes (protocol parsers) that need no Lua string per read.
+    // `fn` gets the buffered bytes data[0, len) and `err`, the error that ended reading (UV_EOF
+    // ...) or 0. It sets *used to the bytes it consumed and returns the number of results it
+    // pushed on L to complete the read, or -1 to wait for more bytes.
+    using ConsumeFn = int (*)(void* ctx, lua_State* L, const char* data, size_t len, int err, size_t* used);
+    // Returns fn's results at once when the buffered bytes suffice, otherwise parks the running
+    // task until they do (read_timeout applies). Use as `return s->read_with(L, fn, ctx, fname);`.
+    int read_with(lua_State* L, ConsumeFn fn, void* ctx, const char* fname);
+    // Writes the buffers as the Lua method write does; returns its results (none, or the error
+    // table) and may park the running task. Use as `return s->write_buffers(...)`.
+    int write_buffers(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, const char* fname);
+    // Bytes received and not yet read; the error that ended reading (0 while the peer sends).
+    size_t buffered() const { return pending_.size() - pending_off_; }
+    int read_error() const { return read_err_; }
     // Idempotent. Wakes waiting readers and writers with ECANCELED.
     void close();
     bool closing() const { return closing_; }
@@ -71,7 +86,7 @@ class Stream {
     uint64_t write_timeout = 0;
 
     // Public for the bindings in stream.cpp.
-    enum class ReadMode { None, Count, Any, Line, Until };
+    enum class ReadMode { None, Count, Any, Line, Until, Custom };
     struct Impl;
     friend struct Impl;
 
@@ -92,6 +107,8 @@ class Stream {
     size_t want_ = 0;
     size_t limit_ = 0;
     std::string delim_;
+    ConsumeFn consume_ = nullptr;
+    void* consume_ctx_ = nullptr;
 
     Waiter reader_;
     Waiter writer_;

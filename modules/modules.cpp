@@ -7,6 +7,7 @@ int luaopen_system(lua_State* L);
 int luaopen_timer(lua_State* L);
 int luaopen_luaio_process(lua_State* L);
 int luaopen_dns(lua_State* L);
+int luaopen_luaio_tcp(lua_State* L);
 int luaopen_luaio_http(lua_State* L);
 }
 
@@ -17,6 +18,7 @@ void register_modules(lua_State* L) {
     preload(L, "timer", luaopen_timer);
     preload(L, "luaio.process", luaopen_luaio_process);
     preload(L, "dns", luaopen_dns);
+    preload(L, "luaio.tcp", luaopen_luaio_tcp);
     preload(L, "luaio.http", luaopen_luaio_http);
 }
 

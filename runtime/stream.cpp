@@ -1,6 +1,7 @@
 // Stream: reading, writing, timeouts and closing of libuv streams for Lua (see stream.h).
 #include "runtime/stream.h"
 
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -119,7 +120,7 @@ struct Stream::Impl {
     }
 
     static void on_read(uv_stream_t* handle, ssize_t nread, const uv_buf_t* buf) {
-        Stream* s = reinterpret_cast<Stream*>(handle);
+        Stream* s = static_cast<Stream*>(handle->data);
         if (nread == 0) return;
         if (nread < 0) {
             s->read_err_ = static_cast<int>(nread);
@@ -157,7 +158,8 @@ struct Stream::Impl {
         } else if (len > 0) {
             s->pending_.append(data, len);
         }
-        if (s->reading_ && !s->reader_.waiting() && pending_size(s) > s->high_water) {
+        // The resumed reader may have closed the stream.
+        if (s->reading_ && !s->closing_ && !s->reader_.waiting() && pending_size(s) > s->high_water) {
             uv_read_stop(&s->h.stream);
             s->reading_ = false;
         }
@@ -199,11 +201,13 @@ struct Stream::Impl {
             s->mode_ = ReadMode::None;
             wake_uv_error(s->reader_, UV_ETIMEDOUT);
         }
+        // The woken reader runs at once and may have closed the stream (and its timer).
+        if (s->closing_) return;
         if (s->writer_.waiting() && s->write_deadline_ && s->write_deadline_ <= now) {
             // The data stays queued in the kernel's order; the writer stops waiting for it.
             wake_uv_error(s->writer_, UV_ETIMEDOUT, 0);
         }
-        arm_timer(s);
+        if (!s->closing_) arm_timer(s);
     }
 
     static void on_handle_closed(uv_handle_t* h) {
@@ -416,12 +420,10 @@ struct Stream::Impl {
         return park(L, s->shutter_);
     }
 
+    // Closing a closed stream does nothing; closing something else raises.
     static int l_close(lua_State* L) {
         void** ud = static_cast<void**>(lua_touserdata(L, 1));
-        if (ud && *ud) {
-            check(L, 1, "close");
-            static_cast<Stream*>(*ud)->close();
-        }
+        if (!ud || *ud) check(L, 1, "close")->close();
         return 0;
     }
 
@@ -461,6 +463,9 @@ struct Stream::Impl {
 };
 
 Stream* Stream::create() {
+    // A write to a peer that has gone must fail with EPIPE, not kill the process.
+    static bool sigpipe_ignored = [] { return std::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
+    (void)sigpipe_ignored;
     Stream* s = new Stream;
     s->h.handle.data = s;
     return s;

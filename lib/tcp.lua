@@ -1,0 +1,113 @@
+--- tcp: TCP servers and clients over IPv4 and IPv6 (see docs/tcp.md).
+--
+--   local server, err = tcp.createServer(port, function(sock, server) ... end[, options])
+--   local sock, err = tcp.connect(port[, host[, options]])
+--   tcp.isIP(address) -> 4 | 6 | 0
+--
+-- The sockets and servers are C++ objects (modules/tcp.cpp, registered as luaio.tcp); this
+-- file adds what is easier in Lua: host names resolved through the dns module, and the
+-- wrapper that runs each connection handler and closes its socket when the handler ends.
+local core = require "luaio.tcp"
+local report = require("luaio.core").report
+
+local type, tostring, xpcall, error, pcall, require = type, tostring, xpcall, error, pcall, require
+local traceback, format = debug.traceback, string.format
+local listen, connect, isIP = core.listen, core.connect, core.isIP
+
+local tcp = {}
+
+tcp.isIP = isIP
+
+local function on_error(e)
+    return traceback("tcp server handler: " .. tostring(e), 2)
+end
+
+-- Runs one connection in its own task: the socket is closed when onconnect returns or
+-- fails, and a failure is reported with its traceback while the server goes on.
+local function run(onconnect, sock, server)
+    local ok, trace = xpcall(onconnect, on_error, sock, server)
+    sock:close()
+    if not ok then
+        report(trace)
+    end
+end
+
+local function check_port(port, fname)
+    if type(port) ~= "number" then
+        error(format("%s: expected a port number as argument 1, got %s", fname, type(port)), 3)
+    end
+end
+
+-- The addresses of `host` (an IP literal is its own address).
+local function resolve(host, family)
+    if isIP(host) ~= 0 then
+        return { host }
+    end
+    local ok, dns = pcall(require, "dns")
+    if not ok then
+        return nil, { code = -97, name = "EAFNOSUPPORT", message = "host names need the dns module: " .. host }
+    end
+    local addrs, err = dns.lookup(host, family)
+    if not addrs or #addrs == 0 then
+        return nil, err or { code = -3007, name = "ENOTFOUND", message = "host not found: " .. host }
+    end
+    return addrs
+end
+
+--- Listens on port (0: a free port, see server:address()) and runs onconnect(sock, server)
+--- in a new task for every connection. Returns the server, or nil and an error table.
+function tcp.createServer(port, onconnect, options)
+    check_port(port, "createServer")
+    if options ~= nil and type(options) ~= "table" then
+        error("createServer: expected an options table as argument 3, got " .. type(options), 2)
+    end
+    local host = options and options.host
+    if type(host) == "string" and isIP(host) == 0 then
+        local addrs, err = resolve(host, options.family)
+        if not addrs then
+            return nil, err
+        end
+        local copy = {}
+        for k, v in pairs(options) do
+            copy[k] = v
+        end
+        copy.host = addrs[1]
+        options = copy
+    end
+    return listen(port, onconnect, options, run)
+end
+
+--- Connects to host:port (host: an IP address or a name, default 127.0.0.1, or ::1 with
+--- family 6). Returns the socket, or nil and an error table (ECONNREFUSED, ETIMEDOUT, ...).
+function tcp.connect(port, host, options)
+    check_port(port, "connect")
+    if type(host) == "table" and options == nil then
+        host, options = nil, host
+    end
+    if options ~= nil and type(options) ~= "table" then
+        error("connect: expected an options table as argument 3, got " .. type(options), 2)
+    end
+    if host == nil then
+        host = options and options.family == 6 and "::1" or "127.0.0.1"
+    elseif type(host) ~= "string" then
+        error("connect: expected a host name or address as argument 2, got " .. type(host), 2)
+    end
+    if isIP(host) ~= 0 then
+        return connect(port, host, options)
+    end
+    local addrs, err = resolve(host, options and options.family)
+    if not addrs then
+        return nil, err
+    end
+    -- Each address in turn, until one accepts.
+    local sock
+    for i = 1, #addrs do
+        sock, err = connect(port, addrs[i], options)
+        if sock then
+            return sock
+        end
+    end
+    return nil, err
+end
+
+return tcp

@@ -1,0 +1,542 @@
+// The C++ core of the tcp module, registered as `luaio.tcp`; lib/tcp.lua is the public face
+// (it resolves host names through the dns module and wraps every connection handler so that
+// its socket is closed when the handler returns or fails).
+//
+//   server, err = core.listen(port, onconnect, options, runner)
+//   sock, err = core.connect(port, ip, options)
+//   core.isIP(address) -> 4 | 6 | 0
+//   server:address() server:connections() server:refused() server:close()
+//   sock: the Stream methods (runtime/stream.h) + localAddress remoteAddress setNodelay setKeepalive
+//
+// Every connection is a luaio::Stream. A server counts its connections through
+// Stream::on_close and lives until its listener is closed and its last connection is gone.
+#include "runtime/luaio.h"
+#include "runtime/stream.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cstdio>
+#include <cstring>
+
+namespace {
+
+using luaio::Stream;
+
+constexpr const char* kSocketClass = "luaio.tcp.socket";
+constexpr const char* kServerClass = "luaio.tcp.server";
+
+// Defaults of the seed (tcp.createServer and tcp.connect).
+constexpr lua_Integer kDefaultBacklog = 511;
+constexpr lua_Integer kDefaultReadBufferKiB = 16;
+constexpr lua_Integer kDefaultMaxConnections = 65535;
+
+// ---------------------------------------------------------------- options
+
+// Socket options shared by accepted and connected sockets.
+struct SocketOptions {
+    bool nodelay = true;
+    bool keepalive = true;
+    unsigned keepidle = 0; // seconds; 0 keeps the system's default
+    uint64_t read_timeout = 0;
+    uint64_t write_timeout = 0;
+    uint64_t connect_timeout = 0;
+    size_t high_water = kDefaultReadBufferKiB * 1024;
+};
+
+// Raises on an option name that is not in `known`, so a typo is not silently ignored.
+void check_option_names(lua_State* L, int idx, const char* const* known, const char* fname) {
+    if (lua_isnoneornil(L, idx)) return;
+    if (!lua_istable(L, idx)) luaio::raise(L, fname, "expected an options table, got %s", luaL_typename(L, idx));
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        bool ok = false;
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            const char* k = lua_tostring(L, -1);
+            for (const char* const* n = known; *n && !ok; n++) ok = std::strcmp(k, *n) == 0;
+        }
+        if (!ok) {
+            if (lua_type(L, -1) == LUA_TSTRING) luaio::raise(L, fname, "unknown option '%s'", lua_tostring(L, -1));
+            luaio::raise(L, fname, "option names must be strings, got %s", luaL_typename(L, -1));
+        }
+    }
+}
+
+lua_Integer int_option(lua_State* L, int idx, const char* name, lua_Integer def, lua_Integer min, lua_Integer max,
+                       const char* fname) {
+    lua_Integer v = luaio::opt_int_field(L, idx, name, def, fname);
+    if (v < min || v > max)
+        luaio::raise(L, fname, "option '%s' must be between %lld and %lld, got %lld", name, static_cast<long long>(min),
+                     static_cast<long long>(max), static_cast<long long>(v));
+    return v;
+}
+
+constexpr lua_Integer kMaxMs = 1000LL * 1000 * 1000 * 1000; // about 31 years
+
+SocketOptions socket_options(lua_State* L, int idx, const char* fname) {
+    SocketOptions o;
+    o.nodelay = luaio::opt_bool_field(L, idx, "tcp_nodelay", true, fname);
+    o.keepalive = luaio::opt_bool_field(L, idx, "tcp_keepalive", true, fname);
+    o.keepidle = static_cast<unsigned>(int_option(L, idx, "tcp_keepidle", 0, 0, 1 << 20, fname));
+    lua_Integer t = int_option(L, idx, "timeout", 0, 0, kMaxMs, fname);
+    o.connect_timeout = static_cast<uint64_t>(int_option(L, idx, "connect_timeout", t, 0, kMaxMs, fname));
+    o.read_timeout = static_cast<uint64_t>(int_option(L, idx, "read_timeout", t, 0, kMaxMs, fname));
+    o.write_timeout = static_cast<uint64_t>(int_option(L, idx, "write_timeout", t, 0, kMaxMs, fname));
+    o.high_water =
+        static_cast<size_t>(int_option(L, idx, "read_buffer_size", kDefaultReadBufferKiB, 1, 1024 * 1024, fname)) *
+        1024;
+    return o;
+}
+
+int set_keepalive(uv_tcp_t* tcp, bool on, unsigned idle) {
+    // libuv sets TCP_KEEPIDLE whenever keep-alive is on, and 0 is not a valid idle time:
+    // with no idle time only SO_KEEPALIVE is set, so the system's default applies.
+    if (on && idle) return uv_tcp_keepalive(tcp, 1, idle);
+    uv_os_fd_t fd;
+    int err = uv_fileno(reinterpret_cast<uv_handle_t*>(tcp), &fd);
+    if (err) return err;
+    int v = on ? 1 : 0;
+    return setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v) ? uv_translate_sys_error(errno) : 0;
+}
+
+void apply_options(Stream* s, const SocketOptions& o) {
+    if (o.nodelay) uv_tcp_nodelay(&s->h.tcp, 1);
+    if (o.keepalive) set_keepalive(&s->h.tcp, true, o.keepidle);
+    s->read_timeout = o.read_timeout;
+    s->write_timeout = o.write_timeout;
+    s->connect_timeout = o.connect_timeout;
+    s->high_water = o.high_water;
+}
+
+// ---------------------------------------------------------------- addresses
+
+void push_address(lua_State* L, const sockaddr_storage& ss) {
+    char ip[INET6_ADDRSTRLEN] = "";
+    int port = 0, family = 0;
+    if (ss.ss_family == AF_INET) {
+        auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+        uv_ip4_name(a, ip, sizeof ip);
+        port = ntohs(a->sin_port);
+        family = 4;
+    } else if (ss.ss_family == AF_INET6) {
+        auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+        uv_ip6_name(a, ip, sizeof ip);
+        port = ntohs(a->sin6_port);
+        family = 6;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, family);
+    lua_setfield(L, -2, "family");
+    lua_pushinteger(L, port);
+    lua_setfield(L, -2, "port");
+    lua_pushstring(L, ip);
+    lua_setfield(L, -2, "address");
+}
+
+int ip_family(const char* s) {
+    unsigned char buf[sizeof(in6_addr)];
+    if (uv_inet_pton(AF_INET, s, buf) == 0) return 4;
+    if (uv_inet_pton(AF_INET6, s, buf) == 0) return 6;
+    return 0;
+}
+
+// Fills `ss` from an IP literal; returns a libuv error when it is not one of `family`.
+int make_sockaddr(const char* ip, int port, int family, sockaddr_storage* ss) {
+    std::memset(ss, 0, sizeof *ss);
+    if (family == 4) return uv_ip4_addr(ip, port, reinterpret_cast<sockaddr_in*>(ss));
+    return uv_ip6_addr(ip, port, reinterpret_cast<sockaddr_in6*>(ss));
+}
+
+lua_Integer check_port(lua_State* L, int idx, const char* fname) {
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        luaio::raise(L, fname, "expected a port number as argument %d, got %s", idx, luaL_typename(L, idx));
+    lua_Number n = lua_tonumber(L, idx);
+    if (!(n >= 0 && n <= 65535) || n != static_cast<lua_Number>(static_cast<int>(n)))
+        luaio::raise(L, fname, "port must be an integer between 0 and 65535");
+    return static_cast<lua_Integer>(n);
+}
+
+// Reads `family` (4 or 6, default: the family of `host`, else 4) and `host`.
+int check_family(lua_State* L, int opts, const char* host, const char* fname) {
+    int host_family = host ? ip_family(host) : 0;
+    lua_Integer family = luaio::opt_int_field(L, opts, "family", host_family ? host_family : 4, fname);
+    if (family != 4 && family != 6) luaio::raise(L, fname, "option 'family' must be 4 or 6");
+    return static_cast<int>(family);
+}
+
+// ---------------------------------------------------------------- sockets
+
+Stream* check_tcp(lua_State* L, const char* fname) {
+    Stream* s = Stream::check(L, 1, fname);
+    if (s->h.handle.type != UV_TCP) luaio::raise(L, fname, "expected a tcp socket as self");
+    return s;
+}
+
+int l_sock_address(lua_State* L, bool remote) {
+    const char* fname = remote ? "remoteAddress" : "localAddress";
+    Stream* s = check_tcp(L, fname);
+    sockaddr_storage ss;
+    int len = sizeof ss;
+    int err = remote ? uv_tcp_getpeername(&s->h.tcp, reinterpret_cast<sockaddr*>(&ss), &len)
+                     : uv_tcp_getsockname(&s->h.tcp, reinterpret_cast<sockaddr*>(&ss), &len);
+    if (err) return luaio::return_uv_error(L, err);
+    push_address(L, ss);
+    return 1;
+}
+
+int l_sock_local_address(lua_State* L) {
+    return l_sock_address(L, false);
+}
+int l_sock_remote_address(lua_State* L) {
+    return l_sock_address(L, true);
+}
+
+bool check_bool(lua_State* L, int idx, const char* fname) {
+    if (lua_isnoneornil(L, idx)) return true;
+    if (lua_type(L, idx) != LUA_TBOOLEAN)
+        luaio::raise(L, fname, "expected a boolean as argument %d, got %s", idx - 1, luaL_typename(L, idx));
+    return lua_toboolean(L, idx) != 0;
+}
+
+// err = sock:setNodelay([on = true])
+int l_sock_set_nodelay(lua_State* L) {
+    Stream* s = check_tcp(L, "setNodelay");
+    bool on = check_bool(L, 2, "setNodelay");
+    int err = uv_tcp_nodelay(&s->h.tcp, on ? 1 : 0);
+    if (err) return luaio::return_uv_error(L, err, 0);
+    return 0;
+}
+
+// err = sock:setKeepalive([on = true[, idle_seconds = 0 (system default)]])
+int l_sock_set_keepalive(lua_State* L) {
+    Stream* s = check_tcp(L, "setKeepalive");
+    bool on = check_bool(L, 2, "setKeepalive");
+    lua_Number idle = luaL_optnumber(L, 3, 0);
+    if (!(idle >= 0 && idle <= (1 << 20)) || idle != static_cast<lua_Number>(static_cast<unsigned>(idle)))
+        luaio::raise(L, "setKeepalive", "idle time must be a non-negative integer number of seconds");
+    int err = set_keepalive(&s->h.tcp, on, static_cast<unsigned>(idle));
+    if (err) return luaio::return_uv_error(L, err, 0);
+    return 0;
+}
+
+// ---------------------------------------------------------------- connect
+
+// One connection attempt. Freed when both the connect request has completed and the timer
+// (if any) is closed; the task is woken once, by whichever comes first.
+struct Connect {
+    uv_connect_t req;
+    uv_timer_t timer;
+    luaio::Waiter waiter;
+    Stream* stream;
+    SocketOptions opts;
+    int open = 1; // the request, plus the timer when there is one
+};
+
+void connect_release(Connect* c) {
+    if (--c->open == 0) delete c;
+}
+
+void on_connect_timer_closed(uv_handle_t* h) {
+    connect_release(static_cast<Connect*>(h->data));
+}
+
+void on_connect(uv_connect_t* req, int status) {
+    auto* c = static_cast<Connect*>(req->data);
+    if (c->opts.connect_timeout) uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), on_connect_timer_closed);
+    Stream* s = c->stream;
+    if (c->waiter.waiting()) {
+        if (status == 0) {
+            apply_options(s, c->opts);
+            luaio::wake(c->waiter, [s](lua_State* co) {
+                s->push_proxy(co, kSocketClass);
+                return 1;
+            });
+        } else {
+            s->close();
+            luaio::wake_uv_error(c->waiter, status);
+        }
+    } else if (!s->closing()) {
+        s->close();
+    }
+    connect_release(c);
+}
+
+void on_connect_timeout(uv_timer_t* t) {
+    auto* c = static_cast<Connect*>(t->data);
+    // Closing the stream cancels the request: on_connect then runs with ECANCELED and frees c.
+    c->stream->close();
+    luaio::wake_uv_error(c->waiter, UV_ETIMEDOUT);
+}
+
+// sock, err = core.connect(port, ip, options)
+int l_connect(lua_State* L) {
+    static const char* const known[] = {"family",           "timeout",     "connect_timeout", "read_timeout",
+                                        "write_timeout",    "tcp_nodelay", "tcp_keepalive",   "tcp_keepidle",
+                                        "read_buffer_size", nullptr};
+    int port = static_cast<int>(check_port(L, 1, "connect"));
+    const char* ip = luaL_checkstring(L, 2);
+    check_option_names(L, 3, known, "connect");
+    // `family` chooses the default host and the addresses of a host name (lib/tcp.lua); here
+    // the address itself says its family.
+    check_family(L, 3, ip, "connect");
+    int family = ip_family(ip);
+    SocketOptions opts = socket_options(L, 3, "connect");
+    sockaddr_storage ss;
+    if (!family || make_sockaddr(ip, port, family, &ss) != 0)
+        luaio::raise(L, "connect", "'%s' is not an IP address", ip);
+    luaio::check_can_wait(L, "connect");
+
+    Stream* s = Stream::create();
+    int err = uv_tcp_init(luaio::loop(), &s->h.tcp);
+    if (err) {
+        s->close();
+        return luaio::return_uv_error(L, err);
+    }
+    auto* c = new Connect;
+    c->req.data = c;
+    c->stream = s;
+    c->opts = opts;
+    err = uv_tcp_connect(&c->req, &s->h.tcp, reinterpret_cast<const sockaddr*>(&ss), on_connect);
+    if (err) {
+        delete c;
+        s->close();
+        return luaio::return_uv_error(L, err);
+    }
+    if (opts.connect_timeout) {
+        uv_timer_init(luaio::loop(), &c->timer);
+        c->timer.data = c;
+        c->open++;
+        uv_timer_start(&c->timer, on_connect_timeout, opts.connect_timeout, 0);
+    }
+    return luaio::park(L, c->waiter);
+}
+
+// ---------------------------------------------------------------- servers
+
+struct Server {
+    uv_tcp_t tcp;
+    SocketOptions opts;
+    size_t max_connections = kDefaultMaxConnections;
+    size_t connections = 0;
+    size_t refused = 0;
+    int runner_ref = LUA_NOREF;  // runner(onconnect, socket, server): lib/tcp.lua's wrapper
+    int handler_ref = LUA_NOREF; // onconnect
+    int self_ref = LUA_NOREF;    // anchors the proxy while the server listens
+    bool listening = false;      // the listener is open (not yet closed)
+    bool listener_open = false;  // the listener handle exists (its close callback has not run)
+    void** proxy = nullptr;
+    double last_accept_error = -1e9;
+};
+
+void server_maybe_free(Server* sv) {
+    if (sv->listener_open || sv->connections > 0) return;
+    if (sv->proxy) *sv->proxy = nullptr;
+    delete sv;
+}
+
+void on_connection_closed(Stream*, void* data) {
+    auto* sv = static_cast<Server*>(data);
+    sv->connections--;
+    server_maybe_free(sv);
+}
+
+void server_close(Server* sv) {
+    if (!sv->listening) return;
+    sv->listening = false;
+    if (lua_State* L = luaio::main_state()) {
+        luaL_unref(L, LUA_REGISTRYINDEX, sv->handler_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, sv->runner_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, sv->self_ref);
+    }
+    sv->handler_ref = sv->runner_ref = sv->self_ref = LUA_NOREF;
+    uv_close(reinterpret_cast<uv_handle_t*>(&sv->tcp), [](uv_handle_t* h) {
+        auto* sv = static_cast<Server*>(h->data);
+        sv->listener_open = false;
+        server_maybe_free(sv);
+    });
+}
+
+void on_connection(uv_stream_t* listener, int status) {
+    auto* sv = static_cast<Server*>(listener->data);
+    if (status < 0) {
+        // libuv already copes with EMFILE (it drops the connection with a reserved descriptor
+        // instead of spinning); report it at most once a second.
+        double now = static_cast<double>(uv_now(luaio::loop()));
+        if (now - sv->last_accept_error >= 1000) {
+            sv->last_accept_error = now;
+            char msg[128];
+            std::snprintf(msg, sizeof msg, "tcp server: accept failed: %s", uv_strerror(status));
+            luaio::report_error(luaio::main_state(), "", msg);
+        }
+        return;
+    }
+    Stream* s = Stream::create();
+    uv_tcp_init(luaio::loop(), &s->h.tcp);
+    if (uv_accept(listener, &s->h.stream) != 0 || !sv->listening) {
+        s->close();
+        return;
+    }
+    if (sv->connections >= sv->max_connections) {
+        sv->refused++;
+        s->close();
+        return;
+    }
+    sv->connections++;
+    s->on_close = on_connection_closed;
+    s->on_close_data = sv;
+    apply_options(s, sv->opts);
+    lua_State* L = luaio::main_state();
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sv->runner_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sv->handler_ref);
+    s->push_proxy(L, kSocketClass);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sv->self_ref);
+    luaio::spawn(L, 3);
+}
+
+Server* check_server(lua_State* L, const char* fname) {
+    return static_cast<Server*>(luaio::check_object(L, 1, kServerClass, fname));
+}
+
+// server, err = core.listen(port, onconnect, options, runner)
+int l_listen(lua_State* L) {
+    static const char* const known[] = {"family",        "host",          "timeout",          "read_timeout",
+                                        "write_timeout", "tcp_nodelay",   "tcp_keepalive",    "tcp_keepidle",
+                                        "tcp_backlog",   "tcp_reuseport", "read_buffer_size", "maxconnections",
+                                        nullptr};
+    const char* fname = "createServer";
+    int port = static_cast<int>(check_port(L, 1, fname));
+    if (!lua_isfunction(L, 2))
+        luaio::raise(L, fname, "expected a function as argument 2 (onconnect), got %s", luaL_typename(L, 2));
+    check_option_names(L, 3, known, fname);
+    luaL_checktype(L, 4, LUA_TFUNCTION);
+    const char* host = luaio::opt_string_field(L, 3, "host", fname);
+    int family = check_family(L, 3, host, fname);
+    if (!host) host = family == 4 ? "0.0.0.0" : "::";
+    SocketOptions opts = socket_options(L, 3, fname);
+    int backlog = static_cast<int>(int_option(L, 3, "tcp_backlog", kDefaultBacklog, 1, 65535, fname));
+    bool reuseport = luaio::opt_bool_field(L, 3, "tcp_reuseport", false, fname);
+    lua_Integer maxconn = int_option(L, 3, "maxconnections", kDefaultMaxConnections, 1, 1LL << 40, fname);
+    sockaddr_storage ss;
+    if (make_sockaddr(host, port, family, &ss) != 0)
+        luaio::raise(L, fname, "host '%s' is not an IPv%d address", host, family);
+
+    auto* sv = new Server;
+    sv->opts = opts;
+    sv->max_connections = static_cast<size_t>(maxconn);
+    sv->tcp.data = sv;
+    int err = uv_tcp_init_ex(luaio::loop(), &sv->tcp, family == 4 ? AF_INET : AF_INET6);
+    if (err) {
+        delete sv;
+        return luaio::return_uv_error(L, err);
+    }
+    sv->listener_open = true;
+    sv->listening = true;
+    if (reuseport) {
+        uv_os_fd_t fd;
+        int on = 1;
+        err = uv_fileno(reinterpret_cast<uv_handle_t*>(&sv->tcp), &fd);
+        if (!err && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0) err = uv_translate_sys_error(errno);
+    }
+    if (!err) err = uv_tcp_bind(&sv->tcp, reinterpret_cast<const sockaddr*>(&ss), 0);
+    if (!err) err = uv_listen(reinterpret_cast<uv_stream_t*>(&sv->tcp), backlog, on_connection);
+    if (err) {
+        server_close(sv);
+        return luaio::return_uv_error(L, err);
+    }
+    lua_pushvalue(L, 4);
+    sv->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, 2);
+    sv->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    void** ud = static_cast<void**>(lua_newuserdata(L, sizeof(void*)));
+    *ud = sv;
+    sv->proxy = ud;
+    luaL_getmetatable(L, kServerClass);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    sv->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 1;
+}
+
+// address, err = server:address()
+int l_server_address(lua_State* L) {
+    Server* sv = check_server(L, "address");
+    if (!sv->listening) luaio::raise(L, "address", "attempt to use a closed server");
+    sockaddr_storage ss;
+    int len = sizeof ss;
+    int err = uv_tcp_getsockname(&sv->tcp, reinterpret_cast<sockaddr*>(&ss), &len);
+    if (err) return luaio::return_uv_error(L, err);
+    push_address(L, ss);
+    return 1;
+}
+
+// The open connections; still counts after close() while connections in progress finish.
+int l_server_connections(lua_State* L) {
+    void** ud = static_cast<void**>(luaL_testudata(L, 1, kServerClass));
+    if (!ud) luaio::raise(L, "connections", "expected %s as self, got %s", kServerClass, luaL_typename(L, 1));
+    lua_pushinteger(L, *ud ? static_cast<lua_Integer>(static_cast<Server*>(*ud)->connections) : 0);
+    return 1;
+}
+
+// Connections refused because `maxconnections` were open.
+int l_server_refused(lua_State* L) {
+    void** ud = static_cast<void**>(luaL_testudata(L, 1, kServerClass));
+    if (!ud) luaio::raise(L, "refused", "expected %s as self, got %s", kServerClass, luaL_typename(L, 1));
+    lua_pushinteger(L, *ud ? static_cast<lua_Integer>(static_cast<Server*>(*ud)->refused) : 0);
+    return 1;
+}
+
+// Stops accepting; connections in progress go on until their handlers return. Idempotent.
+int l_server_close(lua_State* L) {
+    void** ud = static_cast<void**>(luaL_testudata(L, 1, kServerClass));
+    if (!ud) luaio::raise(L, "close", "expected %s as self, got %s", kServerClass, luaL_typename(L, 1));
+    if (*ud) server_close(static_cast<Server*>(*ud));
+    return 0;
+}
+
+// Reached only once the server is closed (a listening server anchors its proxy), or when
+// the Lua state closes.
+int l_server_gc(lua_State* L) {
+    void** ud = static_cast<void**>(lua_touserdata(L, 1));
+    if (ud && *ud) {
+        auto* sv = static_cast<Server*>(*ud);
+        sv->proxy = nullptr;
+        *ud = nullptr;
+        server_close(sv);
+    }
+    return 0;
+}
+
+int l_is_ip(lua_State* L) {
+    if (lua_type(L, 1) != LUA_TSTRING)
+        luaio::raise(L, "isIP", "expected a string as argument 1, got %s", luaL_typename(L, 1));
+    lua_pushinteger(L, ip_family(lua_tostring(L, 1)));
+    return 1;
+}
+
+} // namespace
+
+extern "C" int luaopen_luaio_tcp(lua_State* L) {
+    luaL_newmetatable(L, kSocketClass);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+    Stream::add_methods(L);
+    const luaL_Reg sock_methods[] = {{"localAddress", l_sock_local_address},
+                                     {"remoteAddress", l_sock_remote_address},
+                                     {"setNodelay", l_sock_set_nodelay},
+                                     {"setKeepalive", l_sock_set_keepalive},
+                                     {nullptr, nullptr}};
+    luaL_setfuncs(L, sock_methods, 0);
+    lua_pop(L, 1);
+
+    const luaL_Reg server_methods[] = {{"address", l_server_address}, {"connections", l_server_connections},
+                                       {"refused", l_server_refused}, {"close", l_server_close},
+                                       {"__gc", l_server_gc},         {nullptr, nullptr}};
+    luaio::new_class(L, kServerClass, server_methods);
+    lua_pop(L, 1);
+
+    const luaL_Reg funcs[] = {{"listen", l_listen}, {"connect", l_connect}, {"isIP", l_is_ip}, {nullptr, nullptr}};
+    luaL_newlib(L, funcs);
+    return 1;
+}

@@ -296,8 +296,10 @@ struct Stream::Impl {
 
     static int l_readline(lua_State* L) {
         Stream* s = check(L, 1, "readline");
+        lua_Number max = luaL_optnumber(L, 2, static_cast<lua_Number>(s->max_line));
+        if (!(max >= 0)) raise(L, "readline", "maximum length must be a non-negative integer");
         s->mode_ = ReadMode::Line;
-        s->limit_ = s->max_line;
+        s->limit_ = static_cast<size_t>(max);
         return start_read(L, s, "readline");
     }
 

@@ -11,7 +11,7 @@
 //
 // Lua methods (every stream class has them; see docs/streams.md for the exact semantics):
 //   data, err = s:read([n])         n bytes, or with no n whatever is available (>= 1 byte)
-//   line, err = s:readline()        a line without "\n" (and "\r"), at most max_line bytes
+//   line, err = s:readline([max])   a line without "\n" (and "\r"), at most max (max_line) bytes
 //   data, err = s:readuntil(delim[, max])
 //   err = s:write(string | {strings...})
 //   err = s:shutdown()  (also s["end"])   s:close()

@@ -363,6 +363,16 @@ print(s.getsockname()[1]); sys.stdout.flush(); time.sleep(5)' >%s 2>/dev/null & 
         raises("connect: option 'family' must be 4 or 6", 80, "127.0.0.1", { family = 3 })
     end)
 
+    it("resolves a host name through the dns module (localhost, from /etc/hosts)", function()
+        local srv, port = serve(echo, { host = "localhost" })
+        assert.are.equal("127.0.0.1", srv:address().address)
+        local c = assert(tcp.connect(port, "localhost"))
+        c:write("lh")
+        assert.are.equal("lh", c:read(2))
+        c:close()
+        srv:close()
+    end)
+
     it("returns an error table for a host name that does not resolve", function()
         local sock, err = tcp.connect(80, "no-such-host.invalid")
         assert.is_nil(sock)

@@ -2,6 +2,7 @@
 #include "runtime/stream.h"
 
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -34,6 +35,19 @@ void push_line_too_long(lua_State* L, size_t max) {
 
 } // namespace
 
+struct Stream::Extra {
+    uv_timer_t timer;
+    bool timer_open = false;
+    uint64_t read_deadline = 0;
+    uint64_t write_deadline = 0;
+    Waiter shutter;
+    std::string delim;
+};
+
+Stream::~Stream() {
+    delete extra_;
+}
+
 // Everything that touches Stream internals from libuv callbacks and Lua bindings.
 struct Stream::Impl {
     // Try to complete the current read request from data[0, len). Returns the number of
@@ -58,14 +72,14 @@ struct Stream::Impl {
             break;
         case ReadMode::Line:
         case ReadMode::Until: {
-            const char* d = s->mode_ == ReadMode::Line ? "\n" : s->delim_.data();
-            size_t dlen = s->mode_ == ReadMode::Line ? 1 : s->delim_.size();
+            const char* d = s->mode_ == ReadMode::Line ? "\n" : s->extra_->delim.data();
+            size_t dlen = s->mode_ == ReadMode::Line ? 1 : s->extra_->delim.size();
             const void* hit = dlen <= len ? memmem(data, len, d, dlen) : nullptr;
             if (hit) {
                 size_t n = static_cast<const char*>(hit) - data;
-                if (n > s->limit_) {
+                if (n > s->want_) {
                     lua_pushnil(L);
-                    push_line_too_long(L, s->limit_);
+                    push_line_too_long(L, s->want_);
                     return 2;
                 }
                 *used = n + dlen;
@@ -74,9 +88,9 @@ struct Stream::Impl {
                 return 1;
             }
             // The delimiter may straddle the end: only bytes that cannot start it count.
-            if (len >= s->limit_ + dlen) {
+            if (len >= s->want_ + dlen) {
                 lua_pushnil(L);
-                push_line_too_long(L, s->limit_);
+                push_line_too_long(L, s->want_);
                 return 2;
             }
             break;
@@ -105,14 +119,46 @@ struct Stream::Impl {
     }
 
     static void consume_pending(Stream* s, size_t n) {
-        s->pending_off_ += n;
-        if (s->pending_off_ >= s->pending_.size()) {
-            std::string().swap(s->pending_); // an idle stream holds no buffer
-            s->pending_off_ = 0;
-        }
+        Buffer& b = s->pending_;
+        b.off += n;
+        if (b.off >= b.size) release(b); // an idle stream holds no buffer
     }
 
-    static size_t pending_size(const Stream* s) { return s->pending_.size() - s->pending_off_; }
+    static size_t pending_size(const Stream* s) { return s->pending_.size - s->pending_.off; }
+    static const char* pending_data(const Stream* s) { return s->pending_.data + s->pending_.off; }
+
+    static void release(Buffer& b) {
+        std::free(b.data);
+        b = Buffer();
+    }
+
+    // Appends after the unread bytes, first moving them to the front of the block.
+    static void append(Buffer& b, const char* data, size_t len) {
+        if (b.off > 0) {
+            std::memmove(b.data, b.data + b.off, b.size - b.off);
+            b.size -= b.off;
+            b.off = 0;
+        }
+        if (b.size + len > b.cap) {
+            size_t cap = b.cap ? b.cap : 256;
+            while (cap < b.size + len) cap *= 2;
+            char* p = static_cast<char*>(std::realloc(b.data, cap));
+            if (!p) {
+                // No exception may leave a libuv callback; like LuaJIT, give up on exhaustion.
+                std::fputs("luaio: out of memory\n", stderr);
+                std::abort();
+            }
+            b.data = p;
+            b.cap = cap;
+        }
+        std::memcpy(b.data + b.size, data, len);
+        b.size += len;
+    }
+
+    static Extra* extra(Stream* s) {
+        if (!s->extra_) s->extra_ = new Extra;
+        return s->extra_;
+    }
 
     static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
         buf->base = g_scratch;
@@ -143,12 +189,12 @@ struct Stream::Impl {
                 data += used;
                 len -= used;
             } else {
-                s->pending_.append(data, len);
+                append(s->pending_, data, len);
                 len = 0;
-                n = satisfy(s, co, s->pending_.data() + s->pending_off_, pending_size(s), &used);
+                n = satisfy(s, co, pending_data(s), pending_size(s), &used);
                 consume_pending(s, used);
             }
-            if (len > 0) s->pending_.append(data, len);
+            if (len > 0) append(s->pending_, data, len);
             if (n >= 0) {
                 s->mode_ = ReadMode::None;
                 Parked p = detach(s->reader_);
@@ -156,7 +202,7 @@ struct Stream::Impl {
                 resume_parked(p, n);
             }
         } else if (len > 0) {
-            s->pending_.append(data, len);
+            append(s->pending_, data, len);
         }
         // The resumed reader may have closed the stream.
         if (s->reading_ && !s->closing_ && !s->reader_.waiting() && pending_size(s) > s->high_water) {
@@ -168,26 +214,27 @@ struct Stream::Impl {
     // Timeouts: one lazily created timer per stream, armed for the nearest deadline of the
     // waiting reader and writer.
     static void arm_timer(Stream* s) {
-        if (!s->timer_) return;
+        Extra* x = s->extra_;
+        if (!x || !x->timer_open) return;
         uint64_t next = 0;
-        if (s->reader_.waiting() && s->read_deadline_) next = s->read_deadline_;
-        if (s->writer_.waiting() && s->write_deadline_ && (!next || s->write_deadline_ < next))
-            next = s->write_deadline_;
+        if (s->reader_.waiting() && x->read_deadline) next = x->read_deadline;
+        if (s->writer_.waiting() && x->write_deadline && (!next || x->write_deadline < next)) next = x->write_deadline;
         if (!next) {
-            uv_timer_stop(s->timer_);
+            uv_timer_stop(&x->timer);
             return;
         }
         uint64_t now = uv_now(loop());
-        uv_timer_start(s->timer_, on_timer, next > now ? next - now : 0, 0);
+        uv_timer_start(&x->timer, on_timer, next > now ? next - now : 0, 0);
     }
 
     static void set_deadline(Stream* s, uint64_t* deadline, uint64_t timeout) {
         *deadline = timeout ? uv_now(loop()) + timeout : 0;
         if (!timeout) return;
-        if (!s->timer_) {
-            s->timer_ = new uv_timer_t;
-            uv_timer_init(loop(), s->timer_);
-            s->timer_->data = s;
+        Extra* x = extra(s);
+        if (!x->timer_open) {
+            uv_timer_init(loop(), &x->timer);
+            x->timer.data = s;
+            x->timer_open = true;
             s->open_handles_++;
         }
         arm_timer(s);
@@ -196,14 +243,15 @@ struct Stream::Impl {
     static void on_timer(uv_timer_t* t) {
         Stream* s = static_cast<Stream*>(t->data);
         uint64_t now = uv_now(loop());
-        if (s->reader_.waiting() && s->read_deadline_ && s->read_deadline_ <= now) {
+        Extra* x = s->extra_;
+        if (s->reader_.waiting() && x->read_deadline && x->read_deadline <= now) {
             // Bytes that arrive later stay in the buffer for the next read: nothing is lost.
             s->mode_ = ReadMode::None;
             wake_uv_error(s->reader_, UV_ETIMEDOUT);
         }
         // The woken reader runs at once and may have closed the stream (and its timer).
         if (s->closing_) return;
-        if (s->writer_.waiting() && s->write_deadline_ && s->write_deadline_ <= now) {
+        if (s->writer_.waiting() && x->write_deadline && x->write_deadline <= now) {
             // The data stays queued in the kernel's order; the writer stops waiting for it.
             wake_uv_error(s->writer_, UV_ETIMEDOUT, 0);
         }
@@ -212,7 +260,6 @@ struct Stream::Impl {
 
     static void on_handle_closed(uv_handle_t* h) {
         Stream* s = static_cast<Stream*>(h->data);
-        if (h != &s->h.handle) delete reinterpret_cast<uv_timer_t*>(h);
         if (--s->open_handles_ > 0) return;
         if (s->on_close) s->on_close(s, s->on_close_data);
         delete s;
@@ -240,9 +287,9 @@ struct Stream::Impl {
         Stream* s = static_cast<Stream*>(req->data);
         delete req;
         if (status < 0)
-            wake_uv_error(s->shutter_, status, 0);
+            wake_uv_error(s->extra_->shutter, status, 0);
         else
-            wake(s->shutter_, [](lua_State*) { return 0; });
+            wake(s->extra_->shutter, [](lua_State*) { return 0; });
     }
 
     // ---------------------------------------------------------------- Lua methods
@@ -256,7 +303,7 @@ struct Stream::Impl {
             return 2;
         }
         size_t used = 0;
-        int n = satisfy(s, L, s->pending_.data() + s->pending_off_, pending_size(s), &used);
+        int n = satisfy(s, L, pending_data(s), pending_size(s), &used);
         if (used) consume_pending(s, used); // a Custom consumer may take bytes and wait for more
         if (n >= 0) {
             s->mode_ = ReadMode::None;
@@ -272,7 +319,10 @@ struct Stream::Impl {
             s->reading_ = true;
         }
         int r = park(L, s->reader_);
-        set_deadline(s, &s->read_deadline_, s->read_timeout);
+        if (s->read_timeout)
+            set_deadline(s, &extra(s)->read_deadline, s->read_timeout);
+        else if (s->extra_)
+            s->extra_->read_deadline = 0;
         return r;
     }
 
@@ -299,7 +349,7 @@ struct Stream::Impl {
         lua_Number max = luaL_optnumber(L, 2, static_cast<lua_Number>(s->max_line));
         if (!(max >= 0)) raise(L, "readline", "maximum length must be a non-negative integer");
         s->mode_ = ReadMode::Line;
-        s->limit_ = static_cast<size_t>(max);
+        s->want_ = static_cast<size_t>(max);
         return start_read(L, s, "readline");
     }
 
@@ -311,8 +361,8 @@ struct Stream::Impl {
         lua_Number max = luaL_optnumber(L, 3, static_cast<lua_Number>(s->max_line));
         if (!(max >= 0)) raise(L, "readuntil", "maximum length must be a non-negative integer");
         s->mode_ = ReadMode::Until;
-        s->delim_.assign(d, dlen);
-        s->limit_ = static_cast<size_t>(max);
+        extra(s)->delim.assign(d, dlen);
+        s->want_ = static_cast<size_t>(max);
         return start_read(L, s, "readuntil");
     }
 
@@ -400,13 +450,16 @@ struct Stream::Impl {
         s->writes_in_flight_++;
         if (!in_task() || !lua_isyieldable(L)) return 0; // queued; nobody can wait for it
         int r = park(L, s->writer_);
-        set_deadline(s, &s->write_deadline_, s->write_timeout);
+        if (s->write_timeout)
+            set_deadline(s, &extra(s)->write_deadline, s->write_timeout);
+        else if (s->extra_)
+            s->extra_->write_deadline = 0;
         return r;
     }
 
     static int l_shutdown(lua_State* L) {
         Stream* s = check(L, 1, "shutdown");
-        if (s->shutter_.waiting()) {
+        if (s->extra_ && s->extra_->shutter.waiting()) {
             push_error(L, UV_EBUSY, "EBUSY", "shutdown already in progress");
             return 1;
         }
@@ -419,7 +472,7 @@ struct Stream::Impl {
             push_uv_error(L, err);
             return 1;
         }
-        return park(L, s->shutter_);
+        return park(L, extra(s)->shutter);
     }
 
     // Closing a closed stream does nothing; closing something else raises.
@@ -542,10 +595,9 @@ void Stream::close() {
     mode_ = ReadMode::None;
     wake_uv_error(reader_, UV_ECANCELED);
     wake_uv_error(writer_, UV_ECANCELED, 0);
-    wake_uv_error(shutter_, UV_ECANCELED, 0);
-    std::string().swap(pending_);
-    pending_off_ = 0;
-    if (timer_) uv_close(reinterpret_cast<uv_handle_t*>(timer_), Impl::on_handle_closed);
+    if (extra_) wake_uv_error(extra_->shutter, UV_ECANCELED, 0);
+    Impl::release(pending_);
+    if (extra_ && extra_->timer_open) uv_close(reinterpret_cast<uv_handle_t*>(&extra_->timer), Impl::on_handle_closed);
     uv_close(&h.handle, Impl::on_handle_closed);
 }
 

@@ -1,4 +1,4 @@
-// Stream: the one wrapper of a libuv stream handle (TCP socket, pipe, TTY) for Lua.
+// Stream: the one wrapper of a libuv stream handle (TCP socket, pipe) for Lua.
 //
 // A Stream owns its handle and is freed only in the handle's close callback. Its Lua
 // object is a proxy (a userdata holding the Stream pointer); close(), the proxy's __gc and
@@ -33,12 +33,14 @@ constexpr size_t kDefaultHighWater = 64 * 1024; // pending bytes before reading 
 
 class Stream {
   public:
+    // Every idle connection pays for this union, so it holds the handles of sockets and pipes
+    // only: a uv_tty_t would add 48 bytes to each. A terminal is opened as a pipe
+    // (uv_pipe_open on its descriptor).
     union Handle {
         uv_handle_t handle;
         uv_stream_t stream;
         uv_tcp_t tcp;
         uv_pipe_t pipe;
-        uv_tty_t tty;
     } h;
 
     // Creates a Stream; the caller initialises `h` (uv_tcp_init, uv_pipe_init, ...), then
@@ -67,7 +69,7 @@ class Stream {
     // table) and may park the running task. Use as `return s->write_buffers(...)`.
     int write_buffers(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, const char* fname);
     // Bytes received and not yet read; the error that ended reading (0 while the peer sends).
-    size_t buffered() const { return pending_.size() - pending_off_; }
+    size_t buffered() const { return pending_.size - pending_.off; }
     int read_error() const { return read_err_; }
     // Idempotent. Wakes waiting readers and writers with ECANCELED.
     void close();
@@ -86,36 +88,42 @@ class Stream {
     uint64_t write_timeout = 0;
 
     // Public for the bindings in stream.cpp.
-    enum class ReadMode { None, Count, Any, Line, Until, Custom };
+    enum class ReadMode : uint8_t { None, Count, Any, Line, Until, Custom };
     struct Impl;
     friend struct Impl;
 
   private:
     Stream() = default;
-    ~Stream() = default;
+    ~Stream();
 
-    std::string pending_;
-    size_t pending_off_ = 0;
+    // Received bytes not yet read: [off, size) of a malloc'd block, freed as soon as it is
+    // empty so that an idle stream holds no read buffer.
+    struct Buffer {
+        char* data = nullptr;
+        size_t size = 0;
+        size_t off = 0;
+        size_t cap = 0;
+    };
+    // What only some streams use, allocated on first use (a stream's size is the memory of
+    // an idle connection): the timeout timer and deadlines, a waiting shutdown, the delimiter
+    // of a waiting readuntil.
+    struct Extra;
+
+    Buffer pending_;
+    Extra* extra_ = nullptr;
     int read_err_ = 0;  // UV_EOF or the error that ended reading
     int write_err_ = 0; // the error of a failed write: later writes return it
+    uint32_t writes_in_flight_ = 0;
+    ReadMode mode_ = ReadMode::None;
     bool reading_ = false;
     bool closing_ = false;
-    int open_handles_ = 1; // the stream handle, plus the timer once created
-    int writes_in_flight_ = 0;
-
-    ReadMode mode_ = ReadMode::None;
-    size_t want_ = 0;
-    size_t limit_ = 0;
-    std::string delim_;
+    uint8_t open_handles_ = 1; // the stream handle, plus the timer once created
+    size_t want_ = 0;          // Count: the bytes wanted; Line, Until: the longest accepted line
     ConsumeFn consume_ = nullptr;
     void* consume_ctx_ = nullptr;
 
     Waiter reader_;
     Waiter writer_;
-    Waiter shutter_;
-    uv_timer_t* timer_ = nullptr;
-    uint64_t read_deadline_ = 0;
-    uint64_t write_deadline_ = 0;
     void** proxy_ = nullptr;
 };
 

@@ -89,27 +89,37 @@ for round in $(seq "$ROUNDS"); do
     for peer in "${peers[@]}"; do
         port=$((PORT++))
         start_server "$peer" "$port"
+        # Server CPU time over the whole client run (warm-up included), in clock ticks.
+        t0=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
         out=$(taskset -c 1 "$client" echo "$port" "$CONNS" "$SIZE" "$WARMUP" "$SECONDS_")
-        echo "round $round $peer $out" | tee -a "$work/results" >&2
+        t1=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
+        echo "round $round $peer $out ticks=$((t1 - t0))" | tee -a "$work/results" >&2
         stop_server
     done
 done
 
-python3 - "$work/results" "${peers[@]}" <<'PY'
-import re, statistics, sys
+python3 - "$work/results" "$(getconf CLK_TCK)" "$WARMUP" "$SECONDS_" "${peers[@]}" <<'PY'
+import statistics, sys
+hz, warmup, secs = int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 rows = {}
 for line in open(sys.argv[1]):
     f = line.split()
-    peer = f[2]
     kv = dict(x.split("=") for x in f[3:])
-    rows.setdefault(peer, []).append((float(kv["rate"]), int(kv["p99_us"])))
-print(f"{'peer':<8} {'messages/s':>12} {'p99 us':>8}   (median of {len(next(iter(rows.values())))} rounds)")
-med = {}
-for peer in sys.argv[2:]:
+    rate = float(kv["rate"])
+    # CPU per message: ticks over warm-up + measured time, messages scaled to that time.
+    cpu_us = int(kv["ticks"]) / hz * 1e6 / max(rate * (warmup + secs), 1)
+    rows.setdefault(f[2], []).append((rate, int(kv["p99_us"]), cpu_us))
+peers = sys.argv[5:]
+print(f"{'peer':<8} {'messages/s':>12} {'best':>10} {'p99 us':>8} {'server CPU us/msg':>18}   (median of {len(rows[peers[0]])} rounds)")
+med, best, cpu = {}, {}, {}
+for peer in peers:
     r = rows[peer]
     med[peer] = statistics.median(x[0] for x in r)
-    print(f"{peer:<8} {med[peer]:>12,.0f} {statistics.median(x[1] for x in r):>8.0f}")
-for peer in sys.argv[2:]:
+    best[peer] = max(x[0] for x in r)
+    cpu[peer] = statistics.median(x[2] for x in r)
+    print(f"{peer:<8} {med[peer]:>12,.0f} {best[peer]:>10,.0f} {statistics.median(x[1] for x in r):>8.0f} {cpu[peer]:>18.2f}")
+for peer in peers:
     if peer != "luaio":
-        print(f"luaio / {peer}: {med['luaio'] / med[peer]:.2f}x")
+        print(f"luaio / {peer}: {med['luaio'] / med[peer]:.2f}x messages/s (best rounds {best['luaio'] / best[peer]:.2f}x),"
+              f" {cpu[peer] / cpu['luaio']:.2f}x less CPU per message")
 PY

@@ -514,18 +514,13 @@ void run_main(lua_State* L, int nargs) {
 
 int shutdown() {
     // Closing the state runs the __gc of every remaining object, which closes its handles;
-    // the loop then runs their close callbacks so that every C++ owner is freed.
+    // one more loop iteration runs their close callbacks so that every C++ owner is freed.
+    // Handles nobody closed (an unref'd detached child, a pooled timer) stay linked in the
+    // loop, and their owners stay reachable, until the process exits.
     lua_close(g_L);
     g_L = nullptr;
     uv_idle_stop(&g_idle);
-    uv_walk(
-        g_loop,
-        [](uv_handle_t* h, void*) {
-            if (!uv_is_closing(h)) uv_close(h, nullptr);
-        },
-        nullptr);
-    uv_run(g_loop, UV_RUN_DEFAULT);
-    uv_loop_close(g_loop);
+    uv_run(g_loop, UV_RUN_NOWAIT);
     return 0;
 }
 

@@ -134,6 +134,7 @@ struct Stream::Impl {
 
     // Appends after the unread bytes, first moving them to the front of the block.
     static void append(Buffer& b, const char* data, size_t len) {
+        if (len == 0) return; // data may be null then (end of stream)
         if (b.off > 0) {
             std::memmove(b.data, b.data + b.off, b.size - b.off);
             b.size -= b.off;

@@ -10,7 +10,7 @@
 local core = require "luaio.tcp"
 local report = require("luaio.core").report
 
-local type, tostring, xpcall, error, pcall, require = type, tostring, xpcall, error, pcall, require
+local type, tostring, xpcall, error, pcall, require, pairs = type, tostring, xpcall, error, pcall, require, pairs
 local traceback, format = debug.traceback, string.format
 local listen, connect, isIP = core.listen, core.connect, core.isIP
 
@@ -30,6 +30,12 @@ local function run(onconnect, sock, server)
     if not ok then
         report(trace)
     end
+end
+
+-- The process module when this process is a worker of `luaio --workers N`, else nil.
+local function worker_process()
+    local process = package.loaded.process
+    return process and process.workerId and process or nil
 end
 
 local function check_port(port, fname)
@@ -74,7 +80,34 @@ function tcp.createServer(port, onconnect, options)
         copy.host = addrs[1]
         options = copy
     end
-    return listen(port, onconnect, options, run)
+    local process = worker_process()
+    if process and (options == nil or options.fd == nil) then
+        -- In a worker of `luaio --workers`: listen on the master's socket for this slot, so
+        -- connections queued while this worker restarts or is replaced are never reset.
+        local copy = {}
+        for k, v in pairs(options or {}) do
+            copy[k] = v
+        end
+        local family = copy.family or 4
+        local fd, real = process.listenSocket(copy.host or (family == 6 and "::" or "0.0.0.0"), port,
+            copy.tcp_backlog or 511)
+        if not fd then
+            return nil, real
+        end
+        copy.fd = fd
+        options = copy
+    end
+    local server, err = listen(port, onconnect, options, run)
+    if server and process then
+        -- A graceful stop (SIGTERM from the master): stop accepting, let connections finish.
+        process.onShutdown(function()
+            server:close()
+            while server:connections() > 0 do
+                sleep(10)
+            end
+        end)
+    end
+    return server, err
 end
 
 --- Connects to host:port (host: an IP address or a name, default 127.0.0.1, or ::1 with

@@ -401,10 +401,10 @@ Server* check_server(lua_State* L, const char* fname) {
 
 // server, err = core.listen(port, onconnect, options, runner)
 int l_listen(lua_State* L) {
-    static const char* const known[] = {"family",        "host",          "timeout",          "read_timeout",
-                                        "write_timeout", "tcp_nodelay",   "tcp_keepalive",    "tcp_keepidle",
-                                        "tcp_backlog",   "tcp_reuseport", "read_buffer_size", "maxconnections",
-                                        nullptr};
+    static const char* const known[] = {
+        "family",           "host",           "timeout",      "read_timeout", "write_timeout",
+        "tcp_nodelay",      "tcp_keepalive",  "tcp_keepidle", "tcp_backlog",  "tcp_reuseport",
+        "read_buffer_size", "maxconnections", "fd",           nullptr};
     const char* fname = "createServer";
     int port = static_cast<int>(check_port(L, 1, fname));
     if (!lua_isfunction(L, 2))
@@ -418,6 +418,9 @@ int l_listen(lua_State* L) {
     int backlog = static_cast<int>(int_option(L, 3, "tcp_backlog", kDefaultBacklog, 1, 65535, fname));
     bool reuseport = luaio::opt_bool_field(L, 3, "tcp_reuseport", false, fname);
     lua_Integer maxconn = int_option(L, 3, "maxconnections", kDefaultMaxConnections, 1, 1LL << 40, fname);
+    // A listening socket made elsewhere (the master of `luaio --workers` hands each worker
+    // the same bound SO_REUSEPORT socket across restarts): adopt it instead of binding.
+    lua_Integer fd = int_option(L, 3, "fd", -1, -1, 1 << 30, fname);
     sockaddr_storage ss;
     if (make_sockaddr(host, port, family, &ss) != 0)
         luaio::raise(L, fname, "host '%s' is not an IPv%d address", host, family);
@@ -426,20 +429,23 @@ int l_listen(lua_State* L) {
     sv->opts = opts;
     sv->max_connections = static_cast<size_t>(maxconn);
     sv->tcp.data = sv;
-    int err = uv_tcp_init_ex(luaio::loop(), &sv->tcp, family == 4 ? AF_INET : AF_INET6);
+    int err = fd >= 0 ? uv_tcp_init(luaio::loop(), &sv->tcp)
+                      : uv_tcp_init_ex(luaio::loop(), &sv->tcp, family == 4 ? AF_INET : AF_INET6);
     if (err) {
         delete sv;
         return luaio::return_uv_error(L, err);
     }
     sv->listener_open = true;
     sv->listening = true;
-    if (reuseport) {
+    if (fd >= 0) {
+        err = uv_tcp_open(&sv->tcp, static_cast<uv_os_sock_t>(fd));
+    } else if (reuseport) {
         uv_os_fd_t fd;
         int on = 1;
         err = uv_fileno(reinterpret_cast<uv_handle_t*>(&sv->tcp), &fd);
         if (!err && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0) err = uv_translate_sys_error(errno);
     }
-    if (!err) err = uv_tcp_bind(&sv->tcp, reinterpret_cast<const sockaddr*>(&ss), 0);
+    if (!err && fd < 0) err = uv_tcp_bind(&sv->tcp, reinterpret_cast<const sockaddr*>(&ss), 0);
     if (!err) err = uv_listen(reinterpret_cast<uv_stream_t*>(&sv->tcp), backlog, on_connection);
     if (err) {
         server_close(sv);

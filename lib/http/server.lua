@@ -348,6 +348,14 @@ function server.listen(options, handler, seed, fname)
         return nil, err
     end
     local self = setmetatable({ tcp = srv, _state = state }, Server)
+    local process = package.loaded.process
+    if process and process.workerId then
+        -- Graceful stop of a worker: close idle keep-alive connections at once, answer the
+        -- requests in progress with Connection: close (tcp's own hook waits for them).
+        process.onShutdown(function()
+            self:close()
+        end)
+    end
     local addr = srv:address()
     self.port = addr and addr.port
     self.host = addr and addr.address

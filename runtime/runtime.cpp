@@ -447,7 +447,28 @@ const EmbeddedModule* find_embedded(const char* name) {
 lua_State* init(const char* script_dir) {
     g_loop = uv_default_loop();
     uv_idle_init(g_loop, &g_idle);
+#if defined(__SANITIZE_ADDRESS__)
+    // Under AddressSanitizer, Lua's memory comes from malloc: ASan then checks it too, and
+    // LeakSanitizer sees the C++ objects that only a Lua userdata points to (LuaJIT's own
+    // allocator maps memory that LeakSanitizer does not scan). Needs LuaJIT's GC64 mode.
+    g_L = lua_newstate(
+        [](void*, void* p, size_t, size_t n) -> void* {
+            if (n == 0) {
+                std::free(p);
+                return nullptr;
+            }
+            return std::realloc(p, n);
+        },
+        nullptr);
+    if (g_L)
+        lua_atpanic(g_L, [](lua_State* L) -> int {
+            std::fprintf(stderr, "luaio: PANIC: %s\n", lua_tostring(L, -1));
+            return 0;
+        });
+    if (!g_L) g_L = luaL_newstate();
+#else
     g_L = luaL_newstate();
+#endif
     if (!g_L) {
         std::fprintf(stderr, "luaio: cannot create the Lua state (out of memory)\n");
         std::exit(1);

@@ -384,28 +384,60 @@ void push_version(lua_State* L, const H::Parser& p) {
         lua_pushfstring(L, "%d.%d", p.major(), p.minor());
 }
 
+// The field names of a request and the method names, interned once and kept in the registry:
+// building a request then costs no strlen, no string hashing and no metamethod-aware set.
+enum Key { kKeyMethod, kKeyPath, kKeyUrl, kKeyHeaders, kKeyHttpVersion, kKeyConn, kKeyCount };
+const char* const kKeyNames[kKeyCount] = {"method", "path", "url", "headers", "httpVersion", "_conn"};
+int g_key_refs[kKeyCount];
+constexpr int kMaxMethod = 64;
+int g_method_refs[kMaxMethod];
+
+void intern_keys(lua_State* L) {
+    for (int i = 0; i < kKeyCount; i++) {
+        lua_pushstring(L, kKeyNames[i]);
+        g_key_refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    // Method names are interned on first use: llhttp only names the methods it parses.
+    for (int m = 0; m < kMaxMethod; m++) g_method_refs[m] = LUA_NOREF;
+}
+
+// t[key] = the value on top (popped); t is an absolute stack index.
+void set_key(lua_State* L, int t, Key k) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g_key_refs[k]);
+    lua_insert(L, -2);
+    lua_rawset(L, t);
+}
+
 void push_request(lua_State* L, Conn* c) {
     H::Head& h = H::scratch_head();
     lua_createtable(L, 0, 8);
-    lua_pushstring(L, llhttp_method_name(static_cast<llhttp_method_t>(c->parser.method())));
-    lua_setfield(L, -2, "method");
+    int t = lua_gettop(L);
+    int method = c->parser.method();
+    if (method >= 0 && method < kMaxMethod && g_method_refs[method] != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, g_method_refs[method]);
+    } else {
+        lua_pushstring(L, llhttp_method_name(static_cast<llhttp_method_t>(method)));
+        if (method >= 0 && method < kMaxMethod) {
+            lua_pushvalue(L, -1);
+            g_method_refs[method] = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
+    }
+    set_key(L, t, kKeyMethod);
     const char* u = h.url.p ? h.url.p : "";
     lua_pushlstring(L, u, h.url.len);
     const char* q = static_cast<const char*>(std::memchr(u, '?', h.url.len));
-    if (q) {
+    if (q)
         lua_pushlstring(L, u, static_cast<size_t>(q - u));
-        lua_setfield(L, -3, "path");
-    } else {
+    else
         lua_pushvalue(L, -1);
-        lua_setfield(L, -3, "path");
-    }
-    lua_setfield(L, -2, "url");
+    set_key(L, t, kKeyPath);
+    set_key(L, t, kKeyUrl);
     push_headers(L);
-    lua_setfield(L, -2, "headers");
+    set_key(L, t, kKeyHeaders);
     push_version(L, c->parser);
-    lua_setfield(L, -2, "httpVersion");
+    set_key(L, t, kKeyHttpVersion);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
-    lua_setfield(L, -2, "_conn");
+    set_key(L, t, kKeyConn);
     lua_pushlightuserdata(L, &kReqMeta);
     lua_rawget(L, LUA_REGISTRYINDEX);
     lua_setmetatable(L, -2);
@@ -1188,5 +1220,6 @@ extern "C" int luaopen_luaio_http(lua_State* L) {
         {"limits", l_limits}, {"server", l_server}, {"client", l_client}, {"setrequestmeta", l_set_request_meta},
         {"decode", l_decode}, {"query", l_query},   {"date", l_date},     {nullptr, nullptr}};
     luaL_newlib(L, funcs);
+    intern_keys(L);
     return 1;
 }

@@ -219,20 +219,31 @@ void append_uint(std::string& b, uint64_t v) {
     while (n) b.push_back(tmp[--n]);
 }
 
-bool lower_equals(const char* a, size_t alen, const char* lower) {
-    size_t n = std::strlen(lower);
-    if (alen != n) return false;
-    for (size_t i = 0; i < n; i++)
-        if (std::tolower(static_cast<unsigned char>(a[i])) != lower[i]) return false;
+inline char ascii_lower(char c) {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c;
+}
+
+template <size_t N> bool lower_equals(const char* a, size_t alen, const char (&lower)[N]) {
+    if (alen != N - 1) return false;
+    for (size_t i = 0; i < N - 1; i++)
+        if (ascii_lower(a[i]) != lower[i]) return false;
     return true;
 }
 
+// RFC 9110 token characters: visible ASCII except the delimiters.
+struct TokenTable {
+    bool ok[256] = {};
+    TokenTable() {
+        for (int c = 33; c < 127; c++) ok[c] = true;
+        for (const char* d = "\"(),/:;<=>?@[\\]{}"; *d; d++) ok[static_cast<unsigned char>(*d)] = false;
+    }
+};
+const TokenTable kToken;
+
 bool is_token(const char* s, size_t len) {
     if (len == 0) return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        if (c <= 32 || c >= 127 || std::strchr("\"(),/:;<=>?@[\\]{}", c)) return false;
-    }
+    for (size_t i = 0; i < len; i++)
+        if (!kToken.ok[static_cast<unsigned char>(s[i])]) return false;
     return true;
 }
 
@@ -271,7 +282,7 @@ void append_headers(lua_State* L, int idx, std::string& b, Seen& seen, const cha
         size_t nlen;
         const char* name = lua_tolstring(L, -2, &nlen);
         if (!is_token(name, nlen)) luaio::raise(L, fname, "invalid header name '%s'", name);
-        switch (std::tolower(static_cast<unsigned char>(name[0]))) {
+        switch (ascii_lower(name[0])) {
         case 's':
             seen.server = seen.server || lower_equals(name, nlen, "server");
             break;
@@ -347,7 +358,7 @@ void push_headers(lua_State* L) {
         const H::Span& n = h.names[i];
         const H::Span& v = h.values[i];
         size_t nlen = n.len < sizeof name ? n.len : sizeof name;
-        for (size_t k = 0; k < nlen; k++) name[k] = static_cast<char>(std::tolower(static_cast<unsigned char>(n.p[k])));
+        for (size_t k = 0; k < nlen; k++) name[k] = ascii_lower(n.p[k]);
         lua_pushlstring(L, name, nlen);
         lua_pushvalue(L, -1);
         lua_rawget(L, -3);

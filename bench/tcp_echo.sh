@@ -4,7 +4,7 @@
 # core 0, the epoll load client (bench/tcp_echo_client.c) pinned to core 1, rounds interleaved,
 # a fresh server per round, medians and ratios printed.
 #
-#   bash bench/tcp_echo.sh [echo]   messages/s    env: LUAIO ROUNDS SECONDS WARMUP CONNS SIZE
+#   bash bench/tcp_echo.sh [echo]   messages/s    env: LUAIO ROUNDS DURATION WARMUP CONNS SIZE
 #   bash bench/tcp_echo.sh idle     RSS per idle connection          env: LUAIO IDLE (10000)
 #
 # Peers that are not installed (node, luajit + lua-luv) are skipped.
@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 MODE=${1:-echo}
 LUAIO=${LUAIO:-build/luaio}
 ROUNDS=${ROUNDS:-3}
-SECONDS_=${SECONDS:-5}
+# Not $SECONDS: bash sets that one itself (seconds since the shell started).
+SECONDS_=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-64}
 SIZE=${SIZE:-64}

@@ -116,13 +116,16 @@ function dnsmasq.start()
     assert(dnsmasq.pid, "could not start dnsmasq (apt-get install dnsmasq-base): " .. err)
     dnsmasq.server = "127.0.0.1:" .. dnsmasq.port
     dns.setServers({ dnsmasq.server })
-    -- Wait until it answers (bounded).
-    for _ = 1, 100 do
+    -- Wait until it answers: up to 15 s, since a loaded machine (CI, sanitizers) may start it slowly.
+    for _ = 1, 500 do
         local a = dns.resolve4("host.test", { timeout = 200, cache = false })
         if a then return end
-        sleep(20)
+        sleep(30)
     end
-    error("dnsmasq did not answer on " .. dnsmasq.server)
+    local f = io.open(dnsmasq.log)
+    local log = f and f:read("*a") or "(no log)"
+    if f then f:close() end
+    error("dnsmasq did not answer on " .. dnsmasq.server .. "; its log:\n" .. log)
 end
 
 function dnsmasq.stop()

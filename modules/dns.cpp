@@ -451,14 +451,18 @@ std::string ntop(int family, const void* addr) {
     return buf;
 }
 
-void on_a_answer(void* arg, int status, int, unsigned char* abuf, int alen) {
+// The answer to an A or AAAA query: its addresses and their TTLs. One template for both
+// record types, which differ only in c-ares's parse function and address member.
+template <typename TtlRecord, int Family, int (*Parse)(const unsigned char*, int, hostent**, TtlRecord*, int*),
+          typename Addr, Addr TtlRecord::*Field>
+void on_addr_answer(void* arg, int status, int, unsigned char* abuf, int alen) {
     auto* q = static_cast<Query*>(arg);
     if (status == ARES_SUCCESS) {
-        ares_addrttl ttls[kMaxAddrTtls];
+        TtlRecord ttls[kMaxAddrTtls];
         int n = kMaxAddrTtls;
-        status = ares_parse_a_reply(abuf, alen, nullptr, ttls, &n);
+        status = Parse(abuf, alen, nullptr, ttls, &n);
         for (int i = 0; status == ARES_SUCCESS && i < n; i++) {
-            q->addrs.push_back(ntop(AF_INET, &ttls[i].ipaddr));
+            q->addrs.push_back(ntop(Family, &(ttls[i].*Field)));
             q->ttls.push_back(ttls[i].ttl);
         }
         if (status == ARES_SUCCESS && q->addrs.empty()) status = ARES_ENODATA;
@@ -466,20 +470,10 @@ void on_a_answer(void* arg, int status, int, unsigned char* abuf, int alen) {
     finish(q, status);
 }
 
-void on_aaaa_answer(void* arg, int status, int, unsigned char* abuf, int alen) {
-    auto* q = static_cast<Query*>(arg);
-    if (status == ARES_SUCCESS) {
-        ares_addr6ttl ttls[kMaxAddrTtls];
-        int n = kMaxAddrTtls;
-        status = ares_parse_aaaa_reply(abuf, alen, nullptr, ttls, &n);
-        for (int i = 0; status == ARES_SUCCESS && i < n; i++) {
-            q->addrs.push_back(ntop(AF_INET6, &ttls[i].ip6addr));
-            q->ttls.push_back(ttls[i].ttl);
-        }
-        if (status == ARES_SUCCESS && q->addrs.empty()) status = ARES_ENODATA;
-    }
-    finish(q, status);
-}
+constexpr ares_callback on_a_answer =
+    on_addr_answer<ares_addrttl, AF_INET, ares_parse_a_reply, in_addr, &ares_addrttl::ipaddr>;
+constexpr ares_callback on_aaaa_answer =
+    on_addr_answer<ares_addr6ttl, AF_INET6, ares_parse_aaaa_reply, ares_in6_addr, &ares_addr6ttl::ip6addr>;
 
 void on_addrinfo(void* arg, int status, int, ares_addrinfo* res) {
     auto* q = static_cast<Query*>(arg);

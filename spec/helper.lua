@@ -23,6 +23,15 @@ function helper.fd_count()
     return n - 1 -- the descriptor of the ls pipe itself
 end
 
+--- The whole content of a file, or nil if it cannot be opened.
+function helper.read(path)
+    local f = io.open(path)
+    if not f then return nil end
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+
 --- Writes `src` to a temporary .lua file and returns its path.
 function helper.script(src)
     local path = os.tmpname() .. ".lua"

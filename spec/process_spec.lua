@@ -7,13 +7,7 @@ local task = require "task"
 
 local LUAIO = helper.luaio
 
-local function read(path)
-    local f = io.open(path)
-    if not f then return nil end
-    local s = f:read("*a")
-    f:close()
-    return s
-end
+local read = helper.read
 
 local function status_field(pid, field)
     local s = read("/proc/" .. pid .. "/status")

@@ -1,11 +1,10 @@
 -- The system module, cross-checked against /proc.
 local system = require "system"
 
+local helper = require "helper"
+
 local function read(path)
-    local f = assert(io.open(path))
-    local s = f:read("*a")
-    f:close()
-    return s
+    return assert(helper.read(path))
 end
 
 describe("system", function()

@@ -6,13 +6,7 @@ local task = require "task"
 
 local LUAIO = helper.luaio
 
-local function read(path)
-    local f = io.open(path)
-    if not f then return nil end
-    local s = f:read("*a")
-    f:close()
-    return s
-end
+local read = helper.read
 
 local function children(pid)
     local r = process.run({ "pgrep", "-P", tostring(pid), "-x", "luaio" })

@@ -4,6 +4,7 @@
 #include "runtime/runtime.h"
 #include "runtime/embedded.h"
 
+#include <csignal>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -445,6 +446,9 @@ const EmbeddedModule* find_embedded(const char* name) {
 }
 
 lua_State* init(const char* script_dir) {
+    // A write to a peer that has gone (socket or pipe) must fail with EPIPE, not kill the
+    // process; children get the default disposition back from libuv's spawn.
+    std::signal(SIGPIPE, SIG_IGN);
     g_loop = uv_default_loop();
     uv_idle_init(g_loop, &g_idle);
 #if defined(__SANITIZE_ADDRESS__)

@@ -1,7 +1,6 @@
 // Stream: reading, writing, timeouts and closing of libuv streams for Lua (see stream.h).
 #include "runtime/stream.h"
 
-#include <csignal>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
@@ -519,9 +518,6 @@ struct Stream::Impl {
 };
 
 Stream* Stream::create() {
-    // A write to a peer that has gone must fail with EPIPE, not kill the process.
-    static bool sigpipe_ignored = [] { return std::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
-    (void)sigpipe_ignored;
     Stream* s = new Stream;
     s->h.handle.data = s;
     return s;

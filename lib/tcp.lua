@@ -6,31 +6,17 @@
 --
 -- The sockets and servers are C++ objects (modules/tcp.cpp, registered as luaio.tcp); this
 -- file adds what is easier in Lua: host names resolved through the dns module, and the
--- wrapper that runs each connection handler and closes its socket when the handler ends.
+-- master's listening socket adopted in a worker of `luaio --workers`. Each connection's task
+-- is started by C++, which closes its socket when the task ends (luaio::spawn's close_idx).
 local core = require "luaio.tcp"
-local report = require("luaio.core").report
 
-local type, tostring, xpcall, error, pcall, require, pairs = type, tostring, xpcall, error, pcall, require, pairs
-local traceback, format = debug.traceback, string.format
+local type, error, pcall, require, pairs = type, error, pcall, require, pairs
+local format = string.format
 local listen, connect, isIP = core.listen, core.connect, core.isIP
 
 local tcp = {}
 
 tcp.isIP = isIP
-
-local function on_error(e)
-    return traceback("tcp server handler: " .. tostring(e), 2)
-end
-
--- Runs one connection in its own task: the socket is closed when onconnect returns or
--- fails, and a failure is reported with its traceback while the server goes on.
-local function run(onconnect, sock, server)
-    local ok, trace = xpcall(onconnect, on_error, sock, server)
-    sock:close()
-    if not ok then
-        report(trace)
-    end
-end
 
 -- The process module when this process is a worker of `luaio --workers N`, else nil.
 local function worker_process()
@@ -97,7 +83,7 @@ function tcp.createServer(port, onconnect, options)
         copy.fd = fd
         options = copy
     end
-    local server, err = listen(port, onconnect, options, run)
+    local server, err = listen(port, onconnect, options)
     if server and process then
         -- A graceful stop (SIGTERM from the master): stop accepting, let connections finish.
         process.onShutdown(function()

@@ -6,13 +6,18 @@
 // with the body in one vectored write (Stream::write_buffers).
 //
 //   limits = core.limits(options)                 -- parsed once per server or client
-//   conn = core.server(sock, limits)   conn = core.client(sock, limits)
-// server side:
-//   req | false | nil, err = conn:next(with_body) -- false: part of a head came, call again
+//   site = core.site(limits, serve, seed)         -- a server's state; site:close()
+//   core.accept(site, sock)                       -- a new connection of that server
+//   conn = core.client(sock, limits)
+// server side: no task waits for a request. The connection waits in C++ (Stream::watch, its
+// timeouts swept by one timer per server), and a task runs serve(conn, req) once a request head
+// is in; when the response is done, serve asks for the next request:
+//   req | nil | nil, err = conn:next()            -- nil: none buffered, C++ waits; err: close
 //   err = conn:respond(status, headers, body)     -- a whole response
 //   err = conn:head(status, headers[, data])      -- a streamed response: head (+ first data)
 //   err = conn:write(data)   err = conn:finish([data])
 //   conn:reject(status)                           -- a canned error response; closes
+//   conn:setclose()                               -- this response ends the connection
 // client side:
 //   err = conn:request(method, target, headers, body)
 //   res | nil, err = conn:response(with_body)
@@ -28,6 +33,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <memory>
 #include <string>
 
 namespace {
@@ -37,6 +43,7 @@ namespace H = luaio::http;
 
 constexpr const char* kConnClass = "luaio.http.conn";
 constexpr const char* kLimitsClass = "luaio.http.limits";
+constexpr const char* kSiteClass = "luaio.http.site";
 char kReqMeta; // registry key of the metatable given to request tables (set by lib/http.lua)
 
 // Defaults, after nginx and Node.js; every one is an option of the server or client.
@@ -49,21 +56,37 @@ struct Limits {
     uint64_t max_requests = 1000;                      // per connection (nginx keepalive_requests)
 };
 
+const Limits kDefaultLimits;
+
 enum class Op : uint8_t { None, Next, Response, Piece, Body };
 
-struct Conn {
+struct Site;
+
+// The lists of a server's waiting connections, each in the order of its deadlines (one timeout
+// per list): waiting for a request (keep-alive timeout), or with part of a head in (header timeout).
+enum class Wait : uint8_t { None, Idle, Head };
+
+struct Conn final : luaio::Consumer {
     explicit Conn(llhttp_type_t type) : parser(type) {}
+    int consume(lua_State* L, const char* data, size_t len, int err, size_t* used) override;
+    void ready(lua_State* L, int n) override;
+
     H::Parser parser;
-    Limits lim;
-    void** sock_ud = nullptr; // the socket proxy's pointer slot: nullptr once the socket closed
-    int sock_ref = LUA_NOREF; // anchors the socket proxy
-    int self_ref = LUA_NOREF; // lets request tables point back at the conn; released by close()
-    int req_ref = LUA_NOREF;  // a request or response waiting for its whole body
-    std::string body;         // a whole body being gathered
-    uint64_t body_bytes = 0;  // body bytes of the current message so far
-    uint64_t deadline = 0;    // loop time by which the current head (or request) must be in
+    const Limits* lim = &kDefaultLimits;
+    Site* site = nullptr; // server side: the server (limits, waiting lists, serve function)
+    Conn* prev = nullptr; // links in the site's list `wait`
+    Conn* next = nullptr;
+    void** sock_ud = nullptr;          // the socket proxy's pointer slot: nullptr once the socket closed
+    std::unique_ptr<std::string> body; // a whole body being gathered
+    uint64_t body_bytes = 0;           // body bytes of the current message so far
+    uint64_t deadline = 0;             // loop time by which the current wait (head, request, idle) ends
     uint64_t requests = 0;
+    int sock_ref = LUA_NOREF; // anchors the socket proxy
+    int self_ref = LUA_NOREF; // anchors the conn while it is open (requests point back at it)
+    int req_ref = LUA_NOREF;  // a client's response waiting for its whole body
+    int lim_ref = LUA_NOREF;  // a client's limits userdata
     Op op = Op::None;
+    Wait wait = Wait::None;
     bool server = true;
     bool with_body = false;   // next()/response() also gathers the whole body
     bool in_head = false;     // bytes of a head have come (server: not idle)
@@ -79,7 +102,38 @@ struct Conn {
     bool closed = false;
 
     Stream* stream() const { return sock_ud && *sock_ud ? static_cast<Stream*>(*sock_ud) : nullptr; }
+    std::string& body_buf() {
+        if (!body) body.reset(new std::string);
+        return *body;
+    }
 };
+
+struct ConnList {
+    Conn* head = nullptr;
+    Conn* tail = nullptr;
+};
+
+// A server's state, shared by its connections: freed once the server is closed and its last
+// connection is gone (and the sweep timer is closed).
+struct Site {
+    Limits lim;
+    uv_timer_t timer;
+    ConnList idle;         // waiting for a request
+    ConnList heads;        // part of a head came
+    uint64_t armed_at = 0; // the deadline the timer is set for (0: not set)
+    size_t conns = 0;
+    int serve_ref = LUA_NOREF; // serve(conn, req): the task of a request (lib/http/server.lua)
+    void** proxy = nullptr;
+    bool seed = false;    // requests come with their whole body (http.serve)
+    bool closing = false; // server:close(): connections end after their current request
+    bool freeing = false;
+};
+
+// A server connection's place in its site's waiting lists (see the site section below).
+void track(Conn* c);
+void untrack(Conn* c);
+// Closes the connection and its socket and lets go of its references. Idempotent.
+void conn_close(Conn* c);
 
 Conn* check_conn(lua_State* L, const char* fname) {
     auto* c = static_cast<Conn*>(luaL_testudata(L, 1, kConnClass));
@@ -335,13 +389,13 @@ int write_out(lua_State* L, Conn* c, const uv_buf_t* bufs, unsigned n, const cha
 void write_canned(Conn* c, int status) {
     Stream* s = c->stream();
     c->keep = false;
-    if (!s || c->head_sent || uv_stream_get_write_queue_size(&s->h.stream) != 0) return;
+    if (!s || c->head_sent || uv_stream_get_write_queue_size(s->stream()) != 0) return;
     char buf[256];
     int n = std::snprintf(buf, sizeof buf,
                           "HTTP/1.1 %d %s\r\nServer: luaio\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n", status,
                           reason_phrase(status), date_line());
     uv_buf_t b = uv_buf_init(buf, static_cast<unsigned>(n));
-    uv_try_write(&s->h.stream, &b, 1);
+    uv_try_write(s->stream(), &b, 1);
     c->head_sent = true;
     c->responded = true;
 }
@@ -468,13 +522,22 @@ void push_response(lua_State* L, Conn* c) {
 }
 
 // Ends the current message: the request or response waiting for its body gets it.
+// Pushes the gathered body and lets go of its buffer.
+void push_body(lua_State* L, Conn* c) {
+    if (c->body)
+        lua_pushlstring(L, c->body->data(), c->body->size());
+    else
+        lua_pushliteral(L, "");
+    c->body.reset();
+}
+
+// The client's response that waited for its whole body gets it.
 void push_with_body(lua_State* L, Conn* c) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
     c->req_ref = LUA_NOREF;
-    lua_pushlstring(L, c->body.data(), c->body.size());
+    push_body(L, c);
     lua_setfield(L, -2, "body");
-    std::string().swap(c->body);
 }
 
 // ---------------------------------------------------------------- reading (Stream::read_with)
@@ -487,13 +550,16 @@ int gather_body(lua_State* L, Conn* c, const char* data, size_t len, int err, si
     *used += u;
     H::Pieces& pc = H::scratch_pieces();
     c->body_bytes += pc.total;
-    if (c->body_bytes > c->lim.max_body_size) {
+    if (c->body_bytes > c->lim->max_body_size) {
         c->broken = true;
         lua_pushnil(L);
-        push_too_large(L, "body", c->lim.max_body_size);
+        push_too_large(L, "body", c->lim->max_body_size);
         return -1;
     }
-    for (auto& s : pc.piece) c->body.append(s.p, s.len);
+    if (pc.total) {
+        std::string& b = c->body_buf();
+        for (auto& s : pc.piece) b.append(s.p, s.len);
+    }
     if (r == H::Parser::Result::NeedMore && err) r = c->parser.finish();
     if (r == H::Parser::Result::Bad) {
         c->broken = true;
@@ -520,7 +586,7 @@ void send_continue(Conn* c) {
     Stream* s = c->stream();
     static const char k100[] = "HTTP/1.1 100 Continue\r\n\r\n";
     uv_buf_t b = uv_buf_init(const_cast<char*>(k100), sizeof k100 - 1);
-    if (s && uv_stream_get_write_queue_size(&s->h.stream) == 0) uv_try_write(&s->h.stream, &b, 1);
+    if (s && uv_stream_get_write_queue_size(s->stream()) == 0) uv_try_write(s->stream(), &b, 1);
 }
 
 int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, size_t* used) {
@@ -532,7 +598,7 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
         off += u;
         *used = off;
         c->body_bytes += H::scratch_pieces().total;
-        if (r == H::Parser::Result::Bad || c->body_bytes > c->lim.max_body_size) {
+        if (r == H::Parser::Result::Bad || c->body_bytes > c->lim->max_body_size) {
             c->broken = true;
             lua_pushnil(L);
             push_proto_error(L, "bad body", c->parser.error());
@@ -547,7 +613,7 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
     }
     size_t u = 0;
     if (c->server) c->parser.set_skip_body(false);
-    H::Parser::Result r = c->parser.parse_head(data + off, len - off, c->lim.max_header_size, &u);
+    H::Parser::Result r = c->parser.parse_head(data + off, len - off, c->lim->max_header_size, &u);
     off += u;
     *used = off;
     switch (r) {
@@ -563,16 +629,15 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
         if (!c->in_head && len > off) {
             // The first bytes of a head: from now on the head timeout applies, not the idle one.
             c->in_head = true;
-            c->deadline = uv_now(luaio::loop()) + c->lim.header_timeout;
-            lua_pushboolean(L, 0);
-            return 1;
+            c->deadline = uv_now(luaio::loop()) + c->lim->header_timeout;
+            if (c->wait != Wait::None) track(c);
         }
         return -1;
     case H::Parser::Result::TooLarge:
         if (c->server) write_canned(c, 431);
         c->broken = true;
         lua_pushnil(L);
-        push_too_large(L, "head", c->lim.max_header_size);
+        push_too_large(L, "head", c->lim->max_header_size);
         return 2;
     case H::Parser::Result::Bad:
         if (c->server) write_canned(c, 400);
@@ -588,13 +653,13 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
     if (c->server) {
         c->requests++;
         c->is_head = c->parser.method() == HTTP_HEAD;
-        c->keep = c->parser.keep_alive() && c->requests < c->lim.max_requests;
-        c->deadline = uv_now(luaio::loop()) + c->lim.request_timeout;
-        if (c->parser.has_length() && c->parser.content_length() > c->lim.max_body_size) {
+        c->keep = c->parser.keep_alive() && c->requests < c->lim->max_requests && !c->site->closing;
+        c->deadline = uv_now(luaio::loop()) + c->lim->request_timeout;
+        if (c->parser.has_length() && c->parser.content_length() > c->lim->max_body_size) {
             write_canned(c, 413);
             c->broken = true;
             lua_pushnil(L);
-            push_too_large(L, "body", c->lim.max_body_size);
+            push_too_large(L, "body", c->lim->max_body_size);
             return 2;
         }
         // Expect: 100-continue is answered when the body is first read.
@@ -619,23 +684,36 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
         }
         return 1;
     }
-    // The whole body is wanted too: keep the table aside while the body comes.
+    // The whole body is wanted too.
     send_continue(c);
+    if (c->server) {
+        // What is here of it is gathered now; when that is all of it, the request carries its
+        // body. Otherwise the request comes without one and its task calls conn:body(), which
+        // goes on from here (so no task waits before a request is in).
+        int g = gather_body(L, c, data + off, len - off, err, used);
+        if (g < 0) {
+            write_canned(c, c->body_bytes > c->lim->max_body_size ? 413 : 400);
+            lua_remove(L, -3);
+            return 2;
+        }
+        if (g > 0) {
+            push_body(L, c);
+            lua_setfield(L, -2, "body");
+        }
+        return 1;
+    }
+    // A client waits for the body: the response is kept aside while it comes.
     c->req_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     c->op = Op::Body;
     int g = gather_body(L, c, data + off, len - off, err, used);
     if (g < 0) return 2;
-    if (g == 0) {
-        // Call again: the wait for the body is bounded by the request timeout.
-        lua_pushboolean(L, 0);
-        return 1;
-    }
+    if (g == 0) return -1;
     push_with_body(L, c);
     return 1;
 }
 
-int consume(void* ctx, lua_State* L, const char* data, size_t len, int err, size_t* used) {
-    Conn* c = static_cast<Conn*>(ctx);
+int Conn::consume(lua_State* L, const char* data, size_t len, int err, size_t* used) {
+    Conn* c = this;
     *used = 0;
     switch (c->op) {
     case Op::Next:
@@ -645,12 +723,10 @@ int consume(void* ctx, lua_State* L, const char* data, size_t len, int err, size
         int g = gather_body(L, c, data, len, err, used);
         if (g < 0) return 2;
         if (g == 0) return -1;
-        if (c->req_ref != LUA_NOREF) {
+        if (c->req_ref != LUA_NOREF)
             push_with_body(L, c);
-        } else {
-            lua_pushlstring(L, c->body.data(), c->body.size());
-            std::string().swap(c->body);
-        }
+        else
+            push_body(L, c);
         return 1;
     }
     case Op::Piece: {
@@ -661,10 +737,10 @@ int consume(void* ctx, lua_State* L, const char* data, size_t len, int err, size
         H::Parser::Result r = c->parser.feed_body(data, len, used);
         H::Pieces& pc = H::scratch_pieces();
         c->body_bytes += pc.total;
-        if (c->body_bytes > c->lim.max_body_size) {
+        if (c->body_bytes > c->lim->max_body_size) {
             c->broken = true;
             lua_pushnil(L);
-            push_too_large(L, "body", c->lim.max_body_size);
+            push_too_large(L, "body", c->lim->max_body_size);
             return 2;
         }
         if (r == H::Parser::Result::NeedMore && pc.total == 0 && err) r = c->parser.finish();
@@ -700,31 +776,31 @@ int consume(void* ctx, lua_State* L, const char* data, size_t len, int err, size
     return -1;
 }
 
-// Sets the stream's read timeout for the next wait of op, from the conn's deadlines.
-void set_read_timeout(Conn* c, Stream* s) {
-    if (!c->server) return; // a client's timeouts are the socket's own (settimeouts)
-    uint64_t now = uv_now(luaio::loop());
-    if (c->op == Op::Next && !c->in_head && !c->parser.in_body()) {
-        s->read_timeout = c->lim.keepalive_timeout;
-        return;
-    }
-    uint64_t left = c->deadline > now ? c->deadline - now : 1;
-    s->read_timeout = left;
-}
-
+// A task reads (a body; a client's response): it waits with the stream's read timeout, which
+// for a server's request is what is left of the request timeout.
 int start_read(lua_State* L, Conn* c, Op op, const char* fname) {
     Stream* s = check_stream(L, c, fname);
     c->op = op;
-    set_read_timeout(c, s);
-    return s->read_with(L, consume, c, fname);
+    if (c->server) { // a client's timeouts are the socket's own (settimeouts)
+        uint64_t now = uv_now(luaio::loop());
+        s->read_timeout = c->deadline > now ? c->deadline - now : 1;
+    }
+    return s->read_with(L, c, fname);
 }
 
-// req | false | nil, err = conn:next(with_body)
+// req | nil | nil, err = conn:next(): the next request when its head is already buffered
+// (pipelining); otherwise nil, and the connection waits for it in C++ while the task ends.
+// nil and an error when the connection must close (no keep-alive, EOF, a malformed request).
 int l_next(lua_State* L) {
     Conn* c = check_conn(L, "next");
-    if (c->broken || !c->keep) return luaio::return_uv_error(L, UV_EOF);
-    c->with_body = lua_toboolean(L, 2) != 0;
-    return start_read(L, c, c->req_ref != LUA_NOREF ? Op::Body : Op::Next, "next");
+    if (!c->server) luaio::raise(L, "next", "not a server connection");
+    if (c->broken || !c->keep || c->site->closing) return luaio::return_uv_error(L, UV_EOF);
+    Stream* s = check_stream(L, c, "next");
+    c->op = Op::Next;
+    int n = s->take_or_watch(L, c);
+    if (n >= 0) return n;
+    track(c);
+    return 0;
 }
 
 // res | nil, err = conn:response(with_body)
@@ -748,15 +824,15 @@ int l_read(lua_State* L) {
 }
 
 // body | nil, err = conn:body()
+// (what is left of it after pieces read with read(); it goes on from a part gathered before)
 int l_body(lua_State* L) {
     Conn* c = check_conn(L, "body");
     if (c->broken) return luaio::return_uv_error(L, UV_EPROTO);
     if (!c->parser.in_body()) {
-        lua_pushliteral(L, "");
+        push_body(L, c);
         return 1;
     }
     send_continue(c);
-    c->body.clear();
     return start_read(L, c, Op::Body, "body");
 }
 
@@ -778,7 +854,7 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, bool whole
     if (!seen.date) b.append(date_line());
     c->no_body = c->is_head || status < 200 || status == 204 || status == 304;
     bool informational = status < 200;
-    if (c->server && (!c->parser.keep_alive() || c->broken)) c->keep = false;
+    if (c->server && (!c->parser.keep_alive() || c->broken || c->site->closing)) c->keep = false;
     // A body the client may still be sending, after a 100-continue that will not come: close.
     if (c->expect_continue && !c->continue_sent && c->parser.in_body()) c->keep = false;
     if (!informational) {
@@ -1013,22 +1089,15 @@ int l_set_close(lua_State* L) {
     return 0;
 }
 
-// True while the connection waits for a new request with no byte of it received.
-int l_idle(lua_State* L) {
-    auto* c = static_cast<Conn*>(luaL_checkudata(L, 1, kConnClass));
-    lua_pushboolean(L, !c->closed && c->op == Op::Next && !c->in_head && c->responded);
-    return 1;
-}
-
 // conn:unref(true): an idle pooled connection does not keep the process alive; unref(false) undoes it.
 int l_unref(lua_State* L) {
     auto* c = static_cast<Conn*>(luaL_checkudata(L, 1, kConnClass));
     Stream* s = c->closed ? nullptr : c->stream();
     if (s && !s->closing()) {
         if (lua_toboolean(L, 2))
-            uv_unref(&s->h.handle);
+            uv_unref(s->handle());
         else
-            uv_ref(&s->h.handle);
+            uv_ref(s->handle());
     }
     return 0;
 }
@@ -1039,23 +1108,145 @@ int l_socket(lua_State* L) {
     return 1;
 }
 
+// ---------------------------------------------------------------- servers (sites)
+
+void list_remove(ConnList& l, Conn* c) {
+    (c->prev ? c->prev->next : l.head) = c->next;
+    (c->next ? c->next->prev : l.tail) = c->prev;
+    c->prev = c->next = nullptr;
+}
+
+void list_append(ConnList& l, Conn* c) {
+    c->prev = l.tail;
+    c->next = nullptr;
+    (l.tail ? l.tail->next : l.head) = c;
+    l.tail = c;
+}
+
+void on_site_timer(uv_timer_t* t);
+
+// Sets the sweep timer for `deadline` unless it is set for an earlier one.
+void site_arm(Site* site, uint64_t deadline) {
+    if (site->freeing || (site->armed_at && site->armed_at <= deadline)) return;
+    uint64_t now = uv_now(luaio::loop());
+    site->armed_at = deadline;
+    uv_timer_start(&site->timer, on_site_timer, deadline > now ? deadline - now : 0, 0);
+}
+
+void untrack(Conn* c) {
+    if (c->wait == Wait::None) return;
+    list_remove(c->wait == Wait::Idle ? c->site->idle : c->site->heads, c);
+    c->wait = Wait::None;
+}
+
+// A connection that waits without a task: for a request (keep-alive timeout from now), or for
+// the rest of a head (header timeout from its first byte, c->deadline). Each list is in the
+// order of its deadlines, as every entry of a list has the same timeout.
+void track(Conn* c) {
+    untrack(c);
+    Site* site = c->site;
+    if (c->in_head) {
+        c->wait = Wait::Head;
+        list_append(site->heads, c);
+    } else {
+        c->deadline = uv_now(luaio::loop()) + c->lim->keepalive_timeout;
+        c->wait = Wait::Idle;
+        list_append(site->idle, c);
+    }
+    site_arm(site, c->deadline);
+}
+
+// Ends the waits that are over: an idle connection just closes (as nginx does), one in the
+// middle of a head gets 408 first. Then sets the timer for the next deadline.
+void on_site_timer(uv_timer_t* t) {
+    Site* site = static_cast<Site*>(t->data);
+    site->armed_at = 0;
+    uint64_t now = uv_now(luaio::loop());
+    while (site->idle.head && site->idle.head->deadline <= now) conn_close(site->idle.head);
+    while (site->heads.head && site->heads.head->deadline <= now) {
+        write_canned(site->heads.head, 408);
+        conn_close(site->heads.head);
+    }
+    uint64_t next = 0;
+    if (site->idle.head) next = site->idle.head->deadline;
+    if (site->heads.head && (!next || site->heads.head->deadline < next)) next = site->heads.head->deadline;
+    if (next) site_arm(site, next);
+}
+
+// Frees the site once it is closed and its last connection is gone.
+void site_maybe_free(Site* site) {
+    if (!site->closing || site->conns > 0 || site->freeing) return;
+    site->freeing = true;
+    if (site->proxy) *site->proxy = nullptr;
+    if (lua_State* L = luaio::main_state()) luaL_unref(L, LUA_REGISTRYINDEX, site->serve_ref);
+    site->serve_ref = LUA_NOREF;
+    uv_close(reinterpret_cast<uv_handle_t*>(&site->timer), [](uv_handle_t* h) { delete static_cast<Site*>(h->data); });
+}
+
+// No keep-alive any more: waiting connections close, those with a request in progress close
+// after their response (which says Connection: close), those in the middle of a head after it.
+void site_close(Site* site) {
+    if (site->closing) return;
+    site->closing = true;
+    while (site->idle.head) conn_close(site->idle.head);
+    site_maybe_free(site);
+}
+
+void Conn::ready(lua_State* L, int n) {
+    if (closed || n != 1 || !lua_istable(L, -1)) {
+        // An error ends the connection (a canned response, if any, was written): EOF, a
+        // malformed or oversized head, a reset.
+        lua_pop(L, n);
+        conn_close(this);
+        return;
+    }
+    // A request: its task runs serve(conn, req); the conn is closed if the task fails.
+    untrack(this);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, site->serve_ref);
+    lua_insert(L, -2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, self_ref);
+    lua_insert(L, -2);
+    luaio::spawn(L, 2, -2);
+}
+
 void release(lua_State* L, Conn* c) {
-    if (!L) return;
-    luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->sock_ref);
-    c->req_ref = c->self_ref = c->sock_ref = LUA_NOREF;
+    untrack(c);
+    if (L) {
+        luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, c->sock_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, c->lim_ref);
+    }
+    c->req_ref = c->self_ref = c->sock_ref = c->lim_ref = LUA_NOREF;
     c->sock_ud = nullptr;
-    std::string().swap(c->body);
+    c->body.reset();
+    if (Site* site = c->site) {
+        c->site = nullptr;
+        c->lim = &kDefaultLimits;
+        site->conns--;
+        site_maybe_free(site);
+    }
+}
+
+void conn_close(Conn* c) {
+    if (c->closed) return;
+    c->closed = true;
+    if (Stream* s = c->stream()) s->close();
+    release(luaio::main_state(), c);
 }
 
 // conn:close(): closes the socket too. Idempotent.
 int l_close(lua_State* L) {
+    conn_close(static_cast<Conn*>(luaL_checkudata(L, 1, kConnClass)));
+    return 0;
+}
+
+// The end of a request's task (the conn is its closing value): unless the connection waits for
+// its next request, or the task failed, it is closed.
+int l_task_end(lua_State* L) {
     auto* c = static_cast<Conn*>(luaL_checkudata(L, 1, kConnClass));
-    if (c->closed) return 0;
-    c->closed = true;
-    if (Stream* s = c->stream()) s->close();
-    release(L, c);
+    Stream* s = c->closed ? nullptr : c->stream();
+    if (!lua_isnil(L, 2) || !s || !s->watching()) conn_close(c);
     return 0;
 }
 
@@ -1095,29 +1286,91 @@ int l_limits(lua_State* L) {
     return 1;
 }
 
-int new_conn(lua_State* L, llhttp_type_t type, const char* fname) {
-    Stream* s = Stream::check(L, 1, fname);
-    auto* lim = static_cast<Limits*>(luaL_testudata(L, 2, kLimitsClass));
+Conn* new_conn(lua_State* L, int sock_idx, llhttp_type_t type) {
     auto* c = new (lua_newuserdata(L, sizeof(Conn))) Conn(type);
     luaL_getmetatable(L, kConnClass);
     lua_setmetatable(L, -2);
-    if (lim) c->lim = *lim;
     c->server = type == HTTP_REQUEST;
     c->responded = true; // nothing to answer yet
-    c->sock_ud = static_cast<void**>(lua_touserdata(L, 1));
-    lua_pushvalue(L, 1);
+    c->sock_ud = static_cast<void**>(lua_touserdata(L, sock_idx));
+    lua_pushvalue(L, sock_idx);
     c->sock_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, -1);
     c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    (void)s;
+    return c;
+}
+
+// conn = core.client(sock[, limits])
+int l_client(lua_State* L) {
+    Stream::check(L, 1, "client");
+    auto* lim = static_cast<Limits*>(luaL_testudata(L, 2, kLimitsClass));
+    Conn* c = new_conn(L, 1, HTTP_RESPONSE);
+    if (lim) {
+        c->lim = lim;
+        lua_pushvalue(L, 2);
+        c->lim_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     return 1;
 }
 
-int l_server(lua_State* L) {
-    return new_conn(L, HTTP_REQUEST, "server");
+Site* check_site(lua_State* L, const char* fname) {
+    return static_cast<Site*>(luaio::check_object(L, 1, kSiteClass, fname));
 }
-int l_client(lua_State* L) {
-    return new_conn(L, HTTP_RESPONSE, "client");
+
+// site = core.site(limits, serve, seed)
+int l_site(lua_State* L) {
+    auto* lim = static_cast<Limits*>(luaL_checkudata(L, 1, kLimitsClass));
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    auto* site = new Site;
+    site->lim = *lim;
+    site->seed = lua_toboolean(L, 3) != 0;
+    uv_timer_init(luaio::loop(), &site->timer);
+    site->timer.data = site;
+    lua_pushvalue(L, 2);
+    site->serve_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    void** ud = static_cast<void**>(lua_newuserdata(L, sizeof(void*)));
+    *ud = site;
+    site->proxy = ud;
+    luaL_getmetatable(L, kSiteClass);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+// core.accept(site, sock): a new connection waits for its first request, without a task.
+int l_accept(lua_State* L) {
+    Site* site = check_site(L, "accept");
+    Stream* s = Stream::check(L, 2, "accept");
+    if (site->closing) {
+        s->close();
+        return 0;
+    }
+    Conn* c = new_conn(L, 2, HTTP_REQUEST);
+    lua_pop(L, 1);
+    c->site = site;
+    c->lim = &site->lim;
+    site->conns++;
+    c->with_body = site->seed;
+    c->op = Op::Next;
+    track(c);
+    s->watch(c);
+    return 0;
+}
+
+int l_site_close(lua_State* L) {
+    void** ud = static_cast<void**>(luaL_checkudata(L, 1, kSiteClass));
+    if (*ud) site_close(static_cast<Site*>(*ud));
+    return 0;
+}
+
+int l_site_gc(lua_State* L) {
+    void** ud = static_cast<void**>(lua_touserdata(L, 1));
+    if (ud && *ud) {
+        auto* site = static_cast<Site*>(*ud);
+        site->proxy = nullptr;
+        *ud = nullptr;
+        site_close(site);
+    }
+    return 0;
 }
 
 // core.setrequestmeta(mt): the metatable of request tables (methods and lazy fields).
@@ -1220,16 +1473,25 @@ extern "C" int luaopen_luaio_http(lua_State* L) {
                                      {"body", l_body},       {"respond", l_respond},     {"head", l_head},
                                      {"write", l_write},     {"finish", l_finish},       {"reject", l_reject},
                                      {"request", l_request}, {"keepalive", l_keepalive}, {"reusable", l_reusable},
-                                     {"sent", l_sent},       {"setclose", l_set_close},  {"idle", l_idle},
-                                     {"socket", l_socket},   {"unref", l_unref},         {"close", l_close},
+                                     {"sent", l_sent},       {"setclose", l_set_close},  {"socket", l_socket},
+                                     {"unref", l_unref},     {"close", l_close},         {"__close", l_task_end},
                                      {"__gc", l_gc},         {nullptr, nullptr}};
     luaio::new_class(L, kConnClass, conn_methods);
     lua_pop(L, 1);
+    const luaL_Reg site_methods[] = {{"close", l_site_close}, {"__gc", l_site_gc}, {nullptr, nullptr}};
+    luaio::new_class(L, kSiteClass, site_methods);
+    lua_pop(L, 1);
     luaL_newmetatable(L, kLimitsClass);
     lua_pop(L, 1);
-    const luaL_Reg funcs[] = {
-        {"limits", l_limits}, {"server", l_server}, {"client", l_client}, {"setrequestmeta", l_set_request_meta},
-        {"decode", l_decode}, {"query", l_query},   {"date", l_date},     {nullptr, nullptr}};
+    const luaL_Reg funcs[] = {{"limits", l_limits},
+                              {"site", l_site},
+                              {"accept", l_accept},
+                              {"client", l_client},
+                              {"setrequestmeta", l_set_request_meta},
+                              {"decode", l_decode},
+                              {"query", l_query},
+                              {"date", l_date},
+                              {nullptr, nullptr}};
     luaL_newlib(L, funcs);
     intern_keys(L);
     return 1;

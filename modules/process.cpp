@@ -414,12 +414,12 @@ int l_spawn(lua_State* L) {
                         stdio[i].flags = UV_INHERIT_FD;
                         stdio[i].data.fd = null_fd;
                     } else if (std::strcmp(kind, "pipe") == 0) {
-                        luaio::Stream* s = luaio::Stream::create();
-                        uv_pipe_init(luaio::loop(), &s->h.pipe, 0);
+                        luaio::Stream* s = luaio::Stream::create(UV_NAMED_PIPE);
+                        uv_pipe_init(luaio::loop(), s->pipe(), 0);
                         pipes[i] = s;
                         stdio[i].flags =
                             static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE);
-                        stdio[i].data.stream = &s->h.stream;
+                        stdio[i].data.stream = s->stream();
                     } else {
                         cleanup_pipes();
                         luaio::raise(L, fname, "stdio[%d] must be \"pipe\", \"inherit\", \"ignore\" or a descriptor",
@@ -773,7 +773,7 @@ int l_send_fd(lua_State* L) {
     size_t len;
     const char* msg = luaL_checklstring(L, 3, &len);
     uv_os_fd_t sock;
-    int err = uv_fileno(&s->h.handle, &sock);
+    int err = uv_fileno(s->handle(), &sock);
     if (err) return luaio::return_uv_error(L, err);
     iovec iov{const_cast<char*>(msg), len};
     char cbuf[CMSG_SPACE(sizeof(int))];
@@ -862,9 +862,9 @@ int l_cloexec(lua_State* L) {
 // A Stream over an inherited descriptor (the worker's end of its channel to the master).
 int l_open_pipe(lua_State* L) {
     int fd = static_cast<int>(luaL_checkinteger(L, 1));
-    luaio::Stream* s = luaio::Stream::create();
-    uv_pipe_init(luaio::loop(), &s->h.pipe, 0);
-    int err = uv_pipe_open(&s->h.pipe, fd);
+    luaio::Stream* s = luaio::Stream::create(UV_NAMED_PIPE);
+    uv_pipe_init(luaio::loop(), s->pipe(), 0);
+    int err = uv_pipe_open(s->pipe(), fd);
     if (err) {
         s->close();
         return luaio::return_uv_error(L, err);
@@ -875,7 +875,7 @@ int l_open_pipe(lua_State* L) {
 
 int l_unref_pipe(lua_State* L) {
     luaio::Stream* s = luaio::Stream::check(L, 1, "unref");
-    uv_unref(&s->h.handle);
+    uv_unref(s->handle());
     return 0;
 }
 

@@ -1,8 +1,7 @@
 // The C++ core of the tcp module, registered as `luaio.tcp`; lib/tcp.lua is the public face
-// (it resolves host names through the dns module and wraps every connection handler so that
-// its socket is closed when the handler returns or fails).
+// (it resolves host names through the dns module and adopts the master's socket in workers).
 //
-//   server, err = core.listen(port, onconnect, options, runner)
+//   server, err = core.listen(port, onconnect, options)
 //   sock, err = core.connect(port, ip, options)
 //   core.isIP(address) -> 4 | 6 | 0
 //   server:address() server:connections() server:refused() server:close()
@@ -102,11 +101,10 @@ int set_keepalive(uv_tcp_t* tcp, bool on, unsigned idle) {
 }
 
 void apply_options(Stream* s, const SocketOptions& o) {
-    if (o.nodelay) uv_tcp_nodelay(&s->h.tcp, 1);
-    if (o.keepalive) set_keepalive(&s->h.tcp, true, o.keepidle);
+    if (o.nodelay) uv_tcp_nodelay(s->tcp(), 1);
+    if (o.keepalive) set_keepalive(s->tcp(), true, o.keepidle);
     s->read_timeout = o.read_timeout;
     s->write_timeout = o.write_timeout;
-    s->connect_timeout = o.connect_timeout;
     s->high_water = o.high_water;
 }
 
@@ -170,7 +168,7 @@ int check_family(lua_State* L, int opts, const char* host, const char* fname) {
 
 Stream* check_tcp(lua_State* L, const char* fname) {
     Stream* s = Stream::check(L, 1, fname);
-    if (s->h.handle.type != UV_TCP) luaio::raise(L, fname, "expected a tcp socket as self");
+    if (s->handle()->type != UV_TCP) luaio::raise(L, fname, "expected a tcp socket as self");
     return s;
 }
 
@@ -179,8 +177,8 @@ int l_sock_address(lua_State* L, bool remote) {
     Stream* s = check_tcp(L, fname);
     sockaddr_storage ss;
     int len = sizeof ss;
-    int err = remote ? uv_tcp_getpeername(&s->h.tcp, reinterpret_cast<sockaddr*>(&ss), &len)
-                     : uv_tcp_getsockname(&s->h.tcp, reinterpret_cast<sockaddr*>(&ss), &len);
+    int err = remote ? uv_tcp_getpeername(s->tcp(), reinterpret_cast<sockaddr*>(&ss), &len)
+                     : uv_tcp_getsockname(s->tcp(), reinterpret_cast<sockaddr*>(&ss), &len);
     if (err) return luaio::return_uv_error(L, err);
     push_address(L, ss);
     return 1;
@@ -204,7 +202,7 @@ bool check_bool(lua_State* L, int idx, const char* fname) {
 int l_sock_set_nodelay(lua_State* L) {
     Stream* s = check_tcp(L, "setNodelay");
     bool on = check_bool(L, 2, "setNodelay");
-    int err = uv_tcp_nodelay(&s->h.tcp, on ? 1 : 0);
+    int err = uv_tcp_nodelay(s->tcp(), on ? 1 : 0);
     if (err) return luaio::return_uv_error(L, err, 0);
     return 0;
 }
@@ -216,7 +214,7 @@ int l_sock_set_keepalive(lua_State* L) {
     lua_Number idle = luaL_optnumber(L, 3, 0);
     if (!(idle >= 0 && idle <= (1 << 20)) || idle != static_cast<lua_Number>(static_cast<unsigned>(idle)))
         luaio::raise(L, "setKeepalive", "idle time must be a non-negative integer number of seconds");
-    int err = set_keepalive(&s->h.tcp, on, static_cast<unsigned>(idle));
+    int err = set_keepalive(s->tcp(), on, static_cast<unsigned>(idle));
     if (err) return luaio::return_uv_error(L, err, 0);
     return 0;
 }
@@ -288,8 +286,8 @@ int l_connect(lua_State* L) {
         luaio::raise(L, "connect", "'%s' is not an IP address", ip);
     luaio::check_can_wait(L, "connect");
 
-    Stream* s = Stream::create();
-    int err = uv_tcp_init(luaio::loop(), &s->h.tcp);
+    Stream* s = Stream::create(UV_TCP);
+    int err = uv_tcp_init(luaio::loop(), s->tcp());
     if (err) {
         s->close();
         return luaio::return_uv_error(L, err);
@@ -298,7 +296,7 @@ int l_connect(lua_State* L) {
     c->req.data = c;
     c->stream = s;
     c->opts = opts;
-    err = uv_tcp_connect(&c->req, &s->h.tcp, reinterpret_cast<const sockaddr*>(&ss), on_connect);
+    err = uv_tcp_connect(&c->req, s->tcp(), reinterpret_cast<const sockaddr*>(&ss), on_connect);
     if (err) {
         delete c;
         s->close();
@@ -321,8 +319,8 @@ struct Server {
     size_t max_connections = kDefaultMaxConnections;
     size_t connections = 0;
     size_t refused = 0;
-    int runner_ref = LUA_NOREF;  // runner(onconnect, socket, server): lib/tcp.lua's wrapper
     int handler_ref = LUA_NOREF; // onconnect
+    bool spawn = true;           // onconnect runs in a task of its own (else at once, no waiting)
     int self_ref = LUA_NOREF;    // anchors the proxy while the server listens
     bool listening = false;      // the listener is open (not yet closed)
     bool listener_open = false;  // the listener handle exists (its close callback has not run)
@@ -347,10 +345,9 @@ void server_close(Server* sv) {
     sv->listening = false;
     if (lua_State* L = luaio::main_state()) {
         luaL_unref(L, LUA_REGISTRYINDEX, sv->handler_ref);
-        luaL_unref(L, LUA_REGISTRYINDEX, sv->runner_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, sv->self_ref);
     }
-    sv->handler_ref = sv->runner_ref = sv->self_ref = LUA_NOREF;
+    sv->handler_ref = sv->self_ref = LUA_NOREF;
     uv_close(reinterpret_cast<uv_handle_t*>(&sv->tcp), [](uv_handle_t* h) {
         auto* sv = static_cast<Server*>(h->data);
         sv->listener_open = false;
@@ -372,9 +369,9 @@ void on_connection(uv_stream_t* listener, int status) {
         }
         return;
     }
-    Stream* s = Stream::create();
-    uv_tcp_init(luaio::loop(), &s->h.tcp);
-    if (uv_accept(listener, &s->h.stream) != 0 || !sv->listening) {
+    Stream* s = Stream::create(UV_TCP);
+    uv_tcp_init(luaio::loop(), s->tcp());
+    if (uv_accept(listener, s->stream()) != 0 || !sv->listening) {
         s->close();
         return;
     }
@@ -388,29 +385,36 @@ void on_connection(uv_stream_t* listener, int status) {
     s->on_close_data = sv;
     apply_options(s, sv->opts);
     lua_State* L = luaio::main_state();
-    lua_rawgeti(L, LUA_REGISTRYINDEX, sv->runner_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, sv->handler_ref);
     s->push_proxy(L, kSocketClass);
     lua_rawgeti(L, LUA_REGISTRYINDEX, sv->self_ref);
-    luaio::spawn(L, 3);
+    if (sv->spawn) {
+        // The socket is closed when the task ends, however it ends.
+        luaio::spawn(L, 2, -2);
+        return;
+    }
+    if (lua_pcall(L, 2, 0, 0) != 0) {
+        luaio::report_error(L, "tcp server onconnect: ", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        s->close();
+    }
 }
 
 Server* check_server(lua_State* L, const char* fname) {
     return static_cast<Server*>(luaio::check_object(L, 1, kServerClass, fname));
 }
 
-// server, err = core.listen(port, onconnect, options, runner)
+// server, err = core.listen(port, onconnect, options)
 int l_listen(lua_State* L) {
     static const char* const known[] = {
         "family",           "host",           "timeout",      "read_timeout", "write_timeout",
         "tcp_nodelay",      "tcp_keepalive",  "tcp_keepidle", "tcp_backlog",  "tcp_reuseport",
-        "read_buffer_size", "maxconnections", "fd",           nullptr};
+        "read_buffer_size", "maxconnections", "fd",           "spawn",        nullptr};
     const char* fname = "createServer";
     int port = static_cast<int>(check_port(L, 1, fname));
     if (!lua_isfunction(L, 2))
         luaio::raise(L, fname, "expected a function as argument 2 (onconnect), got %s", luaL_typename(L, 2));
     check_option_names(L, 3, known, fname);
-    luaL_checktype(L, 4, LUA_TFUNCTION);
     const char* host = luaio::opt_string_field(L, 3, "host", fname);
     int family = check_family(L, 3, host, fname);
     if (!host) host = family == 4 ? "0.0.0.0" : "::";
@@ -421,6 +425,7 @@ int l_listen(lua_State* L) {
     // A listening socket made elsewhere (the master of `luaio --workers` hands each worker
     // the same bound SO_REUSEPORT socket across restarts): adopt it instead of binding.
     lua_Integer fd = int_option(L, 3, "fd", -1, -1, 1 << 30, fname);
+    bool spawn = luaio::opt_bool_field(L, 3, "spawn", true, fname);
     sockaddr_storage ss;
     if (make_sockaddr(host, port, family, &ss) != 0)
         luaio::raise(L, fname, "host '%s' is not an IPv%d address", host, family);
@@ -428,6 +433,7 @@ int l_listen(lua_State* L) {
     auto* sv = new Server;
     sv->opts = opts;
     sv->max_connections = static_cast<size_t>(maxconn);
+    sv->spawn = spawn;
     sv->tcp.data = sv;
     int err = fd >= 0 ? uv_tcp_init(luaio::loop(), &sv->tcp)
                       : uv_tcp_init_ex(luaio::loop(), &sv->tcp, family == 4 ? AF_INET : AF_INET6);
@@ -451,8 +457,6 @@ int l_listen(lua_State* L) {
         server_close(sv);
         return luaio::return_uv_error(L, err);
     }
-    lua_pushvalue(L, 4);
-    sv->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, 2);
     sv->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     void** ud = static_cast<void**>(lua_newuserdata(L, sizeof(void*)));

@@ -12,6 +12,7 @@
 #include <deque>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 namespace luaio {
 namespace {
@@ -41,6 +42,84 @@ std::deque<Ready> g_ready;
 // Coroutines readied from Lua (luaio.core.ready) and not yet run: guards against a double wake.
 std::unordered_set<lua_State*> g_ready_from_lua;
 uv_idle_t g_idle;
+
+// Closing values of tasks (spawn's close_idx), in a registry table indexed by the task's ref
+// (an array: refs are small integers). A task parked from Lua (luaio.core.suspend: channels,
+// join) lets its ref go meanwhile, so its value waits in a second table, with weak keys
+// (coroutine -> value): a task that is never woken is collected with its entry.
+int g_closing_ref = LUA_NOREF;
+int g_closing_parked_ref = LUA_NOREF;
+
+// Coroutines of finished tasks, kept with the ref that anchors them for the next spawn: a task
+// then costs no coroutine allocation (and no garbage). Bounded, so a burst of tasks is given
+// back to the collector.
+struct Pooled {
+    lua_State* co;
+    int ref;
+};
+std::vector<Pooled> g_pool;
+constexpr size_t kPoolMax = 128;
+
+// Moves closing[from_ref] (if any) to closing[to_ref], or to/from the parked table when one of
+// the refs is LUA_NOREF (the coroutine is the key there).
+void move_closing(lua_State* co, int from_ref, int to_ref) {
+    if (g_closing_ref == LUA_NOREF) return;
+    lua_State* L = g_L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g_closing_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g_closing_parked_ref);
+    int closing = lua_gettop(L) - 1, parked = closing + 1;
+    if (from_ref == LUA_NOREF) {
+        lua_pushthread(co);
+        lua_xmove(co, L, 1);
+        lua_rawget(L, parked);
+    } else {
+        lua_rawgeti(L, closing, from_ref);
+    }
+    if (!lua_isnil(L, -1)) {
+        if (to_ref == LUA_NOREF) {
+            lua_pushthread(co);
+            lua_xmove(co, L, 1);
+            lua_insert(L, -2);
+            lua_rawset(L, parked);
+        } else {
+            lua_rawseti(L, closing, to_ref);
+        }
+        if (from_ref == LUA_NOREF) {
+            lua_pushthread(co);
+            lua_xmove(co, L, 1);
+            lua_pushnil(L);
+            lua_rawset(L, parked);
+        } else {
+            lua_pushnil(L);
+            lua_rawseti(L, closing, from_ref);
+        }
+    }
+    lua_settop(L, closing - 1);
+}
+
+// Closes the value of a task that ended (returned, or failed with its error on top of co):
+// calls its __close metamethod with (value, error or nil), as Lua 5.4 does for <close>.
+void close_task_value(lua_State* co, int ref, bool failed) {
+    lua_State* L = g_L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g_closing_ref);
+    lua_rawgeti(L, top + 1, ref);
+    if (!lua_isnil(L, -1)) {
+        lua_pushnil(L);
+        lua_rawseti(L, top + 1, ref); // a value is closed once
+        if (luaL_getmetafield(L, top + 2, "__close")) {
+            lua_pushvalue(L, top + 2);
+            if (failed) {
+                lua_pushvalue(co, -1);
+                lua_xmove(co, L, 1);
+            } else {
+                lua_pushnil(L);
+            }
+            if (lua_pcall(L, 2, 0, 0) != 0) report_error(L, "closing a task's value: ", lua_tostring(L, -1));
+        }
+    }
+    lua_settop(L, top);
+}
 
 void drain_ready();
 
@@ -90,12 +169,22 @@ void run_task(lua_State* co, int ref, int nargs) {
         }
         // Parked by park(): the waiter holds the reference (left_ref is LUA_NOREF).
         // Parked from Lua (luaio.core.suspend): whoever will wake it holds the coroutine.
-        if (left_ref != LUA_NOREF) luaL_unref(g_L, LUA_REGISTRYINDEX, left_ref);
+        if (left_ref != LUA_NOREF) {
+            move_closing(co, left_ref, LUA_NOREF);
+            luaL_unref(g_L, LUA_REGISTRYINDEX, left_ref);
+        }
         return;
     }
     if (status != 0) task_failed(co);
+    if (co == g_main_task) g_main_task = nullptr; // its coroutine may run other tasks now
+    if (g_closing_ref != LUA_NOREF) close_task_value(co, left_ref, status != 0);
     lua_settop(co, 0);
-    luaL_unref(g_L, LUA_REGISTRYINDEX, left_ref);
+    // A coroutine that returned can run another task (lua_resume starts a new call on it); one
+    // that failed is dead.
+    if (status == 0 && g_pool.size() < kPoolMax)
+        g_pool.push_back({co, left_ref});
+    else
+        luaL_unref(g_L, LUA_REGISTRYINDEX, left_ref);
 }
 
 // Runs the tasks that were ready when it started; tasks readied meanwhile run on the next
@@ -152,6 +241,7 @@ int core_ready(lua_State* L) {
     lua_xmove(L, co, nargs);
     lua_pushvalue(L, 1);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    move_closing(co, LUA_NOREF, ref);
     g_ready_from_lua.insert(co);
     enqueue(co, ref, nargs);
     return 0;
@@ -381,16 +471,22 @@ void check_can_wait(lua_State* L, const char* fname) {
 }
 
 int park(lua_State* L, Waiter& w) {
-    w.task = g_current;
     w.ref = g_current_ref;
     g_current_ref = LUA_NOREF;
     lua_pushlightuserdata(L, &kParkSentinel);
     return lua_yield(L, 1);
 }
 
+lua_State* task_of(const Waiter& w) {
+    if (!g_L || w.ref == LUA_NOREF) return nullptr; // the state is closed: nothing may run
+    lua_rawgeti(g_L, LUA_REGISTRYINDEX, w.ref);
+    lua_State* co = lua_tothread(g_L, -1);
+    lua_pop(g_L, 1);
+    return co;
+}
+
 Parked detach(Waiter& w) {
-    Parked p{w.task, w.ref};
-    w.task = nullptr;
+    Parked p{task_of(w), w.ref};
     w.ref = LUA_NOREF;
     return p;
 }
@@ -408,11 +504,35 @@ bool wake_uv_error(Waiter& w, int uverr, int nils) {
     return wake(w, [&](lua_State* co) { return return_uv_error(co, uverr, nils); });
 }
 
-void spawn(lua_State* L, int nargs) {
-    lua_State* co = lua_newthread(L);
-    lua_insert(L, -(nargs + 2));
+void spawn(lua_State* L, int nargs, int close_idx) {
+    int closing = close_idx > 0 ? close_idx : lua_gettop(L) + close_idx + 1;
+    lua_State* co;
+    int ref;
+    if (!g_pool.empty()) {
+        co = g_pool.back().co;
+        ref = g_pool.back().ref;
+        g_pool.pop_back();
+    } else {
+        co = lua_newthread(L);
+        ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    if (close_idx != 0) {
+        if (g_closing_ref == LUA_NOREF) {
+            lua_newtable(L);
+            g_closing_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+            lua_newtable(L);
+            lua_createtable(L, 0, 1);
+            lua_pushliteral(L, "k");
+            lua_setfield(L, -2, "__mode");
+            lua_setmetatable(L, -2);
+            g_closing_parked_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
+        lua_rawgeti(L, LUA_REGISTRYINDEX, g_closing_ref);
+        lua_pushvalue(L, closing);
+        lua_rawseti(L, -2, ref);
+        lua_pop(L, 1);
+    }
     lua_xmove(L, co, nargs + 1);
-    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (g_current)
         enqueue(co, ref, nargs);
     else

@@ -39,6 +39,7 @@ struct Stream::Extra {
     bool timer_open = false;
     uint64_t read_deadline = 0;
     uint64_t write_deadline = 0;
+    Waiter writer;
     Waiter shutter;
     std::string delim;
 };
@@ -87,7 +88,7 @@ struct Stream::Impl {
                 return 1;
             }
             // The delimiter may straddle the end: only bytes that cannot start it count.
-            if (len >= s->want_ + dlen) {
+            if (len >= size_t(s->want_) + dlen) {
                 lua_pushnil(L);
                 push_line_too_long(L, s->want_);
                 return 2;
@@ -96,14 +97,8 @@ struct Stream::Impl {
         }
         case ReadMode::None:
             return -1;
-        case ReadMode::Custom: {
-            int n = s->consume_(s->consume_ctx_, L, data, len, s->read_err_, used);
-            if (n >= 0 || !s->read_err_) return n;
-            push_uv_error(L, s->read_err_); // the consumer waits for bytes that cannot come
-            lua_pushnil(L);
-            lua_insert(L, -2);
-            return 2;
-        }
+        case ReadMode::Custom:
+            return consume(s, L, data, len, used);
         }
         if (!s->read_err_) return -1;
         // End of stream (or a read error): hand over what is left, then the error.
@@ -113,6 +108,15 @@ struct Stream::Impl {
         } else {
             lua_pushnil(L);
         }
+        push_uv_error(L, s->read_err_);
+        return 2;
+    }
+
+    // The consumer's results; when it waits for bytes that cannot come, nil and the error.
+    static int consume(Stream* s, lua_State* L, const char* data, size_t len, size_t* used) {
+        int n = s->consumer_->consume(L, data, len, s->read_err_, used);
+        if (n >= 0 || !s->read_err_) return n;
+        lua_pushnil(L);
         push_uv_error(L, s->read_err_);
         return 2;
     }
@@ -139,20 +143,21 @@ struct Stream::Impl {
             b.size -= b.off;
             b.off = 0;
         }
-        if (b.size + len > b.cap) {
+        size_t need = size_t(b.size) + len;
+        if (need > b.cap) {
             size_t cap = b.cap ? b.cap : 256;
-            while (cap < b.size + len) cap *= 2;
-            char* p = static_cast<char*>(std::realloc(b.data, cap));
+            while (cap < need) cap *= 2;
+            char* p = need <= UINT32_MAX ? static_cast<char*>(std::realloc(b.data, cap)) : nullptr;
             if (!p) {
                 // No exception may leave a libuv callback; like LuaJIT, give up on exhaustion.
                 std::fputs("luaio: out of memory\n", stderr);
                 std::abort();
             }
             b.data = p;
-            b.cap = cap;
+            b.cap = static_cast<uint32_t>(cap < UINT32_MAX ? cap : UINT32_MAX);
         }
         std::memcpy(b.data + b.size, data, len);
-        b.size += len;
+        b.size = static_cast<uint32_t>(need);
     }
 
     static Extra* extra(Stream* s) {
@@ -181,7 +186,7 @@ struct Stream::Impl {
     // New bytes (or the end of the stream, len 0) arrive: feed a waiting reader, keep the rest.
     static void deliver(Stream* s, const char* data, size_t len) {
         if (s->reader_.waiting()) {
-            lua_State* co = s->reader_.task;
+            lua_State* co = task_of(s->reader_);
             size_t used = 0;
             int n;
             if (pending_size(s) == 0) {
@@ -201,13 +206,39 @@ struct Stream::Impl {
                 arm_timer(s);
                 resume_parked(p, n);
             }
+        } else if (s->watching_) {
+            watch_deliver(s, data, len);
         } else if (len > 0) {
             append(s->pending_, data, len);
         }
-        // The resumed reader may have closed the stream.
-        if (s->reading_ && !s->closing_ && !s->reader_.waiting() && pending_size(s) > s->high_water) {
-            uv_read_stop(&s->h.stream);
+        // The resumed reader may have closed the stream. A watching consumer bounds what it
+        // buffers itself (a head up to its size limit).
+        if (s->reading_ && !s->closing_ && !s->reader_.waiting() && !s->watching_ && pending_size(s) > s->high_water) {
+            uv_read_stop(s->stream());
             s->reading_ = false;
+        }
+    }
+
+    // Watch mode: the consumer gets the bytes in the read callback; once it produced its
+    // results (on the main state), the rest of the bytes is buffered, then ready() runs.
+    static void watch_deliver(Stream* s, const char* data, size_t len) {
+        lua_State* L = main_state();
+        size_t used = 0;
+        int n;
+        if (pending_size(s) == 0) {
+            n = consume(s, L, data, len, &used);
+            data += used;
+            len -= used;
+        } else {
+            append(s->pending_, data, len);
+            len = 0;
+            n = consume(s, L, pending_data(s), pending_size(s), &used);
+            consume_pending(s, used);
+        }
+        if (len > 0) append(s->pending_, data, len);
+        if (n >= 0) {
+            s->watching_ = false;
+            s->consumer_->ready(L, n);
         }
     }
 
@@ -218,7 +249,7 @@ struct Stream::Impl {
         if (!x || !x->timer_open) return;
         uint64_t next = 0;
         if (s->reader_.waiting() && x->read_deadline) next = x->read_deadline;
-        if (s->writer_.waiting() && x->write_deadline && (!next || x->write_deadline < next)) next = x->write_deadline;
+        if (x->writer.waiting() && x->write_deadline && (!next || x->write_deadline < next)) next = x->write_deadline;
         if (!next) {
             uv_timer_stop(&x->timer);
             return;
@@ -251,9 +282,9 @@ struct Stream::Impl {
         }
         // The woken reader runs at once and may have closed the stream (and its timer).
         if (s->closing_) return;
-        if (s->writer_.waiting() && x->write_deadline && x->write_deadline <= now) {
+        if (x->writer.waiting() && x->write_deadline && x->write_deadline <= now) {
             // The data stays queued in the kernel's order; the writer stops waiting for it.
-            wake_uv_error(s->writer_, UV_ETIMEDOUT, 0);
+            wake_uv_error(x->writer, UV_ETIMEDOUT, 0);
         }
         if (!s->closing_) arm_timer(s);
     }
@@ -262,7 +293,8 @@ struct Stream::Impl {
         Stream* s = static_cast<Stream*>(h->data);
         if (--s->open_handles_ > 0) return;
         if (s->on_close) s->on_close(s, s->on_close_data);
-        delete s;
+        s->~Stream();
+        ::operator delete(s);
     }
 
     static void on_write(uv_write_t* req, int status) {
@@ -271,8 +303,8 @@ struct Stream::Impl {
         ::operator delete(w);
         s->writes_in_flight_--;
         if (status < 0 && !s->write_err_) s->write_err_ = status;
-        if (s->writes_in_flight_ == 0 && s->writer_.waiting()) {
-            Parked p = detach(s->writer_);
+        if (s->writes_in_flight_ == 0 && s->extra_ && s->extra_->writer.waiting()) {
+            Parked p = detach(s->extra_->writer);
             arm_timer(s);
             if (status < 0) {
                 push_uv_error(p.task, status);
@@ -302,6 +334,7 @@ struct Stream::Impl {
             push_error(L, UV_EBUSY, "EBUSY", "another task is already reading this stream");
             return 2;
         }
+        s->watching_ = false; // a task reads now
         size_t used = 0;
         int n = satisfy(s, L, pending_data(s), pending_size(s), &used);
         if (used) consume_pending(s, used); // a Custom consumer may take bytes and wait for more
@@ -311,7 +344,7 @@ struct Stream::Impl {
         }
         check_can_wait(L, fname);
         if (!s->reading_ && !s->read_err_) {
-            int err = uv_read_start(&s->h.stream, on_alloc, on_read);
+            int err = uv_read_start(s->stream(), on_alloc, on_read);
             if (err) {
                 s->mode_ = ReadMode::None;
                 return return_uv_error(L, err);
@@ -334,22 +367,28 @@ struct Stream::Impl {
             lua_Number n = luaL_checknumber(L, 2);
             if (!(n >= 0) || n != static_cast<lua_Number>(static_cast<size_t>(n)))
                 raise(L, "read", "byte count must be a non-negative integer");
+            if (n > static_cast<lua_Number>(kMaxRead)) raise(L, "read", "byte count larger than %zu", kMaxRead);
             if (n == 0) {
                 lua_pushliteral(L, "");
                 return 1;
             }
             s->mode_ = ReadMode::Count;
-            s->want_ = static_cast<size_t>(n);
+            s->want_ = static_cast<uint32_t>(n);
         }
         return start_read(L, s, "read");
     }
 
+    // The longest line a readline/readuntil accepts (default kDefaultMaxLine).
+    static size_t check_max(lua_State* L, int idx, const char* fname) {
+        lua_Number max = luaL_optnumber(L, idx, static_cast<lua_Number>(kDefaultMaxLine));
+        if (!(max >= 0)) raise(L, fname, "maximum length must be a non-negative integer");
+        return max < static_cast<lua_Number>(kMaxRead) ? static_cast<size_t>(max) : kMaxRead;
+    }
+
     static int l_readline(lua_State* L) {
         Stream* s = check(L, 1, "readline");
-        lua_Number max = luaL_optnumber(L, 2, static_cast<lua_Number>(s->max_line));
-        if (!(max >= 0)) raise(L, "readline", "maximum length must be a non-negative integer");
+        s->want_ = static_cast<uint32_t>(check_max(L, 2, "readline"));
         s->mode_ = ReadMode::Line;
-        s->want_ = static_cast<size_t>(max);
         return start_read(L, s, "readline");
     }
 
@@ -358,11 +397,9 @@ struct Stream::Impl {
         size_t dlen;
         const char* d = luaL_checklstring(L, 2, &dlen);
         if (dlen == 0) raise(L, "readuntil", "delimiter must not be empty");
-        lua_Number max = luaL_optnumber(L, 3, static_cast<lua_Number>(s->max_line));
-        if (!(max >= 0)) raise(L, "readuntil", "maximum length must be a non-negative integer");
+        s->want_ = static_cast<uint32_t>(check_max(L, 3, "readuntil"));
         s->mode_ = ReadMode::Until;
         extra(s)->delim.assign(d, dlen);
-        s->want_ = static_cast<size_t>(max);
         return start_read(L, s, "readuntil");
     }
 
@@ -407,7 +444,7 @@ struct Stream::Impl {
             push_uv_error(L, s->write_err_);
             return 1;
         }
-        if (s->writer_.waiting()) {
+        if (s->extra_ && s->extra_->writer.waiting()) {
             push_error(L, UV_EBUSY, "EBUSY", "another task is already writing to this stream");
             return 1;
         }
@@ -415,7 +452,7 @@ struct Stream::Impl {
         // Fast path: the kernel takes it all now, no allocation, no wait.
         size_t done = 0;
         if (s->writes_in_flight_ == 0) {
-            int r = uv_try_write(&s->h.stream, bufs, nbufs);
+            int r = uv_try_write(s->stream(), bufs, nbufs);
             if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
                 s->write_err_ = r;
                 push_uv_error(L, r);
@@ -441,7 +478,7 @@ struct Stream::Impl {
             skip = 0;
         }
         uv_buf_t b = uv_buf_init(w->data, static_cast<unsigned>(w->size));
-        int err = uv_write(&w->req, &s->h.stream, &b, 1, on_write);
+        int err = uv_write(&w->req, s->stream(), &b, 1, on_write);
         if (err) {
             ::operator delete(w);
             push_uv_error(L, err);
@@ -449,7 +486,7 @@ struct Stream::Impl {
         }
         s->writes_in_flight_++;
         if (!in_task() || !lua_isyieldable(L)) return 0; // queued; nobody can wait for it
-        int r = park(L, s->writer_);
+        int r = park(L, extra(s)->writer);
         if (s->write_timeout)
             set_deadline(s, &extra(s)->write_deadline, s->write_timeout);
         else if (s->extra_)
@@ -466,7 +503,7 @@ struct Stream::Impl {
         check_can_wait(L, "shutdown");
         auto* req = new uv_shutdown_t;
         req->data = s;
-        int err = uv_shutdown(req, &s->h.stream, on_shutdown);
+        int err = uv_shutdown(req, s->stream(), on_shutdown);
         if (err) {
             delete req;
             push_uv_error(L, err);
@@ -504,7 +541,7 @@ struct Stream::Impl {
 
     static int l_settimeouts(lua_State* L) {
         Stream* s = check(L, 1, "settimeouts");
-        s->connect_timeout = check_timeout(L, 2, "settimeouts");
+        check_timeout(L, 2, "settimeouts"); // connecting is over: tcp.connect has its own timeout
         s->write_timeout = check_timeout(L, 3, "settimeouts");
         s->read_timeout = check_timeout(L, 4, "settimeouts");
         return 0;
@@ -517,17 +554,36 @@ struct Stream::Impl {
     }
 };
 
-Stream* Stream::create() {
-    Stream* s = new Stream;
-    s->h.handle.data = s;
+Stream* Stream::create(uv_handle_type type) {
+    void* mem = ::operator new(sizeof(Stream) + uv_handle_size(type));
+    Stream* s = new (mem) Stream;
+    s->handle()->data = s;
     return s;
 }
 
-int Stream::read_with(lua_State* L, ConsumeFn fn, void* ctx, const char* fname) {
+int Stream::read_with(lua_State* L, Consumer* c, const char* fname) {
     mode_ = ReadMode::Custom;
-    consume_ = fn;
-    consume_ctx_ = ctx;
+    consumer_ = c;
     return Impl::start_read(L, this, fname);
+}
+
+int Stream::take_or_watch(lua_State* L, Consumer* c) {
+    consumer_ = c;
+    mode_ = ReadMode::Custom;
+    size_t used = 0;
+    int n = Impl::satisfy(this, L, Impl::pending_data(this), Impl::pending_size(this), &used);
+    if (used) Impl::consume_pending(this, used);
+    mode_ = ReadMode::None;
+    if (n >= 0) return n;
+    watch(c);
+    return -1;
+}
+
+void Stream::watch(Consumer* c) {
+    if (closing_) return;
+    consumer_ = c;
+    watching_ = true;
+    start_reading();
 }
 
 int Stream::write_buffers(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, const char* fname) {
@@ -572,6 +628,7 @@ void Stream::add_methods(lua_State* L) {
                                 {"setTimeout", Impl::l_set_timeout},
                                 {"settimeouts", Impl::l_settimeouts},
                                 {"__gc", Impl::l_gc},
+                                {"__close", Impl::l_close},
                                 {nullptr, nullptr}};
     luaL_setfuncs(L, methods, 0);
     lua_pushlightuserdata(L, &kStreamMarker);
@@ -581,7 +638,7 @@ void Stream::add_methods(lua_State* L) {
 
 void Stream::start_reading() {
     if (reading_ || closing_ || read_err_) return;
-    if (uv_read_start(&h.stream, Impl::on_alloc, Impl::on_read) == 0) reading_ = true;
+    if (uv_read_start(stream(), Impl::on_alloc, Impl::on_read) == 0) reading_ = true;
 }
 
 void Stream::close() {
@@ -590,12 +647,16 @@ void Stream::close() {
     if (proxy_) *proxy_ = nullptr;
     proxy_ = nullptr;
     mode_ = ReadMode::None;
+    watching_ = false;
+    consumer_ = nullptr;
     wake_uv_error(reader_, UV_ECANCELED);
-    wake_uv_error(writer_, UV_ECANCELED, 0);
-    if (extra_) wake_uv_error(extra_->shutter, UV_ECANCELED, 0);
+    if (extra_) {
+        wake_uv_error(extra_->writer, UV_ECANCELED, 0);
+        wake_uv_error(extra_->shutter, UV_ECANCELED, 0);
+    }
     Impl::release(pending_);
     if (extra_ && extra_->timer_open) uv_close(reinterpret_cast<uv_handle_t*>(&extra_->timer), Impl::on_handle_closed);
-    uv_close(&h.handle, Impl::on_handle_closed);
+    uv_close(handle(), Impl::on_handle_closed);
 }
 
 } // namespace luaio

@@ -28,43 +28,62 @@
 namespace luaio {
 
 // Default limits (each configurable per stream).
-constexpr size_t kDefaultMaxLine = 64 * 1024;   // readline/readuntil: longest accepted line
-constexpr size_t kDefaultHighWater = 64 * 1024; // pending bytes before reading pauses
+constexpr size_t kDefaultMaxLine = 64 * 1024;     // readline/readuntil: longest accepted line
+constexpr uint32_t kDefaultHighWater = 64 * 1024; // pending bytes before reading pauses
+constexpr size_t kMaxRead = size_t(1) << 30;      // the largest read(n) or line (LuaJIT strings < 2 GiB)
+
+// A C++ consumer of a stream's incoming bytes (a protocol parser), used by Stream::read_with
+// (a task waits for what it produces) and Stream::watch (no task waits: bytes are consumed as
+// they come, and ready() is called once it produced something).
+class Consumer {
+  public:
+    // Gets the buffered bytes data[0, len) and err, the error that ended reading (UV_EOF ...)
+    // or 0. Sets *used to the bytes consumed and returns the number of results pushed on L, or
+    // -1 to wait for more bytes.
+    virtual int consume(lua_State* L, const char* data, size_t len, int err, size_t* used) = 0;
+    // Watch mode: consume() returned n >= 0; its n results are on top of L (the main state) and
+    // ready() pops them. The stream's buffer is settled, so ready() may start a task that reads
+    // the stream at once. The stream stops watching before this call.
+    virtual void ready(lua_State* L, int n) = 0;
+
+  protected:
+    ~Consumer() = default;
+};
 
 class Stream {
   public:
-    // Every idle connection pays for this union, so it holds the handles of sockets and pipes
-    // only: a uv_tty_t would add 48 bytes to each. A terminal is opened as a pipe
-    // (uv_pipe_open on its descriptor).
-    union Handle {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-    } h;
+    // Creates a Stream for a handle of `type` (UV_TCP or UV_NAMED_PIPE); the caller initialises
+    // the handle (uv_tcp_init, uv_pipe_init, ...), then calls start_reading() once it is
+    // connected. The handle lives in the same allocation, right after the Stream, sized for its
+    // type: every idle connection pays for these bytes.
+    static Stream* create(uv_handle_type type);
 
-    // Creates a Stream; the caller initialises `h` (uv_tcp_init, uv_pipe_init, ...), then
-    // calls start_reading() once the handle is connected.
-    static Stream* create();
+    uv_handle_t* handle() { return reinterpret_cast<uv_handle_t*>(this + 1); }
+    uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(this + 1); }
+    uv_tcp_t* tcp() { return reinterpret_cast<uv_tcp_t*>(this + 1); }
+    uv_pipe_t* pipe() { return reinterpret_cast<uv_pipe_t*>(this + 1); }
 
     // Raises unless the value at idx is an open stream proxy.
     static Stream* check(lua_State* L, int idx, const char* fname);
     // Pushes a new proxy of this stream with the metatable `cls` (which must have been set
     // up with add_methods). A stream has at most one proxy.
     void push_proxy(lua_State* L, const char* cls);
-    // Adds the stream methods, __gc and the stream marker to the metatable on top of L.
+    // Adds the stream methods, __gc, __close and the stream marker to the metatable on top of L.
     static void add_methods(lua_State* L);
 
     void start_reading();
 
-    // C++ consumers of incoming bytes (protocol parsers) that need no Lua string per read.
-    // `fn` gets the buffered bytes data[0, len) and `err`, the error that ended reading (UV_EOF
-    // ...) or 0. It sets *used to the bytes it consumed and returns the number of results it
-    // pushed on L to complete the read, or -1 to wait for more bytes.
-    using ConsumeFn = int (*)(void* ctx, lua_State* L, const char* data, size_t len, int err, size_t* used);
-    // Returns fn's results at once when the buffered bytes suffice, otherwise parks the running
-    // task until they do (read_timeout applies). Use as `return s->read_with(L, fn, ctx, fname);`.
-    int read_with(lua_State* L, ConsumeFn fn, void* ctx, const char* fname);
+    // Returns c's results at once when the buffered bytes suffice, otherwise parks the running
+    // task until they do (read_timeout applies). Use as `return s->read_with(L, c, fname);`.
+    int read_with(lua_State* L, Consumer* c, const char* fname);
+    // Hands the incoming bytes to c while no task reads (see Consumer::ready), so a protocol
+    // can wait for its next message without holding a task. Bytes already buffered are not
+    // offered until more come (the caller has just tried them). Ends with the first result,
+    // with read_with or with close.
+    void watch(Consumer* c);
+    // c's results at once when the buffered bytes suffice (n >= 0); otherwise watch(c) and -1.
+    int take_or_watch(lua_State* L, Consumer* c);
+    bool watching() const { return watching_; }
     // Writes the buffers as the Lua method write does; returns its results (none, or the error
     // table) and may park the running task. Use as `return s->write_buffers(...)`.
     int write_buffers(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, const char* fname);
@@ -80,10 +99,7 @@ class Stream {
     void (*on_close)(Stream*, void* data) = nullptr;
     void* on_close_data = nullptr;
 
-    // Limits and timeouts (milliseconds; 0 means none).
-    size_t max_line = kDefaultMaxLine;
-    size_t high_water = kDefaultHighWater;
-    uint64_t connect_timeout = 0;
+    // Timeouts (milliseconds; 0 means none).
     uint64_t read_timeout = 0;
     uint64_t write_timeout = 0;
 
@@ -97,34 +113,39 @@ class Stream {
     ~Stream();
 
     // Received bytes not yet read: [off, size) of a malloc'd block, freed as soon as it is
-    // empty so that an idle stream holds no read buffer.
+    // empty so that an idle stream holds no read buffer. Bounded by the read limits (strings
+    // are shorter than 2 GiB), so 32-bit sizes do.
     struct Buffer {
         char* data = nullptr;
-        size_t size = 0;
-        size_t off = 0;
-        size_t cap = 0;
+        uint32_t size = 0;
+        uint32_t off = 0;
+        uint32_t cap = 0;
     };
-    // What only some streams use, allocated on first use (a stream's size is the memory of
-    // an idle connection): the timeout timer and deadlines, a waiting shutdown, the delimiter
-    // of a waiting readuntil.
+    // What only some streams use, allocated on first use: the timeout timer and deadlines, a
+    // waiting writer (the kernel did not take a write at once), a waiting shutdown, the
+    // delimiter of a waiting readuntil.
     struct Extra;
 
-    Buffer pending_;
+    void** proxy_ = nullptr;
     Extra* extra_ = nullptr;
+    Consumer* consumer_ = nullptr;
+    Buffer pending_;
+    uint32_t want_ = 0; // Count: the bytes wanted; Line, Until: the longest accepted line (<= kMaxRead)
+
+  public:
+    // Pending bytes before reading pauses (declared here, where it packs with its neighbours).
+    uint32_t high_water = kDefaultHighWater;
+
+  private:
     int read_err_ = 0;  // UV_EOF or the error that ended reading
     int write_err_ = 0; // the error of a failed write: later writes return it
     uint32_t writes_in_flight_ = 0;
+    Waiter reader_;
     ReadMode mode_ = ReadMode::None;
     bool reading_ = false;
     bool closing_ = false;
+    bool watching_ = false;
     uint8_t open_handles_ = 1; // the stream handle, plus the timer once created
-    size_t want_ = 0;          // Count: the bytes wanted; Line, Until: the longest accepted line
-    ConsumeFn consume_ = nullptr;
-    void* consume_ctx_ = nullptr;
-
-    Waiter reader_;
-    Waiter writer_;
-    void** proxy_ = nullptr;
 };
 
 } // namespace luaio

@@ -3,6 +3,7 @@
 # Node.js. Each server runs pinned to core 0, wrk on core 1; rounds are interleaved and the
 # medians reported, as ratios to nginx+Lua. Then the RSS per idle keep-alive connection.
 #   bench/http/run.sh [rounds=3] [seconds=10] [connections=64] [idle_connections=5000]
+#   (rounds=0: only the idle-connection memory)
 # Needs: wrk nginx libnginx-mod-http-lua nodejs (Debian).
 set -eu
 ROUNDS=${1:-3}; SECS=${2:-10}; CONNS=${3:-64}; IDLE=${4:-5000}
@@ -46,6 +47,7 @@ for r in $(seq "$ROUNDS"); do
     done
 done
 
+if [ "$ROUNDS" -gt 0 ]; then
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 printf "\n%-10s %10s %8s %9s %9s   %s\n" peer req/s p99_ms us/req RSS_KiB "ratios to nginx+Lua (req/s, p99, us/req)"
 for p in $PEERS; do
@@ -57,6 +59,8 @@ for p in $PEERS; do
     awk -v p=$p -v r=$rps -v l=$p99 -v u=$us -v m=$rss -v br=$B_RPS -v bl=$B_P99 -v bu=$B_US \
         'BEGIN {printf "%-10s %10.0f %8.2f %9.2f %9d   %.2fx %.2fx %.2fx\n", p, r, l, u, m, r/br, l/bl, u/bu}'
 done
+
+fi
 
 # RSS per idle keep-alive connection: server RSS with IDLE idle connections minus before.
 echo >&2

@@ -231,10 +231,7 @@ local function once(u, opts)
         return nil, err
     end
     local res
-    local with_body = not opts.stream
-    repeat -- false: part of the response came; the wait goes on
-        res, err = conn:response(with_body)
-    until res ~= false
+    res, err = conn:response(not opts.stream)
     if not res then
         conn:close()
         if reused and err and (err.name == "EOF" or err.name == "ECONNRESET") and res == nil then

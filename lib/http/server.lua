@@ -1,8 +1,10 @@
 --- http.server: HTTP/1.1 servers on the tcp module (see docs/http.md).
 --
--- Each connection runs in the task that tcp.createServer starts for it; its requests are
--- handled one after the other in that task (pipelined requests too, so responses go out in
--- order). Parsing, limits and response framing are C++ (modules/http.cpp).
+-- No task waits for a request: a connection waits in C++ (modules/http.cpp) until a request
+-- head is in, then a task runs serve(conn, req) below; it handles the requests already
+-- buffered (pipelined ones, so responses go out in order) and ends when the connection waits
+-- again. An idle keep-alive connection thus holds no coroutine. Parsing, limits, timeouts and
+-- response framing are C++.
 local core = require "luaio.http"
 local tcp = require "tcp"
 local report = require("luaio.core").report
@@ -10,7 +12,6 @@ local report = require("luaio.core").report
 local type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error, select =
     type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error, select
 local traceback, lower, format, sub, find = debug.traceback, string.lower, string.format, string.sub, string.find
-local conn_next, conn_respond = nil, nil -- set below from the conn metatable
 
 local server = {}
 
@@ -220,55 +221,56 @@ local function seed_respond(conn, ok, r)
     return conn:respond(500, nil, INTERNAL)
 end
 
-local function serve_connection(sock, state)
-    local conn = core.server(sock, state.limits)
-    local conns, handler, seed = state.conns, state.handler, state.seed
-    conns[conn] = true
-    local next = conn.next
-    while true do
-        local req, err = next(conn, seed)
-        while req == false do
-            req, err = next(conn, seed)
-        end
-        if not req then
-            local status = err and REJECT[err.name]
-            if status then
-                conn:reject(status)
-            end
-            break
-        end
-        if state.closing then
-            conn:setclose()
-        end
-        if seed then
-            if seed_respond(conn, xpcall(handler, on_error, req)) then
-                break
-            end
-        else
-            -- Every field a response gets is created here, so the table never grows (rehashes).
-            local res = setmetatable({ _conn = conn, status = 200, headers = false, _sent = false, _finished = false },
-                Response)
-            local ok, e = xpcall(handler, on_error, req, res)
-            if not ok then
-                report(e)
-                if conn:sent() then
-                    break -- part of the response is out: only closing tells the client
+-- The task of a request (and of the requests pipelined after it) on one connection.
+local function make_serve(handler, seed)
+    return function(conn, req)
+        local next = conn.next
+        repeat
+            if seed then
+                if rawget(req, "body") == nil then
+                    -- The body was not all in with the head: wait for the rest.
+                    local body, err = conn:body()
+                    if not body then
+                        local status = REJECT[err.name]
+                        if status then
+                            conn:reject(status)
+                        end
+                        return conn:close()
+                    end
+                    req.body = body
                 end
-                res._finished = true
-                conn:setclose()
-                conn:respond(500, nil, INTERNAL)
-            elseif not res._finished then
-                -- The handler returned without ending its response: end it as it stands.
-                if res:finish() then
-                    break
+                if seed_respond(conn, xpcall(handler, on_error, req)) then
+                    return conn:close()
+                end
+            else
+                -- Every field a response gets is created here, so the table never grows (rehashes).
+                local res = setmetatable(
+                    { _conn = conn, status = 200, headers = false, _sent = false, _finished = false }, Response)
+                local ok, e = xpcall(handler, on_error, req, res)
+                if not ok then
+                    report(e)
+                    if conn:sent() then
+                        return conn:close() -- part of the response is out: only closing tells the client
+                    end
+                    res._finished = true
+                    conn:setclose()
+                    conn:respond(500, nil, INTERNAL)
+                elseif not res._finished then
+                    -- The handler returned without ending its response: end it as it stands.
+                    if res:finish() then
+                        return conn:close()
+                    end
                 end
             end
-        end
-        -- No keep-alive check here: next() answers EOF when the connection must close, which
-        -- saves a C call (and a trace exit) per request.
+            -- The next request if it is already here; nil when the connection waits for it
+            -- (the task ends, the conn is not closed); nil and an error when it must close.
+            local err
+            req, err = next(conn)
+            if err then
+                return conn:close()
+            end
+        until not req
     end
-    conns[conn] = nil
-    conn:close()
 end
 
 local Server = {}
@@ -277,18 +279,8 @@ Server.__index = Server
 --- Stops accepting connections; requests in progress finish (their responses say
 --- Connection: close) and idle keep-alive connections are closed.
 function Server:close()
-    if self._state.closing then
-        return
-    end
-    self._state.closing = true
+    self._site:close()
     self.tcp:close()
-    for conn in pairs(self._state.conns) do
-        if conn:idle() then
-            conn:close()
-        else
-            pcall(conn.setclose, conn)
-        end
-    end
 end
 
 function Server:address()
@@ -342,14 +334,18 @@ function server.listen(options, handler, seed, fname)
     if not ok then
         error(fname .. ": " .. tostring(limits):gsub("^.-limits: ", ""), 3)
     end
-    local state = { limits = limits, handler = handler, seed = seed, conns = {}, closing = false }
+    local site = core.site(limits, make_serve(handler, seed), seed)
+    local accept = core.accept
+    -- Connections are accepted without a task of their own (see the top of this file).
+    topts.spawn = false
     local srv, err = tcp.createServer(port, function(sock)
-        serve_connection(sock, state)
+        accept(site, sock)
     end, topts)
     if not srv then
+        site:close()
         return nil, err
     end
-    local self = setmetatable({ tcp = srv, _state = state }, Server)
+    local self = setmetatable({ tcp = srv, _site = site }, Server)
     local process = package.loaded.process
     if process and process.workerId then
         -- Graceful stop of a worker: close idle keep-alive connections at once, answer the

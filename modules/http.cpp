@@ -35,6 +35,7 @@
 #include <ctime>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -67,11 +68,12 @@ struct Site;
 enum class Wait : uint8_t { None, Idle, Head };
 
 struct Conn final : luaio::Consumer {
-    explicit Conn(llhttp_type_t type) : parser(type) {}
     int consume(lua_State* L, const char* data, size_t len, int err, size_t* used) override;
     void ready(lua_State* L, int n) override;
 
-    H::Parser parser;
+    // A server connection holds a parser only from the start of a request to the end of its
+    // response (they are pooled: an idle connection costs no parser state).
+    H::Parser* parser = nullptr;
     const Limits* lim = &kDefaultLimits;
     Site* site = nullptr; // server side: the server (limits, waiting lists, serve function)
     Conn* prev = nullptr; // links in the site's list `wait`
@@ -102,6 +104,7 @@ struct Conn final : luaio::Consumer {
     bool closed = false;
 
     Stream* stream() const { return sock_ud && *sock_ud ? static_cast<Stream*>(*sock_ud) : nullptr; }
+    bool in_body() const { return parser && parser->in_body(); }
     std::string& body_buf() {
         if (!body) body.reset(new std::string);
         return *body;
@@ -128,6 +131,31 @@ struct Site {
     bool closing = false; // server:close(): connections end after their current request
     bool freeing = false;
 };
+
+// Parsers of finished requests, for the next ones (bounded).
+std::vector<H::Parser*>& parser_pool() {
+    static std::vector<H::Parser*> pool;
+    return pool;
+}
+
+H::Parser* acquire_parser(llhttp_type_t type) {
+    auto& pool = parser_pool();
+    if (pool.empty()) return new H::Parser(type);
+    H::Parser* p = pool.back();
+    pool.pop_back();
+    p->init(type);
+    return p;
+}
+
+void release_parser(Conn* c) {
+    if (!c->parser) return;
+    auto& pool = parser_pool();
+    if (pool.size() < 256)
+        pool.push_back(c->parser);
+    else
+        delete c->parser;
+    c->parser = nullptr;
+}
 
 // A server connection's place in its site's waiting lists (see the site section below).
 void track(Conn* c);
@@ -477,7 +505,7 @@ void push_request(lua_State* L, Conn* c) {
     H::Head& h = H::scratch_head();
     lua_createtable(L, 0, 8);
     int t = lua_gettop(L);
-    int method = c->parser.method();
+    int method = c->parser->method();
     if (method >= 0 && method < kMaxMethod && g_method_refs[method] != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, g_method_refs[method]);
     } else {
@@ -499,7 +527,7 @@ void push_request(lua_State* L, Conn* c) {
     set_key(L, t, kKeyUrl);
     push_headers(L);
     set_key(L, t, kKeyHeaders);
-    push_version(L, c->parser);
+    push_version(L, *c->parser);
     set_key(L, t, kKeyHttpVersion);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
     set_key(L, t, kKeyConn);
@@ -511,13 +539,13 @@ void push_request(lua_State* L, Conn* c) {
 void push_response(lua_State* L, Conn* c) {
     H::Head& h = H::scratch_head();
     lua_createtable(L, 0, 6);
-    lua_pushinteger(L, c->parser.status());
+    lua_pushinteger(L, c->parser->status());
     lua_setfield(L, -2, "status");
     lua_pushlstring(L, h.reason.p ? h.reason.p : "", h.reason.len);
     lua_setfield(L, -2, "reason");
     push_headers(L);
     lua_setfield(L, -2, "headers");
-    push_version(L, c->parser);
+    push_version(L, *c->parser);
     lua_setfield(L, -2, "httpVersion");
 }
 
@@ -546,7 +574,7 @@ void push_with_body(lua_State* L, Conn* c) {
 // bytes are needed, -1 on an error (pushed on L as nil, err).
 int gather_body(lua_State* L, Conn* c, const char* data, size_t len, int err, size_t* used) {
     size_t u = 0;
-    H::Parser::Result r = c->parser.feed_body(data, len, &u);
+    H::Parser::Result r = c->parser->feed_body(data, len, &u);
     *used += u;
     H::Pieces& pc = H::scratch_pieces();
     c->body_bytes += pc.total;
@@ -560,14 +588,14 @@ int gather_body(lua_State* L, Conn* c, const char* data, size_t len, int err, si
         std::string& b = c->body_buf();
         for (auto& s : pc.piece) b.append(s.p, s.len);
     }
-    if (r == H::Parser::Result::NeedMore && err) r = c->parser.finish();
+    if (r == H::Parser::Result::NeedMore && err) r = c->parser->finish();
     if (r == H::Parser::Result::Bad) {
         c->broken = true;
         lua_pushnil(L);
         if (err && err != UV_EOF)
             luaio::push_uv_error(L, err);
         else
-            push_proto_error(L, "bad body", c->parser.error());
+            push_proto_error(L, "bad body", c->parser->error());
         return -1;
     }
     return r == H::Parser::Result::Ok ? 1 : 0;
@@ -591,17 +619,18 @@ void send_continue(Conn* c) {
 
 int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, size_t* used) {
     size_t off = *used;
+    if (!c->parser) c->parser = acquire_parser(HTTP_REQUEST);
     // The unread rest of the previous request's body is discarded (it is bounded by the body limit).
-    while (c->parser.in_body()) {
+    while (c->in_body()) {
         size_t u = 0;
-        H::Parser::Result r = c->parser.feed_body(data + off, len - off, &u);
+        H::Parser::Result r = c->parser->feed_body(data + off, len - off, &u);
         off += u;
         *used = off;
         c->body_bytes += H::scratch_pieces().total;
         if (r == H::Parser::Result::Bad || c->body_bytes > c->lim->max_body_size) {
             c->broken = true;
             lua_pushnil(L);
-            push_proto_error(L, "bad body", c->parser.error());
+            push_proto_error(L, "bad body", c->parser->error());
             return 2;
         }
         if (r == H::Parser::Result::NeedMore) {
@@ -612,8 +641,8 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
         }
     }
     size_t u = 0;
-    if (c->server) c->parser.set_skip_body(false);
-    H::Parser::Result r = c->parser.parse_head(data + off, len - off, c->lim->max_header_size, &u);
+    if (c->server) c->parser->set_skip_body(false);
+    H::Parser::Result r = c->parser->parse_head(data + off, len - off, c->lim->max_header_size, &u);
     off += u;
     *used = off;
     switch (r) {
@@ -643,7 +672,7 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
         if (c->server) write_canned(c, 400);
         c->broken = true;
         lua_pushnil(L);
-        push_proto_error(L, "malformed HTTP message", c->parser.error());
+        push_proto_error(L, "malformed HTTP message", c->parser->error());
         return 2;
     case H::Parser::Result::Ok:
         break;
@@ -652,10 +681,10 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
     begin_message(c);
     if (c->server) {
         c->requests++;
-        c->is_head = c->parser.method() == HTTP_HEAD;
-        c->keep = c->parser.keep_alive() && c->requests < c->lim->max_requests && !c->site->closing;
+        c->is_head = c->parser->method() == HTTP_HEAD;
+        c->keep = c->parser->keep_alive() && c->requests < c->lim->max_requests && !c->site->closing;
         c->deadline = uv_now(luaio::loop()) + c->lim->request_timeout;
-        if (c->parser.has_length() && c->parser.content_length() > c->lim->max_body_size) {
+        if (c->parser->has_length() && c->parser->content_length() > c->lim->max_body_size) {
             write_canned(c, 413);
             c->broken = true;
             lua_pushnil(L);
@@ -669,15 +698,15 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
                 c->expect_continue = lower_equals(h.values[i].p, h.values[i].len, "100-continue");
         push_request(L, c);
     } else {
-        int status = c->parser.status();
+        int status = c->parser->status();
         if (status >= 100 && status < 200 && status != 101) {
             // An interim response (100 Continue): the final one follows.
             return consume_head(c, L, data, len, err, used);
         }
-        c->keep = c->parser.keep_alive();
+        c->keep = c->parser->keep_alive();
         push_response(L, c);
     }
-    if (!c->with_body || !c->parser.in_body()) {
+    if (!c->with_body || !c->in_body()) {
         if (c->with_body) {
             lua_pushliteral(L, "");
             lua_setfield(L, -2, "body");
@@ -730,11 +759,11 @@ int Conn::consume(lua_State* L, const char* data, size_t len, int err, size_t* u
         return 1;
     }
     case Op::Piece: {
-        if (!c->parser.in_body()) {
+        if (!c->in_body()) {
             lua_pushnil(L);
             return 1;
         }
-        H::Parser::Result r = c->parser.feed_body(data, len, used);
+        H::Parser::Result r = c->parser->feed_body(data, len, used);
         H::Pieces& pc = H::scratch_pieces();
         c->body_bytes += pc.total;
         if (c->body_bytes > c->lim->max_body_size) {
@@ -743,14 +772,14 @@ int Conn::consume(lua_State* L, const char* data, size_t len, int err, size_t* u
             push_too_large(L, "body", c->lim->max_body_size);
             return 2;
         }
-        if (r == H::Parser::Result::NeedMore && pc.total == 0 && err) r = c->parser.finish();
+        if (r == H::Parser::Result::NeedMore && pc.total == 0 && err) r = c->parser->finish();
         if (r == H::Parser::Result::Bad) {
             c->broken = true;
             lua_pushnil(L);
             if (err && err != UV_EOF)
                 luaio::push_uv_error(L, err);
             else
-                push_proto_error(L, "bad body", c->parser.error());
+                push_proto_error(L, "bad body", c->parser->error());
             return 2;
         }
         if (pc.total == 0) {
@@ -815,7 +844,7 @@ int l_response(lua_State* L) {
 int l_read(lua_State* L) {
     Conn* c = check_conn(L, "read");
     if (c->broken) return luaio::return_uv_error(L, UV_EPROTO);
-    if (!c->parser.in_body()) {
+    if (!c->in_body()) {
         lua_pushnil(L);
         return 1;
     }
@@ -828,7 +857,7 @@ int l_read(lua_State* L) {
 int l_body(lua_State* L) {
     Conn* c = check_conn(L, "body");
     if (c->broken) return luaio::return_uv_error(L, UV_EPROTO);
-    if (!c->parser.in_body()) {
+    if (!c->in_body()) {
         push_body(L, c);
         return 1;
     }
@@ -841,6 +870,7 @@ int l_body(lua_State* L) {
 // Builds a response head in out(); returns the length of body that follows by framing.
 void build_response_head(lua_State* L, Conn* c, int status, int hidx, bool whole, size_t body_len, const char* fname) {
     if (status < 100 || status > 999) luaio::raise(L, fname, "status must be an integer between 100 and 999");
+    if (!c->parser) luaio::raise(L, fname, "no request to respond to");
     std::string& b = out();
     b.clear();
     b.append("HTTP/1.1 ", 9);
@@ -854,9 +884,9 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, bool whole
     if (!seen.date) b.append(date_line());
     c->no_body = c->is_head || status < 200 || status == 204 || status == 304;
     bool informational = status < 200;
-    if (c->server && (!c->parser.keep_alive() || c->broken || c->site->closing)) c->keep = false;
+    if (c->server && (!c->parser->keep_alive() || c->broken || c->site->closing)) c->keep = false;
     // A body the client may still be sending, after a 100-continue that will not come: close.
-    if (c->expect_continue && !c->continue_sent && c->parser.in_body()) c->keep = false;
+    if (c->expect_continue && !c->continue_sent && c->in_body()) c->keep = false;
     if (!informational) {
         if (whole) {
             if (!c->no_body || (c->is_head && !seen.length && status != 204 && status != 304)) {
@@ -869,7 +899,7 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, bool whole
             }
             c->chunked_out = false;
         } else if (!c->no_body && !seen.length && !seen.te) {
-            if (c->parser.minor() >= 1) {
+            if (c->parser->minor() >= 1) {
                 b.append("Transfer-Encoding: chunked\r\n", 28);
                 c->chunked_out = true;
             } else {
@@ -879,7 +909,7 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, bool whole
         if (!seen.connection) {
             if (!c->keep)
                 b.append("Connection: close\r\n", 19);
-            else if (c->parser.minor() == 0)
+            else if (c->parser->minor() == 0)
                 b.append("Connection: keep-alive\r\n", 24);
         }
     }
@@ -1026,7 +1056,7 @@ int l_request(lua_State* L) {
         body = lua_tolstring(L, 5, &blen);
         if (!body) luaio::raise(L, "request", "body must be a string, got %s", luaL_typename(L, 5));
     }
-    if (c->parser.in_body()) luaio::raise(L, "request", "the previous response was not read");
+    if (c->in_body()) luaio::raise(L, "request", "the previous response was not read");
     std::string& b = out();
     b.clear();
     b.append(method, mlen);
@@ -1042,7 +1072,7 @@ int l_request(lua_State* L) {
     }
     b.append("\r\n", 2);
     c->is_head = mlen == 4 && std::memcmp(method, "HEAD", 4) == 0;
-    c->parser.set_skip_body(c->is_head);
+    c->parser->set_skip_body(c->is_head);
     if (blen <= 2048) {
         if (body) b.append(body, blen);
         uv_buf_t buf = uv_buf_init(&b[0], static_cast<unsigned>(b.size()));
@@ -1067,7 +1097,7 @@ int l_keepalive(lua_State* L) {
 int l_reusable(lua_State* L) {
     auto* c = static_cast<Conn*>(luaL_checkudata(L, 1, kConnClass));
     Stream* s = c->closed ? nullptr : c->stream();
-    lua_pushboolean(L, s && !s->closing() && c->keep && !c->broken && !c->parser.in_body() && s->buffered() == 0 &&
+    lua_pushboolean(L, s && !s->closing() && c->keep && !c->broken && !c->in_body() && s->buffered() == 0 &&
                            s->read_error() == 0);
     return 1;
 }
@@ -1149,6 +1179,7 @@ void track(Conn* c) {
         c->wait = Wait::Head;
         list_append(site->heads, c);
     } else {
+        if (!c->in_body()) release_parser(c); // nothing of a request is here
         c->deadline = uv_now(luaio::loop()) + c->lim->keepalive_timeout;
         c->wait = Wait::Idle;
         list_append(site->idle, c);
@@ -1220,6 +1251,7 @@ void release(lua_State* L, Conn* c) {
     c->req_ref = c->self_ref = c->sock_ref = c->lim_ref = LUA_NOREF;
     c->sock_ud = nullptr;
     c->body.reset();
+    release_parser(c);
     if (Site* site = c->site) {
         c->site = nullptr;
         c->lim = &kDefaultLimits;
@@ -1287,7 +1319,7 @@ int l_limits(lua_State* L) {
 }
 
 Conn* new_conn(lua_State* L, int sock_idx, llhttp_type_t type) {
-    auto* c = new (lua_newuserdata(L, sizeof(Conn))) Conn(type);
+    auto* c = new (lua_newuserdata(L, sizeof(Conn))) Conn;
     luaL_getmetatable(L, kConnClass);
     lua_setmetatable(L, -2);
     c->server = type == HTTP_REQUEST;
@@ -1305,6 +1337,7 @@ int l_client(lua_State* L) {
     Stream::check(L, 1, "client");
     auto* lim = static_cast<Limits*>(luaL_testudata(L, 2, kLimitsClass));
     Conn* c = new_conn(L, 1, HTTP_RESPONSE);
+    c->parser = acquire_parser(HTTP_RESPONSE);
     if (lim) {
         c->lim = lim;
         lua_pushvalue(L, 2);

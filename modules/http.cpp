@@ -134,8 +134,9 @@ struct Site {
 
 // Parsers of finished requests, for the next ones (bounded).
 std::vector<H::Parser*>& parser_pool() {
-    static std::vector<H::Parser*> pool;
-    return pool;
+    // Never destroyed: the pooled parsers stay reachable until the process exits.
+    static auto* pool = new std::vector<H::Parser*>;
+    return *pool;
 }
 
 H::Parser* acquire_parser(llhttp_type_t type) {

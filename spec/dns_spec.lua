@@ -111,7 +111,8 @@ function dnsmasq.start()
     for i = 1, 20 do
         args[#args + 1] = ("--host-record=n%d.test,192.0.2.%d,300"):format(i, 100 + i)
     end
-    local out, err = helper.sh(table.concat(args, " ") .. " >/dev/null 2>&1 & echo $!")
+    dnsmasq.stderr = os.tmpname()
+    local out, err = helper.sh(table.concat(args, " ") .. " >/dev/null 2>" .. dnsmasq.stderr .. " & echo $!")
     dnsmasq.pid = tonumber(out:match("%d+"))
     assert(dnsmasq.pid, "could not start dnsmasq (apt-get install dnsmasq-base): " .. err)
     dnsmasq.server = "127.0.0.1:" .. dnsmasq.port
@@ -122,9 +123,7 @@ function dnsmasq.start()
         if a then return end
         sleep(30)
     end
-    local f = io.open(dnsmasq.log)
-    local log = f and f:read("*a") or "(no log)"
-    if f then f:close() end
+    local log = (helper.read(dnsmasq.log) or "(no log)") .. "\n" .. (helper.read(dnsmasq.stderr) or "")
     error("dnsmasq did not answer on " .. dnsmasq.server .. "; its log:\n" .. log)
 end
 
@@ -132,6 +131,7 @@ function dnsmasq.stop()
     if dnsmasq.pid then helper.sh("kill " .. dnsmasq.pid) end
     dnsmasq.pid = nil
     if dnsmasq.log then os.remove(dnsmasq.log) end
+    if dnsmasq.stderr then os.remove(dnsmasq.stderr) end
 end
 
 -- How many queries of `kind` (A, AAAA, PTR) for `name` dnsmasq has received.

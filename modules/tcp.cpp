@@ -394,7 +394,8 @@ void on_connection(uv_stream_t* listener, int status) {
         return;
     }
     if (lua_pcall(L, 2, 0, 0) != 0) {
-        luaio::report_error(L, "tcp server onconnect: ", lua_tostring(L, -1));
+        const char* msg = lua_tostring(L, -1);
+        luaio::report_error(L, "tcp server onconnect: ", msg ? msg : "(error object is not a string)");
         lua_pop(L, 1);
         s->close();
     }

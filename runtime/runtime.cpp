@@ -60,6 +60,9 @@ struct Pooled {
 std::vector<Pooled> g_pool;
 constexpr size_t kPoolMax = 128;
 
+// Tasks started and not yet ended (running, ready or parked).
+size_t g_live_tasks = 0;
+
 // Moves closing[from_ref] (if any) to closing[to_ref], or to/from the parked table when one of
 // the refs is LUA_NOREF (the coroutine is the key there).
 void move_closing(lua_State* co, int from_ref, int to_ref) {
@@ -175,6 +178,7 @@ void run_task(lua_State* co, int ref, int nargs) {
         }
         return;
     }
+    g_live_tasks--;
     if (status != 0) task_failed(co);
     if (co == g_main_task) g_main_task = nullptr; // its coroutine may run other tasks now
     if (g_closing_ref != LUA_NOREF) close_task_value(co, left_ref, status != 0);
@@ -273,6 +277,12 @@ int core_handles(lua_State* L) {
     return 1;
 }
 
+// The tasks started and not yet ended: specs check that waiting connections hold none.
+int core_tasks(lua_State* L) {
+    lua_pushinteger(L, static_cast<lua_Integer>(g_live_tasks));
+    return 1;
+}
+
 int core_pending(lua_State* L) {
     lua_pushinteger(L, static_cast<lua_Integer>(g_ready.size()));
     return 1;
@@ -355,6 +365,7 @@ int open_core(lua_State* L) {
                               {"spawn", core_spawn},
                               {"report", core_report},
                               {"pending", core_pending},
+                              {"tasks", core_tasks},
                               {"readline", core_readline},
                               {"yield", core_yield},
                               {"handles", core_handles},
@@ -533,6 +544,7 @@ void spawn(lua_State* L, int nargs, int close_idx) {
         lua_pop(L, 1);
     }
     lua_xmove(L, co, nargs + 1);
+    g_live_tasks++;
     if (g_current)
         enqueue(co, ref, nargs);
     else
@@ -650,6 +662,7 @@ lua_State* init(const char* script_dir) {
 void run_main(lua_State* L, int nargs) {
     lua_State* co = lua_newthread(L);
     g_main_task = co;
+    g_live_tasks++;
     lua_insert(L, -(nargs + 2));
     lua_xmove(L, co, nargs + 1);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);

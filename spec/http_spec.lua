@@ -4,6 +4,7 @@ local http = require "http"
 local tcp = require "tcp"
 local process = require "process"
 local task = require "task"
+local system = require "system"
 
 local function start(handler, opts, seed)
     opts = opts or {}
@@ -462,6 +463,62 @@ describe("http hardening", function()
         assert.is_nil(d)
         assert.are.equal("EOF", err.name)
         sock:close()
+        srv:close()
+    end)
+
+    it("closes each idle connection at its own keepAliveTimeout (one sweep timer, in order)", function()
+        local srv, port = start(hello, { keepAliveTimeout = 200 })
+        local function open()
+            local sock = assert(tcp.connect(port, "127.0.0.1"))
+            sock:settimeouts(2000, 2000, 2000)
+            sock:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert.truthy(sock:readuntil("\r\n\r\n"))
+            assert.are.equal("hello", sock:read(5))
+            return sock
+        end
+        local a = open()
+        local t0 = system.monotime()
+        sleep(120)
+        local b = open()
+        -- a closes about 200 ms after its request, b about 120 ms later.
+        local d, err = a:read()
+        assert.is_nil(d)
+        assert.are.equal("EOF", err.name)
+        local ta = system.monotime() - t0
+        d, err = b:read()
+        assert.is_nil(d)
+        assert.are.equal("EOF", err.name)
+        local tb = system.monotime() - t0
+        assert.is_true(ta >= 0.19 and ta < 0.3, "a closed after " .. ta)
+        assert.is_true(tb >= 0.31 and tb < 0.45, "b closed after " .. tb)
+        a:close()
+        b:close()
+        srv:close()
+    end)
+
+    it("holds no task while keep-alive connections wait for their next request", function()
+        local core = require "luaio.core"
+        local srv, port = start(hello)
+        local before = core.tasks()
+        local socks = {}
+        for i = 1, 30 do
+            local sock = assert(tcp.connect(port, "127.0.0.1"))
+            sock:settimeouts(2000, 2000, 2000)
+            sock:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert.truthy(sock:readuntil("\r\n\r\n"))
+            assert.are.equal("hello", sock:read(5))
+            socks[i] = sock
+        end
+        sleep(10)
+        assert.are.equal(30, srv:connections())
+        assert.are.equal(before, core.tasks())
+        -- and each still answers its next request
+        for _, sock in ipairs(socks) do
+            sock:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert.truthy(sock:readuntil("\r\n\r\n"))
+            assert.are.equal("hello", sock:read(5))
+            sock:close()
+        end
         srv:close()
     end)
 

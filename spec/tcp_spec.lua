@@ -131,6 +131,50 @@ describe("tcp.createServer", function()
         srv:close()
     end)
 
+    it("closes the socket of a handler that fails after waiting on a channel", function()
+        local ch = task.channel(0)
+        local srv, port = serve(function(sock)
+            ch:receive() -- parked from Lua (the task lets its scheduler reference go meanwhile)
+            error("after the wait")
+        end)
+        local c = assert(tcp.connect(port))
+        c:setTimeout(2000)
+        sleep(20)
+        ch:send(true)
+        local d, err = c:read()
+        assert.is_nil(d)
+        assert.are.equal("EOF", err.name)
+        c:close()
+        srv:close()
+    end)
+
+    it("runs onconnect at once, without a task, with spawn = false", function()
+        local core = require "luaio.core"
+        local kept, waited = {}, nil
+        local srv, port = serve(function(sock, server)
+            kept[#kept + 1] = sock
+            assert.is_userdata(server)
+            waited = select(2, pcall(sleep, 1)) -- it cannot wait
+        end, { spawn = false })
+        local before = core.tasks()
+        local c = assert(tcp.connect(port))
+        c:setTimeout(2000)
+        assert.is_true(wait_for(function() return #kept == 1 end))
+        assert.are.equal(before, core.tasks())
+        assert.truthy(tostring(waited):find("cannot wait outside a task", 1, true))
+        -- The socket stays open after onconnect returned: it is the caller's to use and close.
+        assert.is_nil(kept[1]:write("hi"))
+        assert.are.equal("hi", c:read(2))
+        kept[1]:close()
+        local d, err = c:read()
+        assert.is_nil(d)
+        assert.are.equal("EOF", err.name)
+        c:close()
+        srv:close()
+        assert.has_error(function() tcp.createServer(0, function() end, { spawn = 1 }) end,
+            "createServer: option 'spawn' must be a boolean")
+    end)
+
     it("closes the socket, reports the traceback and goes on when onconnect fails", function()
         local script = helper.script([[
             local tcp = require "tcp"

@@ -13,6 +13,8 @@ local type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error, select
     type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error, select
 local traceback, lower, format, sub, find = debug.traceback, string.lower, string.format, string.sub, string.find
 
+local new_table = require "table.new"
+
 local server = {}
 
 -- ---------------------------------------------------------------- requests
@@ -115,8 +117,11 @@ function Response:setHeader(name, value)
     end
     local h = self.headers
     if not h then
-        -- The first header: nothing to replace.
-        self.headers = { [name] = value }
+        -- The first header: nothing to replace. Room for a few more, so that they do not
+        -- rehash the table.
+        h = new_table(0, 4)
+        h[name] = value
+        self.headers = h
         return self
     end
     local l = lower(name)
@@ -244,8 +249,11 @@ local function make_serve(handler, seed)
                 end
             else
                 -- Every field a response gets is created here, so the table never grows (rehashes).
+                -- Constant values only: LuaJIT then copies a template that has every key, and
+                -- _conn is an existing key when it is set.
                 local res = setmetatable(
-                    { _conn = conn, status = 200, headers = false, _sent = false, _finished = false }, Response)
+                    { _conn = false, status = 200, headers = false, _sent = false, _finished = false }, Response)
+                res._conn = conn
                 local ok, e = xpcall(handler, on_error, req, res)
                 if not ok then
                     report(e)

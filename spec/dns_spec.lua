@@ -78,7 +78,9 @@ end
 
 local dnsmasq = {}
 
-function dnsmasq.start()
+-- Starts dnsmasq on a free UDP port; returns false when that port is taken for TCP (dnsmasq
+-- listens on both), so the caller tries another one.
+local function launch()
     local bin = io.open("/usr/sbin/dnsmasq") and "/usr/sbin/dnsmasq" or "dnsmasq"
     local user = helper.sh("id -un"):gsub("%s+$", "")
     dnsmasq.port = closed_port()
@@ -120,11 +122,22 @@ function dnsmasq.start()
     -- Wait until it answers: up to 15 s, since a loaded machine (CI, sanitizers) may start it slowly.
     for _ = 1, 500 do
         local a = dns.resolve4("host.test", { timeout = 200, cache = false })
-        if a then return end
+        if a then return true end
+        if (helper.read(dnsmasq.stderr) or ""):find("already in use", 1, true) then
+            dnsmasq.stop()
+            return false
+        end
         sleep(30)
     end
     local log = (helper.read(dnsmasq.log) or "(no log)") .. "\n" .. (helper.read(dnsmasq.stderr) or "")
     error("dnsmasq did not answer on " .. dnsmasq.server .. "; its log:\n" .. log)
+end
+
+function dnsmasq.start()
+    for _ = 1, 5 do
+        if launch() then return end
+    end
+    error("dnsmasq: no free port found in 5 tries")
 end
 
 function dnsmasq.stop()

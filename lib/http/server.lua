@@ -178,8 +178,10 @@ Response.send = Response.finish
 Response["end"] = Response.finish
 
 --- Sends `value` as JSON (with Content-Type application/json) and ends the response.
+local json -- loaded on first use (lua-cjson)
+
 function Response:json(value, status)
-    local json = require "json"
+    json = json or require "json"
     local body, err = json.encode(value)
     if not body then
         error("json: " .. err.message, 2)

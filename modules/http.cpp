@@ -1362,11 +1362,7 @@ int l_site(lua_State* L) {
     site->timer.data = site;
     lua_pushvalue(L, 2);
     site->serve_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    void** ud = static_cast<void**>(lua_newuserdata(L, sizeof(void*)));
-    *ud = site;
-    site->proxy = ud;
-    luaL_getmetatable(L, kSiteClass);
-    lua_setmetatable(L, -2);
+    site->proxy = luaio::push_proxy(L, site, kSiteClass);
     return 1;
 }
 

@@ -497,11 +497,7 @@ int l_spawn(lua_State* L) {
     g_children[c->pid] = c;
     g_unclaimed.erase(c->pid); // a recycled pid: the old status is meaningless now
 
-    void** ud = static_cast<void**>(lua_newuserdata(L, sizeof(void*)));
-    *ud = c;
-    c->proxy = ud;
-    luaL_getmetatable(L, kChildClass);
-    lua_setmetatable(L, -2);
+    c->proxy = luaio::push_proxy(L, c, kChildClass);
     lua_createtable(L, 0, 6);
     lua_pushinteger(L, c->pid);
     lua_setfield(L, -2, "pid");

@@ -460,11 +460,7 @@ int l_listen(lua_State* L) {
     }
     lua_pushvalue(L, 2);
     sv->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    void** ud = static_cast<void**>(lua_newuserdata(L, sizeof(void*)));
-    *ud = sv;
-    sv->proxy = ud;
-    luaL_getmetatable(L, kServerClass);
-    lua_setmetatable(L, -2);
+    sv->proxy = luaio::push_proxy(L, sv, kServerClass);
     lua_pushvalue(L, -1);
     sv->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 1;

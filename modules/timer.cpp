@@ -131,11 +131,7 @@ int start_timer(lua_State* L, bool repeat, const char* fname) {
     t->deadline_ns = uv_hrtime() + period * 1000000;
     uv_update_time(luaio::loop());
     uv_timer_start(&t->timer, on_timer, period, repeat ? (period ? period : 1) : 0);
-    void** ud = static_cast<void**>(lua_newuserdata(L, sizeof(void*)));
-    *ud = t;
-    t->proxy = ud;
-    luaL_getmetatable(L, kTimerClass);
-    lua_setmetatable(L, -2);
+    t->proxy = luaio::push_proxy(L, t, kTimerClass);
     return 1;
 }
 

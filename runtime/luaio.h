@@ -49,6 +49,9 @@ const char* opt_string_field(lua_State* L, int idx, const char* field, const cha
 // Every proxy userdata is a pointer to a C++ object; `name` is the metatable name
 // (luaio.<module>.<type>). check_object raises "<fname>: expected <name>" on a wrong self.
 void* check_object(lua_State* L, int idx, const char* name, const char* fname);
+// Pushes a new proxy of obj: a userdata holding the pointer, with the metatable `cls`. Returns
+// the pointer's slot, which the owner keeps and clears when obj goes (check_object then raises).
+void** push_proxy(lua_State* L, void* obj, const char* cls);
 // Creates the metatable `name` with __index = itself and the given methods; leaves it on the stack.
 void new_class(lua_State* L, const char* name, const luaL_Reg* methods);
 

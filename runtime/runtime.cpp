@@ -467,6 +467,14 @@ void* check_object(lua_State* L, int idx, const char* name, const char* fname) {
     return *ud;
 }
 
+void** push_proxy(lua_State* L, void* obj, const char* cls) {
+    void** ud = static_cast<void**>(lua_newuserdata(L, sizeof(void*)));
+    *ud = obj;
+    luaL_getmetatable(L, cls);
+    lua_setmetatable(L, -2);
+    return ud;
+}
+
 void new_class(lua_State* L, const char* name, const luaL_Reg* methods) {
     luaL_newmetatable(L, name);
     lua_pushvalue(L, -1);

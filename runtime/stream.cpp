@@ -609,11 +609,7 @@ Stream* Stream::check(lua_State* L, int idx, const char* fname) {
 }
 
 void Stream::push_proxy(lua_State* L, const char* cls) {
-    void** ud = static_cast<void**>(lua_newuserdata(L, sizeof(void*)));
-    *ud = this;
-    proxy_ = ud;
-    luaL_getmetatable(L, cls);
-    lua_setmetatable(L, -2);
+    proxy_ = luaio::push_proxy(L, this, cls);
 }
 
 void Stream::add_methods(lua_State* L) {

@@ -183,31 +183,36 @@ struct Stream::Impl {
         deliver(s, buf->base, static_cast<size_t>(nread));
     }
 
-    // New bytes (or the end of the stream, len 0) arrive: feed a waiting reader, keep the rest.
+    // New bytes (or the end of the stream, len 0) arrive: feed a waiting reader, or the watching
+    // consumer, and keep the rest.
     static void deliver(Stream* s, const char* data, size_t len) {
-        if (s->reader_.waiting()) {
-            lua_State* co = task_of(s->reader_);
+        if (s->reader_.waiting() || s->watching_) {
+            // A watching consumer produces its results on the main state (no task waits).
+            lua_State* L = s->watching_ ? main_state() : task_of(s->reader_);
             size_t used = 0;
             int n;
             if (pending_size(s) == 0) {
-                n = satisfy(s, co, data, len, &used);
+                n = satisfy(s, L, data, len, &used);
                 data += used;
                 len -= used;
             } else {
                 append(s->pending_, data, len);
                 len = 0;
-                n = satisfy(s, co, pending_data(s), pending_size(s), &used);
+                n = satisfy(s, L, pending_data(s), pending_size(s), &used);
                 consume_pending(s, used);
             }
-            if (len > 0) append(s->pending_, data, len);
+            if (len > 0) append(s->pending_, data, len); // settled before anything runs
             if (n >= 0) {
                 s->mode_ = ReadMode::None;
-                Parked p = detach(s->reader_);
-                arm_timer(s);
-                resume_parked(p, n);
+                if (s->watching_) {
+                    s->watching_ = false;
+                    s->consumer_->ready(L, n);
+                } else {
+                    Parked p = detach(s->reader_);
+                    arm_timer(s);
+                    resume_parked(p, n);
+                }
             }
-        } else if (s->watching_) {
-            watch_deliver(s, data, len);
         } else if (len > 0) {
             append(s->pending_, data, len);
         }
@@ -216,29 +221,6 @@ struct Stream::Impl {
         if (s->reading_ && !s->closing_ && !s->reader_.waiting() && !s->watching_ && pending_size(s) > s->high_water) {
             uv_read_stop(s->stream());
             s->reading_ = false;
-        }
-    }
-
-    // Watch mode: the consumer gets the bytes in the read callback; once it produced its
-    // results (on the main state), the rest of the bytes is buffered, then ready() runs.
-    static void watch_deliver(Stream* s, const char* data, size_t len) {
-        lua_State* L = main_state();
-        size_t used = 0;
-        int n;
-        if (pending_size(s) == 0) {
-            n = consume(s, L, data, len, &used);
-            data += used;
-            len -= used;
-        } else {
-            append(s->pending_, data, len);
-            len = 0;
-            n = consume(s, L, pending_data(s), pending_size(s), &used);
-            consume_pending(s, used);
-        }
-        if (len > 0) append(s->pending_, data, len);
-        if (n >= 0) {
-            s->watching_ = false;
-            s->consumer_->ready(L, n);
         }
     }
 
@@ -582,6 +564,7 @@ int Stream::take_or_watch(lua_State* L, Consumer* c) {
 void Stream::watch(Consumer* c) {
     if (closing_) return;
     consumer_ = c;
+    mode_ = ReadMode::Custom;
     watching_ = true;
     start_reading();
 }

@@ -618,11 +618,11 @@ template <class Start> int run_query(lua_State* L, Query* q, lua_Integer timeout
     return luaio::park(L, q->waiter);
 }
 
-int resolve(lua_State* L, int family, const char* fname) {
-    std::string name = check_name(L, fname, "a hostname");
-    Options o = check_options(L, 2, fname);
-    if (bad_name(name)) return return_error(L, ARES_EBADNAME, name);
-    std::string key = cache_key(family == AF_INET ? "A" : "AAAA", name);
+// The cached answer under `key` (when the cache may be used), else a query started by `start`
+// whose answer is cached under `key`.
+template <class Start>
+int cached_or_query(lua_State* L, const char* fname, const std::string& name, const std::string& key, const Options& o,
+                    Start&& start) {
     if (o.cache) {
         uint64_t now = now_ms();
         if (const CacheEntry* e = g_cache.get(key, now)) {
@@ -636,7 +636,15 @@ int resolve(lua_State* L, int family, const char* fname) {
     q->cache_key = key;
     q->want_ttl = o.ttl;
     q->use_cache = o.cache;
-    return run_query(L, q, o.timeout, [&](ares_channel ch, Query* q) {
+    return run_query(L, q, o.timeout, start);
+}
+
+int resolve(lua_State* L, int family, const char* fname) {
+    std::string name = check_name(L, fname, "a hostname");
+    Options o = check_options(L, 2, fname);
+    if (bad_name(name)) return return_error(L, ARES_EBADNAME, name);
+    std::string key = cache_key(family == AF_INET ? "A" : "AAAA", name);
+    return cached_or_query(L, fname, name, key, o, [&](ares_channel ch, Query* q) {
         ares_query(ch, q->name.c_str(), C_IN, family == AF_INET ? T_A : T_AAAA,
                    family == AF_INET ? on_a_answer : on_aaaa_answer, q);
     });
@@ -673,21 +681,8 @@ int l_lookup(lua_State* L) {
         return 1;
     }
     std::string key = cache_key(o.family == 4 ? "L4" : o.family == 6 ? "L6" : "L", name);
-    if (o.cache) {
-        uint64_t now = now_ms();
-        if (const CacheEntry* e = g_cache.get(key, now)) {
-            push_list(L, e->addrs, o.ttl ? &e->ttls : nullptr, static_cast<int>((now - e->stored) / 1000));
-            return 1;
-        }
-    }
-    luaio::check_can_wait(L, fname);
-    auto* q = new Query;
-    q->name = name;
-    q->cache_key = key;
-    q->want_ttl = o.ttl;
-    q->use_cache = o.cache;
     int family = o.family == 4 ? AF_INET : o.family == 6 ? AF_INET6 : AF_UNSPEC;
-    return run_query(L, q, o.timeout, [&](ares_channel ch, Query* q) {
+    return cached_or_query(L, fname, name, key, o, [&](ares_channel ch, Query* q) {
         ares_addrinfo_hints hints;
         std::memset(&hints, 0, sizeof hints);
         hints.ai_family = family;

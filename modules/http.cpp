@@ -1010,25 +1010,25 @@ int l_head(lua_State* L) {
     return write_body(L, c, d, len, false, "head");
 }
 
+// A piece of an open response body: conn:write(data), or conn:finish([data]) with last.
+int write_piece(lua_State* L, bool last, const char* fname) {
+    Conn* c = check_conn(L, fname);
+    if (!c->head_sent || c->responded) luaio::raise(L, fname, "no response body is open");
+    size_t len;
+    const char* d = opt_data(L, 2, &len, fname);
+    out().clear();
+    if (len == 0 && !last) return 0;
+    return write_body(L, c, d, len, last, fname);
+}
+
 // err = conn:write(data)
 int l_write(lua_State* L) {
-    Conn* c = check_conn(L, "write");
-    if (!c->head_sent || c->responded) luaio::raise(L, "write", "no response body is open");
-    size_t len;
-    const char* d = opt_data(L, 2, &len, "write");
-    out().clear();
-    if (len == 0) return 0;
-    return write_body(L, c, d, len, false, "write");
+    return write_piece(L, false, "write");
 }
 
 // err = conn:finish([data])
 int l_finish(lua_State* L) {
-    Conn* c = check_conn(L, "finish");
-    if (!c->head_sent || c->responded) luaio::raise(L, "finish", "no response body is open");
-    size_t len;
-    const char* d = opt_data(L, 2, &len, "finish");
-    out().clear();
-    return write_body(L, c, d, len, true, "finish");
+    return write_piece(L, true, "finish");
 }
 
 // conn:reject(status): a canned error response if nothing was sent yet; the connection ends.

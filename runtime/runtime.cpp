@@ -63,41 +63,35 @@ constexpr size_t kPoolMax = 128;
 // Tasks started and not yet ended (running, ready or parked).
 size_t g_live_tasks = 0;
 
-// Moves closing[from_ref] (if any) to closing[to_ref], or to/from the parked table when one of
-// the refs is LUA_NOREF (the coroutine is the key there).
+// Moves the closing value of task co (if any) from ref from_ref to ref to_ref; LUA_NOREF on
+// either side stands for the parked table, where co itself is the key.
 void move_closing(lua_State* co, int from_ref, int to_ref) {
     if (g_closing_ref == LUA_NOREF) return;
     lua_State* L = g_L;
+    int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, g_closing_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, g_closing_parked_ref);
-    int closing = lua_gettop(L) - 1, parked = closing + 1;
-    if (from_ref == LUA_NOREF) {
+    int closing = top + 1, parked = top + 2;
+    auto get = [&](int ref) {
+        if (ref != LUA_NOREF) return lua_rawgeti(L, closing, ref);
         lua_pushthread(co);
         lua_xmove(co, L, 1);
         lua_rawget(L, parked);
-    } else {
-        lua_rawgeti(L, closing, from_ref);
-    }
+    };
+    auto set = [&](int ref) { // pops the value
+        if (ref != LUA_NOREF) return lua_rawseti(L, closing, ref);
+        lua_pushthread(co);
+        lua_xmove(co, L, 1);
+        lua_insert(L, -2);
+        lua_rawset(L, parked);
+    };
+    get(from_ref);
     if (!lua_isnil(L, -1)) {
-        if (to_ref == LUA_NOREF) {
-            lua_pushthread(co);
-            lua_xmove(co, L, 1);
-            lua_insert(L, -2);
-            lua_rawset(L, parked);
-        } else {
-            lua_rawseti(L, closing, to_ref);
-        }
-        if (from_ref == LUA_NOREF) {
-            lua_pushthread(co);
-            lua_xmove(co, L, 1);
-            lua_pushnil(L);
-            lua_rawset(L, parked);
-        } else {
-            lua_pushnil(L);
-            lua_rawseti(L, closing, from_ref);
-        }
+        set(to_ref);
+        lua_pushnil(L);
+        set(from_ref);
     }
-    lua_settop(L, closing - 1);
+    lua_settop(L, top);
 }
 
 // Closes the value of a task that ended (returned, or failed with its error on top of co):

@@ -9,8 +9,8 @@ local core = require "luaio.http"
 local tcp = require "tcp"
 local report = require("luaio.core").report
 
-local type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error, select =
-    type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error, select
+local type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error =
+    type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error
 local traceback, lower, format, sub, find = debug.traceback, string.lower, string.format, string.sub, string.find
 
 local new_table = require "table.new"

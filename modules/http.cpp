@@ -165,7 +165,7 @@ void untrack(Conn* c);
 void conn_close(Conn* c);
 
 Conn* check_conn(lua_State* L, const char* fname) {
-    auto* c = static_cast<Conn*>(luaL_testudata(L, 1, kConnClass));
+    auto* c = static_cast<Conn*>(luaio::test_object(L, 1, kConnClass));
     if (!c) luaio::raise(L, fname, "expected %s as self, got %s", kConnClass, luaL_typename(L, 1));
     if (c->closed) luaio::raise(L, fname, "attempt to use a closed HTTP connection");
     return c;
@@ -1276,10 +1276,14 @@ int l_close(lua_State* L) {
 
 // The end of a request's task (the conn is its closing value): unless the connection waits for
 // its next request, or the task failed, it is closed.
-int l_task_end(lua_State* L) {
-    auto* c = static_cast<Conn*>(luaL_checkudata(L, 1, kConnClass));
+void task_end(lua_State*, void* ud, bool failed) {
+    auto* c = static_cast<Conn*>(ud);
     Stream* s = c->closed ? nullptr : c->stream();
-    if (!lua_isnil(L, 2) || !s || !s->watching()) conn_close(c);
+    if (failed || !s || !s->watching()) conn_close(c);
+}
+
+int l_task_end(lua_State* L) {
+    task_end(L, luaL_checkudata(L, 1, kConnClass), !lua_isnil(L, 2));
     return 0;
 }
 
@@ -1336,7 +1340,7 @@ Conn* new_conn(lua_State* L, int sock_idx, llhttp_type_t type) {
 // conn = core.client(sock[, limits])
 int l_client(lua_State* L) {
     Stream::check(L, 1, "client");
-    auto* lim = static_cast<Limits*>(luaL_testudata(L, 2, kLimitsClass));
+    auto* lim = static_cast<Limits*>(luaio::test_object(L, 2, kLimitsClass));
     Conn* c = new_conn(L, 1, HTTP_RESPONSE);
     c->parser = acquire_parser(HTTP_RESPONSE);
     if (lim) {
@@ -1508,6 +1512,7 @@ extern "C" int luaopen_luaio_http(lua_State* L) {
                                      {"__gc", l_gc},         {nullptr, nullptr}};
     luaio::new_class(L, kConnClass, conn_methods);
     lua_pop(L, 1);
+    luaio::set_closer(L, kConnClass, task_end);
     const luaL_Reg site_methods[] = {{"close", l_site_close}, {"__gc", l_site_gc}, {nullptr, nullptr}};
     luaio::new_class(L, kSiteClass, site_methods);
     lua_pop(L, 1);

@@ -480,7 +480,7 @@ int l_server_address(lua_State* L) {
 
 // The open connections; still counts after close() while connections in progress finish.
 int l_server_connections(lua_State* L) {
-    void** ud = static_cast<void**>(luaL_testudata(L, 1, kServerClass));
+    void** ud = static_cast<void**>(luaio::test_object(L, 1, kServerClass));
     if (!ud) luaio::raise(L, "connections", "expected %s as self, got %s", kServerClass, luaL_typename(L, 1));
     lua_pushinteger(L, *ud ? static_cast<lua_Integer>(static_cast<Server*>(*ud)->connections) : 0);
     return 1;
@@ -488,7 +488,7 @@ int l_server_connections(lua_State* L) {
 
 // Connections refused because `maxconnections` were open.
 int l_server_refused(lua_State* L) {
-    void** ud = static_cast<void**>(luaL_testudata(L, 1, kServerClass));
+    void** ud = static_cast<void**>(luaio::test_object(L, 1, kServerClass));
     if (!ud) luaio::raise(L, "refused", "expected %s as self, got %s", kServerClass, luaL_typename(L, 1));
     lua_pushinteger(L, *ud ? static_cast<lua_Integer>(static_cast<Server*>(*ud)->refused) : 0);
     return 1;
@@ -496,7 +496,7 @@ int l_server_refused(lua_State* L) {
 
 // Stops accepting; connections in progress go on until their handlers return. Idempotent.
 int l_server_close(lua_State* L) {
-    void** ud = static_cast<void**>(luaL_testudata(L, 1, kServerClass));
+    void** ud = static_cast<void**>(luaio::test_object(L, 1, kServerClass));
     if (!ud) luaio::raise(L, "close", "expected %s as self, got %s", kServerClass, luaL_typename(L, 1));
     if (*ud) server_close(static_cast<Server*>(*ud));
     return 0;
@@ -536,6 +536,7 @@ extern "C" int luaopen_luaio_tcp(lua_State* L) {
                                      {nullptr, nullptr}};
     luaL_setfuncs(L, sock_methods, 0);
     lua_pop(L, 1);
+    luaio::set_closer(L, kSocketClass, Stream::close_proxy);
 
     const luaL_Reg server_methods[] = {{"address", l_server_address}, {"connections", l_server_connections},
                                        {"refused", l_server_refused}, {"close", l_server_close},

@@ -49,6 +49,15 @@ const char* opt_string_field(lua_State* L, int idx, const char* field, const cha
 // Every proxy userdata is a pointer to a C++ object; `name` is the metatable name
 // (luaio.<module>.<type>). check_object raises "<fname>: expected <name>" on a wrong self.
 void* check_object(lua_State* L, int idx, const char* name, const char* fname);
+// luaL_testudata without its registry lookup: the userdata at idx if its metatable is `name`'s
+// (created by new_class or luaL_newmetatable), else nullptr. Cheap enough for every method call.
+void* test_object(lua_State* L, int idx, const char* name);
+// Ends the closing value of a task (see spawn) of a class: ud is the userdata's block, failed
+// tells whether the task failed. Must not raise.
+using Closer = void (*)(lua_State* L, void* ud, bool failed);
+// Registers the closer of the class `name` (a C++ object's proxies): a task's closing value of
+// that class is then ended by a direct call, without looking up and pcalling __close.
+void set_closer(lua_State* L, const char* name, Closer closer);
 // Pushes a new proxy of obj: a userdata holding the pointer, with the metatable `cls`. Returns
 // the pointer's slot, which the owner keeps and clears when obj goes (check_object then raises).
 void** push_proxy(lua_State* L, void* obj, const char* cls);
@@ -95,8 +104,9 @@ bool wake_uv_error(Waiter& w, int uverr, int nils = 1);
 // is queued to run. Errors in the task are reported (traceback to stderr); the loop goes on.
 // With close_idx, the value at that index (typically one of the arguments, e.g. a connection's
 // socket) is closed when the task ends, whether it returns or fails: its __close metamethod is
-// called with (value, error or nil), like a Lua 5.4 <close> variable. This costs no stack frame
-// in the task (a Lua wrapper with pcall would grow every coroutine's stack).
+// called with (value, error or nil), like a Lua 5.4 <close> variable; a class with a closer
+// (set_closer) has that called instead. This costs no stack frame in the task (a Lua wrapper
+// with pcall would grow every coroutine's stack).
 void spawn(lua_State* L, int nargs, int close_idx = 0);
 
 // True while Lua code of some task is running (so a resume must be queued, not nested).

@@ -94,6 +94,37 @@ void move_closing(lua_State* co, int from_ref, int to_ref) {
     lua_settop(L, top);
 }
 
+// The metatables of the classes, by the address of their name: a type check is then a pointer
+// comparison (luaL_testudata looks the name up in the registry, hashing it, on every call).
+struct ClassEntry {
+    const char* name;
+    const void* mt;
+    Closer closer; // set_closer: ends a task's closing value of this class (nullptr: __close)
+};
+constexpr size_t kMaxClasses = 32;
+ClassEntry g_classes[kMaxClasses];
+size_t g_nclasses = 0;
+
+const void* class_metatable(lua_State* L, const char* name) {
+    for (size_t i = 0; i < g_nclasses; i++)
+        if (g_classes[i].name == name) return g_classes[i].mt;
+    luaL_getmetatable(L, name);
+    const void* mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (mt && g_nclasses < kMaxClasses) g_classes[g_nclasses++] = {name, mt, nullptr};
+    return mt;
+}
+
+// The closer of the userdata at idx, by its metatable (nullptr when it has none).
+Closer closer_at(lua_State* L, int idx) {
+    if (!lua_touserdata(L, idx) || !lua_getmetatable(L, idx)) return nullptr;
+    const void* mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    for (size_t i = 0; i < g_nclasses; i++)
+        if (g_classes[i].mt == mt) return g_classes[i].closer;
+    return nullptr;
+}
+
 // Closes the value of a task that ended (returned, or failed with its error on top of co):
 // calls its __close metamethod with (value, error or nil), as Lua 5.4 does for <close>.
 void close_task_value(lua_State* co, int ref, bool failed) {
@@ -104,7 +135,9 @@ void close_task_value(lua_State* co, int ref, bool failed) {
     if (!lua_isnil(L, -1)) {
         lua_pushnil(L);
         lua_rawseti(L, top + 1, ref); // a value is closed once
-        if (luaL_getmetafield(L, top + 2, "__close")) {
+        if (Closer closer = closer_at(L, top + 2)) {
+            closer(L, lua_touserdata(L, top + 2), failed);
+        } else if (luaL_getmetafield(L, top + 2, "__close")) {
             lua_pushvalue(L, top + 2);
             if (failed) {
                 lua_pushvalue(co, -1);
@@ -454,8 +487,22 @@ const char* opt_string_field(lua_State* L, int idx, const char* field, const cha
     return v;
 }
 
+void* test_object(lua_State* L, int idx, const char* name) {
+    void* ud = lua_touserdata(L, idx);
+    if (!ud || !lua_getmetatable(L, idx)) return nullptr;
+    const void* mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    return mt && mt == class_metatable(L, name) ? ud : nullptr;
+}
+
+void set_closer(lua_State* L, const char* name, Closer closer) {
+    class_metatable(L, name);
+    for (size_t i = 0; i < g_nclasses; i++)
+        if (g_classes[i].name == name) g_classes[i].closer = closer;
+}
+
 void* check_object(lua_State* L, int idx, const char* name, const char* fname) {
-    void** ud = static_cast<void**>(luaL_testudata(L, idx, name));
+    void** ud = static_cast<void**>(test_object(L, idx, name));
     if (!ud) raise(L, fname, "expected %s as argument %d, got %s", name, idx, luaL_typename(L, idx));
     if (!*ud) raise(L, fname, "attempt to use a closed %s", name);
     return *ud;
@@ -679,6 +726,7 @@ int shutdown() {
     // loop, and their owners stay reachable, until the process exits.
     lua_close(g_L);
     g_L = nullptr;
+    g_nclasses = 0; // the metatables went with the state
     uv_idle_stop(&g_idle);
     uv_run(g_loop, UV_RUN_NOWAIT);
     return 0;

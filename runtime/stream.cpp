@@ -591,6 +591,10 @@ Stream* Stream::check(lua_State* L, int idx, const char* fname) {
     raise(L, fname, "expected a socket or pipe as self, got %s", luaL_typename(L, idx));
 }
 
+void Stream::close_proxy(lua_State*, void* ud, bool) {
+    if (void* s = *static_cast<void**>(ud)) static_cast<Stream*>(s)->close();
+}
+
 void Stream::push_proxy(lua_State* L, const char* cls) {
     proxy_ = luaio::push_proxy(L, this, cls);
 }

@@ -70,6 +70,8 @@ class Stream {
     void push_proxy(lua_State* L, const char* cls);
     // Adds the stream methods, __gc, __close and the stream marker to the metatable on top of L.
     static void add_methods(lua_State* L);
+    // A luaio::Closer for stream proxies: closes the stream (a task's socket when it ends).
+    static void close_proxy(lua_State* L, void* ud, bool failed);
 
     void start_reading();
 

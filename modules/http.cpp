@@ -45,7 +45,6 @@ namespace H = luaio::http;
 constexpr const char* kConnClass = "luaio.http.conn";
 constexpr const char* kLimitsClass = "luaio.http.limits";
 constexpr const char* kSiteClass = "luaio.http.site";
-char kReqMeta; // registry key of the metatable given to request tables (set by lib/http.lua)
 
 // Defaults, after nginx and Node.js; every one is an option of the server or client.
 struct Limits {
@@ -148,13 +147,17 @@ H::Parser* acquire_parser(llhttp_type_t type) {
     return p;
 }
 
-void release_parser(Conn* c) {
-    if (!c->parser) return;
+void release_parser(H::Parser* p) {
     auto& pool = parser_pool();
     if (pool.size() < 256)
-        pool.push_back(c->parser);
+        pool.push_back(p);
     else
-        delete c->parser;
+        delete p;
+}
+
+void release_parser(Conn* c) {
+    if (!c->parser) return;
+    release_parser(c->parser);
     c->parser = nullptr;
 }
 
@@ -478,63 +481,43 @@ void push_version(lua_State* L, const H::Parser& p) {
         lua_pushfstring(L, "%d.%d", p.major(), p.minor());
 }
 
-// The field names of a request and the method names, interned once and kept in the registry:
-// building a request then costs no strlen, no string hashing and no metamethod-aware set.
-enum Key { kKeyMethod, kKeyPath, kKeyUrl, kKeyHeaders, kKeyHttpVersion, kKeyConn, kKeyCount };
-const char* const kKeyNames[kKeyCount] = {"method", "path", "url", "headers", "httpVersion", "_conn"};
-int g_key_refs[kKeyCount];
+// Method names, interned on first use and kept in the registry (llhttp only names the
+// methods it parses): a request's method then costs no strlen and no string hashing.
 constexpr int kMaxMethod = 64;
 int g_method_refs[kMaxMethod];
 
-void intern_keys(lua_State* L) {
-    for (int i = 0; i < kKeyCount; i++) {
-        lua_pushstring(L, kKeyNames[i]);
-        g_key_refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
-    // Method names are interned on first use: llhttp only names the methods it parses.
-    for (int m = 0; m < kMaxMethod; m++) g_method_refs[m] = LUA_NOREF;
-}
-
-// t[key] = the value on top (popped); t is an absolute stack index.
-void set_key(lua_State* L, int t, Key k) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, g_key_refs[k]);
-    lua_insert(L, -2);
-    lua_rawset(L, t);
-}
-
-void push_request(lua_State* L, Conn* c) {
-    H::Head& h = H::scratch_head();
-    lua_createtable(L, 0, 8);
-    int t = lua_gettop(L);
-    int method = c->parser->method();
+void push_method(lua_State* L, int method) {
     if (method >= 0 && method < kMaxMethod && g_method_refs[method] != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, g_method_refs[method]);
-    } else {
-        lua_pushstring(L, llhttp_method_name(static_cast<llhttp_method_t>(method)));
-        if (method >= 0 && method < kMaxMethod) {
-            lua_pushvalue(L, -1);
-            g_method_refs[method] = luaL_ref(L, LUA_REGISTRYINDEX);
-        }
+        return;
     }
-    set_key(L, t, kKeyMethod);
+    lua_pushstring(L, llhttp_method_name(static_cast<llhttp_method_t>(method)));
+    if (method >= 0 && method < kMaxMethod) {
+        lua_pushvalue(L, -1);
+        g_method_refs[method] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+}
+
+// A request reaches Lua as values, not as a table: lib/http/server.lua builds the request
+// table from a constant template, which the interpreter does faster than the C API can.
+// Pushes method, url, path (nil when it is the url: no query), the head and the version. The
+// head is the raw bytes of the request line and header lines: the headers table is only made
+// from it when the handler reads req.headers (core.headers), so a request whose headers are
+// not read costs one string (none when the same head came before: Lua interns strings).
+constexpr int kRequestValues = 6; // and the body (or nil)
+
+void push_request(lua_State* L, Conn* c, const char* head, size_t head_len) {
+    H::Head& h = H::scratch_head();
+    push_method(L, c->parser->method());
     const char* u = h.url.p ? h.url.p : "";
     lua_pushlstring(L, u, h.url.len);
     const char* q = static_cast<const char*>(std::memchr(u, '?', h.url.len));
     if (q)
         lua_pushlstring(L, u, static_cast<size_t>(q - u));
     else
-        lua_pushvalue(L, -1);
-    set_key(L, t, kKeyPath);
-    set_key(L, t, kKeyUrl);
-    push_headers(L);
-    set_key(L, t, kKeyHeaders);
+        lua_pushnil(L);
+    lua_pushlstring(L, head, head_len);
     push_version(L, *c->parser);
-    set_key(L, t, kKeyHttpVersion);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
-    set_key(L, t, kKeyConn);
-    lua_pushlightuserdata(L, &kReqMeta);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    lua_setmetatable(L, -2);
 }
 
 void push_response(lua_State* L, Conn* c) {
@@ -697,16 +680,33 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
         for (size_t i = 0; i < h.nheaders; i++)
             if (lower_equals(h.names[i].p, h.names[i].len, "expect"))
                 c->expect_continue = lower_equals(h.values[i].p, h.values[i].len, "100-continue");
-        push_request(L, c);
-    } else {
-        int status = c->parser->status();
-        if (status >= 100 && status < 200 && status != 101) {
-            // An interim response (100 Continue): the final one follows.
-            return consume_head(c, L, data, len, err, used);
+        size_t head_len = c->parser->head_len();
+        const char* head = data + off - head_len;
+        if (c->with_body && c->in_body()) {
+            // The whole body is wanted too. What is here of it is gathered now; when that is all
+            // of it, the request carries its body. Otherwise the request comes without one and
+            // its task calls conn:body(), which goes on from here (so no task waits before a
+            // request is in). The head stays in the buffer meanwhile: nothing is read into it.
+            send_continue(c);
+            if (gather_body(L, c, data + off, len - off, err, used) < 0) {
+                write_canned(c, c->body_bytes > c->lim->max_body_size ? 413 : 400);
+                return 2;
+            }
         }
-        c->keep = c->parser->keep_alive();
-        push_response(L, c);
+        push_request(L, c, head, head_len);
+        if (c->with_body && !c->in_body())
+            push_body(L, c);
+        else
+            lua_pushnil(L);
+        return kRequestValues;
     }
+    int status = c->parser->status();
+    if (status >= 100 && status < 200 && status != 101) {
+        // An interim response (100 Continue): the final one follows.
+        return consume_head(c, L, data, len, err, used);
+    }
+    c->keep = c->parser->keep_alive();
+    push_response(L, c);
     if (!c->with_body || !c->in_body()) {
         if (c->with_body) {
             lua_pushliteral(L, "");
@@ -714,24 +714,7 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
         }
         return 1;
     }
-    // The whole body is wanted too.
     send_continue(c);
-    if (c->server) {
-        // What is here of it is gathered now; when that is all of it, the request carries its
-        // body. Otherwise the request comes without one and its task calls conn:body(), which
-        // goes on from here (so no task waits before a request is in).
-        int g = gather_body(L, c, data + off, len - off, err, used);
-        if (g < 0) {
-            write_canned(c, c->body_bytes > c->lim->max_body_size ? 413 : 400);
-            lua_remove(L, -3);
-            return 2;
-        }
-        if (g > 0) {
-            push_body(L, c);
-            lua_setfield(L, -2, "body");
-        }
-        return 1;
-    }
     // A client waits for the body: the response is kept aside while it comes.
     c->req_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     c->op = Op::Body;
@@ -818,9 +801,10 @@ int start_read(lua_State* L, Conn* c, Op op, const char* fname) {
     return s->read_with(L, c, fname);
 }
 
-// req | nil | nil, err = conn:next(): the next request when its head is already buffered
-// (pipelining); otherwise nil, and the connection waits for it in C++ while the task ends.
-// nil and an error when the connection must close (no keep-alive, EOF, a malformed request).
+// method, url, path, head, version, body | nothing | nil, err = conn:next(): the values of the
+// next request (see push_request) when its head is already buffered (pipelining); otherwise
+// nothing, and the connection waits for it in C++ while the task ends. nil and an error when
+// the connection must close (no keep-alive, EOF, a malformed request).
 int l_next(lua_State* L) {
     Conn* c = check_conn(L, "next");
     if (!c->server) luaio::raise(L, "next", "not a server connection");
@@ -1225,20 +1209,21 @@ void site_close(Site* site) {
 }
 
 void Conn::ready(lua_State* L, int n) {
-    if (closed || n != 1 || !lua_istable(L, -1)) {
+    if (closed || n != kRequestValues) {
         // An error ends the connection (a canned response, if any, was written): EOF, a
         // malformed or oversized head, a reset.
         lua_pop(L, n);
         conn_close(this);
         return;
     }
-    // A request: its task runs serve(conn, req); the conn is closed if the task fails.
+    // A request: its task runs serve(conn, <the request's values>); the conn is closed if the
+    // task fails.
     untrack(this);
     lua_rawgeti(L, LUA_REGISTRYINDEX, site->serve_ref);
-    lua_insert(L, -2);
+    lua_insert(L, -(n + 1));
     lua_rawgeti(L, LUA_REGISTRYINDEX, self_ref);
-    lua_insert(L, -2);
-    luaio::spawn(L, 2, -2);
+    lua_insert(L, -(n + 1));
+    luaio::spawn(L, n + 1, -(n + 1));
 }
 
 void release(lua_State* L, Conn* c) {
@@ -1280,11 +1265,6 @@ void task_end(lua_State*, void* ud, bool failed) {
     auto* c = static_cast<Conn*>(ud);
     Stream* s = c->closed ? nullptr : c->stream();
     if (failed || !s || !s->watching()) conn_close(c);
-}
-
-int l_task_end(lua_State* L) {
-    task_end(L, luaL_checkudata(L, 1, kConnClass), !lua_isnil(L, 2));
-    return 0;
 }
 
 int l_gc(lua_State* L) {
@@ -1407,13 +1387,17 @@ int l_site_gc(lua_State* L) {
     return 0;
 }
 
-// core.setrequestmeta(mt): the metatable of request tables (methods and lazy fields).
-int l_set_request_meta(lua_State* L) {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_pushlightuserdata(L, &kReqMeta);
-    lua_pushvalue(L, 1);
-    lua_rawset(L, LUA_REGISTRYINDEX);
-    return 0;
+// core.headers(head): the headers table of a request's raw head (see push_request).
+int l_headers(lua_State* L) {
+    size_t len;
+    const char* head = luaL_checklstring(L, 1, &len);
+    H::Parser* p = acquire_parser(HTTP_REQUEST);
+    size_t used = 0;
+    H::Parser::Result r = p->parse_head(head, len, len, &used);
+    release_parser(p);
+    if (r != H::Parser::Result::Ok) luaio::raise(L, "headers", "not a request head");
+    push_headers(L);
+    return 1;
 }
 
 // ---------------------------------------------------------------- helpers for lib/http
@@ -1508,8 +1492,8 @@ extern "C" int luaopen_luaio_http(lua_State* L) {
                                      {"write", l_write},     {"finish", l_finish},       {"reject", l_reject},
                                      {"request", l_request}, {"keepalive", l_keepalive}, {"reusable", l_reusable},
                                      {"sent", l_sent},       {"setclose", l_set_close},  {"socket", l_socket},
-                                     {"unref", l_unref},     {"close", l_close},         {"__close", l_task_end},
-                                     {"__gc", l_gc},         {nullptr, nullptr}};
+                                     {"unref", l_unref},     {"close", l_close},         {"__gc", l_gc},
+                                     {nullptr, nullptr}};
     luaio::new_class(L, kConnClass, conn_methods);
     lua_pop(L, 1);
     luaio::set_closer(L, kConnClass, task_end);
@@ -1518,16 +1502,10 @@ extern "C" int luaopen_luaio_http(lua_State* L) {
     lua_pop(L, 1);
     luaL_newmetatable(L, kLimitsClass);
     lua_pop(L, 1);
-    const luaL_Reg funcs[] = {{"limits", l_limits},
-                              {"site", l_site},
-                              {"accept", l_accept},
-                              {"client", l_client},
-                              {"setrequestmeta", l_set_request_meta},
-                              {"decode", l_decode},
-                              {"query", l_query},
-                              {"date", l_date},
-                              {nullptr, nullptr}};
+    const luaL_Reg funcs[] = {{"limits", l_limits}, {"site", l_site},       {"accept", l_accept},
+                              {"client", l_client}, {"headers", l_headers}, {"decode", l_decode},
+                              {"query", l_query},   {"date", l_date},       {nullptr, nullptr}};
     luaL_newlib(L, funcs);
-    intern_keys(L);
+    for (int& ref : g_method_refs) ref = LUA_NOREF;
     return 1;
 }

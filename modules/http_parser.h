@@ -122,6 +122,7 @@ class Parser {
             return Result::Bad;
         }
         for (size_t i = 0; i < h.nheaders; i++) trim_right(h.values[i]);
+        head_len_ = head_len;
         *used = skip + head_len;
         in_body_ = !message_done_;
         return Result::Ok;
@@ -172,6 +173,8 @@ class Parser {
     void set_skip_body(bool skip) { skip_body_ = skip; }
 
     bool in_body() const { return in_body_; }
+    // The length of the last head parsed (it ends at *used; leading empty lines are not part of it).
+    size_t head_len() const { return head_len_; }
     bool keep_alive() const { return llhttp_should_keep_alive(&p_) != 0; }
     bool chunked() const { return (p_.flags & F_CHUNKED) != 0; }
     bool has_length() const { return (p_.flags & F_CONTENT_LENGTH) != 0; }
@@ -277,6 +280,7 @@ class Parser {
 
     llhttp_t p_;
     const char* error_ = nullptr;
+    size_t head_len_ = 0;
     Last last_ = Last::None;
     bool message_done_ = false;
     bool headers_done_ = false;

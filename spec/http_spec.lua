@@ -273,6 +273,31 @@ describe("http protocol", function()
         srv:close()
     end)
 
+    it("keeps each request's headers its own, read late or after its body (pipelined)", function()
+        local kept = {}
+        local srv, port = start(function(req, res)
+            kept[#kept + 1] = req
+            if req.method == "POST" then
+                assert.are.equal("abc", req:body())
+                assert.are.equal("b", req.headers["x-id"]) -- read after the body: still its own
+            end
+            res:finish("ok")
+        end)
+        raw(port, "GET /1 HTTP/1.1\r\nX-Id: a\r\nHost: x\r\n\r\n"
+            .. "POST /2 HTTP/1.1\r\nHost: x\r\nX-Id: b\r\nContent-Length: 3\r\n\r\nabc"
+            .. "GET /3 HTTP/1.1\r\nX-Id: c\r\nX-Id: d\r\nConnection: close\r\n\r\n")
+        assert.are.equal(3, #kept)
+        -- Read only now, after every request of the connection was parsed and answered.
+        assert.are.equal("a", kept[1].headers["x-id"])
+        assert.are.equal("x", kept[1].headers.host)
+        assert.are.equal("3", kept[2].headers["content-length"])
+        assert.are.equal("c, d", kept[3].headers["x-id"])
+        assert.are.equal("close", kept[3].headers.connection)
+        assert.is_nil(kept[3].headers.host)
+        assert.are.equal("/3", kept[3].path)
+        srv:close()
+    end)
+
     it("handles Expect: 100-continue", function()
         local srv, port, base = start(function(req, res)
             res:finish("len " .. #assert(req:body()))

@@ -81,7 +81,14 @@ function lazy.socket(req)
     return req._conn:socket()
 end
 
-core.setrequestmeta({
+-- The headers table is made from the raw head only when it is read.
+local parse_headers = core.headers
+
+function lazy.headers(req)
+    return parse_headers(req._head)
+end
+
+local RequestMeta = {
     __index = function(req, k)
         local m = Request[k]
         if m then
@@ -94,7 +101,7 @@ core.setrequestmeta({
             return v
         end
     end,
-})
+}
 
 -- ---------------------------------------------------------------- responses
 
@@ -228,15 +235,25 @@ local function seed_respond(conn, ok, r)
     return conn:respond(500, nil, INTERNAL)
 end
 
--- The task of a request (and of the requests pipelined after it) on one connection.
+-- The task of a request (and of the requests pipelined after it) on one connection. C++ hands
+-- a request over as values (modules/http.cpp, push_request): method, url, path (nil: the url),
+-- the raw head, the version and, for the seed API, the body when it came with the head.
 local function make_serve(handler, seed)
-    return function(conn, req)
+    return function(conn, method, url, path, head, version, body)
         local next = conn.next
         repeat
+            -- Every field is created here, so the table never grows (rehashes). Constant values
+            -- only: LuaJIT then copies a template that has every key, and the fields are existing
+            -- keys when they are set.
+            local req = setmetatable({ method = false, url = false, path = false, httpVersion = false,
+                _head = false, _conn = false }, RequestMeta)
+            req.method, req.url, req.path, req.httpVersion, req._head, req._conn =
+                method, url, path or url, version, head, conn
             if seed then
-                if rawget(req, "body") == nil then
+                if body == nil then
                     -- The body was not all in with the head: wait for the rest.
-                    local body, err = conn:body()
+                    local err
+                    body, err = conn:body()
                     if not body then
                         local status = REJECT[err.name]
                         if status then
@@ -244,15 +261,12 @@ local function make_serve(handler, seed)
                         end
                         return conn:close()
                     end
-                    req.body = body
                 end
+                req.body = body
                 if seed_respond(conn, xpcall(handler, on_error, req)) then
                     return conn:close()
                 end
             else
-                -- Every field a response gets is created here, so the table never grows (rehashes).
-                -- Constant values only: LuaJIT then copies a template that has every key, and
-                -- _conn is an existing key when it is set.
                 local res = setmetatable(
                     { _conn = false, status = 200, headers = false, _sent = false, _finished = false }, Response)
                 res._conn = conn
@@ -272,14 +286,13 @@ local function make_serve(handler, seed)
                     end
                 end
             end
-            -- The next request if it is already here; nil when the connection waits for it
+            -- The next request if it is already here; nothing when the connection waits for it
             -- (the task ends, the conn is not closed); nil and an error when it must close.
-            local err
-            req, err = next(conn)
-            if err then
+            method, url, path, head, version, body = next(conn)
+            if method == nil and url then
                 return conn:close()
             end
-        until not req
+        until not method
     end
 end
 

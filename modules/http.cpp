@@ -10,11 +10,13 @@
 //   core.accept(site, sock)                       -- a new connection of that server
 //   conn = core.client(sock, limits)
 // server side: no task waits for a request. The connection waits in C++ (Stream::watch, its
-// timeouts swept by one timer per server), and a task runs serve(conn, req) once a request head
-// is in; when the response is done, serve asks for the next request:
-//   req | nil | nil, err = conn:next()            -- nil: none buffered, C++ waits; err: close
-//   err = conn:respond(status, headers, body)     -- a whole response
-//   err = conn:head(status, headers[, data])      -- a streamed response: head (+ first data)
+// timeouts swept by one timer per server), and a task runs serve(conn, <request values>) once
+// a request head is in (see push_request); when the response is done, serve asks for the next:
+//   <request values> | nothing | nil, err = conn:next()   -- nothing: C++ waits; err: close
+//   headers = core.headers(head)                  -- a request's headers table, made when read
+//   err = conn:respond(status, headers, body[, n]) -- a whole response
+//   err = conn:head(status, headers[, data[, n]]) -- a streamed response: head (+ first data)
+// (headers: a map, or with n the first n array slots of a table hold name, value, ...)
 //   err = conn:write(data)   err = conn:finish([data])
 //   conn:reject(status)                           -- a canned error response; closes
 //   conn:setclose()                               -- this response ends the connection
@@ -31,9 +33,11 @@
 
 #include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -285,24 +289,55 @@ const char* date_line() {
     return line;
 }
 
-// The one buffer that every head is built in (writes copy what the kernel does not take).
-std::string& out() {
-    static std::string b = [] {
-        std::string s;
-        s.reserve(4096);
-        return s;
-    }();
-    return b;
-}
+// The one buffer that every head is built in (writes copy what the kernel does not take). Its
+// appends are inline copies: a head is built from a dozen small pieces, and std::string's
+// out-of-line append cost more than the copying.
+class OutBuf {
+  public:
+    void clear() { len_ = 0; }
+    size_t size() const { return len_; }
+    bool empty() const { return len_ == 0; }
+    char* data() { return p_; }
+    void append(const char* s, size_t n) {
+        reserve(n);
+        std::memcpy(p_ + len_, s, n);
+        len_ += n;
+    }
+    void append(const char* s) { append(s, std::strlen(s)); }
+    template <size_t N> void lit(const char (&s)[N]) { append(s, N - 1); }
+    void push_back(char ch) {
+        reserve(1);
+        p_[len_++] = ch;
+    }
+    void append_uint(uint64_t v) {
+        char tmp[24];
+        int n = 0;
+        do {
+            tmp[n++] = static_cast<char>('0' + v % 10);
+            v /= 10;
+        } while (v);
+        reserve(static_cast<size_t>(n));
+        while (n) p_[len_++] = tmp[--n];
+    }
 
-void append_uint(std::string& b, uint64_t v) {
-    char tmp[24];
-    int n = 0;
-    do {
-        tmp[n++] = static_cast<char>('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n) b.push_back(tmp[--n]);
+  private:
+    void reserve(size_t n) {
+        if (len_ + n <= cap_) return;
+        size_t cap = cap_ ? cap_ : 4096;
+        while (cap < len_ + n) cap *= 2;
+        char* p = static_cast<char*>(std::realloc(p_, cap));
+        if (!p) throw std::bad_alloc();
+        p_ = p;
+        cap_ = cap;
+    }
+    char* p_ = nullptr;
+    size_t len_ = 0;
+    size_t cap_ = 0;
+};
+
+OutBuf& out() {
+    static OutBuf b; // never freed: it lives as long as the process
+    return b;
 }
 
 inline char ascii_lower(char c) {
@@ -347,7 +382,7 @@ struct Seen {
     uint64_t length_value = 0;
 };
 
-void append_header(lua_State* L, std::string& b, const char* fname, const char* name, size_t nlen, int vidx) {
+void append_header(lua_State* L, OutBuf& b, const char* fname, const char* name, size_t nlen, int vidx) {
     size_t vlen;
     const char* v = lua_tolstring(L, vidx, &vlen);
     if (!v) luaio::raise(L, fname, "header '%s' must be a string or a number", name);
@@ -358,53 +393,70 @@ void append_header(lua_State* L, std::string& b, const char* fname, const char* 
     b.append("\r\n", 2);
 }
 
-// Appends the header lines of the table at idx (name -> string | number | array of strings).
-void append_headers(lua_State* L, int idx, std::string& b, Seen& seen, const char* fname) {
+// Appends the header field whose name (a string) is at name_idx and value (string, number,
+// array of strings, or false to leave it out) at value_idx.
+void append_field(lua_State* L, int name_idx, int value_idx, OutBuf& b, Seen& seen, const char* fname) {
+    if (lua_type(L, name_idx) != LUA_TSTRING) luaio::raise(L, fname, "header names must be strings");
+    size_t nlen;
+    const char* name = lua_tolstring(L, name_idx, &nlen);
+    if (!is_token(name, nlen)) luaio::raise(L, fname, "invalid header name '%s'", name);
+    switch (ascii_lower(name[0])) {
+    case 's':
+        seen.server = seen.server || lower_equals(name, nlen, "server");
+        break;
+    case 'd':
+        seen.date = seen.date || lower_equals(name, nlen, "date");
+        break;
+    case 'h':
+        seen.host = seen.host || lower_equals(name, nlen, "host");
+        break;
+    case 'c':
+        if (lower_equals(name, nlen, "content-length")) {
+            seen.length = true;
+            seen.length_value = static_cast<uint64_t>(lua_tonumber(L, value_idx));
+        }
+        seen.connection = seen.connection || lower_equals(name, nlen, "connection");
+        break;
+    case 't':
+        seen.te = seen.te || lower_equals(name, nlen, "transfer-encoding");
+        break;
+    default:
+        break;
+    }
+    int t = lua_type(L, value_idx);
+    if (t == LUA_TSTRING || t == LUA_TNUMBER) {
+        append_header(L, b, fname, name, nlen, value_idx);
+    } else if (t == LUA_TTABLE) {
+        int n = static_cast<int>(lua_objlen(L, value_idx));
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, value_idx, i);
+            append_header(L, b, fname, name, nlen, lua_gettop(L));
+            lua_pop(L, 1);
+        }
+    } else if (t != LUA_TBOOLEAN || lua_toboolean(L, value_idx)) {
+        luaio::raise(L, fname, "header '%s' must be a string, a number or an array of strings", name);
+    } // false: the header is left out (e.g. Server = false)
+}
+
+// Appends the header fields of the table at idx: a map (name -> value) when npairs < 0, else
+// its first npairs array slots hold name, value, name, value... (a response object's).
+void append_headers(lua_State* L, int idx, int npairs, OutBuf& b, Seen& seen, const char* fname) {
     if (lua_isnoneornil(L, idx)) return;
     if (!lua_istable(L, idx)) luaio::raise(L, fname, "headers must be a table, got %s", luaL_typename(L, idx));
+    int top = lua_gettop(L);
+    if (npairs >= 0) {
+        for (int i = 1; i < npairs; i += 2) {
+            lua_rawgeti(L, idx, i);
+            lua_rawgeti(L, idx, i + 1);
+            append_field(L, top + 1, top + 2, b, seen, fname);
+            lua_settop(L, top);
+        }
+        return;
+    }
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-        if (lua_type(L, -2) != LUA_TSTRING) luaio::raise(L, fname, "header names must be strings");
-        size_t nlen;
-        const char* name = lua_tolstring(L, -2, &nlen);
-        if (!is_token(name, nlen)) luaio::raise(L, fname, "invalid header name '%s'", name);
-        switch (ascii_lower(name[0])) {
-        case 's':
-            seen.server = seen.server || lower_equals(name, nlen, "server");
-            break;
-        case 'd':
-            seen.date = seen.date || lower_equals(name, nlen, "date");
-            break;
-        case 'h':
-            seen.host = seen.host || lower_equals(name, nlen, "host");
-            break;
-        case 'c':
-            if (lower_equals(name, nlen, "content-length")) {
-                seen.length = true;
-                seen.length_value = static_cast<uint64_t>(lua_tonumber(L, -1));
-            }
-            seen.connection = seen.connection || lower_equals(name, nlen, "connection");
-            break;
-        case 't':
-            seen.te = seen.te || lower_equals(name, nlen, "transfer-encoding");
-            break;
-        default:
-            break;
-        }
-        int t = lua_type(L, -1);
-        if (t == LUA_TTABLE) {
-            int n = static_cast<int>(lua_objlen(L, -1));
-            for (int i = 1; i <= n; i++) {
-                lua_rawgeti(L, -1, i);
-                append_header(L, b, fname, name, nlen, lua_gettop(L));
-                lua_pop(L, 1);
-            }
-        } else if (t == LUA_TSTRING || t == LUA_TNUMBER) {
-            append_header(L, b, fname, name, nlen, lua_gettop(L));
-        } else if (t != LUA_TBOOLEAN || lua_toboolean(L, -1)) {
-            luaio::raise(L, fname, "header '%s' must be a string, a number or an array of strings", name);
-        } // false: the header is left out (e.g. Server = false)
-        lua_pop(L, 1);
+        append_field(L, top + 1, top + 2, b, seen, fname);
+        lua_settop(L, top + 1);
     }
 }
 
@@ -853,18 +905,19 @@ int l_body(lua_State* L) {
 // ---------------------------------------------------------------- writing
 
 // Builds a response head in out(); returns the length of body that follows by framing.
-void build_response_head(lua_State* L, Conn* c, int status, int hidx, bool whole, size_t body_len, const char* fname) {
+void build_response_head(lua_State* L, Conn* c, int status, int hidx, int npairs, bool whole, size_t body_len,
+                         const char* fname) {
     if (status < 100 || status > 999) luaio::raise(L, fname, "status must be an integer between 100 and 999");
     if (!c->parser) luaio::raise(L, fname, "no request to respond to");
-    std::string& b = out();
+    OutBuf& b = out();
     b.clear();
     b.append("HTTP/1.1 ", 9);
-    append_uint(b, static_cast<uint64_t>(status));
+    b.append_uint(static_cast<uint64_t>(status));
     b.push_back(' ');
     b.append(reason_phrase(status));
     b.append("\r\n", 2);
     Seen seen;
-    append_headers(L, hidx, b, seen, fname);
+    append_headers(L, hidx, npairs, b, seen, fname);
     if (!seen.server) b.append("Server: luaio\r\n", 15);
     if (!seen.date) b.append(date_line());
     c->no_body = c->is_head || status < 200 || status == 204 || status == 304;
@@ -878,7 +931,7 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, bool whole
                 // A response to HEAD announces the length its GET would have.
                 if (!seen.length) {
                     b.append("Content-Length: ", 16);
-                    append_uint(b, body_len);
+                    b.append_uint(body_len);
                     b.append("\r\n", 2);
                 }
             }
@@ -908,7 +961,12 @@ void end_response(Conn* c) {
     if (c->expect_continue && !c->continue_sent) c->keep = false;
 }
 
-// err = conn:respond(status, headers, body)
+// The optional count of name, value slots of a headers argument (see append_headers).
+int opt_pairs(lua_State* L, int idx) {
+    return lua_isnoneornil(L, idx) ? -1 : static_cast<int>(luaL_checkinteger(L, idx));
+}
+
+// err = conn:respond(status, headers, body[, npairs])
 int l_respond(lua_State* L) {
     Conn* c = check_conn(L, "respond");
     if (c->head_sent) luaio::raise(L, "respond", "the response was already sent");
@@ -919,24 +977,24 @@ int l_respond(lua_State* L) {
         body = lua_tolstring(L, 4, &blen);
         if (!body) luaio::raise(L, "respond", "body must be a string, got %s", luaL_typename(L, 4));
     }
-    build_response_head(L, c, status, 3, true, blen, "respond");
+    build_response_head(L, c, status, 3, opt_pairs(L, 5), true, blen, "respond");
     c->head_sent = true;
     end_response(c);
-    std::string& b = out();
+    OutBuf& b = out();
     if (c->no_body) blen = 0;
     if (blen <= 2048) {
         b.append(body, blen);
-        uv_buf_t buf = uv_buf_init(&b[0], static_cast<unsigned>(b.size()));
+        uv_buf_t buf = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
         return write_out(L, c, &buf, 1, "respond");
     }
-    uv_buf_t bufs[2] = {uv_buf_init(&b[0], static_cast<unsigned>(b.size())),
+    uv_buf_t bufs[2] = {uv_buf_init(b.data(), static_cast<unsigned>(b.size())),
                         uv_buf_init(const_cast<char*>(body), static_cast<unsigned>(blen))};
     return write_out(L, c, bufs, 2, "respond");
 }
 
 // Writes data as body bytes (a chunk when chunked), after `prefix` (a head) if given.
 int write_body(lua_State* L, Conn* c, const char* data, size_t len, bool last, const char* fname) {
-    std::string& b = out();
+    OutBuf& b = out();
     uv_buf_t bufs[3];
     unsigned n = 0;
     if (c->no_body) len = 0;
@@ -952,20 +1010,20 @@ int write_body(lua_State* L, Conn* c, const char* data, size_t len, bool last, c
             len = 0;
         }
         if (len > 0) {
-            bufs[n++] = uv_buf_init(&b[0], static_cast<unsigned>(b.size()));
+            bufs[n++] = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
             bufs[n++] = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
             static const char crlf[] = "\r\n0\r\n\r\n";
             bufs[n++] = uv_buf_init(const_cast<char*>(crlf), last ? 7 : 2);
         } else {
             if (last) b.append("0\r\n\r\n", 5);
-            bufs[n++] = uv_buf_init(&b[0], static_cast<unsigned>(b.size()));
+            bufs[n++] = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
         }
     } else {
         if (len <= 2048) {
             b.append(data, len);
-            bufs[n++] = uv_buf_init(&b[0], static_cast<unsigned>(b.size()));
+            bufs[n++] = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
         } else {
-            if (!b.empty()) bufs[n++] = uv_buf_init(&b[0], static_cast<unsigned>(b.size()));
+            if (!b.empty()) bufs[n++] = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
             bufs[n++] = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
         }
     }
@@ -982,14 +1040,14 @@ const char* opt_data(lua_State* L, int idx, size_t* len, const char* fname) {
     return d;
 }
 
-// err = conn:head(status, headers[, data])
+// err = conn:head(status, headers[, data[, npairs]])
 int l_head(lua_State* L) {
     Conn* c = check_conn(L, "head");
     if (c->head_sent) luaio::raise(L, "head", "the response head was already sent");
     int status = static_cast<int>(luaL_optinteger(L, 2, 200));
     size_t len;
     const char* d = opt_data(L, 4, &len, "head");
-    build_response_head(L, c, status, 3, false, 0, "head");
+    build_response_head(L, c, status, 3, opt_pairs(L, 5), false, 0, "head");
     if (status >= 200) c->head_sent = true;
     return write_body(L, c, d, len, false, "head");
 }
@@ -1042,17 +1100,17 @@ int l_request(lua_State* L) {
         if (!body) luaio::raise(L, "request", "body must be a string, got %s", luaL_typename(L, 5));
     }
     if (c->in_body()) luaio::raise(L, "request", "the previous response was not read");
-    std::string& b = out();
+    OutBuf& b = out();
     b.clear();
     b.append(method, mlen);
     b.push_back(' ');
     b.append(target, tlen);
     b.append(" HTTP/1.1\r\n", 11);
     Seen seen;
-    append_headers(L, 4, b, seen, "request");
+    append_headers(L, 4, -1, b, seen, "request");
     if (body && !seen.length && !seen.te) {
         b.append("Content-Length: ", 16);
-        append_uint(b, blen);
+        b.append_uint(blen);
         b.append("\r\n", 2);
     }
     b.append("\r\n", 2);
@@ -1060,10 +1118,10 @@ int l_request(lua_State* L) {
     c->parser->set_skip_body(c->is_head);
     if (blen <= 2048) {
         if (body) b.append(body, blen);
-        uv_buf_t buf = uv_buf_init(&b[0], static_cast<unsigned>(b.size()));
+        uv_buf_t buf = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
         return write_out(L, c, &buf, 1, "request");
     }
-    uv_buf_t bufs[2] = {uv_buf_init(&b[0], static_cast<unsigned>(b.size())),
+    uv_buf_t bufs[2] = {uv_buf_init(b.data(), static_cast<unsigned>(b.size())),
                         uv_buf_init(const_cast<char*>(body), static_cast<unsigned>(blen))};
     return write_out(L, c, bufs, 2, "request");
 }

@@ -13,7 +13,6 @@ local type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error =
     type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error
 local traceback, lower, format, sub, find = debug.traceback, string.lower, string.format, string.sub, string.find
 
-local new_table = require "table.new"
 
 local server = {}
 
@@ -114,6 +113,9 @@ local function check_open(res, fname)
     end
 end
 
+-- A response keeps its header fields in its own array part, name, value, name, value... (_n
+-- slots in use): no headers table to allocate, and C++ reads them by index (conn:respond).
+
 --- Sets a header (replacing one of the same name in any case); value nil removes it.
 function Response:setHeader(name, value)
     if type(name) ~= "string" then
@@ -122,34 +124,35 @@ function Response:setHeader(name, value)
     if self._sent then
         error("setHeader: the headers were already sent", 2)
     end
-    local h = self.headers
-    if not h then
-        -- The first header: nothing to replace. Room for a few more, so that they do not
-        -- rehash the table.
-        h = new_table(0, 4)
-        h[name] = value
-        self.headers = h
-        return self
-    end
-    local l = lower(name)
-    for k in pairs(h) do
-        if lower(k) == l then
-            h[k] = nil
+    local n = self._n
+    if n > 0 then
+        local l = lower(name)
+        local i = 1
+        while i < n do
+            if lower(self[i]) == l then
+                for j = i, n - 2 do
+                    self[j] = self[j + 2]
+                end
+                self[n - 1], self[n] = false, false
+                n = n - 2
+            else
+                i = i + 2
+            end
         end
     end
-    h[name] = value
+    if value ~= nil then
+        self[n + 1], self[n + 2] = name, value
+        n = n + 2
+    end
+    self._n = n
     return self
 end
 
 function Response:getHeader(name)
-    local h = self.headers
-    if not h then
-        return nil
-    end
     local l = lower(name)
-    for k, v in pairs(h) do
-        if lower(k) == l then
-            return v
+    for i = 1, self._n, 2 do
+        if lower(self[i]) == l then
+            return self[i + 1]
         end
     end
 end
@@ -165,7 +168,7 @@ function Response:write(data)
     check_open(self, "write")
     if not self._sent then
         self._sent = true
-        return self._conn:head(self.status or 200, self.headers or nil, data)
+        return self._conn:head(self.status or 200, self, data, self._n)
     end
     return self._conn:write(data)
 end
@@ -177,7 +180,7 @@ function Response:finish(data)
     self._finished = true
     if not self._sent then
         self._sent = true
-        return self._conn:respond(self.status or 200, self.headers or nil, data)
+        return self._conn:respond(self.status or 200, self, data, self._n)
     end
     return self._conn:finish(data)
 end
@@ -267,8 +270,8 @@ local function make_serve(handler, seed)
                     return conn:close()
                 end
             else
-                local res = setmetatable(
-                    { _conn = false, status = 200, headers = false, _sent = false, _finished = false }, Response)
+                local res = setmetatable({ false, false, false, false, false, false, false, false,
+                    _conn = false, status = 200, _n = 0, _sent = false, _finished = false }, Response)
                 res._conn = conn
                 local ok, e = xpcall(handler, on_error, req, res)
                 if not ok then

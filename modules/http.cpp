@@ -171,9 +171,23 @@ void untrack(Conn* c);
 // Closes the connection and its socket and lets go of its references. Idempotent.
 void conn_close(Conn* c);
 
+// Conns that passed check_conn, by address (direct-mapped): a userdata at such an address is
+// that conn until it is collected, when l_gc forgets it, so its methods skip the metatable check.
+constexpr size_t kCheckedSlots = 256;
+Conn* g_checked[kCheckedSlots];
+
+inline Conn*& checked_slot(const void* p) {
+    return g_checked[(reinterpret_cast<uintptr_t>(p) >> 4) & (kCheckedSlots - 1)];
+}
+
 Conn* check_conn(lua_State* L, const char* fname) {
-    auto* c = static_cast<Conn*>(luaio::test_object(L, 1, kConnClass));
-    if (!c) luaio::raise(L, fname, "expected %s as self, got %s", kConnClass, luaL_typename(L, 1));
+    auto* c = static_cast<Conn*>(lua_touserdata(L, 1));
+    Conn*& slot = checked_slot(c);
+    if (!c || c != slot) {
+        c = static_cast<Conn*>(luaio::test_object(L, 1, kConnClass));
+        if (!c) luaio::raise(L, fname, "expected %s as self, got %s", kConnClass, luaL_typename(L, 1));
+        checked_slot(c) = c;
+    }
     if (c->closed) luaio::raise(L, fname, "attempt to use a closed HTTP connection");
     return c;
 }
@@ -275,18 +289,32 @@ const char* reason_phrase(int status) {
     }
 }
 
-// "Date: <IMF-fixdate>\r\n", formatted once per second.
-const char* date_line() {
-    static char line[64];
+// "Server: luaio\r\nDate: <IMF-fixdate>\r\n", the Date formatted once per second; the Date
+// line alone starts at kDateOffset.
+struct DefaultLines {
+    char text[80];
+    size_t len = 0;
+};
+constexpr char kServerLine[] = "Server: luaio\r\n";
+constexpr size_t kDateOffset = sizeof kServerLine - 1;
+
+const DefaultLines& default_lines() {
+    static DefaultLines d;
     static time_t last = 0;
     time_t now = time(nullptr);
-    if (now != last) {
+    if (now != last || d.len == 0) {
         last = now;
         struct tm tm;
         gmtime_r(&now, &tm);
-        strftime(line, sizeof line, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        std::memcpy(d.text, kServerLine, kDateOffset);
+        d.len = kDateOffset +
+                strftime(d.text + kDateOffset, sizeof d.text - kDateOffset, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
     }
-    return line;
+    return d;
+}
+
+const char* date_line() {
+    return default_lines().text + kDateOffset;
 }
 
 // The one buffer that every head is built in (writes copy what the kernel does not take). Its
@@ -904,6 +932,20 @@ int l_body(lua_State* L) {
 
 // ---------------------------------------------------------------- writing
 
+// "HTTP/1.1 <status> <reason>\r\n", made once per status.
+const std::string& status_line(int status) {
+    static std::string* lines[1000];
+    std::string*& l = lines[status];
+    if (!l) {
+        l = new std::string("HTTP/1.1 "); // kept for the life of the process
+        *l += std::to_string(status);
+        *l += ' ';
+        *l += reason_phrase(status);
+        *l += "\r\n";
+    }
+    return *l;
+}
+
 // Builds a response head in out(); returns the length of body that follows by framing.
 void build_response_head(lua_State* L, Conn* c, int status, int hidx, int npairs, bool whole, size_t body_len,
                          const char* fname) {
@@ -911,15 +953,17 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, int npairs
     if (!c->parser) luaio::raise(L, fname, "no request to respond to");
     OutBuf& b = out();
     b.clear();
-    b.append("HTTP/1.1 ", 9);
-    b.append_uint(static_cast<uint64_t>(status));
-    b.push_back(' ');
-    b.append(reason_phrase(status));
-    b.append("\r\n", 2);
+    const std::string& line = status_line(status);
+    b.append(line.data(), line.size());
     Seen seen;
     append_headers(L, hidx, npairs, b, seen, fname);
-    if (!seen.server) b.append("Server: luaio\r\n", 15);
-    if (!seen.date) b.append(date_line());
+    const DefaultLines& d = default_lines();
+    if (!seen.server && !seen.date)
+        b.append(d.text, d.len);
+    else if (!seen.server)
+        b.append(kServerLine, kDateOffset);
+    else if (!seen.date)
+        b.append(d.text + kDateOffset, d.len - kDateOffset);
     c->no_body = c->is_head || status < 200 || status == 204 || status == 304;
     bool informational = status < 200;
     if (c->server && (!c->parser->keep_alive() || c->broken || c->site->closing)) c->keep = false;
@@ -1327,6 +1371,7 @@ void task_end(lua_State*, void* ud, bool failed) {
 
 int l_gc(lua_State* L) {
     auto* c = static_cast<Conn*>(lua_touserdata(L, 1));
+    if (checked_slot(c) == c) checked_slot(c) = nullptr;
     if (!c->closed) release(luaio::main_state(), c);
     c->~Conn();
     return 0;

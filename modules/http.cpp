@@ -14,9 +14,9 @@
 // a request head is in (see push_request); when the response is done, serve asks for the next:
 //   <request values> | nothing | nil, err = conn:next()   -- nothing: C++ waits; err: close
 //   headers = core.headers(head)                  -- a request's headers table, made when read
-//   err = conn:respond(status, headers, body[, n]) -- a whole response
-//   err = conn:head(status, headers[, data[, n]]) -- a streamed response: head (+ first data)
-// (headers: a map, or with n the first n array slots of a table hold name, value, ...)
+//   err = conn:respond(status, headers, body[, last]) -- a whole response
+//   err = conn:head(status, headers[, data[, last]])  -- a streamed response: head (+ first data)
+// (headers: a map, or with `last` its array slots 2..last hold name, value, ...)
 //   err = conn:write(data)   err = conn:finish([data])
 //   conn:reject(status)                           -- a canned error response; closes
 //   conn:setclose()                               -- this response ends the connection
@@ -466,14 +466,14 @@ void append_field(lua_State* L, int name_idx, int value_idx, OutBuf& b, Seen& se
     } // false: the header is left out (e.g. Server = false)
 }
 
-// Appends the header fields of the table at idx: a map (name -> value) when npairs < 0, else
-// its first npairs array slots hold name, value, name, value... (a response object's).
-void append_headers(lua_State* L, int idx, int npairs, OutBuf& b, Seen& seen, const char* fname) {
+// Appends the header fields of the table at idx: a map (name -> value) when last < 0, else its
+// array slots 2..last hold name, value, name, value... (a response object's; slot 1 is its own).
+void append_headers(lua_State* L, int idx, int last, OutBuf& b, Seen& seen, const char* fname) {
     if (lua_isnoneornil(L, idx)) return;
     if (!lua_istable(L, idx)) luaio::raise(L, fname, "headers must be a table, got %s", luaL_typename(L, idx));
     int top = lua_gettop(L);
-    if (npairs >= 0) {
-        for (int i = 1; i < npairs; i += 2) {
+    if (last >= 0) {
+        for (int i = 2; i < last; i += 2) {
             lua_rawgeti(L, idx, i);
             lua_rawgeti(L, idx, i + 1);
             append_field(L, top + 1, top + 2, b, seen, fname);
@@ -947,7 +947,7 @@ const std::string& status_line(int status) {
 }
 
 // Builds a response head in out(); returns the length of body that follows by framing.
-void build_response_head(lua_State* L, Conn* c, int status, int hidx, int npairs, bool whole, size_t body_len,
+void build_response_head(lua_State* L, Conn* c, int status, int hidx, int last, bool whole, size_t body_len,
                          const char* fname) {
     if (status < 100 || status > 999) luaio::raise(L, fname, "status must be an integer between 100 and 999");
     if (!c->parser) luaio::raise(L, fname, "no request to respond to");
@@ -956,7 +956,7 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, int npairs
     const std::string& line = status_line(status);
     b.append(line.data(), line.size());
     Seen seen;
-    append_headers(L, hidx, npairs, b, seen, fname);
+    append_headers(L, hidx, last, b, seen, fname);
     const DefaultLines& d = default_lines();
     if (!seen.server && !seen.date)
         b.append(d.text, d.len);
@@ -1005,12 +1005,12 @@ void end_response(Conn* c) {
     if (c->expect_continue && !c->continue_sent) c->keep = false;
 }
 
-// The optional count of name, value slots of a headers argument (see append_headers).
-int opt_pairs(lua_State* L, int idx) {
+// The optional last name, value slot of a headers argument (see append_headers).
+int opt_last(lua_State* L, int idx) {
     return lua_isnoneornil(L, idx) ? -1 : static_cast<int>(luaL_checkinteger(L, idx));
 }
 
-// err = conn:respond(status, headers, body[, npairs])
+// err = conn:respond(status, headers, body[, last])
 int l_respond(lua_State* L) {
     Conn* c = check_conn(L, "respond");
     if (c->head_sent) luaio::raise(L, "respond", "the response was already sent");
@@ -1021,7 +1021,7 @@ int l_respond(lua_State* L) {
         body = lua_tolstring(L, 4, &blen);
         if (!body) luaio::raise(L, "respond", "body must be a string, got %s", luaL_typename(L, 4));
     }
-    build_response_head(L, c, status, 3, opt_pairs(L, 5), true, blen, "respond");
+    build_response_head(L, c, status, 3, opt_last(L, 5), true, blen, "respond");
     c->head_sent = true;
     end_response(c);
     OutBuf& b = out();
@@ -1084,14 +1084,14 @@ const char* opt_data(lua_State* L, int idx, size_t* len, const char* fname) {
     return d;
 }
 
-// err = conn:head(status, headers[, data[, npairs]])
+// err = conn:head(status, headers[, data[, last]])
 int l_head(lua_State* L) {
     Conn* c = check_conn(L, "head");
     if (c->head_sent) luaio::raise(L, "head", "the response head was already sent");
     int status = static_cast<int>(luaL_optinteger(L, 2, 200));
     size_t len;
     const char* d = opt_data(L, 4, &len, "head");
-    build_response_head(L, c, status, 3, opt_pairs(L, 5), false, 0, "head");
+    build_response_head(L, c, status, 3, opt_last(L, 5), false, 0, "head");
     if (status >= 200) c->head_sent = true;
     return write_body(L, c, d, len, false, "head");
 }

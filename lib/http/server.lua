@@ -22,26 +22,26 @@ local Request = {}
 
 --- The whole body as a string (bounded by maxBodySize), or nil and an error table.
 function Request.body(req)
-    local b = rawget(req, "_body")
+    local b = req[3]
     if b then
         return b
     end
     local err
-    b, err = req._conn:body()
+    b, err = req[1]:body()
     if b then
-        rawset(req, "_body", b)
+        req[3] = b
     end
     return b, err
 end
 
 --- The next piece of the body, nil at its end, or nil and an error table.
 function Request.read(req)
-    return req._conn:read()
+    return req[1]:read()
 end
 
 --- An iterator over the pieces of the body: `for piece in req:pieces() do ... end`.
 function Request.pieces(req)
-    local conn = req._conn
+    local conn = req[1]
     return function()
         local piece, err = conn:read()
         if err then
@@ -60,7 +60,7 @@ function lazy.query(req)
 end
 
 local function remote(req)
-    local addr = req._conn:socket():remoteAddress() or {}
+    local addr = req[1]:socket():remoteAddress() or {}
     rawset(req, "remoteAddress", addr.address)
     rawset(req, "remotePort", addr.port)
     rawset(req, "remoteFamily", addr.family)
@@ -77,14 +77,14 @@ function lazy.remotePort(req)
 end
 
 function lazy.socket(req)
-    return req._conn:socket()
+    return req[1]:socket()
 end
 
 -- The headers table is made from the raw head only when it is read.
 local parse_headers = core.headers
 
 function lazy.headers(req)
-    return parse_headers(req._head)
+    return parse_headers(req[2])
 end
 
 local RequestMeta = {
@@ -113,8 +113,9 @@ local function check_open(res, fname)
     end
 end
 
--- A response keeps its header fields in its own array part, name, value, name, value... (_n
--- slots in use): no headers table to allocate, and C++ reads them by index (conn:respond).
+-- A response keeps its connection in slot 1 and its header fields in its own array part from
+-- slot 2, name, value, name, value... up to slot _n: no headers table to allocate, and C++ reads
+-- them by index (conn:respond). The hash part keeps only status and the state (four keys).
 
 --- Sets a header (replacing one of the same name in any case); value nil removes it.
 function Response:setHeader(name, value)
@@ -125,9 +126,9 @@ function Response:setHeader(name, value)
         error("setHeader: the headers were already sent", 2)
     end
     local n = self._n
-    if n > 0 then
+    if n > 1 then
         local l = lower(name)
-        local i = 1
+        local i = 2
         while i < n do
             if lower(self[i]) == l then
                 for j = i, n - 2 do
@@ -150,7 +151,7 @@ end
 
 function Response:getHeader(name)
     local l = lower(name)
-    for i = 1, self._n, 2 do
+    for i = 2, self._n, 2 do
         if lower(self[i]) == l then
             return self[i + 1]
         end
@@ -168,9 +169,9 @@ function Response:write(data)
     check_open(self, "write")
     if not self._sent then
         self._sent = true
-        return self._conn:head(self.status or 200, self, data, self._n)
+        return self[1]:head(self.status or 200, self, data, self._n)
     end
-    return self._conn:write(data)
+    return self[1]:write(data)
 end
 
 --- Ends the response, with an optional last piece of the body (the whole body when nothing
@@ -180,9 +181,9 @@ function Response:finish(data)
     self._finished = true
     if not self._sent then
         self._sent = true
-        return self._conn:respond(self.status or 200, self, data, self._n)
+        return self[1]:respond(self.status or 200, self, data, self._n)
     end
-    return self._conn:finish(data)
+    return self[1]:finish(data)
 end
 Response.send = Response.finish
 Response["end"] = Response.finish
@@ -247,11 +248,18 @@ local function make_serve(handler, seed)
         repeat
             -- Every field is created here, so the table never grows (rehashes). Constant values
             -- only: LuaJIT then copies a template that has every key, and the fields are existing
-            -- keys when they are set.
-            local req = setmetatable({ method = false, url = false, path = false, httpVersion = false,
-                _head = false, _conn = false }, RequestMeta)
-            req.method, req.url, req.path, req.httpVersion, req._head, req._conn =
-                method, url, path or url, version, head, conn
+            -- keys when they are set. The conn and the raw head are array slots 1 and 2: they
+            -- live in the table's own allocation, and the hash part needs only four keys (five
+            -- with the seed API's body).
+            local req
+            if seed then
+                req = setmetatable({ false, false, method = false, url = false, path = false, httpVersion = false,
+                    body = false }, RequestMeta)
+            else -- slot 3: the body once req:body() has read it
+                req = setmetatable({ false, false, false, method = false, url = false, path = false,
+                    httpVersion = false }, RequestMeta)
+            end
+            req[1], req[2], req.method, req.url, req.path, req.httpVersion = conn, head, method, url, path or url, version
             if seed then
                 if body == nil then
                     -- The body was not all in with the head: wait for the rest.
@@ -270,9 +278,9 @@ local function make_serve(handler, seed)
                     return conn:close()
                 end
             else
-                local res = setmetatable({ false, false, false, false, false, false, false, false,
-                    _conn = false, status = 200, _n = 0, _sent = false, _finished = false }, Response)
-                res._conn = conn
+                local res = setmetatable({ false, false, false, false, false, false, false, false, false,
+                    status = 200, _n = 1, _sent = false, _finished = false }, Response)
+                res[1] = conn
                 local ok, e = xpcall(handler, on_error, req, res)
                 if not ok then
                     report(e)

@@ -552,30 +552,36 @@ void push_headers(lua_State* L) {
     }
 }
 
+// Strings a request needs again and again (method names, versions), interned on first use and
+// kept in the registry: pushing one then costs no strlen and no string hashing.
+void push_cached(lua_State* L, int& ref, const char* s) {
+    if (ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        return;
+    }
+    lua_pushstring(L, s);
+    lua_pushvalue(L, -1);
+    ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+constexpr int kMaxMethod = 64; // llhttp's method numbers are below this
+int g_method_refs[kMaxMethod]; // set to LUA_NOREF when the module opens
+int g_version_refs[2];         // "1.0", "1.1"
+
 void push_version(lua_State* L, const H::Parser& p) {
-    if (p.major() == 1 && p.minor() == 1)
-        lua_pushliteral(L, "1.1");
-    else if (p.major() == 1 && p.minor() == 0)
-        lua_pushliteral(L, "1.0");
+    if (p.major() == 1 && p.minor() <= 1)
+        push_cached(L, g_version_refs[p.minor()], p.minor() ? "1.1" : "1.0");
     else
         lua_pushfstring(L, "%d.%d", p.major(), p.minor());
 }
 
-// Method names, interned on first use and kept in the registry (llhttp only names the
-// methods it parses): a request's method then costs no strlen and no string hashing.
-constexpr int kMaxMethod = 64;
-int g_method_refs[kMaxMethod];
-
 void push_method(lua_State* L, int method) {
-    if (method >= 0 && method < kMaxMethod && g_method_refs[method] != LUA_NOREF) {
+    if (method >= 0 && method < kMaxMethod && g_method_refs[method] != LUA_NOREF)
         lua_rawgeti(L, LUA_REGISTRYINDEX, g_method_refs[method]);
-        return;
-    }
-    lua_pushstring(L, llhttp_method_name(static_cast<llhttp_method_t>(method)));
-    if (method >= 0 && method < kMaxMethod) {
-        lua_pushvalue(L, -1);
-        g_method_refs[method] = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
+    else if (method >= 0 && method < kMaxMethod)
+        push_cached(L, g_method_refs[method], llhttp_method_name(static_cast<llhttp_method_t>(method)));
+    else
+        lua_pushstring(L, llhttp_method_name(static_cast<llhttp_method_t>(method)));
 }
 
 // A request reaches Lua as values, not as a table: lib/http/server.lua builds the request
@@ -1610,5 +1616,6 @@ extern "C" int luaopen_luaio_http(lua_State* L) {
                               {"query", l_query},   {"date", l_date},       {nullptr, nullptr}};
     luaL_newlib(L, funcs);
     for (int& ref : g_method_refs) ref = LUA_NOREF;
+    for (int& ref : g_version_refs) ref = LUA_NOREF;
     return 1;
 }

@@ -6,9 +6,9 @@
 --   ch:send(v) / v, err = ch:receive() / ch:close()
 local core = require "luaio.core"
 
-local suspend, current, ready = core.suspend, core.current, core.ready
+local suspend, current, ready, describe = core.suspend, core.current, core.ready, core.describe
 local setmetatable, select, unpack, type, error = setmetatable, select, unpack, type, error
-local traceback, tostring = debug.traceback, tostring
+local traceback = debug.traceback
 
 local task = {}
 
@@ -35,7 +35,7 @@ end
 
 local function run(h, fn, ...)
     finish(h, xpcall(fn, function(e)
-        h.trace = traceback(type(e) == "string" and e or tostring(e), 2)
+        h.trace = traceback(describe(e), 2)
         return e
     end, ...))
 end

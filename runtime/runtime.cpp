@@ -159,19 +159,36 @@ void on_idle(uv_idle_t*) {
 
 void run_task(lua_State* co, int ref, int nargs);
 
-void task_failed(lua_State* co) {
-    const char* msg = lua_tostring(co, -1);
-    std::string fallback;
-    if (!msg) {
-        if (luaL_callmeta(co, -1, "__tostring") && lua_isstring(co, -1)) {
-            fallback = lua_tostring(co, -1);
-            lua_pop(co, 1);
-        } else {
-            fallback = std::string("(error object is a ") + luaL_typename(co, -1) + " value)";
-        }
-        msg = fallback.c_str();
+// A string field of the table on top of co (raw: no metamethod runs), or nullptr.
+const char* raw_string_field(lua_State* co, const char* key) {
+    lua_pushstring(co, key);
+    lua_rawget(co, -2);
+    const char* v = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : nullptr;
+    lua_pop(co, 1); // the table still holds the string
+    return v;
+}
+
+// What the error value on top of co says: a string as it is; a value with __tostring by it; an
+// error table ({code, name, message}: what `assert(tcp.connect(...))` raises) as "NAME: message";
+// anything else by its type.
+std::string describe_error(lua_State* co) {
+    if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER) return lua_tostring(co, -1);
+    if (luaL_callmeta(co, -1, "__tostring")) {
+        std::string r = lua_isstring(co, -1) ? lua_tostring(co, -1) : "(__tostring returned no string)";
+        lua_pop(co, 1);
+        return r;
     }
-    luaL_traceback(g_L, co, msg, 0);
+    if (lua_istable(co, -1)) {
+        const char* message = raw_string_field(co, "message");
+        const char* name = raw_string_field(co, "name");
+        if (message) return name ? std::string(name) + ": " + message : std::string(message);
+    }
+    return std::string("(error object is a ") + luaL_typename(co, -1) + " value)";
+}
+
+void task_failed(lua_State* co) {
+    std::string msg = describe_error(co);
+    luaL_traceback(g_L, co, msg.c_str(), 0);
     report_error(g_L, "", lua_tostring(g_L, -1));
     lua_pop(g_L, 1);
     if (co == g_main_task) {
@@ -284,6 +301,14 @@ int core_spawn(lua_State* L) {
     return 0;
 }
 
+// core.describe(err): the text a failed task's report gives for an error value (describe_error).
+int core_describe(lua_State* L) {
+    lua_settop(L, 1);
+    std::string d = describe_error(L);
+    lua_pushlstring(L, d.data(), d.size());
+    return 1;
+}
+
 int core_report(lua_State* L) {
     report_error(L, "", luaL_checkstring(L, 1));
     return 0;
@@ -391,6 +416,7 @@ int open_core(lua_State* L) {
                               {"ready", core_ready},
                               {"spawn", core_spawn},
                               {"report", core_report},
+                              {"describe", core_describe},
                               {"pending", core_pending},
                               {"tasks", core_tasks},
                               {"readline", core_readline},

@@ -71,6 +71,23 @@ print(...)]])
         assert.matches("^luaio: " .. path:gsub("%p", "%%%0") .. ":3: it broke\nstack traceback:\n", err)
     end)
 
+    it("reports an uncaught error table as its name and message, status 1", function()
+        -- assert(tcp.connect(...)) raises the error table itself: the report says what it is.
+        local path = script("local tcp = require 'tcp'\n"
+            .. "local srv = assert(tcp.createServer(0, function() end))\n"
+            .. "assert(tcp.createServer(srv:address().port, function() end))\n")
+        local out, err, status = run(path)
+        assert.are.equal(1, status)
+        assert.are.equal("", out)
+        assert.matches("^luaio: EADDRINUSE: address already in use\nstack traceback:\n", err)
+        local _, err2 = run([[-e 'error({name = "EX", message = "described"})']])
+        assert.matches("^luaio: EX: described\n", err2)
+        local _, err3 = run([[-e 'error(setmetatable({}, {__tostring = function() return "by tostring" end}))']])
+        assert.matches("^luaio: by tostring\n", err3)
+        local _, err4 = run([[-e 'error({1, 2})']])
+        assert.matches("^luaio: %(error object is a table value%)\n", err4)
+    end)
+
     it("reports a syntax error with file and line, status 1", function()
         local path = script("local x = = 1\n")
         local _, err, status = run(path)

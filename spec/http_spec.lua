@@ -612,6 +612,20 @@ describe("http hardening", function()
         srv:close()
     end)
 
+    it("reports a handler's error table by its name and message", function()
+        local helper = require "helper"
+        local path = helper.script([[
+local http = require "http"
+local srv = assert(http.createServer({ port = 0 }, function() error({ name = "EX", message = "described" }) end))
+print(assert(http.get("http://127.0.0.1:" .. srv.port .. "/")).status)
+srv:close()
+]])
+        local out, err, status = helper.run(path)
+        assert.are.equal(0, status, err)
+        assert.are.equal("500\n", out)
+        assert.matches("luaio: http handler: EX: described\nstack traceback:", err, 1, true)
+    end)
+
     it("rejects bad options and handlers", function()
         assert.has_error(function()
             http.createServer({ port = 0, bogus = 1 }, hello)

@@ -7,7 +7,7 @@
 -- response framing are C++.
 local core = require "luaio.http"
 local tcp = require "tcp"
-local report = require("luaio.core").report
+local report, describe = require("luaio.core").report, require("luaio.core").describe
 
 local type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error =
     type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error
@@ -211,7 +211,7 @@ end
 -- ---------------------------------------------------------------- connections
 
 local function on_error(e)
-    return traceback("http handler: " .. tostring(e), 2)
+    return traceback("http handler: " .. describe(e), 2)
 end
 
 local INTERNAL = "Internal Server Error\n"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what luaio needs on Debian 12 (idempotent) and builds it into build/.
 #   bash scripts/setup.sh            # runtime and test dependencies, then a release build
-#   bash scripts/setup.sh --bench    # also the benchmark peers (nginx+Lua, Node.js, luv, wrk, hyperfine)
+#   bash scripts/setup.sh --bench    # also the benchmark peers (nginx+Lua, Node.js, luv, wrk, hyperfine, valgrind)
 #   bash scripts/setup.sh --no-build # packages only
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ packages=(
     curl dnsmasq-base netcat-openbsd procps iproute2
 )
 if [ "$bench" = 1 ]; then
-    packages+=(nginx libnginx-mod-http-lua nodejs lua-luv wrk hyperfine time)
+    packages+=(nginx libnginx-mod-http-lua nodejs lua-luv wrk hyperfine time valgrind)
 fi
 
 missing=()

@@ -210,6 +210,31 @@ void push_too_large(lua_State* L, const char* what, uint64_t limit) {
     luaio::push_error(L, UV_E2BIG, "E2BIG", msg);
 }
 
+// The stream of messages is unusable from here on (bad framing, an oversized or truncated
+// message): these mark the conn broken and push nil and the error.
+void fail_too_large(lua_State* L, Conn* c, const char* what, uint64_t limit) {
+    c->broken = true;
+    lua_pushnil(L);
+    push_too_large(L, what, limit);
+}
+
+void fail_proto(lua_State* L, Conn* c, const char* what, const char* why) {
+    c->broken = true;
+    lua_pushnil(L);
+    push_proto_error(L, what, why);
+}
+
+// A body that went wrong: a read error (other than EOF) as it is, otherwise its framing.
+void fail_body(lua_State* L, Conn* c, int err) {
+    if (err && err != UV_EOF) {
+        c->broken = true;
+        lua_pushnil(L);
+        luaio::push_uv_error(L, err);
+        return;
+    }
+    fail_proto(L, c, "bad body", c->parser->error());
+}
+
 // ---------------------------------------------------------------- response heads
 
 const char* reason_phrase(int status) {
@@ -649,9 +674,7 @@ int gather_body(lua_State* L, Conn* c, const char* data, size_t len, int err, si
     H::Pieces& pc = H::scratch_pieces();
     c->body_bytes += pc.total;
     if (c->body_bytes > c->lim->max_body_size) {
-        c->broken = true;
-        lua_pushnil(L);
-        push_too_large(L, "body", c->lim->max_body_size);
+        fail_too_large(L, c, "body", c->lim->max_body_size);
         return -1;
     }
     if (pc.total) {
@@ -660,12 +683,7 @@ int gather_body(lua_State* L, Conn* c, const char* data, size_t len, int err, si
     }
     if (r == H::Parser::Result::NeedMore && err) r = c->parser->finish();
     if (r == H::Parser::Result::Bad) {
-        c->broken = true;
-        lua_pushnil(L);
-        if (err && err != UV_EOF)
-            luaio::push_uv_error(L, err);
-        else
-            push_proto_error(L, "bad body", c->parser->error());
+        fail_body(L, c, err);
         return -1;
     }
     return r == H::Parser::Result::Ok ? 1 : 0;
@@ -698,9 +716,7 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
         *used = off;
         c->body_bytes += H::scratch_pieces().total;
         if (r == H::Parser::Result::Bad || c->body_bytes > c->lim->max_body_size) {
-            c->broken = true;
-            lua_pushnil(L);
-            push_proto_error(L, "bad body", c->parser->error());
+            fail_proto(L, c, "bad body", c->parser->error());
             return 2;
         }
         if (r == H::Parser::Result::NeedMore) {
@@ -734,15 +750,11 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
         return -1;
     case H::Parser::Result::TooLarge:
         if (c->server) write_canned(c, 431);
-        c->broken = true;
-        lua_pushnil(L);
-        push_too_large(L, "head", c->lim->max_header_size);
+        fail_too_large(L, c, "head", c->lim->max_header_size);
         return 2;
     case H::Parser::Result::Bad:
         if (c->server) write_canned(c, 400);
-        c->broken = true;
-        lua_pushnil(L);
-        push_proto_error(L, "malformed HTTP message", c->parser->error());
+        fail_proto(L, c, "malformed HTTP message", c->parser->error());
         return 2;
     case H::Parser::Result::Ok:
         break;
@@ -756,9 +768,7 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
         c->deadline = uv_now(luaio::loop()) + c->lim->request_timeout;
         if (c->parser->has_length() && c->parser->content_length() > c->lim->max_body_size) {
             write_canned(c, 413);
-            c->broken = true;
-            lua_pushnil(L);
-            push_too_large(L, "body", c->lim->max_body_size);
+            fail_too_large(L, c, "body", c->lim->max_body_size);
             return 2;
         }
         // Expect: 100-continue is answered when the body is first read.
@@ -837,19 +847,12 @@ int Conn::consume(lua_State* L, const char* data, size_t len, int err, size_t* u
         H::Pieces& pc = H::scratch_pieces();
         c->body_bytes += pc.total;
         if (c->body_bytes > c->lim->max_body_size) {
-            c->broken = true;
-            lua_pushnil(L);
-            push_too_large(L, "body", c->lim->max_body_size);
+            fail_too_large(L, c, "body", c->lim->max_body_size);
             return 2;
         }
         if (r == H::Parser::Result::NeedMore && pc.total == 0 && err) r = c->parser->finish();
         if (r == H::Parser::Result::Bad) {
-            c->broken = true;
-            lua_pushnil(L);
-            if (err && err != UV_EOF)
-                luaio::push_uv_error(L, err);
-            else
-                push_proto_error(L, "bad body", c->parser->error());
+            fail_body(L, c, err);
             return 2;
         }
         if (pc.total == 0) {

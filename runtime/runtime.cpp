@@ -101,27 +101,34 @@ struct ClassEntry {
     const void* mt;
     Closer closer; // set_closer: ends a task's closing value of this class (nullptr: __close)
 };
-constexpr size_t kMaxClasses = 32;
-ClassEntry g_classes[kMaxClasses];
-size_t g_nclasses = 0;
+std::vector<ClassEntry> g_classes;
 
-const void* class_metatable(lua_State* L, const char* name) {
-    for (size_t i = 0; i < g_nclasses; i++)
-        if (g_classes[i].name == name) return g_classes[i].mt;
+// The entry of the class `name` (made on first use; nullptr while it has no metatable).
+ClassEntry* class_entry(lua_State* L, const char* name) {
+    for (ClassEntry& e : g_classes)
+        if (e.name == name) return &e;
     luaL_getmetatable(L, name);
     const void* mt = lua_topointer(L, -1);
     lua_pop(L, 1);
-    if (mt && g_nclasses < kMaxClasses) g_classes[g_nclasses++] = {name, mt, nullptr};
+    if (!mt) return nullptr;
+    g_classes.push_back({name, mt, nullptr});
+    return &g_classes.back();
+}
+
+// The address of the metatable of the userdata at idx (nullptr when it is not one or has none).
+const void* userdata_metatable(lua_State* L, int idx) {
+    if (!lua_touserdata(L, idx) || !lua_getmetatable(L, idx)) return nullptr;
+    const void* mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
     return mt;
 }
 
 // The closer of the userdata at idx, by its metatable (nullptr when it has none).
 Closer closer_at(lua_State* L, int idx) {
-    if (!lua_touserdata(L, idx) || !lua_getmetatable(L, idx)) return nullptr;
-    const void* mt = lua_topointer(L, -1);
-    lua_pop(L, 1);
-    for (size_t i = 0; i < g_nclasses; i++)
-        if (g_classes[i].mt == mt) return g_classes[i].closer;
+    const void* mt = userdata_metatable(L, idx);
+    if (!mt) return nullptr;
+    for (const ClassEntry& e : g_classes)
+        if (e.mt == mt) return e.closer;
     return nullptr;
 }
 
@@ -514,17 +521,16 @@ const char* opt_string_field(lua_State* L, int idx, const char* field, const cha
 }
 
 void* test_object(lua_State* L, int idx, const char* name) {
-    void* ud = lua_touserdata(L, idx);
-    if (!ud || !lua_getmetatable(L, idx)) return nullptr;
-    const void* mt = lua_topointer(L, -1);
-    lua_pop(L, 1);
-    return mt && mt == class_metatable(L, name) ? ud : nullptr;
+    const void* mt = userdata_metatable(L, idx);
+    if (!mt) return nullptr;
+    const ClassEntry* e = class_entry(L, name);
+    return e && e->mt == mt ? lua_touserdata(L, idx) : nullptr;
 }
 
 void set_closer(lua_State* L, const char* name, Closer closer) {
-    class_metatable(L, name);
-    for (size_t i = 0; i < g_nclasses; i++)
-        if (g_classes[i].name == name) g_classes[i].closer = closer;
+    ClassEntry* e = class_entry(L, name);
+    if (!e) raise(L, "set_closer", "no metatable %s", name);
+    e->closer = closer;
 }
 
 void* check_object(lua_State* L, int idx, const char* name, const char* fname) {
@@ -752,7 +758,7 @@ int shutdown() {
     // loop, and their owners stay reachable, until the process exits.
     lua_close(g_L);
     g_L = nullptr;
-    g_nclasses = 0; // the metatables went with the state
+    g_classes.clear(); // the metatables went with the state
     uv_idle_stop(&g_idle);
     uv_run(g_loop, UV_RUN_NOWAIT);
     return 0;

@@ -356,8 +356,6 @@ class OutBuf {
         std::memcpy(p_ + len_, s, n);
         len_ += n;
     }
-    void append(const char* s) { append(s, std::strlen(s)); }
-    template <size_t N> void lit(const char (&s)[N]) { append(s, N - 1); }
     void push_back(char ch) {
         reserve(1);
         p_[len_++] = ch;

@@ -211,6 +211,11 @@ describe("http server, streaming API (http.createServer)", function()
             assert.is_nil(res:getHeader("x-a"))
             assert.are.equal("22", res:getHeader("X-B"))
             assert.are.equal("4", res:getHeader("X-D"))
+            assert.has_error(function() res:setHeader(1, "x") end,
+                "setHeader: expected a header name (string), got number")
+            assert.has_error(function() res:getHeader(nil) end, "getHeader: expected a header name (string), got nil")
+            assert.has_error(function() require("luaio.http").headers("not a head") end,
+                "headers: not a request head")
             res:send("done")
         end)
         local out = raw(port, "GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /open HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

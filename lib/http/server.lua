@@ -150,6 +150,9 @@ function Response:setHeader(name, value)
 end
 
 function Response:getHeader(name)
+    if type(name) ~= "string" then
+        error("getHeader: expected a header name (string), got " .. type(name), 2)
+    end
     local l = lower(name)
     for i = 2, self._n, 2 do
         if lower(self[i]) == l then

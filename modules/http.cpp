@@ -599,12 +599,11 @@ void push_version(lua_State* L, const H::Parser& p) {
 }
 
 void push_method(lua_State* L, int method) {
-    if (method >= 0 && method < kMaxMethod && g_method_refs[method] != LUA_NOREF)
-        lua_rawgeti(L, LUA_REGISTRYINDEX, g_method_refs[method]);
-    else if (method >= 0 && method < kMaxMethod)
-        push_cached(L, g_method_refs[method], llhttp_method_name(static_cast<llhttp_method_t>(method)));
+    const char* name = llhttp_method_name(static_cast<llhttp_method_t>(method));
+    if (method >= 0 && method < kMaxMethod)
+        push_cached(L, g_method_refs[method], name);
     else
-        lua_pushstring(L, llhttp_method_name(static_cast<llhttp_method_t>(method)));
+        lua_pushstring(L, name);
 }
 
 // A request reaches Lua as values, not as a table: lib/http/server.lua builds the request

@@ -7,7 +7,8 @@
 -- response framing are C++.
 local core = require "luaio.http"
 local tcp = require "tcp"
-local report, describe = require("luaio.core").report, require("luaio.core").describe
+local luaio_core = require "luaio.core"
+local report, describe = luaio_core.report, luaio_core.describe
 
 local type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error =
     type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error

@@ -19,9 +19,15 @@ done
 # Build and library packages (see DESIGN.md), then what the specs talk to.
 packages=(
     build-essential cmake ninja-build pkg-config clang-format
-    libluajit2-5.1-dev libuv1-dev libc-ares-dev node-llhttp libssl-dev libgtest-dev
+    libluajit2-5.1-dev libuv1-dev libc-ares-dev node-llhttp libssl-dev libgtest-dev zlib1g-dev
     lua-busted lua-cjson
-    curl dnsmasq-base netcat-openbsd procps iproute2
+    # The fuzz drivers (tests/fuzz) and their sanitizer runtime.
+    clang-14 libfuzzer-14-dev libclang-rt-14-dev
+    # What the specs talk to: curl, a DNS server, a fake DNS server and a strict HTTP oracle
+    # (Python), a load balancer for the rolling-restart spec.
+    curl dnsmasq-base netcat-openbsd procps iproute2 python3 python3-h11 haproxy
+    # Packaging (packaging/build-deb.sh) and its checks.
+    debhelper dpkg-dev fakeroot lintian mandoc systemd
 )
 if [ "$bench" = 1 ]; then
     packages+=(nginx libnginx-mod-http-lua nodejs lua-luv wrk hyperfine time valgrind)

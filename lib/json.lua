@@ -10,6 +10,7 @@ if not ok then
     error("json: lua-cjson is not installed (Debian package lua-cjson): " .. tostring(cjson), 0)
 end
 
+local new_error = require("luaio.errors").new
 local type, pcall, tostring, setmetatable, gsub = type, pcall, tostring, setmetatable, string.gsub
 
 -- A private instance, so that settings made by other code on the shared cjson do not leak in.
@@ -25,7 +26,7 @@ local json = { null = c.null }
 
 local function failure(what, e)
     local msg = gsub(tostring(e), "^.-: ", "", 1)
-    return nil, { code = -22, name = "EJSON", message = what .. ": " .. msg }
+    return nil, new_error("EJSON", what .. ": " .. msg)
 end
 
 --- Encodes a Lua value (tables, strings, numbers, booleans, json.null) as JSON text.
@@ -40,7 +41,7 @@ end
 --- Decodes JSON text; returns the value, or nil and an error table that says where it failed.
 function json.decode(text)
     if type(text) ~= "string" then
-        return nil, { code = -22, name = "EJSON", message = "json.decode: expected a string, got " .. type(text) }
+        return nil, new_error("EJSON", "json.decode: expected a string, got " .. type(text))
     end
     local ok2, v = pcall(c.decode, text)
     if not ok2 then

@@ -78,9 +78,7 @@ function process.exit(code)
     core.exit(code)
 end
 
-local function err_table(code, name, message)
-    return { code = code, name = name, message = message }
-end
+local new_error = require("luaio.errors").new
 
 -- Signal numbers ----------------------------------------------------------
 
@@ -215,7 +213,7 @@ function process.run(command, options)
             if not data then break end
             size = size + #data
             if size > max then
-                fail(err_table(-105, "ENOBUFS", name .. " longer than maxBuffer (" .. max .. " bytes)"))
+                fail(new_error("ENOBUFS", name .. " longer than maxBuffer (" .. max .. " bytes)"))
                 break
             end
             parts[#parts + 1] = data
@@ -233,7 +231,7 @@ function process.run(command, options)
         end)
     end
     local t = timeout and timer.setTimeout(timeout, function()
-        fail(err_table(-110, "ETIMEDOUT", "command timed out after " .. timeout .. " ms"))
+        fail(new_error("ETIMEDOUT", "command timed out after " .. timeout .. " ms"))
     end)
     local out = collect(child.stdout, "stdout")
     local _, errout = errors:join()
@@ -335,7 +333,7 @@ function process.fork(options)
         end
     end
     local f, ferr = io.open(file, "r")
-    if not f then return nil, err_table(-2, "ENOENT", "cannot open the file to fork: " .. tostring(ferr)) end
+    if not f then return nil, new_error("ENOENT", "cannot open the file to fork: " .. tostring(ferr)) end
     f:close()
     local o = copy(options)
     o.file, o.forever = nil, nil
@@ -456,7 +454,7 @@ function process.waitSignal(signal, timeout)
     local t = timeout and timer.setTimeout(timeout, function()
         if not w.done then
             w.done = true
-            ready(co, nil, err_table(-110, "ETIMEDOUT", "no signal within " .. timeout .. " ms"))
+            ready(co, nil, new_error("ETIMEDOUT", "no signal within " .. timeout .. " ms"))
         end
     end)
     local name, err = suspend()

@@ -80,8 +80,9 @@ task.yield = core.yield
 local Channel = {}
 Channel.__index = Channel
 
-local EPIPE = { code = -32, name = "EPIPE", message = "channel closed" }
-local EOF = { code = -4095, name = "EOF", message = "channel closed" }
+local new_error = require("luaio.errors").new
+local EPIPE = new_error("EPIPE", "channel closed")
+local EOF = new_error("EOF", "channel closed")
 
 local function queue()
     return { first = 1, last = 0 }

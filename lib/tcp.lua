@@ -9,6 +9,7 @@
 -- master's listening socket adopted in a worker of `luaio --workers`. Each connection's task
 -- is started by C++, which closes its socket when the task ends (luaio::spawn's close_idx).
 local core = require "luaio.tcp"
+local new_error = require("luaio.errors").new
 
 local type, error, pcall, require, pairs = type, error, pcall, require, pairs
 local format = string.format
@@ -37,11 +38,11 @@ local function resolve(host, family)
     end
     local ok, dns = pcall(require, "dns")
     if not ok then
-        return nil, { code = -97, name = "EAFNOSUPPORT", message = "host names need the dns module: " .. host }
+        return nil, new_error("EAFNOSUPPORT", "host names need the dns module", { host = host })
     end
     local addrs, err = dns.lookup(host, family)
     if not addrs or #addrs == 0 then
-        return nil, err or { code = -3007, name = "ENOTFOUND", message = "host not found: " .. host }
+        return nil, err or new_error("ENOTFOUND", "host not found", { host = host })
     end
     return addrs
 end

@@ -704,7 +704,7 @@ int l_reverse(lua_State* L) {
     else {
         lua_pushnil(L);
         std::string msg = "not an IP address: " + ip;
-        luaio::push_error(L, UV_EINVAL, "EINVAL", msg.c_str());
+        luaio::push_error(L, UV_EINVAL, msg.c_str());
         return 2;
     }
     luaio::check_can_wait(L, fname);

@@ -28,6 +28,7 @@
 //   body | nil, err = conn:body()                  -- the whole body (bounded)
 //   conn:keepalive()  conn:reusable()  conn:sent()  conn:socket()  conn:close()
 #include "modules/http_parser.h"
+#include "modules/http_status.h"
 #include "runtime/luaio.h"
 #include "runtime/stream.h"
 
@@ -201,13 +202,13 @@ Stream* check_stream(lua_State* L, Conn* c, const char* fname) {
 void push_proto_error(lua_State* L, const char* what, const char* why) {
     char msg[256];
     std::snprintf(msg, sizeof msg, "%s: %s", what, why ? why : "malformed");
-    luaio::push_error(L, UV_EPROTO, "EPROTO", msg);
+    luaio::push_error(L, UV_EPROTO, msg);
 }
 
 void push_too_large(lua_State* L, const char* what, uint64_t limit) {
     char msg[128];
     std::snprintf(msg, sizeof msg, "%s larger than %llu bytes", what, static_cast<unsigned long long>(limit));
-    luaio::push_error(L, UV_E2BIG, "E2BIG", msg);
+    luaio::push_error(L, UV_E2BIG, msg);
 }
 
 // The stream of messages is unusable from here on (bad framing, an oversized or truncated
@@ -237,82 +238,7 @@ void fail_body(lua_State* L, Conn* c, int err) {
 
 // ---------------------------------------------------------------- response heads
 
-const char* reason_phrase(int status) {
-    switch (status) {
-    case 100:
-        return "Continue";
-    case 101:
-        return "Switching Protocols";
-    case 200:
-        return "OK";
-    case 201:
-        return "Created";
-    case 202:
-        return "Accepted";
-    case 204:
-        return "No Content";
-    case 206:
-        return "Partial Content";
-    case 301:
-        return "Moved Permanently";
-    case 302:
-        return "Found";
-    case 303:
-        return "See Other";
-    case 304:
-        return "Not Modified";
-    case 307:
-        return "Temporary Redirect";
-    case 308:
-        return "Permanent Redirect";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 409:
-        return "Conflict";
-    case 411:
-        return "Length Required";
-    case 413:
-        return "Content Too Large";
-    case 414:
-        return "URI Too Long";
-    case 415:
-        return "Unsupported Media Type";
-    case 417:
-        return "Expectation Failed";
-    case 422:
-        return "Unprocessable Content";
-    case 429:
-        return "Too Many Requests";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 500:
-        return "Internal Server Error";
-    case 501:
-        return "Not Implemented";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return status < 200   ? "Informational"
-               : status < 300 ? "OK"
-               : status < 400 ? "Redirect"
-               : status < 500 ? "Client Error"
-                              : "Server Error";
-    }
-}
+using luaio::http::reason_phrase;
 
 // "Server: luaio\r\nDate: <IMF-fixdate>\r\n", the Date formatted once per second; the Date
 // line alone starts at kDateOffset.
@@ -1615,6 +1541,12 @@ extern "C" int luaopen_luaio_http(lua_State* L) {
                               {"client", l_client}, {"headers", l_headers}, {"decode", l_decode},
                               {"query", l_query},   {"date", l_date},       {nullptr, nullptr}};
     luaL_newlib(L, funcs);
+    lua_createtable(L, 0, static_cast<int>(std::size(luaio::http::kStatuses)));
+    for (const auto& st : luaio::http::kStatuses) {
+        lua_pushstring(L, st.reason);
+        lua_rawseti(L, -2, st.code);
+    }
+    lua_setfield(L, -2, "reasons");
     for (int& ref : g_method_refs) ref = LUA_NOREF;
     for (int& ref : g_version_refs) ref = LUA_NOREF;
     return 1;

@@ -101,7 +101,7 @@ int return_unknown_signal(lua_State* L, int idx) {
     lua_pushnil(L);
     const char* what = lua_isstring(L, idx) ? lua_tostring(L, idx) : luaL_typename(L, idx);
     std::string msg = std::string("unknown signal '") + what + "'";
-    luaio::push_error(L, UV_EINVAL, "EINVAL", msg.c_str());
+    luaio::push_error(L, UV_EINVAL, msg.c_str());
     return 2;
 }
 
@@ -361,21 +361,21 @@ int l_spawn(lua_State* L) {
         lua_getfield(L, 2, "uid");
         std::string msg = std::string("unknown user '") + lua_tostring(L, -1) + "'";
         lua_pushnil(L);
-        luaio::push_error(L, UV_EINVAL, "EINVAL", msg.c_str());
+        luaio::push_error(L, UV_EINVAL, msg.c_str());
         return 2;
     }
     if (!user_option(L, fname, "gid", true, reinterpret_cast<uv_uid_t*>(&gid), &unused, &user_gid)) {
         lua_getfield(L, 2, "gid");
         std::string msg = std::string("unknown group '") + lua_tostring(L, -1) + "'";
         lua_pushnil(L);
-        luaio::push_error(L, UV_EINVAL, "EINVAL", msg.c_str());
+        luaio::push_error(L, UV_EINVAL, msg.c_str());
         return 2;
     }
     if (cpu >= 0 && !cpu_allowed(static_cast<int>(cpu))) {
         char msg[96];
         std::snprintf(msg, sizeof msg, "cpu %lld is not available to this process", static_cast<long long>(cpu));
         lua_pushnil(L);
-        luaio::push_error(L, UV_EINVAL, "EINVAL", msg);
+        luaio::push_error(L, UV_EINVAL, msg);
         return 2;
     }
 

@@ -24,18 +24,31 @@
 
 #include <cstddef>
 
+#include "runtime/errors.h"
+
 namespace luaio {
 
 uv_loop_t* loop();
 lua_State* main_state();
 
 // ---------------------------------------------------------------- errors
-// The seed's error table {code = <negative errno or library code>, name, message}.
+// The seed's error table {code, name, message}; names, codes and default messages come from the
+// one table in runtime/errors.h (libuv's codes, c-ares's, luaio's own LUAIO_E...). Every error
+// table has the shared metatable whose __tostring gives "ECONNREFUSED: connection refused
+// (127.0.0.1:8080)". Lua code makes the same tables with require("luaio.errors").new(name,
+// message, fields). Error tables are made only on failure paths.
+//
+// The error table of `code` with the table's name and `message` (default: the table's).
+void push_error(lua_State* L, int code, const char* message = nullptr);
+// With an explicit name (a library's code outside the table).
 void push_error(lua_State* L, int code, const char* name, const char* message);
 // The error table of a libuv error code (UV_ECONNREFUSED ...), with libuv's name and message.
 void push_uv_error(lua_State* L, int uverr);
 // Push `nils` nils then the error table of a libuv error; returns nils + 1 for `return`.
 int return_uv_error(lua_State* L, int uverr, int nils = 1);
+// Sets the fields `address` (when not null) and `port` (when >= 0) of the error table on top of
+// L: what a network error concerns (printed by __tostring). A host name goes in `host`.
+void set_error_address(lua_State* L, const char* address, int port = -1);
 
 // Raise "<fname>: <message>" as a Lua error (programmer mistakes: wrong types, closed objects).
 [[noreturn]] void raise(lua_State* L, const char* fname, const char* fmt, ...);

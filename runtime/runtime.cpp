@@ -449,26 +449,6 @@ lua_State* main_state() {
     return g_L;
 }
 
-void push_error(lua_State* L, int code, const char* name, const char* message) {
-    lua_createtable(L, 0, 3);
-    lua_pushinteger(L, code);
-    lua_setfield(L, -2, "code");
-    lua_pushstring(L, name);
-    lua_setfield(L, -2, "name");
-    lua_pushstring(L, message);
-    lua_setfield(L, -2, "message");
-}
-
-void push_uv_error(lua_State* L, int uverr) {
-    push_error(L, uverr, uv_err_name(uverr), uv_strerror(uverr));
-}
-
-int return_uv_error(lua_State* L, int uverr, int nils) {
-    for (int i = 0; i < nils; i++) lua_pushnil(L);
-    push_uv_error(L, uverr);
-    return nils + 1;
-}
-
 void raise(lua_State* L, const char* fname, const char* fmt, ...) {
     char buf[512];
     va_list ap;
@@ -728,6 +708,7 @@ lua_State* init(const char* script_dir) {
     lua_pop(L, 1);
 
     preload(L, "luaio.core", open_core);
+    open_errors_module(L);
     register_modules(L);
 
     // The prelude wraps coroutine.* so that waits inside user coroutines reach the task.

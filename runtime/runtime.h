@@ -10,6 +10,8 @@ namespace luaio {
 // Creates the loop and the Lua state, installs the module searchers (script_dir first on
 // package.path) and runs the prelude. Returns the main state.
 lua_State* init(const char* script_dir);
+// Registers the luaio.errors module (runtime/errors.cpp).
+void open_errors_module(lua_State* L);
 // Registers every C++ module in package.preload (modules/modules.cpp).
 void register_modules(lua_State* L);
 // Runs the function and its nargs arguments on top of L as the main task, then the loop

@@ -29,7 +29,7 @@ struct WriteReq {
 void push_line_too_long(lua_State* L, size_t max) {
     char msg[96];
     std::snprintf(msg, sizeof msg, "line longer than %zu bytes", max);
-    push_error(L, UV_E2BIG, "ELINETOOLONG", msg);
+    push_error(L, LUAIO_ELINETOOLONG, msg);
 }
 
 } // namespace
@@ -313,7 +313,7 @@ struct Stream::Impl {
     static int start_read(lua_State* L, Stream* s, const char* fname) {
         if (s->reader_.waiting()) {
             lua_pushnil(L);
-            push_error(L, UV_EBUSY, "EBUSY", "another task is already reading this stream");
+            push_error(L, UV_EBUSY, "another task is already reading this stream");
             return 2;
         }
         s->watching_ = false; // a task reads now
@@ -427,7 +427,7 @@ struct Stream::Impl {
             return 1;
         }
         if (s->extra_ && s->extra_->writer.waiting()) {
-            push_error(L, UV_EBUSY, "EBUSY", "another task is already writing to this stream");
+            push_error(L, UV_EBUSY, "another task is already writing to this stream");
             return 1;
         }
         if (total == 0) return 0;
@@ -479,7 +479,7 @@ struct Stream::Impl {
     static int l_shutdown(lua_State* L) {
         Stream* s = check(L, 1, "shutdown");
         if (s->extra_ && s->extra_->shutter.waiting()) {
-            push_error(L, UV_EBUSY, "EBUSY", "shutdown already in progress");
+            push_error(L, UV_EBUSY, "shutdown already in progress");
             return 1;
         }
         check_can_wait(L, "shutdown");

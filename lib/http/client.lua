@@ -175,9 +175,7 @@ function Response:close()
     end
 end
 
-local function client_error(name, message)
-    return { code = name == "ETIMEDOUT" and -110 or -22, name = name, message = message }
-end
+local client_error = require("luaio.errors").new
 
 local limits_cache = setmetatable({}, { __mode = "k" })
 

@@ -218,7 +218,7 @@ local function on_error(e)
     return traceback("http handler: " .. describe(e), 2)
 end
 
-local INTERNAL = "Internal Server Error\n"
+local INTERNAL = core.reasons[500] .. "\n"
 
 -- The answer to a request that failed before its handler ran (when nothing was sent yet).
 local REJECT = { ETIMEDOUT = 408, E2BIG = 413, EPROTO = 400 }

@@ -16,6 +16,7 @@
 -- workers and a socket outlives the workers that accept on it.
 local process = require "process"
 local core = require "luaio.process"
+local errors = require "luaio.errors"
 local task = require "task"
 local timer = require "timer"
 local system = require "system"
@@ -95,7 +96,7 @@ return function(plan)
                         core.send_fd(ch, -1, ("error %d %s %s\n"):format(p.code, p.name, p.message))
                     end
                 else
-                    core.send_fd(ch, -1, "error -22 EINVAL unknown request\n")
+                    core.send_fd(ch, -1, ("error %d EINVAL unknown request\n"):format(errors.EINVAL))
                 end
             end
         end

@@ -15,6 +15,7 @@
 -- same socket to every worker that takes the slot: connections queued on it while a worker
 -- restarts or is replaced are accepted by the next one, never reset.
 local core = require "luaio.process"
+local new_error = require("luaio.errors").new
 
 local worker = {}
 
@@ -54,7 +55,7 @@ end
 --- A listening socket for host:port from the master: fd, port, or nil and an error table.
 function worker.listen(host, port, backlog)
     if not fd then
-        return nil, { code = -22, name = "EINVAL", message = "not a worker of a luaio master" }
+        return nil, new_error("EINVAL", "not a worker of a luaio master")
     end
     local ok, err = core.write_fd(fd, ("listen %s %d %d\n"):format(host, port, backlog or 511))
     if not ok then return nil, err end
@@ -64,7 +65,10 @@ function worker.listen(host, port, backlog)
     if p and sock then return sock, tonumber(p) end
     if sock then core.close_fd(sock) end
     local code, name, message = msg:match("^error (%-?%d+) (%S+) ([^\n]*)")
-    return nil, { code = tonumber(code) or -22, name = name or "EPROTO", message = message or msg }
+    if code and name then -- the master's own error, as it made it
+        return nil, new_error("EPROTO", message, { code = tonumber(code), name = name })
+    end
+    return nil, new_error("EPROTO", "bad answer from the master: " .. msg)
 end
 
 return worker

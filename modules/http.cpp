@@ -21,8 +21,10 @@
 //   conn:reject(status)                           -- a canned error response; closes
 //   conn:setclose()                               -- this response ends the connection
 // client side:
-//   err = conn:request(method, target, headers, body)
-//   res | nil, err = conn:response(with_body)
+//   head = core.requesthead(method, target, headers, framing) -- checked before connecting
+//   err = conn:request(head, body | true, is_head, chunked)  -- true: conn:write/finish send the body
+//   res | nil, err = conn:response(with_body, limits)
+//   conn:replied()                                 -- a byte came back since the request
 // both:
 //   data | nil (end) | nil, err = conn:read()      -- the next piece of the body
 //   body | nil, err = conn:body()                  -- the whole body (bounded)
@@ -106,6 +108,7 @@ struct Conn final : luaio::Consumer {
     bool keep = true;    // the connection goes on after this message
     bool broken = false; // the stream of messages is unusable (bad framing, truncated body)
     bool closed = false;
+    bool replied = false; // client: a byte came back since the request went out (no retry then)
 
     Stream* stream() const { return sock_ud && *sock_ud ? static_cast<Stream*>(*sock_ud) : nullptr; }
     bool in_body() const { return parser && parser->in_body(); }
@@ -628,6 +631,20 @@ void send_continue(Conn* c) {
     if (s && uv_stream_get_write_queue_size(s->stream()) == 0) uv_try_write(s->stream(), &b, 1);
 }
 
+// A status line has a status code of exactly three digits (RFC 9112 4), which llhttp does not
+// check: it reads "HTTP/1.1 20 OK" as 20 and "HTTP/1.1 0200 OK" as 200.
+bool valid_status_line(const char* head, size_t len) {
+    const char* sp = static_cast<const char*>(std::memchr(head, ' ', len));
+    if (!sp) return false;
+    size_t i = static_cast<size_t>(sp - head) + 1;
+    if (len < i + 4 || head[i] < '1' || head[i] > '9') return false;
+    if (!std::isdigit(static_cast<unsigned char>(head[i + 1])) ||
+        !std::isdigit(static_cast<unsigned char>(head[i + 2])))
+        return false;
+    char after = head[i + 3];
+    return after == ' ' || after == '\r' || after == '\n';
+}
+
 int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, size_t* used) {
     size_t off = *used;
     if (!c->parser) c->parser = acquire_parser(HTTP_REQUEST);
@@ -719,12 +736,20 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
             lua_pushnil(L);
         return kRequestValues;
     }
+    if (!valid_status_line(data + off - c->parser->head_len(), c->parser->head_len())) {
+        fail_proto(L, c, "malformed status line", "the status code must be three digits from 100");
+        return 2;
+    }
     int status = c->parser->status();
     if (status >= 100 && status < 200 && status != 101) {
         // An interim response (100 Continue): the final one follows.
         return consume_head(c, L, data, len, err, used);
     }
     c->keep = c->parser->keep_alive();
+    if (c->with_body && c->parser->has_length() && c->parser->content_length() > c->lim->max_body_size) {
+        fail_too_large(L, c, "body", c->lim->max_body_size);
+        return 2;
+    }
     push_response(L, c);
     if (!c->with_body || !c->in_body()) {
         if (c->with_body) {
@@ -747,6 +772,7 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
 int Conn::consume(lua_State* L, const char* data, size_t len, int err, size_t* used) {
     Conn* c = this;
     *used = 0;
+    if (len) c->replied = true;
     switch (c->op) {
     case Op::Next:
     case Op::Response:
@@ -768,7 +794,9 @@ int Conn::consume(lua_State* L, const char* data, size_t len, int err, size_t* u
         }
         H::Parser::Result r = c->parser->feed_body(data, len, used);
         H::Pieces& pc = H::scratch_pieces();
-        c->body_bytes += pc.total;
+        // A client's streamed pieces are the caller's to keep or drop: only what the client
+        // gathers itself (a whole body) is bounded.
+        if (c->server) c->body_bytes += pc.total;
         if (c->body_bytes > c->lim->max_body_size) {
             fail_too_large(L, c, "body", c->lim->max_body_size);
             return 2;
@@ -829,11 +857,18 @@ int l_next(lua_State* L) {
     return 0;
 }
 
-// res | nil, err = conn:response(with_body)
+// res | nil, err = conn:response(with_body[, limits]): the limits of this request's response
+// (a pooled connection serves requests with different options).
 int l_response(lua_State* L) {
     Conn* c = check_conn(L, "response");
     if (c->broken) return luaio::return_uv_error(L, UV_EPROTO);
     c->with_body = lua_toboolean(L, 2) != 0;
+    if (auto* lim = static_cast<Limits*>(luaio::test_object(L, 3, kLimitsClass))) {
+        lua_pushvalue(L, 3);
+        luaL_unref(L, LUA_REGISTRYINDEX, c->lim_ref);
+        c->lim_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        c->lim = lim;
+    }
     return start_read(L, c, c->req_ref != LUA_NOREF ? Op::Body : Op::Response, "response");
 }
 
@@ -1059,23 +1094,17 @@ int l_reject(lua_State* L) {
     return 0;
 }
 
-// err = conn:request(method, target, headers, body)
-int l_request(lua_State* L) {
-    Conn* c = check_conn(L, "request");
+// head = core.requesthead(method, target, headers, framing): a request's head, built (and so
+// checked: method, target, header names and values) before a connection is made for it. framing
+// is the body's length (a Content-Length), true (chunked) or nil (no body).
+int l_request_head(lua_State* L) {
     size_t mlen, tlen;
-    const char* method = luaL_checklstring(L, 2, &mlen);
-    const char* target = luaL_checklstring(L, 3, &tlen);
+    const char* method = luaL_checklstring(L, 1, &mlen);
+    const char* target = luaL_checklstring(L, 2, &tlen);
     if (!is_token(method, mlen)) luaio::raise(L, "request", "invalid method '%s'", method);
     for (size_t i = 0; i < tlen; i++)
         if (static_cast<unsigned char>(target[i]) <= 32 || target[i] == 127)
             luaio::raise(L, "request", "invalid request target (control character or space)");
-    size_t blen = 0;
-    const char* body = nullptr;
-    if (!lua_isnoneornil(L, 5)) {
-        body = lua_tolstring(L, 5, &blen);
-        if (!body) luaio::raise(L, "request", "body must be a string, got %s", luaL_typename(L, 5));
-    }
-    if (c->in_body()) luaio::raise(L, "request", "the previous response was not read");
     OutBuf& b = out();
     b.clear();
     b.append(method, mlen);
@@ -1083,23 +1112,50 @@ int l_request(lua_State* L) {
     b.append(target, tlen);
     b.append(" HTTP/1.1\r\n", 11);
     Seen seen;
-    append_headers(L, 4, -1, b, seen, "request");
-    if (body && !seen.length && !seen.te) {
+    append_headers(L, 3, -1, b, seen, "request");
+    if (lua_type(L, 4) == LUA_TNUMBER) {
         b.append("Content-Length: ", 16);
-        b.append_uint(blen);
+        b.append_uint(static_cast<uint64_t>(lua_tointeger(L, 4)));
         b.append("\r\n", 2);
+    } else if (lua_toboolean(L, 4)) {
+        b.append("Transfer-Encoding: chunked\r\n", 28);
     }
     b.append("\r\n", 2);
-    c->is_head = mlen == 4 && std::memcmp(method, "HEAD", 4) == 0;
-    c->parser->set_skip_body(c->is_head);
-    if (blen <= 2048) {
-        if (body) b.append(body, blen);
-        uv_buf_t buf = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
-        return write_out(L, c, &buf, 1, "request");
+    lua_pushlstring(L, b.data(), b.size());
+    return 1;
+}
+
+// err = conn:request(head, body, is_head, chunked): sends a head from core.requesthead and the
+// whole body (a string or nil); with body == true the body follows through conn:write and
+// conn:finish (in chunks when chunked, else as the head's Content-Length said).
+int l_request(lua_State* L) {
+    Conn* c = check_conn(L, "request");
+    size_t hlen, blen = 0;
+    const char* head = luaL_checklstring(L, 2, &hlen);
+    bool streamed = lua_type(L, 3) == LUA_TBOOLEAN && lua_toboolean(L, 3);
+    const char* body = nullptr;
+    if (!streamed && !lua_isnoneornil(L, 3)) {
+        body = lua_tolstring(L, 3, &blen);
+        if (!body) luaio::raise(L, "request", "body must be a string, got %s", luaL_typename(L, 3));
     }
-    uv_buf_t bufs[2] = {uv_buf_init(b.data(), static_cast<unsigned>(b.size())),
+    if (c->in_body()) luaio::raise(L, "request", "the previous response was not read");
+    c->is_head = lua_toboolean(L, 4) != 0;
+    c->parser->set_skip_body(c->is_head);
+    c->replied = false;
+    // A streamed body is open like a server's streamed response (write_piece, write_body).
+    c->head_sent = streamed;
+    c->responded = !streamed;
+    c->chunked_out = streamed && lua_toboolean(L, 5);
+    uv_buf_t bufs[2] = {uv_buf_init(const_cast<char*>(head), static_cast<unsigned>(hlen)),
                         uv_buf_init(const_cast<char*>(body), static_cast<unsigned>(blen))};
-    return write_out(L, c, bufs, 2, "request");
+    return write_out(L, c, bufs, blen ? 2 : 1, "request");
+}
+
+// conn:replied(): true once a byte came back after the request went out (see Conn::replied).
+int l_replied(lua_State* L) {
+    Conn* c = check_conn(L, "replied");
+    lua_pushboolean(L, c->replied);
+    return 1;
 }
 
 // ---------------------------------------------------------------- state and life cycle
@@ -1522,13 +1578,13 @@ int l_date(lua_State* L) {
 } // namespace
 
 extern "C" int luaopen_luaio_http(lua_State* L) {
-    const luaL_Reg conn_methods[] = {{"next", l_next},       {"response", l_response},   {"read", l_read},
-                                     {"body", l_body},       {"respond", l_respond},     {"head", l_head},
-                                     {"write", l_write},     {"finish", l_finish},       {"reject", l_reject},
-                                     {"request", l_request}, {"keepalive", l_keepalive}, {"reusable", l_reusable},
-                                     {"sent", l_sent},       {"setclose", l_set_close},  {"socket", l_socket},
-                                     {"unref", l_unref},     {"close", l_close},         {"__gc", l_gc},
-                                     {nullptr, nullptr}};
+    const luaL_Reg conn_methods[] = {{"next", l_next},         {"response", l_response}, {"read", l_read},
+                                     {"body", l_body},         {"respond", l_respond},   {"head", l_head},
+                                     {"write", l_write},       {"finish", l_finish},     {"reject", l_reject},
+                                     {"request", l_request},   {"replied", l_replied},   {"keepalive", l_keepalive},
+                                     {"reusable", l_reusable}, {"sent", l_sent},         {"setclose", l_set_close},
+                                     {"socket", l_socket},     {"unref", l_unref},       {"close", l_close},
+                                     {"__gc", l_gc},           {nullptr, nullptr}};
     luaio::new_class(L, kConnClass, conn_methods);
     lua_pop(L, 1);
     luaio::set_closer(L, kConnClass, task_end);
@@ -1537,9 +1593,16 @@ extern "C" int luaopen_luaio_http(lua_State* L) {
     lua_pop(L, 1);
     luaL_newmetatable(L, kLimitsClass);
     lua_pop(L, 1);
-    const luaL_Reg funcs[] = {{"limits", l_limits}, {"site", l_site},       {"accept", l_accept},
-                              {"client", l_client}, {"headers", l_headers}, {"decode", l_decode},
-                              {"query", l_query},   {"date", l_date},       {nullptr, nullptr}};
+    const luaL_Reg funcs[] = {{"limits", l_limits},
+                              {"site", l_site},
+                              {"accept", l_accept},
+                              {"client", l_client},
+                              {"requesthead", l_request_head},
+                              {"headers", l_headers},
+                              {"decode", l_decode},
+                              {"query", l_query},
+                              {"date", l_date},
+                              {nullptr, nullptr}};
     luaL_newlib(L, funcs);
     lua_createtable(L, 0, static_cast<int>(std::size(luaio::http::kStatuses)));
     for (const auto& st : luaio::http::kStatuses) {

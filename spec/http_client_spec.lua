@@ -1,6 +1,8 @@
 -- The http client: requests, bodies, the keep-alive pool, redirects and errors.
 local http = require "http"
 local tcp = require "tcp"
+local json = require "json"
+local helper = require "helper"
 
 local function start(handler, opts)
     opts = opts or {}
@@ -23,6 +25,45 @@ local function raw_server(reply)
         end
     end, { host = "127.0.0.1" }))
     return srv, srv:address().port
+end
+
+-- A raw server that reads whole requests (Content-Length bodies) on each connection and calls
+-- on_request(sock, req, conn_n, req_n) for each; it keeps the connection while that returns true.
+-- Returns the server, its base URL and the list of requests {method, target, body, conn}.
+local function recording_server(on_request)
+    local seen, conns = {}, 0
+    local srv = assert(tcp.createServer(0, function(sock)
+        conns = conns + 1
+        local conn, n = conns, 0
+        sock:settimeouts(2000, 2000, 2000)
+        while true do
+            local head = sock:readuntil("\r\n\r\n")
+            if not head then
+                return
+            end
+            local method, target = head:match("^(%S+) (%S+)")
+            local len = tonumber(head:lower():match("\ncontent%-length: *(%d+)")) or 0
+            local body = len > 0 and sock:read(len) or ""
+            n = n + 1
+            local req = { method = method, target = target, body = body, conn = conn }
+            seen[#seen + 1] = req
+            if not on_request(sock, req, conn, n) then
+                sock:close()
+                return
+            end
+        end
+    end, { host = "127.0.0.1" }))
+    return srv, "http://127.0.0.1:" .. srv:address().port, seen
+end
+
+local function count(list, method)
+    local n = 0
+    for _, r in ipairs(list) do
+        if r.method == method then
+            n = n + 1
+        end
+    end
+    return n
 end
 
 describe("http client", function()
@@ -215,5 +256,293 @@ describe("http client", function()
     it("has a transport table ready for https", function()
         assert.is_function(http.transports.http.connect)
         assert.is_nil(http.transports.https) -- arrives with the TLS module
+    end)
+
+    -- issue 10, item 2
+    it("sends a request again only when idempotent, pooled and unanswered (RFC 9110 9.2.2)", function()
+        local srv, base, seen = recording_server(function(sock, req, _, n)
+            -- The first request of a connection is answered; then /drop closes unanswered, /part
+            -- sends part of a status line first.
+            if n > 1 and req.target == "/drop" then
+                return false
+            elseif n > 1 and req.target == "/part" then
+                sock:write("HTTP/1.1 200")
+                return false
+            end
+            sock:write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            return true
+        end)
+        assert(http.get(base .. "/"))
+        local res, err = http.request({ method = "POST", url = base .. "/drop", body = "once" })
+        assert.is_nil(res)
+        assert.is_table(err)
+        assert.are.equal(1, count(seen, "POST"))
+        -- GET is idempotent: sent again on a new connection, which answers it.
+        assert(http.get(base .. "/"))
+        res = assert(http.get(base .. "/drop"))
+        assert.are.equal("ok", res.body)
+        assert.are.same({ "/drop", "/drop" }, { seen[#seen - 1].target, seen[#seen].target })
+        assert.are.equal(seen[#seen - 1].conn + 1, seen[#seen].conn)
+        -- A byte of a response came back: no second try.
+        local before = #seen
+        assert(http.get(base .. "/"))
+        res, err = http.get(base .. "/part")
+        assert.is_nil(res)
+        assert.are.equal("EPROTO", err.name)
+        assert.are.equal(before + 2, #seen)
+        -- A streamed body cannot be sent again, even with PUT.
+        assert(http.get(base .. "/"))
+        res, err = http.request({ method = "PUT", url = base .. "/drop", body = function() end })
+        assert.is_nil(res)
+        assert.is_table(err)
+        assert.are.equal(1, count(seen, "PUT"))
+        srv:close()
+    end)
+
+    -- issue 10, item 13
+    it("checks a request before connecting: a request that raises keeps no descriptor", function()
+        local srv, base = start(function(_, res)
+            res:finish("x")
+        end)
+        assert(http.get(base)) -- a pooled connection, which the failures below must leave alone
+        local fds = helper.fd_count()
+        for _ = 1, 100 do
+            assert.has_error(function()
+                http.request({ url = base, headers = { ["X-Bad"] = "a\r\nb" } })
+            end, "request: header 'X-Bad' contains CR, LF or NUL")
+            assert.has_error(function()
+                http.request({ url = base, method = "GE T" })
+            end)
+            assert.has_error(function()
+                http.request({ url = base, headers = { [1] = "x" } })
+            end)
+            local ok, _, err = pcall(http.get, base .. "/a b")
+            assert.is_true(ok)
+            assert.are.equal("EINVAL", err.name)
+        end
+        assert.are.equal(fds, helper.fd_count())
+        assert.are.equal("x", assert(http.get(base)).body)
+        assert.are.equal(1, srv:connections())
+        srv:close()
+        -- The raising request does not hold the pooled connection: the process exits.
+        local script = helper.script([[
+            local http = require "http"
+            local srv = assert(http.createServer({ port = 0 }, function(_, res) res:finish("x") end))
+            local base = "http://127.0.0.1:" .. srv.port
+            assert(http.get(base))
+            assert(not pcall(http.request, { url = base, headers = { ["X-Bad"] = "a\nb" } }))
+            srv:close()
+            print("done")
+        ]])
+        local out, _, status = helper.sh("timeout 10 " .. helper.luaio .. " " .. script)
+        os.remove(script)
+        assert.are.same({ "done\n", 0 }, { out, status })
+    end)
+
+    it("raises at the caller's line on a bad option", function()
+        local ok, msg = pcall(function()
+            http.request({ url = "http://127.0.0.1:1/", bogus = 1 })
+        end)
+        assert.is_false(ok)
+        assert.truthy(msg:find("http_client_spec.lua:%d+: request: unknown option 'bogus'"), msg)
+        ok, msg = pcall(function()
+            http.get("http://127.0.0.1:1/", { headers = { ["X-Bad"] = "\n" } })
+        end)
+        assert.is_false(ok)
+        assert.truthy(msg:find("http_client_spec.lua:%d+: request: header 'X%-Bad'"), msg)
+        assert.has_error(function()
+            http.request({ url = "http://127.0.0.1:1/", body = "abc", headers = { ["Content-Length"] = 4 } })
+        end)
+        assert.has_error(function()
+            http.request({ url = "http://127.0.0.1:1/", headers = { ["Content-Length"] = "abc" } })
+        end)
+        assert.has_error(function()
+            http.request({ url = "http://127.0.0.1:1/", body = "abc", headers = { ["Transfer-Encoding"] = "chunked" } })
+        end)
+    end)
+
+    -- issue 10, item 11
+    it("bounds a whole body by maxBodySize (64 MiB by default), whatever its framing", function()
+        local srv, base = recording_server(function(sock, req)
+            local n = tonumber(req.target:match("%d+"))
+            if req.target:find("^/length") then
+                sock:write("HTTP/1.1 200 OK\r\nContent-Length: " .. n .. "\r\n\r\n" .. string.rep("a", math.min(n, 100)))
+                return n <= 100
+            elseif req.target:find("^/chunked") then
+                sock:write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                for _ = 1, n do
+                    sock:write("1\r\nc\r\n")
+                end
+                sock:write("0\r\n\r\n")
+                return true
+            end
+            sock:write("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" .. string.rep("u", n))
+            return false
+        end)
+        -- The default: a Content-Length one byte past 64 MiB is refused at the head; at the limit
+        -- the client waits for the body (the server closes: truncated).
+        local res, err = http.get(base .. "/length/67108865")
+        assert.is_nil(res)
+        assert.are.equal("E2BIG", err.name)
+        res, err = http.get(base .. "/length/67108864")
+        assert.are.equal("EPROTO", err.name)
+        for _, kind in ipairs({ "length", "chunked", "close" }) do
+            res = assert(http.get(base .. "/" .. kind .. "/10", { maxBodySize = 10 }))
+            assert.are.equal(10, #res.body)
+            res, err = http.get(base .. "/" .. kind .. "/11", { maxBodySize = 10 })
+            assert.is_nil(res)
+            assert.are.equal("E2BIG", err.name, kind)
+        end
+        -- A pooled connection bounds each response by its own request's limit.
+        assert(http.get(base .. "/chunked/50", { maxBodySize = 100 }))
+        res, err = http.get(base .. "/chunked/50", { maxBodySize = 10 })
+        assert.are.equal("E2BIG", err.name)
+        -- A streamed body is the caller's to keep: its pieces are not bounded, readAll is.
+        res = assert(http.request({ url = base .. "/chunked/50", stream = true, maxBodySize = 10 }))
+        local n = 0
+        for _ = 1, 100 do
+            local piece = assert(res:read())
+            n = n + #piece
+            if n == 50 then
+                break
+            end
+        end
+        assert.is_nil(res:read())
+        res = assert(http.request({ url = base .. "/chunked/50", stream = true, maxBodySize = 10 }))
+        res, err = res:readAll()
+        assert.are.equal("E2BIG", err.name)
+        srv:close()
+    end)
+
+    it("streams a request body from a function, chunked or with its Content-Length", function()
+        local srv, base = start(function(req, res)
+            local body = req:body()
+            if not body then
+                return res:finish() -- the client gave up on its body (the failures below)
+            end
+            res:json({ te = req.headers["transfer-encoding"], length = req.headers["content-length"], body = body })
+        end)
+        local function pieces(list)
+            local i = 0
+            return function()
+                i = i + 1
+                return list[i]
+            end
+        end
+        local res = assert(http.request({ method = "POST", url = base, body = pieces({ "ab", "", "cd", "ef" }) }))
+        assert.are.same({ te = "chunked", body = "abcdef" }, json.decode(res.body))
+        res = assert(http.request({
+            method = "PUT", url = base, body = pieces({ "ab", "cdef" }), headers = { ["content-length"] = "6" },
+        }))
+        assert.are.same({ length = "6", body = "abcdef" }, json.decode(res.body))
+        -- More or fewer bytes than the Content-Length said: an error, and the connection closes.
+        local fds = helper.fd_count()
+        local _, err = http.request({ method = "PUT", url = base, body = pieces({ "abc" }), headers = { ["Content-Length"] = 2 } })
+        assert.are.equal("EINVAL", err.name)
+        _, err = http.request({ method = "PUT", url = base, body = pieces({ "a" }), headers = { ["Content-Length"] = 2 } })
+        assert.are.equal("EINVAL", err.name)
+        -- The producer's own error is the request's; a producer that raises raises.
+        _, err = http.request({ method = "POST", url = base, body = function() return nil, { name = "EUP", message = "upstream" } end })
+        assert.are.equal("EUP", err.name)
+        assert.has_error(function()
+            http.request({ method = "POST", url = base, body = function() error("boom", 0) end })
+        end, "boom")
+        assert.has_error(function()
+            http.request({ method = "POST", url = base, body = function() return 5 end })
+        end)
+        assert.truthy(helper.fd_count() <= fds)
+        srv:close()
+    end)
+
+    it("lets a proxy pass a body through without holding it", function()
+        local upstream, up = start(function(req, res)
+            local n = 0
+            for piece in req:pieces() do
+                n = n + #piece
+            end
+            res:finish(tostring(n))
+        end, { maxBodySize = 8 * 1024 * 1024 })
+        local proxy, base = start(function(req, res)
+            local r, err = http.request({ method = "POST", url = up, body = function() return req:read() end })
+            res:finish(r and r.body or err.message)
+        end, { maxBodySize = 8 * 1024 * 1024 })
+        local big = string.rep("x", 4 * 1024 * 1024)
+        local res = assert(http.request({ method = "POST", url = base, body = big }))
+        assert.are.equal(tostring(#big), res.body)
+        proxy:close()
+        upstream:close()
+    end)
+
+    -- issue 10, item 12
+    it("does not carry credentials to another origin on a redirect", function()
+        local target = start(function(req, res)
+            res:json({
+                host = req.headers.host, auth = req.headers.authorization or false, cookie = req.headers.cookie or false,
+                proxy = req.headers["proxy-authorization"] or false, keep = req.headers["x-keep"] or false,
+            })
+        end)
+        local other = "http://127.0.0.1:" .. target.port
+        local srv, base, port = start(function(req, res)
+            res.status = 302
+            res:setHeader("Location", req.path == "/away" and (other .. "/there") or "/here")
+            if req.path == "/here" then
+                res.status = 200
+                return res:finish(req.headers.authorization or "none")
+            end
+            res:finish()
+        end)
+        local headers = { Authorization = "Bearer s", Cookie = "a=b", ["Proxy-Authorization"] = "Basic x", ["X-Keep"] = "1" }
+        local res = assert(http.request({ url = base .. "/away", headers = headers, redirect = true }))
+        assert.are.same({ host = "127.0.0.1:" .. target.port, auth = false, cookie = false, proxy = false, keep = "1" },
+            json.decode(res.body))
+        headers.Host = "127.0.0.1:" .. port
+        res = assert(http.request({ url = base .. "/away", headers = headers, redirect = true }))
+        assert.are.equal("127.0.0.1:" .. target.port, json.decode(res.body).host)
+        -- The same origin keeps them.
+        res = assert(http.request({ url = base .. "/near", headers = headers, redirect = true }))
+        assert.are.equal("Bearer s", res.body)
+        srv:close()
+        target:close()
+    end)
+
+    it("turns a POST into a GET on 301, 302 and 303, and keeps it on 307 and 308", function()
+        local srv, base = start(function(req, res)
+            local code = tonumber(req.path:match("^/r/(%d+)$"))
+            if code then
+                res.status = code
+                res:setHeader("Location", "/echo")
+                return res:finish()
+            end
+            res:finish(table.concat({ req.method, req:body(), req.headers["content-type"] or "-",
+                req.headers["content-length"] or "-" }, " "))
+        end)
+        local expect = { [301] = "GET  - -", [302] = "GET  - -", [303] = "GET  - -",
+            [307] = "POST data text/plain 4", [308] = "POST data text/plain 4" }
+        for code, body in pairs(expect) do
+            local res = assert(http.request({ method = "POST", url = base .. "/r/" .. code, body = "data",
+                headers = { ["Content-Type"] = "text/plain" }, redirect = 1 }))
+            assert.are.equal(body, res.body, code)
+        end
+        local res = assert(http.request({ method = "PUT", url = base .. "/r/302", body = "data", redirect = 1 }))
+        assert.are.equal("PUT data - 4", res.body)
+        res = assert(http.request({ method = "DELETE", url = base .. "/r/303", redirect = 1 }))
+        assert.are.equal("GET  - -", res.body)
+        -- A streamed body cannot be sent again: a 307 is returned as it is.
+        res = assert(http.request({ method = "POST", url = base .. "/r/307", body = function() end, redirect = 1 }))
+        assert.are.equal(307, res.status)
+        srv:close()
+    end)
+
+    it("rejects a malformed status line", function()
+        for _, line in ipairs({ "HTTP/1.1 20 OK", "HTTP/1.1 020 OK", "HTTP/1.1 0200 OK", "HTTP/1.1 099 Low", "HTTP/1.1 2000 OK" }) do
+            local rs, port = raw_server(line .. "\r\nContent-Length: 0\r\n\r\n")
+            local res, err = http.get("http://127.0.0.1:" .. port)
+            assert.is_nil(res, line)
+            assert.are.equal("EPROTO", err.name)
+            rs:close()
+        end
+        local rs, port = raw_server("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n")
+        assert.are.equal(200, assert(http.get("http://127.0.0.1:" .. port)).status)
+        rs:close()
     end)
 end)

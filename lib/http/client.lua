@@ -9,7 +9,8 @@ local system = require "system"
 
 local type, tostring, tonumber, setmetatable, error, pairs, pcall =
     type, tostring, tonumber, setmetatable, error, pairs, pcall
-local match, lower, format, find, sub = string.match, string.lower, string.format, string.find, string.sub
+local match, lower, format, find, sub, gsub =
+    string.match, string.lower, string.format, string.find, string.sub, string.gsub
 local remove = table.remove
 
 local client = {}
@@ -29,6 +30,9 @@ client.transports = {
 
 --- Splits an absolute URL: scheme, host, port, target ("/path?query"). nil and a message if invalid.
 function client.parse_url(url)
+    if find(url, "[%z\1-\32\127]") then
+        return nil, "invalid URL (control character or space): " .. url
+    end
     local scheme, authority, rest = match(url, "^(%a[%w+.-]*)://([^/?#]*)(.*)$")
     if not scheme then
         return nil, "not an absolute URL: " .. url
@@ -59,6 +63,8 @@ function client.parse_url(url)
 end
 
 local function resolve_location(base, location)
+    -- Servers send spaces in Location; browsers and curl send them percent-encoded.
+    location = gsub(location, " ", "%%20")
     if match(location, "^%a[%w+.-]*://") then
         return location
     end
@@ -177,67 +183,101 @@ end
 
 local client_error = require("luaio.errors").new
 
-local limits_cache = setmetatable({}, { __mode = "k" })
+-- The default bound of a body the client gathers whole (a hostile or broken server must not be
+-- able to fill the caller's memory); a streamed body (stream = true) is read piece by piece.
+client.maxBodySize = 64 * 1024 * 1024
 
--- One request on one connection (from the pool or new). Returns the response or nil, err.
-local function once(u, opts)
+-- Limits userdata by their values, shared by requests with the same options.
+local limits_cache = setmetatable({}, { __mode = "v" })
+
+local function limits_of(opts)
+    local h, b = opts.maxHeaderSize, opts.maxBodySize or client.maxBodySize
+    local key = tostring(h) .. ":" .. tostring(b)
+    local lim = limits_cache[key]
+    if not lim then
+        lim = core.limits({ maxHeaderSize = h, maxBodySize = b })
+        limits_cache[key] = lim
+    end
+    return lim
+end
+
+-- RFC 9110 9.2.2: a request with one of these methods may be sent again.
+local idempotent = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true, TRACE = true }
+
+-- A request failed on a pooled connection that the server had closed meanwhile: it may go again
+-- on a new connection only when it is idempotent, its body can be sent again, and not one byte
+-- of a response came back (RFC 9110 9.2.2; Go's net/http and curl do the same).
+local function may_retry(req, conn, reused, err)
+    return reused and idempotent[req.method] and type(req.body) ~= "function" and not conn:replied()
+        and err.name ~= "ETIMEDOUT"
+end
+
+-- Sends a streamed body: req.body() gives the pieces (strings), nil at the end, or nil and an
+-- error table. With a Content-Length (req.framing a number) exactly that many bytes must come.
+-- Returns nil or an error table; an error raised by req.body closes conn and is raised again.
+local function send_body(conn, req)
+    local producer, length, sent = req.body, req.framing, 0
+    while true do
+        local ok, piece, perr = pcall(producer)
+        if not ok then
+            conn:close()
+            error(piece, 0)
+        end
+        if piece == nil then
+            if perr then
+                return perr
+            end
+            break
+        end
+        if type(piece) ~= "string" then
+            conn:close()
+            error("request: the body function must return strings or nil, got " .. type(piece), 0)
+        end
+        sent = sent + #piece
+        if length ~= true and sent > length then
+            return client_error("EINVAL", format("request body: more than the %d bytes of its Content-Length", length))
+        end
+        local err = conn:write(piece)
+        if err then
+            return err
+        end
+    end
+    if length ~= true and sent ~= length then
+        return client_error("EINVAL", format("request body: %d bytes, its Content-Length is %d", sent, length))
+    end
+    return conn:finish()
+end
+
+-- One request on one connection (from the pool unless fresh, or new). Returns the response, or
+-- nil, the error and whether the request may be sent again on a new connection.
+local function once(u, req, head, fresh)
     local key = u.scheme .. "://" .. u.host .. ":" .. u.port
-    local method = opts.method
-    local conn = checkout(key)
+    local conn = not fresh and checkout(key) or nil
     local reused = conn ~= nil
-    local timeout = opts.timeout
+    local timeout = req.timeout
     if not conn then
         local sock, err = client.transports[u.scheme].connect(u.host, u.port, { timeout = timeout })
         if not sock then
             return nil, err
         end
-        local limits = limits_cache[opts]
-        if not limits then
-            limits = core.limits({ maxHeaderSize = opts.maxHeaderSize, maxBodySize = opts.maxBodySize or 1e15 })
-            limits_cache[opts] = limits
-        end
-        conn = core.client(sock, limits)
+        conn = core.client(sock)
     end
-    local sock = conn:socket()
-    if timeout then
-        sock:settimeouts(timeout, timeout, timeout)
-    else
-        sock:settimeouts(0, 0, 0)
-    end
-    local headers = { Host = u.port == client.transports[u.scheme].default_port and u.host or (u.host .. ":" .. u.port) }
-    if find(u.host, ":", 1, true) then
-        headers.Host = "[" .. u.host .. "]" .. (u.port == client.transports[u.scheme].default_port and "" or (":" .. u.port))
-    end
-    headers["User-Agent"] = "luaio"
-    if opts.headers then
-        for k, v in pairs(opts.headers) do
-            local l = lower(k)
-            if l == "host" then
-                headers.Host = nil
-            elseif l == "user-agent" then
-                headers["User-Agent"] = nil
-            end
-            headers[k] = v
-        end
-    end
-    local err = conn:request(method, u.target, headers, opts.body)
-    if err then
-        conn:close()
-        if reused then
-            return nil, "retry"
-        end
-        return nil, err
+    conn:socket():settimeouts(timeout or 0, timeout or 0, timeout or 0)
+    local streamed = type(req.body) == "function"
+    local err = conn:request(head, streamed or req.body, req.method == "HEAD", req.framing == true)
+    if not err and streamed then
+        err = send_body(conn, req)
     end
     local res
-    res, err = conn:response(not opts.stream)
-    if not res then
-        conn:close()
-        if reused and err and (err.name == "EOF" or err.name == "ECONNRESET") and res == nil then
-            return nil, "retry" -- the server closed the pooled connection meanwhile
-        end
-        return nil, err
+    if not err then
+        res, err = conn:response(not req.stream, req.limits)
     end
-    if opts.stream then
+    if not res then
+        local again = may_retry(req, conn, reused, err)
+        conn:close()
+        return nil, err, again
+    end
+    if req.stream then
         res._conn, res._key = conn, key
         setmetatable(res, Response)
     else
@@ -246,69 +286,180 @@ local function once(u, opts)
     return res
 end
 
-local function check_request(opts, fname)
+local request_options = {
+    method = true, url = true, headers = true, body = true, timeout = true, redirect = true, stream = true,
+    maxBodySize = true, maxHeaderSize = true,
+}
+
+local function check_request(opts, fname, level)
     if type(opts) ~= "table" then
-        error(format("%s: expected a table {method, url, headers, body, timeout}, got %s", fname, type(opts)), 3)
+        error(format("%s: expected a table {method, url, headers, body, timeout}, got %s", fname, type(opts)), level)
+    end
+    for k in pairs(opts) do
+        if not request_options[k] then
+            error(format("%s: unknown option '%s'", fname, tostring(k)), level)
+        end
     end
     if type(opts.url) ~= "string" then
-        error(fname .. ": 'url' must be a string", 3)
+        error(fname .. ": 'url' must be a string", level)
     end
-    if opts.body ~= nil and type(opts.body) ~= "string" then
-        error(fname .. ": 'body' must be a string", 3)
+    if opts.method ~= nil and type(opts.method) ~= "string" then
+        error(fname .. ": 'method' must be a string", level)
+    end
+    local body = opts.body
+    if body ~= nil and type(body) ~= "string" and type(body) ~= "function" then
+        error(fname .. ": 'body' must be a string or a function that returns the pieces of the body", level)
     end
     if opts.headers ~= nil and type(opts.headers) ~= "table" then
-        error(fname .. ": 'headers' must be a table", 3)
+        error(fname .. ": 'headers' must be a table", level)
     end
-    if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout < 0) then
-        error(fname .. ": 'timeout' must be a non-negative number of milliseconds", 3)
+    for _, k in pairs({ "timeout", "maxBodySize", "maxHeaderSize" }) do
+        local v = opts[k]
+        if v ~= nil and (type(v) ~= "number" or v < 0) then
+            error(format("%s: '%s' must be a non-negative number", fname, k), level)
+        end
     end
 end
 
---- http.request{method = "GET", url, headers, body, timeout = ms, redirect = n, stream = bool}
---- Returns the response {status, reason, headers, httpVersion, body} or nil and an error table.
-function client.request(opts)
-    check_request(opts, "request")
+-- The request's own copy of its headers, without Content-Length and Transfer-Encoding: the
+-- framing is luaio's. Returns the copy and the framing: the body's length, true (chunked) or nil.
+local function framing_of(headers, body, fname, level)
+    local copy, length, te = {}, nil, nil
+    for k, v in pairs(headers or {}) do
+        local l = type(k) == "string" and lower(k)
+        if l == "content-length" then
+            length = v
+        elseif l == "transfer-encoding" then
+            te = v
+        else
+            copy[k] = v
+        end
+    end
+    if length ~= nil then
+        local n = tonumber(length)
+        if te ~= nil or not n or n < 0 or n % 1 ~= 0 or not match(tostring(length), "^%d+$") then
+            error(format("%s: invalid Content-Length '%s'%s", fname, tostring(length), te and " with Transfer-Encoding" or ""), level)
+        end
+        length = n
+    end
+    if te ~= nil and (type(body) ~= "function" or lower(tostring(te)) ~= "chunked") then
+        error(fname .. ": Transfer-Encoding is luaio's: only 'chunked' with a body function", level)
+    end
+    if type(body) == "string" then
+        if length and length ~= #body then
+            error(format("%s: Content-Length %d for a body of %d bytes", fname, length, #body), level)
+        end
+        return copy, #body
+    elseif type(body) == "function" then
+        return copy, length or true
+    end
+    if length and length ~= 0 then
+        error(format("%s: Content-Length %d without a body", fname, length), level)
+    end
+    return copy, nil
+end
+
+-- The head of req for the URL u (Host and User-Agent unless given). Raises (at `level`) on an
+-- invalid method, target or header, before any connection is made.
+local function head_of(u, req, level)
+    local default_port = client.transports[u.scheme].default_port
+    local host = find(u.host, ":", 1, true) and ("[" .. u.host .. "]") or u.host
+    local headers = { Host = u.port == default_port and host or (host .. ":" .. u.port), ["User-Agent"] = "luaio" }
+    for k, v in pairs(req.headers) do
+        local l = type(k) == "string" and lower(k)
+        if l == "host" then
+            headers.Host = nil
+        elseif l == "user-agent" then
+            headers["User-Agent"] = nil
+        end
+        headers[k] = v
+    end
+    local ok, head = pcall(core.requesthead, req.method, u.target, headers, req.framing)
+    if not ok then
+        error(head, level)
+    end
+    return head
+end
+
+local function origin(u)
+    return u.scheme .. "://" .. lower(u.host) .. ":" .. u.port
+end
+
+-- Headers that must not follow a redirect to another origin, and those of a body that a
+-- redirect turned into a GET drops (as the Fetch standard says).
+local credentials = { authorization = true, cookie = true, ["proxy-authorization"] = true, host = true }
+local body_headers = { ["content-type"] = true, ["content-encoding"] = true, ["content-language"] = true, ["content-location"] = true }
+
+local function without(headers, names)
+    local copy = {}
+    for k, v in pairs(headers) do
+        if not (type(k) == "string" and names[lower(k)]) then
+            copy[k] = v
+        end
+    end
+    return copy
+end
+
+local redirect_status = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
+
+local function request(opts, fname, level)
+    check_request(opts, fname, level + 1)
     local method = opts.method or "GET"
+    local headers, framing = framing_of(opts.headers, opts.body, fname, level + 1)
+    local req = {
+        method = method, headers = headers, body = opts.body, framing = framing, timeout = opts.timeout,
+        stream = opts.stream, limits = limits_of(opts),
+    }
     local url = opts.url
     local redirects = opts.redirect == true and 5 or tonumber(opts.redirect) or 0
-    local o = opts
-    if method ~= opts.method then
-        o = setmetatable({ method = method }, { __index = opts })
+    local u, msg = client.parse_url(url)
+    if not u then
+        return nil, client_error("EINVAL", msg)
     end
     for _ = 0, redirects do
-        local u, msg = client.parse_url(url)
-        if not u then
-            return nil, client_error("EINVAL", msg)
-        end
-        local res, err = once(u, o)
-        if err == "retry" then
-            res, err = once(u, o)
-            if err == "retry" then
-                err = client_error("ECONNRESET", "connection closed by the server")
-            end
+        local head = head_of(u, req, level + 1)
+        local res, err, again = once(u, req, head, false)
+        if again then
+            res, err = once(u, req, head, true)
         end
         if not res then
             return nil, err
         end
         local status = res.status
         local location = res.headers.location
-        if redirects == 0 or not location or not (status == 301 or status == 302 or status == 303 or status == 307 or status == 308) then
+        -- A streamed body cannot be sent again: a 307 or 308 is then the caller's to follow.
+        if redirects == 0 or not location or not redirect_status[status]
+            or (type(req.body) == "function" and (status == 307 or status == 308)) then
             return res
         end
         if res.close then
             res:close()
         end
-        url = resolve_location(u, location)
-        if status == 303 or ((status == 301 or status == 302) and method == "POST") then
-            local copy = {}
-            for k, v in pairs(opts) do
-                copy[k] = v
-            end
-            copy.method, copy.body, method = "GET", nil, "GET"
-            o = copy
+        local nu
+        nu, msg = client.parse_url(resolve_location(u, location))
+        if not nu then
+            return nil, client_error("EINVAL", "redirect: " .. msg)
         end
+        if origin(nu) ~= origin(u) then
+            req.headers = without(req.headers, credentials)
+        end
+        -- 301 and 302 turn a POST into a GET, 303 anything but GET and HEAD (as browsers and curl).
+        local m = req.method
+        if (status == 303 and m ~= "GET" and m ~= "HEAD") or ((status == 301 or status == 302) and m == "POST") then
+            req.method, req.body, req.framing = "GET", nil, nil
+            req.headers = without(req.headers, body_headers)
+        end
+        u = nu
     end
     return nil, client_error("ETOOMANYREDIRECTS", "more than " .. redirects .. " redirects")
+end
+
+--- http.request{method = "GET", url, headers, body, timeout = ms, redirect = n, stream = bool,
+--- maxBodySize, maxHeaderSize}. body: a string, or a function that returns the pieces (nil at the
+--- end). Returns the response {status, reason, headers, httpVersion, body} or nil and an error table.
+function client.request(opts)
+    local res, err = request(opts, "request", 3)
+    return res, err
 end
 
 --- http.get(url[, options]): a GET request.
@@ -324,7 +475,8 @@ function client.get(url, options)
             end
         end
     end
-    return client.request(o)
+    local res, err = request(o, "get", 3)
+    return res, err
 end
 
 return client

@@ -177,9 +177,7 @@ struct Cache {
 };
 Cache g_cache;
 
-uint64_t now_ms() {
-    return uv_now(luaio::loop());
-}
+using luaio::now_ms;
 
 std::string cache_key(const char* kind, const std::string& name) {
     std::string key = kind;
@@ -345,7 +343,7 @@ void schedule(Channel* chan) {
     timeval tv;
     if (ares_timeout(chan->ares, nullptr, &tv)) {
         uint64_t ms = static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec + 999) / 1000;
-        uv_timer_start(&chan->timer, on_channel_timer, ms, 0);
+        luaio::start_timer(&chan->timer, on_channel_timer, ms);
     } else {
         uv_timer_stop(&chan->timer);
     }
@@ -611,7 +609,7 @@ template <class Start> int run_query(lua_State* L, Query* q, lua_Integer timeout
     }
     uv_timer_init(luaio::loop(), &q->deadline);
     q->deadline.data = q;
-    uv_timer_start(&q->deadline, on_deadline, static_cast<uint64_t>(timeout), 0);
+    luaio::start_timer(&q->deadline, on_deadline, static_cast<uint64_t>(timeout));
     q->timer = Query::TimerActive;
     q->parked = true;
     if (chan->busy == 0) settle(chan);

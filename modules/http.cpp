@@ -684,7 +684,7 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
         if (!c->in_head && len > off) {
             // The first bytes of a head: from now on the head timeout applies, not the idle one.
             c->in_head = true;
-            c->deadline = uv_now(luaio::loop()) + c->lim->header_timeout;
+            c->deadline = luaio::now_ms() + c->lim->header_timeout;
             if (c->wait != Wait::None) track(c);
         }
         return -1;
@@ -705,7 +705,7 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
         c->requests++;
         c->is_head = c->parser->method() == HTTP_HEAD;
         c->keep = c->parser->keep_alive() && c->requests < c->lim->max_requests && !c->site->closing;
-        c->deadline = uv_now(luaio::loop()) + c->lim->request_timeout;
+        c->deadline = luaio::now_ms() + c->lim->request_timeout;
         if (c->parser->has_length() && c->parser->content_length() > c->lim->max_body_size) {
             write_canned(c, 413);
             fail_too_large(L, c, "body", c->lim->max_body_size);
@@ -835,7 +835,7 @@ int start_read(lua_State* L, Conn* c, Op op, const char* fname) {
     Stream* s = check_stream(L, c, fname);
     c->op = op;
     if (c->server) { // a client's timeouts are the socket's own (settimeouts)
-        uint64_t now = uv_now(luaio::loop());
+        uint64_t now = luaio::now_ms();
         s->read_timeout = c->deadline > now ? c->deadline - now : 1;
     }
     return s->read_with(L, c, fname);
@@ -1233,7 +1233,7 @@ void on_site_timer(uv_timer_t* t);
 // Sets the sweep timer for `deadline` unless it is set for an earlier one.
 void site_arm(Site* site, uint64_t deadline) {
     if (site->freeing || (site->armed_at && site->armed_at <= deadline)) return;
-    uint64_t now = uv_now(luaio::loop());
+    uint64_t now = luaio::now_ms();
     site->armed_at = deadline;
     uv_timer_start(&site->timer, on_site_timer, deadline > now ? deadline - now : 0, 0);
 }
@@ -1255,7 +1255,7 @@ void track(Conn* c) {
         list_append(site->heads, c);
     } else {
         if (!c->in_body()) release_parser(c); // nothing of a request is here
-        c->deadline = uv_now(luaio::loop()) + c->lim->keepalive_timeout;
+        c->deadline = luaio::now_ms() + c->lim->keepalive_timeout;
         c->wait = Wait::Idle;
         list_append(site->idle, c);
     }
@@ -1267,7 +1267,7 @@ void track(Conn* c) {
 void on_site_timer(uv_timer_t* t) {
     Site* site = static_cast<Site*>(t->data);
     site->armed_at = 0;
-    uint64_t now = uv_now(luaio::loop());
+    uint64_t now = luaio::now_ms();
     while (site->idle.head && site->idle.head->deadline <= now) conn_close(site->idle.head);
     while (site->heads.head && site->heads.head->deadline <= now) {
         write_canned(site->heads.head, 408);

@@ -306,7 +306,7 @@ int l_connect(lua_State* L) {
         uv_timer_init(luaio::loop(), &c->timer);
         c->timer.data = c;
         c->open++;
-        uv_timer_start(&c->timer, on_connect_timeout, opts.connect_timeout, 0);
+        luaio::start_timer(&c->timer, on_connect_timeout, opts.connect_timeout);
     }
     return luaio::park(L, c->waiter);
 }

@@ -36,7 +36,7 @@ uint64_t remaining_ms(uint64_t deadline_ns) {
 void on_sleep_done(uv_timer_t* t) {
     auto* s = reinterpret_cast<Sleep*>(t);
     if (uint64_t left = remaining_ms(s->deadline_ns)) {
-        uv_timer_start(t, on_sleep_done, left, 0);
+        luaio::start_timer(t, on_sleep_done, left);
         return;
     }
     luaio::Waiter w = s->waiter;
@@ -68,8 +68,7 @@ int l_sleep(lua_State* L) {
         uv_timer_init(luaio::loop(), &s->timer);
     }
     s->deadline_ns = uv_hrtime() + static_cast<uint64_t>(ms) * 1000000;
-    uv_update_time(luaio::loop());
-    uv_timer_start(&s->timer, on_sleep_done, static_cast<uint64_t>(ms), 0);
+    luaio::start_timer(&s->timer, on_sleep_done, static_cast<uint64_t>(ms)); // from now, as Node's
     return luaio::park(L, s->waiter);
 }
 
@@ -97,7 +96,7 @@ void on_timer(uv_timer_t* handle) {
     auto* t = reinterpret_cast<Timer*>(handle);
     if (t->deadline_ns) {
         if (uint64_t left = remaining_ms(t->deadline_ns)) {
-            uv_timer_start(handle, on_timer, left, t->repeat ? uv_timer_get_repeat(handle) : 0);
+            luaio::start_timer(handle, on_timer, left, t->repeat ? uv_timer_get_repeat(handle) : 0);
             return;
         }
         t->deadline_ns = 0;
@@ -110,6 +109,13 @@ void on_timer(uv_timer_t* handle) {
     // Read before spawning: the callback may stop this timer.
     if (!t->repeat) close_timer(t);
     luaio::spawn(L, n);
+    // The callback may have run longer than the period and brought the loop time up to date
+    // (every deadline does, luaio::now_ms): libuv would then run this timer again in the same
+    // pass, and again, starving I/O. The next period counts from now instead.
+    if (t->repeat && !uv_is_closing(reinterpret_cast<uv_handle_t*>(handle))) {
+        uint64_t period = uv_timer_get_repeat(handle);
+        luaio::start_timer(handle, on_timer, period, period);
+    }
 }
 
 int start_timer(lua_State* L, bool repeat, const char* fname) {
@@ -129,8 +135,7 @@ int start_timer(lua_State* L, bool repeat, const char* fname) {
     // A repeating timer of 0 ms would never let the loop block: repeat at least every 1 ms.
     uint64_t period = static_cast<uint64_t>(ms);
     t->deadline_ns = uv_hrtime() + period * 1000000;
-    uv_update_time(luaio::loop());
-    uv_timer_start(&t->timer, on_timer, period, repeat ? (period ? period : 1) : 0);
+    luaio::start_timer(&t->timer, on_timer, period, repeat ? (period ? period : 1) : 0);
     t->proxy = luaio::push_proxy(L, t, kTimerClass);
     return 1;
 }

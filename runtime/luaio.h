@@ -31,6 +31,18 @@ namespace luaio {
 uv_loop_t* loop();
 lua_State* main_state();
 
+// ---------------------------------------------------------------- deadlines
+// Every deadline (timeouts of streams, connects, DNS queries, the http server's waits, sleep and
+// timers) is measured from the real time the operation starts. libuv's loop time (uv_now) is
+// read once per loop iteration, so after CPU work in a task it lags, and a timer started
+// against it would fire early by as much. These two bring the loop time up to date first
+// (uv_update_time: one vDSO clock read).
+//
+// The loop time in milliseconds, brought up to date: the base of an absolute deadline.
+uint64_t now_ms();
+// uv_timer_start measured from now (see now_ms).
+int start_timer(uv_timer_t* t, uv_timer_cb cb, uint64_t timeout, uint64_t repeat = 0);
+
 // ---------------------------------------------------------------- errors
 // The seed's error table {code, name, message}; names, codes and default messages come from the
 // one table in runtime/errors.h (libuv's codes, c-ares's, luaio's own LUAIO_E...). Every error

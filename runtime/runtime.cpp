@@ -449,6 +449,16 @@ lua_State* main_state() {
     return g_L;
 }
 
+uint64_t now_ms() {
+    uv_update_time(g_loop);
+    return uv_now(g_loop);
+}
+
+int start_timer(uv_timer_t* t, uv_timer_cb cb, uint64_t timeout, uint64_t repeat) {
+    uv_update_time(g_loop);
+    return uv_timer_start(t, cb, timeout, repeat);
+}
+
 void raise(lua_State* L, const char* fname, const char* fmt, ...) {
     char buf[512];
     va_list ap;

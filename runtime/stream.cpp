@@ -236,12 +236,12 @@ struct Stream::Impl {
             uv_timer_stop(&x->timer);
             return;
         }
-        uint64_t now = uv_now(loop());
+        uint64_t now = now_ms();
         uv_timer_start(&x->timer, on_timer, next > now ? next - now : 0, 0);
     }
 
     static void set_deadline(Stream* s, uint64_t* deadline, uint64_t timeout) {
-        *deadline = timeout ? uv_now(loop()) + timeout : 0;
+        *deadline = timeout ? now_ms() + timeout : 0;
         if (!timeout) return;
         Extra* x = extra(s);
         if (!x->timer_open) {
@@ -255,7 +255,7 @@ struct Stream::Impl {
 
     static void on_timer(uv_timer_t* t) {
         Stream* s = static_cast<Stream*>(t->data);
-        uint64_t now = uv_now(loop());
+        uint64_t now = now_ms();
         Extra* x = s->extra_;
         if (s->reader_.waiting() && x->read_deadline && x->read_deadline <= now) {
             // Bytes that arrive later stay in the buffer for the next read: nothing is lost.

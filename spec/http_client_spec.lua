@@ -359,6 +359,20 @@ describe("http client", function()
         assert.has_error(function()
             http.request({ url = "http://127.0.0.1:1/", body = "abc", headers = { ["Transfer-Encoding"] = "chunked" } })
         end)
+        assert.has_error(function()
+            http.request({ url = "http://127.0.0.1:1/", redirect = -1 })
+        end, "request: 'redirect' must be true, false or a non-negative integer")
+        local srv, base = start(function(_, res)
+            res:finish("x")
+        end)
+        local res = assert(http.request({ url = base, stream = true }))
+        for _, name in ipairs({ "read", "readAll", "close" }) do
+            assert.has_error(function()
+                res[name](5)
+            end, name .. ": expected a streamed response as self, got number")
+        end
+        res:close()
+        srv:close()
     end)
 
     -- issue 10, item 11

@@ -7,8 +7,8 @@ local core = require "luaio.http"
 local tcp = require "tcp"
 local system = require "system"
 
-local type, tostring, tonumber, setmetatable, error, pairs, pcall =
-    type, tostring, tonumber, setmetatable, error, pairs, pcall
+local type, tostring, tonumber, setmetatable, getmetatable, error, pairs, pcall =
+    type, tostring, tonumber, setmetatable, getmetatable, error, pairs, pcall
 local match, lower, format, find, sub, gsub =
     string.match, string.lower, string.format, string.find, string.sub, string.gsub
 local remove = table.remove
@@ -138,10 +138,18 @@ end
 local Response = {}
 Response.__index = Response
 
+-- The connection of a streamed response; raises on a wrong self (res.read(5)).
+local function conn_of(res, fname)
+    if getmetatable(res) ~= Response then
+        error(format("%s: expected a streamed response as self, got %s", fname, type(res)), 3)
+    end
+    return res._conn
+end
+
 --- The next piece of a streamed body, nil at its end (the connection then goes back to the
 --- pool), or nil and an error table.
 function Response:read()
-    local conn = self._conn
+    local conn = conn_of(self, "read")
     if not conn then
         return nil
     end
@@ -159,7 +167,7 @@ end
 
 --- The rest of a streamed body as one string.
 function Response:readAll()
-    local conn = self._conn
+    local conn = conn_of(self, "readAll")
     if not conn then
         return ""
     end
@@ -175,7 +183,7 @@ end
 
 --- Gives up a streamed body that will not be read: the connection is closed.
 function Response:close()
-    if self._conn then
+    if conn_of(self, "close") then
         self._conn:close()
         self._conn = nil
     end
@@ -312,6 +320,10 @@ local function check_request(opts, fname, level)
     end
     if opts.headers ~= nil and type(opts.headers) ~= "table" then
         error(fname .. ": 'headers' must be a table", level)
+    end
+    local r = opts.redirect
+    if r ~= nil and type(r) ~= "boolean" and (type(r) ~= "number" or r < 0 or r % 1 ~= 0) then
+        error(fname .. ": 'redirect' must be true, false or a non-negative integer", level)
     end
     for _, k in pairs({ "timeout", "maxBodySize", "maxHeaderSize" }) do
         local v = opts[k]

@@ -159,17 +159,39 @@ describe("http client", function()
     end)
 
     it("expires idle connections and caps the pool", function()
-        local srv, base = start(function(_, res)
-            res:finish("x")
+        local srv, base, seen = recording_server(function(sock, req)
+            if req.target == "/slow" then
+                sleep(30)
+            end
+            sock:write("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
+            return true
         end)
-        local old = http.pool.idleTimeout
-        http.pool.idleTimeout = 20
+        local old, oldmax = http.pool.idleTimeout, http.pool.maxIdle
+        http.pool.idleTimeout = 100
         assert(http.get(base))
-        sleep(50)
         assert(http.get(base))
-        http.pool.idleTimeout = old
-        sleep(20)
-        assert.are.equal(1, srv:connections())
+        assert.are.equal(1, seen[2].conn) -- within the idle timeout: reused
+        sleep(150)
+        assert(http.get(base))
+        assert.are.equal(2, seen[3].conn) -- expired: a new connection
+        -- Three requests at once need three connections; two stay in the pool.
+        http.pool.maxIdle = 2
+        local task, done = require "task", 0
+        for _ = 1, 3 do
+            task.spawn(function()
+                assert(http.get(base .. "/slow"))
+                done = done + 1
+            end)
+        end
+        for _ = 1, 200 do
+            if done == 3 then
+                break
+            end
+            sleep(10)
+        end
+        assert.are.equal(3, done)
+        assert.are.equal(2, #http.pool.idle[base])
+        http.pool.idleTimeout, http.pool.maxIdle = old, oldmax
         srv:close()
     end)
 

@@ -84,8 +84,9 @@ end
 local pool = { idle = {}, maxIdle = 16, idleTimeout = 30000 }
 client.pool = pool
 
+-- Milliseconds of a monotonic clock (system.monotime is in seconds).
 local function now_ms()
-    return system.monotime and system.monotime() or (system.hrtime() / 1e6)
+    return system.hrtime() / 1e6
 end
 
 local function checkout(key)

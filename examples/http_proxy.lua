@@ -19,7 +19,7 @@ end
 assert(http.createServer({ port = 8080, maxBodySize = 1024 ^ 3 }, function(req, res)
     local body -- a request with a body sends it on piece by piece
     if req.headers["content-length"] or req.headers["transfer-encoding"] then
-        body = function() return req:read() end
+        body = req
     end
     local up, err = http.request({ method = req.method, url = upstream .. req.url, headers = copy(req.headers),
                                    body = body, timeout = 10000, stream = true })

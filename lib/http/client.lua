@@ -234,7 +234,8 @@ local function send_body(conn, req)
         end
         if piece == nil then
             if perr then
-                return perr
+                -- A Lua file's read gives a message, luaio's readers an error table.
+                return type(perr) == "table" and perr or client_error("EIO", tostring(perr))
             end
             break
         end
@@ -300,6 +301,19 @@ local request_options = {
     maxBodySize = true, maxHeaderSize = true,
 }
 
+-- An object that gives a body by pieces with its read method: a request being served, a streamed
+-- response, a Lua file.
+local function reader(body)
+    local t = type(body)
+    if t ~= "table" and t ~= "userdata" then
+        return false
+    end
+    local ok, read = pcall(function()
+        return body.read
+    end)
+    return ok and type(read) == "function"
+end
+
 local function check_request(opts, fname, level)
     if type(opts) ~= "table" then
         error(format("%s: expected a table {method, url, headers, body, timeout}, got %s", fname, type(opts)), level)
@@ -316,8 +330,8 @@ local function check_request(opts, fname, level)
         error(fname .. ": 'method' must be a string", level)
     end
     local body = opts.body
-    if body ~= nil and type(body) ~= "string" and type(body) ~= "function" then
-        error(fname .. ": 'body' must be a string or a function that returns the pieces of the body", level)
+    if body ~= nil and type(body) ~= "string" and type(body) ~= "function" and not reader(body) then
+        error(fname .. ": 'body' must be a string, a function that returns the pieces of the body or an object with a read method", level)
     end
     if opts.headers ~= nil and type(opts.headers) ~= "table" then
         error(fname .. ": 'headers' must be a table", level)
@@ -418,9 +432,16 @@ local redirect_status = { [301] = true, [302] = true, [303] = true, [307] = true
 local function request(opts, fname, level)
     check_request(opts, fname, level + 1)
     local method = opts.method or "GET"
-    local headers, framing = framing_of(opts.headers, opts.body, fname, level + 1)
+    local body = opts.body
+    if reader(body) then
+        local source = body
+        body = function()
+            return source:read(65536)
+        end
+    end
+    local headers, framing = framing_of(opts.headers, body, fname, level + 1)
     local req = {
-        method = method, headers = headers, body = opts.body, framing = framing, timeout = opts.timeout,
+        method = method, headers = headers, body = body, framing = framing, timeout = opts.timeout,
         stream = opts.stream, limits = limits_of(opts),
     }
     local url = opts.url
@@ -468,8 +489,8 @@ local function request(opts, fname, level)
 end
 
 --- http.request{method = "GET", url, headers, body, timeout = ms, redirect = n, stream = bool,
---- maxBodySize, maxHeaderSize}. body: a string, or a function that returns the pieces (nil at the
---- end). Returns the response {status, reason, headers, httpVersion, body} or nil and an error table.
+--- maxBodySize, maxHeaderSize}. body: a string, a function that returns the pieces (nil at the
+--- end), or an object whose read method does (a request being served, a streamed response, a file). Returns the response {status, reason, headers, httpVersion, body} or nil and an error table.
 function client.request(opts)
     local res, err = request(opts, "request", 3)
     return res, err

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds the .deb, checks it with lintian, installs it, runs the installed luaio and its
+# units through their checks, and removes it again, leaving the system as it was.
+# Run as root on a machine where nothing else installs luaio (CI: .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+deb=$(bash packaging/build-deb.sh | tee /dev/stderr | tail -n 1)
+
+echo "== lintian"
+# Errors fail; the warnings left are listed in packaging/README.md.
+lintian --fail-on error --tag-display-limit 0 "$deb"
+
+echo "== install"
+if dpkg-query -W -f='${Status}' luaio 2>/dev/null | grep -q "install ok installed"; then
+    echo "test-deb.sh: luaio is already installed; not touching it" >&2
+    exit 1
+fi
+# What the package may touch, before it is installed; compared after its removal.
+snapshot() { find /usr /etc /lib/systemd /var/lib/systemd -xdev 2>/dev/null | grep -v '^/usr/share/man/index' | sort; }
+before=$(mktemp); after=$(mktemp)
+trap 'rm -f "$before" "$after"' EXIT
+snapshot >"$before"
+dpkg -i "$deb"
+
+echo "== the installed luaio"
+test "$(command -v luaio)" = /usr/bin/luaio
+/usr/bin/luaio -v | head -n 1
+/usr/bin/luaio packaging/smoke.lua
+test "$(man -w luaio)" = /usr/share/man/man1/luaio.1.gz
+warnings=$(MANWIDTH=80 man --warnings -l /usr/share/man/man1/luaio.1.gz 2>&1 >/dev/null)
+test -z "$warnings" || { echo "$warnings" >&2; exit 1; }
+systemd-analyze verify /lib/systemd/system/luaio@app.service /lib/systemd/system/luaio.socket
+systemd-analyze security --offline=yes --no-pager /lib/systemd/system/luaio@app.service | tail -n 1
+
+echo "== remove"
+dpkg -r luaio
+# No conffile and no maintainer script: dpkg forgets the package entirely.
+test -z "$(dpkg-query -W -f='${db:Status-Abbrev}' luaio 2>/dev/null | tr -d ' ')" ||
+    dpkg-query -W -f='${db:Status-Abbrev}\n' luaio | grep -q '^un'
+test -z "$(ls /var/lib/dpkg/info/luaio.* 2>/dev/null)"
+snapshot >"$after"
+if ! diff "$before" "$after"; then
+    echo "test-deb.sh: dpkg -r left files behind (above)" >&2
+    exit 1
+fi
+echo "test-deb.sh: ok"

@@ -74,7 +74,9 @@ struct Stream::Impl {
         case ReadMode::Until: {
             const char* d = s->mode_ == ReadMode::Line ? "\n" : s->extra_->delim.data();
             size_t dlen = s->mode_ == ReadMode::Line ? 1 : s->extra_->delim.size();
-            const void* hit = dlen <= len ? memmem(data, len, d, dlen) : nullptr;
+            // len > 0 first: at the end of the stream data is null with len 0, and GCC -O3 cannot
+            // tell that dlen >= 1 keeps memmem from seeing it (a -Wnonnull false positive).
+            const void* hit = len > 0 && dlen <= len ? memmem(data, len, d, dlen) : nullptr;
             if (hit) {
                 size_t n = static_cast<const char*>(hit) - data;
                 if (n > s->want_) {

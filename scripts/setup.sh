@@ -47,6 +47,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 if [ "$build" = 1 ]; then
-    cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLUAIO_WERROR=ON >/dev/null
     ninja -C build
 fi

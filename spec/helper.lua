@@ -14,13 +14,25 @@ function helper.pid()
     return helper._pid
 end
 
---- Number of open file descriptors of this process.
+local ffi = require "ffi"
+ffi.cdef [[
+typedef struct DIR DIR;
+struct luaio_spec_dirent { uint64_t d_ino; int64_t d_off; unsigned short d_reclen; unsigned char d_type; char d_name[256]; };
+DIR* opendir(const char* name);
+struct luaio_spec_dirent* readdir(DIR* d);
+int closedir(DIR* d);
+]]
+
+--- Number of open file descriptors of this process. Read in-process: `ls` through io.popen
+--- raced with popen, which closes the pipe's write end only after the child started, so the
+--- count was sometimes one too high.
 function helper.fd_count()
+    local d = ffi.C.opendir("/proc/self/fd")
+    assert(d ~= nil, "cannot open /proc/self/fd")
     local n = 0
-    local p = io.popen("ls /proc/" .. helper.pid() .. "/fd")
-    for _ in p:lines() do n = n + 1 end
-    p:close()
-    return n - 1 -- the descriptor of the ls pipe itself
+    while ffi.C.readdir(d) ~= nil do n = n + 1 end
+    ffi.C.closedir(d)
+    return n - 3 -- ".", ".." and the directory's own descriptor
 end
 
 --- The whole content of a file, or nil if it cannot be opened.

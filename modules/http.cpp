@@ -1357,11 +1357,14 @@ void task_end(lua_State*, void* ud, bool failed) {
     if (failed || !s || !s->watching()) conn_close(c);
 }
 
+// The conn is collected (an open one only when the state closes), or its __gc is called by hand:
+// it is closed, and stays a closed conn while anything can still reach it. Its members own
+// nothing once it is closed, so no destructor needs to run.
 int l_gc(lua_State* L) {
-    auto* c = static_cast<Conn*>(lua_touserdata(L, 1));
+    auto* c = static_cast<Conn*>(luaio::test_object(L, 1, kConnClass));
+    if (!c) luaio::raise(L, "__gc", "expected %s, got %s", kConnClass, luaL_typename(L, 1));
     if (checked_slot(c) == c) checked_slot(c) = nullptr;
-    if (!c->closed) release(luaio::main_state(), c);
-    c->~Conn();
+    conn_close(c);
     return 0;
 }
 
@@ -1468,8 +1471,9 @@ int l_site_close(lua_State* L) {
 }
 
 int l_site_gc(lua_State* L) {
-    void** ud = static_cast<void**>(lua_touserdata(L, 1));
-    if (ud && *ud) {
+    void** ud = static_cast<void**>(luaio::test_object(L, 1, kSiteClass));
+    if (!ud) luaio::raise(L, "__gc", "expected %s, got %s", kSiteClass, luaL_typename(L, 1));
+    if (*ud) {
         auto* site = static_cast<Site*>(*ud);
         site->proxy = nullptr;
         *ud = nullptr;

@@ -237,6 +237,8 @@ int l_child_gc(lua_State* L) {
 
 // Methods first, then the fields kept in the proxy's environment (pid, stdin, ...).
 int l_child_index(lua_State* L) {
+    if (!luaio::test_object(L, 1, kChildClass))
+        luaio::raise(L, "__index", "expected %s, got %s", kChildClass, luaL_typename(L, 1));
     lua_pushvalue(L, 2);
     lua_rawget(L, lua_upvalueindex(1));
     if (!lua_isnil(L, -1)) return 1;
@@ -909,13 +911,13 @@ extern "C" int luaopen_luaio_process(lua_State* L) {
 
     const luaL_Reg child_methods[] = {{"wait", l_child_wait},   {"kill", l_child_kill}, {"status", l_child_status},
                                       {"unref", l_child_unref}, {"ref", l_child_ref},   {nullptr, nullptr}};
-    luaL_newmetatable(L, kChildClass);
+    // Its __index is a function that looks in the methods table, then in the proxy's fields.
+    const luaL_Reg child_meta[] = {{"__gc", l_child_gc}, {nullptr, nullptr}};
+    luaio::new_class(L, kChildClass, child_meta);
     lua_newtable(L);
     luaL_setfuncs(L, child_methods, 0);
     lua_pushcclosure(L, l_child_index, 1);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_child_gc);
-    lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
 
     const luaL_Reg funcs[] = {{"spawn", l_spawn},

@@ -505,8 +505,9 @@ int l_server_close(lua_State* L) {
 // Reached only once the server is closed (a listening server anchors its proxy), or when
 // the Lua state closes.
 int l_server_gc(lua_State* L) {
-    void** ud = static_cast<void**>(lua_touserdata(L, 1));
-    if (ud && *ud) {
+    void** ud = static_cast<void**>(luaio::test_object(L, 1, kServerClass));
+    if (!ud) luaio::raise(L, "__gc", "expected %s, got %s", kServerClass, luaL_typename(L, 1));
+    if (*ud) {
         auto* sv = static_cast<Server*>(*ud);
         sv->proxy = nullptr;
         *ud = nullptr;
@@ -525,16 +526,13 @@ int l_is_ip(lua_State* L) {
 } // namespace
 
 extern "C" int luaopen_luaio_tcp(lua_State* L) {
-    luaL_newmetatable(L, kSocketClass);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "__index");
-    Stream::add_methods(L);
     const luaL_Reg sock_methods[] = {{"localAddress", l_sock_local_address},
                                      {"remoteAddress", l_sock_remote_address},
                                      {"setNodelay", l_sock_set_nodelay},
                                      {"setKeepalive", l_sock_set_keepalive},
                                      {nullptr, nullptr}};
-    luaL_setfuncs(L, sock_methods, 0);
+    luaio::new_class(L, kSocketClass, sock_methods);
+    Stream::add_methods(L);
     lua_pop(L, 1);
     luaio::set_closer(L, kSocketClass, Stream::close_proxy);
 

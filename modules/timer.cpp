@@ -172,8 +172,14 @@ int l_timer_ref(lua_State* L) {
     return 0;
 }
 
+// The proxy goes (or its __gc is called by hand): the timer runs on without it, and the
+// proxy no longer reaches it.
 int l_timer_gc(lua_State* L) {
-    if (Timer* t = to_timer(L)) t->proxy = nullptr;
+    auto** ud = static_cast<Timer**>(luaL_checkudata(L, 1, kTimerClass));
+    if (Timer* t = *ud) {
+        t->proxy = nullptr;
+        *ud = nullptr;
+    }
     return 0;
 }
 

@@ -86,8 +86,13 @@ void set_closer(lua_State* L, const char* name, Closer closer);
 // Pushes a new proxy of obj: a userdata holding the pointer, with the metatable `cls`. Returns
 // the pointer's slot, which the owner keeps and clears when obj goes (check_object then raises).
 void** push_proxy(lua_State* L, void* obj, const char* cls);
-// Creates the metatable `name` with __index = itself and the given methods; leaves it on the stack.
+// Creates the metatable `name` of a class and adds `methods` (add_to_class); leaves it on the
+// stack. Its __index is a table of its own, so that no metamethod can be called as a method
+// (`sock.__gc(server)`); every metamethod still checks its argument, as getmetatable reaches it.
 void new_class(lua_State* L, const char* name, const luaL_Reg* methods);
+// Adds functions to the class whose metatable is on top of L: names that start with "__" are
+// metamethods and go to the metatable, the others to its __index table.
+void add_to_class(lua_State* L, const luaL_Reg* functions);
 
 // ---------------------------------------------------------------- scheduler
 // A parked task: `ref` anchors the task's root coroutine in the registry (4 bytes: every idle

@@ -540,9 +540,21 @@ void** push_proxy(lua_State* L, void* obj, const char* cls) {
 
 void new_class(lua_State* L, const char* name, const luaL_Reg* methods) {
     luaL_newmetatable(L, name);
-    lua_pushvalue(L, -1);
+    lua_newtable(L);
     lua_setfield(L, -2, "__index");
-    luaL_setfuncs(L, methods, 0);
+    add_to_class(L, methods);
+    class_entry(L, name);
+}
+
+void add_to_class(lua_State* L, const luaL_Reg* functions) {
+    lua_pushliteral(L, "__index");
+    lua_rawget(L, -2);
+    for (const luaL_Reg* f = functions; f->name; f++) {
+        bool meta = f->name[0] == '_' && f->name[1] == '_';
+        lua_pushcfunction(L, f->func);
+        lua_setfield(L, meta ? -3 : -2, f->name);
+    }
+    lua_pop(L, 1);
 }
 
 void check_can_wait(lua_State* L, const char* fname) {

@@ -496,16 +496,19 @@ struct Stream::Impl {
         return park(L, extra(s)->shutter);
     }
 
-    // Closing a closed stream does nothing; closing something else raises.
-    static int l_close(lua_State* L) {
-        void** ud = static_cast<void**>(lua_touserdata(L, 1));
-        if (!ud || *ud) check(L, 1, "close")->close();
-        return 0;
+    // The proxy slot of the stream proxy at idx (its Stream, or nullptr once closed); raises
+    // for anything else, before reading the userdata's memory.
+    static void** check_proxy(lua_State* L, int idx, const char* fname) {
+        void** ud = test_proxy(L, idx);
+        if (!ud) raise(L, fname, "expected a socket or pipe as self, got %s", luaL_typename(L, idx));
+        return ud;
     }
 
-    static int l_gc(lua_State* L) {
-        void** ud = static_cast<void**>(lua_touserdata(L, 1));
-        if (ud && *ud) static_cast<Stream*>(*ud)->close();
+    // Closing a closed stream does nothing; closing something else raises. Also __close and
+    // __gc, which getmetatable reaches with any argument.
+    static int l_close(lua_State* L) {
+        void** ud = check_proxy(L, 1, "close");
+        if (*ud) static_cast<Stream*>(*ud)->close();
         return 0;
     }
 
@@ -532,8 +535,7 @@ struct Stream::Impl {
     }
 
     static int l_is_closed(lua_State* L) {
-        void** ud = static_cast<void**>(lua_touserdata(L, 1));
-        lua_pushboolean(L, !ud || !*ud);
+        lua_pushboolean(L, !*check_proxy(L, 1, "isClosed"));
         return 1;
     }
 };
@@ -578,19 +580,22 @@ int Stream::write_buffers(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, co
     return Impl::write_bufs(L, this, const_cast<uv_buf_t*>(bufs), nbufs, total);
 }
 
-Stream* Stream::check(lua_State* L, int idx, const char* fname) {
+void** Stream::test_proxy(lua_State* L, int idx) {
     void** ud = static_cast<void**>(lua_touserdata(L, idx));
     if (ud && lua_getmetatable(L, idx)) {
         lua_pushlightuserdata(L, &kStreamMarker);
         lua_rawget(L, -2);
         bool is_stream = lua_toboolean(L, -1);
         lua_pop(L, 2);
-        if (is_stream) {
-            if (!*ud) raise(L, fname, "attempt to use a closed stream");
-            return static_cast<Stream*>(*ud);
-        }
+        if (is_stream) return ud;
     }
-    raise(L, fname, "expected a socket or pipe as self, got %s", luaL_typename(L, idx));
+    return nullptr;
+}
+
+Stream* Stream::check(lua_State* L, int idx, const char* fname) {
+    void** ud = Impl::check_proxy(L, idx, fname);
+    if (!*ud) raise(L, fname, "attempt to use a closed stream");
+    return static_cast<Stream*>(*ud);
 }
 
 void Stream::close_proxy(lua_State*, void* ud, bool) {
@@ -612,10 +617,10 @@ void Stream::add_methods(lua_State* L) {
                                 {"isClosed", Impl::l_is_closed},
                                 {"setTimeout", Impl::l_set_timeout},
                                 {"settimeouts", Impl::l_settimeouts},
-                                {"__gc", Impl::l_gc},
+                                {"__gc", Impl::l_close},
                                 {"__close", Impl::l_close},
                                 {nullptr, nullptr}};
-    luaL_setfuncs(L, methods, 0);
+    add_to_class(L, methods);
     lua_pushlightuserdata(L, &kStreamMarker);
     lua_pushboolean(L, 1);
     lua_rawset(L, -3);

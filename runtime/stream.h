@@ -65,10 +65,14 @@ class Stream {
 
     // Raises unless the value at idx is an open stream proxy.
     static Stream* check(lua_State* L, int idx, const char* fname);
+    // The pointer slot of the stream proxy at idx (nullptr in it once the stream closed), or
+    // nullptr when the value is not a stream proxy.
+    static void** test_proxy(lua_State* L, int idx);
     // Pushes a new proxy of this stream with the metatable `cls` (which must have been set
     // up with add_methods). A stream has at most one proxy.
     void push_proxy(lua_State* L, const char* cls);
-    // Adds the stream methods, __gc, __close and the stream marker to the metatable on top of L.
+    // Adds the stream methods, __gc, __close and the stream marker to the class whose metatable
+    // is on top of L (made by new_class).
     static void add_methods(lua_State* L);
     // A luaio::Closer for stream proxies: closes the stream (a task's socket when it ends).
     static void close_proxy(lua_State* L, void* ud, bool failed);

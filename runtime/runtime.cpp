@@ -4,6 +4,7 @@
 #include "runtime/runtime.h"
 #include "runtime/embedded.h"
 
+#include <cerrno>
 #include <csignal>
 #include <cstdarg>
 #include <cstdio>
@@ -654,6 +655,42 @@ void preload(lua_State* L, const char* name, lua_CFunction open) {
 
 // ---------------------------------------------------------------- runtime.h (for bin/main.cpp)
 
+// Output that a log collector (systemd, Docker, a file) sees as it is printed: stdout is line
+// buffered even when it is not a terminal (C's default there is a 4 KiB block, so a server
+// printing a line per request would show nothing for a long time, and lose it when killed),
+// stderr is unbuffered. exit() flushes both; a signal that ends the process by its default
+// action flushes them first (a partial line, io.write without "\n", is all that can be left).
+namespace {
+constexpr int kFatalSignals[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM};
+
+// Runs once (SA_RESETHAND), then the signal is raised again with its default action, so the
+// process ends as it would have (status 128 + signal, a core dump for SIGQUIT). fflush is not
+// async-signal-safe: the main thread is almost always waiting in epoll when a signal comes, and
+// the process ends right after, so the worst case is one garbled line. A handler installed
+// later (process.on, libuv's signal watchers) replaces this one.
+void flush_and_die(int signo) {
+    int saved = errno;
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::raise(signo);
+    errno = saved;
+}
+
+void setup_output() {
+    std::setvbuf(stdout, nullptr, _IOLBF, BUFSIZ);
+    std::setvbuf(stderr, nullptr, _IONBF, 0);
+    for (int signo : kFatalSignals) {
+        struct sigaction old {};
+        if (sigaction(signo, nullptr, &old) != 0 || old.sa_handler != SIG_DFL) continue; // inherited SIG_IGN stays
+        struct sigaction sa {};
+        sa.sa_handler = flush_and_die;
+        sa.sa_flags = SA_RESETHAND | SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        sigaction(signo, &sa, nullptr);
+    }
+}
+} // namespace
+
 const EmbeddedModule* find_embedded(const char* name) {
     for (const EmbeddedModule* m = kEmbeddedModules; m->name; m++)
         if (std::strcmp(m->name, name) == 0) return m;
@@ -664,6 +701,7 @@ lua_State* init(const char* script_dir) {
     // A write to a peer that has gone (socket or pipe) must fail with EPIPE, not kill the
     // process; children get the default disposition back from libuv's spawn.
     std::signal(SIGPIPE, SIG_IGN);
+    setup_output();
     g_loop = uv_default_loop();
     uv_idle_init(g_loop, &g_idle);
 #if defined(__SANITIZE_ADDRESS__)

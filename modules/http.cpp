@@ -214,9 +214,14 @@ void push_too_large(lua_State* L, const char* what, uint64_t limit) {
     luaio::push_error(L, UV_E2BIG, msg);
 }
 
+void write_canned(Conn* c, int status);
+
 // The stream of messages is unusable from here on (bad framing, an oversized or truncated
-// message): these mark the conn broken and push nil and the error.
+// message): these mark the conn broken and push nil and the error. A server answers a body
+// that went wrong at once (413, 400), as nginx does before its handler runs: nothing the
+// handler does afterwards reaches the client, and nothing after it on the connection runs.
 void fail_too_large(lua_State* L, Conn* c, const char* what, uint64_t limit) {
+    if (c->server) write_canned(c, 413);
     c->broken = true;
     lua_pushnil(L);
     push_too_large(L, what, limit);
@@ -236,6 +241,7 @@ void fail_body(lua_State* L, Conn* c, int err) {
         luaio::push_uv_error(L, err);
         return;
     }
+    if (c->server) write_canned(c, 400);
     fail_proto(L, c, "bad body", c->parser->error());
 }
 
@@ -545,7 +551,10 @@ constexpr int kRequestValues = 6; // and the body (or nil)
 
 void push_request(lua_State* L, Conn* c, const char* head, size_t head_len) {
     H::Head& h = H::scratch_head();
-    push_method(L, c->parser->method());
+    if (h.method.p)
+        lua_pushlstring(L, h.method.p, h.method.len); // a method llhttp does not know
+    else
+        push_method(L, c->parser->method());
     const char* u = h.url.p ? h.url.p : "";
     lua_pushlstring(L, u, h.url.len);
     const char* q = static_cast<const char*>(std::memchr(u, '?', h.url.len));
@@ -599,7 +608,7 @@ int gather_body(lua_State* L, Conn* c, const char* data, size_t len, int err, si
     *used += u;
     H::Pieces& pc = H::scratch_pieces();
     c->body_bytes += pc.total;
-    if (c->body_bytes > c->lim->max_body_size) {
+    if (c->body_bytes + (c->server ? c->parser->pending() : 0) > c->lim->max_body_size) {
         fail_too_large(L, c, "body", c->lim->max_body_size);
         return -1;
     }
@@ -655,8 +664,8 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
         off += u;
         *used = off;
         c->body_bytes += H::scratch_pieces().total;
-        if (r == H::Parser::Result::Bad || c->body_bytes > c->lim->max_body_size) {
-            fail_proto(L, c, "bad body", c->parser->error());
+        if (r == H::Parser::Result::Bad || c->body_bytes + c->parser->pending() > c->lim->max_body_size) {
+            fail_proto(L, c, "bad body", r == H::Parser::Result::Bad ? c->parser->error() : "too large");
             return 2;
         }
         if (r == H::Parser::Result::NeedMore) {
@@ -689,11 +698,15 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
         }
         return -1;
     case H::Parser::Result::TooLarge:
+        if (c->responded) c->head_sent = false; // the answer is to this request, not the last one
         if (c->server) write_canned(c, 431);
         fail_too_large(L, c, "head", c->lim->max_header_size);
         return 2;
     case H::Parser::Result::Bad:
-        if (c->server) write_canned(c, 400);
+        // The status the parser chose (400, 405, 501, 505), or none for an HTTP/0.9 request.
+        if (c->responded) c->head_sent = false; // the answer is to this request, not the last one
+        if (c->server && c->parser->reject_status()) write_canned(c, c->parser->reject_status());
+        c->keep = false;
         fail_proto(L, c, "malformed HTTP message", c->parser->error());
         return 2;
     case H::Parser::Result::Ok:
@@ -711,9 +724,10 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
             fail_too_large(L, c, "body", c->lim->max_body_size);
             return 2;
         }
-        // Expect: 100-continue is answered when the body is first read.
+        // Expect: 100-continue is answered when the body is first read; an HTTP/1.0 client
+        // does not know 100 Continue (RFC 9110 10.1.1), so it gets none.
         H::Head& h = H::scratch_head();
-        for (size_t i = 0; i < h.nheaders; i++)
+        for (size_t i = 0; i < h.nheaders && c->parser->minor() >= 1; i++)
             if (lower_equals(h.names[i].p, h.names[i].len, "expect"))
                 c->expect_continue = lower_equals(h.values[i].p, h.values[i].len, "100-continue");
         size_t head_len = c->parser->head_len();
@@ -795,9 +809,9 @@ int Conn::consume(lua_State* L, const char* data, size_t len, int err, size_t* u
         H::Parser::Result r = c->parser->feed_body(data, len, used);
         H::Pieces& pc = H::scratch_pieces();
         // A client's streamed pieces are the caller's to keep or drop: only what the client
-        // gathers itself (a whole body) is bounded.
+        // gathers itself (a whole body) is bounded. A server checks each chunk's announced size.
         if (c->server) c->body_bytes += pc.total;
-        if (c->body_bytes > c->lim->max_body_size) {
+        if (c->body_bytes + (c->server ? c->parser->pending() : 0) > c->lim->max_body_size) {
             fail_too_large(L, c, "body", c->lim->max_body_size);
             return 2;
         }
@@ -969,7 +983,7 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, int last, 
 // sending it, so the connection closes (unless the body is already here to be discarded).
 void end_response(Conn* c) {
     c->responded = true;
-    if (c->expect_continue && !c->continue_sent) c->keep = false;
+    if (c->expect_continue && !c->continue_sent && c->in_body()) c->keep = false;
 }
 
 // The optional last name, value slot of a headers argument (see append_headers).
@@ -980,6 +994,8 @@ int opt_last(lua_State* L, int idx) {
 // err = conn:respond(status, headers, body[, last])
 int l_respond(lua_State* L) {
     Conn* c = check_conn(L, "respond");
+    // After a canned answer to a bad request the handler's response goes nowhere.
+    if (c->head_sent && c->broken) return luaio::return_uv_error(L, UV_EPROTO, 0);
     if (c->head_sent) luaio::raise(L, "respond", "the response was already sent");
     int status = static_cast<int>(luaL_optinteger(L, 2, 200));
     size_t blen = 0;
@@ -1066,6 +1082,7 @@ int l_head(lua_State* L) {
 // A piece of an open response body: conn:write(data), or conn:finish([data]) with last.
 int write_piece(lua_State* L, bool last, const char* fname) {
     Conn* c = check_conn(L, fname);
+    if (c->head_sent && c->broken) return luaio::return_uv_error(L, UV_EPROTO, 0);
     if (!c->head_sent || c->responded) luaio::raise(L, fname, "no response body is open");
     size_t len;
     const char* d = opt_data(L, 2, &len, fname);

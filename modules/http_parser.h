@@ -6,10 +6,17 @@
 // into Lua values by the caller at once; a parser itself holds only llhttp's state, so an idle
 // connection costs no buffer.
 //
-// Body: bytes after the head are fed through llhttp, which removes the chunked framing; the
-// pieces are spans of the buffer passed to feed_body(). Parsing stops at the end of each
-// message (llhttp pauses in on_message_complete), so pipelined messages stay in the caller's
-// buffer, in order.
+// Requests are held to RFC 9112 beyond what llhttp checks (as nginx does): field names are
+// tokens followed at once by the colon, no obs-fold, exactly one valid Host in HTTP/1.1 (at most
+// one in 1.0), a target without control bytes, no CONNECT (luaio is an origin server), and
+// Transfer-Encoding only as "chunked" in HTTP/1.1. A rejected request says which status to
+// answer (reject_status()): nothing after it may be processed.
+//
+// Body: bytes after the head are fed through llhttp (Content-Length, or until the end of the
+// connection) or through ChunkedDecoder below (chunked: llhttp 8.1 rejects valid chunk
+// extensions such as several of them or quoted-pairs); the pieces are spans of the buffer passed
+// to feed_body(). Parsing stops at the end of each message, so pipelined messages stay in the
+// caller's buffer, in order.
 #pragma once
 
 #include <llhttp.h>
@@ -17,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 namespace luaio::http {
@@ -32,6 +40,7 @@ struct Span {
 
 // What a parsed head consists of; valid until the next parse_head() call.
 struct Head {
+    Span method{nullptr, 0}; // set only for a method llhttp does not know (Parser::method() is GET)
     Span url{nullptr, 0};
     Span reason{nullptr, 0};
     size_t nheaders = 0;
@@ -49,6 +58,12 @@ struct Pieces {
 inline Head& scratch_head() {
     static Head h;
     return h;
+}
+
+// A head rewritten into a form llhttp takes (see Parser::normalize); spans may point into it.
+inline std::string& scratch_copy() {
+    static std::string s;
+    return s;
 }
 
 inline Pieces& scratch_pieces() {
@@ -72,6 +87,223 @@ inline size_t find_head_end(const char* data, size_t len) {
     return 0;
 }
 
+// RFC 9110 5.6.2: the bytes of a token (tchar).
+inline bool is_tchar(unsigned char c) {
+    static const struct Table {
+        bool t[256] = {};
+        Table() {
+            for (int c = '0'; c <= '9'; c++) t[c] = true;
+            for (int c = 'a'; c <= 'z'; c++) t[c] = t[c - 32] = true;
+            for (const char* p = "!#$%&'*+-.^_`|~"; *p; p++) t[static_cast<unsigned char>(*p)] = true;
+        }
+    } table;
+    return table.t[c];
+}
+
+inline bool span_iequals(const Span& s, const char* lower) {
+    size_t n = std::strlen(lower);
+    if (s.len != n) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s.p[i];
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+        if (c != lower[i]) return false;
+    }
+    return true;
+}
+
+// A Host value as nginx accepts it (ngx_http_validate_host): no empty name, no "..", no path
+// separator, no control bytes, spaces or NUL; a port or an IPv6 literal may follow.
+inline bool valid_host(const Span& h) {
+    size_t host_len = h.len, dot = h.len + 1;
+    bool literal = false, rest = false;
+    for (size_t i = 0; i < h.len; i++) {
+        unsigned char c = static_cast<unsigned char>(h.p[i]);
+        switch (c) {
+        case '.':
+            if (dot + 1 == i) return false;
+            dot = i;
+            break;
+        case ':':
+            if (!literal && !rest) {
+                host_len = i;
+                rest = true;
+            }
+            break;
+        case '[':
+            if (i == 0) literal = true;
+            break;
+        case ']':
+            if (literal && !rest) {
+                host_len = i + 1;
+                rest = true;
+                literal = false;
+            }
+            break;
+        default:
+            if (c == '/' || c <= 0x20 || c == 0x7f) return false;
+        }
+    }
+    if (host_len > 0 && dot + 1 == host_len) host_len--; // a trailing dot names the same host
+    return host_len > 0;
+}
+
+// The chunked transfer coding (RFC 9112 7.1), as nginx reads it: a hex size (at most 2^60),
+// then an optional extension that starts with ";" (or BWS) and runs to the end of the line,
+// CRLF (or a bare LF), the data, CRLF after the data, and after the last chunk a trailer
+// section of bounded size, ignored.
+class ChunkedDecoder {
+  public:
+    enum class Step { More, Done, Bad };
+
+    void reset() {
+        state_ = State::Size;
+        digits_ = 0;
+        left_ = 0;
+        trailer_ = 0;
+        line_empty_ = true;
+        error_ = nullptr;
+    }
+
+    // Decodes data[0, len): the pieces of data go to pieces; *used is the bytes consumed (all of
+    // them unless the body ended: the rest belongs to the next message).
+    Step feed(const char* data, size_t len, Pieces& pieces, size_t* used) {
+        size_t i = 0;
+        while (i < len) {
+            char c = data[i];
+            switch (state_) {
+            case State::Size: {
+                int v = hex(c);
+                if (v >= 0) {
+                    if (++digits_ > 15) return bad("chunk size too large");
+                    left_ = left_ * 16 + static_cast<uint64_t>(v);
+                } else if (digits_ == 0) {
+                    return bad("invalid chunk size");
+                } else if (c == ';' || c == ' ' || c == '\t') {
+                    state_ = State::Ext;
+                } else if (c == '\r') {
+                    state_ = State::SizeLf;
+                } else if (c == '\n') {
+                    end_size_line();
+                } else {
+                    return bad("invalid chunk size");
+                }
+                i++;
+                break;
+            }
+            case State::Ext:
+                if (c == '\r')
+                    state_ = State::SizeLf;
+                else if (c == '\n')
+                    end_size_line();
+                else if (++trailer_ > kMaxLine)
+                    return bad("chunk extension too long");
+                i++;
+                break;
+            case State::SizeLf:
+                if (c != '\n') return bad("CR without LF after the chunk size");
+                end_size_line();
+                i++;
+                break;
+            case State::Data: {
+                size_t n = len - i;
+                if (n > left_) n = static_cast<size_t>(left_);
+                pieces.piece.push_back(Span{data + i, n});
+                pieces.total += n;
+                left_ -= n;
+                i += n;
+                if (left_ == 0) state_ = State::DataCr;
+                break;
+            }
+            case State::DataCr:
+                if (c == '\r')
+                    state_ = State::DataLf;
+                else if (c == '\n')
+                    start_size();
+                else
+                    return bad("chunk data not followed by CRLF");
+                i++;
+                break;
+            case State::DataLf:
+                if (c != '\n') return bad("chunk data not followed by CRLF");
+                start_size();
+                i++;
+                break;
+            case State::Trailer:
+                // Trailer fields are skipped (bounded): the body ends at the first empty line.
+                if (c == '\n') {
+                    if (line_empty_) {
+                        *used = i + 1;
+                        state_ = State::Done;
+                        return Step::Done;
+                    }
+                    line_empty_ = true;
+                } else if (c == '\r') {
+                    state_ = State::TrailerLf;
+                } else {
+                    line_empty_ = false;
+                }
+                if (++trailer_ > kMaxTrailer) return bad("trailer section too large");
+                i++;
+                break;
+            case State::TrailerLf:
+                if (c != '\n') return bad("CR without LF in the trailer section");
+                state_ = State::Trailer;
+                break; // the LF is handled as an end of line by State::Trailer
+            case State::Done:
+                *used = i;
+                return Step::Done;
+            }
+        }
+        *used = len;
+        return Step::More;
+    }
+
+    // Bytes still announced by the current chunk's size (for an early size check).
+    uint64_t pending() const { return state_ == State::Data ? left_ : 0; }
+    const char* error() const { return error_; }
+
+  private:
+    enum class State : uint8_t { Size, Ext, SizeLf, Data, DataCr, DataLf, Trailer, TrailerLf, Done };
+    static constexpr size_t kMaxLine = 4096;
+    static constexpr size_t kMaxTrailer = kDefaultMaxHeaderSize;
+
+    static int hex(char c) {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    }
+
+    void start_size() {
+        state_ = State::Size;
+        digits_ = 0;
+        left_ = 0;
+        trailer_ = 0;
+    }
+
+    void end_size_line() {
+        trailer_ = 0;
+        if (left_ == 0) {
+            state_ = State::Trailer;
+            line_empty_ = true;
+        } else {
+            state_ = State::Data;
+        }
+    }
+
+    Step bad(const char* why) {
+        error_ = why;
+        return Step::Bad;
+    }
+
+    State state_ = State::Size;
+    int digits_ = 0;
+    uint64_t left_ = 0;
+    size_t trailer_ = 0;
+    bool line_empty_ = true;
+    const char* error_ = nullptr;
+};
+
 class Parser {
   public:
     enum class Result {
@@ -87,6 +319,7 @@ class Parser {
         llhttp_init(&p_, type, &settings());
         p_.data = this;
         in_body_ = false;
+        chunked_body_ = false;
     }
 
     // Parses the head at the start of data[0, len). Leading empty lines (allowed between
@@ -99,22 +332,43 @@ class Parser {
         data += skip;
         len -= skip;
         size_t head_len = find_head_end(data, len);
-        if (head_len == 0) return len > max_size ? Result::TooLarge : Result::NeedMore;
+        if (head_len == 0 && len > max_size) return Result::TooLarge;
         if (head_len > max_size) return Result::TooLarge;
+        // A CR that is not part of a CRLF is malformed wherever it is (llhttp lets some through
+        // in loose mode); rejecting it in a partial head too means a client using bare CRs is
+        // answered rather than left waiting for a head end that never comes.
+        if (bare_cr(data, head_len ? head_len : len)) {
+            reject_ = 400;
+            error_ = "CR without LF";
+            return Result::Bad;
+        }
+        if (head_len == 0) return Result::NeedMore;
         Head& h = scratch_head();
-        h.url = h.reason = Span{nullptr, 0};
-        h.nheaders = 0;
-        h.too_many = false;
-        last_ = Last::None;
-        message_done_ = false;
-        headers_done_ = false;
-        llhttp_errno_t err = llhttp_execute(&p_, data, head_len);
+        llhttp_errno_t err = execute_head(data, head_len);
+        if (err != HPE_OK && err != HPE_PAUSED && !h.too_many && normalize(data, head_len, err)) {
+            // A valid head in a form llhttp refuses: parse the rewritten copy instead.
+            Span method = h.method;
+            llhttp_init(&p_, static_cast<llhttp_type_t>(p_.type), &settings());
+            p_.data = this;
+            const std::string& copy = scratch_copy();
+            err = execute_head(copy.data(), copy.size());
+            h.method = method;
+        }
         if (h.too_many) return Result::TooLarge;
         if (err == HPE_PAUSED) {
             llhttp_resume(&p_);
         } else if (err != HPE_OK) {
             error_ = llhttp_get_error_reason(&p_);
             if (!error_) error_ = llhttp_errno_name(err);
+            if (err == HPE_INVALID_VERSION && p_.type == HTTP_REQUEST && version_major(head_, head_len_) > 1)
+                reject_ = 505;
+            // nginx answers any transfer coding but chunked (alone) with 501.
+            // (two Transfer-Encoding fields are a 400, as nginx does).
+            if (err == HPE_INVALID_TRANSFER_ENCODING && p_.type == HTTP_REQUEST) {
+                size_t te = 0;
+                for (size_t i = 0; i < h.nheaders; i++) te += span_iequals(h.names[i], "transfer-encoding");
+                reject_ = te > 1 ? 400 : 501;
+            }
             return Result::Bad;
         }
         if (!headers_done_) {
@@ -122,9 +376,9 @@ class Parser {
             return Result::Bad;
         }
         for (size_t i = 0; i < h.nheaders; i++) trim_right(h.values[i]);
-        head_len_ = head_len;
         *used = skip + head_len;
-        in_body_ = !message_done_;
+        in_body_ = !message_done_ || chunked_body_;
+        if (chunked_body_) chunks_.reset();
         return Result::Ok;
     }
 
@@ -138,6 +392,16 @@ class Parser {
         *used = 0;
         if (!in_body_) return Result::Ok;
         if (len == 0) return Result::NeedMore;
+        if (chunked_body_) {
+            ChunkedDecoder::Step st = chunks_.feed(data, len, pc, used);
+            if (st == ChunkedDecoder::Step::More) return Result::NeedMore;
+            if (st == ChunkedDecoder::Step::Bad) {
+                error_ = chunks_.error();
+                return Result::Bad;
+            }
+            in_body_ = false;
+            return Result::Ok;
+        }
         message_done_ = false;
         llhttp_errno_t err = llhttp_execute(&p_, data, len);
         if (err == HPE_OK) {
@@ -159,6 +423,10 @@ class Parser {
     // without length) ends here; any other unfinished body is truncated (Bad).
     Result finish() {
         if (!in_body_) return Result::Ok;
+        if (chunked_body_) {
+            error_ = "connection closed before the end of the body";
+            return Result::Bad;
+        }
         message_done_ = false;
         llhttp_errno_t err = llhttp_finish(&p_);
         if ((err == HPE_OK || err == HPE_PAUSED) && message_done_) {
@@ -179,6 +447,14 @@ class Parser {
     bool chunked() const { return (p_.flags & F_CHUNKED) != 0; }
     bool has_length() const { return (p_.flags & F_CONTENT_LENGTH) != 0; }
     uint64_t content_length() const { return has_length() ? p_.content_length : 0; }
+    // Body bytes announced but not yet fed (the rest of the current chunk or of the length).
+    uint64_t pending() const {
+        if (!in_body_) return 0;
+        return chunked_body_ ? chunks_.pending() : has_length() ? p_.content_length : 0;
+    }
+    // The status a rejected request (Bad) is answered with: 400, 405 (TRACE), 501 (a transfer
+    // coding other than chunked) or 505 (not HTTP/1.x); 0 for none (an HTTP/0.9 request).
+    int reject_status() const { return reject_; }
     bool upgrade() const { return p_.upgrade != 0; }
     int method() const { return p_.method; }
     int status() const { return p_.status_code; }
@@ -190,6 +466,88 @@ class Parser {
     enum class Last : uint8_t { None, Field, Value };
 
     static Parser* self(llhttp_t* p) { return static_cast<Parser*>(p->data); }
+
+    // The major version of the request line at data when it ends in " HTTP/<digit>.<digit>",
+    // else -1 (no version: an HTTP/0.9 request). llhttp rejects majors above 1 as malformed;
+    // they are well-formed but not supported (505).
+    static int version_major(const char* data, size_t len) {
+        const char* nl = static_cast<const char*>(std::memchr(data, '\n', len));
+        if (!nl) return -1;
+        const char* e = nl;
+        if (e > data && e[-1] == '\r') e--;
+        if (e - data < 9) return -1;
+        const char* v = e - 9;
+        bool ok = v[0] == ' ' && std::memcmp(v + 1, "HTTP/", 5) == 0 && v[6] >= '0' && v[6] <= '9' && v[7] == '.' &&
+                  v[8] >= '0' && v[8] <= '9';
+        return ok ? v[6] - '0' : -1;
+    }
+
+    // Resets the per-head state and runs llhttp over a whole head.
+    llhttp_errno_t execute_head(const char* data, size_t len) {
+        Head& h = scratch_head();
+        h.method = h.url = h.reason = Span{nullptr, 0};
+        h.nheaders = 0;
+        h.too_many = false;
+        last_ = Last::None;
+        message_done_ = false;
+        headers_done_ = false;
+        folded_ = false;
+        chunked_body_ = false;
+        reject_ = 400;
+        head_ = data;
+        head_len_ = len;
+        return llhttp_execute(&p_, data, len);
+    }
+
+    // llhttp 8.1 refuses three forms that RFC 9112 allows and nginx takes: lines ending in a
+    // bare LF (2.2), an HTTP/1.x request with a minor version above 1 (2.3: served as 1.1), and a
+    // method it does not know (nginx: [A-Z_-]+; the request gets its own method name and llhttp
+    // parses it as a GET). After a failed parse, writes the head in the form llhttp takes into
+    // scratch_copy() and returns whether that changed anything (else the error stands). Valid
+    // heads never come here, so they cost nothing.
+    bool normalize(const char* data, size_t len, llhttp_errno_t err) {
+        std::string& c = scratch_copy();
+        c.clear();
+        size_t from = 0;
+        bool changed = false;
+        if (p_.type == HTTP_REQUEST) {
+            const char* nl = static_cast<const char*>(std::memchr(data, '\n', len));
+            if (!nl) return false;
+            size_t line = static_cast<size_t>(nl - data);
+            if (line > 0 && data[line - 1] == '\r') line--;
+            size_t m = 0;
+            while (m < line && ((data[m] >= 'A' && data[m] <= 'Z') || data[m] == '_' || data[m] == '-')) m++;
+            if (err == HPE_INVALID_METHOD && m > 0 && m <= 32 && m < line && data[m] == ' ') {
+                scratch_head().method = Span{data, m};
+                c.append("GET");
+                from = m;
+                changed = true;
+            }
+            if (line >= 9 && std::memcmp(data + line - 9, " HTTP/1.", 8) == 0 && data[line - 1] >= '2' &&
+                data[line - 1] <= '9') {
+                c.append(data + from, line - 1 - from);
+                c.push_back('1');
+                from = line;
+                changed = true;
+            }
+        }
+        for (size_t i = from; i < len; i++) {
+            if (data[i] == '\n' && (i == 0 || data[i - 1] != '\r')) {
+                c.push_back('\r');
+                changed = true;
+            }
+            c.push_back(data[i]);
+        }
+        return changed;
+    }
+
+    static bool bare_cr(const char* p, size_t n) {
+        const char* end = p + n;
+        for (const char* cr = static_cast<const char*>(std::memchr(p, '\r', n)); cr && cr + 1 < end;
+             cr = static_cast<const char*>(std::memchr(cr + 1, '\r', static_cast<size_t>(end - cr - 1))))
+            if (cr[1] != '\n') return true;
+        return false;
+    }
 
     static void trim_right(Span& s) {
         while (s.len > 0 && (s.p[s.len - 1] == ' ' || s.p[s.len - 1] == '\t')) s.len--;
@@ -237,15 +595,85 @@ class Parser {
         Parser* self_ = self(p);
         Head& h = scratch_head();
         if (h.nheaders == 0) return 0;
-        extend(h.values[h.nheaders - 1], at, len);
+        Span& v = h.values[h.nheaders - 1];
+        // A value in two pieces: llhttp joined an obs-fold continuation line (RFC 9112 5.2).
+        if (v.p && v.p + v.len != at) self_->folded_ = true;
+        extend(v, at, len);
         self_->last_ = Last::Value;
+        return 0;
+    }
+
+    int reject(int status, const char* why) {
+        reject_ = status;
+        llhttp_set_error_reason(&p_, why);
+        return HPE_USER;
+    }
+
+    // What llhttp lets through and RFC 9112 (and nginx) does not, checked once the head is in.
+    int check_request() {
+        Head& h = scratch_head();
+        if (p_.http_major != 1) {
+            if (p_.http_major > 1) return reject(505, "HTTP version not supported");
+            // A request line without a version (HTTP/0.9) cannot be answered with a status line.
+            return reject(version_major(head_, head_len_) < 0 ? 0 : 400, "HTTP/0.9 request");
+        }
+        // origin-form or absolute-form only: "*" (OPTIONS) and authority-form (CONNECT) are
+        // refused as nginx does.
+        if (h.url.len == 0 || (h.url.p[0] != '/' && !std::memchr(h.url.p, ':', h.url.len)))
+            return reject(400, "invalid request target");
+        for (size_t i = 0; i < h.url.len; i++) {
+            unsigned char c = static_cast<unsigned char>(h.url.p[i]);
+            if (c <= 0x20 || c == 0x7f) return reject(400, "invalid character in the request target");
+        }
+        if (p_.method == HTTP_CONNECT) return reject(400, "CONNECT to an origin server");
+        if (folded_) return reject(400, "obsolete line folding");
+        size_t hosts = 0, te = 0;
+        const Span* host = nullptr;
+        const Span* coding = nullptr;
+        for (size_t i = 0; i < h.nheaders; i++) {
+            const Span& n = h.names[i];
+            if (n.len == 0) return reject(400, "empty field name");
+            for (size_t k = 0; k < n.len; k++)
+                if (!is_tchar(static_cast<unsigned char>(n.p[k]))) return reject(400, "invalid field name");
+            if (span_iequals(n, "host")) {
+                hosts++;
+                host = &h.values[i];
+            } else if (span_iequals(n, "transfer-encoding")) {
+                te++;
+                coding = &h.values[i];
+            }
+        }
+        if (hosts > 1) return reject(400, "more than one Host");
+        if (host) {
+            Span v = *host;
+            trim_right(v);
+            if (!v.p || !valid_host(v)) return reject(400, "invalid Host");
+        } else if (p_.http_minor >= 1) {
+            return reject(400, "no Host in an HTTP/1.1 request");
+        }
+        if (te > 1) return reject(400, "more than one Transfer-Encoding");
+        if (coding) {
+            if (p_.http_minor == 0) return reject(400, "Transfer-Encoding in an HTTP/1.0 request");
+            Span v = *coding;
+            trim_right(v);
+            if (!v.p || !span_iequals(v, "chunked")) return reject(501, "transfer coding not implemented");
+        }
+        if (p_.method == HTTP_TRACE) return reject(405, "TRACE not allowed");
         return 0;
     }
 
     static int on_headers_complete(llhttp_t* p) {
         Parser* s = self(p);
         s->headers_done_ = true;
+        if (p->type == HTTP_REQUEST) {
+            if (int err = s->check_request()) return err;
+        }
         if (s->skip_body_) return 1;
+        // A chunked body is decoded by ChunkedDecoder: llhttp ends the message at its head.
+        if ((p->flags & F_CHUNKED) && !(p->flags & F_CONTENT_LENGTH)) {
+            s->chunked_body_ = true;
+            return 1;
+        }
         return 0;
     }
 
@@ -279,13 +707,18 @@ class Parser {
     }
 
     llhttp_t p_;
+    ChunkedDecoder chunks_;
+    const char* head_ = nullptr; // the head being parsed (for the checks of check_request)
     const char* error_ = nullptr;
+    int reject_ = 400;
     size_t head_len_ = 0;
     Last last_ = Last::None;
     bool message_done_ = false;
     bool headers_done_ = false;
     bool in_body_ = false;
     bool skip_body_ = false;
+    bool folded_ = false;
+    bool chunked_body_ = false;
 };
 
 } // namespace luaio::http

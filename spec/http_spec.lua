@@ -298,7 +298,7 @@ describe("http protocol", function()
         end)
         raw(port, "GET /1 HTTP/1.1\r\nX-Id: a\r\nHost: x\r\n\r\n"
             .. "POST /2 HTTP/1.1\r\nHost: x\r\nX-Id: b\r\nContent-Length: 3\r\n\r\nabc"
-            .. "GET /3 HTTP/1.1\r\nX-Id: c\r\nX-Id: d\r\nConnection: close\r\n\r\n")
+            .. "GET /3 HTTP/1.1\r\nX-Id: c\r\nX-Id: d\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert.are.equal(3, #kept)
         -- Read only now, after every request of the connection was parsed and answered.
         assert.are.equal("a", kept[1].headers["x-id"])
@@ -306,7 +306,7 @@ describe("http protocol", function()
         assert.are.equal("3", kept[2].headers["content-length"])
         assert.are.equal("c, d", kept[3].headers["x-id"])
         assert.are.equal("close", kept[3].headers.connection)
-        assert.is_nil(kept[3].headers.host)
+        assert.are.equal("x", kept[3].headers.host)
         assert.are.equal("/3", kept[3].path)
         srv:close()
     end)
@@ -409,14 +409,19 @@ describe("http hardening", function()
         srv:close()
     end)
 
-    it("reports bad chunked framing to the handler and closes", function()
+    it("answers bad chunked framing with 400 at once; the handler sees EPROTO, its response goes nowhere", function()
+        local seen, sent
         local srv, port = start(function(req, res)
             local b, err = req:body()
-            res:finish(b or err.name)
+            seen = b or err.name
+            sent = res:finish("too late")
         end)
-        local out = raw(port, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
-        assert.truthy(out:find("EPROTO$"))
+        local out = raw(port, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        assert.truthy(out:find("^HTTP/1.1 400 Bad Request"))
         assert.truthy(out:find("Connection: close", 1, true))
+        assert.falsy(out:find("too late", 1, true))
+        assert.are.equal("EPROTO", seen)
+        assert.are.equal("EPROTO", sent and sent.name)
         srv:close()
     end)
 
@@ -447,9 +452,11 @@ describe("http hardening", function()
         assert.truthy(out:find("ok 100$"))
         out = raw(port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n" .. ("z"):rep(101))
         assert.truthy(out:find("^HTTP/1.1 413"))
-        -- A chunked body learns its size late: the handler sees the error, the connection closes.
+        -- A chunked body is refused by the first chunk that announces too much: 413 at once, the
+        -- handler sees E2BIG, the connection closes.
         out = raw(port, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n" .. ("z"):rep(101) .. "\r\n0\r\n\r\n")
-        assert.truthy(out:find("E2BIG", 1, true))
+        assert.truthy(out:find("^HTTP/1.1 413"))
+        assert.falsy(out:find("E2BIG", 1, true))
         assert.truthy(out:find("Connection: close", 1, true))
         local srv2, port2 = start(function(r)
             return { body = r.body }

@@ -1168,10 +1168,12 @@ int l_request(lua_State* L) {
     return write_out(L, c, bufs, blen ? 2 : 1, "request");
 }
 
-// conn:replied(): true once a byte came back after the request went out (see Conn::replied).
+// conn:replied(): true once a byte came back after the request went out (see Conn::replied),
+// read or still buffered (a server that answers before the end of a request body).
 int l_replied(lua_State* L) {
     Conn* c = check_conn(L, "replied");
-    lua_pushboolean(L, c->replied);
+    Stream* s = c->stream();
+    lua_pushboolean(L, c->replied || (s && s->buffered() > 0));
     return 1;
 }
 

@@ -507,6 +507,25 @@ describe("http client", function()
         srv:close()
     end)
 
+    it("returns the answer of a server that refuses a body before its end (413)", function()
+        local srv, base = start(function(_, res)
+            res:finish("taken")
+        end, { maxBodySize = 1024 })
+        local big = string.rep("x", 20 * 1024 * 1024)
+        local res = assert(http.request({ method = "POST", url = base, body = big }))
+        assert.are.equal(413, res.status)
+        local sent = 0
+        res = assert(http.request({ method = "POST", url = base, headers = { ["Content-Length"] = #big }, body = function()
+            if sent < #big then
+                sent = sent + 1024 * 1024
+                return big:sub(1, 1024 * 1024)
+            end
+        end }))
+        assert.are.equal(413, res.status)
+        assert.are.equal("taken", assert(http.get(base)).body)
+        srv:close()
+    end)
+
     it("lets a proxy pass a body through without holding it", function()
         local upstream, up = start(function(req, res)
             local n = 0

@@ -106,7 +106,7 @@ local function checkout(key)
 end
 
 local function checkin(key, conn)
-    if not conn:reusable() then
+    if not key or not conn:reusable() then
         conn:close()
         return
     end
@@ -281,6 +281,12 @@ local function once(u, req, head, fresh)
     local res
     if not err then
         res, err = conn:response(not req.stream, req.limits)
+    elseif err.name == "ECONNRESET" or err.name == "EPIPE" then
+        -- The server may have answered before the end of the request (413, 401) and closed: then
+        -- its answer is the result (the socket is dead, so this does not wait), and the
+        -- connection, whose request was cut, is not pooled again.
+        res = conn:response(not req.stream, req.limits)
+        key = nil
     end
     if not res then
         local again = may_retry(req, conn, reused, err)

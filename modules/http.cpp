@@ -67,6 +67,8 @@ const Limits kDefaultLimits;
 
 enum class Op : uint8_t { None, Next, Response, Piece, Body };
 
+constexpr uint64_t kUncounted = ~uint64_t(0); // Conn::out_left when the body is not counted
+
 struct Site;
 
 // The lists of a server's waiting connections, each in the order of its deadlines (one timeout
@@ -89,10 +91,11 @@ struct Conn final : luaio::Consumer {
     uint64_t body_bytes = 0;           // body bytes of the current message so far
     uint64_t deadline = 0;             // loop time by which the current wait (head, request, idle) ends
     uint64_t requests = 0;
+    uint64_t out_left = 0;    // body bytes the response's Content-Length still allows (kUncounted: none)
     int sock_ref = LUA_NOREF; // anchors the socket proxy
     int self_ref = LUA_NOREF; // anchors the conn while it is open (requests point back at it)
     int req_ref = LUA_NOREF;  // a client's response waiting for its whole body
-    int lim_ref = LUA_NOREF;  // a client's limits userdata
+    int lim_ref = LUA_NOREF;  // client: its limits userdata; seed server: the metatable of its requests
     Op op = Op::None;
     Wait wait = Wait::None;
     bool server = true;
@@ -362,11 +365,78 @@ bool is_field_value(const char* s, size_t len) {
     return true;
 }
 
-// Headers the serializer must know about when the user sets them.
+// Headers the serializer must know about when the user sets them. In a server's response
+// (`framing`) the framing is luaio's: Content-Length, Transfer-Encoding and Connection are not
+// copied but checked and noted here, and build_response_head writes its own.
 struct Seen {
     bool server = false, date = false, length = false, te = false, connection = false, host = false;
+    bool framing = false; // a server response: the fields above are owned
+    bool close = false;   // framing: the handler's Connection field says close
     uint64_t length_value = 0;
 };
+
+// A handler's Content-Length: digits (or a non-negative integer number), one value.
+uint64_t check_length(lua_State* L, int idx, const char* fname) {
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        lua_Number n = lua_tonumber(L, idx);
+        if (n >= 0 && n < 9007199254740992.0 && n == static_cast<lua_Number>(static_cast<uint64_t>(n)))
+            return static_cast<uint64_t>(n);
+    } else if (lua_type(L, idx) == LUA_TSTRING) {
+        size_t len;
+        const char* v = lua_tolstring(L, idx, &len);
+        uint64_t n = 0;
+        bool ok = len > 0 && len <= 15;
+        for (size_t i = 0; ok && i < len; i++) {
+            ok = v[i] >= '0' && v[i] <= '9';
+            n = n * 10 + static_cast<uint64_t>(v[i] - '0');
+        }
+        if (ok) return n;
+    }
+    luaio::raise(L, fname, "invalid Content-Length (a number of bytes, once)");
+}
+
+// True when the comma-separated list s (a Connection value) has the token `close`.
+bool has_close(const char* s, size_t len) {
+    for (size_t i = 0; i + 5 <= len; i++)
+        if ((i == 0 || s[i - 1] == ',' || s[i - 1] == ' ') && lower_equals(s + i, 5, "close") &&
+            (i + 5 == len || s[i + 5] == ',' || s[i + 5] == ' '))
+            return true;
+    return false;
+}
+
+// Notes a framing field of a server response (see Seen) instead of copying it. Returns false
+// when name is not one.
+bool own_field(lua_State* L, const char* name, size_t nlen, int value_idx, Seen& seen, const char* fname) {
+    if (!lower_equals(name, nlen, "content-length") && !lower_equals(name, nlen, "transfer-encoding") &&
+        !lower_equals(name, nlen, "connection"))
+        return false;
+    int t = lua_type(L, value_idx);
+    if (t == LUA_TBOOLEAN && !lua_toboolean(L, value_idx)) return true; // false: left out
+    if (lower_equals(name, nlen, "content-length")) {
+        if (seen.length) luaio::raise(L, fname, "invalid Content-Length (a number of bytes, once)");
+        seen.length = true;
+        seen.length_value = check_length(L, value_idx, fname);
+        return true;
+    }
+    if (lower_equals(name, nlen, "transfer-encoding")) {
+        size_t vlen = 0;
+        const char* v = t == LUA_TSTRING ? lua_tolstring(L, value_idx, &vlen) : nullptr;
+        // Only chunked, which luaio applies itself (other codings would need a coder).
+        if (!v || !lower_equals(v, vlen, "chunked"))
+            luaio::raise(L, fname, "Transfer-Encoding may only be chunked (luaio frames the body)");
+        seen.te = true;
+        return true;
+    }
+    if (lower_equals(name, nlen, "connection")) {
+        size_t vlen = 0;
+        const char* v = t == LUA_TSTRING ? lua_tolstring(L, value_idx, &vlen) : nullptr;
+        if (!v) luaio::raise(L, fname, "header 'Connection' must be a string");
+        seen.close = seen.close || has_close(v, vlen);
+        seen.connection = false; // luaio writes its own
+        return true;
+    }
+    return false;
+}
 
 void append_header(lua_State* L, OutBuf& b, const char* fname, const char* name, size_t nlen, int vidx) {
     size_t vlen;
@@ -397,13 +467,16 @@ void append_field(lua_State* L, int name_idx, int value_idx, OutBuf& b, Seen& se
         seen.host = seen.host || lower_equals(name, nlen, "host");
         break;
     case 'c':
+    case 't':
+        if (seen.framing) {
+            if (own_field(L, name, nlen, value_idx, seen, fname)) return;
+            break;
+        }
         if (lower_equals(name, nlen, "content-length")) {
             seen.length = true;
             seen.length_value = static_cast<uint64_t>(lua_tonumber(L, value_idx));
         }
         seen.connection = seen.connection || lower_equals(name, nlen, "connection");
-        break;
-    case 't':
         seen.te = seen.te || lower_equals(name, nlen, "transfer-encoding");
         break;
     default:
@@ -927,17 +1000,42 @@ const std::string& status_line(int status) {
     return *l;
 }
 
-// Builds a response head in out(); returns the length of body that follows by framing.
+// The status argument at idx (default 200): an integer from 200 to 599. Informational (1xx)
+// responses go through conn:inform; 101 only through the upgrade path (not with respond/head).
+int check_status(lua_State* L, int idx, const char* fname) {
+    lua_Number n = lua_tonumber(L, idx); // 0 for none, nil and what is not a number
+    int status = static_cast<int>(n);
+    if (status >= 200 && status <= 599 && n == static_cast<lua_Number>(status)) return status;
+    if (n == 0 && lua_isnoneornil(L, idx)) return 200;
+    if (status == 101 && n == 101)
+        luaio::raise(L, fname, "status 101 switches protocols: only an upgrade can send it, not a response");
+    if (status >= 100 && status < 200 && n == static_cast<lua_Number>(status))
+        luaio::raise(L, fname, "status %d is informational, not a final status (see res:inform)", status);
+    if (lua_isnumber(L, idx))
+        luaio::raise(L, fname, "status must be an integer from 200 to 599, got %g", static_cast<double>(n));
+    luaio::raise(L, fname, "status must be an integer from 200 to 599, got %s", luaL_typename(L, idx));
+}
+
+// Builds a response head in out(). The framing is luaio's (RFC 9112 6): a whole response
+// (`whole`, body_len bytes) has a Content-Length; a streamed one is chunked, or has the
+// handler's Content-Length, which write_body then holds it to (c->out_left), or (HTTP/1.0)
+// ends with the connection. A handler's Content-Length must be a number and, for a whole
+// response, its body's length; its Transfer-Encoding may only be chunked.
 void build_response_head(lua_State* L, Conn* c, int status, int hidx, int last, bool whole, size_t body_len,
                          const char* fname) {
-    if (status < 100 || status > 999) luaio::raise(L, fname, "status must be an integer between 100 and 999");
     if (!c->parser) luaio::raise(L, fname, "no request to respond to");
     OutBuf& b = out();
     b.clear();
     const std::string& line = status_line(status);
     b.append(line.data(), line.size());
     Seen seen;
+    seen.framing = true;
     append_headers(L, hidx, last, b, seen, fname);
+    if (seen.length && seen.te) luaio::raise(L, fname, "both Content-Length and Transfer-Encoding were set");
+    c->no_body = c->is_head || status == 204 || status == 304;
+    if (whole && seen.length && !c->no_body && seen.length_value != body_len)
+        luaio::raise(L, fname, "Content-Length %llu does not match the body (%zu bytes)",
+                     static_cast<unsigned long long>(seen.length_value), body_len);
     const DefaultLines& d = default_lines();
     if (!seen.server && !seen.date)
         b.append(d.text, d.len);
@@ -945,37 +1043,36 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, int last, 
         b.append(kServerLine, kDateOffset);
     else if (!seen.date)
         b.append(d.text + kDateOffset, d.len - kDateOffset);
-    c->no_body = c->is_head || status < 200 || status == 204 || status == 304;
-    bool informational = status < 200;
-    if (c->server && (!c->parser->keep_alive() || c->broken || c->site->closing)) c->keep = false;
+    if (c->server && (!c->parser->keep_alive() || c->broken || c->site->closing || seen.close)) c->keep = false;
     // A body the client may still be sending, after a 100-continue that will not come: close.
     if (c->expect_continue && !c->continue_sent && c->in_body()) c->keep = false;
-    if (!informational) {
-        if (whole) {
-            if (!c->no_body || (c->is_head && !seen.length && status != 204 && status != 304)) {
-                // A response to HEAD announces the length its GET would have.
-                if (!seen.length) {
-                    b.append("Content-Length: ", 16);
-                    b.append_uint(body_len);
-                    b.append("\r\n", 2);
-                }
-            }
-            c->chunked_out = false;
-        } else if (!c->no_body && !seen.length && !seen.te) {
-            if (c->parser->minor() >= 1) {
-                b.append("Transfer-Encoding: chunked\r\n", 28);
-                c->chunked_out = true;
-            } else {
-                c->keep = false; // HTTP/1.0: the body ends when the connection does
-            }
-        }
-        if (!seen.connection) {
-            if (!c->keep)
-                b.append("Connection: close\r\n", 19);
-            else if (c->parser->minor() == 0)
-                b.append("Connection: keep-alive\r\n", 24);
-        }
+    c->chunked_out = false;
+    c->out_left = kUncounted;
+    bool length = false; // a Content-Length field of `length_value` bytes goes out
+    uint64_t length_value = seen.length ? seen.length_value : body_len;
+    if (status == 204) {
+        // No body and no length (RFC 9110 8.6).
+    } else if (whole) {
+        // A response to HEAD announces the length its GET would have; a 304 only the one set.
+        length = status != 304 || seen.length;
+    } else if (seen.length) {
+        length = true;
+        if (!c->no_body) c->out_left = seen.length_value;
+    } else if (c->parser->minor() >= 1) {
+        if (!c->no_body || seen.te) b.append("Transfer-Encoding: chunked\r\n", 28);
+        c->chunked_out = !c->no_body;
+    } else if (!c->no_body) {
+        c->keep = false; // HTTP/1.0: the body ends when the connection does
     }
+    if (length) {
+        b.append("Content-Length: ", 16);
+        b.append_uint(length_value);
+        b.append("\r\n", 2);
+    }
+    if (!c->keep)
+        b.append("Connection: close\r\n", 19);
+    else if (c->parser->minor() == 0)
+        b.append("Connection: keep-alive\r\n", 24);
     b.append("\r\n", 2);
 }
 
@@ -991,32 +1088,66 @@ int opt_last(lua_State* L, int idx) {
     return lua_isnoneornil(L, idx) ? -1 : static_cast<int>(luaL_checkinteger(L, idx));
 }
 
+// The body argument of respond: a string, or an array of strings written as they are (no
+// concatenation). Fills `parts` (cleared first) and returns the total length.
+size_t body_parts(lua_State* L, int idx, std::vector<uv_buf_t>& parts, const char* fname) {
+    parts.clear();
+    size_t len = 0;
+    int t = lua_type(L, idx);
+    if (t == LUA_TSTRING) {
+        const char* p = lua_tolstring(L, idx, &len);
+        parts.push_back(uv_buf_init(const_cast<char*>(p), static_cast<unsigned>(len)));
+        return len;
+    }
+    if (t != LUA_TTABLE)
+        luaio::raise(L, fname, "body must be a string or an array of strings, got %s", lua_typename(L, t));
+    int n = static_cast<int>(lua_objlen(L, idx));
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, i);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaio::raise(L, fname, "body[%d] must be a string, got %s", i, luaL_typename(L, -1));
+        size_t l;
+        const char* p = lua_tolstring(L, -1, &l);
+        lua_pop(L, 1); // the table keeps the string alive
+        parts.push_back(uv_buf_init(const_cast<char*>(p), static_cast<unsigned>(l)));
+        len += l;
+    }
+    return len;
+}
+
 // err = conn:respond(status, headers, body[, last])
 int l_respond(lua_State* L) {
     Conn* c = check_conn(L, "respond");
     // After a canned answer to a bad request the handler's response goes nowhere.
     if (c->head_sent && c->broken) return luaio::return_uv_error(L, UV_EPROTO, 0);
     if (c->head_sent) luaio::raise(L, "respond", "the response was already sent");
-    int status = static_cast<int>(luaL_optinteger(L, 2, 200));
+    int status = check_status(L, 2, "respond");
+    static std::vector<uv_buf_t> parts; // reused: no allocation per response
     size_t blen = 0;
-    const char* body = "";
-    if (!lua_isnoneornil(L, 4)) {
-        body = lua_tolstring(L, 4, &blen);
-        if (!body) luaio::raise(L, "respond", "body must be a string, got %s", luaL_typename(L, 4));
-    }
+    if (lua_isnoneornil(L, 4))
+        parts.clear();
+    else
+        blen = body_parts(L, 4, parts, "respond");
     build_response_head(L, c, status, 3, opt_last(L, 5), true, blen, "respond");
     c->head_sent = true;
     end_response(c);
     OutBuf& b = out();
     if (c->no_body) blen = 0;
     if (blen <= 2048) {
-        b.append(body, blen);
+        if (blen)
+            for (const uv_buf_t& p : parts) b.append(p.base, p.len);
         uv_buf_t buf = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
         return write_out(L, c, &buf, 1, "respond");
     }
-    uv_buf_t bufs[2] = {uv_buf_init(b.data(), static_cast<unsigned>(b.size())),
-                        uv_buf_init(const_cast<char*>(body), static_cast<unsigned>(blen))};
-    return write_out(L, c, bufs, 2, "respond");
+    parts.insert(parts.begin(), uv_buf_init(b.data(), static_cast<unsigned>(b.size())));
+    return write_out(L, c, parts.data(), static_cast<unsigned>(parts.size()), "respond");
+}
+
+// Never more body bytes than the response's Content-Length (RFC 9112 6.3): raises first.
+void check_count(lua_State* L, Conn* c, size_t len, const char* fname) {
+    if (c->out_left != kUncounted && !c->no_body && len > c->out_left)
+        luaio::raise(L, fname, "%zu bytes more than the Content-Length allows (%llu left)", len,
+                     static_cast<unsigned long long>(c->out_left));
 }
 
 // Writes data as body bytes (a chunk when chunked), after `prefix` (a head) if given.
@@ -1025,6 +1156,11 @@ int write_body(lua_State* L, Conn* c, const char* data, size_t len, bool last, c
     uv_buf_t bufs[3];
     unsigned n = 0;
     if (c->no_body) len = 0;
+    if (c->out_left != kUncounted) {
+        check_count(L, c, len, fname);
+        c->out_left -= len;
+        if (last && c->out_left > 0) c->keep = false; // fewer bytes than announced: only a close tells
+    }
     if (c->chunked_out) {
         if (len > 0) {
             char hex[24];
@@ -1071,12 +1207,39 @@ const char* opt_data(lua_State* L, int idx, size_t* len, const char* fname) {
 int l_head(lua_State* L) {
     Conn* c = check_conn(L, "head");
     if (c->head_sent) luaio::raise(L, "head", "the response head was already sent");
-    int status = static_cast<int>(luaL_optinteger(L, 2, 200));
+    int status = check_status(L, 2, "head");
     size_t len;
     const char* d = opt_data(L, 4, &len, "head");
     build_response_head(L, c, status, 3, opt_last(L, 5), false, 0, "head");
-    if (status >= 200) c->head_sent = true;
+    check_count(L, c, len, "head");
+    c->head_sent = true;
     return write_body(L, c, d, len, false, "head");
+}
+
+// err = conn:inform(status, headers): an informational (1xx) response before the final one,
+// e.g. 103 Early Hints; nothing to an HTTP/1.0 client (RFC 9110 15.2). 101 is for the upgrade
+// path, which ends the connection's HTTP (not with inform).
+int l_inform(lua_State* L) {
+    Conn* c = check_conn(L, "inform");
+    if (c->head_sent) luaio::raise(L, "inform", "the response head was already sent");
+    if (!c->parser || !c->server) luaio::raise(L, "inform", "no request to respond to");
+    lua_Number n = lua_type(L, 2) == LUA_TNUMBER ? lua_tonumber(L, 2) : 0;
+    if (!(n >= 100 && n <= 199) || n == 101 || n != static_cast<lua_Number>(static_cast<int>(n)))
+        luaio::raise(L, "inform", "status must be an informational status from 100 to 199 other than 101");
+    int status = static_cast<int>(n);
+    OutBuf& b = out();
+    b.clear();
+    const std::string& line = status_line(status);
+    b.append(line.data(), line.size());
+    Seen seen;
+    seen.framing = true;
+    append_headers(L, 3, -1, b, seen, "inform");
+    if (seen.length || seen.te) luaio::raise(L, "inform", "an informational response has no body");
+    b.append("\r\n", 2);
+    if (c->parser->minor() == 0) return 0;
+    if (status == 100) c->continue_sent = true;
+    uv_buf_t buf = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
+    return write_out(L, c, &buf, 1, "inform");
 }
 
 // A piece of an open response body: conn:write(data), or conn:finish([data]) with last.
@@ -1206,6 +1369,17 @@ int l_sent(lua_State* L) {
     return 1;
 }
 
+// conn:setmeta(t): the seed API's metatable of this connection's requests, handed to each
+// task of the connection after its request values (see Conn::ready).
+int l_set_meta(lua_State* L) {
+    Conn* c = check_conn(L, "setmeta");
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!c->server || c->lim_ref != LUA_NOREF) luaio::raise(L, "setmeta", "not a fresh seed server connection");
+    lua_settop(L, 2);
+    c->lim_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
 // Forces `Connection: close` on the current response (server closing, handler's wish).
 int l_set_close(lua_State* L) {
     Conn* c = check_conn(L, "setclose");
@@ -1332,6 +1506,11 @@ void Conn::ready(lua_State* L, int n) {
     lua_insert(L, -(n + 1));
     lua_rawgeti(L, LUA_REGISTRYINDEX, self_ref);
     lua_insert(L, -(n + 1));
+    if (site->seed) {
+        // The seed API's requests share a metatable per connection (lib/http/server.lua).
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lim_ref);
+        n++;
+    }
     luaio::spawn(L, n + 1, -(n + 1));
 }
 
@@ -1369,10 +1548,12 @@ int l_close(lua_State* L) {
 }
 
 // The end of a request's task (the conn is its closing value): unless the connection waits for
-// its next request, or the task failed, it is closed.
+// its next request, or the task failed, it is closed. A failed task (the runtime reports its
+// error: e.g. a seed response that respond refused) answers 500 first if nothing was sent.
 void task_end(lua_State*, void* ud, bool failed) {
     auto* c = static_cast<Conn*>(ud);
     Stream* s = c->closed ? nullptr : c->stream();
+    if (failed && s && c->server && c->parser && !c->responded) write_canned(c, 500);
     if (failed || !s || !s->watching()) conn_close(c);
 }
 
@@ -1601,13 +1782,14 @@ int l_date(lua_State* L) {
 } // namespace
 
 extern "C" int luaopen_luaio_http(lua_State* L) {
-    const luaL_Reg conn_methods[] = {{"next", l_next},         {"response", l_response}, {"read", l_read},
-                                     {"body", l_body},         {"respond", l_respond},   {"head", l_head},
-                                     {"write", l_write},       {"finish", l_finish},     {"reject", l_reject},
-                                     {"request", l_request},   {"replied", l_replied},   {"keepalive", l_keepalive},
-                                     {"reusable", l_reusable}, {"sent", l_sent},         {"setclose", l_set_close},
-                                     {"socket", l_socket},     {"unref", l_unref},       {"close", l_close},
-                                     {"__gc", l_gc},           {nullptr, nullptr}};
+    const luaL_Reg conn_methods[] = {{"next", l_next},         {"response", l_response},  {"read", l_read},
+                                     {"body", l_body},         {"respond", l_respond},    {"head", l_head},
+                                     {"write", l_write},       {"finish", l_finish},      {"reject", l_reject},
+                                     {"request", l_request},   {"replied", l_replied},    {"keepalive", l_keepalive},
+                                     {"reusable", l_reusable}, {"sent", l_sent},          {"inform", l_inform},
+                                     {"setmeta", l_set_meta},  {"setclose", l_set_close}, {"socket", l_socket},
+                                     {"unref", l_unref},       {"close", l_close},        {"__gc", l_gc},
+                                     {nullptr, nullptr}};
     luaio::new_class(L, kConnClass, conn_methods);
     lua_pop(L, 1);
     luaio::set_closer(L, kConnClass, task_end);

@@ -10,8 +10,8 @@ local tcp = require "tcp"
 local luaio_core = require "luaio.core"
 local report, describe = luaio_core.report, luaio_core.describe
 
-local type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error =
-    type, tostring, xpcall, setmetatable, rawget, rawset, pairs, error
+local type, tostring, xpcall, setmetatable, getmetatable, rawget, rawset, pairs, error =
+    type, tostring, xpcall, setmetatable, getmetatable, rawget, rawset, pairs, error
 local traceback, lower, format, sub, find = debug.traceback, string.lower, string.format, string.sub, string.find
 
 
@@ -20,6 +20,30 @@ local server = {}
 -- ---------------------------------------------------------------- requests
 
 local Request = {}
+
+-- A streaming request keeps its connection and raw head in slots 1 and 2 (and its body, once
+-- read, in 3): they live in the table's own allocation. A seed request holds only its fields,
+-- so that json.encode(request) works: its connection and head are in its metatable, which the
+-- requests of one connection share (see seed_meta), so that it costs no table per request.
+local function conn_of(req)
+    return rawget(req, 1) or getmetatable(req)[1]
+end
+
+local function head_of(req)
+    local head = rawget(req, 2)
+    if head then
+        return head
+    end
+    local m = getmetatable(req)
+    if m[3] ~= req then
+        error("request.headers: read them in the handler (this request's response was sent)", 3)
+    end
+    return m[2]
+end
+
+-- Body errors raised by req:pieces(), by identity: the server answers them with their status
+-- (E2BIG 413, ETIMEDOUT 408, EPROTO 400) instead of a 500, as a reader that was told would.
+local raised = setmetatable({}, { __mode = "k" })
 
 --- The whole body as a string (bounded by maxBodySize), or nil and an error table.
 function Request.body(req)
@@ -37,16 +61,19 @@ end
 
 --- The next piece of the body, nil at its end, or nil and an error table.
 function Request.read(req)
-    return req[1]:read()
+    return conn_of(req):read()
 end
 
---- An iterator over the pieces of the body: `for piece in req:pieces() do ... end`.
+--- An iterator over the pieces of the body: `for piece in req:pieces() do ... end`. A failed
+--- read raises its error table (E2BIG beyond maxBodySize); unless the handler catches it, the
+--- client gets the matching status (413).
 function Request.pieces(req)
-    local conn = req[1]
+    local conn = conn_of(req)
     return function()
         local piece, err = conn:read()
         if err then
-            error("request body: " .. err.message, 2)
+            raised[err] = true
+            error(err, 2)
         end
         return piece
     end
@@ -61,7 +88,7 @@ function lazy.query(req)
 end
 
 local function remote(req)
-    local addr = req[1]:socket():remoteAddress() or {}
+    local addr = conn_of(req):socket():remoteAddress() or {}
     rawset(req, "remoteAddress", addr.address)
     rawset(req, "remotePort", addr.port)
     rawset(req, "remoteFamily", addr.family)
@@ -78,30 +105,40 @@ function lazy.remotePort(req)
 end
 
 function lazy.socket(req)
-    return req[1]:socket()
+    return conn_of(req):socket()
 end
 
 -- The headers table is made from the raw head only when it is read.
 local parse_headers = core.headers
 
 function lazy.headers(req)
-    return parse_headers(req[2])
+    return parse_headers(head_of(req))
 end
 
-local RequestMeta = {
-    __index = function(req, k)
-        local m = Request[k]
-        if m then
-            return m
-        end
-        local f = lazy[k]
-        if f then
-            local v = f(req)
-            rawset(req, k, v)
-            return v
-        end
-    end,
-}
+local function request_index(req, k)
+    local m = Request[k]
+    if m then
+        return m
+    end
+    local f = lazy[k]
+    if f then
+        local v = f(req)
+        rawset(req, k, v)
+        return v
+    end
+end
+
+local RequestMeta = { __index = request_index }
+
+-- The metatable of a connection's seed requests: [1] the conn, [2] the raw head of its current
+-- request, [3] that request (false once its response is sent). Made with the connection's
+-- first request; C++ keeps it and hands it to the connection's tasks (Conn::ready).
+local function seed_meta(conn)
+    local m = { false, false, false, __index = false }
+    m[1], m.__index = conn, request_index
+    conn:setmeta(m)
+    return m
+end
 
 -- ---------------------------------------------------------------- responses
 
@@ -167,6 +204,17 @@ function Response:setStatus(status)
     return self
 end
 
+--- Sends an informational (1xx) response before the final one, e.g. res:inform(103, {Link =
+--- "</style.css>; rel=preload"}) (Early Hints); nothing to an HTTP/1.0 client. Returns nil or
+--- an error table.
+function Response:inform(status, headers)
+    check_open(self, "inform")
+    if self._sent then
+        error("inform: the headers were already sent", 2)
+    end
+    return self[1]:inform(status, headers)
+end
+
 --- Sends the head (if not yet sent) and a piece of the body: chunked unless a Content-Length
 --- header was set. Returns nil or an error table.
 function Response:write(data)
@@ -215,6 +263,9 @@ end
 -- ---------------------------------------------------------------- connections
 
 local function on_error(e)
+    if raised[e] then
+        return e -- a body error that the handler let through: answered with its status
+    end
     return traceback("http handler: " .. describe(e), 2)
 end
 
@@ -223,7 +274,10 @@ local INTERNAL = core.reasons[500] .. "\n"
 -- The answer to a request that failed before its handler ran (when nothing was sent yet).
 local REJECT = { ETIMEDOUT = 408, E2BIG = 413, EPROTO = 400 }
 
--- The response of the seed API: {status, headers, body}, or a string (a 200 text body).
+-- The response of the seed API: {status, headers, body (a string or an array of strings)}, or
+-- a string (a 200 text body). A response that conn:respond refuses (a bad status, header or
+-- body) raises, which fails the task: the runtime logs why, and the connection answers 500
+-- and closes (modules/http.cpp, task_end).
 local function seed_respond(conn, ok, r)
     if not ok then
         report(r)
@@ -231,11 +285,7 @@ local function seed_respond(conn, ok, r)
     end
     local tr = type(r)
     if tr == "table" then
-        local body = r.body
-        if body ~= nil and type(body) ~= "string" then
-            body = tostring(body)
-        end
-        return conn:respond(r.status or 200, r.headers, body)
+        return conn:respond(r.status or 200, r.headers, r.body)
     elseif tr == "string" then
         return conn:respond(200, nil, r)
     end
@@ -245,10 +295,14 @@ end
 
 -- The task of a request (and of the requests pipelined after it) on one connection. C++ hands
 -- a request over as values (modules/http.cpp, push_request): method, url, path (nil: the url),
--- the raw head, the version and, for the seed API, the body when it came with the head.
+-- the raw head, the version and, for the seed API, the body when it came with the head and the
+-- connection's request metatable (nil at its first request).
 local function make_serve(handler, seed)
-    return function(conn, method, url, path, head, version, body)
+    return function(conn, method, url, path, head, version, body, meta)
         local next = conn.next
+        if seed and not meta then
+            meta = seed_meta(conn)
+        end
         repeat
             -- Every field is created here, so the table never grows (rehashes). Constant values
             -- only: LuaJIT then copies a template that has every key, and the fields are existing
@@ -257,13 +311,14 @@ local function make_serve(handler, seed)
             -- with the seed API's body).
             local req
             if seed then
-                req = setmetatable({ false, false, method = false, url = false, path = false, httpVersion = false,
-                    body = false }, RequestMeta)
+                req = setmetatable({ method = false, url = false, path = false, httpVersion = false, body = false },
+                    meta)
+                meta[2], meta[3] = head, req
             else -- slot 3: the body once req:body() has read it
                 req = setmetatable({ false, false, false, method = false, url = false, path = false,
                     httpVersion = false }, RequestMeta)
             end
-            req[1], req[2], req.method, req.url, req.path, req.httpVersion = conn, head, method, url, path or url, version
+            req.method, req.url, req.path, req.httpVersion = method, url, path or url, version
             if seed then
                 if body == nil then
                     -- The body was not all in with the head: wait for the rest.
@@ -278,15 +333,25 @@ local function make_serve(handler, seed)
                     end
                 end
                 req.body = body
-                if seed_respond(conn, xpcall(handler, on_error, req)) then
+                local err = seed_respond(conn, xpcall(handler, on_error, req))
+                meta[2], meta[3] = false, false
+                if err then
                     return conn:close()
                 end
             else
+                req[1], req[2] = conn, head
                 local res = setmetatable({ false, false, false, false, false, false, false, false, false,
                     status = 200, _n = 1, _sent = false, _finished = false }, Response)
                 res[1] = conn
                 local ok, e = xpcall(handler, on_error, req, res)
                 if not ok then
+                    if raised[e] then
+                        -- The body could not be read (too large, too slow, malformed): its status.
+                        if not conn:sent() then
+                            conn:reject(REJECT[e.name] or 400)
+                        end
+                        return conn:close()
+                    end
                     report(e)
                     if conn:sent() then
                         return conn:close() -- part of the response is out: only closing tells the client

@@ -91,7 +91,8 @@ struct Conn final : luaio::Consumer {
     uint64_t body_bytes = 0;           // body bytes of the current message so far
     uint64_t deadline = 0;             // loop time by which the current wait (head, request, idle) ends
     uint64_t requests = 0;
-    uint64_t out_left = 0;    // body bytes the response's Content-Length still allows (kUncounted: none)
+    // Body bytes the response's Content-Length still allows (kUncounted: none).
+    uint64_t out_left = kUncounted;
     int sock_ref = LUA_NOREF; // anchors the socket proxy
     int self_ref = LUA_NOREF; // anchors the conn while it is open (requests point back at it)
     int req_ref = LUA_NOREF;  // a client's response waiting for its whole body

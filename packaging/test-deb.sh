@@ -25,7 +25,18 @@ dpkg -i "$deb"
 
 echo "== the installed luaio"
 test "$(command -v luaio)" = /usr/bin/luaio
-/usr/bin/luaio -v | head -n 1
+! grep -q '^/usr/local' <<<"$(dpkg -L luaio)" || { echo "test-deb.sh: files in /usr/local" >&2; exit 1; }
+# Debian's hardening flags reached the binary: PIE, full RELRO (relro + now), stack
+# protector, fortified calls; and it is stripped.
+elf=$(readelf -hdlSW /usr/bin/luaio)
+dyn=$(nm -D /usr/bin/luaio)
+grep -q 'DYN (Position-Independent Executable' <<<"$elf"
+grep -q 'FLAGS.*BIND_NOW' <<<"$elf"
+grep -q GNU_RELRO <<<"$elf"
+grep -q __stack_chk_fail <<<"$dyn"
+grep -qE '__[a-z]+_chk@' <<<"$dyn"
+! grep -q '\.debug_info' <<<"$elf" || { echo "test-deb.sh: not stripped" >&2; exit 1; }
+/usr/bin/luaio -v | sed -n 1p
 /usr/bin/luaio packaging/smoke.lua
 test "$(man -w luaio)" = /usr/share/man/man1/luaio.1.gz
 warnings=$(MANWIDTH=80 man --warnings -l /usr/share/man/man1/luaio.1.gz 2>&1 >/dev/null)

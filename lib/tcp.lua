@@ -85,6 +85,9 @@ function tcp.createServer(port, onconnect, options)
         options = copy
     end
     local server, err = listen(port, onconnect, options)
+    if err and host ~= nil and isIP(host) == 0 then
+        err.host = host
+    end
     if server and process then
         -- A graceful stop (SIGTERM from the master): stop accepting, let connections finish.
         process.onShutdown(function()
@@ -127,6 +130,7 @@ function tcp.connect(port, host, options)
             return sock
         end
     end
+    err.host = host -- the name asked, beside the address that failed last
     return nil, err
 end
 

@@ -230,7 +230,18 @@ struct Connect {
     Stream* stream;
     SocketOptions opts;
     int open = 1; // the request, plus the timer when there is one
+    int port;
+    char ip[INET6_ADDRSTRLEN]; // the address and port that a failure concerns
 };
+
+// Wakes the connecting task with nil and the error, which says the address it concerns.
+void wake_connect_error(Connect* c, int err) {
+    luaio::wake(c->waiter, [c, err](lua_State* co) {
+        int n = luaio::return_uv_error(co, err);
+        luaio::set_error_address(co, c->ip, c->port);
+        return n;
+    });
+}
 
 void connect_release(Connect* c) {
     if (--c->open == 0) delete c;
@@ -253,7 +264,7 @@ void on_connect(uv_connect_t* req, int status) {
             });
         } else {
             s->close();
-            luaio::wake_uv_error(c->waiter, status);
+            wake_connect_error(c, status);
         }
     } else if (!s->closing()) {
         s->close();
@@ -265,7 +276,7 @@ void on_connect_timeout(uv_timer_t* t) {
     auto* c = static_cast<Connect*>(t->data);
     // Closing the stream cancels the request: on_connect then runs with ECANCELED and frees c.
     c->stream->close();
-    luaio::wake_uv_error(c->waiter, UV_ETIMEDOUT);
+    wake_connect_error(c, UV_ETIMEDOUT);
 }
 
 // sock, err = core.connect(port, ip, options)
@@ -296,11 +307,15 @@ int l_connect(lua_State* L) {
     c->req.data = c;
     c->stream = s;
     c->opts = opts;
+    c->port = port;
+    std::snprintf(c->ip, sizeof c->ip, "%s", ip);
     err = uv_tcp_connect(&c->req, s->tcp(), reinterpret_cast<const sockaddr*>(&ss), on_connect);
     if (err) {
         delete c;
         s->close();
-        return luaio::return_uv_error(L, err);
+        int n = luaio::return_uv_error(L, err);
+        luaio::set_error_address(L, ip, port);
+        return n;
     }
     if (opts.connect_timeout) {
         uv_timer_init(luaio::loop(), &c->timer);
@@ -456,7 +471,9 @@ int l_listen(lua_State* L) {
     if (!err) err = uv_listen(reinterpret_cast<uv_stream_t*>(&sv->tcp), backlog, on_connection);
     if (err) {
         server_close(sv);
-        return luaio::return_uv_error(L, err);
+        int n = luaio::return_uv_error(L, err);
+        luaio::set_error_address(L, host, static_cast<int>(port));
+        return n;
     }
     lua_pushvalue(L, 2);
     sv->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);

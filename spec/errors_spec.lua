@@ -75,3 +75,62 @@ describe("HTTP reason phrases", function()
         assert.are.equal("Internal Server Error", reasons[500])
     end)
 end)
+
+describe("network errors say what they concern", function()
+    -- A port of 127.0.0.1 where nothing listens (it did a moment ago).
+    local function closed_port()
+        local srv = assert(tcp.createServer(0, function() end, { host = "127.0.0.1" }))
+        local port = srv:address().port
+        srv:close()
+        return port
+    end
+
+    it("tcp.connect: the address and port, and the host name asked", function()
+        local port = closed_port()
+        local _, err = tcp.connect(port, "127.0.0.1")
+        assert.are.equal("127.0.0.1", err.address)
+        assert.are.equal(port, err.port)
+        assert.are.equal("ECONNREFUSED: connection refused (127.0.0.1:" .. port .. ")", tostring(err))
+        _, err = tcp.connect(port, "localhost", { family = 4 })
+        assert.are.equal("localhost", err.host)
+        assert.are.equal("ECONNREFUSED: connection refused (localhost, 127.0.0.1:" .. port .. ")", tostring(err))
+        _, err = tcp.connect(port, "::1")
+        assert.are.equal("ECONNREFUSED: connection refused ([::1]:" .. port .. ")", tostring(err))
+    end)
+
+    it("a server that cannot listen: the address and port", function()
+        local srv = assert(tcp.createServer(0, function() end, { host = "127.0.0.1" }))
+        local port = srv:address().port
+        local again, err = tcp.createServer(port, function() end, { host = "127.0.0.1" })
+        assert.is_nil(again)
+        assert.are.equal("EADDRINUSE: address already in use (127.0.0.1:" .. port .. ")", tostring(err))
+        srv:close()
+        assert(helper.idle())
+    end)
+
+    it("the http client: the server's address and port", function()
+        local http = require "http"
+        local port = closed_port()
+        local _, err = http.get("http://127.0.0.1:" .. port .. "/")
+        assert.are.equal("ECONNREFUSED: connection refused (127.0.0.1:" .. port .. ")", tostring(err))
+        -- An error after connecting (the server says nothing within the timeout) names it too.
+        local srv = assert(tcp.createServer(0, function() sleep(300) end, { host = "127.0.0.1" }))
+        port = srv:address().port
+        _, err = http.request({ url = "http://127.0.0.1:" .. port .. "/", timeout = 50 })
+        assert.are.equal("ETIMEDOUT", err.name)
+        assert.are.equal("127.0.0.1", err.address)
+        assert.are.equal(port, err.port)
+        srv:close()
+        http.closeIdle()
+        assert(helper.idle())
+    end)
+
+    it("dns: the name asked", function()
+        local dns = require "dns"
+        local _, err = tcp.connect(1, "nosuch.invalid")
+        assert.truthy(err)
+        assert.matches("%(nosuch.invalid%)$", tostring(err))
+        local _, derr = dns.resolve4("nosuch.invalid", { timeout = 2000 })
+        assert.matches("%(nosuch.invalid%)$", tostring(derr))
+    end)
+end)

@@ -190,7 +190,8 @@ function Response:close()
     end
 end
 
-local client_error = require("luaio.errors").new
+local errors = require "luaio.errors"
+local client_error = errors.new
 
 -- The default bound of a body the client gathers whole (a hostile or broken server must not be
 -- able to fill the caller's memory); a streamed body (stream = true) is read piece by piece.
@@ -433,6 +434,19 @@ local function without(headers, names)
     return copy
 end
 
+-- A luaio error says which server it concerns (a connect error already has its address).
+local function where(err, u)
+    if getmetatable(err) == errors.metatable and err.host == nil and err.address == nil then
+        if tcp.isIP(u.host) ~= 0 then
+            err.address = u.host
+        else
+            err.host = u.host
+        end
+        err.port = u.port
+    end
+    return err
+end
+
 local redirect_status = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
 
 local function request(opts, fname, level)
@@ -463,7 +477,7 @@ local function request(opts, fname, level)
             res, err = once(u, req, head, true)
         end
         if not res then
-            return nil, err
+            return nil, where(err, u)
         end
         local status = res.status
         local location = res.headers.location

@@ -14,25 +14,10 @@ function helper.pid()
     return helper._pid
 end
 
-local ffi = require "ffi"
-ffi.cdef [[
-typedef struct DIR DIR;
-struct luaio_spec_dirent { uint64_t d_ino; int64_t d_off; unsigned short d_reclen; unsigned char d_type; char d_name[256]; };
-DIR* opendir(const char* name);
-struct luaio_spec_dirent* readdir(DIR* d);
-int closedir(DIR* d);
-]]
-
---- Number of open file descriptors of this process. Read in-process: `ls` through io.popen
---- raced with popen, which closes the pipe's write end only after the child started, so the
---- count was sometimes one too high.
+--- Number of open file descriptors of this process (read in-process: `ls` through io.popen
+--- raced with popen's closing of the pipe, and counted one too many under load).
 function helper.fd_count()
-    local d = ffi.C.opendir("/proc/self/fd")
-    assert(d ~= nil, "cannot open /proc/self/fd")
-    local n = 0
-    while ffi.C.readdir(d) ~= nil do n = n + 1 end
-    ffi.C.closedir(d)
-    return n - 3 -- ".", ".." and the directory's own descriptor
+    return require("luaio.core").fds()
 end
 
 --- The whole content of a file, or nil if it cannot be opened.
@@ -103,6 +88,34 @@ function helper.idle(fds, ms)
         sleep(10)
         waited = waited + 10
     end
+end
+
+-- The leak check after every spec. spec/run.lua loads this file as busted's helper, so the
+-- hooks below sit in the root context and run around every spec of every file: what a spec
+-- opens (libuv handles, tasks, file descriptors) must be gone when it ends, else the spec fails
+-- with what is left. Things a spec's setup() opens for all its specs are in both counts; its
+-- teardown() must close them, which run.lua checks when the file ends.
+local leaks = require "leaks"
+helper.snapshot, helper.leaks = leaks.snapshot, leaks.wait
+
+local busted = package.loaded.busted
+if busted and busted.after_each and not helper.leak_hooks then
+    helper.leak_hooks = true
+    local before, name
+    busted.subscribe({ "test", "start" }, function(element)
+        name = element.name
+        for p in function(_, e) return busted.parent(e) end, nil, element do
+            if p.name and p.descriptor ~= "file" then name = p.name .. " " .. name end
+        end
+        return nil, true
+    end)
+    busted.before_each(function()
+        before = leaks.snapshot()
+    end)
+    busted.after_each(function()
+        local left = leaks.wait(before)
+        if left then error(("leak check: '%s' left %s"):format(name, left), 0) end
+    end)
 end
 
 return helper

@@ -4,6 +4,9 @@ local tcp = require "tcp"
 local json = require "json"
 local helper = require "helper"
 
+-- The client keeps idle connections for reuse: each spec ends with none, for the leak check.
+after_each(function() http.closeIdle() end)
+
 local function start(handler, opts)
     opts = opts or {}
     opts.port = 0

@@ -6,6 +6,9 @@ local process = require "process"
 local task = require "task"
 local system = require "system"
 
+-- The client keeps idle connections for reuse: each spec ends with none, for the leak check.
+after_each(function() http.closeIdle() end)
+
 local function start(handler, opts, seed)
     opts = opts or {}
     opts.port = 0

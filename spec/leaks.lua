@@ -1,0 +1,42 @@
+-- Counts of what is open (libuv handles, tasks, file descriptors), for the leak check that
+-- spec/helper.lua runs after every spec and spec/run.lua after every file.
+local core = require "luaio.core"
+local leaks = { wait_ms = 2000 }
+
+--- What is open now: handles (referenced or active, with their types), tasks, descriptors.
+function leaks.snapshot()
+    local handles, types = core.handles(true)
+    local fds, names = core.fds(true)
+    return { handles = handles, types = types, tasks = core.tasks(), fds = fds, names = names }
+end
+
+--- Waits (up to `ms`) until nothing has grown since `before` (a snapshot): closes complete and
+--- tasks end on later loop turns. Returns nil, or a description of what is left.
+function leaks.wait(before, ms)
+    ms = ms or leaks.wait_ms
+    local waited = 0
+    while true do
+        local now, left = leaks.snapshot(), {}
+        if now.handles > before.handles then
+            left[#left + 1] = ("%d handle(s) open (all open now: %s)"):format(now.handles - before.handles, now.types)
+        end
+        if now.tasks > before.tasks then
+            left[#left + 1] = ("%d task(s) running"):format(now.tasks - before.tasks)
+        end
+        if now.fds > before.fds then
+            local _, names = core.fds(true)
+            local list = {}
+            for fd, what in pairs(names) do
+                if not before.names or before.names[fd] ~= what then list[#list + 1] = fd .. " " .. what end
+            end
+            table.sort(list)
+            left[#left + 1] = ("%d file descriptor(s) open (%s)"):format(now.fds - before.fds, table.concat(list, ", "))
+        end
+        if #left == 0 then return nil end
+        if waited >= ms then return table.concat(left, "; ") end
+        sleep(5)
+        waited = waited + 5
+    end
+end
+
+return leaks

@@ -327,10 +327,10 @@ int core_report(lua_State* L) {
 
 // The number of libuv handles that keep the loop alive (active and referenced), not counting
 // the scheduler's own: specs assert it returns to zero, so a leaked handle fails a test.
-// core.handles(true) counts every open handle that is referenced or active (an unread socket,
-// a stopped timer), and returns their type names as a second result: the leak check after
-// every spec compares it with its count before the spec. Unreferenced idle handles (the dns
-// channel's retransmission timer) are the runtime's lasting infrastructure, not a spec's.
+// core.handles(true) counts every open handle that is referenced, active or not (an unread
+// socket, a stopped timer), and returns their type names as a second result: the specs' leak
+// check compares it with its count before each spec. An unreferenced handle is one that was
+// chosen not to keep the process alive (a pooled timer, a signal watcher, timer:unref()).
 int core_handles(lua_State* L) {
     struct Count {
         bool all;
@@ -343,7 +343,7 @@ int core_handles(lua_State* L) {
             auto* c = static_cast<Count*>(arg);
             if (h == reinterpret_cast<uv_handle_t*>(&g_idle) || uv_is_closing(h)) return;
             bool active = uv_is_active(h) != 0, ref = uv_has_ref(h) != 0;
-            if (c->all ? !(active || ref) : !(active && ref)) return;
+            if (!ref || (!c->all && !active)) return;
             c->n++;
             if (!c->types.empty()) c->types += ", ";
             c->types += uv_handle_type_name(uv_handle_get_type(h));

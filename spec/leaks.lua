@@ -3,7 +3,7 @@
 local core = require "luaio.core"
 local leaks = { wait_ms = 2000 }
 
---- What is open now: handles (referenced or active, with their types), tasks, descriptors.
+--- What is open now: referenced handles (with their types), tasks, descriptors (with what they are).
 function leaks.snapshot()
     local handles, types = core.handles(true)
     local fds, names = core.fds(true)

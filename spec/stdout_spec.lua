@@ -11,7 +11,7 @@ local function run_and_signal(src, signal)
     local out, err, ready = os.tmpname(), os.tmpname(), os.tmpname()
     os.remove(ready)
     local child = assert(process.spawn("/bin/sh", { "-c", ('exec "$0" "$1" "$2" >"$3" 2>"$4"'),
-        helper.luaio, script, ready, out, err }))
+        helper.luaio, script, ready, out, err }, { stdio = { "ignore", "ignore", "ignore" } }))
     for _ = 1, 500 do -- at most 5 s
         if helper.read(ready) then
             break

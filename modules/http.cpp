@@ -32,6 +32,7 @@
 #include "modules/http_parser.h"
 #include "modules/http_status.h"
 #include "runtime/luaio.h"
+#include "runtime/object.h"
 #include "runtime/stream.h"
 
 #include <cctype>
@@ -51,7 +52,6 @@ namespace H = luaio::http;
 
 constexpr const char* kConnClass = "luaio.http.conn";
 constexpr const char* kLimitsClass = "luaio.http.limits";
-constexpr const char* kSiteClass = "luaio.http.site";
 
 // Defaults, after nginx and Node.js; every one is an option of the server or client.
 struct Limits {
@@ -129,7 +129,14 @@ struct ConnList {
 
 // A server's state, shared by its connections: freed once the server is closed and its last
 // connection is gone (and the sweep timer is closed).
-struct Site {
+void site_close(Site* site);
+
+struct Site : luaio::Handle<Site> {
+    static constexpr const char* kClass = "luaio.http.site";
+    static constexpr const char* kWhat = "http site";
+    // Its proxy is collected (or its __gc called by hand): the server closes.
+    void proxy_gone() { site_close(this); }
+
     Limits lim;
     uv_timer_t timer;
     ConnList idle;         // waiting for a request
@@ -137,9 +144,8 @@ struct Site {
     uint64_t armed_at = 0; // the deadline the timer is set for (0: not set)
     size_t conns = 0;
     int serve_ref = LUA_NOREF; // serve(conn, req): the task of a request (lib/http/server.lua)
-    void** proxy = nullptr;
-    bool seed = false;    // requests come with their whole body (http.serve)
-    bool closing = false; // server:close(): connections end after their current request
+    bool seed = false;         // requests come with their whole body (http.serve)
+    bool closing = false;      // server:close(): connections end after their current request
     bool freeing = false;
 };
 
@@ -1477,7 +1483,7 @@ void on_site_timer(uv_timer_t* t) {
 void site_maybe_free(Site* site) {
     if (!site->closing || site->conns > 0 || site->freeing) return;
     site->freeing = true;
-    if (site->proxy) *site->proxy = nullptr;
+    site->detach_proxy();
     if (lua_State* L = luaio::main_state()) luaL_unref(L, LUA_REGISTRYINDEX, site->serve_ref);
     site->serve_ref = LUA_NOREF;
     uv_close(reinterpret_cast<uv_handle_t*>(&site->timer), [](uv_handle_t* h) { delete static_cast<Site*>(h->data); });
@@ -1627,7 +1633,7 @@ int l_client(lua_State* L) {
 }
 
 Site* check_site(lua_State* L, const char* fname) {
-    return static_cast<Site*>(luaio::check_object(L, 1, kSiteClass, fname));
+    return Site::check(L, 1, fname);
 }
 
 // site = core.site(limits, serve, seed)
@@ -1641,7 +1647,7 @@ int l_site(lua_State* L) {
     site->timer.data = site;
     lua_pushvalue(L, 2);
     site->serve_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    site->proxy = luaio::push_proxy(L, site, kSiteClass);
+    site->push_proxy(L);
     return 1;
 }
 
@@ -1666,20 +1672,7 @@ int l_accept(lua_State* L) {
 }
 
 int l_site_close(lua_State* L) {
-    void** ud = static_cast<void**>(luaL_checkudata(L, 1, kSiteClass));
-    if (*ud) site_close(static_cast<Site*>(*ud));
-    return 0;
-}
-
-int l_site_gc(lua_State* L) {
-    void** ud = static_cast<void**>(luaio::test_object(L, 1, kSiteClass));
-    if (!ud) luaio::raise(L, "__gc", "expected %s, got %s", kSiteClass, luaL_typename(L, 1));
-    if (*ud) {
-        auto* site = static_cast<Site*>(*ud);
-        site->proxy = nullptr;
-        *ud = nullptr;
-        site_close(site);
-    }
+    if (Site* site = Site::check_or_closed(L, 1, "close")) site_close(site);
     return 0;
 }
 
@@ -1794,8 +1787,8 @@ extern "C" int luaopen_luaio_http(lua_State* L) {
     luaio::new_class(L, kConnClass, conn_methods);
     lua_pop(L, 1);
     luaio::set_closer(L, kConnClass, task_end);
-    const luaL_Reg site_methods[] = {{"close", l_site_close}, {"__gc", l_site_gc}, {nullptr, nullptr}};
-    luaio::new_class(L, kSiteClass, site_methods);
+    const luaL_Reg site_methods[] = {{"close", l_site_close}, {"__gc", Site::l_gc}, {nullptr, nullptr}};
+    luaio::new_class(L, Site::kClass, site_methods);
     lua_pop(L, 1);
     luaL_newmetatable(L, kLimitsClass);
     lua_pop(L, 1);

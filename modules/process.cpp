@@ -18,6 +18,7 @@
 // is gone (a bounded table of unclaimed statuses), so fork()/exec(), which return only a pid,
 // can still be waited for, and libuv reaps every child: none is left as a zombie.
 #include "runtime/luaio.h"
+#include "runtime/object.h"
 #include "runtime/stream.h"
 
 #include <arpa/inet.h>
@@ -46,7 +47,6 @@ extern char** environ;
 
 namespace {
 
-constexpr const char* kChildClass = "luaio.process.child";
 constexpr const char* kPipeClass = "luaio.process.pipe";
 constexpr int kMaxStdio = 8;
 // Exit statuses of children that nobody has waited for yet, kept for core.wait(pid).
@@ -107,7 +107,15 @@ int return_unknown_signal(lua_State* L, int idx) {
 
 // ---------------------------------------------------------------- children
 
-struct Child {
+struct Child;
+void maybe_free(Child* c);
+
+struct Child : luaio::Handle<Child> {
+    static constexpr const char* kClass = "luaio.process.child";
+    static constexpr const char* kWhat = "child process";
+    // The proxy was collected (or its __gc called by hand): the child is freed once it has exited.
+    void proxy_gone() { maybe_free(this); }
+
     uv_process_t proc;
     int pid = 0;
     bool exited = false;
@@ -115,7 +123,6 @@ struct Child {
     bool claimed = false; // somebody received the exit status
     int64_t exit_status = 0;
     int term_signal = 0;
-    void** proxy = nullptr;
     std::vector<luaio::Waiter> waiters;
 };
 
@@ -145,7 +152,7 @@ int push_exit(lua_State* L, int64_t status, int signo) {
 }
 
 void maybe_free(Child* c) {
-    if (!c->handle_closed || c->proxy) return;
+    if (!c->handle_closed || c->has_proxy()) return;
     auto it = g_children.find(c->pid);
     if (it != g_children.end() && it->second == c) g_children.erase(it);
     if (c->exited && !c->claimed) {
@@ -178,7 +185,7 @@ void on_child_exit(uv_process_t* p, int64_t status, int signo) {
 }
 
 Child* check_child(lua_State* L, const char* fname) {
-    return static_cast<Child*>(luaio::check_object(L, 1, kChildClass, fname));
+    return Child::check(L, 1, fname);
 }
 
 int wait_child(lua_State* L, Child* c, const char* fname) {
@@ -225,20 +232,9 @@ int l_child_ref(lua_State* L) {
     return 0;
 }
 
-int l_child_gc(lua_State* L) {
-    void** ud = static_cast<void**>(luaL_checkudata(L, 1, kChildClass));
-    if (Child* c = static_cast<Child*>(*ud)) {
-        *ud = nullptr;
-        c->proxy = nullptr;
-        maybe_free(c);
-    }
-    return 0;
-}
-
 // Methods first, then the fields kept in the proxy's environment (pid, stdin, ...).
 int l_child_index(lua_State* L) {
-    if (!luaio::test_object(L, 1, kChildClass))
-        luaio::raise(L, "__index", "expected %s, got %s", kChildClass, luaL_typename(L, 1));
+    Child::check_slot(L, 1, "__index");
     lua_pushvalue(L, 2);
     lua_rawget(L, lua_upvalueindex(1));
     if (!lua_isnil(L, -1)) return 1;
@@ -475,7 +471,6 @@ int l_spawn(lua_State* L) {
         // libuv has reaped a child whose exec failed; only the handle is left to close.
         c->exited = true;
         c->claimed = true;
-        c->proxy = nullptr;
         uv_close(reinterpret_cast<uv_handle_t*>(&c->proc), [](uv_handle_t* h) { delete static_cast<Child*>(h->data); });
         cleanup_pipes();
         return luaio::return_uv_error(L, err);
@@ -490,7 +485,6 @@ int l_spawn(lua_State* L) {
             uv_process_kill(&c->proc, SIGKILL);
             c->claimed = true;
             g_children[c->pid] = c;
-            c->proxy = nullptr;
             cleanup_pipes();
             return luaio::return_uv_error(L, e);
         }
@@ -499,7 +493,7 @@ int l_spawn(lua_State* L) {
     g_children[c->pid] = c;
     g_unclaimed.erase(c->pid); // a recycled pid: the old status is meaningless now
 
-    c->proxy = luaio::push_proxy(L, c, kChildClass);
+    c->push_proxy(L);
     lua_createtable(L, 0, 6);
     lua_pushinteger(L, c->pid);
     lua_setfield(L, -2, "pid");
@@ -912,8 +906,8 @@ extern "C" int luaopen_luaio_process(lua_State* L) {
     const luaL_Reg child_methods[] = {{"wait", l_child_wait},   {"kill", l_child_kill}, {"status", l_child_status},
                                       {"unref", l_child_unref}, {"ref", l_child_ref},   {nullptr, nullptr}};
     // Its __index is a function that looks in the methods table, then in the proxy's fields.
-    const luaL_Reg child_meta[] = {{"__gc", l_child_gc}, {nullptr, nullptr}};
-    luaio::new_class(L, kChildClass, child_meta);
+    const luaL_Reg child_meta[] = {{"__gc", Child::l_gc}, {nullptr, nullptr}};
+    luaio::new_class(L, Child::kClass, child_meta);
     lua_newtable(L);
     luaL_setfuncs(L, child_methods, 0);
     lua_pushcclosure(L, l_child_index, 1);

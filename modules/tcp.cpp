@@ -10,6 +10,7 @@
 // Every connection is a luaio::Stream. A server counts its connections through
 // Stream::on_close and lives until its listener is closed and its last connection is gone.
 #include "runtime/luaio.h"
+#include "runtime/object.h"
 #include "runtime/stream.h"
 
 #include <netinet/in.h>
@@ -24,7 +25,6 @@ namespace {
 using luaio::Stream;
 
 constexpr const char* kSocketClass = "luaio.tcp.socket";
-constexpr const char* kServerClass = "luaio.tcp.server";
 
 // Defaults of the seed (tcp.createServer and tcp.connect).
 constexpr lua_Integer kDefaultBacklog = 511;
@@ -328,7 +328,14 @@ int l_connect(lua_State* L) {
 
 // ---------------------------------------------------------------- servers
 
-struct Server {
+struct Server;
+void server_close(Server* sv);
+
+// A listening server anchors its proxy, which every connection's task gets; it is freed once its
+// listener is closed and its last connection is gone.
+struct Server : luaio::Handle<Server> {
+    static constexpr const char* kClass = "luaio.tcp.server";
+    static constexpr const char* kWhat = "tcp server";
     uv_tcp_t tcp;
     SocketOptions opts;
     size_t max_connections = kDefaultMaxConnections;
@@ -336,16 +343,17 @@ struct Server {
     size_t refused = 0;
     int handler_ref = LUA_NOREF; // onconnect
     bool spawn = true;           // onconnect runs in a task of its own (else at once, no waiting)
-    int self_ref = LUA_NOREF;    // anchors the proxy while the server listens
     bool listening = false;      // the listener is open (not yet closed)
     bool listener_open = false;  // the listener handle exists (its close callback has not run)
-    void** proxy = nullptr;
     double last_accept_error = -1e9;
+
+    // Reached only once the server is closed (a listening server anchors its proxy), or when
+    // the Lua state closes, or by hand.
+    void proxy_gone() { server_close(this); }
 };
 
 void server_maybe_free(Server* sv) {
     if (sv->listener_open || sv->connections > 0) return;
-    if (sv->proxy) *sv->proxy = nullptr;
     delete sv;
 }
 
@@ -358,11 +366,9 @@ void on_connection_closed(Stream*, void* data) {
 void server_close(Server* sv) {
     if (!sv->listening) return;
     sv->listening = false;
-    if (lua_State* L = luaio::main_state()) {
-        luaL_unref(L, LUA_REGISTRYINDEX, sv->handler_ref);
-        luaL_unref(L, LUA_REGISTRYINDEX, sv->self_ref);
-    }
-    sv->handler_ref = sv->self_ref = LUA_NOREF;
+    if (lua_State* L = luaio::main_state()) luaL_unref(L, LUA_REGISTRYINDEX, sv->handler_ref);
+    sv->handler_ref = LUA_NOREF;
+    sv->unanchor();
     uv_close(reinterpret_cast<uv_handle_t*>(&sv->tcp), [](uv_handle_t* h) {
         auto* sv = static_cast<Server*>(h->data);
         sv->listener_open = false;
@@ -402,7 +408,7 @@ void on_connection(uv_stream_t* listener, int status) {
     lua_State* L = luaio::main_state();
     lua_rawgeti(L, LUA_REGISTRYINDEX, sv->handler_ref);
     s->push_proxy(L, kSocketClass);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, sv->self_ref);
+    sv->push_anchored(L);
     if (sv->spawn) {
         // The socket is closed when the task ends, however it ends.
         luaio::spawn(L, 2, -2);
@@ -417,7 +423,7 @@ void on_connection(uv_stream_t* listener, int status) {
 }
 
 Server* check_server(lua_State* L, const char* fname) {
-    return static_cast<Server*>(luaio::check_object(L, 1, kServerClass, fname));
+    return Server::check(L, 1, fname);
 }
 
 // server, err = core.listen(port, onconnect, options)
@@ -477,9 +483,8 @@ int l_listen(lua_State* L) {
     }
     lua_pushvalue(L, 2);
     sv->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    sv->proxy = luaio::push_proxy(L, sv, kServerClass);
-    lua_pushvalue(L, -1);
-    sv->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sv->push_proxy(L);
+    sv->anchor(L, -1);
     return 1;
 }
 
@@ -497,39 +502,21 @@ int l_server_address(lua_State* L) {
 
 // The open connections; still counts after close() while connections in progress finish.
 int l_server_connections(lua_State* L) {
-    void** ud = static_cast<void**>(luaio::test_object(L, 1, kServerClass));
-    if (!ud) luaio::raise(L, "connections", "expected %s as self, got %s", kServerClass, luaL_typename(L, 1));
-    lua_pushinteger(L, *ud ? static_cast<lua_Integer>(static_cast<Server*>(*ud)->connections) : 0);
+    Server* sv = Server::check_or_closed(L, 1, "connections");
+    lua_pushinteger(L, sv ? static_cast<lua_Integer>(sv->connections) : 0);
     return 1;
 }
 
 // Connections refused because `maxconnections` were open.
 int l_server_refused(lua_State* L) {
-    void** ud = static_cast<void**>(luaio::test_object(L, 1, kServerClass));
-    if (!ud) luaio::raise(L, "refused", "expected %s as self, got %s", kServerClass, luaL_typename(L, 1));
-    lua_pushinteger(L, *ud ? static_cast<lua_Integer>(static_cast<Server*>(*ud)->refused) : 0);
+    Server* sv = Server::check_or_closed(L, 1, "refused");
+    lua_pushinteger(L, sv ? static_cast<lua_Integer>(sv->refused) : 0);
     return 1;
 }
 
 // Stops accepting; connections in progress go on until their handlers return. Idempotent.
 int l_server_close(lua_State* L) {
-    void** ud = static_cast<void**>(luaio::test_object(L, 1, kServerClass));
-    if (!ud) luaio::raise(L, "close", "expected %s as self, got %s", kServerClass, luaL_typename(L, 1));
-    if (*ud) server_close(static_cast<Server*>(*ud));
-    return 0;
-}
-
-// Reached only once the server is closed (a listening server anchors its proxy), or when
-// the Lua state closes.
-int l_server_gc(lua_State* L) {
-    void** ud = static_cast<void**>(luaio::test_object(L, 1, kServerClass));
-    if (!ud) luaio::raise(L, "__gc", "expected %s, got %s", kServerClass, luaL_typename(L, 1));
-    if (*ud) {
-        auto* sv = static_cast<Server*>(*ud);
-        sv->proxy = nullptr;
-        *ud = nullptr;
-        server_close(sv);
-    }
+    if (Server* sv = Server::check_or_closed(L, 1, "close")) server_close(sv);
     return 0;
 }
 
@@ -555,8 +542,8 @@ extern "C" int luaopen_luaio_tcp(lua_State* L) {
 
     const luaL_Reg server_methods[] = {{"address", l_server_address}, {"connections", l_server_connections},
                                        {"refused", l_server_refused}, {"close", l_server_close},
-                                       {"__gc", l_server_gc},         {nullptr, nullptr}};
-    luaio::new_class(L, kServerClass, server_methods);
+                                       {"__gc", Server::l_gc},        {nullptr, nullptr}};
+    luaio::new_class(L, Server::kClass, server_methods);
     lua_pop(L, 1);
 
     const luaL_Reg funcs[] = {{"listen", l_listen}, {"connect", l_connect}, {"isIP", l_is_ip}, {nullptr, nullptr}};

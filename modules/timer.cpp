@@ -6,12 +6,11 @@
 //   local t = timer.setInterval(ms, fn, ...)
 //   t:stop()  t:unref()  t:ref()  t:active()
 #include "runtime/luaio.h"
+#include "runtime/object.h"
 
 #include <vector>
 
 namespace {
-
-constexpr const char* kTimerClass = "luaio.timer.timer";
 
 // A sleeping task's timer. Stopped timers are kept in a free list and reused, so a sleep
 // costs no allocation and no handle initialisation in the steady state.
@@ -79,25 +78,29 @@ int l_sleep(lua_State* L) {
 // A setTimeout/setInterval timer. It owns its callback (a registry reference to the table
 // {fn, args...}) until it fires for the last time or is stopped; the Lua handle is only a
 // proxy, so a timer whose handle is dropped still fires, as in Node.js.
-struct Timer {
+struct Timer : luaio::Handle<Timer> {
+    static constexpr const char* kClass = "luaio.timer.timer";
+    static constexpr const char* kWhat = "timer";
     uv_timer_t timer;
     int callback_ref = LUA_NOREF;
     int nargs = 0;
     bool repeat = false;
     uint64_t deadline_ns = 0; // of the first expiry
-    void** proxy = nullptr;   // the proxy's pointer slot while the proxy is alive
+
+    // The timer goes on without its proxy.
+    void proxy_gone() {}
 };
 
+// The one close path: the proxy becomes a stopped timer, the handle's close callback frees it.
 void close_timer(Timer* t) {
-    if (t->proxy) *t->proxy = nullptr;
-    t->proxy = nullptr;
+    t->detach_proxy();
     if (lua_State* L = luaio::main_state()) luaL_unref(L, LUA_REGISTRYINDEX, t->callback_ref);
     t->callback_ref = LUA_NOREF;
-    uv_close(reinterpret_cast<uv_handle_t*>(&t->timer), [](uv_handle_t* h) { delete reinterpret_cast<Timer*>(h); });
+    uv_close(reinterpret_cast<uv_handle_t*>(&t->timer), [](uv_handle_t* h) { delete static_cast<Timer*>(h->data); });
 }
 
 void on_timer(uv_timer_t* handle) {
-    auto* t = reinterpret_cast<Timer*>(handle);
+    auto* t = static_cast<Timer*>(handle->data);
     if (t->deadline_ns) {
         if (uint64_t left = remaining_ms(t->deadline_ns)) {
             luaio::start_timer(handle, on_timer, left, t->repeat ? uv_timer_get_repeat(handle) : 0);
@@ -136,11 +139,12 @@ int start_timer(lua_State* L, bool repeat, const char* fname) {
     t->nargs = nargs;
     t->repeat = repeat;
     uv_timer_init(luaio::loop(), &t->timer);
+    t->timer.data = t;
     // A repeating timer of 0 ms would never let the loop block: repeat at least every 1 ms.
     uint64_t period = static_cast<uint64_t>(ms);
     t->deadline_ns = uv_hrtime() + period * 1000000;
     luaio::start_timer(&t->timer, on_timer, period, repeat ? (period ? period : 1) : 0);
-    t->proxy = luaio::push_proxy(L, t, kTimerClass);
+    t->push_proxy(L);
     return 1;
 }
 
@@ -151,39 +155,29 @@ int l_set_interval(lua_State* L) {
     return start_timer(L, true, "setInterval");
 }
 
-Timer* to_timer(lua_State* L) {
-    return *static_cast<Timer**>(luaL_checkudata(L, 1, kTimerClass));
+// The timer of the proxy at 1, nullptr once it has fired for the last time or was stopped.
+Timer* to_timer(lua_State* L, const char* fname) {
+    return Timer::check_or_closed(L, 1, fname);
 }
 
 // Stopping a timer that has fired or was stopped already does nothing.
 int l_timer_stop(lua_State* L) {
-    if (Timer* t = to_timer(L)) close_timer(t);
+    if (Timer* t = to_timer(L, "stop")) close_timer(t);
     return 0;
 }
 
 int l_timer_active(lua_State* L) {
-    lua_pushboolean(L, to_timer(L) != nullptr);
+    lua_pushboolean(L, to_timer(L, "active") != nullptr);
     return 1;
 }
 
 int l_timer_unref(lua_State* L) {
-    if (Timer* t = to_timer(L)) uv_unref(reinterpret_cast<uv_handle_t*>(&t->timer));
+    if (Timer* t = to_timer(L, "unref")) uv_unref(reinterpret_cast<uv_handle_t*>(&t->timer));
     return 0;
 }
 
 int l_timer_ref(lua_State* L) {
-    if (Timer* t = to_timer(L)) uv_ref(reinterpret_cast<uv_handle_t*>(&t->timer));
-    return 0;
-}
-
-// The proxy goes (or its __gc is called by hand): the timer runs on without it, and the
-// proxy no longer reaches it.
-int l_timer_gc(lua_State* L) {
-    auto** ud = static_cast<Timer**>(luaL_checkudata(L, 1, kTimerClass));
-    if (Timer* t = *ud) {
-        t->proxy = nullptr;
-        *ud = nullptr;
-    }
+    if (Timer* t = to_timer(L, "ref")) uv_ref(reinterpret_cast<uv_handle_t*>(&t->timer));
     return 0;
 }
 
@@ -191,8 +185,8 @@ int l_timer_gc(lua_State* L) {
 
 extern "C" int luaopen_timer(lua_State* L) {
     const luaL_Reg methods[] = {{"stop", l_timer_stop}, {"active", l_timer_active}, {"unref", l_timer_unref},
-                                {"ref", l_timer_ref},   {"__gc", l_timer_gc},       {nullptr, nullptr}};
-    luaio::new_class(L, kTimerClass, methods);
+                                {"ref", l_timer_ref},   {"__gc", Timer::l_gc},      {nullptr, nullptr}};
+    luaio::new_class(L, Timer::kClass, methods);
     lua_pop(L, 1);
     const luaL_Reg funcs[] = {
         {"sleep", l_sleep}, {"setTimeout", l_set_timeout}, {"setInterval", l_set_interval}, {nullptr, nullptr}};

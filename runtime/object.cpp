@@ -1,0 +1,36 @@
+// The one owner model of C++ objects behind Lua proxies (see object.h).
+#include "runtime/object.h"
+
+namespace luaio {
+
+void Object::push_proxy_of(lua_State* L, void* self, const char* cls) {
+    detach_proxy(); // an object has one proxy: an older one becomes a closed object
+    proxy_ = push_proxy(L, self, cls);
+}
+
+void Object::anchor(lua_State* L, int idx) {
+    if (anchor_ != LUA_NOREF || !proxy_ || lua_touserdata(L, idx) != proxy_) return;
+    lua_pushvalue(L, idx);
+    anchor_ = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void Object::unanchor() {
+    if (anchor_ == LUA_NOREF) return;
+    // Once the state is closed, the registry has gone with everything it anchored.
+    if (lua_State* L = main_state()) luaL_unref(L, LUA_REGISTRYINDEX, anchor_);
+    anchor_ = LUA_NOREF;
+}
+
+void Object::detach_proxy() {
+    if (proxy_) *proxy_ = nullptr;
+    proxy_ = nullptr;
+    unanchor();
+}
+
+void** check_proxy(lua_State* L, int idx, const char* cls, const char* fname) {
+    void** ud = test_proxy(L, idx, cls);
+    if (!ud) raise(L, fname, "expected %s as argument %d, got %s", cls, idx, luaL_typename(L, idx));
+    return ud;
+}
+
+} // namespace luaio

@@ -811,7 +811,7 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
             if (lower_equals(h.names[i].p, h.names[i].len, "expect"))
                 c->expect_continue = lower_equals(h.values[i].p, h.values[i].len, "100-continue");
         size_t head_len = c->parser->head_len();
-        const char* head = data + off - head_len;
+        const char* head = c->parser->head_data();
         if (c->with_body && c->in_body()) {
             // The whole body is wanted too. What is here of it is gathered now; when that is all
             // of it, the request carries its body. Otherwise the request comes without one and
@@ -830,7 +830,7 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
             lua_pushnil(L);
         return kRequestValues;
     }
-    if (!valid_status_line(data + off - c->parser->head_len(), c->parser->head_len())) {
+    if (!valid_status_line(c->parser->head_data(), c->parser->head_len())) {
         fail_proto(L, c, "malformed status line", "the status code must be three digits from 100");
         return 2;
     }

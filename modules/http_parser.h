@@ -443,6 +443,9 @@ class Parser {
     bool in_body() const { return in_body_; }
     // The length of the last head parsed (it ends at *used; leading empty lines are not part of it).
     size_t head_len() const { return head_len_; }
+    // The head parsed last: in the caller's buffer, or the rewritten copy when it was normalized
+    // (its length is then the copy's, so the buffer must not be read by head_len()).
+    const char* head_data() const { return head_; }
     bool keep_alive() const { return llhttp_should_keep_alive(&p_) != 0; }
     bool chunked() const { return (p_.flags & F_CHUNKED) != 0; }
     bool has_length() const { return (p_.flags & F_CONTENT_LENGTH) != 0; }
@@ -542,6 +545,7 @@ class Parser {
     }
 
     static bool bare_cr(const char* p, size_t n) {
+        if (n == 0) return false; // p may be null (a client's read with nothing buffered yet)
         const char* end = p + n;
         for (const char* cr = static_cast<const char*>(std::memchr(p, '\r', n)); cr && cr + 1 < end;
              cr = static_cast<const char*>(std::memchr(cr + 1, '\r', static_cast<size_t>(end - cr - 1))))

@@ -360,7 +360,7 @@ class Parser {
         } else if (err != HPE_OK) {
             error_ = llhttp_get_error_reason(&p_);
             if (!error_) error_ = llhttp_errno_name(err);
-            if (err == HPE_INVALID_VERSION && p_.type == HTTP_REQUEST && version_major(head_, head_len_) > 1)
+            if (err == HPE_INVALID_VERSION && p_.type == HTTP_REQUEST && version_major(src_, src_len_) > 1)
                 reject_ = 505;
             // nginx answers any transfer coding but chunked (alone) with 501.
             // (two Transfer-Encoding fields are a 400, as nginx does).
@@ -376,6 +376,7 @@ class Parser {
             return Result::Bad;
         }
         for (size_t i = 0; i < h.nheaders; i++) trim_right(h.values[i]);
+        head_len_ = head_len; // of the caller's bytes, also when a rewritten copy was parsed
         *used = skip + head_len;
         in_body_ = !message_done_ || chunked_body_;
         if (chunked_body_) chunks_.reset();
@@ -497,8 +498,8 @@ class Parser {
         folded_ = false;
         chunked_body_ = false;
         reject_ = 400;
-        head_ = data;
-        head_len_ = len;
+        src_ = data;
+        src_len_ = len;
         return llhttp_execute(&p_, data, len);
     }
 
@@ -619,7 +620,7 @@ class Parser {
         if (p_.http_major != 1) {
             if (p_.http_major > 1) return reject(505, "HTTP version not supported");
             // A request line without a version (HTTP/0.9) cannot be answered with a status line.
-            return reject(version_major(head_, head_len_) < 0 ? 0 : 400, "HTTP/0.9 request");
+            return reject(version_major(src_, src_len_) < 0 ? 0 : 400, "HTTP/0.9 request");
         }
         // origin-form or absolute-form only: "*" (OPTIONS) and authority-form (CONNECT) are
         // refused as nginx does.
@@ -712,7 +713,8 @@ class Parser {
 
     llhttp_t p_;
     ChunkedDecoder chunks_;
-    const char* head_ = nullptr; // the head being parsed (for the checks of check_request)
+    const char* src_ = nullptr; // the bytes llhttp parses: the head or its rewritten copy
+    size_t src_len_ = 0;
     const char* error_ = nullptr;
     int reject_ = 400;
     size_t head_len_ = 0;

@@ -71,16 +71,25 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (std::strcmp(a, "--workers") == 0 || std::strncmp(a, "--workers=", 10) == 0) {
-            const char* n = a[9] == '=' ? a + 10 : (i + 1 < argc ? argv[i + 1] : "");
-            char* end = nullptr;
-            long v = std::strtol(n, &end, 10);
-            bool given = *n && end && *end == '\0';
-            if (given && a[9] != '=') i++;
-            if ((a[9] == '=' && !given) || (given && (v < 1 || v > 1024))) {
-                std::fprintf(stderr, "luaio: --workers needs a number of workers between 1 and 1024\n");
-                return 1;
+            // N is optional: the next argument is N when it is all digits, the script when it is
+            // an option, "-" or an existing file, and otherwise an error (so `--workers abc app.lua` is an
+            // error rather than a run of the script "abc").
+            const char* n = a[9] == '=' ? a + 10 : (i + 1 < argc ? argv[i + 1] : nullptr);
+            bool digits = n && *n && std::strspn(n, "0123456789") == std::strlen(n);
+            bool given = a[9] == '=' || digits || (n && n[0] != '-' && access(n, F_OK) != 0);
+            if (given) {
+                char* end = nullptr;
+                long v = std::strtol(n, &end, 10);
+                if (!*n || *end != '\0' || v < 1 || v > 1024) {
+                    std::fprintf(stderr, "luaio: --workers needs a number of workers between 1 and 1024, got '%s'%s\n",
+                                 n, digits ? "" : " (neither a number nor an existing script)");
+                    return 1;
+                }
+                if (a[9] != '=') i++;
+                workers = v;
+            } else {
+                workers = 0;
             }
-            workers = given ? v : 0;
             continue;
         }
         if (std::strcmp(a, "-i") == 0) {

@@ -100,6 +100,26 @@ local function copy(t)
     return r
 end
 
+-- The options each function takes: a misspelled one raises, as in tcp and http.
+local SPAWN_OPTIONS = { cwd = true, env = true, uid = true, gid = true, detached = true, cpu = true, argv0 = true }
+local OPTIONS = {
+    spawn = setmetatable({ stdio = true }, { __index = SPAWN_OPTIONS }),
+    exec = SPAWN_OPTIONS,
+    run = setmetatable({ input = true, timeout = true, maxBuffer = true }, { __index = SPAWN_OPTIONS }),
+    fork = setmetatable({ file = true, args = true, forever = true, stdio = true }, { __index = SPAWN_OPTIONS }),
+}
+
+local function check_options(options, fname)
+    if options == nil then return end
+    if type(options) ~= "table" then
+        error(("process.%s: expected an options table, got %s"):format(fname, type(options)), 3)
+    end
+    local known = OPTIONS[fname]
+    for k in pairs(options) do
+        if not known[k] then error(("process.%s: unknown option '%s'"):format(fname, tostring(k)), 3) end
+    end
+end
+
 --- Starts `file` (looked up in PATH) with `args`; returns the child object or nil and an error.
 --- options: cwd, env (replaces the environment), uid, gid, detached, cpu, argv0,
 --- stdio = {"pipe"|"inherit"|"ignore"|fd, ...} (default: three pipes).
@@ -113,6 +133,7 @@ function process.spawn(file, args, options)
     if options ~= nil and type(options) ~= "table" then
         error("process.spawn: expected an options table as argument 3, got " .. type(options), 2)
     end
+    check_options(options, "spawn")
     local o = copy(options)
     o.args = args
     o.stdio = o.stdio or { "pipe", "pipe", "pipe" }
@@ -171,6 +192,7 @@ end
 
 --- Runs a command with this process's stdin, stdout and stderr; returns its pid.
 function process.exec(command, options)
+    check_options(options, "exec")
     local child, err = spawn_command(command, options, nil, "exec")
     if not child then return nil, err end
     return child.pid
@@ -185,6 +207,7 @@ function process.run(command, options)
     if options ~= nil and type(options) ~= "table" then
         error("process.run: expected an options table as argument 2, got " .. type(options), 2)
     end
+    check_options(options, "run")
     options = options or {}
     local input, timeout = options.input, options.timeout
     local max = options.maxBuffer or process.MAX_BUFFER
@@ -246,8 +269,10 @@ end
 
 -- fork and `forever` ------------------------------------------------------
 
--- Children kept alive by `forever`, by their current pid. process.kill() of one of these
--- pids by this process stops the supervision (the parent meant it to end).
+-- Children kept alive by `forever`. The pid fork returned is the handle of the supervision:
+-- supervised[first pid] and supervised[current pid] are its record, so process.kill() by
+-- this process of either reaches the current child and stops the supervision (the parent
+-- meant it to end), however often it was restarted.
 local supervised = {}
 
 local RESTART_DEFAULTS = { delay = 100, max_delay = 10000, limit = 10, window = 60000, stable = 10000 }
@@ -267,15 +292,19 @@ end
 -- Restarts `child` (made by `start()`) whenever it dies: after a back-off that doubles while it
 -- keeps dying within `stable` ms of its start, and never more than `limit` times in `window` ms.
 local function supervise(child, start, label, policy)
-    local sup = { stopped = false, pid = child.pid }
+    local sup = { stopped = false, pid = child.pid, first = child.pid }
     supervised[child.pid] = sup
+    local function forget()
+        supervised[sup.pid], supervised[sup.first] = nil, nil
+    end
     task.spawn(function()
         local restarts, delay = {}, 0
         local started = now_ms()
         while true do
             local code, signal = child:wait()
-            supervised[sup.pid] = nil
-            if sup.stopped then return end
+            if sup.pid ~= sup.first then supervised[sup.pid] = nil end
+            sup.pid = nil -- no child runs until the restart
+            if sup.stopped then return forget() end
             local t = now_ms()
             if t - started >= policy.stable then
                 delay = policy.delay
@@ -287,14 +316,15 @@ local function supervise(child, start, label, policy)
                 if t - r < policy.window then recent[#recent + 1] = r end
             end
             restarts = recent
+            local pid = child.pid
             if #restarts >= policy.limit then
                 say(("%s (pid %d) %s; it was restarted %d times in %d ms: giving up"):format(
-                    label, sup.pid, describe_exit(code, signal), #restarts, policy.window))
-                return
+                    label, pid, describe_exit(code, signal), #restarts, policy.window))
+                return forget()
             end
-            say(("%s (pid %d) %s; restarting in %d ms"):format(label, sup.pid, describe_exit(code, signal), delay))
+            say(("%s (pid %d) %s; restarting in %d ms"):format(label, pid, describe_exit(code, signal), delay))
             sleep(delay)
-            if sup.stopped then return end
+            if sup.stopped then return forget() end
             restarts[#restarts + 1] = now_ms()
             local err
             child, err = start()
@@ -304,7 +334,7 @@ local function supervise(child, start, label, policy)
                 supervised[child.pid] = sup
             else
                 say(("%s cannot be restarted: %s"):format(label, err.message))
-                child = { wait = function() return 1 end }
+                child = { pid = pid, wait = function() return 1 end }
             end
         end
     end)
@@ -316,6 +346,7 @@ function process.fork(options)
     if type(options) ~= "table" then
         error("process.fork: expected an options table, got " .. type(options), 2)
     end
+    check_options(options, "fork")
     local file, args = options.file, options.args
     if type(file) ~= "string" then error("process.fork: option 'file' must be a string", 2) end
     if args ~= nil and type(args) ~= "table" then error("process.fork: option 'args' must be an array of strings", 2) end
@@ -350,9 +381,15 @@ end
 --- Sends a signal (default SIGTERM) to a process: true, or nil and an error.
 function process.kill(pid, signal)
     if type(pid) ~= "number" then error("process.kill: expected a pid (a number), got " .. type(pid), 2) end
-    local ok, err = core.kill(pid, signal)
-    local sup = ok and supervised[pid]
-    if sup then sup.stopped = true end
+    local sup = supervised[pid]
+    if not sup then return core.kill(pid, signal) end
+    -- A supervised child: the signal goes to its current process; any signal but 0 (a test of
+    -- existence) ends the supervision, even between two restarts (no process runs then).
+    local signo, serr = core.signum(signal == nil and "SIGTERM" or signal)
+    if not signo then return nil, serr end
+    local ok, err = true, nil
+    if sup.pid then ok, err = core.kill(sup.pid, signo) end
+    if ok and signo ~= 0 then sup.stopped = true end
     return ok, err
 end
 

@@ -384,6 +384,62 @@ describe("process", function()
             os.remove(child)
         end)
 
+        it("forever: the pid fork returned stops the child whatever its current pid", function()
+            local child = helper.script("sleep(5000)")
+            local r = luaio(([[
+                local process = require "process"
+                local pid = process.fork({ file = %q, forever = { delay = 20 } })
+                local function children()
+                    local r = process.run("pgrep -P " .. process.pid .. " -x luaio")
+                    local pids = {}
+                    for l in r.stdout:gmatch("%%d+") do pids[#pids + 1] = tonumber(l) end
+                    return pids
+                end
+                sleep(100)
+                for _ = 1, 2 do
+                    local now = children()[1]
+                    os.execute("kill -9 " .. now) -- outside kills: the child comes back, twice
+                    for _ = 1, 100 do
+                        local c = children()
+                        if c[1] and c[1] ~= now then break end
+                        sleep(20)
+                    end
+                end
+                local now = children()[1]
+                io.write(tostring(now ~= pid), " ", tostring(process.kill(pid, 0)), " ")
+                io.write(tostring(process.kill(pid)), " ") -- the first pid is the supervision's handle
+                for _ = 1, 100 do
+                    if #children() == 0 then break end
+                    sleep(20)
+                end
+                sleep(100) -- no restart follows
+                io.write(#children() == 0 and "none " or "some ")
+                local ok, err = process.kill(pid)
+                io.write(err and err.name or "?")
+            ]]):format(child))
+            assert.are.equal("true true true none ESRCH", r.stdout, r.stderr)
+            local _, restarts = r.stderr:gsub("restarting in", "")
+            assert.are.equal(2, restarts)
+            os.remove(child)
+        end)
+
+        it("forever: a kill of the first pid between two restarts ends the supervision", function()
+            local child = helper.script("os.exit(3)")
+            local r = luaio(([[
+                local process = require "process"
+                local pid = process.fork({ file = %q, forever = { delay = 300 } })
+                sleep(150) -- the child has died; its restart is 300 ms away
+                io.write(tostring(process.kill(pid)))
+                sleep(400)
+                local r = process.run("pgrep -P " .. process.pid .. " -x luaio")
+                io.write(" ", r.stdout == "" and "none" or "some")
+            ]]):format(child))
+            assert.are.equal("true none", r.stdout, r.stderr)
+            local _, restarts = r.stderr:gsub("restarting in", "")
+            assert.are.equal(1, restarts)
+            os.remove(child)
+        end)
+
         it("forever gives up, with a message, on a child that keeps crashing", function()
             local child = helper.script("os.exit(3)")
             local r = luaio(([[
@@ -404,6 +460,21 @@ describe("process", function()
             assert.has_error(function() process.fork({ file = "x", args = "y" }) end)
             assert.has_error(function() process.fork({ file = "x", forever = "yes" }) end)
             assert.has_error(function() process.fork({ file = "x", forever = { speed = 1 } }) end)
+        end)
+
+        it("raises on a misspelled option, in fork, spawn, exec and run", function()
+            local cases = {
+                { "fork", function() process.fork({ file = "x", forver = true }) end, "forver" },
+                { "spawn", function() process.spawn("true", {}, { cdw = "/" }) end, "cdw" },
+                { "exec", function() process.exec("true", { stdio = {} }) end, "stdio" },
+                { "run", function() process.run("true", { timout = 5 }) end, "timout" },
+            }
+            for _, c in ipairs(cases) do
+                local ok, err = pcall(c[2])
+                assert.is_false(ok)
+                assert.matches("process." .. c[1] .. ": unknown option '" .. c[3] .. "'", err, 1, true)
+                assert.matches("process_spec.lua", err, 1, true) -- the caller's line
+            end
         end)
     end)
 

@@ -43,6 +43,13 @@ return function(plan)
         io.stderr:write("luaio: --workers needs a script file\n")
         os.exit(1)
     end
+    -- A script that cannot be loaded would only make every worker die at its start: say so
+    -- once and exit instead of restarting them for a minute.
+    local ok, err = loadfile(plan.script)
+    if not ok then
+        io.stderr:write("luaio: ", err, "\n")
+        os.exit(1)
+    end
     local cpus = process.affinity() or { 0 }
     local n = plan.workers > 0 and plan.workers or #cpus
     local policy = {}

@@ -42,6 +42,32 @@ function http.serve(options, handler)
     return server.listen(options, handler, true, "serve")
 end
 
+--- A handler for a health route (`/healthz`) a load balancer polls: 200 "ok", or 503
+--- "draining" once a graceful stop has begun (and 503 "unhealthy" when check() returns
+--- false). Works with createServer and routers (req, res) and with http.serve (returns the table).
+function http.health(check)
+    if check ~= nil and type(check) ~= "function" then
+        error("http.health: expected a check function or nothing, got " .. type(check), 2)
+    end
+    local process = require "process"
+    return function(req, res)
+        local status, body = 200, "ok\n"
+        if process.stopping() then
+            status, body = 503, "draining\n"
+        elseif check and not check(req) then
+            status, body = 503, "unhealthy\n"
+        end
+        if res == nil then
+            return { status = status, headers = { ["Content-Type"] = "text/plain", ["Cache-Control"] = "no-store" },
+                body = body }
+        end
+        res:setStatus(status)
+        res:setHeader("Content-Type", "text/plain")
+        res:setHeader("Cache-Control", "no-store")
+        res:finish(body)
+    end
+end
+
 http.request = client.request
 http.get = client.get
 http.transports = client.transports

@@ -398,12 +398,23 @@ end
 local handlers = {}   -- signo -> array of functions
 local sigwaiters = {} -- signo -> array of waiting records {co, done}
 local shutdown_hooks = {}
-local SIGTERM = core.signum("SIGTERM")
+local SIGTERM, SIGINT = core.signum("SIGTERM"), core.signum("SIGINT")
+-- Listening servers that a graceful stop drains: tcp server -> its stop function or false
+-- (weak keys: a listening server is anchored by its C++ side, a closed one may go).
+local servers = setmetatable({}, { __mode = "k" })
+local stopping = false
+
+-- SIGTERM and SIGINT start a graceful stop while there is something to stop (a hook, a
+-- server), and are kept caught once it began: a second SIGTERM (systemd signals a master and
+-- its workers, then the master signals them again) must not cut the drain.
+local function stops(signo)
+    return (signo == SIGTERM or signo == SIGINT) and (stopping or #shutdown_hooks > 0 or next(servers) ~= nil)
+end
 
 local function update_watch(signo)
     local h, w = handlers[signo], sigwaiters[signo]
     local waiting = w ~= nil and #w > 0
-    local need = (h ~= nil and #h > 0) or waiting or (signo == SIGTERM and #shutdown_hooks > 0)
+    local need = (h ~= nil and #h > 0) or waiting or stops(signo)
     if need then
         local ok, err = core.watch_signal(signo, waiting)
         if not ok then return err end
@@ -427,7 +438,12 @@ core.set_signal_dispatch(function(signo)
     local hs = handlers[signo]
     if hs and #hs > 0 then
         for _, fn in ipairs({ unpack(hs) }) do task.spawn(fn, name) end
-    elseif signo == SIGTERM and #shutdown_hooks > 0 then
+    elseif stops(signo) then
+        if stopping and signo == SIGINT then
+            -- A second Ctrl-C: the user does not want to wait.
+            say("SIGINT again: exiting without waiting")
+            process.exit(128 + SIGINT)
+        end
         process.shutdown(0)
     end
     update_watch(signo)
@@ -511,14 +527,25 @@ end
 
 -- Graceful shutdown -------------------------------------------------------
 --
--- Anything that must finish its work before the process ends (a server: stop accepting,
--- let the requests in progress end) registers a hook. On SIGTERM (unless the app handles
--- SIGTERM itself) or on process.shutdown(), every hook runs in its own task; when all have
--- returned, the process exits. A hook that does not return within shutdownTimeout ms does
--- not hold the process forever.
+-- Anything that must finish its work before the process ends registers a hook; servers
+-- (tcp, http) register themselves. On SIGTERM or SIGINT (unless the app handles the signal
+-- itself) or on process.shutdown(), the servers are stopped in load balancer order: for
+-- drainDelay ms they go on serving but report draining (http responses end their connection,
+-- http.health answers 503), then they stop accepting, serve what is queued in their backlog
+-- and finish the requests in progress; every hook runs meanwhile in its own task. When all
+-- are done the process exits 0; after shutdownTimeout ms (from the signal) it exits anyway,
+-- with status 1.
 
---- Milliseconds the hooks get before the process exits anyway (with status 1).
-process.shutdownTimeout = 30000
+local function env_ms(name, default)
+    local v = tonumber(os.getenv(name))
+    return v and v >= 0 and v or default
+end
+
+--- Milliseconds servers keep serving, reporting themselves draining, before they stop accepting.
+process.drainDelay = env_ms("LUAIO_DRAIN_DELAY", 1000)
+
+--- Milliseconds a graceful stop may take (the grace period) before the process exits with status 1.
+process.shutdownTimeout = env_ms("LUAIO_SHUTDOWN_TIMEOUT", 10000)
 
 --- Registers fn() to run on graceful shutdown; returns fn (the key for offShutdown).
 function process.onShutdown(fn)
@@ -527,6 +554,7 @@ function process.onShutdown(fn)
     end
     shutdown_hooks[#shutdown_hooks + 1] = fn
     update_watch(SIGTERM)
+    update_watch(SIGINT)
     return fn
 end
 
@@ -536,28 +564,58 @@ function process.offShutdown(fn)
         if shutdown_hooks[i] == fn then table.remove(shutdown_hooks, i) end
     end
     update_watch(SIGTERM)
+    update_watch(SIGINT)
 end
 
-local stopping = false
+--- For tcp and http: `srv` (a listening tcp server) is stopped by a graceful stop. stop(srv,
+--- "drain") begins its drain and stop(srv, "close") stops it accepting; without stop, it is
+--- srv:close(). It must not hold a reference to srv (the table's keys are weak).
+function process._serve(srv, stop)
+    servers[srv] = stop or false
+    update_watch(SIGTERM)
+    update_watch(SIGINT)
+end
 
---- True once a graceful shutdown has begun (servers may refuse new work).
+local function open_servers()
+    local open = {}
+    for srv in pairs(servers) do
+        if pcall(srv.address, srv) then open[#open + 1] = srv end -- address() raises once closed
+    end
+    return open
+end
+
+local function stop_servers()
+    local open = open_servers()
+    if #open == 0 then return end
+    for _, srv in ipairs(open) do
+        if servers[srv] then servers[srv](srv, "drain") end
+    end
+    if process.drainDelay > 0 then sleep(process.drainDelay) end
+    for _, srv in ipairs(open) do
+        if servers[srv] then servers[srv](srv, "close") else srv:close() end
+    end
+    for _, srv in ipairs(open) do
+        while srv:connections() > 0 do sleep(10) end
+    end
+end
+
+--- True once a graceful shutdown has begun (servers drain, then refuse new work).
 function process.stopping() return stopping end
 
---- Runs the shutdown hooks, then exits with `code` (default 0). Returns at once; repeated
---- calls do nothing.
+--- Stops gracefully (see above), then exits with `code` (default 0). Returns at once;
+--- repeated calls do nothing.
 function process.shutdown(code)
     if stopping then return end
     stopping = true
     local hooks = shutdown_hooks
     shutdown_hooks = {}
-    update_watch(SIGTERM)
     task.spawn(function()
         local t = timer.setTimeout(process.shutdownTimeout, function()
-            say(("shutdown hooks still running after %d ms: exiting"):format(process.shutdownTimeout))
+            say(("graceful stop still running after %d ms: exiting"):format(process.shutdownTimeout))
             process.exit(1)
         end)
-        local running = {}
-        for i, fn in ipairs(hooks) do running[i] = task.spawn(fn) end
+        local running = { task.spawn(stop_servers) }
+        for _, fn in ipairs(hooks) do running[#running + 1] = task.spawn(fn) end
         for _, h in ipairs(running) do h:join() end
         t:stop()
         process.exit(code or 0)

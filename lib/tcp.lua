@@ -88,14 +88,10 @@ function tcp.createServer(port, onconnect, options)
     if err and host ~= nil and isIP(host) == 0 then
         err.host = host
     end
-    if server and process then
-        -- A graceful stop (SIGTERM from the master): stop accepting, let connections finish.
-        process.onShutdown(function()
-            server:close()
-            while server:connections() > 0 do
-                sleep(10)
-            end
-        end)
+    if server then
+        -- A graceful stop (SIGTERM, SIGINT, process.shutdown()) stops the server and waits for
+        -- its connections (see docs/process.md).
+        require("process")._serve(server)
     end
     return server, err
 end

@@ -52,6 +52,8 @@ namespace H = luaio::http;
 
 constexpr const char* kConnClass = "luaio.http.conn";
 constexpr const char* kLimitsClass = "luaio.http.limits";
+// ms a connection taken from the backlog by a closing server gets to send its first request.
+constexpr uint64_t kFirstRequestOnClose = 2000;
 
 // Defaults, after nginx and Node.js; every one is an option of the server or client.
 struct Limits {
@@ -146,6 +148,7 @@ struct Site : luaio::Handle<Site> {
     int serve_ref = LUA_NOREF; // serve(conn, req): the task of a request (lib/http/server.lua)
     bool seed = false;         // requests come with their whole body (http.serve)
     bool closing = false;      // server:close(): connections end after their current request
+    bool draining = false;     // a graceful stop began: responses say Connection: close
     bool freeing = false;
 };
 
@@ -797,7 +800,8 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
     if (c->server) {
         c->requests++;
         c->is_head = c->parser->method() == HTTP_HEAD;
-        c->keep = c->parser->keep_alive() && c->requests < c->lim->max_requests && !c->site->closing;
+        c->keep =
+            c->parser->keep_alive() && c->requests < c->lim->max_requests && !c->site->closing && !c->site->draining;
         c->deadline = luaio::now_ms() + c->lim->request_timeout;
         if (c->parser->has_length() && c->parser->content_length() > c->lim->max_body_size) {
             write_canned(c, 413);
@@ -1050,7 +1054,8 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, int last, 
         b.append(kServerLine, kDateOffset);
     else if (!seen.date)
         b.append(d.text + kDateOffset, d.len - kDateOffset);
-    if (c->server && (!c->parser->keep_alive() || c->broken || c->site->closing || seen.close)) c->keep = false;
+    if (c->server && (!c->parser->keep_alive() || c->broken || c->site->closing || c->site->draining || seen.close))
+        c->keep = false;
     // A body the client may still be sending, after a 100-continue that will not come: close.
     if (c->expect_continue && !c->continue_sent && c->in_body()) c->keep = false;
     c->chunked_out = false;
@@ -1491,10 +1496,21 @@ void site_maybe_free(Site* site) {
 
 // No keep-alive any more: waiting connections close, those with a request in progress close
 // after their response (which says Connection: close), those in the middle of a head after it.
+// A connection that has not sent its first request (the server took it from the backlog as
+// it closed) gets kFirstRequestOnClose ms to send it: its client has just connected.
 void site_close(Site* site) {
     if (site->closing) return;
     site->closing = true;
-    while (site->idle.head) conn_close(site->idle.head);
+    uint64_t deadline = luaio::now_ms() + kFirstRequestOnClose;
+    for (Conn* c = site->idle.head; c;) {
+        Conn* next = c->next;
+        if (c->requests > 0)
+            conn_close(c);
+        else if (c->deadline > deadline)
+            c->deadline = deadline; // the list stays in the order of its deadlines
+        c = next;
+    }
+    if (site->idle.head) site_arm(site, site->idle.head->deadline);
     site_maybe_free(site);
 }
 
@@ -1671,6 +1687,12 @@ int l_accept(lua_State* L) {
     return 0;
 }
 
+// site:drain(): a graceful stop began; responses from now on end their connection.
+int l_site_drain(lua_State* L) {
+    if (Site* site = Site::check_or_closed(L, 1, "drain")) site->draining = true;
+    return 0;
+}
+
 int l_site_close(lua_State* L) {
     if (Site* site = Site::check_or_closed(L, 1, "close")) site_close(site);
     return 0;
@@ -1787,7 +1809,8 @@ extern "C" int luaopen_luaio_http(lua_State* L) {
     luaio::new_class(L, kConnClass, conn_methods);
     lua_pop(L, 1);
     luaio::set_closer(L, kConnClass, task_end);
-    const luaL_Reg site_methods[] = {{"close", l_site_close}, {"__gc", Site::l_gc}, {nullptr, nullptr}};
+    const luaL_Reg site_methods[] = {
+        {"close", l_site_close}, {"drain", l_site_drain}, {"__gc", Site::l_gc}, {nullptr, nullptr}};
     luaio::new_class(L, Site::kClass, site_methods);
     lua_pop(L, 1);
     luaL_newmetatable(L, kLimitsClass);

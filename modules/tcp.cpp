@@ -16,7 +16,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 
@@ -30,6 +32,9 @@ constexpr const char* kSocketClass = "luaio.tcp.socket";
 constexpr lua_Integer kDefaultBacklog = 511;
 constexpr lua_Integer kDefaultReadBufferKiB = 16;
 constexpr lua_Integer kDefaultMaxConnections = 65535;
+// The most connections server:close() takes from the backlog (the kernel caps a backlog at
+// net.core.somaxconn, 4096 by default).
+constexpr lua_Integer kMaxBacklogOnClose = 65535;
 
 // ---------------------------------------------------------------- options
 
@@ -376,6 +381,8 @@ void server_close(Server* sv) {
     });
 }
 
+void serve_accepted(Server* sv, Stream* s);
+
 void on_connection(uv_stream_t* listener, int status) {
     auto* sv = static_cast<Server*>(listener->data);
     if (status < 0) {
@@ -396,6 +403,33 @@ void on_connection(uv_stream_t* listener, int status) {
         s->close();
         return;
     }
+    serve_accepted(sv, s);
+}
+
+// Accepts what is queued on the listener (its backlog) before server:close() closes it: the
+// clients there are connected already, and closing the socket would reset them. Bounded, so a
+// flood of connections cannot keep a closing server here.
+void accept_backlog(Server* sv) {
+    uv_os_fd_t lfd;
+    if (!sv->listening || uv_fileno(reinterpret_cast<uv_handle_t*>(&sv->tcp), &lfd) != 0) return;
+    for (lua_Integer n = 0; n < kMaxBacklogOnClose; n++) {
+        int fd = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && errno == EINTR) continue;
+        if (fd < 0) return;
+        Stream* s = Stream::create(UV_TCP);
+        uv_tcp_init(luaio::loop(), s->tcp());
+        if (uv_tcp_open(s->tcp(), fd) != 0) {
+            ::close(fd);
+            s->close();
+            continue;
+        }
+        serve_accepted(sv, s);
+    }
+}
+
+// A new connection: counted, set up, and handed to onconnect (in a task of its own unless the
+// server was made with spawn = false).
+void serve_accepted(Server* sv, Stream* s) {
     if (sv->connections >= sv->max_connections) {
         sv->refused++;
         s->close();
@@ -514,9 +548,13 @@ int l_server_refused(lua_State* L) {
     return 1;
 }
 
-// Stops accepting; connections in progress go on until their handlers return. Idempotent.
+// Stops accepting; the connections already queued are accepted and served, and connections
+// in progress go on until their handlers return. Idempotent.
 int l_server_close(lua_State* L) {
-    if (Server* sv = Server::check_or_closed(L, 1, "close")) server_close(sv);
+    if (Server* sv = Server::check_or_closed(L, 1, "close")) {
+        accept_backlog(sv);
+        server_close(sv);
+    }
     return 0;
 }
 

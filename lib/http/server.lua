@@ -17,6 +17,10 @@ local traceback, lower, format, sub, find = debug.traceback, string.lower, strin
 
 local server = {}
 
+local function process_stopping()
+    return require("process").stopping()
+end
+
 -- ---------------------------------------------------------------- requests
 
 local Request = {}
@@ -382,8 +386,15 @@ Server.__index = Server
 --- Stops accepting connections; requests in progress finish (their responses say
 --- Connection: close) and idle keep-alive connections are closed.
 function Server:close()
-    self._site:close()
+    -- The listener first: the connections it takes from its backlog as it closes are served.
     self.tcp:close()
+    self._site:close()
+end
+
+--- True once a graceful stop has begun: the server still serves, but a load balancer should
+--- take it out of rotation (see http.health).
+function Server:draining()
+    return process_stopping()
 end
 
 function Server:address()
@@ -449,14 +460,15 @@ function server.listen(options, handler, seed, fname)
         return nil, err
     end
     local self = setmetatable({ tcp = srv, _site = site }, Server)
-    local process = package.loaded.process
-    if process and process.workerId then
-        -- Graceful stop of a worker: close idle keep-alive connections at once, answer the
-        -- requests in progress with Connection: close (tcp's own hook waits for them).
-        process.onShutdown(function()
-            self:close()
-        end)
-    end
+    -- A graceful stop: first responses end their connections, then the listener closes.
+    require("process")._serve(srv, function(listener, phase)
+        if phase == "drain" then
+            site:drain()
+        else
+            listener:close()
+            site:close()
+        end
+    end)
     local addr = srv:address()
     self.port = addr and addr.port
     self.host = addr and addr.address

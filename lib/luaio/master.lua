@@ -176,6 +176,17 @@ return function(plan)
             return
         end
         stopping = true
+        -- The workers hold the listening sockets too: closing the master's copies leaves each
+        -- worker the last holder, so the connections queued on a socket are accepted and
+        -- served by its worker as it stops, instead of being reset when the master exits.
+        for _, slot in ipairs(slots) do
+            for key, s in pairs(slot.sockets) do
+                if slot.current then
+                    core.close_fd(s.fd)
+                    slot.sockets[key] = nil
+                end
+            end
+        end
         log("%s: stopping %d workers", signal, n)
         for _, w in pairs(workers) do w.child:kill("SIGTERM") end
         local t = timer.setTimeout(stop_timeout, function()

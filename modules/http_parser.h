@@ -376,7 +376,7 @@ class Parser {
             return Result::Bad;
         }
         for (size_t i = 0; i < h.nheaders; i++) trim_right(h.values[i]);
-        head_len_ = head_len; // of the caller's bytes, also when a rewritten copy was parsed
+        head_len_ = src_len_; // of head_data(): the caller's bytes or the rewritten copy
         *used = skip + head_len;
         in_body_ = !message_done_ || chunked_body_;
         if (chunked_body_) chunks_.reset();
@@ -446,7 +446,7 @@ class Parser {
     size_t head_len() const { return head_len_; }
     // The head parsed last: in the caller's buffer, or the rewritten copy when it was normalized
     // (its length is then the copy's, so the buffer must not be read by head_len()).
-    const char* head_data() const { return head_; }
+    const char* head_data() const { return src_; }
     bool keep_alive() const { return llhttp_should_keep_alive(&p_) != 0; }
     bool chunked() const { return (p_.flags & F_CHUNKED) != 0; }
     bool has_length() const { return (p_.flags & F_CONTENT_LENGTH) != 0; }

@@ -83,7 +83,11 @@ std::string run(llhttp_type_t type, const uint8_t* data, size_t size, const uint
                     log.append(h.values[i].p ? h.values[i].p : "", h.values[i].len);
                 }
                 log += p.keep_alive() ? " keep]" : " close]";
-                check(p.head_len() <= used, "head length");
+                // The head to read: the last head_len() bytes of what was used, or the rewritten copy.
+                bool in_copy = p.head_data() == luaio::http::scratch_copy().data();
+                check(in_copy ? p.head_len() == luaio::http::scratch_copy().size()
+                              : p.head_len() <= used && p.head_data() == buf.data() + used - p.head_len(),
+                      "head data and length");
                 buf.erase(0, used);
                 in_body = p.in_body();
                 if (!in_body) {

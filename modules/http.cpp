@@ -63,6 +63,7 @@ struct Limits {
     uint64_t keepalive_timeout = 75000;                // ms, idle between requests (nginx 75 s)
     uint64_t request_timeout = 300000;                 // ms, first byte to end of body (Node.js 300 s)
     uint64_t max_requests = 1000;                      // per connection (nginx keepalive_requests)
+    uint64_t send_timeout = 60000;                     // ms without write progress (nginx send_timeout)
 };
 
 const Limits kDefaultLimits;
@@ -530,10 +531,12 @@ void append_headers(lua_State* L, int idx, int last, OutBuf& b, Seen& seen, cons
 }
 
 // Writes bufs on the conn's stream; returns the results of the write (see Stream).
-int write_out(lua_State* L, Conn* c, const uv_buf_t* bufs, unsigned n, const char* fname) {
+// Buffers from bufs[ncopy] on point into the Lua value at `anchor` (see Stream::write_buffers).
+int write_out(lua_State* L, Conn* c, const uv_buf_t* bufs, unsigned n, const char* fname, int anchor = 0,
+              unsigned ncopy = 0) {
     Stream* s = c->stream();
     if (!s) return luaio::return_uv_error(L, UV_ECANCELED, 0);
-    return s->write_buffers(L, bufs, n, fname);
+    return s->write_buffers(L, bufs, n, fname, anchor, ncopy);
 }
 
 // A canned response (400, 408, 413, 431, 500, 503) when nothing of a response was sent; the
@@ -948,6 +951,7 @@ int l_next(lua_State* L) {
     if (!c->server) luaio::raise(L, "next", "not a server connection");
     if (c->broken || !c->keep || c->site->closing) return luaio::return_uv_error(L, UV_EOF);
     Stream* s = check_stream(L, c, "next");
+    if (s->write_error()) return luaio::return_uv_error(L, UV_EOF); // e.g. a send timeout
     c->op = Op::Next;
     int n = s->take_or_watch(L, c);
     if (n >= 0) return n;
@@ -1152,7 +1156,7 @@ int l_respond(lua_State* L) {
         return write_out(L, c, &buf, 1, "respond");
     }
     parts.insert(parts.begin(), uv_buf_init(b.data(), static_cast<unsigned>(b.size())));
-    return write_out(L, c, parts.data(), static_cast<unsigned>(parts.size()), "respond");
+    return write_out(L, c, parts.data(), static_cast<unsigned>(parts.size()), "respond", 4, 1);
 }
 
 // Never more body bytes than the response's Content-Length (RFC 9112 6.3): raises first.
@@ -1162,11 +1166,12 @@ void check_count(lua_State* L, Conn* c, size_t len, const char* fname) {
                      static_cast<unsigned long long>(c->out_left));
 }
 
-// Writes data as body bytes (a chunk when chunked), after `prefix` (a head) if given.
-int write_body(lua_State* L, Conn* c, const char* data, size_t len, bool last, const char* fname) {
+// Writes data (the string at stack index didx) as body bytes (a chunk when chunked), after the
+// head in out() if there is one.
+int write_body(lua_State* L, Conn* c, int didx, const char* data, size_t len, bool last, const char* fname) {
     OutBuf& b = out();
     uv_buf_t bufs[3];
-    unsigned n = 0;
+    unsigned n = 0, ncopy = 1; // bufs[ncopy..] are in the string (or static)
     if (c->no_body) len = 0;
     if (c->out_left != kUncounted) {
         check_count(L, c, len, fname);
@@ -1199,12 +1204,13 @@ int write_body(lua_State* L, Conn* c, const char* data, size_t len, bool last, c
             bufs[n++] = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
         } else {
             if (!b.empty()) bufs[n++] = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
+            ncopy = n;
             bufs[n++] = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
         }
     }
     if (last) end_response(c);
     if (n == 1 && bufs[0].len == 0) return 0;
-    return write_out(L, c, bufs, n, fname);
+    return write_out(L, c, bufs, n, fname, didx, ncopy);
 }
 
 const char* opt_data(lua_State* L, int idx, size_t* len, const char* fname) {
@@ -1225,7 +1231,7 @@ int l_head(lua_State* L) {
     build_response_head(L, c, status, 3, opt_last(L, 5), false, 0, "head");
     check_count(L, c, len, "head");
     c->head_sent = true;
-    return write_body(L, c, d, len, false, "head");
+    return write_body(L, c, 4, d, len, false, "head");
 }
 
 // err = conn:inform(status, headers): an informational (1xx) response before the final one,
@@ -1263,7 +1269,7 @@ int write_piece(lua_State* L, bool last, const char* fname) {
     const char* d = opt_data(L, 2, &len, fname);
     out().clear();
     if (len == 0 && !last) return 0;
-    return write_body(L, c, d, len, last, fname);
+    return write_body(L, c, 2, d, len, last, fname);
 }
 
 // err = conn:write(data)
@@ -1340,7 +1346,7 @@ int l_request(lua_State* L) {
     c->chunked_out = streamed && lua_toboolean(L, 5);
     uv_buf_t bufs[2] = {uv_buf_init(const_cast<char*>(head), static_cast<unsigned>(hlen)),
                         uv_buf_init(const_cast<char*>(body), static_cast<unsigned>(blen))};
-    return write_out(L, c, bufs, blen ? 2 : 1, "request");
+    return write_out(L, c, bufs, blen ? 2 : 1, "request", 3, 1);
 }
 
 // conn:replied(): true once a byte came back after the request went out (see Conn::replied),
@@ -1613,6 +1619,9 @@ int l_limits(lua_State* L) {
         static_cast<uint64_t>(limit_field(L, "requestTimeout", static_cast<lua_Integer>(lim.request_timeout), 1));
     lim.max_requests =
         static_cast<uint64_t>(limit_field(L, "maxRequests", static_cast<lua_Integer>(lim.max_requests), 1));
+    // A server's sockets get sendTimeout as their write_timeout; the tcp option is its default.
+    lim.send_timeout =
+        static_cast<uint64_t>(limit_field(L, "sendTimeout", limit_field(L, "write_timeout", 60000, 0), 0));
     auto* p = static_cast<Limits*>(lua_newuserdata(L, sizeof(Limits)));
     *p = lim;
     luaL_getmetatable(L, kLimitsClass);
@@ -1677,6 +1686,7 @@ int l_accept(lua_State* L) {
     }
     Conn* c = new_conn(L, 2, HTTP_REQUEST);
     lua_pop(L, 1);
+    s->write_timeout = site->lim.send_timeout; // a response that makes no progress for it fails
     c->site = site;
     c->lim = &site->lim;
     site->conns++;

@@ -1,6 +1,7 @@
 // Stream: reading, writing, timeouts and closing of libuv streams for Lua (see stream.h).
 #include "runtime/stream.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
@@ -19,11 +20,13 @@ char g_scratch[kScratchSize];
 
 constexpr int kMaxIovecs = 64;
 
+// A queued write: the bytes it copied follow it; the rest stay where they are, in the Lua value
+// that `anchor` references until the write is done (see write_bufs).
 struct WriteReq {
     uv_write_t req;
     Stream* stream;
-    size_t size;
-    char data[1]; // `size` bytes follow
+    int anchor;
+    char data[1]; // the copied bytes follow
 };
 
 void push_line_too_long(lua_State* L, size_t max) {
@@ -38,7 +41,9 @@ struct Stream::Extra {
     uv_timer_t timer;
     bool timer_open = false;
     uint64_t read_deadline = 0;
-    uint64_t write_deadline = 0;
+    uint64_t write_deadline = 0; // the waiting writer's next progress check
+    uint64_t write_progress = 0; // when the kernel was last seen taking its bytes
+    size_t write_queued = 0;     // the bytes still queued then
     Waiter writer;
     Waiter shutter;
     std::string delim;
@@ -267,11 +272,28 @@ struct Stream::Impl {
         // The woken reader runs at once and may have closed the stream (and its timer).
         if (s->closing_) return;
         if (x->writer.waiting() && x->write_deadline && x->write_deadline <= now) {
-            // The data stays queued in the kernel's order; the writer stops waiting for it.
-            wake_uv_error(x->writer, UV_ETIMEDOUT, 0);
+            // write_timeout is the longest time without progress (nginx's send_timeout), not
+            // for the whole write: progress is the kernel taking queued bytes, checked every
+            // quarter of the timeout, so a stalled writer fails within 1.25 times it.
+            size_t queued = uv_stream_get_write_queue_size(s->stream());
+            if (queued < x->write_queued) {
+                x->write_queued = queued;
+                x->write_progress = now;
+            }
+            if (now - x->write_progress >= s->write_timeout) {
+                // The data stays queued in the kernel's order; the writer stops waiting for it,
+                // and later writes fail too (they would queue behind it: the peer is stuck).
+                if (!s->write_err_) s->write_err_ = UV_ETIMEDOUT;
+                wake_uv_error(x->writer, UV_ETIMEDOUT, 0);
+            } else {
+                uint64_t next = now + write_step(s);
+                x->write_deadline = std::min(next, x->write_progress + s->write_timeout);
+            }
         }
         if (!s->closing_) arm_timer(s);
     }
+
+    static uint64_t write_step(Stream* s) { return s->write_timeout >= 4 ? s->write_timeout / 4 : s->write_timeout; }
 
     static void on_handle_closed(uv_handle_t* h) {
         Stream* s = static_cast<Stream*>(h->data);
@@ -284,6 +306,8 @@ struct Stream::Impl {
     static void on_write(uv_write_t* req, int status) {
         WriteReq* w = reinterpret_cast<WriteReq*>(req);
         Stream* s = w->stream;
+        // After lua_close (the last loop turn at exit) the state, and the anchored value, are gone.
+        if (w->anchor != LUA_NOREF && main_state()) luaL_unref(main_state(), LUA_REGISTRYINDEX, w->anchor);
         ::operator delete(w);
         s->writes_in_flight_--;
         if (status < 0 && !s->write_err_) s->write_err_ = status;
@@ -420,10 +444,28 @@ struct Stream::Impl {
         } else {
             raise(L, "write", "expected a string or an array of strings, got %s", luaL_typename(L, 2));
         }
-        return write_bufs(L, s, bufs, nbufs, total);
+        return write_bufs(L, s, bufs, nbufs, total, 2, 0);
     }
 
-    static int write_bufs(lua_State* L, Stream* s, uv_buf_t* bufs, unsigned nbufs, size_t total) {
+    // Keeps the value at `anchor` alive until a write is done: a string as it is, an array of
+    // strings as a copy of the array (its owner may change it; the strings cannot change).
+    static int ref_anchor(lua_State* L, int anchor) {
+        if (lua_type(L, anchor) == LUA_TTABLE) {
+            int n = static_cast<int>(lua_objlen(L, anchor));
+            lua_createtable(L, n, 0);
+            for (int i = 1; i <= n; i++) {
+                lua_rawgeti(L, anchor, i);
+                lua_rawseti(L, -2, i);
+            }
+        } else {
+            lua_pushvalue(L, anchor);
+        }
+        return luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+
+    // See Stream::write_buffers (anchor 0: everything is copied).
+    static int write_bufs(lua_State* L, Stream* s, uv_buf_t* bufs, unsigned nbufs, size_t total, int anchor,
+                          unsigned ncopy) {
         if (s->write_err_) {
             push_uv_error(L, s->write_err_);
             return 1;
@@ -445,25 +487,41 @@ struct Stream::Impl {
             if (r > 0) done = static_cast<size_t>(r);
             if (done == total) return 0;
         }
-        // Slow path: copy what is left (so a timed-out writer's strings may be collected)
-        // and wait until the kernel has taken it: a writer never runs ahead of its peer.
-        WriteReq* w = static_cast<WriteReq*>(::operator new(sizeof(WriteReq) + total - done));
+        // Slow path: queue what is left and wait until the kernel has taken it (a writer never
+        // runs ahead of its peer). Bytes in Lua strings are not copied: the string is referenced
+        // until the write is done, so a large body shared by slow clients exists once.
+        if (!anchor) ncopy = nbufs;
+        unsigned first = 0; // the first buffer not written whole
+        size_t skip = done; // its bytes already written
+        for (; first < nbufs && skip >= bufs[first].len; first++) skip -= bufs[first].len;
+        size_t copy = 0;
+        for (unsigned i = first; i < nbufs && i < ncopy; i++) copy += bufs[i].len - (i == first ? skip : 0);
+        WriteReq* w = static_cast<WriteReq*>(::operator new(sizeof(WriteReq) + copy));
         w->stream = s;
-        w->size = total - done;
-        size_t off = 0, skip = done;
-        for (unsigned i = 0; i < nbufs; i++) {
-            size_t len = bufs[i].len;
-            if (skip >= len) {
-                skip -= len;
-                continue;
-            }
-            std::memcpy(w->data + off, bufs[i].base + skip, len - skip);
-            off += len - skip;
-            skip = 0;
+        w->anchor = LUA_NOREF;
+        uv_buf_t small[kMaxIovecs];
+        std::vector<uv_buf_t> big;
+        uv_buf_t* q = small;
+        if (nbufs - first + 1 > kMaxIovecs) {
+            big.resize(nbufs - first + 1);
+            q = big.data();
         }
-        uv_buf_t b = uv_buf_init(w->data, static_cast<unsigned>(w->size));
-        int err = uv_write(&w->req, s->stream(), &b, 1, on_write);
+        unsigned nq = 0;
+        if (copy) q[nq++] = uv_buf_init(w->data, static_cast<unsigned>(copy));
+        char* to = w->data;
+        for (unsigned i = first; i < nbufs; i++) {
+            size_t off = i == first ? skip : 0, len = bufs[i].len - off;
+            if (i < ncopy) {
+                std::memcpy(to, bufs[i].base + off, len);
+                to += len;
+            } else if (len) {
+                q[nq++] = uv_buf_init(bufs[i].base + off, static_cast<unsigned>(len));
+            }
+        }
+        if (ncopy < nbufs) w->anchor = ref_anchor(L, anchor);
+        int err = uv_write(&w->req, s->stream(), q, nq, on_write);
         if (err) {
+            luaL_unref(L, LUA_REGISTRYINDEX, w->anchor);
             ::operator delete(w);
             push_uv_error(L, err);
             return 1;
@@ -471,10 +529,14 @@ struct Stream::Impl {
         s->writes_in_flight_++;
         if (!in_task() || !lua_isyieldable(L)) return 0; // queued; nobody can wait for it
         int r = park(L, extra(s)->writer);
-        if (s->write_timeout)
-            set_deadline(s, &extra(s)->write_deadline, s->write_timeout);
-        else if (s->extra_)
+        if (s->write_timeout) {
+            Extra* x = extra(s);
+            x->write_queued = uv_stream_get_write_queue_size(s->stream());
+            x->write_progress = now_ms();
+            set_deadline(s, &x->write_deadline, write_step(s));
+        } else if (s->extra_) {
             s->extra_->write_deadline = 0;
+        }
         return r;
     }
 
@@ -573,11 +635,13 @@ void Stream::watch(Consumer* c) {
     start_reading();
 }
 
-int Stream::write_buffers(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, const char* fname) {
+int Stream::write_buffers(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, const char* fname, int anchor,
+                          unsigned ncopy) {
     (void)fname;
     size_t total = 0;
     for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
-    return Impl::write_bufs(L, this, const_cast<uv_buf_t*>(bufs), nbufs, total);
+    if (anchor < 0) anchor = lua_gettop(L) + anchor + 1;
+    return Impl::write_bufs(L, this, const_cast<uv_buf_t*>(bufs), nbufs, total, anchor, ncopy);
 }
 
 void** Stream::test_proxy(lua_State* L, int idx) {

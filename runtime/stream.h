@@ -91,11 +91,17 @@ class Stream {
     int take_or_watch(lua_State* L, Consumer* c);
     bool watching() const { return watching_; }
     // Writes the buffers as the Lua method write does; returns its results (none, or the error
-    // table) and may park the running task. Use as `return s->write_buffers(...)`.
-    int write_buffers(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, const char* fname);
+    // table) and may park the running task. Use as `return s->write_buffers(...)`. What the
+    // kernel does not take at once is queued: bufs[0, ncopy) are copied; the later ones point
+    // into the Lua value at `anchor` (a string, or an array of strings) or into static memory,
+    // and are not copied: that value is referenced until the write is done. anchor 0: all copied.
+    int write_buffers(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, const char* fname, int anchor = 0,
+                      unsigned ncopy = 0);
     // Bytes received and not yet read; the error that ended reading (0 while the peer sends).
     size_t buffered() const { return pending_.size - pending_.off; }
     int read_error() const { return read_err_; }
+    // The error of a failed or timed-out write (0 if none): later writes return it.
+    int write_error() const { return write_err_; }
     // Idempotent. Wakes waiting readers and writers with ECANCELED.
     void close();
     bool closing() const { return closing_; }
@@ -105,7 +111,8 @@ class Stream {
     void (*on_close)(Stream*, void* data) = nullptr;
     void* on_close_data = nullptr;
 
-    // Timeouts (milliseconds; 0 means none).
+    // Timeouts (milliseconds; 0 means none). write_timeout: the longest time a waiting writer
+    // may see no progress (the kernel taking none of its bytes), not the time of the whole write.
     uint64_t read_timeout = 0;
     uint64_t write_timeout = 0;
 

@@ -507,3 +507,131 @@ describe("http response framing is luaio's", function()
         sock:close()
     end)
 end)
+
+describe("http slow readers", function()
+    local function rss_kb()
+        local status = assert(helper.read("/proc/self/status"))
+        return tonumber(status:match("VmRSS:%s+(%d+) kB"))
+    end
+
+    local function wait_for(pred, ms)
+        for _ = 1, (ms or 5000) / 10 do
+            if pred() then
+                return true
+            end
+            sleep(10)
+        end
+        return pred()
+    end
+
+    it("sends one shared body to 20 stuck clients without a copy each, and drops them after sendTimeout", function()
+        local big = ("x"):rep(50 * 1024 * 1024)
+        local started, results = 0, {}
+        local srv, port = start(function(_, res)
+            started = started + 1
+            local r = res:finish(big)
+            results[#results + 1] = r or "done"
+        end, { sendTimeout = 400 })
+        collectgarbage()
+        local before = rss_kb()
+        local clients = {}
+        for i = 1, 20 do
+            clients[i] = connect(port)
+            assert(clients[i]:write(GET:format("/")) == nil) -- and never read
+        end
+        assert.is_true(wait_for(function() return started == 20 end))
+        sleep(100) -- every response is queued by now
+        local grown = rss_kb() - before
+        assert.is_true(grown < 25 * 1024, ("RSS grew by %d kB for 20 clients"):format(grown))
+        -- No progress for sendTimeout: each write fails and each connection is closed.
+        assert.is_true(wait_for(function() return srv:connections() == 0 end, 3000),
+            srv:connections() .. " connections left")
+        assert.are.equal(20, #results)
+        for _, r in ipairs(results) do
+            assert.are.equal("ETIMEDOUT", type(r) == "table" and r.name or r)
+        end
+        for _, c in ipairs(clients) do
+            c:close()
+        end
+        srv:close()
+    end)
+
+    it("drops a stuck client of http.serve after sendTimeout", function()
+        local big = ("y"):rep(16 * 1024 * 1024)
+        local srv, port = start(function()
+            return { body = big }
+        end, { sendTimeout = 200 }, true)
+        local c = connect(port)
+        assert(c:write(GET:format("/")) == nil)
+        assert.is_true(wait_for(function() return srv:connections() == 1 end))
+        assert.is_true(wait_for(function() return srv:connections() == 0 end, 3000))
+        c:close()
+        srv:close()
+    end)
+
+    it("keeps a slow reader that makes progress: sendTimeout is the time without progress", function()
+        local big = ("z"):rep(16 * 1024 * 1024)
+        local result
+        local srv, port = start(function(_, res)
+            result = res:finish(big) or "done"
+        end, { sendTimeout = 300 })
+        local c = connect(port)
+        assert(c:write(GET:format("/")) == nil)
+        -- Reads 2 MiB every 100 ms: the whole write takes well over sendTimeout.
+        local got, t0 = 0, os.time()
+        while result == nil and os.time() - t0 < 30 do
+            sleep(100)
+            local need = 2 * 1024 * 1024
+            while need > 0 do
+                local d = assert(c:read(math.min(need, 65536)))
+                need = need - #d
+                got = got + #d
+            end
+        end
+        assert.are.equal("done", result)
+        assert.is_true(got > 8 * 1024 * 1024)
+        c:close()
+        srv:close()
+    end)
+end)
+
+describe("stream write timeouts", function()
+    it("count the time without progress, not the whole write (tcp write_timeout)", function()
+        local got, done = 0, false
+        local srv = assert(tcp.createServer(0, function(sock)
+            -- Reads 1 MiB every 100 ms.
+            while got < 12 * 1024 * 1024 do
+                sleep(100)
+                local need = 1024 * 1024
+                while need > 0 do
+                    local d = sock:read(math.min(need, 65536))
+                    if not d then
+                        return
+                    end
+                    need = need - #d
+                    got = got + #d
+                end
+            end
+            while not done do -- and stops reading
+                sleep(10)
+            end
+        end, { host = "127.0.0.1" }))
+        local c = assert(tcp.connect(srv:address().port, "127.0.0.1"))
+        c:settimeouts(0, 250, 0)
+        -- 12 MiB at about 10 MiB/s: over a second, with progress every 100 ms.
+        assert.is_nil(c:write(("w"):rep(12 * 1024 * 1024)))
+        -- A peer that stops reading: the write fails after about the timeout, and later ones too.
+        local err
+        for _ = 1, 64 do
+            err = c:write(("s"):rep(1024 * 1024))
+            if err then
+                break
+            end
+        end
+        assert.are.equal("ETIMEDOUT", err and err.name)
+        assert.are.equal("ETIMEDOUT", c:write("more").name)
+        done = true
+        c:close()
+        srv:close()
+    end)
+end)

@@ -24,6 +24,8 @@ const char kUsage[] = "usage: luaio [options] [script [args...]]\n"
                       "  -i             enter the interactive prompt after running the script\n"
                       "  --workers [N]  run the script in N worker processes (default: one per core) under a\n"
                       "                 master that restarts them, stops them on SIGTERM, reloads them on SIGHUP\n"
+                      "  --check        compile the script and the modules it requires from its directory,\n"
+                      "                 without running them; exit 0, or print file:line: error and exit 1\n"
                       "  -v, --version  print the versions of luaio and its libraries\n"
                       "  -h, --help     print this help\n"
                       "  -              run the script read from standard input\n"
@@ -52,8 +54,9 @@ struct Action {
 int main(int argc, char** argv) {
     std::vector<Action> actions;
     bool interactive = false;
-    long workers = -1; // --workers: -1 absent, 0 one per core
-    int script = 0;    // index in argv of the script, or 0 for none
+    bool check = false; // --check: compile, do not run
+    long workers = -1;  // --workers: -1 absent, 0 one per core
+    int script = 0;     // index in argv of the script, or 0 for none
     int i = 1;
     for (; i < argc; i++) {
         const char* a = argv[i];
@@ -90,6 +93,10 @@ int main(int argc, char** argv) {
             } else {
                 workers = 0;
             }
+            continue;
+        }
+        if (std::strcmp(a, "--check") == 0) {
+            check = true;
             continue;
         }
         if (std::strcmp(a, "-i") == 0) {
@@ -160,6 +167,10 @@ int main(int argc, char** argv) {
     }
     lua_pushboolean(L, repl);
     lua_setfield(L, -2, "repl");
+    if (check) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "check");
+    }
     if (workers >= 0) {
         lua_pushinteger(L, workers);
         lua_setfield(L, -2, "workers");

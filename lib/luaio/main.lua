@@ -11,6 +11,7 @@ local function load_stdin()
 end
 
 return function(plan)
+    if plan.check then return require("luaio.check")(plan) end
     if plan.workers then return require("luaio.master")(plan) end
     local worker = os.getenv("LUAIO_WORKER_FD") and require("luaio.worker")
     if worker then worker.start() end

@@ -44,6 +44,37 @@ describe("luaio command line", function()
         os.remove(bad)
     end)
 
+    it("--check compiles the script and its local requires without running them", function()
+        local app = script([[#!/usr/bin/env luaio
+local m = require "checkmod_a"
+local http = require("http") -- luaio's own: not checked
+io.open("/tmp/luaio-check-ran", "w"):close()
+]])
+        local dir = app:match("^(.*)/")
+        local function write(name, src)
+            local f = assert(io.open(dir .. "/" .. name, "w"))
+            f:write(src)
+            f:close()
+        end
+        write("checkmod_a.lua", "local b = require('checkmod_b')\nreturn {}\n")
+        write("checkmod_b.lua", "local x = 1\n\nlocal y = = 2\nreturn x\n")
+        os.remove("/tmp/luaio-check-ran")
+        local out, err, status = run("--check " .. app)
+        assert.are.equal(1, status)
+        assert.matches(dir .. "/checkmod_b.lua:3: unexpected symbol near '='", err, 1, true)
+        write("checkmod_b.lua", "return 2\n")
+        out, err, status = run("--check " .. app)
+        assert.are.equal(0, status, err)
+        assert.matches("syntax ok (3 files)", out, 1, true)
+        assert.is_nil(io.open("/tmp/luaio-check-ran")) -- nothing ran
+        _, err, status = run("--check " .. dir .. "/no-such-app.lua")
+        assert.are.equal(1, status)
+        assert.matches("cannot open", err, 1, true)
+        os.remove(dir .. "/checkmod_a.lua")
+        os.remove(dir .. "/checkmod_b.lua")
+        os.remove(app)
+    end)
+
     it("-e runs code, several times in order, and -l requires a library", function()
         local out, _, status = run([[-e 'x = 1' -e 'print(x + 1)' -l task -e 'print(type(task.spawn))']])
         assert.are.equal(0, status)

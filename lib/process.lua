@@ -78,7 +78,7 @@ function process.exit(code)
     core.exit(code)
 end
 
-local new_error = require("luaio.errors").new
+local new_error, raise = require("luaio.errors").new, require("luaio.errors").raise
 
 -- Signal numbers ----------------------------------------------------------
 
@@ -88,7 +88,7 @@ process.signame = core.signame
 
 local function check_signal(sig, fname)
     local n, err = core.signum(sig)
-    if not n then error("process." .. fname .. ": " .. err.message, 3) end
+    if not n then raise("process." .. fname, err.message) end
     return n
 end
 
@@ -162,16 +162,16 @@ end
 local function command_line(command, fname)
     if type(command) == "table" then
         if type(command[1]) ~= "string" then
-            error("process." .. fname .. ": the command array needs a program name as its first element", 3)
+            raise("process." .. fname, "the command array needs a program name as its first element")
         end
         return command[1], { unpack(command, 2) }
     end
     if type(command) ~= "string" then
-        error("process." .. fname .. ": expected a command (a string or an array), got " .. type(command), 3)
+        raise("process." .. fname, "expected a command (a string or an array), got " .. type(command))
     end
     local words = {}
     for w in command:gmatch("%S+") do words[#words + 1] = w end
-    if #words == 0 then error("process." .. fname .. ": the command is empty", 3) end
+    if #words == 0 then raise("process." .. fname, "the command is empty") end
     if command:find(SHELL_META) or SHELL_WORDS[words[1]] then
         return "/bin/sh", { "-c", command }
     end
@@ -453,7 +453,7 @@ local function signals_of(sig, fname)
     local list = type(sig) == "table" and sig or { sig }
     local r = {}
     for i, s in ipairs(list) do r[i] = check_signal(s, fname) end
-    if #r == 0 then error("process." .. fname .. ": no signal given", 3) end
+    if #r == 0 then raise("process." .. fname, "no signal given") end
     return r
 end
 

@@ -9,6 +9,15 @@ local core = require "luaio.core"
 local suspend, current, ready, describe = core.suspend, core.current, core.ready, core.describe
 local setmetatable, select, unpack, type, error = setmetatable, select, unpack, type, error
 local traceback = debug.traceback
+local getmetatable, raise = getmetatable, require("luaio.errors").raise
+
+-- A method called with something else as self (ch.send(5) instead of ch:send(5)) raises a
+-- clear error at the caller's line.
+local function check(self, class, fname, what)
+    if getmetatable(self) ~= class then
+        raise(fname, "expected a " .. what .. " as self, got " .. type(self) .. " (call it with ':')")
+    end
+end
 
 local task = {}
 
@@ -52,6 +61,7 @@ end
 
 --- Waits for the task to end. Returns true and its results, or false and its error.
 function Task:join()
+    check(self, Task, "h:join", "task handle")
     if not self.results then
         local co = current()
         if not co then error("join: cannot wait outside a task", 2) end
@@ -69,6 +79,7 @@ end
 
 --- True once the task has ended.
 function Task:done()
+    check(self, Task, "h:done", "task handle")
     return self.results ~= nil
 end
 
@@ -116,6 +127,7 @@ end
 
 --- Sends v. Waits while the channel is full. Returns nil, or an error table if the channel is closed.
 function Channel:send(v)
+    check(self, Channel, "ch:send", "channel")
     if self.closed then return EPIPE end
     local r = shift(self.receivers)
     if r then
@@ -135,6 +147,7 @@ end
 --- Receives a value, waiting for one. Returns v, or nil and an error table once the channel
 --- is closed and empty.
 function Channel:receive()
+    check(self, Channel, "ch:receive", "channel")
     local b = shift(self.buffer)
     if b then
         local s = shift(self.senders)
@@ -159,6 +172,7 @@ end
 --- Closes the channel: waiting receivers get nil, EOF; waiting senders get EPIPE.
 --- Buffered values can still be received.
 function Channel:close()
+    check(self, Channel, "ch:close", "channel")
     if self.closed then return end
     self.closed = true
     for co in shift, self.receivers do
@@ -171,11 +185,13 @@ end
 
 --- Number of buffered values.
 function Channel:len()
+    check(self, Channel, "ch:len", "channel")
     return qlen(self.buffer)
 end
 
 --- Iterates over received values until the channel is closed: for v in ch:iter() do ... end
 function Channel:iter()
+    check(self, Channel, "ch:iter", "channel")
     return function()
         return (self:receive())
     end

@@ -1752,7 +1752,7 @@ void push_decoded(lua_State* L, const char* s, size_t len, bool plus) {
 // core.decode(s[, plus]): percent-decoding ('+' is a space when plus is true).
 int l_decode(lua_State* L) {
     size_t len;
-    const char* s = luaL_checklstring(L, 1, &len);
+    const char* s = luaio::check_string(L, 1, "http.decode", &len);
     push_decoded(L, s, len, lua_toboolean(L, 2) != 0);
     return 1;
 }
@@ -1760,7 +1760,7 @@ int l_decode(lua_State* L) {
 // core.query(s): "a=1&b=2&a=3" -> {a = {"1", "3"}, b = "2"}; decoded, '+' is a space.
 int l_query(lua_State* L) {
     size_t len;
-    const char* s = luaL_checklstring(L, 1, &len);
+    const char* s = luaio::check_string(L, 1, "http.query", &len);
     lua_createtable(L, 0, 4);
     size_t i = 0;
     while (i < len) {

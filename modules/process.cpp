@@ -516,9 +516,9 @@ int l_spawn(lua_State* L) {
 // ---------------------------------------------------------------- process-wide functions
 
 int l_wait(lua_State* L) {
-    lua_Number n = luaL_checknumber(L, 1);
+    lua_Number n = luaio::check_number(L, 1, "process.wait");
     int pid = static_cast<int>(n);
-    if (n != pid || pid <= 0) luaio::raise(L, "wait", "expected a pid (a positive integer)");
+    if (n != pid || pid <= 0) luaio::raise(L, "process.wait", "expected a pid (a positive integer)");
     auto it = g_children.find(pid);
     // A status that somebody has received already is not handed out again by pid.
     if (it != g_children.end() && !(it->second->exited && it->second->claimed))
@@ -542,9 +542,9 @@ int l_wait(lua_State* L) {
 }
 
 int l_kill(lua_State* L) {
-    lua_Number n = luaL_checknumber(L, 1);
+    lua_Number n = luaio::check_number(L, 1, "process.kill");
     int pid = static_cast<int>(n);
-    if (n != pid) luaio::raise(L, "kill", "expected a pid (an integer)");
+    if (n != pid) luaio::raise(L, "process.kill", "expected a pid (an integer)");
     int signo = check_signal(L, 2, SIGTERM, "kill");
     if (signo < 0) return return_unknown_signal(L, 2);
     int err = uv_kill(pid, signo);
@@ -561,7 +561,7 @@ int l_signum(lua_State* L) {
 }
 
 int l_signame(lua_State* L) {
-    const char* name = signal_name(static_cast<int>(luaL_checkinteger(L, 1)));
+    const char* name = signal_name(static_cast<int>(luaio::check_integer(L, 1, "process.signame")));
     if (!name) return 0;
     lua_pushstring(L, name);
     return 1;
@@ -881,7 +881,7 @@ int l_set_parent_death_signal(lua_State* L) {
 
 // The CPUs a process may run on, as in /proc/PID/status's Cpus_allowed_list: {0, 1, ...}.
 int l_affinity(lua_State* L) {
-    int pid = static_cast<int>(luaL_optinteger(L, 1, 0));
+    int pid = lua_isnoneornil(L, 1) ? 0 : static_cast<int>(luaio::check_integer(L, 1, "process.affinity"));
     cpu_set_t set;
     CPU_ZERO(&set);
     if (sched_getaffinity(pid, sizeof set, &set) != 0) return luaio::return_uv_error(L, -errno);

@@ -82,7 +82,7 @@ int l_monotime(lua_State* L) {
 
 // Blocks the whole process, as luasystem's does. Tasks should call the global sleep(ms).
 int l_blocking_sleep(lua_State* L) {
-    lua_Number s = luaL_checknumber(L, 1);
+    lua_Number s = luaio::check_number(L, 1, "system.sleep");
     if (s > 0) uv_sleep(static_cast<unsigned int>(s * 1000));
     return 0;
 }

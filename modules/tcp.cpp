@@ -216,7 +216,7 @@ int l_sock_set_nodelay(lua_State* L) {
 int l_sock_set_keepalive(lua_State* L) {
     Stream* s = check_tcp(L, "setKeepalive");
     bool on = check_bool(L, 2, "setKeepalive");
-    lua_Number idle = luaL_optnumber(L, 3, 0);
+    lua_Number idle = lua_isnoneornil(L, 3) ? 0 : luaio::check_number(L, 3, "setKeepalive");
     if (!(idle >= 0 && idle <= (1 << 20)) || idle != static_cast<lua_Number>(static_cast<unsigned>(idle)))
         luaio::raise(L, "setKeepalive", "idle time must be a non-negative integer number of seconds");
     int err = set_keepalive(s->tcp(), on, static_cast<unsigned>(idle));
@@ -290,7 +290,7 @@ int l_connect(lua_State* L) {
                                         "write_timeout",    "tcp_nodelay", "tcp_keepalive",   "tcp_keepidle",
                                         "read_buffer_size", nullptr};
     int port = static_cast<int>(check_port(L, 1, "connect"));
-    const char* ip = luaL_checkstring(L, 2);
+    const char* ip = luaio::check_string(L, 2, "connect");
     check_option_names(L, 3, known, "connect");
     // `family` chooses the default host and the addresses of a host name (lib/tcp.lua); here
     // the address itself says its family.

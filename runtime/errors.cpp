@@ -108,8 +108,9 @@ int l_new(lua_State* L) {
     else
         raise(L, "errors.new", "expected an error name or code as argument 1, got %s", luaL_typename(L, 1));
     if (!def) raise(L, "errors.new", "unknown error '%s'", lua_tostring(L, 1));
-    const char* message = luaL_optstring(L, 2, def->message);
-    if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+    const char* message = lua_isnoneornil(L, 2) ? def->message : check_string(L, 2, "errors.new");
+    if (!lua_isnoneornil(L, 3) && !lua_istable(L, 3))
+        raise(L, "errors.new", "expected a table of fields as argument 3, got %s", luaL_typename(L, 3));
     push_error(L, def->code, def->name, message);
     if (lua_istable(L, 3)) {
         lua_pushnil(L);
@@ -122,8 +123,16 @@ int l_new(lua_State* L) {
     return 1;
 }
 
+// errors.raise(fname, message): raises "<user's line>: fname: message", for argument errors
+// found by Lua code in lib/ (the position is the caller's, however deep in lib/ it is found).
+int l_raise(lua_State* L) {
+    const char* fname = check_string(L, 1, "errors.raise");
+    const char* message = check_string(L, 2, "errors.raise");
+    raise(L, fname, "%s", message);
+}
+
 int open_errors(lua_State* L) {
-    const luaL_Reg funcs[] = {{"new", l_new}, {nullptr, nullptr}};
+    const luaL_Reg funcs[] = {{"new", l_new}, {"raise", l_raise}, {nullptr, nullptr}};
     luaL_newlib(L, funcs);
     for (const ErrorDef& e : kErrors) {
         lua_getfield(L, -1, e.name);

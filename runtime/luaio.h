@@ -62,8 +62,19 @@ int return_uv_error(lua_State* L, int uverr, int nils = 1);
 // L: what a network error concerns (printed by __tostring). A host name goes in `host`.
 void set_error_address(lua_State* L, const char* address, int port = -1);
 
-// Raise "<fname>: <message>" as a Lua error (programmer mistakes: wrong types, closed objects).
+// Raise "<where><fname>: <message>" as a Lua error (programmer mistakes: wrong types, closed
+// objects). fname is the public name ("process.wait", "read"). <where> is the user's line: the
+// innermost Lua function on the stack that is not luaio's own lib/ code, so a binding reached
+// through a lib/ wrapper (tcp.createServer -> luaio.tcp listen) still points at the caller.
 [[noreturn]] void raise(lua_State* L, const char* fname, const char* fmt, ...);
+// Pushes that "<chunk>:<line>: " (what raise prefixes).
+void push_user_where(lua_State* L);
+// Argument checks that raise "<fname>: expected a number as argument 2, got string" (use them
+// instead of luaL_check*, whose message names the function '?' when it is called as a local).
+// check_string accepts a number, as Lua does, and returns its text.
+lua_Number check_number(lua_State* L, int idx, const char* fname);
+lua_Integer check_integer(lua_State* L, int idx, const char* fname);
+const char* check_string(lua_State* L, int idx, const char* fname, size_t* len = nullptr);
 // Check an optional integer field of an options table at `idx` (absent or nil -> def).
 lua_Integer opt_int_field(lua_State* L, int idx, const char* field, lua_Integer def, const char* fname);
 bool opt_bool_field(lua_State* L, int idx, const char* field, bool def, const char* fname);

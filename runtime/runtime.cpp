@@ -505,17 +505,50 @@ int start_timer(uv_timer_t* t, uv_timer_cb cb, uint64_t timeout, uint64_t repeat
     return uv_timer_start(t, cb, timeout, repeat);
 }
 
+void push_user_where(lua_State* L) {
+    lua_Debug ar;
+    for (int level = 1; lua_getstack(L, level, &ar); level++) {
+        lua_getinfo(L, "Sl", &ar);
+        if (ar.currentline <= 0) continue;                      // a C function (pcall ...)
+        if (std::strncmp(ar.source, "@lib/", 5) == 0) continue; // luaio's own Lua code
+        lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+        return;
+    }
+    luaL_where(L, 1); // no user code on this stack (a task started by luaio itself)
+}
+
 void raise(lua_State* L, const char* fname, const char* fmt, ...) {
     char buf[512];
     va_list ap;
     va_start(ap, fmt);
     std::vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    luaL_where(L, 1);
+    push_user_where(L);
     lua_pushfstring(L, "%s: %s", fname, buf);
     lua_concat(L, 2);
     lua_error(L);
     std::abort(); // not reached: lua_error does not return
+}
+
+lua_Number check_number(lua_State* L, int idx, const char* fname) {
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        raise(L, fname, "expected a number as argument %d, got %s", idx, luaL_typename(L, idx));
+    return lua_tonumber(L, idx);
+}
+
+lua_Integer check_integer(lua_State* L, int idx, const char* fname) {
+    lua_Number n = lua_type(L, idx) == LUA_TNUMBER ? lua_tonumber(L, idx) : 0.5;
+    auto v = static_cast<lua_Integer>(n);
+    if (static_cast<lua_Number>(v) != n)
+        raise(L, fname, "expected an integer as argument %d, got %s", idx,
+              lua_type(L, idx) == LUA_TNUMBER ? "a fraction" : luaL_typename(L, idx));
+    return v;
+}
+
+const char* check_string(lua_State* L, int idx, const char* fname, size_t* len) {
+    if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TNUMBER)
+        raise(L, fname, "expected a string as argument %d, got %s", idx, luaL_typename(L, idx));
+    return lua_tolstring(L, idx, len);
 }
 
 lua_Integer opt_int_field(lua_State* L, int idx, const char* field, lua_Integer def, const char* fname) {

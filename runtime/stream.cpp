@@ -372,7 +372,7 @@ struct Stream::Impl {
         if (lua_isnoneornil(L, 2)) {
             s->mode_ = ReadMode::Any;
         } else {
-            lua_Number n = luaL_checknumber(L, 2);
+            lua_Number n = check_number(L, 2, "read");
             if (!(n >= 0) || n != static_cast<lua_Number>(static_cast<size_t>(n)))
                 raise(L, "read", "byte count must be a non-negative integer");
             if (n > static_cast<lua_Number>(kMaxRead)) raise(L, "read", "byte count larger than %zu", kMaxRead);
@@ -388,7 +388,8 @@ struct Stream::Impl {
 
     // The longest line a readline/readuntil accepts (default kDefaultMaxLine).
     static size_t check_max(lua_State* L, int idx, const char* fname) {
-        lua_Number max = luaL_optnumber(L, idx, static_cast<lua_Number>(kDefaultMaxLine));
+        lua_Number max =
+            lua_isnoneornil(L, idx) ? static_cast<lua_Number>(kDefaultMaxLine) : check_number(L, idx, fname);
         if (!(max >= 0)) raise(L, fname, "maximum length must be a non-negative integer");
         return max < static_cast<lua_Number>(kMaxRead) ? static_cast<size_t>(max) : kMaxRead;
     }
@@ -403,7 +404,7 @@ struct Stream::Impl {
     static int l_readuntil(lua_State* L) {
         Stream* s = check(L, 1, "readuntil");
         size_t dlen;
-        const char* d = luaL_checklstring(L, 2, &dlen);
+        const char* d = check_string(L, 2, "readuntil", &dlen);
         if (dlen == 0) raise(L, "readuntil", "delimiter must not be empty");
         s->want_ = static_cast<uint32_t>(check_max(L, 3, "readuntil"));
         s->mode_ = ReadMode::Until;
@@ -576,7 +577,7 @@ struct Stream::Impl {
 
     static uint64_t check_timeout(lua_State* L, int idx, const char* fname) {
         if (lua_isnoneornil(L, idx)) return 0;
-        lua_Number ms = luaL_checknumber(L, idx);
+        lua_Number ms = check_number(L, idx, fname);
         if (!(ms >= 0)) raise(L, fname, "timeout must be a non-negative number of milliseconds");
         return static_cast<uint64_t>(ms);
     }

@@ -332,9 +332,11 @@ describe("http client", function()
         assert(http.get(base)) -- a pooled connection, which the failures below must leave alone
         local fds = helper.fd_count()
         for _ = 1, 100 do
-            assert.has_error(function()
+            local ok, msg = pcall(function()
                 http.request({ url = base, headers = { ["X-Bad"] = "a\r\nb" } })
-            end, "request: header 'X-Bad' contains CR, LF or NUL")
+            end)
+            assert.is_false(ok)
+            assert.matches("^[^:]*spec.lua:%d+: request: header 'X%-Bad' contains CR, LF or NUL$", msg)
             assert.has_error(function()
                 http.request({ url = base, method = "GE T" })
             end)

@@ -410,7 +410,7 @@ local function head_of(u, req, level)
     end
     local ok, head = pcall(core.requesthead, req.method, u.target, headers, req.framing)
     if not ok then
-        error(head, level)
+        error(head, 0) -- the binding's message already points at the caller
     end
     return head
 end

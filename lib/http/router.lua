@@ -9,6 +9,7 @@ local core = require "luaio.http"
 local type, error, setmetatable, concat, sort, sub, find, gmatch, byte =
     type, error, setmetatable, table.concat, table.sort, string.sub, string.find, string.gmatch, string.byte
 local decode = core.decode
+local getmetatable, raise = getmetatable, require("luaio.errors").raise
 
 local Router = {}
 Router.__index = Router
@@ -27,12 +28,20 @@ local function new_node()
     return { static = {}, param = nil, name = nil, rest = nil, handlers = nil }
 end
 
+-- A method called with something else as self (r.add(...) instead of r:add(...)).
+local function check(self, fname)
+    if getmetatable(self) ~= Router then
+        raise(fname, "expected a router as self, got " .. type(self) .. " (call it with ':')")
+    end
+end
+
 function Router:add(method, pattern, handler)
+    check(self, "router:add")
     if type(pattern) ~= "string" or byte(pattern, 1) ~= 47 then
-        error("route: the path must be a string starting with '/'", 3)
+        raise("route", "the path must be a string starting with '/'")
     end
     if type(handler) ~= "function" then
-        error("route: expected a handler function for " .. method .. " " .. pattern, 3)
+        raise("route", "expected a handler function for " .. method .. " " .. pattern)
     end
     local node = self.root
     for _, seg in ipairs(split(pattern)) do
@@ -40,7 +49,7 @@ function Router:add(method, pattern, handler)
         if c == 58 then -- ':'
             local name = sub(seg, 2)
             if node.param and node.param.name ~= name then
-                error("route: parameter :" .. name .. " conflicts with :" .. node.param.name .. " in " .. pattern, 3)
+                raise("route", "parameter :" .. name .. " conflicts with :" .. node.param.name .. " in " .. pattern)
             end
             node.param = node.param or new_node()
             node.param.name = name
@@ -128,6 +137,7 @@ end
 
 --- Handles one request (a router is also callable as a handler).
 function Router:handle(req, res)
+    check(self, "router:handle")
     local params = {}
     local node = match(self.root, split(req.path), 1, params)
     if not node then

@@ -8,6 +8,7 @@
 local core = require "luaio.http"
 local tcp = require "tcp"
 local luaio_core = require "luaio.core"
+local raise = require("luaio.errors").raise
 local report, describe = luaio_core.report, luaio_core.describe
 
 local type, tostring, xpcall, setmetatable, getmetatable, rawget, rawset, pairs, error =
@@ -383,9 +384,17 @@ end
 local Server = {}
 Server.__index = Server
 
+-- A method called with something else as self (srv.close() instead of srv:close()).
+local function check_server(self, fname)
+    if getmetatable(self) ~= Server then
+        raise(fname, "expected a server as self, got " .. type(self) .. " (call it with ':')")
+    end
+end
+
 --- Stops accepting connections; requests in progress finish (their responses say
 --- Connection: close) and idle keep-alive connections are closed.
 function Server:close()
+    check_server(self, "server:close")
     -- The listener first: the connections it takes from its backlog as it closes are served.
     self.tcp:close()
     self._site:close()
@@ -398,11 +407,13 @@ function Server:draining()
 end
 
 function Server:address()
+    check_server(self, "server:address")
     return self.tcp:address()
 end
 
 --- Open connections (still counted after close() while they finish).
 function Server:connections()
+    check_server(self, "server:connections")
     return self.tcp:connections()
 end
 
@@ -426,19 +437,19 @@ function server.listen(options, handler, seed, fname)
     end
     options = options or {}
     if type(options) ~= "table" then
-        error(fname .. ": expected an options table as argument 1, got " .. type(options), 3)
+        raise(fname, "expected an options table as argument 1, got " .. type(options))
     end
     if type(handler) ~= "function" then
-        error(fname .. ": expected a handler function as argument 2, got " .. type(handler), 3)
+        raise(fname, "expected a handler function as argument 2, got " .. type(handler))
     end
     for k in pairs(options) do
         if not known[k] then
-            error(format("%s: unknown option '%s'", fname, tostring(k)), 3)
+            raise(fname, format("unknown option '%s'", tostring(k)))
         end
     end
     local port = options.port or 8080
     if type(port) ~= "number" then
-        error(fname .. ": option 'port' must be a number", 3)
+        raise(fname, "option 'port' must be a number")
     end
     local topts = { host = options.host or "127.0.0.1", tcp_backlog = options.backlog or options.tcp_backlog or 128 }
     for _, k in ipairs(tcp_options) do
@@ -446,7 +457,7 @@ function server.listen(options, handler, seed, fname)
     end
     local ok, limits = pcall(core.limits, options)
     if not ok then
-        error(fname .. ": " .. tostring(limits):gsub("^.-limits: ", ""), 3)
+        raise(fname, (tostring(limits):gsub("^.-limits: ", "")))
     end
     local site = core.site(limits, make_serve(handler, seed), seed)
     local accept = core.accept

@@ -1,0 +1,89 @@
+-- Argument errors name the function and point at the caller's line (this file), not at
+-- luaio's own lib/ code; a Lua-side method called with a wrong self says so.
+local process = require "process"
+local system = require "system"
+local http = require "http"
+local tcp = require "tcp"
+local task = require "task"
+local timer = require "timer"
+local dns = require "dns"
+local router = require "http.router"
+local helper = require "helper"
+
+local here = debug.getinfo(1, "S").short_src
+
+-- Calls f (a closure whose one call is the mistake) and checks the message: this file's
+-- position first, then "<fname>: " and the rest.
+local function raises(fname, f)
+    local ok, err = pcall(f)
+    assert.is_false(ok, fname .. " did not raise")
+    err = tostring(err)
+    local prefix = here:gsub("%p", "%%%0") .. ":%d+: " .. fname:gsub("%p", "%%%0") .. ": "
+    assert.matches("^" .. prefix, err)
+    assert.is_nil(err:find("lib/", 1, true), err)
+    assert.is_nil(err:find("'?'", 1, true), err)
+end
+
+describe("argument errors", function()
+    it("name the function in C++ bindings", function()
+        raises("process.wait", function() process.wait("x") end)
+        raises("process.signame", function() process.signame({}) end)
+        raises("process.affinity", function() process.affinity("x") end)
+        raises("process.kill", function() process.kill({}) end)
+        raises("system.sleep", function() system.sleep("x") end)
+        raises("http.decode", function() http.decode({}) end)
+        raises("http.query", function() http.query({}) end)
+        raises("errors.new", function() require("luaio.errors").new("EBOGUS") end)
+    end)
+
+    it("name the method of a socket", function()
+        local srv = assert(tcp.createServer(0, function(sock) sock:read() end, { host = "127.0.0.1" }))
+        local s = assert(tcp.connect(srv:address().port, "127.0.0.1"))
+        raises("settimeouts", function() s:settimeouts("x") end)
+        raises("setTimeout", function() s:setTimeout({}) end)
+        raises("read", function() s:read("x") end)
+        raises("readline", function() s:readline("x") end)
+        raises("readuntil", function() s:readuntil({}) end)
+        raises("setKeepalive", function() s:setKeepalive(true, "x") end)
+        s:close()
+        srv:close()
+        assert(helper.idle())
+    end)
+
+    it("point at the caller through lib/ wrappers", function()
+        raises("createServer", function() tcp.createServer(0, function() end, { bogus = 1 }) end)
+        raises("createServer", function() tcp.createServer("x") end)
+        raises("connect", function() tcp.connect(1, 5) end)
+        raises("createServer", function() http.createServer({ port = 0, bogus = 1 }, function() end) end)
+        raises("serve", function() http.serve({ port = 0, bogus = 1 }, function() end) end)
+        raises("request", function() http.request({ url = "http://127.0.0.1:1/", bogus = 1 }) end)
+        raises("get", function() http.get(5) end)
+        raises("process.run", function() process.run(5) end)
+        raises("process.spawn", function() process.spawn(5) end)
+        raises("process.fork", function() process.fork({ args = 5 }) end)
+        raises("lookup", function() dns.lookup(5) end)
+        raises("setTimeout", function() timer.setTimeout("x") end)
+        raises("task.spawn", function() task.spawn(5) end)
+        raises("task.channel", function() task.channel(-1) end)
+        raises("route", function() router.new():get(5, function() end) end)
+    end)
+
+    it("a Lua-side method with a wrong self raises a clear error", function()
+        local ch = task.channel(1)
+        raises("ch:send", function() ch.send(5) end)
+        raises("ch:receive", function() ch.receive() end)
+        raises("ch:close", function() ch.close("x") end)
+        local h = task.spawn(function() end)
+        raises("h:join", function() h.join(5) end)
+        h:join()
+        local srv = assert(http.createServer({ port = 0, host = "127.0.0.1" }, function(_, res) res:finish() end))
+        raises("server:close", function() srv.close(5) end)
+        raises("server:address", function() srv.address(5) end)
+        raises("server:connections", function() srv.connections() end)
+        local r = router.new()
+        raises("router:add", function() r.add(5, "GET", "/", print) end)
+        raises("router:handle", function() r.handle(5) end)
+        srv:close()
+        assert(helper.idle())
+    end)
+end)

@@ -76,7 +76,20 @@ describe("argument errors", function()
         local h = task.spawn(function() end)
         raises("h:join", function() h.join(5) end)
         h:join()
-        local srv = assert(http.createServer({ port = 0, host = "127.0.0.1" }, function(_, res) res:finish() end))
+        local seen = {}
+        local srv = assert(http.createServer({ port = 0, host = "127.0.0.1" }, function(req, res)
+            seen.finish = { pcall(res.finish, "x") }
+            seen.setHeader = { pcall(res.setHeader, "a", "b") }
+            seen.body = { pcall(req.body) }
+            res:finish()
+        end))
+        assert(http.get("http://127.0.0.1:" .. srv.port .. "/"))
+        for _, name in ipairs({ "finish", "setHeader", "body" }) do
+            local r = seen[name]
+            assert.is_false(r[1])
+            assert.matches("^" .. here:gsub("%p", "%%%0") .. ":%d+: [a-z:]*" .. name .. ": expected a re", r[2])
+        end
+        http.closeIdle()
         raises("server:close", function() srv.close(5) end)
         raises("server:address", function() srv.address(5) end)
         raises("server:connections", function() srv.connections() end)

@@ -30,7 +30,10 @@ local Request = {}
 -- read, in 3): they live in the table's own allocation. A seed request holds only its fields,
 -- so that json.encode(request) works: its connection and head are in its metatable, which the
 -- requests of one connection share (see seed_meta), so that it costs no table per request.
-local function conn_of(req)
+local function conn_of(req, fname)
+    if type(req) ~= "table" then
+        raise(fname, "expected a request as self, got " .. type(req) .. " (call it with ':')")
+    end
     return rawget(req, 1) or getmetatable(req)[1]
 end
 
@@ -52,6 +55,7 @@ local raised = setmetatable({}, { __mode = "k" })
 
 --- The whole body as a string (bounded by maxBodySize), or nil and an error table.
 function Request.body(req)
+    conn_of(req, "req:body")
     local b = req[3]
     if b then
         return b
@@ -66,14 +70,14 @@ end
 
 --- The next piece of the body, nil at its end, or nil and an error table.
 function Request.read(req)
-    return conn_of(req):read()
+    return conn_of(req, "req:read"):read()
 end
 
 --- An iterator over the pieces of the body: `for piece in req:pieces() do ... end`. A failed
 --- read raises its error table (E2BIG beyond maxBodySize); unless the handler catches it, the
 --- client gets the matching status (413).
 function Request.pieces(req)
-    local conn = conn_of(req)
+    local conn = conn_of(req, "req:pieces")
     return function()
         local piece, err = conn:read()
         if err then
@@ -150,7 +154,15 @@ end
 local Response = {}
 Response.__index = Response
 
+-- A method called with something else as self (res.finish("x") instead of res:finish("x")).
+local function check_response(res, fname)
+    if getmetatable(res) ~= Response then
+        raise(fname, "expected a response as self, got " .. type(res) .. " (call it with ':')")
+    end
+end
+
 local function check_open(res, fname)
+    check_response(res, fname)
     if res._finished then
         error(fname .. ": the response is already finished", 3)
     end
@@ -162,6 +174,7 @@ end
 
 --- Sets a header (replacing one of the same name in any case); value nil removes it.
 function Response:setHeader(name, value)
+    check_response(self, "setHeader")
     if type(name) ~= "string" then
         error("setHeader: expected a header name (string), got " .. type(name), 2)
     end
@@ -193,6 +206,7 @@ function Response:setHeader(name, value)
 end
 
 function Response:getHeader(name)
+    check_response(self, "getHeader")
     if type(name) ~= "string" then
         error("getHeader: expected a header name (string), got " .. type(name), 2)
     end

@@ -559,19 +559,10 @@ struct Stream::Impl {
         return park(L, extra(s)->shutter);
     }
 
-    // The proxy slot of the stream proxy at idx (its Stream, or nullptr once closed); raises
-    // for anything else, before reading the userdata's memory.
-    static void** check_proxy(lua_State* L, int idx, const char* fname) {
-        void** ud = test_proxy(L, idx);
-        if (!ud) raise(L, fname, "expected a socket or pipe as self, got %s", luaL_typename(L, idx));
-        return ud;
-    }
-
-    // Closing a closed stream does nothing; closing something else raises. Also __close and
-    // __gc, which getmetatable reaches with any argument.
+    // Closing a closed stream does nothing; closing something else raises. Also __close,
+    // which getmetatable reaches with any argument.
     static int l_close(lua_State* L) {
-        void** ud = check_proxy(L, 1, "close");
-        if (*ud) static_cast<Stream*>(*ud)->close();
+        if (Stream* s = check_or_closed(L, 1, "close")) s->close();
         return 0;
     }
 
@@ -598,10 +589,13 @@ struct Stream::Impl {
     }
 
     static int l_is_closed(lua_State* L) {
-        lua_pushboolean(L, !*check_proxy(L, 1, "isClosed"));
+        lua_pushboolean(L, !check_or_closed(L, 1, "isClosed"));
         return 1;
     }
 };
+
+// Every idle connection holds a Stream: it must not grow.
+static_assert(sizeof(Stream) <= 112, "Stream grew");
 
 Stream* Stream::create(uv_handle_type type) {
     void* mem = ::operator new(sizeof(Stream) + uv_handle_size(type));
@@ -657,18 +651,8 @@ void** Stream::test_proxy(lua_State* L, int idx) {
     return nullptr;
 }
 
-Stream* Stream::check(lua_State* L, int idx, const char* fname) {
-    void** ud = Impl::check_proxy(L, idx, fname);
-    if (!*ud) raise(L, fname, "attempt to use a closed stream");
-    return static_cast<Stream*>(*ud);
-}
-
 void Stream::close_proxy(lua_State*, void* ud, bool) {
     if (void* s = *static_cast<void**>(ud)) static_cast<Stream*>(s)->close();
-}
-
-void Stream::push_proxy(lua_State* L, const char* cls) {
-    proxy_ = luaio::push_proxy(L, this, cls);
 }
 
 void Stream::add_methods(lua_State* L) {
@@ -682,7 +666,7 @@ void Stream::add_methods(lua_State* L) {
                                 {"isClosed", Impl::l_is_closed},
                                 {"setTimeout", Impl::l_set_timeout},
                                 {"settimeouts", Impl::l_settimeouts},
-                                {"__gc", Impl::l_close},
+                                {"__gc", Stream::l_gc},
                                 {"__close", Impl::l_close},
                                 {nullptr, nullptr}};
     add_to_class(L, methods);
@@ -699,8 +683,7 @@ void Stream::start_reading() {
 void Stream::close() {
     if (closing_) return;
     closing_ = true;
-    if (proxy_) *proxy_ = nullptr;
-    proxy_ = nullptr;
+    detach_proxy();
     mode_ = ReadMode::None;
     watching_ = false;
     consumer_ = nullptr;

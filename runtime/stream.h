@@ -21,6 +21,7 @@
 #pragma once
 
 #include "runtime/luaio.h"
+#include "runtime/object.h"
 
 #include <cstdint>
 #include <string>
@@ -50,8 +51,12 @@ class Consumer {
     ~Consumer() = default;
 };
 
-class Stream {
+class Stream : public Handle<Stream> {
+    // A waiting reader (declared first, where it fills the tail padding of the Handle base).
+    Waiter reader_;
+
   public:
+    static constexpr const char* kWhat = "stream";
     // Creates a Stream for a handle of `type` (UV_TCP or UV_NAMED_PIPE); the caller initialises
     // the handle (uv_tcp_init, uv_pipe_init, ...), then calls start_reading() once it is
     // connected. The handle lives in the same allocation, right after the Stream, sized for its
@@ -63,14 +68,13 @@ class Stream {
     uv_tcp_t* tcp() { return reinterpret_cast<uv_tcp_t*>(this + 1); }
     uv_pipe_t* pipe() { return reinterpret_cast<uv_pipe_t*>(this + 1); }
 
-    // Raises unless the value at idx is an open stream proxy.
-    static Stream* check(lua_State* L, int idx, const char* fname);
-    // The pointer slot of the stream proxy at idx (nullptr in it once the stream closed), or
-    // nullptr when the value is not a stream proxy.
+    // Stream proxies have several classes (tcp sockets, pipes), each made with add_methods:
+    // Handle<Stream>::check(L, idx, fname) and the other accessors find them by this test. The
+    // pointer slot of the stream proxy at idx, or nullptr when the value is not a stream proxy.
+    // A stream's proxy is pushed with push_proxy(L, cls).
     static void** test_proxy(lua_State* L, int idx);
-    // Pushes a new proxy of this stream with the metatable `cls` (which must have been set
-    // up with add_methods). A stream has at most one proxy.
-    void push_proxy(lua_State* L, const char* cls);
+    // The proxy was collected (or its __gc called by hand): a forgotten stream closes.
+    void proxy_gone() { close(); }
     // Adds the stream methods, __gc, __close and the stream marker to the class whose metatable
     // is on top of L (made by new_class).
     static void add_methods(lua_State* L);
@@ -122,7 +126,7 @@ class Stream {
     friend struct Impl;
 
   private:
-    Stream() = default;
+    Stream() : reading_(false), closing_(false), watching_(false) {}
     ~Stream();
 
     // Received bytes not yet read: [off, size) of a malloc'd block, freed as soon as it is
@@ -139,7 +143,6 @@ class Stream {
     // delimiter of a waiting readuntil.
     struct Extra;
 
-    void** proxy_ = nullptr;
     Extra* extra_ = nullptr;
     Consumer* consumer_ = nullptr;
     Buffer pending_;
@@ -153,11 +156,11 @@ class Stream {
     int read_err_ = 0;  // UV_EOF or the error that ended reading
     int write_err_ = 0; // the error of a failed write: later writes return it
     uint32_t writes_in_flight_ = 0;
-    Waiter reader_;
     ReadMode mode_ = ReadMode::None;
-    bool reading_ = false;
-    bool closing_ = false;
-    bool watching_ = false;
+    // Bit fields: with the Handle base's anchor, the Stream still fits in 112 bytes.
+    bool reading_ : 1;
+    bool closing_ : 1;
+    bool watching_ : 1;
     uint8_t open_handles_ = 1; // the stream handle, plus the timer once created
 };
 

@@ -188,6 +188,8 @@ void track(Conn* c);
 void untrack(Conn* c);
 // Closes the connection and its socket and lets go of its references. Idempotent.
 void conn_close(Conn* c);
+// Lets go of the connection's references, parser and site (conn_close without closing the socket).
+void release(lua_State* L, Conn* c);
 
 // Conns that passed check_conn, by address (direct-mapped): a userdata at such an address is
 // that conn until it is collected, when l_gc forgets it, so its methods skip the metatable check.
@@ -1260,6 +1262,35 @@ int l_inform(lua_State* L) {
     return write_out(L, c, &buf, 1, "inform");
 }
 
+// sock, head = conn:upgrade(headers): the upgrade path (RFC 9110 7.8), the one way to a 101, for
+// a protocol module (WebSocket) that has checked its handshake: builds the "101 Switching
+// Protocols" head with the given fields (and Connection: Upgrade), for the caller to write, and
+// the connection leaves HTTP: its socket is the caller's, bytes received after the request still
+// buffered in it, and the conn is closed without closing the socket (its task ends with the
+// handler). See Response:_upgrade in lib/http/server.lua.
+int l_upgrade(lua_State* L) {
+    Conn* c = check_conn(L, "upgrade");
+    check_stream(L, c, "upgrade");
+    if (!c->server || !c->parser || c->head_sent) luaio::raise(L, "upgrade", "no request to answer");
+    if (!c->parser->upgrade() || c->in_body())
+        luaio::raise(L, "upgrade", "the request did not ask for an upgrade (Upgrade, Connection: upgrade)");
+    OutBuf& b = out();
+    b.clear();
+    const std::string& line = status_line(101);
+    b.append(line.data(), line.size());
+    Seen seen;
+    append_headers(L, 2, -1, b, seen, "upgrade");
+    if (seen.length || seen.te) luaio::raise(L, "upgrade", "a 101 response has no body");
+    if (!seen.connection) b.append("Connection: Upgrade\r\n", 21);
+    b.append("\r\n", 2);
+    c->head_sent = c->responded = true;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->sock_ref);
+    lua_pushlstring(L, b.data(), b.size());
+    c->closed = true; // detached: released without closing the socket
+    release(L, c);
+    return 2;
+}
+
 // A piece of an open response body: conn:write(data), or conn:finish([data]) with last.
 int write_piece(lua_State* L, bool last, const char* fname) {
     Conn* c = check_conn(L, fname);
@@ -1808,14 +1839,14 @@ int l_date(lua_State* L) {
 } // namespace
 
 extern "C" int luaopen_luaio_http(lua_State* L) {
-    const luaL_Reg conn_methods[] = {{"next", l_next},         {"response", l_response},  {"read", l_read},
-                                     {"body", l_body},         {"respond", l_respond},    {"head", l_head},
-                                     {"write", l_write},       {"finish", l_finish},      {"reject", l_reject},
-                                     {"request", l_request},   {"replied", l_replied},    {"keepalive", l_keepalive},
-                                     {"reusable", l_reusable}, {"sent", l_sent},          {"inform", l_inform},
-                                     {"setmeta", l_set_meta},  {"setclose", l_set_close}, {"socket", l_socket},
-                                     {"unref", l_unref},       {"close", l_close},        {"__gc", l_gc},
-                                     {nullptr, nullptr}};
+    const luaL_Reg conn_methods[] = {{"next", l_next},         {"response", l_response}, {"read", l_read},
+                                     {"body", l_body},         {"respond", l_respond},   {"head", l_head},
+                                     {"write", l_write},       {"finish", l_finish},     {"reject", l_reject},
+                                     {"request", l_request},   {"replied", l_replied},   {"keepalive", l_keepalive},
+                                     {"reusable", l_reusable}, {"sent", l_sent},         {"inform", l_inform},
+                                     {"setmeta", l_set_meta},  {"upgrade", l_upgrade},   {"setclose", l_set_close},
+                                     {"socket", l_socket},     {"unref", l_unref},       {"close", l_close},
+                                     {"__gc", l_gc},           {nullptr, nullptr}};
     luaio::new_class(L, kConnClass, conn_methods);
     lua_pop(L, 1);
     luaio::set_closer(L, kConnClass, task_end);

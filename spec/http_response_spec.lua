@@ -380,6 +380,16 @@ describe("http response framing is luaio's", function()
             elseif p == "/keep-alive" then
                 res:setHeader("Connection", "keep-alive")
                 return res:finish("kept")
+            elseif p == "/upgrade" then
+                local sock = assert(res:_upgrade({ Upgrade = "echo" }))
+                while true do
+                    local d = sock:read()
+                    if not d then
+                        break
+                    end
+                    sock:write(d)
+                end
+                return sock:close()
             elseif p == "/head-length" then
                 res:setHeader("Content-Length", 1234)
                 return res:finish()
@@ -484,6 +494,21 @@ describe("http response framing is luaio's", function()
         assert.are.same({ 200, "x" }, { final.status, final.body })
         sock:close()
         local r1, r2 = exchange(port, "/inform-101")
+        assert.are.same({ 500, "close" }, { r1.status, r1.headers.connection })
+        assert.is_nil(r2)
+    end)
+
+    it("sends 101 only through the upgrade path, which hands the socket over", function()
+        local sock = connect(port)
+        assert(sock:write("GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nhello") == nil)
+        local r = assert(read_response(sock))
+        assert.are.same({ 101, "echo", "Upgrade" }, { r.status, r.headers.upgrade, r.headers.connection })
+        assert.are.equal("hello", sock:read(5)) -- the bytes after the request went to the new owner
+        assert(sock:write("again") == nil)
+        assert.are.equal("again", sock:read(5))
+        sock:close()
+        -- A request that did not ask for it: a 500, and the connection goes on HTTP's way.
+        local r1, r2 = exchange(port, "/upgrade")
         assert.are.same({ 500, "close" }, { r1.status, r1.headers.connection })
         assert.is_nil(r2)
     end)

@@ -234,6 +234,24 @@ function Response:inform(status, headers)
     return self[1]:inform(status, headers)
 end
 
+-- The upgrade path, for a protocol module (WebSocket) once it has checked the handshake; not
+-- public API. Sends 101 Switching Protocols with `headers` and hands the socket over: the
+-- connection leaves HTTP, and its task ends with the handler. Returns the socket or nil, err.
+function Response:_upgrade(headers)
+    check_open(self, "upgrade")
+    if self._sent then
+        error("upgrade: the headers were already sent", 2)
+    end
+    local sock, head = self[1]:upgrade(headers)
+    self._sent, self._finished = true, "upgraded"
+    local err = sock:write(head)
+    if err then
+        sock:close()
+        return nil, err
+    end
+    return sock
+end
+
 --- Sends the head (if not yet sent) and a piece of the body: chunked unless a Content-Length
 --- header was set. Returns nil or an error table.
 function Response:write(data)
@@ -363,7 +381,9 @@ local function make_serve(handler, seed)
                     status = 200, _n = 1, _sent = false, _finished = false }, Response)
                 res[1] = conn
                 local ok, e = xpcall(handler, on_error, req, res)
-                if not ok then
+                if not ok and res._finished == "upgraded" then
+                    return report(e) -- the socket is the handler's now
+                elseif not ok then
                     if raised[e] then
                         -- The body could not be read (too large, too slow, malformed): its status.
                         if not conn:sent() then
@@ -378,6 +398,8 @@ local function make_serve(handler, seed)
                     res._finished = true
                     conn:setclose()
                     conn:respond(500, nil, INTERNAL)
+                elseif res._finished == "upgraded" then
+                    return -- the socket left HTTP (Response:_upgrade)
                 elseif not res._finished then
                     -- The handler returned without ending its response: end it as it stands.
                     if res:finish() then

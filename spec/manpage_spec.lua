@@ -77,10 +77,11 @@ describe("the manual page luaio(1)", function()
                 for name in deroff(line):gmatch("[%u_][%u%d_]+") do documented[name] = true end
             end
         end
-        -- Every getenv("NAME") with a literal name in the C++ and Lua sources.
-        local out = sh("cd " .. src .. " && grep -rhoE 'getenv\\(\"[A-Z_][A-Z0-9_]*\"\\)' bin runtime modules lib")
+        -- Every getenv("NAME") with a literal name in the C++ and Lua sources, and every
+        -- string literal "LUAIO_..." or "LISTEN_..." (names read through a helper).
+        local out = sh("cd " .. src .. " && grep -rhoE 'getenv\\(\"[A-Z_][A-Z0-9_]*\"\\)|\"(LUAIO|LISTEN)_[A-Z0-9_]*[A-Z0-9]\"' bin runtime modules lib")
         local read_names = {}
-        for name in out:gmatch('getenv%("([%w_]+)"%)') do read_names[name] = true end
+        for name in out:gmatch('"([%u%d_]+)"') do read_names[name] = true end
         assert.is_true(read_names.LUA_PATH, "the grep for getenv found nothing")
         local missing = {}
         for _, name in ipairs(sorted(read_names)) do
@@ -175,6 +176,7 @@ describe("the systemd units", function()
         local grace = tonumber(out)
         assert.is_number(grace, err)
         assert.is_true(stop * 1000 > grace, ("TimeoutStopSec=%d but a worker may take %d ms"):format(stop, grace))
+        assert.is_true(stop * 1000 <= grace + 10000, ("TimeoutStopSec=%d is far above luaio's %d ms"):format(stop, grace))
         local master = tonumber(unit:match("\nEnvironment=LUAIO_STOP_TIMEOUT=(%d+)\n"))
             or tonumber(read(src .. "/lib/luaio/master.lua"):match("STOP_TIMEOUT = (%d+)"))
         assert.is_number(master, "the master's stop timeout")

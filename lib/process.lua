@@ -634,6 +634,30 @@ function process.listenSocket(host, port, backlog)
     return core.listen_socket(host, port, backlog or 511)
 end
 
+-- Socket activation: the listening sockets systemd handed over (LISTEN_PID, LISTEN_FDS), read
+-- once when this module loads, before any child can inherit the variables.
+local activated = core.listen_fds()
+
+--- The listening sockets systemd passed to this process: an array of {fd, family, address,
+--- port} (empty without socket activation).
+function process.listenFds()
+    local r = {}
+    for i, s in ipairs(activated) do r[i] = { fd = s.fd, family = s.family, address = s.address, port = s.port } end
+    return r
+end
+
+--- For tcp and the master: the descriptor of the socket systemd passed for `port`, or nil.
+--- `shared` (the master, for all its slots) leaves it for the next caller; otherwise it is
+--- taken, as one server adopts it.
+function process._activated(port, shared)
+    for _, s in ipairs(activated) do
+        if s.port == port and port ~= 0 and not s.taken then
+            s.taken = not shared
+            return s.fd
+        end
+    end
+end
+
 --- Closes a descriptor from listenSocket that was not handed over.
 process.closeSocket = core.close_fd
 

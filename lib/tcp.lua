@@ -67,6 +67,18 @@ function tcp.createServer(port, onconnect, options)
         copy.host = addrs[1]
         options = copy
     end
+    if options == nil or options.fd == nil then
+        -- Socket activation: systemd's socket for this port, if it passed one (docs/process.md).
+        local fd = require("process")._activated(port)
+        if fd then
+            local copy = {}
+            for k, v in pairs(options or {}) do
+                copy[k] = v
+            end
+            copy.fd = fd
+            options = copy
+        end
+    end
     local process = worker_process()
     if process and (options == nil or options.fd == nil) then
         -- In a worker of `luaio --workers`: listen on the master's socket for this slot, so

@@ -758,6 +758,57 @@ int l_listen_socket(lua_State* L) {
     return 2;
 }
 
+// The listening TCP sockets systemd passed to this process (socket activation, sd_listen_fds:
+// LISTEN_PID is this process, LISTEN_FDS descriptors from 3 on): an array of {fd, family,
+// address, port}. The variables are removed first, so that children do not take the sockets
+// for theirs; the descriptors are kept from children with FD_CLOEXEC.
+int l_listen_fds(lua_State* L) {
+    const char* pid = std::getenv("LISTEN_PID");
+    const char* fds = std::getenv("LISTEN_FDS");
+    long for_pid = pid ? std::strtol(pid, nullptr, 10) : 0;
+    long count = fds ? std::strtol(fds, nullptr, 10) : 0;
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    lua_newtable(L);
+    if (for_pid != static_cast<long>(getpid()) || count <= 0 || count > 1024) return 1;
+    int n = 0;
+    for (int fd = 3; fd < 3 + count; fd++) {
+        sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int type = 0, listening = 0;
+        socklen_t tlen = sizeof type, alen = sizeof listening;
+        if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0 ||
+            (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) ||
+            getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) != 0 || type != SOCK_STREAM ||
+            getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &alen) != 0 || !listening)
+            continue;
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        char name[INET6_ADDRSTRLEN] = "";
+        int port;
+        if (ss.ss_family == AF_INET) {
+            auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+            uv_ip4_name(a, name, sizeof name);
+            port = ntohs(a->sin_port);
+        } else {
+            auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+            uv_ip6_name(a, name, sizeof name);
+            port = ntohs(a->sin6_port);
+        }
+        lua_createtable(L, 0, 4);
+        lua_pushinteger(L, fd);
+        lua_setfield(L, -2, "fd");
+        lua_pushinteger(L, ss.ss_family == AF_INET ? 4 : 6);
+        lua_setfield(L, -2, "family");
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "address");
+        lua_pushinteger(L, port);
+        lua_setfield(L, -2, "port");
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
 // Sends msg with the descriptor fd attached (SCM_RIGHTS) on the socket pair under a pipe.
 int l_send_fd(lua_State* L) {
     luaio::Stream* s = luaio::Stream::check(L, 1, "send_fd");
@@ -936,6 +987,7 @@ extern "C" int luaopen_luaio_process(lua_State* L) {
                               {"ncpus", l_ncpus},
                               {"affinity", l_affinity},
                               {"listen_socket", l_listen_socket},
+                              {"listen_fds", l_listen_fds},
                               {"send_fd", l_send_fd},
                               {"recv_fd", l_recv_fd},
                               {"write_fd", l_write_fd},

@@ -77,7 +77,13 @@ return function(plan)
         local s = slot.sockets[key]
         if s then return s.fd, s.port end
         local want = port == 0 and first_port[key] or port
-        local fd, real = core.listen_socket(host, want, backlog)
+        -- Socket activation: systemd's socket for the port serves every slot.
+        local fd, real = process._activated(port, true), port
+        if fd then
+            slot.sockets[key] = { fd = fd, port = port, shared = true }
+            return fd, port
+        end
+        fd, real = core.listen_socket(host, want, backlog)
         if not fd then return nil, real end
         if port == 0 and not first_port[key] then first_port[key] = real end
         slot.sockets[key] = { fd = fd, port = real }
@@ -179,10 +185,12 @@ return function(plan)
         -- The workers hold the listening sockets too: closing the master's copies leaves each
         -- worker the last holder, so the connections queued on a socket are accepted and
         -- served by its worker as it stops, instead of being reset when the master exits.
+        local closed = {}
         for _, slot in ipairs(slots) do
             for key, s in pairs(slot.sockets) do
                 if slot.current then
-                    core.close_fd(s.fd)
+                    if not closed[s.fd] then core.close_fd(s.fd) end
+                    closed[s.fd] = true -- systemd's sockets are shared by the slots
                     slot.sockets[key] = nil
                 end
             end

@@ -28,12 +28,17 @@
 
 #include <ares.h>
 #include <ares_nameser.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <list>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace {
@@ -202,15 +207,26 @@ struct Channel {
     ares_channel ares = nullptr;
     uv_timer_t timer; // c-ares's retransmission timer
     std::unordered_map<ares_socket_t, Poll*> polls;
-    std::vector<Query*> completed; // answered inside c-ares, not yet woken
-    int pending = 0;               // queries c-ares has not called back yet
-    int live = 0;                  // pending queries whose caller still waits
-    int busy = 0;                  // depth of our callbacks running on it
-    bool retired = false;          // replaced (setServers); destroyed when idle
+    std::vector<Query*> completed;             // answered inside c-ares, not yet woken
+    int pending = 0;                           // queries c-ares has not called back yet
+    int live = 0;                              // pending queries whose caller still waits
+    int busy = 0;                              // depth of our callbacks running on it
+    bool retired = false;                      // replaced (setServers); destroyed when idle
+    bool tcp = false;                          // the TCP channel (for answers truncated over UDP)
+    std::vector<Query*> retries;               // truncated over UDP, to be asked again over TCP
+    std::unordered_set<std::string> truncated; // names whose UDP answers came truncated
 };
 
-// The channel new queries go to (nullptr until the first query).
+// The channels new queries go to (nullptr until first used). Queries go out over UDP on
+// g_channel, which ignores truncation (ARES_FLAG_IGNTC); a truncated answer is asked again on
+// g_tcp_channel (ARES_FLAG_USEVC). c-ares 1.18 treats a failed TCP connection as a failure of
+// the server: handle_error closes all the server's sockets and moves every query in flight to
+// it, UDP ones too, to the next server (skip_server, next_server), and with one server they
+// all end with ECONNREFUSED. So c-ares's own fallback lets one oversized or truncated answer
+// from a server without a TCP listener fail every concurrent query; on a channel of its own,
+// a TCP failure costs only the queries that needed TCP.
 Channel* g_channel = nullptr;
+Channel* g_tcp_channel = nullptr;
 // Servers set by setServers (empty: those of /etc/resolv.conf).
 std::vector<ares_addr_port_node> g_servers;
 
@@ -229,6 +245,7 @@ struct Query {
     int status = ARES_SUCCESS;
     std::vector<std::string> addrs;
     std::vector<int> ttls;
+    std::function<void(ares_channel, Query*)> start; // sends it (again, over TCP)
 };
 
 void maybe_free(Query* q) {
@@ -266,13 +283,61 @@ void on_sock_state(void* data, ares_socket_t fd, int readable, int writable) {
     }
 }
 
-Channel* new_channel(int* status) {
+// c-ares's sockets, through functions of ours only so that the UDP channel can tell which
+// answers came truncated: ares_getaddrinfo does not show the answers to its caller.
+
+// The question name of a DNS message, lowercased, or "" if it does not parse.
+std::string question_name(const unsigned char* m, size_t len) {
+    std::string name;
+    size_t i = HFIXEDSZ;
+    while (i < len && m[i] != 0) {
+        size_t n = m[i];
+        if (n > 63 || i + 1 + n > len) return std::string();
+        if (!name.empty()) name += '.';
+        for (size_t k = i + 1; k <= i + n; k++)
+            name += static_cast<char>(m[k] >= 'A' && m[k] <= 'Z' ? m[k] - 'A' + 'a' : m[k]);
+        i += 1 + n;
+    }
+    return name;
+}
+
+ares_socket_t sock_open(int domain, int type, int protocol, void*) {
+    return socket(domain, type, protocol);
+}
+int sock_close(ares_socket_t fd, void*) {
+    return close(fd);
+}
+int sock_connect(ares_socket_t fd, const sockaddr* addr, ares_socklen_t len, void*) {
+    return connect(fd, addr, len);
+}
+ares_ssize_t sock_sendv(ares_socket_t fd, const iovec* iov, int n, void*) {
+    return writev(fd, iov, n);
+}
+// A UDP read (c-ares asks for the sender's address) notes the question name of an answer
+// with the TC bit, or longer than c-ares's buffer (MSG_TRUNC gives the whole length).
+ares_ssize_t sock_recvfrom(ares_socket_t fd, void* buf, size_t len, int flags, sockaddr* from, ares_socklen_t* fromlen,
+                           void* data) {
+    if (!from) return recv(fd, buf, len, flags);
+    ssize_t n = recvfrom(fd, buf, len, flags | MSG_TRUNC, from, fromlen);
+    if (n < 0) return n;
+    size_t got = std::min(static_cast<size_t>(n), len);
+    auto* m = static_cast<unsigned char*>(buf);
+    if (got >= HFIXEDSZ && (static_cast<size_t>(n) > len || (m[2] & 0x02))) {
+        std::string name = question_name(m, got);
+        if (!name.empty()) static_cast<Channel*>(data)->truncated.insert(name);
+    }
+    return static_cast<ares_ssize_t>(got);
+}
+const ares_socket_functions kSocketFunctions = {sock_open, sock_close, sock_connect, sock_recvfrom, sock_sendv};
+
+Channel* new_channel(int* status, bool tcp) {
     static bool library_ready = false;
     if (!library_ready) {
         if ((*status = ares_library_init(ARES_LIB_INIT_ALL)) != ARES_SUCCESS) return nullptr;
         library_ready = true;
     }
     auto* chan = new Channel;
+    chan->tcp = tcp;
     ares_options o;
     std::memset(&o, 0, sizeof o);
     char lookups[] = "fb"; // the hosts file first, then DNS
@@ -281,7 +346,8 @@ Channel* new_channel(int* status) {
     o.lookups = lookups;
     o.timeout = kAttemptTimeoutMs;
     o.tries = kTries;
-    int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_LOOKUPS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
+    o.flags = tcp ? ARES_FLAG_USEVC : ARES_FLAG_IGNTC;
+    int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_LOOKUPS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS;
     if ((*status = ares_init_options(&chan->ares, &o, mask)) != ARES_SUCCESS) {
         delete chan;
         return nullptr;
@@ -295,19 +361,22 @@ Channel* new_channel(int* status) {
             return nullptr;
         }
     }
+    if (!tcp) ares_set_socket_functions(chan->ares, &kSocketFunctions, chan);
     uv_timer_init(luaio::loop(), &chan->timer);
     chan->timer.data = chan;
     uv_unref(reinterpret_cast<uv_handle_t*>(&chan->timer));
     return chan;
 }
 
-Channel* current_channel(int* status) {
-    if (!g_channel) g_channel = new_channel(status);
-    return g_channel;
+Channel* current_channel(int* status, bool tcp = false) {
+    Channel*& chan = tcp ? g_tcp_channel : g_channel;
+    if (!chan) chan = new_channel(status, tcp);
+    return chan;
 }
 
 void destroy_channel(Channel* chan) {
     if (g_channel == chan) g_channel = nullptr;
+    if (g_tcp_channel == chan) g_tcp_channel = nullptr;
     ares_destroy(chan->ares); // closes its sockets: on_sock_state closes their polls
     chan->ares = nullptr;
     for (auto& kv : chan->polls) {
@@ -320,13 +389,15 @@ void destroy_channel(Channel* chan) {
              [](uv_handle_t* h) { delete static_cast<Channel*>(h->data); });
 }
 
-// Replaces the channel new queries go to; the old one is destroyed as soon as it is idle.
-void retire_channel() {
-    Channel* chan = g_channel;
-    if (!chan) return;
-    g_channel = nullptr;
-    chan->retired = true;
-    if (chan->pending == 0 && chan->busy == 0) destroy_channel(chan);
+// Replaces the channels new queries go to; the old ones are destroyed as soon as they are idle.
+void retire_channels() {
+    for (Channel** slot : {&g_channel, &g_tcp_channel}) {
+        Channel* chan = *slot;
+        if (!chan) continue;
+        *slot = nullptr;
+        chan->retired = true;
+        if (chan->pending == 0 && chan->busy == 0) destroy_channel(chan);
+    }
 }
 
 void on_channel_timer(uv_timer_t* t);
@@ -374,15 +445,44 @@ void flush_completed(Channel* chan) {
 // sockets close), destroy a retired channel once idle, else rearm the timer.
 void settle(Channel* chan) {
     if (chan->live == 0 && chan->pending > 0) ares_cancel(chan->ares); // abandoned queries only
+    if (chan->pending == 0) chan->truncated.clear();                   // names whose queries were abandoned
     if (chan->retired && chan->pending == 0)
         destroy_channel(chan);
     else
         schedule(chan);
 }
 
-// The end of each of our callbacks that ran c-ares: wake the tasks, then settle.
+void finish(Query* q, int status);
+
+// Asks the queries whose UDP answers were truncated again, on the TCP channel. Runs outside
+// c-ares.
+void send_retries(Channel* chan) {
+    while (!chan->retries.empty()) {
+        std::vector<Query*> batch;
+        batch.swap(chan->retries);
+        int status = ARES_SUCCESS;
+        Channel* tcp = current_channel(&status, true);
+        for (Query* q : batch) {
+            q->chan = tcp ? tcp : chan;
+            q->chan->pending++;
+            q->chan->live++;
+            if (!tcp) {
+                finish(q, status);
+                continue;
+            }
+            tcp->busy++;
+            q->start(tcp->ares, q);
+            leave(tcp);
+        }
+    }
+    flush_completed(chan);
+}
+
+// The end of each of our callbacks that ran c-ares: wake the tasks, send the retries over
+// TCP, then settle.
 void leave(Channel* chan) {
     flush_completed(chan);
+    send_retries(chan);
     if (--chan->busy == 0) settle(chan);
 }
 
@@ -421,6 +521,38 @@ void finish(Query* q, int status) {
     if (q->parked) chan->completed.push_back(q);
 }
 
+// Whether an answer to q's name (or to q's name in a search domain) came truncated over UDP.
+bool truncated(Query* q) {
+    Channel* chan = q->chan;
+    if (chan->truncated.empty()) return false;
+    std::string name = cache_key("", q->name).substr(1); // lowercased, no final dot
+    bool found = false;
+    for (auto it = chan->truncated.begin(); it != chan->truncated.end();) {
+        if (*it == name || it->compare(0, name.size() + 1, name + ".") == 0) {
+            found = true;
+            it = chan->truncated.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    return found;
+}
+
+// Called by c-ares's callbacks instead of finish when an answer came truncated over UDP (the
+// TC bit, or longer than c-ares reads; c-ares ignores truncation on the UDP channel, and cuts
+// such an answer to PACKETSZ): the query leaves its channel and is asked again over TCP,
+// unless its caller has stopped waiting or it was asked over TCP already.
+bool retry_over_tcp(Query* q) {
+    Channel* chan = q->chan;
+    if (chan->tcp || q->abandoned || !truncated(q)) return false;
+    chan->pending--;
+    chan->live--;
+    q->addrs.clear();
+    q->ttls.clear();
+    chan->retries.push_back(q);
+    return true;
+}
+
 void on_deadline(uv_timer_t* t) {
     auto* q = static_cast<Query*>(t->data);
     Channel* chan = q->chan;
@@ -455,6 +587,7 @@ template <typename TtlRecord, int Family, int (*Parse)(const unsigned char*, int
           typename Addr, Addr TtlRecord::*Field>
 void on_addr_answer(void* arg, int status, int, unsigned char* abuf, int alen) {
     auto* q = static_cast<Query*>(arg);
+    if (retry_over_tcp(q)) return;
     if (status == ARES_SUCCESS) {
         TtlRecord ttls[kMaxAddrTtls];
         int n = kMaxAddrTtls;
@@ -491,6 +624,7 @@ void on_addrinfo(void* arg, int status, int, ares_addrinfo* res) {
         if (q->addrs.empty()) status = ARES_ENODATA;
     }
     if (res) ares_freeaddrinfo(res);
+    if (retry_over_tcp(q)) return;
     finish(q, status);
 }
 
@@ -502,6 +636,7 @@ void on_hostent(void* arg, int status, int, hostent* h) {
             if (std::find(q->addrs.begin(), q->addrs.end(), *a) == q->addrs.end()) q->addrs.push_back(*a);
         if (q->addrs.empty()) status = ARES_ENOTFOUND;
     }
+    if (retry_over_tcp(q)) return;
     finish(q, status);
 }
 
@@ -598,9 +733,11 @@ template <class Start> int run_query(lua_State* L, Query* q, lua_Integer timeout
     q->chan = chan;
     chan->pending++;
     chan->live++;
-    start(chan->ares, q);
+    q->start = std::forward<Start>(start);
+    q->start(chan->ares, q);
     // Other queries may have completed inside the call: wake them (queued, we are in a task).
     flush_completed(chan);
+    send_retries(chan);
     if (q->done) {
         int n = push_results(L, q);
         delete q;
@@ -642,7 +779,7 @@ int resolve(lua_State* L, int family, const char* fname) {
     Options o = check_options(L, 2, fname);
     if (bad_name(name)) return return_error(L, ARES_EBADNAME, name);
     std::string key = cache_key(family == AF_INET ? "A" : "AAAA", name);
-    return cached_or_query(L, fname, name, key, o, [&](ares_channel ch, Query* q) {
+    return cached_or_query(L, fname, name, key, o, [family](ares_channel ch, Query* q) {
         ares_query(ch, q->name.c_str(), C_IN, family == AF_INET ? T_A : T_AAAA,
                    family == AF_INET ? on_a_answer : on_aaaa_answer, q);
     });
@@ -680,7 +817,7 @@ int l_lookup(lua_State* L) {
     }
     std::string key = cache_key(o.family == 4 ? "L4" : o.family == 6 ? "L6" : "L", name);
     int family = o.family == 4 ? AF_INET : o.family == 6 ? AF_INET6 : AF_UNSPEC;
-    return cached_or_query(L, fname, name, key, o, [&](ares_channel ch, Query* q) {
+    return cached_or_query(L, fname, name, key, o, [family](ares_channel ch, Query* q) {
         ares_addrinfo_hints hints;
         std::memset(&hints, 0, sizeof hints);
         hints.ai_family = family;
@@ -709,8 +846,9 @@ int l_reverse(lua_State* L) {
     auto* q = new Query;
     q->name = ip;
     q->use_cache = false;
-    return run_query(L, q, o.timeout, [&](ares_channel ch, Query* q) {
-        ares_gethostbyaddr(ch, buf, family == AF_INET ? 4 : 16, family, on_hostent, q);
+    std::string addr(reinterpret_cast<char*>(buf), family == AF_INET ? 4 : 16);
+    return run_query(L, q, o.timeout, [addr, family](ares_channel ch, Query* q) {
+        ares_gethostbyaddr(ch, addr.data(), static_cast<int>(addr.size()), family, on_hostent, q);
     });
 }
 
@@ -790,7 +928,7 @@ int l_set_servers(lua_State* L) {
     }
     // c-ares cannot change the servers of a channel with pending queries (nor go back to
     // resolv.conf): those finish on the old channel, new queries go to a new one.
-    retire_channel();
+    retire_channels();
     return 0;
 }
 

@@ -697,3 +697,142 @@ print(dns.resolve4("host.test")[1])
         end)
     end)
 end)
+
+-- ------------------------------------------------------------------ bad answers
+
+-- A DNS server in Python on 127.0.0.1 (UDP), for answers dnsmasq does not give: big.test has
+-- an answer of about 64 KB in one datagram (4000 A records, no TC bit), tc.test a truncated
+-- answer (TC bit, no records); gN.test is 192.0.2.N, answered 200 ms late so that the good
+-- queries are in flight when a bad answer comes. With "notcp" it holds its TCP port bound but
+-- not listening (a fallback to TCP is refused); with "tcp" it answers over TCP too, in full.
+local BAD_SERVER = [==[
+import select, socket, struct, sys, threading, time
+tcp_mode = sys.argv[1] == "tcp"
+while True:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
+    port = u.getsockname()[1]
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        t.bind(("127.0.0.1", port))
+        break
+    except OSError:
+        u.close()
+        t.close()
+
+def answer(q, over_tcp):
+    i, labels = 12, []
+    while i < len(q) and q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode("ascii", "replace"))
+        i += 1 + q[i]
+    qtype = struct.unpack(">H", q[i + 1:i + 3])[0]
+    name = ".".join(labels).lower()
+    flags, records = 0x8180, []
+    if name == "big.test" and qtype == 1:
+        records = [bytes([192, 0, 2 + k // 250, k % 250 + 1]) for k in range(4000)]
+    elif name == "tc.test" and qtype == 1:
+        if over_tcp:
+            records = [bytes([192, 0, 2, 99])]
+        else:
+            flags |= 0x0200
+    elif qtype == 1 and name.startswith("g") and name[1:-5].isdigit():
+        records = [bytes([192, 0, 2, int(name[1:-5])])]
+    rr = b"".join(b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 300, 4) + r for r in records)
+    return name, q[:2] + struct.pack(">HHHHH", flags, 1, len(records), 0, 0) + q[12:i + 5] + rr
+
+def serve_tcp():
+    t.listen(16)
+    while True:
+        c, _ = t.accept()
+        def one(c):
+            with c:
+                while True:
+                    head = c.recv(2, socket.MSG_WAITALL)
+                    if len(head) < 2:
+                        return
+                    q = c.recv(struct.unpack(">H", head)[0], socket.MSG_WAITALL)
+                    reply = answer(q, True)[1]
+                    c.sendall(struct.pack(">H", len(reply)) + reply)
+        threading.Thread(target=one, args=(c,), daemon=True).start()
+
+if tcp_mode:
+    threading.Thread(target=serve_tcp, daemon=True).start()
+print(port, flush=True)
+late = []
+while True:
+    now = time.monotonic()
+    while late and late[0][0] <= now:
+        u.sendto(late[0][1], late[0][2])
+        late.pop(0)
+    if not select.select([u], [], [], max(0, late[0][0] - now) if late else None)[0]:
+        continue
+    q, addr = u.recvfrom(65535)
+    if len(q) < 17:
+        continue
+    name, reply = answer(q, False)
+    if name in ("big.test", "tc.test"):
+        u.sendto(reply, addr)
+    else:
+        late.append((time.monotonic() + 0.2, reply, addr))
+]==]
+
+describe("dns with a server that sends oversized or truncated answers", function()
+    local process = require "process"
+    local server
+
+    local function start(mode)
+        server = assert(process.spawn("python3", { "-c", BAD_SERVER, mode }, { stdio = { "ignore", "pipe", "inherit" } }))
+        local port = assert(tonumber(server.stdout:readline()), "the python server did not start")
+        dns.setServers({ "127.0.0.1:" .. port })
+        dns.flushCache()
+    end
+
+    after_each(function()
+        if server then
+            server:kill()
+            server:wait()
+            server.stdout:close()
+            server = nil
+        end
+        dns.setServers()
+    end)
+
+    -- Resolves g1.test .. g40.test with resolve4 (or `fn`), and `bad` with `badfn`, all at once;
+    -- returns how many good ones got their address, and the bad one's results.
+    local function forty_and_one(bad, badfn, fn)
+        local good, tasks, a, e = 0, {}, nil, nil
+        for i = 1, 40 do
+            tasks[i] = task.spawn(function()
+                local r = dns[fn or "resolve4"]("g" .. i .. ".test", { cache = false })
+                if r and r[1] == "192.0.2." .. i then good = good + 1 end
+            end)
+        end
+        tasks[41] = task.spawn(function()
+            a, e = dns[badfn](bad, { cache = false })
+        end)
+        for _, t in ipairs(tasks) do t:join() end
+        return good, a, e
+    end
+
+    for _, case in ipairs({ { "big.test", "resolve4" }, { "tc.test", "resolve4" }, { "big.test", "lookup" }, { "tc.test", "lookup" } }) do
+        it(("fails only its own query when %s's answer needs TCP and TCP is refused (%s)"):format(case[1], case[2]), function()
+            start("notcp")
+            local good, a, e = forty_and_one(case[1], case[2], case[2])
+            assert.are.equal(40, good)
+            assert.is_nil(a)
+            assert.are.equal("ECONNREFUSED", e.name)
+            assert.are.equal(case[1], e.hostname)
+        end)
+    end
+
+    it("asks a truncated or oversized answer again over TCP, and gets it whole", function()
+        start("tcp")
+        local good, a = forty_and_one("big.test", "resolve4")
+        assert.are.equal(40, good)
+        assert.are.equal(256, #a) -- resolve4 reads at most 256 addresses of an answer
+        assert.are.equal("192.0.2.1", a[1])
+        assert.are.same({ "192.0.2.99" }, dns.resolve4("tc.test", { cache = false }))
+        local all = assert(dns.lookup("big.test", { family = 4, cache = false }))
+        assert.are.equal(4000, #all)
+    end)
+end)

@@ -78,9 +78,19 @@ struct Site;
 // per list): waiting for a request (keep-alive timeout), or with part of a head in (header timeout).
 enum class Wait : uint8_t { None, Idle, Head };
 
-struct Conn final : luaio::Consumer {
+// A conn lives in its userdata (luaio::Resident: no proxy, no allocation of its own); while open
+// it anchors that userdata (its requests point back at it) and its socket's proxy.
+struct Conn final : luaio::Consumer, luaio::Resident<Conn> {
+    static constexpr const char* kClass = kConnClass;
+    static constexpr const char* kWhat = "HTTP connection";
+    luaio::Anchor sock; // the socket's proxy (declared first: it fills the tail of the base)
+
     int consume(lua_State* L, const char* data, size_t len, int err, size_t* used) override;
     void ready(lua_State* L, int n) override;
+    // Collected (an open conn only when the state closes), or __gc called by hand: closed, and
+    // a closed conn while anything can still reach it. Its members own nothing once it is closed,
+    // so no destructor needs to run.
+    void collected();
 
     // A server connection holds a parser only from the start of a request to the end of its
     // response (they are pooled: an idle connection costs no parser state).
@@ -96,10 +106,8 @@ struct Conn final : luaio::Consumer {
     uint64_t requests = 0;
     // Body bytes the response's Content-Length still allows (kUncounted: none).
     uint64_t out_left = kUncounted;
-    int sock_ref = LUA_NOREF; // anchors the socket proxy
-    int self_ref = LUA_NOREF; // anchors the conn while it is open (requests point back at it)
-    int req_ref = LUA_NOREF;  // a client's response waiting for its whole body
-    int lim_ref = LUA_NOREF;  // client: its limits userdata; seed server: the metatable of its requests
+    int req_ref = LUA_NOREF; // a client's response waiting for its whole body
+    int lim_ref = LUA_NOREF; // client: its limits userdata; seed server: the metatable of its requests
     Op op = Op::None;
     Wait wait = Wait::None;
     bool server = true;
@@ -1284,7 +1292,7 @@ int l_upgrade(lua_State* L) {
     if (!seen.connection) b.append("Connection: Upgrade\r\n", 21);
     b.append("\r\n", 2);
     c->head_sent = c->responded = true;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->sock_ref);
+    c->sock.push(L);
     lua_pushlstring(L, b.data(), b.size());
     c->closed = true; // detached: released without closing the socket
     release(L, c);
@@ -1401,7 +1409,7 @@ int l_keepalive(lua_State* L) {
 // the server keeps it open, and no byte is waiting (a stale or half-read connection is never
 // handed out again).
 int l_reusable(lua_State* L) {
-    auto* c = static_cast<Conn*>(luaL_checkudata(L, 1, kConnClass));
+    Conn* c = Conn::check_any(L, 1, "reusable");
     Stream* s = c->closed ? nullptr : c->stream();
     lua_pushboolean(L, s && !s->closing() && c->keep && !c->broken && !c->in_body() && s->buffered() == 0 &&
                            s->read_error() == 0);
@@ -1438,7 +1446,7 @@ int l_set_close(lua_State* L) {
 
 // conn:unref(true): an idle pooled connection does not keep the process alive; unref(false) undoes it.
 int l_unref(lua_State* L) {
-    auto* c = static_cast<Conn*>(luaL_checkudata(L, 1, kConnClass));
+    Conn* c = Conn::check_any(L, 1, "unref");
     Stream* s = c->closed ? nullptr : c->stream();
     if (s && !s->closing()) {
         if (lua_toboolean(L, 2))
@@ -1450,8 +1458,7 @@ int l_unref(lua_State* L) {
 }
 
 int l_socket(lua_State* L) {
-    auto* c = static_cast<Conn*>(luaL_checkudata(L, 1, kConnClass));
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->sock_ref);
+    Conn::check_any(L, 1, "socket")->sock.push(L);
     return 1;
 }
 
@@ -1564,7 +1571,7 @@ void Conn::ready(lua_State* L, int n) {
     untrack(this);
     lua_rawgeti(L, LUA_REGISTRYINDEX, site->serve_ref);
     lua_insert(L, -(n + 1));
-    lua_rawgeti(L, LUA_REGISTRYINDEX, self_ref);
+    push_self(L);
     lua_insert(L, -(n + 1));
     if (site->seed) {
         // The seed API's requests share a metatable per connection (lib/http/server.lua).
@@ -1578,11 +1585,11 @@ void release(lua_State* L, Conn* c) {
     untrack(c);
     if (L) {
         luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
-        luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
-        luaL_unref(L, LUA_REGISTRYINDEX, c->sock_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, c->lim_ref);
     }
-    c->req_ref = c->self_ref = c->sock_ref = c->lim_ref = LUA_NOREF;
+    c->req_ref = c->lim_ref = LUA_NOREF;
+    c->unanchor_self();
+    c->sock.clear();
     c->sock_ud = nullptr;
     c->body.reset();
     release_parser(c);
@@ -1603,7 +1610,7 @@ void conn_close(Conn* c) {
 
 // conn:close(): closes the socket too. Idempotent.
 int l_close(lua_State* L) {
-    conn_close(static_cast<Conn*>(luaL_checkudata(L, 1, kConnClass)));
+    conn_close(Conn::check_any(L, 1, "close"));
     return 0;
 }
 
@@ -1617,15 +1624,9 @@ void task_end(lua_State*, void* ud, bool failed) {
     if (failed || !s || !s->watching()) conn_close(c);
 }
 
-// The conn is collected (an open one only when the state closes), or its __gc is called by hand:
-// it is closed, and stays a closed conn while anything can still reach it. Its members own
-// nothing once it is closed, so no destructor needs to run.
-int l_gc(lua_State* L) {
-    auto* c = static_cast<Conn*>(luaio::test_object(L, 1, kConnClass));
-    if (!c) luaio::raise(L, "__gc", "expected %s, got %s", kConnClass, luaL_typename(L, 1));
-    if (checked_slot(c) == c) checked_slot(c) = nullptr;
-    conn_close(c);
-    return 0;
+void Conn::collected() {
+    if (checked_slot(this) == this) checked_slot(this) = nullptr;
+    conn_close(this);
 }
 
 lua_Integer limit_field(lua_State* L, const char* name, lua_Integer def, lua_Integer min) {
@@ -1661,16 +1662,12 @@ int l_limits(lua_State* L) {
 }
 
 Conn* new_conn(lua_State* L, int sock_idx, llhttp_type_t type) {
-    auto* c = new (lua_newuserdata(L, sizeof(Conn))) Conn;
-    luaL_getmetatable(L, kConnClass);
-    lua_setmetatable(L, -2);
+    Conn* c = Conn::push_new(L);
     c->server = type == HTTP_REQUEST;
     c->responded = true; // nothing to answer yet
     c->sock_ud = static_cast<void**>(lua_touserdata(L, sock_idx));
-    lua_pushvalue(L, sock_idx);
-    c->sock_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushvalue(L, -1);
-    c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    c->sock.set(L, sock_idx);
+    c->anchor_self(L, -1);
     return c;
 }
 
@@ -1839,14 +1836,13 @@ int l_date(lua_State* L) {
 } // namespace
 
 extern "C" int luaopen_luaio_http(lua_State* L) {
-    const luaL_Reg conn_methods[] = {{"next", l_next},         {"response", l_response}, {"read", l_read},
-                                     {"body", l_body},         {"respond", l_respond},   {"head", l_head},
-                                     {"write", l_write},       {"finish", l_finish},     {"reject", l_reject},
-                                     {"request", l_request},   {"replied", l_replied},   {"keepalive", l_keepalive},
-                                     {"reusable", l_reusable}, {"sent", l_sent},         {"inform", l_inform},
-                                     {"setmeta", l_set_meta},  {"upgrade", l_upgrade},   {"setclose", l_set_close},
-                                     {"socket", l_socket},     {"unref", l_unref},       {"close", l_close},
-                                     {"__gc", l_gc},           {nullptr, nullptr}};
+    const luaL_Reg conn_methods[] = {
+        {"next", l_next},         {"response", l_response},  {"read", l_read},       {"body", l_body},
+        {"respond", l_respond},   {"head", l_head},          {"write", l_write},     {"finish", l_finish},
+        {"reject", l_reject},     {"request", l_request},    {"replied", l_replied}, {"keepalive", l_keepalive},
+        {"reusable", l_reusable}, {"sent", l_sent},          {"inform", l_inform},   {"setmeta", l_set_meta},
+        {"upgrade", l_upgrade},   {"setclose", l_set_close}, {"socket", l_socket},   {"unref", l_unref},
+        {"close", l_close},       {"__gc", Conn::l_gc},      {nullptr, nullptr}};
     luaio::new_class(L, kConnClass, conn_methods);
     lua_pop(L, 1);
     luaio::set_closer(L, kConnClass, task_end);

@@ -8,17 +8,17 @@ void Object::push_proxy_of(lua_State* L, void* self, const char* cls) {
     proxy_ = push_proxy(L, self, cls);
 }
 
-void Object::anchor(lua_State* L, int idx) {
-    if (anchor_ != LUA_NOREF || !proxy_ || lua_touserdata(L, idx) != proxy_) return;
+void Anchor::set(lua_State* L, int idx) {
+    if (ref_ != LUA_NOREF) return;
     lua_pushvalue(L, idx);
-    anchor_ = luaL_ref(L, LUA_REGISTRYINDEX);
+    ref_ = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-void Object::unanchor() {
-    if (anchor_ == LUA_NOREF) return;
+void Anchor::clear() {
+    if (ref_ == LUA_NOREF) return;
     // Once the state is closed, the registry has gone with everything it anchored.
-    if (lua_State* L = main_state()) luaL_unref(L, LUA_REGISTRYINDEX, anchor_);
-    anchor_ = LUA_NOREF;
+    if (lua_State* L = main_state()) luaL_unref(L, LUA_REGISTRYINDEX, ref_);
+    ref_ = LUA_NOREF;
 }
 
 void Object::detach_proxy() {

@@ -57,55 +57,11 @@ lua_Integer g_timeout_ms = kDefaultTimeoutMs;
 
 // ---------------------------------------------------------------- errors
 
+// The name of a c-ares status, from luaio's one error table (runtime/errors.h: c-ares statuses
+// are its positive codes).
 const char* ares_error_name(int status) {
-    switch (status) {
-    case ARES_ENODATA:
-        return "ENODATA";
-    case ARES_EFORMERR:
-        return "EFORMERR";
-    case ARES_ESERVFAIL:
-        return "ESERVFAIL";
-    case ARES_ENOTFOUND:
-        return "ENOTFOUND";
-    case ARES_ENOTIMP:
-        return "ENOTIMP";
-    case ARES_EREFUSED:
-        return "EREFUSED";
-    case ARES_EBADQUERY:
-        return "EBADQUERY";
-    case ARES_EBADNAME:
-        return "EBADNAME";
-    case ARES_EBADFAMILY:
-        return "EBADFAMILY";
-    case ARES_EBADRESP:
-        return "EBADRESP";
-    case ARES_ECONNREFUSED:
-        return "ECONNREFUSED";
-    case ARES_ETIMEOUT:
-        return "ETIMEOUT";
-    case ARES_EOF:
-        return "EOF";
-    case ARES_EFILE:
-        return "EFILE";
-    case ARES_ENOMEM:
-        return "ENOMEM";
-    case ARES_EDESTRUCTION:
-        return "EDESTRUCTION";
-    case ARES_EBADSTR:
-        return "EBADSTR";
-    case ARES_EBADFLAGS:
-        return "EBADFLAGS";
-    case ARES_ENONAME:
-        return "ENONAME";
-    case ARES_EBADHINTS:
-        return "EBADHINTS";
-    case ARES_ENOTINITIALIZED:
-        return "ENOTINITIALIZED";
-    case ARES_ECANCELLED:
-        return "ECANCELLED";
-    default:
-        return "EDNS";
-    }
+    const luaio::ErrorDef* e = status > 0 ? luaio::find_error(status) : nullptr;
+    return e ? e->name : "EDNS";
 }
 
 // The error table of a c-ares status: code is the c-ares status (a positive number), name

@@ -652,12 +652,19 @@ std::string check_name(lua_State* L, const char* fname, const char* what) {
     return std::string(s, len);
 }
 
-Options check_options(lua_State* L, int idx, const char* fname) {
+// The options each function takes (a misspelled one raises).
+const char* const kResolveOptions[] = {"timeout", "ttl", "cache", nullptr};
+const char* const kLookupOptions[] = {"family", "timeout", "ttl", "cache", nullptr};
+const char* const kReverseOptions[] = {"timeout", nullptr};
+const char* const kCacheOptions[] = {"size", "max_ttl", nullptr};
+
+Options check_options(lua_State* L, int idx, const char* const* known, const char* fname) {
     Options o;
     o.timeout = g_timeout_ms;
     if (lua_isnoneornil(L, idx)) return o;
     if (!lua_istable(L, idx))
         luaio::raise(L, fname, "expected an options table as argument %d, got %s", idx, luaL_typename(L, idx));
+    luaio::check_option_names(L, idx, known, fname);
     o.timeout = check_timeout(L, luaio::opt_int_field(L, idx, "timeout", g_timeout_ms, fname), fname);
     o.ttl = luaio::opt_bool_field(L, idx, "ttl", false, fname);
     o.cache = luaio::opt_bool_field(L, idx, "cache", true, fname);
@@ -732,7 +739,7 @@ int cached_or_query(lua_State* L, const char* fname, const std::string& name, co
 
 int resolve(lua_State* L, int family, const char* fname) {
     std::string name = check_name(L, fname, "a hostname");
-    Options o = check_options(L, 2, fname);
+    Options o = check_options(L, 2, kResolveOptions, fname);
     if (bad_name(name)) return return_error(L, ARES_EBADNAME, name);
     std::string key = cache_key(family == AF_INET ? "A" : "AAAA", name);
     return cached_or_query(L, fname, name, key, o, [family](ares_channel ch, Query* q) {
@@ -758,7 +765,7 @@ int l_lookup(lua_State* L) {
         o.timeout = g_timeout_ms;
         o.family = static_cast<int>(n);
     } else if (lua_isnoneornil(L, 2) || lua_istable(L, 2)) {
-        o = check_options(L, 2, fname);
+        o = check_options(L, 2, kLookupOptions, fname);
     } else {
         luaio::raise(L, fname, "expected a family (4 or 6) or an options table as argument 2, got %s",
                      luaL_typename(L, 2));
@@ -785,7 +792,7 @@ int l_lookup(lua_State* L) {
 int l_reverse(lua_State* L) {
     const char* fname = "reverse";
     std::string ip = check_name(L, fname, "an IP address");
-    Options o = check_options(L, 2, fname);
+    Options o = check_options(L, 2, kReverseOptions, fname);
     unsigned char buf[sizeof(in6_addr)];
     int family;
     if (uv_inet_pton(AF_INET, ip.c_str(), buf) == 0 && ip.find('\0') == std::string::npos)
@@ -923,6 +930,7 @@ int l_set_cache(lua_State* L) {
     const char* fname = "setCache";
     if (!lua_istable(L, 1))
         luaio::raise(L, fname, "expected an options table as argument 1, got %s", luaL_typename(L, 1));
+    luaio::check_option_names(L, 1, kCacheOptions, fname);
     lua_Integer size = luaio::opt_int_field(L, 1, "size", static_cast<lua_Integer>(g_cache.size), fname);
     lua_Integer max_ttl = luaio::opt_int_field(L, 1, "max_ttl", g_cache.max_ttl, fname);
     if (size < 0 || size > 10000000) luaio::raise(L, fname, "size must be between 0 and 10000000");

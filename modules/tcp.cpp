@@ -49,24 +49,7 @@ struct SocketOptions {
     size_t high_water = kDefaultReadBufferKiB * 1024;
 };
 
-// Raises on an option name that is not in `known`, so a typo is not silently ignored.
-void check_option_names(lua_State* L, int idx, const char* const* known, const char* fname) {
-    if (lua_isnoneornil(L, idx)) return;
-    if (!lua_istable(L, idx)) luaio::raise(L, fname, "expected an options table, got %s", luaL_typename(L, idx));
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        bool ok = false;
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            const char* k = lua_tostring(L, -1);
-            for (const char* const* n = known; *n && !ok; n++) ok = std::strcmp(k, *n) == 0;
-        }
-        if (!ok) {
-            if (lua_type(L, -1) == LUA_TSTRING) luaio::raise(L, fname, "unknown option '%s'", lua_tostring(L, -1));
-            luaio::raise(L, fname, "option names must be strings, got %s", luaL_typename(L, -1));
-        }
-    }
-}
+using luaio::check_option_names;
 
 lua_Integer int_option(lua_State* L, int idx, const char* name, lua_Integer def, lua_Integer min, lua_Integer max,
                        const char* fname) {

@@ -75,6 +75,9 @@ void push_user_where(lua_State* L);
 lua_Number check_number(lua_State* L, int idx, const char* fname);
 lua_Integer check_integer(lua_State* L, int idx, const char* fname);
 const char* check_string(lua_State* L, int idx, const char* fname, size_t* len = nullptr);
+// Raises "<fname>: unknown option 'x'" for a key of the options table at `idx` that is not in
+// `known` (a nullptr-terminated list), so that a misspelled option is not silently ignored.
+void check_option_names(lua_State* L, int idx, const char* const* known, const char* fname);
 // Check an optional integer field of an options table at `idx` (absent or nil -> def).
 lua_Integer opt_int_field(lua_State* L, int idx, const char* field, lua_Integer def, const char* fname);
 bool opt_bool_field(lua_State* L, int idx, const char* field, bool def, const char* fname);

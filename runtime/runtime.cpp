@@ -551,6 +551,24 @@ const char* check_string(lua_State* L, int idx, const char* fname, size_t* len) 
     return lua_tolstring(L, idx, len);
 }
 
+void check_option_names(lua_State* L, int idx, const char* const* known, const char* fname) {
+    if (lua_isnoneornil(L, idx)) return;
+    if (!lua_istable(L, idx)) raise(L, fname, "expected an options table, got %s", luaL_typename(L, idx));
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        bool ok = false;
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            const char* k = lua_tostring(L, -1);
+            for (const char* const* n = known; *n && !ok; n++) ok = std::strcmp(k, *n) == 0;
+        }
+        if (!ok) {
+            if (lua_type(L, -1) == LUA_TSTRING) raise(L, fname, "unknown option '%s'", lua_tostring(L, -1));
+            raise(L, fname, "option names must be strings, got %s", luaL_typename(L, -1));
+        }
+    }
+}
+
 lua_Integer opt_int_field(lua_State* L, int idx, const char* field, lua_Integer def, const char* fname) {
     if (lua_isnoneornil(L, idx)) return def;
     lua_getfield(L, idx, field);

@@ -270,6 +270,18 @@ describe("dns", function()
             raises("resolve4: option 'cache' must be a boolean", dns.resolve4, "host.test", { cache = 1 })
         end)
 
+        it("raises on a misspelled option, in every function that takes options", function()
+            raises("resolve4: unknown option 'timout'", dns.resolve4, "host.test", { timout = 100 })
+            raises("resolve6: unknown option 'family'", dns.resolve6, "host.test", { family = 6 })
+            raises("resolve4: option names must be strings, got number", dns.resolve4, "host.test", { 100 })
+            raises("lookup: unknown option 'famliy'", dns.lookup, "host.test", { famliy = 4 })
+            raises("reverse: unknown option 'ttl'", dns.reverse, "192.0.2.1", { ttl = true })
+            raises("setCache: unknown option 'maxttl'", dns.setCache, { maxttl = 5 })
+            -- Each function's own options are accepted.
+            assert.truthy(dns.resolve4("host.test", { timeout = 1000, ttl = true, cache = false }))
+            assert.truthy(dns.lookup("host.test", { family = 4, timeout = 1000, ttl = true, cache = false }))
+        end)
+
         it("cannot wait outside a task", function()
             raises("resolve4: cannot wait outside a task", table.sort, { 1, 2 }, function()
                 dns.resolve4("host.test", { cache = false })

@@ -642,7 +642,7 @@ int l_cwd(lua_State* L) {
 }
 
 int l_chdir(lua_State* L) {
-    int err = uv_chdir(luaL_checkstring(L, 1));
+    int err = uv_chdir(luaio::check_string(L, 1, "process.chdir"));
     if (err) return luaio::return_uv_error(L, err);
     lua_pushboolean(L, 1);
     return 1;
@@ -724,9 +724,9 @@ int l_ncpus(lua_State* L) {
 
 // A listening TCP socket with SO_REUSEADDR and SO_REUSEPORT: fd, port or nil, err.
 int l_listen_socket(lua_State* L) {
-    const char* host = luaL_checkstring(L, 1);
-    lua_Integer port = luaL_checkinteger(L, 2);
-    lua_Integer backlog = luaL_optinteger(L, 3, 511);
+    const char* host = luaio::check_string(L, 1, "process.listenSocket");
+    lua_Integer port = luaio::check_integer(L, 2, "process.listenSocket");
+    lua_Integer backlog = lua_isnoneornil(L, 3) ? 511 : luaio::check_integer(L, 3, "process.listenSocket");
     if (port < 0 || port > 65535) luaio::raise(L, "listen_socket", "port must be between 0 and 65535");
     sockaddr_storage addr;
     std::memset(&addr, 0, sizeof addr);
@@ -890,7 +890,7 @@ int l_write_fd(lua_State* L) {
 }
 
 int l_close_fd(lua_State* L) {
-    close(static_cast<int>(luaL_checkinteger(L, 1)));
+    close(static_cast<int>(luaio::check_integer(L, 1, "process.closeSocket")));
     return 0;
 }
 

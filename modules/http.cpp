@@ -1869,6 +1869,12 @@ extern "C" int luaopen_luaio_http(lua_State* L) {
         lua_rawseti(L, -2, st.code);
     }
     lua_setfield(L, -2, "reasons");
+    lua_createtable(L, 0, static_cast<int>(std::size(luaio::http::kCanned)));
+    for (const auto& c : luaio::http::kCanned) {
+        lua_pushinteger(L, c.status);
+        lua_setfield(L, -2, c.name);
+    }
+    lua_setfield(L, -2, "canned");
     for (int& ref : g_method_refs) ref = LUA_NOREF;
     for (int& ref : g_version_refs) ref = LUA_NOREF;
     return 1;

@@ -3,6 +3,8 @@
 // require("luaio.http").reasons[status].
 #pragma once
 
+#include <uv.h>
+
 namespace luaio::http {
 
 struct Status {
@@ -60,6 +62,20 @@ inline constexpr Status kStatuses[] = {
     {503, "Service Unavailable"},
     {504, "Gateway Timeout"},
     {505, "HTTP Version Not Supported"},
+};
+
+// The canned answers to a request that failed before its handler could answer: the status for
+// the error that ended it (exported to Lua as require("luaio.http").canned, by error name).
+struct Canned {
+    int error; // a libuv error code
+    const char* name;
+    int status;
+};
+
+inline constexpr Canned kCanned[] = {
+    {UV_E2BIG, "E2BIG", 413},         // a body over maxBodySize
+    {UV_EPROTO, "EPROTO", 400},       // a malformed message
+    {UV_ETIMEDOUT, "ETIMEDOUT", 408}, // too slow to send the request
 };
 
 // The reason phrase of a status; an unregistered status gets its class's name.

@@ -73,6 +73,8 @@ describe("HTTP reason phrases", function()
         assert.are.equal("OK", reasons[200])
         assert.are.equal("Content Too Large", reasons[413])
         assert.are.equal("Internal Server Error", reasons[500])
+        local canned = require("luaio.http").canned
+        assert.are.same({ E2BIG = 413, EPROTO = 400, ETIMEDOUT = 408 }, canned)
     end)
 end)
 

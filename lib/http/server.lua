@@ -309,7 +309,7 @@ end
 local INTERNAL = core.reasons[500] .. "\n"
 
 -- The answer to a request that failed before its handler ran (when nothing was sent yet).
-local REJECT = { ETIMEDOUT = 408, E2BIG = 413, EPROTO = 400 }
+local REJECT = core.canned
 
 -- The response of the seed API: {status, headers, body (a string or an array of strings)}, or
 -- a string (a 200 text body). A response that conn:respond refuses (a bad status, header or

@@ -318,6 +318,7 @@ class Parser {
     void init(llhttp_type_t type) {
         llhttp_init(&p_, type, &settings());
         p_.data = this;
+        lenient_values();
         in_body_ = false;
         chunked_body_ = false;
     }
@@ -350,6 +351,7 @@ class Parser {
             Span method = h.method;
             llhttp_init(&p_, static_cast<llhttp_type_t>(p_.type), &settings());
             p_.data = this;
+            lenient_values();
             const std::string& copy = scratch_copy();
             err = execute_head(copy.data(), copy.size());
             h.method = method;
@@ -486,6 +488,13 @@ class Parser {
         return ok ? v[6] - '0' : -1;
     }
 
+    // A request's field values may hold control bytes other than NUL, as nginx takes them (RFC
+    // 9110 5.5 asks only CR, LF and NUL to be refused): llhttp's lenient value parsing, with NUL
+    // refused by check_request and a bare CR by parse_head. A response's values stay strict.
+    void lenient_values() {
+        if (p_.type == HTTP_REQUEST) llhttp_set_lenient_headers(&p_, 1);
+    }
+
     // Resets the per-head state and runs llhttp over a whole head.
     llhttp_errno_t execute_head(const char* data, size_t len) {
         Head& h = scratch_head();
@@ -503,9 +512,10 @@ class Parser {
         return llhttp_execute(&p_, data, len);
     }
 
-    // llhttp 8.1 refuses three forms that RFC 9112 allows and nginx takes: lines ending in a
-    // bare LF (2.2), an HTTP/1.x request with a minor version above 1 (2.3: served as 1.1), and a
-    // method it does not know (nginx: [A-Z_-]+; the request gets its own method name and llhttp
+    // llhttp 8.1 refuses forms that RFC 9112 allows and nginx takes: lines ending in a bare LF
+    // (2.2; a response's, a request's pass lenient value parsing), an HTTP/1.x request with a
+    // minor version above 1 (2.3: served as 1.1) or whitespace after its version, and a method
+    // it does not know (nginx: [A-Z_-]+; the request gets its own method name and llhttp
     // parses it as a GET). After a failed parse, writes the head in the form llhttp takes into
     // scratch_copy() and returns whether that changed anything (else the error stands). Valid
     // heads never come here, so they cost nothing.
@@ -527,22 +537,59 @@ class Parser {
                 from = m;
                 changed = true;
             }
-            if (line >= 9 && std::memcmp(data + line - 9, " HTTP/1.", 8) == 0 && data[line - 1] >= '2' &&
-                data[line - 1] <= '9') {
-                c.append(data + from, line - 1 - from);
-                c.push_back('1');
+            // Whitespace after the version (nginx takes it) goes; a minor above 1 becomes 1.
+            size_t trimmed = line;
+            while (trimmed > from && (data[trimmed - 1] == ' ' || data[trimmed - 1] == '\t')) trimmed--;
+            bool newer = trimmed >= 9 && std::memcmp(data + trimmed - 9, " HTTP/1.", 8) == 0 &&
+                         data[trimmed - 1] >= '2' && data[trimmed - 1] <= '9';
+            if (trimmed < line || newer) {
+                c.append(data + from, trimmed - from);
+                if (newer) c.back() = '1';
                 from = line;
                 changed = true;
             }
         }
-        for (size_t i = from; i < len; i++) {
-            if (data[i] == '\n' && (i == 0 || data[i - 1] != '\r')) {
-                c.push_back('\r');
+        // Line by line from the rest of the first line: CRLF for a bare LF; in a request, field
+        // lines as nginx takes them (see field_line).
+        for (size_t i = from, n = 0; i < len; n++) {
+            const char* nl = static_cast<const char*>(std::memchr(data + i, '\n', len - i));
+            size_t end = nl ? static_cast<size_t>(nl - data) : len;
+            size_t stop = end > i && data[end - 1] == '\r' ? end - 1 : end;
+            Field f = n > 0 && p_.type == HTTP_REQUEST ? field_line(data + i, stop - i) : Field::Keep;
+            if (f == Field::Drop) {
                 changed = true;
+            } else {
+                c.append(data + i, stop - i);
+                if (f == Field::AddColon) {
+                    c.push_back(':');
+                    changed = true;
+                }
+                if (nl) c.append("\r\n", 2);
+                if (nl && stop == end) changed = true;
             }
-            c.push_back(data[i]);
+            i = end + 1;
         }
         return changed;
+    }
+
+    enum class Field { Keep, Drop, AddColon };
+
+    // nginx's reading of a field line (ignore_invalid_headers on): a name with a byte that is not
+    // a token byte (but no control byte or space, which are a 400) is ignored, and a line without
+    // a colon is a field with an empty value. The rest is left for llhttp to judge.
+    static Field field_line(const char* p, size_t n) {
+        if (n == 0 || p[0] == ' ' || p[0] == '\t') return Field::Keep;
+        const char* colon = static_cast<const char*>(std::memchr(p, ':', n));
+        size_t name = colon ? static_cast<size_t>(colon - p) : n;
+        bool token = true;
+        for (size_t k = 0; k < name; k++) {
+            unsigned char b = static_cast<unsigned char>(p[k]);
+            if (b <= 0x20 || b == 0x7f) return Field::Keep;
+            if (!is_tchar(b)) token = false;
+        }
+        if (name == 0) return Field::Keep;
+        if (!token) return Field::Drop;
+        return colon ? Field::Keep : Field::AddColon;
     }
 
     static bool bare_cr(const char* p, size_t n) {
@@ -589,6 +636,10 @@ class Parser {
             h.too_many = true;
             return HPE_USER;
         }
+        // A field line starts right after a LF: a name after whitespace is a folded line or a
+        // first field line that starts with whitespace (RFC 9112 2.2, 5.2), which llhttp's
+        // lenient value parsing lets through.
+        if (at[-1] != '\n') self_->folded_ = true;
         h.names[h.nheaders] = Span{at, len};
         h.values[h.nheaders] = Span{nullptr, 0};
         h.nheaders++;
@@ -638,6 +689,8 @@ class Parser {
         for (size_t i = 0; i < h.nheaders; i++) {
             const Span& n = h.names[i];
             if (n.len == 0) return reject(400, "empty field name");
+            const Span& v = h.values[i];
+            if (v.len && std::memchr(v.p, '\0', v.len)) return reject(400, "NUL in a field value");
             for (size_t k = 0; k < n.len; k++)
                 if (!is_tchar(static_cast<unsigned char>(n.p[k]))) return reject(400, "invalid field name");
             if (span_iequals(n, "host")) {

@@ -42,6 +42,25 @@ test "$(man -w luaio)" = /usr/share/man/man1/luaio.1.gz
 warnings=$(MANWIDTH=80 man --warnings -l /usr/share/man/man1/luaio.1.gz 2>&1 >/dev/null)
 test -z "$warnings" || { echo "$warnings" >&2; exit 1; }
 systemd-analyze verify /lib/systemd/system/luaio@app.service /lib/systemd/system/luaio.socket
+
+echo "== socket activation, as luaio.socket starts luaio@app.service"
+# systemd-socket-activate listens, then execs the master with LISTEN_PID/LISTEN_FDS as
+# systemd does; the master hands the socket to its workers, whose server adopts it.
+port=18093
+app=$(mktemp --suffix=.lua)
+cat >"$app" <<'LUA'
+local http = require "http"
+assert(http.createServer({ host = "127.0.0.1", port = tonumber(arg[1]) }, function(_, res)
+    res:finish("activated")
+end))
+LUA
+systemd-socket-activate -l "127.0.0.1:$port" /usr/bin/luaio --workers 1 "$app" "$port" &
+activator=$!
+answer=$(curl -sS --retry 20 --retry-connrefused --retry-delay 0 --max-time 10 "http://127.0.0.1:$port/") || true
+kill -TERM "$activator"
+wait "$activator"
+rm -f "$app"
+test "$answer" = activated
 systemd-analyze security --offline=yes --no-pager /lib/systemd/system/luaio@app.service | tail -n 1
 
 echo "== remove"

@@ -618,7 +618,12 @@ function process.shutdown(code)
         for _, fn in ipairs(hooks) do running[#running + 1] = task.spawn(fn) end
         for _, h in ipairs(running) do h:join() end
         t:stop()
-        process.exit(code or 0)
+        if code and code ~= 0 then process.exit(code) end
+        -- End as a script does when nothing is left, so the Lua state is closed and every
+        -- object finalized; whatever the app still keeps open (a timer, a child) is cut by
+        -- the exit on the next turn of the loop.
+        io.stdout:flush()
+        timer.setTimeout(0, function() process.exit(0) end):unref()
     end)
 end
 

@@ -101,6 +101,32 @@ describe("deadlines after CPU work", function()
         assert(helper.idle())
     end)
 
+    it("dns query {timeout = 300} after 350 ms of CPU work gets its answer", function()
+        local dns = require "dns"
+        local process = require "process"
+        -- A DNS server on 127.0.0.1 that answers every query at once with NXDOMAIN.
+        local server = assert(process.spawn("python3", { "-c", [[
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+while True:
+    q, a = s.recvfrom(512)
+    s.sendto(q[:2] + bytes([0x81, 0x83]) + q[4:6] + bytes(6) + q[12:], a)
+]] }, { stdio = { "ignore", "pipe", "inherit" } }))
+        local port = assert(tonumber(server.stdout:readline()), "the DNS server did not start")
+        dns.setServers({ "127.0.0.1:" .. port })
+        busy(350)
+        local addrs, err = dns.resolve4("deadline.test", { timeout = 300, cache = false })
+        dns.setServers()
+        server:kill()
+        server:wait()
+        server.stdout:close()
+        assert.is_nil(addrs)
+        assert.are.equal("ENOTFOUND", err.name) -- the answer, not ETIMEOUT
+        assert(helper.idle())
+    end)
+
     it("sleep(ms) after CPU work sleeps ms from the call, as Node's timers count", function()
         busy(150)
         local t0 = system.hrtime()

@@ -9,6 +9,7 @@ int luaopen_luaio_process(lua_State* L);
 int luaopen_dns(lua_State* L);
 int luaopen_luaio_tcp(lua_State* L);
 int luaopen_luaio_http(lua_State* L);
+int luaopen_luaio_fs(lua_State* L);
 }
 
 namespace luaio {
@@ -20,6 +21,7 @@ void register_modules(lua_State* L) {
     preload(L, "dns", luaopen_dns);
     preload(L, "luaio.tcp", luaopen_luaio_tcp);
     preload(L, "luaio.http", luaopen_luaio_http);
+    preload(L, "luaio.fs", luaopen_luaio_fs);
 }
 
 } // namespace luaio

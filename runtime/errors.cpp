@@ -71,6 +71,11 @@ int error_tostring(lua_State* L) {
     const char* port = lua_isnumber(L, -1) || lua_isstring(L, -1) ? lua_tostring(L, -1) : nullptr;
     std::string s = name ? name : "error";
     if (message) s.append(": ").append(message);
+    if (const char* path = raw_string(L, 1, "path")) {
+        const char* syscall = raw_string(L, 1, "syscall");
+        s.append(", ").append(syscall ? syscall : "").append(syscall ? " '" : "'").append(path).append("'");
+        if (const char* dest = raw_string(L, 1, "dest")) s.append(" -> '").append(dest).append("'");
+    }
     std::string addr;
     if (address) {
         addr = port && std::strchr(address, ':') ? std::string("[") + address + "]" : address;
@@ -199,6 +204,15 @@ void set_error_address(lua_State* L, const char* address, int port) {
     if (port >= 0) {
         lua_pushinteger(L, port);
         lua_setfield(L, -2, "port");
+    }
+}
+
+void set_error_path(lua_State* L, const char* syscall, const char* path, const char* dest) {
+    const char* const fields[][2] = {{"syscall", syscall}, {"path", path}, {"dest", dest}};
+    for (const auto& f : fields) {
+        if (!f[1]) continue;
+        lua_pushstring(L, f[1]);
+        lua_setfield(L, -2, f[0]);
     }
 }
 

@@ -61,6 +61,10 @@ int return_uv_error(lua_State* L, int uverr, int nils = 1);
 // Sets the fields `address` (when not null) and `port` (when >= 0) of the error table on top of
 // L: what a network error concerns (printed by __tostring). A host name goes in `host`.
 void set_error_address(lua_State* L, const char* address, int port = -1);
+// Sets the fields `syscall`, `path` and `dest` (those not null) of the error table on top of L:
+// what a file system error concerns, printed by __tostring as "ENOENT: no such file or
+// directory, open '/x'" (and " -> '/y'" for a dest).
+void set_error_path(lua_State* L, const char* syscall, const char* path, const char* dest = nullptr);
 
 // Raise "<where><fname>: <message>" as a Lua error (programmer mistakes: wrong types, closed
 // objects). fname is the public name ("process.wait", "read"). <where> is the user's line: the

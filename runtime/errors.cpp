@@ -60,7 +60,7 @@ const char* raw_string(lua_State* L, int idx, const char* key) {
 
 // "NAME: message (host, address:port)": the parts that the table has.
 int error_tostring(lua_State* L) {
-    luaL_checktype(L, 1, LUA_TTABLE);
+    if (!lua_istable(L, 1)) raise(L, "tostring", "expected an error table as argument 1, got %s", luaL_typename(L, 1));
     const char* name = raw_string(L, 1, "name");
     const char* message = raw_string(L, 1, "message");
     const char* host = raw_string(L, 1, "host");

@@ -36,6 +36,8 @@ describe("argument errors", function()
         raises("http.decode", function() http.decode({}) end)
         raises("http.query", function() http.query({}) end)
         raises("errors.new", function() require("luaio.errors").new("EBOGUS") end)
+        raises("errors.raise", function() require("luaio.errors").raise({}) end)
+        raises("tostring", function() require("luaio.errors").metatable.__tostring(5) end)
     end)
 
     it("name the method of a socket", function()

@@ -33,6 +33,8 @@ const char kUsage[] = "usage: luaio [options] [script [args...]]\n"
                       "\n"
                       "With no script and a terminal on standard input, luaio opens the interactive prompt;\n"
                       "with no script and no terminal, it runs standard input as the script.\n"
+                      "SIGTERM or SIGINT stops a script's servers gracefully: they drain for LUAIO_DRAIN_DELAY ms\n"
+                      "(1000), serve their backlog, finish requests within LUAIO_SHUTDOWN_TIMEOUT ms (10000).\n"
                       "Documentation: README.md and docs/ in the source tree.\n";
 
 void print_version() {

@@ -103,6 +103,7 @@ using Closer = void (*)(lua_State* L, void* ud, bool failed);
 void set_closer(lua_State* L, const char* name, Closer closer);
 // Pushes a new proxy of obj: a userdata holding the pointer, with the metatable `cls`. Returns
 // the pointer's slot, which the owner keeps and clears when obj goes (check_object then raises).
+// C++ objects use it through runtime/object.h (Handle<T>), the one owner model.
 void** push_proxy(lua_State* L, void* obj, const char* cls);
 // Creates the metatable `name` of a class and adds `methods` (add_to_class); leaves it on the
 // stack. Its __index is a table of its own, so that no metamethod can be called as a method

@@ -195,6 +195,46 @@ describe("misuse of luaio's objects from Lua", function()
         assert.is_true(raised > 0)
     end)
 
+    it("the functions of the C++ modules survive wrong arguments", function()
+        -- Everything but what ends, signals or blocks the process, changes its descriptors or
+        -- waits without end (suspend, readline), or asks DNS servers.
+        local modules = {
+            ["luaio.tcp"] = "*",
+            ["luaio.http"] = "*",
+            timer = "*",
+            system = { "cpuinfo", "gettime", "hrtime", "loadavg", "meminfo", "monotime", "uptime" },
+            ["luaio.process"] = { "affinity", "cwd", "environ", "exepath", "getenv", "ncpus", "pid", "ppid",
+                "signame", "signum", "uptime", "wait" },
+            ["luaio.core"] = { "current", "describe", "fds", "handles", "pending", "ready", "tasks" },
+        }
+        local tasks = core.tasks()
+        local objs, close = make_objects()
+        local vals, n = wrong_values(objs)
+        local total = 0
+        for name, which in pairs(modules) do
+            local m = require(name)
+            local fns = {}
+            if which == "*" then
+                for k, v in pairs(m) do
+                    if type(v) == "function" then fns[#fns + 1] = { label = name .. "." .. k, fn = v } end
+                end
+            else
+                for _, k in ipairs(which) do
+                    assert.is_function(m[k], name .. "." .. k)
+                    fns[#fns + 1] = { label = name .. "." .. k, fn = m[k] }
+                end
+            end
+            total = total + walk(fns, vals, n)
+        end
+        close()
+        for _ = 1, 200 do
+            if core.tasks() <= tasks then break end
+            sleep(10)
+        end
+        assert.is_true(core.tasks() <= tasks)
+        assert.is_true(total > 1000, "calls: " .. total)
+    end)
+
     it("every function survives being called on closed and collected objects", function()
         for _, c in ipairs(luaio_metatables()) do
             local objs, close = make_objects()

@@ -85,7 +85,7 @@ function helper.idle(fds, ms)
         if waited >= (ms or 1000) then
             return false, ("%d handle(s) active, %s descriptors (baseline %s)"):format(h, tostring(f), tostring(fds))
         end
-        sleep(10)
+        require("timer").sleep(10) -- not the global, which a spec may replace
         waited = waited + 10
     end
 end

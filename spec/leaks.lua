@@ -1,6 +1,8 @@
 -- Counts of what is open (libuv handles, tasks, file descriptors), for the leak check that
 -- spec/helper.lua runs after every spec and spec/run.lua after every file.
 local core = require "luaio.core"
+-- Not the global sleep, which a spec may replace (luaio.compat.luars: seconds).
+local sleep = require("timer").sleep
 local leaks = { wait_ms = 2000 }
 
 --- What is open now: referenced handles (with their types), tasks, descriptors (with what they are).

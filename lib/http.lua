@@ -75,6 +75,7 @@ http.pool = client.pool
 http.closeIdle = client.closeIdle
 http.parseUrl = client.parse_url
 http.router = router.new
+http.static = require("http.static").new
 http.decode = require("luaio.http").decode
 http.query = require("luaio.http").query
 

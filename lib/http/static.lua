@@ -1,0 +1,405 @@
+--- http.static(root[, options]): a handler(req, res) that serves the files under root (see
+--- docs/http.md, "Static files"). Usable with createServer and as a router route:
+---   http.createServer({port = 8080}, http.static("public"))
+---   r:get("/assets/*path", http.static("public"))   -- serves params.path
+--
+-- Every request path is checked segment by segment on its raw (percent-encoded) form before a
+-- file is looked up: a segment that decodes to "..", or that contains "/", "\" or NUL once
+-- decoded, is refused (400), so neither "..", "%2e%2e" nor "%2f" can leave the root; dotfiles
+-- are hidden; a symbolic link that resolves outside the root is refused unless allowed.
+-- The body is read from the file in blocks and written with res:write, which waits for the
+-- kernel to take each block (backpressure): a slow client holds one block, not the file.
+local fs = require "fs"
+
+local type, error, tonumber, tostring, pairs, ipairs = type, error, tonumber, tostring, pairs, ipairs
+local floor = math.floor
+local byte, char, find, format, gsub, lower, match, sub, gmatch =
+    string.byte, string.char, string.find, string.format, string.gsub, string.lower, string.match, string.sub,
+    string.gmatch
+local concat = table.concat
+local date = os.date
+
+local static = {}
+
+-- Bodies up to this size are read with one readFile; bigger ones stream in blocks.
+local SMALL = 256 * 1024
+local BLOCK = 256 * 1024
+-- nginx's default large_client_header_buffers line is 8 KiB; a path past this is refused (414).
+local MAX_PATH = 4096
+
+-- ---------------------------------------------------------------- MIME types
+
+local FALLBACK_TYPES = {
+    html = "text/html", htm = "text/html", css = "text/css", js = "text/javascript", mjs = "text/javascript",
+    json = "application/json", txt = "text/plain", xml = "application/xml", svg = "image/svg+xml",
+    png = "image/png", jpg = "image/jpeg", jpeg = "image/jpeg", gif = "image/gif", webp = "image/webp",
+    ico = "image/vnd.microsoft.icon", avif = "image/avif", woff = "font/woff", woff2 = "font/woff2",
+    ttf = "font/ttf", otf = "font/otf", pdf = "application/pdf", zip = "application/zip",
+    gz = "application/gzip", wasm = "application/wasm", mp4 = "video/mp4", webm = "video/webm",
+    mp3 = "audio/mpeg", ogg = "audio/ogg", wav = "audio/wav", csv = "text/csv", md = "text/markdown",
+    map = "application/json", tar = "application/x-tar",
+}
+
+local mime_types -- extension -> type, loaded on first use
+
+--- The MIME types of /etc/mime.types (Debian's media-types) over the built-in table.
+function static.load_mime_types(file)
+    local types = {}
+    for k, v in pairs(FALLBACK_TYPES) do types[k] = v end
+    local data = fs.readFile(file or "/etc/mime.types")
+    if data then
+        for line in gmatch(data, "[^\n]+") do
+            local t, exts = match(line, "^([%w%.%-%+]+/[%w%.%-%+]+)%s+(.+)$")
+            if t and sub(line, 1, 1) ~= "#" then
+                for ext in gmatch(exts, "%S+") do types[lower(ext)] = t end
+            end
+        end
+    end
+    -- Browsers run JavaScript only with a JavaScript type; mime.types has application/javascript.
+    types.js = types.js or "text/javascript"
+    return types
+end
+
+local function content_type(path)
+    mime_types = mime_types or static.load_mime_types()
+    local ext = match(path, "%.([^./]+)$")
+    local t = ext and mime_types[lower(ext)] or "application/octet-stream"
+    if sub(t, 1, 5) == "text/" or t == "application/javascript" or t == "application/json" or t == "image/svg+xml" then
+        t = t .. "; charset=utf-8"
+    end
+    return t
+end
+
+-- ---------------------------------------------------------------- paths
+
+local function hex(c)
+    c = byte(c)
+    if c >= 48 and c <= 57 then return c - 48 end
+    if c >= 65 and c <= 70 then return c - 55 end
+    if c >= 97 and c <= 102 then return c - 87 end
+end
+
+-- Decodes one raw segment; nil when it is malformed or decodes to something a file name may not
+-- hold here ("/", "\", NUL, "..").
+local function decode_segment(seg)
+    if find(seg, "\\", 1, true) or find(seg, "\0", 1, true) then return nil end
+    local bad = false
+    local s = gsub(seg, "%%(..)", function(h)
+        local a, b = hex(sub(h, 1, 1)), hex(sub(h, 2, 2))
+        if not a or not b then
+            bad = true
+            return ""
+        end
+        return char(a * 16 + b)
+    end)
+    if bad or find(s, "[/\\%z]") or s == ".." then return nil end
+    return s
+end
+
+-- The segments of a raw request path below the root: an array, or nil and the status to answer.
+local function segments_of(raw)
+    if #raw > MAX_PATH then return nil, 414 end
+    if sub(raw, 1, 1) ~= "/" then return nil, 400 end
+    local segs = {}
+    for seg in gmatch(raw, "[^/]+") do
+        local s = decode_segment(seg)
+        if not s then return nil, 400 end
+        if s ~= "." then segs[#segs + 1] = s end
+    end
+    return segs
+end
+
+-- ---------------------------------------------------------------- validators
+
+local function http_date(t)
+    return date("!%a, %d %b %Y %H:%M:%S GMT", floor(t))
+end
+
+local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10,
+    Nov = 11, Dec = 12 }
+
+-- Seconds since the epoch of an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"), or nil.
+local function parse_http_date(s)
+    local d, mon, y, h, mi, sec = match(s or "", "^%a+, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+    local m = MONTHS[mon]
+    if not m then return nil end
+    y, m, d = tonumber(y), m, tonumber(d)
+    -- Days from the civil date (Howard Hinnant's algorithm).
+    y = m <= 2 and y - 1 or y
+    local era = floor(y / 400)
+    local yoe = y - era * 400
+    local doy = floor((153 * (m + (m > 2 and -3 or 9)) + 2) / 5) + d - 1
+    local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
+    local days = era * 146097 + doe - 719468
+    return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec)
+end
+
+local function etag_of(st, suffix)
+    return format('"%x-%x%s"', floor(st.mtime), st.size, suffix or "")
+end
+
+-- Whether an If-None-Match list matches the ETag (weak comparison, RFC 9110 §13.1.2).
+local function none_match(header, etag)
+    if match(header, "^%s*%*%s*$") then return true end
+    for tag in gmatch(header, "[^,%s]+") do
+        if tag == etag or tag == "W/" .. etag then return true end
+    end
+    return false
+end
+
+-- The byte range of a Range header for a file of `size` bytes: first, last; or false when it is
+-- unsatisfiable (416); or nil when the header is to be ignored (absent, malformed, several ranges).
+local function range_of(header, size)
+    local a, b = match(header, "^%s*bytes%s*=%s*(%d*)%s*%-%s*(%d*)%s*$")
+    if not a or (a == "" and b == "") then return nil end
+    if a == "" then -- the last b bytes
+        local n = tonumber(b)
+        if n == 0 or size == 0 then return false end
+        return size > n and size - n or 0, size - 1
+    end
+    local first, last = tonumber(a), b ~= "" and tonumber(b) or size - 1
+    if last < first then return nil end
+    if first >= size then return false end
+    if last >= size then last = size - 1 end
+    return first, last
+end
+
+-- Whether Accept-Encoding accepts `coding` (a q of 0 refuses it).
+local function accepts(header, coding)
+    for item in gmatch(header, "[^,]+") do
+        local name, params = match(item, "^%s*([%w%-%*]+)%s*(.*)$")
+        if name and (lower(name) == coding) then
+            local q = match(params, "[qQ]%s*=%s*([%d%.]+)")
+            return not q or tonumber(q) > 0
+        end
+    end
+    return false
+end
+
+-- ---------------------------------------------------------------- responses
+
+local function plain(res, status, body, extra)
+    res:setStatus(status)
+    res:setHeader("Content-Type", "text/plain; charset=utf-8")
+    if extra then
+        for k, v in pairs(extra) do res:setHeader(k, v) end
+    end
+    return res:finish(body)
+end
+
+local function html_escape(s)
+    return (gsub(s, "[&<>\"']", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }))
+end
+
+local function url_escape(s)
+    return (gsub(s, "[^%w%-%._~]", function(c) return format("%%%02X", byte(c)) end))
+end
+
+local function listing(res, dir, shown_path, o, head)
+    local entries = fs.readdir(dir)
+    if not entries then return plain(res, 404, "Not Found\n") end
+    local out = { "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of ", html_escape(shown_path),
+        "</title></head><body><h1>Index of ", html_escape(shown_path), "</h1><ul>\n" }
+    for _, e in ipairs(entries) do
+        if o.dotfiles == "allow" or sub(e.name, 1, 1) ~= "." then
+            local slash = e.type == "directory" and "/" or ""
+            out[#out + 1] = format('<li><a href="%s%s">%s%s</a></li>\n', url_escape(e.name), slash,
+                html_escape(e.name), slash)
+        end
+    end
+    out[#out + 1] = "</ul></body></html>\n"
+    res:setHeader("Content-Type", "text/html; charset=utf-8")
+    local body = concat(out)
+    if head then
+        res:setHeader("Content-Length", tostring(#body))
+        return res:finish()
+    end
+    return res:finish(body)
+end
+
+-- Sends bytes first..last of the open file with res:write, block by block.
+local function stream(res, f, first, last)
+    local pos = first
+    while pos <= last do
+        local n = last - pos + 1
+        local data, err = f:read(n < BLOCK and n or BLOCK, pos)
+        if not data then return err end
+        local werr = res:write(data)
+        if werr then return werr end
+        pos = pos + #data
+    end
+end
+
+local function send_file(req, res, file, st, o, encoding, vary)
+    local head = req.method == "HEAD"
+    local etag = etag_of(st, encoding and ("-" .. encoding))
+    local modified = http_date(st.mtime)
+    res:setHeader("ETag", etag)
+    res:setHeader("Last-Modified", modified)
+    res:setHeader("Accept-Ranges", "bytes")
+    if o.cacheControl then res:setHeader("Cache-Control", o.cacheControl) end
+    if vary then res:setHeader("Vary", "Accept-Encoding") end
+    if encoding then res:setHeader("Content-Encoding", encoding) end
+    local h = req.headers
+    local inm, ims = h["if-none-match"], h["if-modified-since"]
+    if inm then
+        if none_match(inm, etag) then
+            res:setStatus(304)
+            return res:finish()
+        end
+    elseif ims then
+        local t = parse_http_date(ims)
+        if ims == modified or (t and floor(st.mtime) <= t) then
+            res:setStatus(304)
+            return res:finish()
+        end
+    end
+    local size = st.size
+    local first, last = 0, size - 1
+    local range = h.range
+    if range and req.method == "GET" then
+        local if_range = h["if-range"]
+        if if_range and if_range ~= etag and if_range ~= modified then range = nil end
+        if range then
+            local a, b = range_of(range, size)
+            if a == false then
+                res:setStatus(416)
+                res:setHeader("Content-Range", "bytes */" .. size)
+                res:setHeader("Content-Type", nil)
+                return res:finish()
+            elseif a then
+                first, last = a, b
+                res:setStatus(206)
+                res:setHeader("Content-Range", format("bytes %d-%d/%d", first, last, size))
+            end
+        end
+    end
+    local length = last - first + 1
+    res:setHeader("Content-Length", format("%d", length))
+    if head or length == 0 then return res:finish() end
+    if size <= SMALL then
+        local data, err = fs.readFile(file)
+        if not data then return plain(res, 404, "Not Found\n") end
+        if #data ~= size then -- changed since the stat: send what is there now, whole
+            res:setStatus(200)
+            res:setHeader("Content-Range", nil)
+            res:setHeader("Content-Length", format("%d", #data))
+            first, last = 0, #data - 1
+            return res:finish(data)
+        end
+        if first ~= 0 or last ~= size - 1 then data = sub(data, first + 1, last + 1) end
+        return res:finish(data)
+    end
+    local f = fs.open(file)
+    if not f then return plain(res, 404, "Not Found\n") end
+    local err = stream(res, f, first, last)
+    f:close()
+    if err then return err end
+    return res:finish()
+end
+
+local function check_options(root, options)
+    if type(root) ~= "string" then error("http.static: expected a root directory (a string) as argument 1, got " .. type(root), 3) end
+    if options ~= nil and type(options) ~= "table" then
+        error("http.static: expected an options table as argument 2, got " .. type(options), 3)
+    end
+    local o = {}
+    for k, v in pairs(options or {}) do
+        if k ~= "index" and k ~= "dotfiles" and k ~= "listing" and k ~= "cacheControl" and k ~= "maxAge"
+            and k ~= "precompressed" and k ~= "symlinks" and k ~= "param" then
+            error("http.static: unknown option '" .. tostring(k) .. "'", 3)
+        end
+        o[k] = v
+    end
+    if o.index == nil then o.index = "index.html" end
+    o.dotfiles = o.dotfiles or "ignore"
+    if o.dotfiles ~= "ignore" and o.dotfiles ~= "allow" and o.dotfiles ~= "deny" then
+        error("http.static: dotfiles must be \"ignore\", \"allow\" or \"deny\"", 3)
+    end
+    if o.maxAge and not o.cacheControl then o.cacheControl = format("public, max-age=%d", o.maxAge) end
+    if o.precompressed == nil then o.precompressed = true end
+    o.param = o.param or "path"
+    return o
+end
+
+--- The handler (see the file's head).
+function static.new(root, options)
+    local o = check_options(root, options)
+    root = gsub(root, "/+$", "")
+    if root == "" then root = "/" end
+    local real_root -- resolved on first use (the directory may be made after the handler)
+    return function(req, res, params)
+        local method = req.method
+        if method ~= "GET" and method ~= "HEAD" then
+            return plain(res, 405, "Method Not Allowed\n", { Allow = "GET, HEAD" })
+        end
+        local raw = req.path
+        local segs, status = segments_of(raw)
+        if not segs then return plain(res, status, status == 414 and "URI Too Long\n" or "Bad Request\n") end
+        params = params or req.params
+        local rel = params and params[o.param]
+        if rel then -- a router's catch-all, already decoded: checked again, segment by segment
+            segs = {}
+            for seg in gmatch(rel, "[^/]+") do
+                if seg == ".." or find(seg, "[\\%z]") then return plain(res, 400, "Bad Request\n") end
+                if seg ~= "." then segs[#segs + 1] = seg end
+            end
+        end
+        for _, s in ipairs(segs) do
+            if sub(s, 1, 1) == "." and o.dotfiles ~= "allow" then
+                if o.dotfiles == "deny" then return plain(res, 403, "Forbidden\n") end
+                return plain(res, 404, "Not Found\n")
+            end
+        end
+        local file = root .. (#segs > 0 and "/" .. concat(segs, "/") or "")
+        if not o.symlinks then
+            real_root = real_root or fs.realpath(root)
+            local real = fs.realpath(file)
+            if real and real_root and real ~= real_root and sub(real, 1, #real_root + 1) ~= real_root .. "/"
+                and real_root ~= "/" then
+                return plain(res, 404, "Not Found\n")
+            end
+        end
+        local st = fs.stat(file)
+        if not st then return plain(res, 404, "Not Found\n") end
+        if st.type == "directory" then
+            if sub(raw, -1) ~= "/" then
+                local q = match(req.url, "%?.*$") or ""
+                return plain(res, 301, "Moved Permanently\n", { Location = raw .. "/" .. q })
+            end
+            if o.index then
+                local index = file .. "/" .. o.index
+                local ist = fs.stat(index)
+                if ist and ist.type == "file" then
+                    file, st = index, ist
+                end
+            end
+            if st.type == "directory" then
+                if o.listing then return listing(res, file, raw, o, method == "HEAD") end
+                return plain(res, 404, "Not Found\n")
+            end
+        elseif st.type ~= "file" then
+            return plain(res, 404, "Not Found\n")
+        end
+        res:setHeader("Content-Type", content_type(file))
+        local encoding, vary
+        if o.precompressed then
+            local ae = req.headers["accept-encoding"] or ""
+            for _, v in ipairs({ { "br", ".br" }, { "gzip", ".gz" } }) do
+                local vst = fs.stat(file .. v[2])
+                if vst and vst.type == "file" then
+                    vary = true
+                    if not encoding and accepts(ae, v[1]) then
+                        encoding, file, st = v[1], file .. v[2], vst
+                    end
+                end
+            end
+        end
+        return send_file(req, res, file, st, o, encoding, vary)
+    end
+end
+
+static.parse_http_date = parse_http_date
+static.range_of = range_of
+
+return static

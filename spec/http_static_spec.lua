@@ -1,0 +1,264 @@
+-- http.static: files of a temporary directory served by a real server, checked with raw
+-- requests (paths that a client would normalise) and with the http client.
+local http = require "http"
+local fs = require "fs"
+local tcp = require "tcp"
+local process = require "process"
+local static = require "http.static"
+
+local root, outside, server, port, base
+
+local function start(options, router)
+    local handler = http.static(root, options)
+    if router then
+        local r = http.router()
+        r:get("/assets/*path", handler)
+        handler = r
+    end
+    server = assert(http.createServer({ port = 0, host = "127.0.0.1" }, handler))
+    port = server.port
+    base = "http://127.0.0.1:" .. port
+end
+
+-- A raw request; returns the status, the head and the body.
+local function raw(target, method, headers)
+    local sock = assert(tcp.connect(port, "127.0.0.1"))
+    sock:settimeouts(2000, 2000, 2000)
+    local req = (method or "GET") .. " " .. target .. " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" .. (headers or "")
+        .. "\r\n"
+    assert(sock:write(req) == nil)
+    local parts = {}
+    while true do
+        local d = sock:read()
+        if not d then break end
+        parts[#parts + 1] = d
+    end
+    sock:close()
+    local all = table.concat(parts)
+    local head, body = all:match("^(.-\r\n)\r\n(.*)$")
+    return tonumber(all:match("^HTTP/1%.1 (%d+)")), head or all, body
+end
+
+local function get(path, headers)
+    return assert(http.request({ url = base .. path, headers = headers }))
+end
+
+describe("http.static", function()
+    before_each(function()
+        local tmp = assert(fs.mkdtemp(fs.tmpdir() .. "/luaio-static-"))
+        root, outside = tmp .. "/root", tmp .. "/outside"
+        assert(fs.mkdir(root .. "/dir/sub", { recursive = true }))
+        assert(fs.mkdir(outside))
+        assert(fs.writeFile(root .. "/hello.txt", "hello world"))
+        assert(fs.writeFile(root .. "/index.html", "<h1>home</h1>"))
+        assert(fs.writeFile(root .. "/dir/index.html", "dir index"))
+        assert(fs.writeFile(root .. "/dir/sub/a.css", "body{}"))
+        assert(fs.writeFile(root .. "/.env", "SECRET=1"))
+        assert(fs.writeFile(root .. "/app.js", "console.log(1)"))
+        assert(fs.writeFile(root .. "/app.js.gz", "GZ"))
+        assert(fs.writeFile(root .. "/app.js.br", "BR"))
+        assert(fs.writeFile(outside .. "/secret", "outside"))
+        assert(fs.symlink(outside .. "/secret", root .. "/link-out"))
+        assert(fs.symlink(root .. "/hello.txt", root .. "/link-in"))
+    end)
+    after_each(function()
+        if server then server:close() end
+        server = nil
+        http.closeIdle()
+        assert(fs.rm(root:match("^(.*)/root$"), { recursive = true }))
+    end)
+
+    it("serves a file with its type, length, ETag and Last-Modified; HEAD has no body", function()
+        start()
+        local res = get("/hello.txt")
+        assert.are.equal(200, res.status)
+        assert.are.equal("hello world", res.body)
+        assert.are.equal("text/plain; charset=utf-8", res.headers["content-type"])
+        assert.are.equal("11", res.headers["content-length"])
+        assert.are.equal("bytes", res.headers["accept-ranges"])
+        assert.truthy(res.headers.etag:match('^"%x+%-b"$'))
+        assert.truthy(res.headers["last-modified"]:match("GMT$"))
+        local status, head, body = raw("/hello.txt", "HEAD")
+        assert.are.equal(200, status)
+        assert.truthy(head:find("Content-Length: 11", 1, true))
+        assert.are.equal("", body)
+        assert.are.equal(405, raw("/hello.txt", "POST"))
+    end)
+
+    it("serves index.html for directories and redirects /dir to /dir/", function()
+        start()
+        assert.are.equal("<h1>home</h1>", get("/").body)
+        local status, head = raw("/dir?x=1")
+        assert.are.equal(301, status)
+        assert.truthy(head:find("Location: /dir/?x=1", 1, true))
+        assert.are.equal("dir index", get("/dir/").body)
+        assert.are.equal("text/css; charset=utf-8", get("/dir/sub/a.css").headers["content-type"])
+    end)
+
+    it("lists a directory only when asked", function()
+        start()
+        assert.are.equal(404, raw("/dir/sub/"))
+        server:close()
+        start({ listing = true })
+        local res = get("/dir/sub/")
+        assert.are.equal(200, res.status)
+        assert.truthy(res.body:find('<a href="a.css">a.css</a>', 1, true))
+        assert.falsy(get("/").body:find(".env", 1, true))
+    end)
+
+    it("answers 304 to If-None-Match and If-Modified-Since", function()
+        start()
+        local res = get("/hello.txt")
+        local etag, modified = res.headers.etag, res.headers["last-modified"]
+        local r1 = get("/hello.txt", { ["If-None-Match"] = etag })
+        assert.are.equal(304, r1.status)
+        assert.are.equal("", r1.body)
+        assert.are.equal(304, get("/hello.txt", { ["If-None-Match"] = 'W/"x", ' .. etag }).status)
+        assert.are.equal(200, get("/hello.txt", { ["If-None-Match"] = '"other"' }).status)
+        assert.are.equal(304, get("/hello.txt", { ["If-Modified-Since"] = modified }).status)
+        assert.are.equal(200, get("/hello.txt", { ["If-Modified-Since"] = "Thu, 01 Jan 1970 00:00:00 GMT" }).status)
+    end)
+
+    it("answers single ranges with 206, unsatisfiable ones with 416, and honours If-Range", function()
+        start()
+        local r = get("/hello.txt", { Range = "bytes=0-4" })
+        assert.are.equal(206, r.status)
+        assert.are.equal("hello", r.body)
+        assert.are.equal("bytes 0-4/11", r.headers["content-range"])
+        assert.are.equal("world", get("/hello.txt", { Range = "bytes=-5" }).body)
+        assert.are.equal("world", get("/hello.txt", { Range = "bytes=6-" }).body)
+        assert.are.equal("world", get("/hello.txt", { Range = "bytes=6-100" }).body)
+        local bad = get("/hello.txt", { Range = "bytes=20-30" })
+        assert.are.equal(416, bad.status)
+        assert.are.equal("bytes */11", bad.headers["content-range"])
+        assert.are.equal(200, get("/hello.txt", { Range = "bytes=0-1,3-4" }).status) -- several: the whole file
+        local etag = r.headers.etag
+        assert.are.equal(206, get("/hello.txt", { Range = "bytes=0-4", ["If-Range"] = etag }).status)
+        local changed = get("/hello.txt", { Range = "bytes=0-4", ["If-Range"] = '"old"' })
+        assert.are.equal(200, changed.status)
+        assert.are.equal("hello world", changed.body)
+    end)
+
+    it("streams a big file and its ranges", function()
+        local block = string.rep("0123456789abcdef", 65536) -- 1 MiB
+        assert(fs.writeFile(root .. "/big.bin", block:rep(3)))
+        start()
+        local res = get("/big.bin")
+        assert.are.equal(3 * 1048576, #res.body)
+        assert.are.equal(block:rep(3), res.body)
+        local r = get("/big.bin", { Range = "bytes=1048570-2097160" })
+        assert.are.equal(206, r.status)
+        assert.are.equal(block:rep(3):sub(1048571, 2097161), r.body)
+        local out = assert(process.run({ "curl", "-s", "--max-time", "10", "-o", "/dev/null", "-w", "%{size_download}",
+            base .. "/big.bin" }))
+        assert.are.equal(tostring(3 * 1048576), out.stdout)
+    end)
+
+    it("sets Cache-Control from an option", function()
+        start({ maxAge = 3600 })
+        assert.are.equal("public, max-age=3600", get("/hello.txt").headers["cache-control"])
+        server:close()
+        start({ cacheControl = "no-cache" })
+        assert.are.equal("no-cache", get("/hello.txt").headers["cache-control"])
+    end)
+
+    it("serves precompressed .br and .gz when Accept-Encoding allows, with Vary", function()
+        start()
+        local br = get("/app.js", { ["Accept-Encoding"] = "gzip, br" })
+        assert.are.equal("BR", br.body)
+        assert.are.equal("br", br.headers["content-encoding"])
+        assert.are.equal("Accept-Encoding", br.headers.vary)
+        assert.are.equal("text/javascript; charset=utf-8", br.headers["content-type"])
+        local gz = get("/app.js", { ["Accept-Encoding"] = "gzip, br;q=0" })
+        assert.are.equal("GZ", gz.body)
+        assert.are.equal("gzip", gz.headers["content-encoding"])
+        assert.are_not.equal(br.headers.etag, gz.headers.etag)
+        local plain = get("/app.js", { ["Accept-Encoding"] = "identity" })
+        assert.are.equal("console.log(1)", plain.body)
+        assert.is_nil(plain.headers["content-encoding"])
+        assert.are.equal("Accept-Encoding", plain.headers.vary)
+    end)
+
+    describe("refuses to leave the root", function()
+        it(".. segments", function()
+            start()
+            assert.are.equal(400, raw("/../outside/secret"))
+            assert.are.equal(400, raw("/dir/../../outside/secret"))
+            assert.are.equal(400, raw("/dir/.."))
+        end)
+
+        it("percent-encoded dots and slashes", function()
+            start()
+            assert.are.equal(400, raw("/%2e%2e/outside/secret"))
+            assert.are.equal(400, raw("/%2E%2E/outside/secret"))
+            assert.are.equal(400, raw("/.%2e/outside/secret"))
+            assert.are.equal(400, raw("/dir%2f..%2f..%2foutside/secret"))
+            assert.are.equal(400, raw("/dir%2Fsub/a.css"))
+            assert.are.equal(400, raw("/hello%zz.txt"))
+            assert.are.equal(200, raw("/hello%2etxt")) -- an encoded dot inside a name is a dot
+        end)
+
+        it("backslashes", function()
+            start()
+            assert.are.equal(400, raw("/..\\outside\\secret"))
+            assert.are.equal(400, raw("/%5c..%5coutside/secret"))
+        end)
+
+        it("NUL bytes", function()
+            start()
+            assert.are.equal(400, raw("/hello.txt%00.html"))
+        end)
+
+        it("over-long paths", function()
+            start()
+            assert.are.equal(414, raw("/" .. string.rep("a", 5000)))
+            assert.are.equal(404, raw("/" .. string.rep("a", 200)))
+        end)
+
+        it("symbolic links that lead outside, unless allowed", function()
+            start()
+            assert.are.equal(404, raw("/link-out"))
+            assert.are.equal("hello world", get("/link-in").body)
+            server:close()
+            start({ symlinks = true })
+            assert.are.equal("outside", get("/link-out").body)
+        end)
+
+        it("dotfiles are hidden by default", function()
+            start()
+            assert.are.equal(404, raw("/.env"))
+            assert.are.equal(404, raw("/%2eenv"))
+            server:close()
+            start({ dotfiles = "deny" })
+            assert.are.equal(403, raw("/.env"))
+            server:close()
+            start({ dotfiles = "allow" })
+            assert.are.equal("SECRET=1", get("/.env").body)
+        end)
+    end)
+
+    it("works as a router route with a catch-all", function()
+        start(nil, true)
+        assert.are.equal("hello world", get("/assets/hello.txt").body)
+        assert.are.equal("body{}", get("/assets/dir/sub/a.css").body)
+        assert.are.equal(400, raw("/assets/%2e%2e/%2e%2e/outside/secret"))
+        assert.are.equal(400, raw("/assets/dir%2f..%2f..%2f..%2foutside%2fsecret"))
+        assert.are.equal(404, raw("/assets/.env"))
+    end)
+
+    it("raises on wrong arguments", function()
+        assert.has_error(function() http.static(1) end,
+            "http.static: expected a root directory (a string) as argument 1, got number")
+        assert.has_error(function() http.static("x", { idnex = "a" }) end, "http.static: unknown option 'idnex'")
+        assert.has_error(function() http.static("x", { dotfiles = "yes" }) end)
+    end)
+
+    it("reads MIME types from a mime.types file over its built-in table", function()
+        local f = root .. "/mime.types"
+        assert(fs.writeFile(f, "# comment\napplication/x-luaio\tluaio lio\ntext/html html\n"))
+        local types = static.load_mime_types(f)
+        assert.are.equal("application/x-luaio", types.lio)
+        assert.are.equal("image/png", types.png)
+        assert.are.equal(784111777, static.parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"))
+    end)
+end)

@@ -174,6 +174,36 @@ describe("misuse of luaio's objects from Lua", function()
         close()
     end)
 
+    it("a proxy's __gc called by hand cuts the proxy off; the object does what its collection does", function()
+        -- A timer runs on without its proxy (as when the proxy is collected).
+        local fired = false
+        local t = timer.setTimeout(20, function() fired = true end)
+        getmetatable(t).__gc(t)
+        getmetatable(t).__gc(t)
+        assert.is_false(t:active())
+        for _ = 1, 100 do
+            if fired then break end
+            sleep(5)
+        end
+        assert.is_true(fired)
+        -- A server closes.
+        local server = assert(tcp.createServer(0, function() end, { host = "127.0.0.1" }))
+        local port = server:address().port
+        getmetatable(server).__gc(server)
+        local ok, err = pcall(server.address, server)
+        assert.is_false(ok)
+        assert.matches("closed", err)
+        local sock, cerr = tcp.connect(port, "127.0.0.1")
+        assert.is_nil(sock)
+        assert.are.equal("ECONNREFUSED", cerr.name)
+        -- A socket closes.
+        local s2 = assert(tcp.createServer(0, function(c) c:read() end, { host = "127.0.0.1" }))
+        local c = assert(tcp.connect(s2:address().port, "127.0.0.1"))
+        getmetatable(c).__gc(c)
+        assert.is_true(c:isClosed())
+        s2:close()
+    end)
+
     it("every function of every luaio metatable survives wrong arguments", function()
         local tasks = core.tasks()
         local total, raised = 0, 0

@@ -5,6 +5,8 @@
 #include "runtime/embedded.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -793,15 +795,68 @@ const EmbeddedModule* find_embedded(const char* name) {
     return nullptr;
 }
 
-// libuv keeps one descriptor in reserve so that a server out of descriptors (EMFILE) can still
-// accept and drop connections instead of spinning; it opens it with the loop's first stream.
-// Opening it now makes sure it exists before descriptors can run out, and keeps the process's
-// descriptor count constant from here on (the specs' leak check compares it).
-static void reserve_emfile_descriptor() {
-    auto* pipe = new uv_pipe_t;
-    uv_pipe_init(g_loop, pipe, 0);
-    uv_close(reinterpret_cast<uv_handle_t*>(pipe), [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+// libuv keeps one descriptor in reserve (loop->emfile_fd) for servers out of descriptors: when
+// accept fails with EMFILE it closes the reserve, accepts and closes the waiting connections,
+// and opens a new reserve, so it does not spin; but it tells the server nothing. So that the
+// failure can be reported (docs/tcp.md), the reserve is one end of a socket pair whose other
+// end is watched: libuv closing it is the sign. The watcher then reports, at most once a
+// second with a count, and puts a fresh pair in place. The reserve is set up at start, so it
+// exists before descriptors can run out and the descriptor count stays constant from here on
+// (the specs' leak check compares it).
+namespace {
+struct EmfileWatch {
+    uv_poll_t poll;
+    int fd; // the watched end
+};
+uint64_t g_emfile_reported = 0; // loop time of the last report
+int g_emfile_unreported = 0;    // failures since then
+
+void on_emfile_reserve_closed(uv_poll_t* p, int, int);
+
+void watch_emfile_reserve() {
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+        // Without a watched pair libuv must still have a reserve, or a server out of
+        // descriptors would spin.
+        if (g_loop->emfile_fd == -1) g_loop->emfile_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        return;
+    }
+    // loop->emfile_fd is libuv's own field (in uv/unix.h's private loop fields).
+    g_loop->emfile_fd = pair[0];
+    auto* w = new EmfileWatch;
+    w->fd = pair[1];
+    uv_poll_init(g_loop, &w->poll, w->fd);
+    uv_poll_start(&w->poll, UV_READABLE | UV_DISCONNECT, on_emfile_reserve_closed);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&w->poll));
 }
+
+void on_emfile_reserve_closed(uv_poll_t* p, int, int) {
+    auto* w = reinterpret_cast<EmfileWatch*>(p);
+    uv_close(reinterpret_cast<uv_handle_t*>(&w->poll),
+             [](uv_handle_t* h) { delete reinterpret_cast<EmfileWatch*>(h); });
+    close(w->fd);
+    // libuv has opened a new plain reserve: the two descriptors it frees make the new pair.
+    if (g_loop->emfile_fd >= 0) close(g_loop->emfile_fd);
+    g_loop->emfile_fd = -1;
+    watch_emfile_reserve();
+    g_emfile_unreported++;
+    uint64_t now = uv_now(g_loop);
+    if (g_emfile_reported && now - g_emfile_reported < 1000) return;
+    char msg[160];
+    if (g_emfile_unreported > 1)
+        std::snprintf(msg, sizeof msg,
+                      "tcp server: accept failed: too many open files (%d times since the last report); the "
+                      "connections are dropped until descriptors are free",
+                      g_emfile_unreported);
+    else
+        std::snprintf(msg, sizeof msg,
+                      "tcp server: accept failed: too many open files; the connections are dropped until "
+                      "descriptors are free");
+    report_error(g_L, "", msg);
+    g_emfile_reported = now;
+    g_emfile_unreported = 0;
+}
+} // namespace
 
 lua_State* init(const char* script_dir) {
     // A write to a peer that has gone (socket or pipe) must fail with EPIPE, not kill the
@@ -810,7 +865,7 @@ lua_State* init(const char* script_dir) {
     setup_output();
     g_loop = uv_default_loop();
     uv_idle_init(g_loop, &g_idle);
-    reserve_emfile_descriptor();
+    watch_emfile_reserve();
 #if defined(__SANITIZE_ADDRESS__)
     // Under AddressSanitizer, Lua's memory comes from malloc: ASan then checks it too, and
     // LeakSanitizer sees the C++ objects that only a Lua userdata points to (LuaJIT's own

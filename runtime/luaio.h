@@ -6,7 +6,7 @@
 //     int l_sleep(lua_State* L) {
 //         luaio::check_can_wait(L, "sleep");        // raises outside a task
 //         auto* req = ...;                          // C++ object that owns the uv handle
-//         uv_timer_start(&req->timer, on_timer, ms, 0);
+//         luaio::start_timer(&req->timer, on_timer, ms); // a deadline from now
 //         return luaio::park(L, req->waiter);      // tail position: yields the task
 //     }
 //     void on_timer(uv_timer_t* t) {

@@ -114,6 +114,7 @@ defaults
     timeout connect 2s
     timeout client 30s
     timeout server 30s
+    timeout check 1s
     retries 3
     option redispatch
 frontend fe

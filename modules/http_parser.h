@@ -87,17 +87,28 @@ inline size_t find_head_end(const char* data, size_t len) {
     return 0;
 }
 
-// RFC 9110 5.6.2: the bytes of a token (tchar).
+// Byte classes, made at compile time (no guard on each use): token bytes (RFC 9110 5.6.2
+// tchar), and the bytes of a Host value that need a look (see valid_host).
+struct ByteClasses {
+    bool tchar[256] = {};
+    // 0 for the bytes of a host name that need no look; the others are bad or need one.
+    uint8_t host[256] = {};
+    constexpr ByteClasses() {
+        for (int b = '0'; b <= '9'; b++) tchar[b] = true;
+        for (int b = 'a'; b <= 'z'; b++) tchar[b] = tchar[b - 32] = true;
+        const char* t = "!#$%&'*+-.^_`|~";
+        for (int i = 0; t[i]; i++) tchar[static_cast<unsigned char>(t[i])] = true;
+        for (int b = 0; b <= 0x20; b++) host[b] = 1;
+        host[0x7f] = host[0x2f] = 1; // DEL, '/'
+        const char* look = ".:[]";
+        for (int i = 0; look[i]; i++) host[static_cast<unsigned char>(look[i])] = 2;
+    }
+};
+
+inline constexpr ByteClasses kByteClasses{};
+
 inline bool is_tchar(unsigned char c) {
-    static const struct Table {
-        bool t[256] = {};
-        Table() {
-            for (int c = '0'; c <= '9'; c++) t[c] = true;
-            for (int c = 'a'; c <= 'z'; c++) t[c] = t[c - 32] = true;
-            for (const char* p = "!#$%&'*+-.^_`|~"; *p; p++) t[static_cast<unsigned char>(*p)] = true;
-        }
-    } table;
-    return table.t[c];
+    return kByteClasses.tchar[c];
 }
 
 inline bool span_iequals(const Span& s, const char* lower) {
@@ -118,6 +129,9 @@ inline bool valid_host(const Span& h) {
     bool literal = false, rest = false;
     for (size_t i = 0; i < h.len; i++) {
         unsigned char c = static_cast<unsigned char>(h.p[i]);
+        uint8_t cls = kByteClasses.host[c];
+        if (cls == 0) continue; // most bytes of a host name
+        if (cls == 1) return false;
         switch (c) {
         case '.':
             if (dot + 1 == i) return false;
@@ -139,12 +153,24 @@ inline bool valid_host(const Span& h) {
                 literal = false;
             }
             break;
-        default:
-            if (c == '/' || c <= 0x20 || c == 0x7f) return false;
         }
     }
     if (host_len > 0 && dot + 1 == host_len) host_len--; // a trailing dot names the same host
     return host_len > 0;
+}
+
+// valid_host, remembering the last valid value: a server's requests nearly all name the same
+// host, which then costs one comparison instead of a look at each byte.
+inline bool valid_host_cached(const Span& h) {
+    static char last[64];
+    static size_t last_len = 0;
+    if (h.len == last_len && std::memcmp(h.p, last, h.len) == 0) return true;
+    if (!valid_host(h)) return false;
+    if (h.len <= sizeof last) {
+        std::memcpy(last, h.p, h.len);
+        last_len = h.len;
+    }
+    return true;
 }
 
 // The chunked transfer coding (RFC 9112 7.1), as nginx reads it: a hex size (at most 2^60),
@@ -335,15 +361,20 @@ class Parser {
         size_t head_len = find_head_end(data, len);
         if (head_len == 0 && len > max_size) return Result::TooLarge;
         if (head_len > max_size) return Result::TooLarge;
-        // A CR that is not part of a CRLF is malformed wherever it is (llhttp lets some through
-        // in loose mode); rejecting it in a partial head too means a client using bare CRs is
-        // answered rather than left waiting for a head end that never comes.
-        if (bare_cr(data, head_len ? head_len : len)) {
-            reject_ = 400;
-            error_ = "CR without LF";
-            return Result::Bad;
+        // A CR that is not part of a CRLF is malformed wherever it is. In a whole head llhttp
+        // refuses it except before a value (see on_header_value, check_empty_values) or as an
+        // early end of the head (the desync guard below); a partial head is scanned, so that a
+        // client using bare CRs is answered rather than left waiting for a head end.
+        // (A response's status line may hold one for llhttp: a response head is scanned whole.)
+        if (head_len == 0 || p_.type == HTTP_RESPONSE) {
+            if (!bare_cr(data, head_len ? head_len : len)) {
+                if (head_len == 0) return Result::NeedMore;
+            } else {
+                reject_ = 400;
+                error_ = "CR without LF";
+                return Result::Bad;
+            }
         }
-        if (head_len == 0) return Result::NeedMore;
         Head& h = scratch_head();
         llhttp_errno_t err = execute_head(data, head_len);
         if (err != HPE_OK && err != HPE_PAUSED && !h.too_many && normalize(data, head_len, err)) {
@@ -357,6 +388,13 @@ class Parser {
             h.method = method;
         }
         if (h.too_many) return Result::TooLarge;
+        if (err == HPE_PAUSED && llhttp_get_error_pos(&p_) != src_ + src_len_) {
+            // llhttp saw the end of the head before find_head_end did: the two would disagree on
+            // where the next message starts, so the head is refused (a desync guard).
+            error_ = "head ends before its blank line";
+            reject_ = 400;
+            return Result::Bad;
+        }
         if (err == HPE_PAUSED) {
             llhttp_resume(&p_);
         } else if (err != HPE_OK) {
@@ -505,6 +543,7 @@ class Parser {
         message_done_ = false;
         headers_done_ = false;
         folded_ = false;
+        bare_cr_ = false;
         chunked_body_ = false;
         reject_ = 400;
         src_ = data;
@@ -520,6 +559,8 @@ class Parser {
     // scratch_copy() and returns whether that changed anything (else the error stands). Valid
     // heads never come here, so they cost nothing.
     bool normalize(const char* data, size_t len, llhttp_errno_t err) {
+        // A bare CR is a 400 whatever else is wrong (and must not vanish with a dropped line).
+        if (bare_cr(data, len)) return false;
         std::string& c = scratch_copy();
         c.clear();
         size_t from = 0;
@@ -592,6 +633,28 @@ class Parser {
         return colon ? Field::Keep : Field::AddColon;
     }
 
+    // Whether the bytes from the colon after name up to at are SP or HTAB only.
+    static bool only_blanks_after_colon(const Span& name, const char* at) {
+        for (const char* q = name.p + name.len + 1; q < at; q++)
+            if (*q != ' ' && *q != '\t') return false;
+        return true;
+    }
+
+    // A field with an empty value has no value callback: its line, after the colon, is blanks
+    // and the line end only.
+    bool empty_values_clean() const {
+        const Head& h = scratch_head();
+        const char* end = src_ + src_len_;
+        for (size_t i = 0; i < h.nheaders; i++) {
+            if (h.values[i].len) continue;
+            const char* q = h.names[i].p + h.names[i].len + 1;
+            while (q < end && (*q == ' ' || *q == '\t')) q++;
+            if (q < end && *q == '\r') q++;
+            if (q >= end || *q != '\n') return false;
+        }
+        return true;
+    }
+
     static bool bare_cr(const char* p, size_t n) {
         if (n == 0) return false; // p may be null (a client's read with nothing buffered yet)
         const char* end = p + n;
@@ -654,6 +717,9 @@ class Parser {
         Span& v = h.values[h.nheaders - 1];
         // A value in two pieces: llhttp joined an obs-fold continuation line (RFC 9112 5.2).
         if (v.p && v.p + v.len != at) self_->folded_ = true;
+        // Only SP and HTAB may come between the colon and the value: llhttp skips a CR there.
+        // (An empty value is checked by empty_values_clean: llhttp may give it a span anywhere.)
+        if (!v.p && len > 0 && !only_blanks_after_colon(h.names[h.nheaders - 1], at)) self_->bare_cr_ = true;
         extend(v, at, len);
         self_->last_ = Last::Value;
         return 0;
@@ -677,22 +743,23 @@ class Parser {
         // refused as nginx does.
         if (h.url.len == 0 || (h.url.p[0] != '/' && !std::memchr(h.url.p, ':', h.url.len)))
             return reject(400, "invalid request target");
-        for (size_t i = 0; i < h.url.len; i++) {
-            unsigned char c = static_cast<unsigned char>(h.url.p[i]);
-            if (c <= 0x20 || c == 0x7f) return reject(400, "invalid character in the request target");
-        }
+        // Of the control bytes llhttp's loose URL parsing lets only HTAB and FF through.
+        if (std::memchr(h.url.p, '\t', h.url.len) || std::memchr(h.url.p, '\f', h.url.len))
+            return reject(400, "invalid character in the request target");
         if (p_.method == HTTP_CONNECT) return reject(400, "CONNECT to an origin server");
         if (folded_) return reject(400, "obsolete line folding");
+        // NUL is nowhere in a head (llhttp's lenient value parsing would let it into a value).
+        if (std::memchr(src_, '\0', src_len_)) return reject(400, "NUL in the head");
         size_t hosts = 0, te = 0;
         const Span* host = nullptr;
         const Span* coding = nullptr;
         for (size_t i = 0; i < h.nheaders; i++) {
             const Span& n = h.names[i];
             if (n.len == 0) return reject(400, "empty field name");
-            const Span& v = h.values[i];
-            if (v.len && std::memchr(v.p, '\0', v.len)) return reject(400, "NUL in a field value");
+            // llhttp lets a space into a name (before the colon or inside it), no other non-token
+            // byte (those lines are dropped by normalize, as nginx ignores them).
             for (size_t k = 0; k < n.len; k++)
-                if (!is_tchar(static_cast<unsigned char>(n.p[k]))) return reject(400, "invalid field name");
+                if (n.p[k] == ' ') return reject(400, "whitespace in a field name");
             if (span_iequals(n, "host")) {
                 hosts++;
                 host = &h.values[i];
@@ -705,7 +772,7 @@ class Parser {
         if (host) {
             Span v = *host;
             trim_right(v);
-            if (!v.p || !valid_host(v)) return reject(400, "invalid Host");
+            if (!v.p || !valid_host_cached(v)) return reject(400, "invalid Host");
         } else if (p_.http_minor >= 1) {
             return reject(400, "no Host in an HTTP/1.1 request");
         }
@@ -723,6 +790,7 @@ class Parser {
     static int on_headers_complete(llhttp_t* p) {
         Parser* s = self(p);
         s->headers_done_ = true;
+        if (s->bare_cr_ || !s->empty_values_clean()) return s->reject(400, "CR without LF");
         if (p->type == HTTP_REQUEST) {
             if (int err = s->check_request()) return err;
         }
@@ -736,7 +804,11 @@ class Parser {
     }
 
     static int on_body(llhttp_t* p, const char* at, size_t len) {
-        (void)p;
+        // Body bytes inside a head: llhttp ended the head early (see parse_head's desync guard).
+        if (!self(p)->in_body_) {
+            llhttp_set_error_reason(p, "head ends before its blank line");
+            return HPE_USER;
+        }
         Pieces& pc = scratch_pieces();
         pc.piece.push_back(Span{at, len});
         pc.total += len;
@@ -777,6 +849,7 @@ class Parser {
     bool in_body_ = false;
     bool skip_body_ = false;
     bool folded_ = false;
+    bool bare_cr_ = false;
     bool chunked_body_ = false;
 };
 

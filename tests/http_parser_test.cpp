@@ -174,6 +174,12 @@ TEST(HttpParser, RequestSyntaxIsStrict) {
     EXPECT_EQ(head_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
               bad);
     EXPECT_EQ(head_of("GET / HTTP/1.1\rHost: a\r"), bad);
+    // Bare CRs that llhttp skips as blanks or takes as the end of the head.
+    EXPECT_EQ(head_of("GET / HTTP/1.1\r\nHost: a\r\nX:\rb\r\n\r\n"), bad);
+    EXPECT_EQ(head_of("GET / HTTP/1.1\r\nHost: a\r\nX: \rb\r\n\r\n"), bad);
+    EXPECT_EQ(head_of("GET / HTTP/1.1\r\nHost: a\r\nX:\r\r\n\r\n"), bad);
+    EXPECT_EQ(head_of("GET / HTTP/1.1\r\nHost: a\r\n\r\r\nY: b\r\n\r\n"), bad);
+    EXPECT_EQ(head_of("GET / HTTP/1.1\r\nHost: a\r\nX:  \r\n\r\n"), ok);
 }
 
 TEST(HttpParser, FormsLlhttpRefusesAreNormalized) {

@@ -1,6 +1,6 @@
 -- A hello-world HTTP/1.1 server on raw TCP for `luaio --workers N examples/workers_hello.lua [port]`.
--- Every worker listens on the same port (SO_REUSEPORT); on SIGTERM a worker stops accepting,
--- finishes the requests in progress and exits (process.onShutdown).
+-- Every worker listens on the same port (SO_REUSEPORT); on SIGTERM a worker drains, stops
+-- accepting, finishes the requests in progress and exits (every server does: docs/process.md).
 local tcp = require "tcp"
 local process = require "process"
 
@@ -8,7 +8,7 @@ local port = tonumber(arg[1]) or 8080
 local RESPONSE = "HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nHello, world!"
 local LAST = "HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\nHello, world!"
 
-local server = assert(tcp.createServer(port, function(sock)
+assert(tcp.createServer(port, function(sock)
     while true do
         local line = sock:readline()
         if not line then return end
@@ -25,9 +25,3 @@ local server = assert(tcp.createServer(port, function(sock)
         if last then return end
     end
 end, { host = "127.0.0.1", tcp_reuseport = true }))
-
--- Graceful stop: stop accepting, let the connections in progress end.
-process.onShutdown(function()
-    server:close()
-    while server:connections() > 0 do sleep(10) end
-end)

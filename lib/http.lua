@@ -33,7 +33,11 @@ function http.createServer(options, handler)
     if handler == nil and type(options) ~= "table" or (type(options) == "table" and getmetatable(options)) then
         options, handler = {}, options
     end
-    return server.listen(options, as_handler(handler), false, "createServer")
+    handler = as_handler(handler)
+    if type(options) == "table" and options.accessLog then
+        handler = require("http.access").wrap(handler, options.accessLog, "createServer")
+    end
+    return server.listen(options, handler, false, "createServer")
 end
 
 --- The seed's API: handler(request) returns {status, headers, body}; request has method,

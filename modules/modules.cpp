@@ -10,6 +10,7 @@ int luaopen_dns(lua_State* L);
 int luaopen_luaio_tcp(lua_State* L);
 int luaopen_luaio_http(lua_State* L);
 int luaopen_luaio_fs(lua_State* L);
+int luaopen_luaio_log(lua_State* L);
 }
 
 namespace luaio {
@@ -22,6 +23,7 @@ void register_modules(lua_State* L) {
     preload(L, "luaio.tcp", luaopen_luaio_tcp);
     preload(L, "luaio.http", luaopen_luaio_http);
     preload(L, "luaio.fs", luaopen_luaio_fs);
+    preload(L, "luaio.log", luaopen_luaio_log);
 }
 
 } // namespace luaio

@@ -163,6 +163,10 @@ bool in_task();
 
 // Print "luaio: <prefix><msg>" to stderr: the one place that reports a failed task.
 void report_error(lua_State* L, const char* prefix, const char* msg);
+// Sends report_error's messages to hook instead of stderr (the log module's sink, so that they
+// come out in the user's log format and destination); nullptr restores stderr.
+using ReportHook = void (*)(const char* prefix, const char* msg);
+void set_report_hook(ReportHook hook);
 
 // ---------------------------------------------------------------- modules
 // Register a C++ module so that `require(name)` loads it.

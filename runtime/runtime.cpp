@@ -737,7 +737,16 @@ bool in_task() {
     return g_current != nullptr;
 }
 
+namespace {
+ReportHook g_report_hook = nullptr;
+}
+
+void set_report_hook(ReportHook hook) {
+    g_report_hook = hook;
+}
+
 void report_error(lua_State*, const char* prefix, const char* msg) {
+    if (g_report_hook) return g_report_hook(prefix, msg);
     std::fflush(stdout);
     std::fprintf(stderr, "luaio: %s%s\n", prefix, msg);
     std::fflush(stderr);

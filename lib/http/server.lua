@@ -461,6 +461,7 @@ local tcp_options = {
 local known = {
     host = true, port = true, backlog = true, tcp_backlog = true, maxHeaderSize = true, maxBodySize = true,
     headerTimeout = true, keepAliveTimeout = true, requestTimeout = true, maxRequests = true, sendTimeout = true,
+    accessLog = true, -- lib/http/access.lua (http.createServer wraps the handler)
 }
 for _, k in ipairs(tcp_options) do
     known[k] = true

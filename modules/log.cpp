@@ -1,0 +1,277 @@
+// The log module's sink (luaio.log; the public module is lib/log.lua): finished lines go to a
+// bounded in-memory queue that libuv writes out in the thread pool, so a log call never waits
+// for a terminal, a pipe or a disk. Under overload lines are dropped and counted, and the count
+// is itself logged once the queue drains.
+//
+//   sink.write(line)              queue one line ("\n" is added)
+//   sink.setOutput("stderr" | "stdout" | path) -> true | nil, err
+//   sink.setFormat("text" | "json")   the format of the lines the sink makes itself
+//   sink.stamp()                  "2026-12-03T10:00:00.123Z"
+//   sink.dropped(), sink.flush(), sink.reopen(), sink.setQueueSize(bytes), sink.capture()
+//
+// sink.capture() routes luaio's own messages (luaio::report_error: failed tasks, handler errors)
+// through the sink, formatted as the user's lines are. The queue is written out at exit
+// (atexit) with a plain blocking write.
+#include "runtime/luaio.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <string>
+
+namespace {
+
+constexpr size_t kDefaultQueue = 1 << 20; // bytes waiting to be written
+
+struct Sink {
+    int fd = 2;
+    std::string path;    // of a file output (empty: stdout/stderr)
+    int retired_fd = -1; // a file replaced while a write to it was in flight
+    std::string pending, writing;
+    uv_fs_t req;
+    uv_buf_t buf;
+    bool busy = false;
+    size_t cap = kDefaultQueue;
+    uint64_t dropped = 0, unreported = 0;
+    bool json = false;
+    uv_signal_t usr1;
+    bool usr1_started = false;
+};
+
+Sink& g_sink = *new Sink; // never destroyed: atexit and late writes use it
+
+std::string stamp() {
+    uv_timeval64_t tv;
+    uv_gettimeofday(&tv);
+    time_t secs = static_cast<time_t>(tv.tv_sec);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char out[64];
+    std::snprintf(out, sizeof out, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                  tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(tv.tv_usec / 1000));
+    return out;
+}
+
+void json_string(std::string& out, const char* s, size_t n) {
+    out += '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += static_cast<char>(c);
+        } else if (c == '\n') {
+            out += "\\n";
+        } else if (c == '\t') {
+            out += "\\t";
+        } else if (c < 0x20) {
+            char esc[8];
+            std::snprintf(esc, sizeof esc, "\\u%04x", c);
+            out += esc;
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    out += '"';
+}
+
+// A line the sink makes itself (luaio's messages, the dropped count), in the current format.
+std::string own_line(const char* level, const char* upper, const std::string& msg) {
+    std::string line;
+    if (g_sink.json) {
+        line = "{\"time\":\"" + stamp() + "\",\"level\":\"" + level + "\",\"msg\":";
+        json_string(line, msg.data(), msg.size());
+        line += ",\"source\":\"luaio\"}";
+    } else {
+        line = stamp() + " " + upper + " " + msg;
+    }
+    return line;
+}
+
+void on_written(uv_fs_t* req);
+
+// Starts writing the queue when no write is in flight.
+void kick() {
+    if (g_sink.busy || g_sink.pending.empty() || !luaio::loop()) return;
+    g_sink.writing.swap(g_sink.pending);
+    g_sink.pending.clear();
+    g_sink.busy = true;
+    g_sink.buf = uv_buf_init(&g_sink.writing[0], static_cast<unsigned>(g_sink.writing.size()));
+    if (uv_fs_write(luaio::loop(), &g_sink.req, g_sink.fd, &g_sink.buf, 1, -1, on_written) < 0) {
+        g_sink.busy = false;
+        g_sink.writing.clear();
+    }
+}
+
+void push_line(const std::string& line) {
+    if (g_sink.pending.size() + line.size() + 1 > g_sink.cap) {
+        g_sink.dropped++;
+        g_sink.unreported++;
+        return;
+    }
+    g_sink.pending += line;
+    g_sink.pending += '\n';
+    kick();
+}
+
+void on_written(uv_fs_t* req) {
+    ssize_t n = req->result;
+    uv_fs_req_cleanup(req);
+    if (n > 0 && static_cast<size_t>(n) < g_sink.writing.size()) { // the rest of a partial write
+        g_sink.writing.erase(0, static_cast<size_t>(n));
+        g_sink.buf = uv_buf_init(&g_sink.writing[0], static_cast<unsigned>(g_sink.writing.size()));
+        if (uv_fs_write(luaio::loop(), req, g_sink.fd, &g_sink.buf, 1, -1, on_written) >= 0) return;
+    }
+    g_sink.busy = false;
+    g_sink.writing.clear();
+    if (g_sink.retired_fd >= 0) {
+        ::close(g_sink.retired_fd);
+        g_sink.retired_fd = -1;
+    }
+    if (g_sink.unreported) {
+        std::string msg = "log: " + std::to_string(g_sink.unreported) + " lines dropped (the queue was full)";
+        g_sink.unreported = 0;
+        std::string line = own_line("warn", "WARN", msg);
+        g_sink.pending += line;
+        g_sink.pending += '\n';
+    }
+    kick();
+}
+
+// Writes what is queued with blocking writes (at exit, or sink.flush() from a test).
+void flush_now() {
+    const std::string& s = g_sink.pending;
+    size_t off = 0;
+    while (off < s.size()) {
+        ssize_t k = ::write(g_sink.fd, s.data() + off, s.size() - off);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        off += static_cast<size_t>(k);
+    }
+    g_sink.pending.clear();
+}
+
+void report_hook(const char* prefix, const char* msg) {
+    push_line(own_line("error", "ERROR", std::string("luaio: ") + prefix + msg));
+}
+
+int open_file(lua_State* L, const char* path) {
+    int fd = ::open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        lua_pushnil(L);
+        luaio::push_uv_error(L, -errno);
+        luaio::set_error_path(L, "open", path);
+        return -1;
+    }
+    return fd;
+}
+
+void switch_fd(int fd) {
+    int old = g_sink.fd;
+    g_sink.fd = fd;
+    if (old <= 2) return;
+    if (g_sink.busy)
+        g_sink.retired_fd = old; // closed once the write to it is done
+    else
+        ::close(old);
+}
+
+void on_usr1(uv_signal_t*, int) {
+    if (g_sink.path.empty()) return;
+    int fd = ::open(g_sink.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0) switch_fd(fd);
+}
+
+int l_write(lua_State* L) {
+    size_t len;
+    const char* s = luaL_checklstring(L, 1, &len);
+    push_line(std::string(s, len));
+    return 0;
+}
+
+int l_set_output(lua_State* L) {
+    const char* target = luaL_checkstring(L, 1);
+    int fd;
+    std::string path;
+    if (!std::strcmp(target, "stderr")) {
+        fd = 2;
+    } else if (!std::strcmp(target, "stdout")) {
+        fd = 1;
+    } else {
+        fd = open_file(L, target);
+        if (fd < 0) return 2;
+        path = target;
+    }
+    switch_fd(fd);
+    g_sink.path = path;
+    // SIGUSR1 reopens a log file (nginx's convention for logrotate). Unreferenced: the watcher
+    // does not keep the process alive.
+    if (!path.empty() && !g_sink.usr1_started) {
+        uv_signal_init(luaio::loop(), &g_sink.usr1);
+        uv_signal_start(&g_sink.usr1, on_usr1, SIGUSR1);
+        uv_unref(reinterpret_cast<uv_handle_t*>(&g_sink.usr1));
+        g_sink.usr1_started = true;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+int l_reopen(lua_State*) {
+    on_usr1(nullptr, SIGUSR1);
+    return 0;
+}
+
+int l_set_format(lua_State* L) {
+    static const char* const kFormats[] = {"text", "json", nullptr};
+    g_sink.json = luaL_checkoption(L, 1, nullptr, kFormats) == 1;
+    return 0;
+}
+
+int l_stamp(lua_State* L) {
+    std::string s = stamp();
+    lua_pushlstring(L, s.data(), s.size());
+    return 1;
+}
+
+int l_dropped(lua_State* L) {
+    lua_pushnumber(L, static_cast<lua_Number>(g_sink.dropped));
+    return 1;
+}
+
+int l_flush(lua_State*) {
+    flush_now();
+    return 0;
+}
+
+int l_set_queue_size(lua_State* L) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    if (n < 1) luaio::raise(L, "setQueueSize", "the queue size must be at least 1 byte");
+    g_sink.cap = static_cast<size_t>(n);
+    return 0;
+}
+
+int l_capture(lua_State*) {
+    luaio::set_report_hook(report_hook);
+    return 0;
+}
+
+} // namespace
+
+extern "C" int luaopen_luaio_log(lua_State* L) {
+    static bool registered = false;
+    if (!registered) {
+        registered = true;
+        std::atexit(flush_now);
+    }
+    const luaL_Reg funcs[] = {
+        {"write", l_write},     {"setOutput", l_set_output}, {"reopen", l_reopen}, {"setFormat", l_set_format},
+        {"stamp", l_stamp},     {"dropped", l_dropped},      {"flush", l_flush},   {"setQueueSize", l_set_queue_size},
+        {"capture", l_capture}, {nullptr, nullptr}};
+    luaL_newlib(L, funcs);
+    return 1;
+}

@@ -1,0 +1,166 @@
+-- log: lines through the queued sink to files, stdout and stderr; luaio's own messages and the
+-- access log through the same sink.
+local log = require "log"
+local fs = require "fs"
+local http = require "http"
+local process = require "process"
+local helper = require "helper"
+
+local dir
+
+-- The content of path once it matches pattern (the sink writes in the thread pool).
+local function wait_for(path, pattern)
+    local data
+    for _ = 1, 400 do
+        data = fs.readFile(path) or ""
+        if data:find(pattern) then return data end
+        sleep(5)
+    end
+    error("never matched " .. pattern .. " in: " .. data)
+end
+
+local function run(src)
+    local script = helper.script(src)
+    local out, err, code = helper.run(script)
+    os.remove(script)
+    return out, err, code
+end
+
+describe("log", function()
+    before_each(function()
+        dir = assert(fs.mkdtemp(fs.tmpdir() .. "/luaio-log-"))
+        assert(log.setOutput(dir .. "/app.log"))
+    end)
+    after_each(function()
+        log.setOutput("stderr")
+        log.setFormat("text")
+        log.setLevel("info")
+        log.setQueueSize(1048576)
+        assert(fs.rm(dir, { recursive = true }))
+    end)
+
+    it("writes text lines with a UTC time, the level, the message and sorted fields", function()
+        log.info("user logged in", { user = 42, ms = 12, who = "a b" })
+        local data = wait_for(dir .. "/app.log", "\n$")
+        assert.truthy(data:match('^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ INFO user logged in ms=12 user=42 who="a b"\n$'), data)
+    end)
+
+    it("filters by level", function()
+        log.debug("no")
+        log.setLevel("debug")
+        log.debug("yes")
+        log.setLevel("error")
+        log.warn("no")
+        log.error("last")
+        local data = wait_for(dir .. "/app.log", "last")
+        assert.falsy(data:find(" no", 1, true))
+        assert.truthy(data:find("DEBUG yes", 1, true))
+        assert.are.equal("error", log.getLevel())
+        assert.has_error(function() log.setLevel("loud") end)
+    end)
+
+    it("writes JSON lines", function()
+        log.setFormat("json")
+        log.warn("disk low", { free = 10, path = "/x" })
+        local line = wait_for(dir .. "/app.log", "\n$")
+        local t = require("json").decode(line)
+        assert.are.equal("warn", t.level)
+        assert.are.equal("disk low", t.msg)
+        assert.are.equal(10, t.free)
+        assert.are.equal("/x", t.path)
+        assert.truthy(t.time:match("Z$"))
+        assert.has_error(function() log.setFormat("xml") end)
+    end)
+
+    it("drops lines when the queue is full and logs how many", function()
+        log.setQueueSize(200)
+        for i = 1, 100 do log.info("line " .. i) end -- no wait in between: the queue fills
+        assert.is_true(log.dropped() > 0)
+        local data = wait_for(dir .. "/app.log", "lines dropped")
+        assert.truthy(data:find("WARN log: %d+ lines dropped"))
+        assert.truthy(data:find("INFO line 1\n", 1, true))
+    end)
+
+    it("reopens its file on SIGUSR1 (logrotate)", function()
+        log.info("before")
+        wait_for(dir .. "/app.log", "before")
+        assert(fs.rename(dir .. "/app.log", dir .. "/app.log.1"))
+        assert(process.kill(process.pid, "SIGUSR1"))
+        sleep(50)
+        log.info("after")
+        local data = wait_for(dir .. "/app.log", "after")
+        assert.falsy(data:find("before", 1, true))
+        assert.falsy(fs.readFile(dir .. "/app.log.1"):find("after", 1, true))
+    end)
+
+    it("refuses an output it cannot open, keeping the old one", function()
+        local ok, err = log.setOutput(dir .. "/missing/app.log")
+        assert.is_nil(ok)
+        assert.are.equal("ENOENT", err.name)
+        log.info("still here")
+        wait_for(dir .. "/app.log", "still here")
+    end)
+
+    it("writes to stdout and stderr, and everything queued is out at exit", function()
+        local out, err = run([[
+            local log = require "log"
+            log.setOutput("stdout")
+            for i = 1, 5000 do log.info("n", {i = i}) end
+        ]])
+        local n = 0
+        for _ in out:gmatch("INFO n i=%d+\n") do n = n + 1 end
+        assert.are.equal(5000, n)
+        assert.are.equal("", err)
+        local _, err2 = run([[require("log").error("to stderr")]])
+        assert.truthy(err2:find("ERROR to stderr", 1, true))
+    end)
+
+    it("sends luaio's own messages through the sink, in its format", function()
+        local _, err = run([[
+            local log = require "log"
+            log.setFormat("json")
+            require("task").spawn(function() error("boom") end)
+        ]])
+        local line = err:match("[^\n]+")
+        local t = require("json").decode(line)
+        assert.are.equal("error", t.level)
+        assert.truthy(t.msg:find("boom", 1, true))
+        assert.truthy(t.msg:find("stack traceback", 1, true))
+    end)
+
+    describe("access log", function()
+        after_each(function() http.closeIdle() end)
+
+        it("combined, json, or a function", function()
+            local s1 = assert(http.createServer({ port = 0, accessLog = "combined" }, function(_, res)
+                res:finish("hello")
+            end))
+            assert(http.request({ url = "http://127.0.0.1:" .. s1.port .. "/a?b=1", headers = { Referer = "r" } }))
+            local data = wait_for(dir .. "/app.log", "\n$")
+            assert.truthy(data:match('^127%.0%.0%.1 %- %- %[%d%d/%a%a%a/%d%d%d%d:%d%d:%d%d:%d%d %+0000%] "GET /a%?b=1 HTTP/1%.1" 200 5 "r" "luaio"\n$'), data)
+            s1:close()
+            local s2 = assert(http.createServer({ port = 0, accessLog = "json" }, function(_, res)
+                res:setStatus(201)
+                res:write("ab")
+                res:write("cd")
+            end))
+            assert(http.get("http://127.0.0.1:" .. s2.port .. "/j"))
+            data = wait_for(dir .. "/app.log", "/j")
+            local t = require("json").decode(data:match("\n([^\n]+)\n$"))
+            assert.are.equal(201, t.status)
+            assert.are.equal(4, t.bytes)
+            assert.are.equal("GET", t.method)
+            assert.are.equal("number", type(t.ms))
+            s2:close()
+            local got
+            local s3 = assert(http.createServer({ port = 0, accessLog = function(req, _, info) got = info end },
+                function(_, res) res:finish("xyz") end))
+            assert(http.get("http://127.0.0.1:" .. s3.port .. "/f"))
+            s3:close()
+            assert.are.equal("/f", got.path)
+            assert.are.equal(3, got.bytes)
+            assert.are.equal("127.0.0.1", got.remoteAddress)
+            assert.has_error(function() http.createServer({ port = 0, accessLog = "apache" }, function() end) end)
+        end)
+    end)
+end)

@@ -202,6 +202,7 @@ struct Query {
     std::vector<std::string> addrs;
     std::vector<int> ttls;
     std::function<void(ares_channel, Query*)> start; // sends it (again, over TCP)
+    std::string asked; // the name in the question when it is not `name` (reverse: the PTR name)
 };
 
 void maybe_free(Query* q) {
@@ -481,7 +482,7 @@ void finish(Query* q, int status) {
 bool truncated(Query* q) {
     Channel* chan = q->chan;
     if (chan->truncated.empty()) return false;
-    std::string name = cache_key("", q->name).substr(1); // lowercased, no final dot
+    std::string name = cache_key("", q->asked.empty() ? q->name : q->asked).substr(1); // lowercased, no final dot
     bool found = false;
     for (auto it = chan->truncated.begin(); it != chan->truncated.end();) {
         if (*it == name || it->compare(0, name.size() + 1, name + ".") == 0) {
@@ -789,6 +790,24 @@ int l_lookup(lua_State* L) {
     });
 }
 
+// The name a PTR query for an address asks: "4.3.2.1.in-addr.arpa", or the 32 nibbles of an
+// IPv6 address in reverse, then "ip6.arpa".
+std::string ptr_name(const unsigned char* a, int family) {
+    std::string n;
+    if (family == AF_INET) {
+        for (int i = 3; i >= 0; i--) n += std::to_string(a[i]) + ".";
+        return n + "in-addr.arpa";
+    }
+    const char* hex = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--) {
+        n += hex[a[i] & 15];
+        n += '.';
+        n += hex[a[i] >> 4];
+        n += '.';
+    }
+    return n + "ip6.arpa";
+}
+
 int l_reverse(lua_State* L) {
     const char* fname = "reverse";
     std::string ip = check_name(L, fname, "an IP address");
@@ -808,6 +827,7 @@ int l_reverse(lua_State* L) {
     luaio::check_can_wait(L, fname);
     auto* q = new Query;
     q->name = ip;
+    q->asked = ptr_name(buf, family);
     q->use_cache = false;
     std::string addr(reinterpret_cast<char*>(buf), family == AF_INET ? 4 : 16);
     return run_query(L, q, o.timeout, [addr, family](ares_channel ch, Query* q) {

@@ -747,9 +747,14 @@ def answer(q, over_tcp):
             records = [bytes([192, 0, 2, 99])]
         else:
             flags |= 0x0200
+    elif name == "99.2.0.192.in-addr.arpa" and qtype == 12:
+        if over_tcp:
+            records = [b"\x02tc\x04test\x00"]
+        else:
+            flags |= 0x0200
     elif qtype == 1 and name.startswith("g") and name[1:-5].isdigit():
         records = [bytes([192, 0, 2, int(name[1:-5])])]
-    rr = b"".join(b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 300, 4) + r for r in records)
+    rr = b"".join(b"\xc0\x0c" + struct.pack(">HHIH", qtype, 1, 300, len(r)) + r for r in records)
     return name, q[:2] + struct.pack(">HHHHH", flags, 1, len(records), 0, 0) + q[12:i + 5] + rr
 
 def serve_tcp():
@@ -782,7 +787,7 @@ while True:
     if len(q) < 17:
         continue
     name, reply = answer(q, False)
-    if name in ("big.test", "tc.test"):
+    if name in ("big.test", "tc.test", "99.2.0.192.in-addr.arpa"):
         u.sendto(reply, addr)
     else:
         late.append((time.monotonic() + 0.2, reply, addr))
@@ -820,19 +825,21 @@ describe("dns with a server that sends oversized or truncated answers", function
             end)
         end
         tasks[41] = task.spawn(function()
-            a, e = dns[badfn](bad, { cache = false })
+            a, e = dns[badfn](bad, badfn ~= "reverse" and { cache = false } or nil)
         end)
         for _, t in ipairs(tasks) do t:join() end
         return good, a, e
     end
 
-    for _, case in ipairs({ { "big.test", "resolve4" }, { "tc.test", "resolve4" }, { "big.test", "lookup" }, { "tc.test", "lookup" } }) do
+    for _, case in ipairs({ { "big.test", "resolve4" }, { "tc.test", "resolve4" }, { "big.test", "lookup" }, { "tc.test", "lookup" },
+        -- ares_gethostbyaddr reports any failure of its DNS lookup as ENOTFOUND.
+        { "192.0.2.99", "reverse", "ENOTFOUND" } }) do
         it(("fails only its own query when %s's answer needs TCP and TCP is refused (%s)"):format(case[1], case[2]), function()
             start("notcp")
-            local good, a, e = forty_and_one(case[1], case[2], case[2])
+            local good, a, e = forty_and_one(case[1], case[2], case[2] == "lookup" and "lookup" or nil)
             assert.are.equal(40, good)
             assert.is_nil(a)
-            assert.are.equal("ECONNREFUSED", e.name)
+            assert.are.equal(case[3] or "ECONNREFUSED", e.name)
             assert.are.equal(case[1], e.hostname)
         end)
     end
@@ -846,5 +853,6 @@ describe("dns with a server that sends oversized or truncated answers", function
         assert.are.same({ "192.0.2.99" }, dns.resolve4("tc.test", { cache = false }))
         local all = assert(dns.lookup("big.test", { family = 4, cache = false }))
         assert.are.equal(4000, #all)
+        assert.are.same({ "tc.test" }, dns.reverse("192.0.2.99"))
     end)
 end)

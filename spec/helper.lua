@@ -20,6 +20,30 @@ function helper.fd_count()
     return require("luaio.core").fds()
 end
 
+--- Waits (up to `ms`, default 5000) until cond() is true; returns whether it became true. Waits
+--- for what a spec expects instead of sleeping a fixed time that a loaded machine can overrun.
+function helper.wait_for(cond, ms)
+    local sleep = require("timer").sleep -- not the global, which a spec may replace
+    for _ = 1, (ms or 5000) / 5 do
+        if cond() then return true end
+        sleep(5)
+    end
+    return cond() and true or false
+end
+
+--- The open descriptor count once it is at most `n`, or what it is after `ms` (default 2000):
+--- a closed handle gives its descriptor back in a later turn of the loop, so a count taken
+--- right after a close can be one too high on a loaded machine.
+function helper.fds_back_to(n, ms)
+    local sleep = require("timer").sleep -- not the global, which a spec may replace
+    for _ = 1, (ms or 2000) / 10 do
+        local f = helper.fd_count()
+        if f <= n then return f end
+        sleep(10)
+    end
+    return helper.fd_count()
+end
+
 --- The whole content of a file, or nil if it cannot be opened.
 function helper.read(path)
     local f = io.open(path)

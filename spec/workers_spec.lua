@@ -191,7 +191,7 @@ describe("luaio --workers", function()
 end)
 
 describe("luaio --workers with a TCP server", function()
-    local ok_tcp, tcp = pcall(require, "tcp")
+    local tcp = require "tcp"
     local APP = helper.source_dir .. "/examples/workers_hello.lua"
 
     local function get(port, path)
@@ -218,7 +218,6 @@ describe("luaio --workers with a TCP server", function()
     end
 
     it("a graceful stop finishes a slow request in flight", function()
-        if not ok_tcp then return pending("needs the tcp module") end
         local port = 18000 + process.pid % 1000
         local m = start(port)
         local slow = task.spawn(get, port, "/slow")
@@ -233,7 +232,6 @@ describe("luaio --workers with a TCP server", function()
     end)
 
     it("a reload under load loses no request", function()
-        if not ok_tcp then return pending("needs the tcp module") end
         local port = 19000 + process.pid % 1000
         local m = start(port)
         local done, failed, running = 0, {}, true

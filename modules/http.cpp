@@ -727,13 +727,15 @@ void begin_message(Conn* c) {
     c->continue_sent = c->expect_continue = false;
 }
 
-void send_continue(Conn* c) {
-    if (!c->server || !c->expect_continue || c->continue_sent || c->head_sent) return;
+// Returns whether the 100 Continue went out.
+bool send_continue(Conn* c) {
+    if (!c->server || !c->expect_continue || c->continue_sent || c->head_sent) return false;
     c->continue_sent = true;
     Stream* s = c->stream();
     static const char k100[] = "HTTP/1.1 100 Continue\r\n\r\n";
     uv_buf_t b = uv_buf_init(const_cast<char*>(k100), sizeof k100 - 1);
-    if (s && uv_stream_get_write_queue_size(s->stream()) == 0) uv_try_write(s->stream(), &b, 1);
+    return s && uv_stream_get_write_queue_size(s->stream()) == 0 &&
+           uv_try_write(s->stream(), &b, 1) == static_cast<int>(b.len);
 }
 
 // A status line has a status code of exactly three digits (RFC 9112 4), which llhttp does not
@@ -1070,8 +1072,10 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, int last, 
         b.append(d.text + kDateOffset, d.len - kDateOffset);
     if (c->server && (!c->parser->keep_alive() || c->broken || c->site->closing || c->site->draining || seen.close))
         c->keep = false;
-    // A body the client may still be sending, after a 100-continue that will not come: close.
-    if (c->expect_continue && !c->continue_sent && c->in_body()) c->keep = false;
+    // A body the handler did not read, its client waiting for 100 Continue: as nginx, the 100
+    // goes out first, so that the client sends the body, which is discarded before the next
+    // request. When it cannot go first, the client may still be sending: close.
+    if (c->expect_continue && !c->continue_sent && c->in_body() && !send_continue(c)) c->keep = false;
     c->chunked_out = false;
     c->out_left = kUncounted;
     bool length = false; // a Content-Length field of `length_value` bytes goes out

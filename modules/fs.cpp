@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <string>
@@ -141,6 +142,25 @@ void push_stat_table(lua_State* L, const uv_stat_t& s) {
     set_number(L, "blocks", static_cast<double>(s.st_blocks));
 }
 
+// A read buffer that is not zero-filled first (std::string's resize writes every byte once more
+// before the read does: a tenth of readFile's time on a 100 MB file).
+struct Buffer {
+    char* data = nullptr;
+    size_t cap = 0, len = 0;
+    Buffer() = default;
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    ~Buffer() { std::free(data); }
+    bool reserve(size_t n) {
+        if (n <= cap) return true;
+        char* p = static_cast<char*>(std::realloc(data, n));
+        if (!p) return false;
+        data = p;
+        cap = n;
+        return true;
+    }
+};
+
 // ---------------------------------------------------------------- File
 
 struct Req;
@@ -184,7 +204,7 @@ struct Req {
     const char* data = nullptr;
     size_t len = 0, done = 0; // a write: its bytes, and how many are written
     int64_t offset = -1;
-    std::string buf; // a read's buffer
+    Buffer buf; // a read's buffer
 
     explicit Req(const char* syscall, File* f = nullptr) : syscall(syscall), file(f) {
         if (f) f->inflight++;
@@ -274,7 +294,7 @@ struct Work {
     int err = 0;                       // the result: 0, or a negative errno
     const char* syscall = nullptr;     // which call failed
     std::string err_path;              // the path it failed on (when not `path`)
-    std::string out;
+    Buffer out;
 
     ~Work() {
         if (keep != LUA_NOREF)
@@ -299,7 +319,7 @@ int push_work(lua_State* co, Work* w) {
 
 int push_work_data(lua_State* co, Work* w) {
     if (w->err) return push_work(co, w);
-    lua_pushlstring(co, w->out.data(), w->out.size());
+    lua_pushlstring(co, w->out.data ? w->out.data : "", w->out.len);
     return 1;
 }
 
@@ -348,10 +368,13 @@ void run_read_file(Work* w) {
         // size (/proc, pipes) are read in growing blocks.
         size_t cap = st.st_size > 0 ? static_cast<size_t>(st.st_size) + 1 : kDefaultRead;
         size_t n = 0;
-        w->out.resize(cap);
         for (;;) {
-            if (n == w->out.size()) w->out.resize(w->out.size() * 2);
-            ssize_t k = ::read(fd, &w->out[n], w->out.size() - n);
+            if (n == w->out.cap && !w->out.reserve(cap = std::max(cap, n * 2))) {
+                errno = ENOMEM;
+                w->fail("read");
+                break;
+            }
+            ssize_t k = ::read(fd, w->out.data + n, w->out.cap - n);
             if (k < 0) {
                 if (errno == EINTR) continue;
                 w->fail("read");
@@ -360,7 +383,7 @@ void run_read_file(Work* w) {
             if (k == 0) break;
             n += static_cast<size_t>(k);
         }
-        w->out.resize(w->err ? 0 : n);
+        w->out.len = w->err ? 0 : n;
     }
     ::close(fd);
 }
@@ -694,12 +717,12 @@ int64_t opt_offset(lua_State* L, int idx, const char* fname) {
 }
 
 int push_read(lua_State* co, Req* r) {
-    if (r->fs.result == 0 && !r->buf.empty()) {
+    if (r->fs.result == 0 && r->buf.cap > 0) {
         lua_pushnil(co);
         push_error(co, UV_EOF, "read", r->path());
         return 2;
     }
-    lua_pushlstring(co, r->buf.data(), static_cast<size_t>(r->fs.result));
+    lua_pushlstring(co, r->buf.data ? r->buf.data : "", static_cast<size_t>(r->fs.result));
     return 1;
 }
 
@@ -711,8 +734,12 @@ int l_file_read(lua_State* L) {
     int64_t offset = opt_offset(L, 3, "read");
     luaio::check_can_wait(L, "read");
     Req* r = new Req("read", f);
-    r->buf.resize(static_cast<size_t>(n));
-    uv_buf_t b = uv_buf_init(&r->buf[0], static_cast<unsigned>(n));
+    if (!r->buf.reserve(static_cast<size_t>(n))) {
+        delete r;
+        f->request_done();
+        return luaio::return_uv_error(L, UV_ENOMEM);
+    }
+    uv_buf_t b = uv_buf_init(r->buf.data, static_cast<unsigned>(n));
     return submit(L, r, uv_fs_read(luaio::loop(), &r->fs, f->fd, &b, 1, offset, on_req), push_read);
 }
 

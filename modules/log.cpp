@@ -40,6 +40,11 @@ struct Sink {
     bool json = false;
     uv_signal_t usr1;
     bool usr1_started = false;
+    // Lines queued during a loop iteration go out in one write, started after the poll phase
+    // (a write per line would cost a thread-pool round trip each). Unreferenced: it does not
+    // keep the process alive, and what is queued at exit is written by the atexit flush.
+    uv_check_t check;
+    bool check_started = false;
 };
 
 Sink& g_sink = *new Sink; // never destroyed: atexit and late writes use it
@@ -114,7 +119,12 @@ void push_line(const std::string& line) {
     }
     g_sink.pending += line;
     g_sink.pending += '\n';
-    kick();
+    if (!g_sink.check_started && luaio::loop()) {
+        g_sink.check_started = true;
+        uv_check_init(luaio::loop(), &g_sink.check);
+        uv_check_start(&g_sink.check, [](uv_check_t*) { kick(); });
+        uv_unref(reinterpret_cast<uv_handle_t*>(&g_sink.check));
+    }
 }
 
 void on_written(uv_fs_t* req) {

@@ -11,6 +11,7 @@ int luaopen_luaio_tcp(lua_State* L);
 int luaopen_luaio_http(lua_State* L);
 int luaopen_luaio_fs(lua_State* L);
 int luaopen_luaio_log(lua_State* L);
+int luaopen_luaio_websocket(lua_State* L);
 }
 
 namespace luaio {
@@ -24,6 +25,7 @@ void register_modules(lua_State* L) {
     preload(L, "luaio.http", luaopen_luaio_http);
     preload(L, "luaio.fs", luaopen_luaio_fs);
     preload(L, "luaio.log", luaopen_luaio_log);
+    preload(L, "luaio.websocket", luaopen_luaio_websocket);
 }
 
 } // namespace luaio

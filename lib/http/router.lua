@@ -10,6 +10,7 @@ local type, error, setmetatable, concat, sort, sub, find, gmatch, byte =
     type, error, setmetatable, table.concat, table.sort, string.sub, string.find, string.gmatch, string.byte
 local decode = core.decode
 local getmetatable, raise = getmetatable, require("luaio.errors").raise
+local xpcall, traceback, tostring = xpcall, debug.traceback, tostring
 
 local Router = {}
 Router.__index = Router
@@ -82,6 +83,29 @@ end
 
 function Router:all(pattern, handler)
     return self:add("*", pattern, handler)
+end
+
+--- r:websocket(pattern, function(ws, req, params) ... end[, options]): a GET route that accepts
+--- the WebSocket handshake (websocket.accept with options) and hands the connection to the
+--- handler; a request that is not a good handshake gets 400 or 426.
+function Router:websocket(pattern, handler, options)
+    check(self, "router:websocket")
+    if type(handler) ~= "function" then
+        raise("route", "expected a handler function for websocket " .. tostring(pattern))
+    end
+    local accept = require("websocket").accept
+    return self:add("GET", pattern, function(req, res, params)
+        local ws = accept(req, res, options)
+        if not ws then
+            return
+        end
+        -- The handler's end closes the connection: 1000, or 1011 when the handler failed.
+        local ok, err = xpcall(handler, traceback, ws, req, params)
+        ws:close(ok and 1000 or 1011)
+        if not ok then
+            error(err, 0)
+        end
+    end)
 end
 
 local function match(node, parts, i, params)

@@ -1,0 +1,94 @@
+// WebSocket frames (RFC 6455 section 5), without Lua: an incremental parser that reassembles
+// whole messages and judges every protocol rule, and the encoder of frame heads.
+//
+// The parser is fed the bytes a stream has buffered; it consumes what it can (payload bytes as
+// they come, so a large frame is not buffered twice) and returns an Event once a message, a
+// control frame or a violation is complete. A violation carries the close code to send (1002
+// protocol error, 1007 invalid UTF-8, 1009 too big); after it, or after a close frame, the
+// parser takes no more bytes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace luaio::ws {
+
+enum Opcode : uint8_t { kCont = 0x0, kText = 0x1, kBinary = 0x2, kClose = 0x8, kPing = 0x9, kPong = 0xA };
+
+constexpr uint64_t kDefaultMaxMessage = 16 * 1024 * 1024; // the ws library's 100 MiB is too generous
+constexpr size_t kMaxControl = 125;                       // a control frame's payload (5.5)
+constexpr size_t kMaxHead = 14;                           // 2 + 8 (64-bit length) + 4 (mask)
+
+// Incremental UTF-8 validation (RFC 3629: no overlongs, no surrogates, nothing past U+10FFFF),
+// so a text message is judged across its fragments as the bytes come.
+class Utf8 {
+  public:
+    // False at the first byte that cannot be part of valid UTF-8.
+    bool feed(const uint8_t* p, size_t n);
+    // True when no sequence is left unfinished.
+    bool complete() const { return need_ == 0; }
+    void reset() { need_ = 0; }
+
+  private:
+    uint8_t need_ = 0; // continuation bytes still expected
+    uint8_t lo_ = 0x80, hi_ = 0xBF;
+};
+
+// Whether a close code may be sent on the wire (7.4): 1000-1003, 1007-1011, 3000-4999.
+inline bool valid_close_code(unsigned code) {
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011) || (code >= 3000 && code <= 4999);
+}
+
+struct Event {
+    enum Kind : uint8_t { None, Message, Ping, Pong, Close, Error } kind = None;
+    bool text = false;       // Message: a text message (else binary)
+    uint16_t code = 0;       // Close: the peer's code (1005 when it gave none); Error: the code to send
+    const char* what = "";   // Error: why, for the error message
+    const std::string* data; // Message: the message; Ping, Pong: the payload; Close: the reason
+};
+
+class Parser {
+  public:
+    // A server's parser requires masked frames, a client's refuses them.
+    explicit Parser(bool server) : server_(server) {}
+
+    uint64_t max_message = kDefaultMaxMessage; // 1009 beyond it
+    uint64_t max_frame = 0;                    // 1009 for a longer frame; 0: only max_message
+    bool rsv1_ok = false;                      // an extension (permessage-deflate) uses RSV1
+
+    // Consumes bytes of data[0, len) (*used says how many) until an event is complete; Event::None
+    // when more bytes are needed. The event's data is valid until the next call.
+    Event feed(const char* data, size_t len, size_t* used);
+    bool done() const { return done_; }
+    // Whether a fragmented message has begun and not ended.
+    bool in_message() const { return in_message_; }
+
+  private:
+    Event fail(uint16_t code, const char* what);
+    Event finish_control();
+
+    std::string message_; // the data message being reassembled
+    std::string control_; // the payload of the current control frame
+    Utf8 utf8_;
+    uint64_t left_ = 0;   // payload bytes of the current frame still to come
+    uint64_t offset_ = 0; // payload bytes of the current frame seen (the mask's phase)
+    uint8_t mask_[4] = {0, 0, 0, 0};
+    uint8_t opcode_ = 0;     // of the current frame
+    uint8_t msg_opcode_ = 0; // kText or kBinary of the message being reassembled
+    bool server_;
+    bool in_frame_ = false; // a head was read and its payload is coming
+    bool fin_ = false;
+    bool masked_ = false;
+    bool in_message_ = false;
+    bool deliver_reset_ = false; // the last event handed out message_: clear it first
+    bool done_ = false;
+};
+
+// Writes the head of a frame to out (at most kMaxHead bytes) and returns its length. With a
+// mask, the payload must be masked with it (apply_mask) by the caller.
+size_t encode_head(uint8_t* out, uint8_t opcode, bool fin, uint64_t len, const uint8_t* mask, bool rsv1 = false);
+// XORs p[0, n) with the mask key, starting at the key's byte `phase` (the payload offset).
+void apply_mask(uint8_t* p, size_t n, const uint8_t key[4], uint64_t phase = 0);
+
+} // namespace luaio::ws

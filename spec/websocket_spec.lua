@@ -1,0 +1,304 @@
+-- WebSocket (RFC 6455): luaio's server against luaio's client, Node's `ws` client and raw bytes
+-- judged by the RFC; the handshake's refusals; limits.
+local http = require "http"
+local websocket = require "websocket"
+local tcp = require "tcp"
+local process = require "process"
+local bit = require "bit"
+
+local char, byte, rep = string.char, string.byte, string.rep
+
+-- A client frame in raw bytes: b0 is FIN/RSV/opcode; masked unless mask == false.
+local function frame(b0, payload, mask)
+    local n = #payload
+    local b1 = mask == false and 0 or 0x80
+    local head
+    if n < 126 then
+        head = char(b0, b1 + n)
+    elseif n < 65536 then
+        head = char(b0, b1 + 126, math.floor(n / 256), n % 256)
+    else
+        head = char(b0, b1 + 127, 0, 0, 0, 0, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
+            math.floor(n / 256) % 256, n % 256)
+    end
+    if mask == false then
+        return head .. payload
+    end
+    local key = { 0x12, 0x34, 0x56, 0x78 }
+    local out = {}
+    for i = 1, n do
+        out[i] = char(bit.bxor(byte(payload, i), key[(i - 1) % 4 + 1]))
+    end
+    return head .. char(key[1], key[2], key[3], key[4]) .. table.concat(out)
+end
+
+-- Reads one unmasked server frame from a raw socket: opcode, payload.
+local function read_frame(sock)
+    local h, err = sock:read(2)
+    if not h then
+        return nil, err
+    end
+    local b0, b1 = byte(h, 1, 2)
+    local n = b1 % 128
+    if n == 126 then
+        local e = sock:read(2)
+        n = byte(e, 1) * 256 + byte(e, 2)
+    elseif n == 127 then
+        local e = sock:read(8)
+        n = 0
+        for i = 1, 8 do
+            n = n * 256 + byte(e, i)
+        end
+    end
+    local p = n > 0 and sock:read(n) or ""
+    return b0 % 16, p
+end
+
+local function close_code(payload)
+    return byte(payload, 1) * 256 + byte(payload, 2)
+end
+
+local KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+-- A raw client: the handshake by hand, then the socket (its 101 head read).
+local function raw_connect(port, path, extra)
+    local sock = assert(tcp.connect(port, "127.0.0.1"))
+    sock:setTimeout(5000)
+    assert(sock:write("GET " .. (path or "/echo") .. " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n" ..
+        "Connection: Upgrade\r\nSec-WebSocket-Key: " .. KEY .. "\r\nSec-WebSocket-Version: 13\r\n" ..
+        (extra or "") .. "\r\n") == nil)
+    local head = assert(sock:readuntil("\r\n\r\n"))
+    return sock, head
+end
+
+-- Sends raw bytes and returns the close code the server answered (then the socket ends).
+local function violation(port, bytes)
+    local sock = raw_connect(port)
+    assert(sock:write(bytes) == nil)
+    local op, payload
+    repeat
+        op, payload = read_frame(sock)
+    until op == nil or op == 8
+    assert.are.equal(8, op)
+    local code = close_code(payload)
+    local rest, err = sock:read(1)
+    assert.is_nil(rest)
+    assert.are.equal("EOF", err.name)
+    sock:close()
+    return code
+end
+
+describe("websocket", function()
+    local srv, port, last
+    setup(function()
+        local r = http.router()
+        r:websocket("/echo", function(ws)
+            for msg, kind in ws:messages() do
+                assert(ws:send(msg, kind) == nil)
+            end
+        end, { maxMessageSize = 100000 })
+        r:websocket("/room/:name", function(ws, req, params)
+            ws:send(params.name .. " " .. tostring(ws.protocol) .. " " .. req.path)
+            local _, err = ws:receive()
+            last = err
+        end, { protocols = { "chat", "superchat" } })
+        r:websocket("/closer", function(ws)
+            ws:close(4000, "done here")
+        end)
+        r:get("/plain", function(req, res)
+            local ws, err = websocket.accept(req, res)
+            last = err
+            assert(not ws)
+        end)
+        srv = assert(http.createServer({ port = 0, host = "127.0.0.1" }, r))
+        port = srv.port
+    end)
+    teardown(function()
+        srv:close()
+    end)
+    after_each(function() http.closeIdle() end)
+
+    it("exchanges text, binary, array and large messages between luaio's server and client", function()
+        local ws = assert(websocket.connect("ws://127.0.0.1:" .. port .. "/echo"))
+        assert.is_nil(ws:send("hello"))
+        assert.are.same({ "hello", "text" }, { ws:receive() })
+        assert.is_nil(ws:send({ "a", "b", "c" }, "binary"))
+        assert.are.same({ "abc", "binary" }, { ws:receive() })
+        assert.is_nil(ws:send("h\xc3\xa9"))
+        assert.are.same({ "h\xc3\xa9", "text" }, { ws:receive() })
+        local big = rep("x", 70000)
+        assert.is_nil(ws:send(big, "binary"))
+        assert.are.equal(big, (ws:receive()))
+        assert.is_nil(ws:send(""))
+        assert.are.same({ "", "text" }, { ws:receive() })
+        assert.is_nil(ws:ping("p"))
+        assert.is_nil(ws:send("after ping"))
+        assert.are.equal("after ping", (ws:receive()))
+        local a = ws:remoteAddress()
+        assert.are.equal("127.0.0.1", a.address)
+        assert.are.equal(port, a.port)
+        assert.is_nil(ws:close())
+        local m, err = ws:receive()
+        assert.is_nil(m)
+        assert.are.equal("EOF", err.name)
+        assert.are.equal(1000, err.closeCode)
+    end)
+
+    it("negotiates a subprotocol and passes route parameters; the peer's close code reaches receive", function()
+        local ws = assert(websocket.connect("ws://127.0.0.1:" .. port .. "/room/blue", { protocols = { "superchat", "x" } }))
+        assert.are.equal("superchat", ws.protocol)
+        assert.are.equal("blue superchat /room/blue", (ws:receive()))
+        ws:close(3001, "leaving")
+        local ok = require("timer").sleep(50)
+        assert.is_nil(ok)
+        assert.are.equal("EOF", last.name)
+        assert.are.equal(3001, last.closeCode)
+        assert.are.equal("leaving", last.reason)
+        local c = assert(websocket.connect("ws://127.0.0.1:" .. port .. "/closer"))
+        local m, err = c:receive()
+        assert.is_nil(m)
+        assert.are.equal("EOF", err.name)
+        assert.are.equal(4000, err.closeCode)
+        assert.are.equal("done here", err.reason)
+    end)
+
+    it("reassembles fragments with a ping between them and answers the ping with its data", function()
+        local sock = raw_connect(port)
+        assert(sock:write(frame(0x01, "Hel") .. frame(0x89, "pingdata") .. frame(0x00, "lo, ") ..
+            frame(0x80, "world")) == nil)
+        local op, p = read_frame(sock)
+        assert.are.equal(10, op)
+        assert.are.equal("pingdata", p)
+        op, p = read_frame(sock)
+        assert.are.equal(1, op)
+        assert.are.equal("Hello, world", p)
+        -- An unsolicited pong is ignored.
+        assert(sock:write(frame(0x8A, "x") .. frame(0x82, "\0\1")) == nil)
+        op, p = read_frame(sock)
+        assert.are.same({ 2, "\0\1" }, { op, p })
+        -- The closing handshake: the server echoes the code and closes.
+        assert(sock:write(frame(0x88, char(3, 232) .. "bye")) == nil)
+        op, p = read_frame(sock)
+        assert.are.equal(8, op)
+        assert.are.equal(1000, close_code(p))
+        assert.is_nil(sock:read(1))
+        sock:close()
+    end)
+
+    it("closes a connection that breaks the protocol with the RFC's code", function()
+        assert.are.equal(1002, violation(port, frame(0x81, "unmasked", false)))
+        assert.are.equal(1002, violation(port, frame(0x89, rep("p", 126))))
+        assert.are.equal(1002, violation(port, frame(0x09, "frag")))
+        assert.are.equal(1002, violation(port, frame(0xC1, "rsv1")))
+        assert.are.equal(1002, violation(port, frame(0x83, "op3")))
+        assert.are.equal(1002, violation(port, frame(0x80, "cont")))
+        assert.are.equal(1002, violation(port, frame(0x01, "a") .. frame(0x81, "b")))
+        assert.are.equal(1002, violation(port, frame(0x88, char(3, 237))))        -- 1005 on the wire
+        assert.are.equal(1002, violation(port, frame(0x88, "\3")))                 -- 1-byte close
+        assert.are.equal(1002, violation(port, char(0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4)))
+        assert.are.equal(1007, violation(port, frame(0x81, "\xff\xfe")))
+        assert.are.equal(1007, violation(port, frame(0x01, "\xe2\x82") .. frame(0x80, "A")))
+        assert.are.equal(1007, violation(port, frame(0x88, char(3, 232) .. "\xc0")))
+    end)
+
+    it("closes a message over maxMessageSize with 1009 and takes one at the limit", function()
+        local sock = raw_connect(port)
+        assert(sock:write(frame(0x82, rep("m", 100000))) == nil)
+        local op, p = read_frame(sock)
+        assert.are.equal(2, op)
+        assert.are.equal(100000, #p)
+        sock:close()
+        assert.are.equal(1009, violation(port, frame(0x82, rep("m", 100001))))
+        assert.are.equal(1009, violation(port, frame(0x02, rep("m", 60000)) .. frame(0x80, rep("m", 40001))))
+    end)
+
+    it("refuses bad upgrade requests with 400 or 426", function()
+        local function status_of(req)
+            local sock = assert(tcp.connect(port, "127.0.0.1"))
+            sock:setTimeout(5000)
+            assert(sock:write(req) == nil)
+            local head = assert(sock:readuntil("\r\n\r\n"))
+            sock:close()
+            return tonumber(head:match("^HTTP/1%.1 (%d+)")), head
+        end
+        local base = "GET /plain HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        local s, head = status_of(base .. "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: " .. KEY .. "\r\n\r\n")
+        assert.are.equal(426, s)
+        assert.truthy(head:find("Sec%-WebSocket%-Version: 13"))
+        assert.are.equal("EPROTO", last.name)
+        assert.are.equal(426, last.status)
+        assert.are.equal(400, (status_of(base .. "Sec-WebSocket-Version: 13\r\n\r\n")))
+        assert.are.equal(400, (status_of(base .. "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: abc\r\n\r\n")))
+        assert.are.equal(400, (status_of(base .. "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " ..
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n\r\n")))
+        assert.are.equal(400, (status_of("GET /plain HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Version: 13\r\n" ..
+            "Sec-WebSocket-Key: " .. KEY .. "\r\n\r\n")))
+        -- The accept key of RFC 6455's example.
+        local sock, h = raw_connect(port)
+        sock:close()
+        assert.truthy(h:find("Sec%-WebSocket%-Accept: s3pPLMBiTxaQ9kYGzzhZRbK%+xOo=\r\n"))
+    end)
+
+    it("reports a peer that vanishes mid-frame as 1006, and wss:// without TLS as EINVAL", function()
+        local got
+        local r = http.router()
+        r:websocket("/", function(ws)
+            local m, err = ws:receive()
+            got = { m, err }
+        end)
+        local s2 = assert(http.createServer({ port = 0, host = "127.0.0.1" }, r))
+        local sock = raw_connect(s2.port, "/")
+        assert(sock:write(frame(0x82, rep("x", 1000)):sub(1, 500)) == nil)
+        sock:close()
+        for _ = 1, 100 do
+            if got then break end
+            require("timer").sleep(10)
+        end
+        s2:close()
+        assert.is_nil(got[1])
+        assert.are.equal("EOF", got[2].name)
+        assert.are.equal(1006, got[2].closeCode)
+        local ws, err = websocket.connect("wss://127.0.0.1:1/")
+        assert.is_nil(ws)
+        assert.are.equal("EINVAL", err.name)
+        assert.truthy(err.message:find("TLS"))
+        assert.has_error(function() websocket.connect("ws://x/", { nope = 1 }) end)
+    end)
+
+    it("serves Node's ws client: text, binary, fragments, ping, close code", function()
+        local dir = "/tmp/luaio-spec-node-ws"
+        local f = io.open(dir .. "/node_modules/ws/package.json")
+        if f then
+            f:close()
+        else
+            local r = assert(process.run({ "npm", "install", "--silent", "--prefix", dir, "ws" }, { timeout = 120000 }))
+            assert.are.equal(0, r.code, r.stderr)
+        end
+        local script = [[
+const WebSocket = require(process.argv[2] + '/node_modules/ws');
+const ws = new WebSocket('ws://127.0.0.1:' + process.argv[3] + '/echo');
+const got = [];
+ws.on('open', () => {
+  ws.send('hi from node');
+  ws.send(Buffer.from([1, 2, 3]));
+  ws.send('frag', { fin: false }); ws.send('mented', { fin: true });
+  ws.ping('pp');
+});
+ws.on('pong', (d) => { got.push('pong:' + d.toString()); if (got.length === 4) ws.close(4001, 'node done'); });
+ws.on('message', (d, isBinary) => {
+  got.push((isBinary ? 'bin:' + [...d].join(',') : 'text:' + d.toString()));
+  if (got.length === 4) ws.close(4001, 'node done');
+});
+ws.on('close', (code) => { console.log(JSON.stringify(got.sort()) + ' ' + code); });
+ws.on('error', (e) => { console.log('error ' + e.message); });
+]]
+        local path = os.tmpname() .. ".js"
+        local w = assert(io.open(path, "w"))
+        w:write(script)
+        w:close()
+        local r = assert(process.run({ "node", path, dir, tostring(port) }, { timeout = 20000 }))
+        os.remove(path)
+        assert.are.equal(0, r.code, r.stderr)
+        assert.are.equal('["bin:1,2,3","pong:pp","text:fragmented","text:hi from node"] 4001\n', r.stdout)
+    end)
+end)

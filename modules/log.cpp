@@ -40,12 +40,19 @@ struct Sink {
     bool json = false;
     uv_signal_t usr1;
     bool usr1_started = false;
-    // Lines queued during a loop iteration go out in one write, started after the poll phase
-    // (a write per line would cost a thread-pool round trip each). Unreferenced: it does not
-    // keep the process alive, and what is queued at exit is written by the atexit flush.
+    // Lines are written in batches, as nginx's buffered access_log: once 64 KiB are queued
+    // (checked after each poll phase) or 20 ms after the first queued line (the timer), and at
+    // once for luaio's own error messages. A write per line would cost a thread-pool round trip
+    // each, more than the request it logs. Both handles are unreferenced: they do not keep the
+    // process alive, and what is queued at exit is written by the atexit flush.
     uv_check_t check;
-    bool check_started = false;
+    uv_timer_t timer;
+    bool handles = false;
+    bool urgent = false;
 };
+
+constexpr size_t kBatch = 64 * 1024;
+constexpr uint64_t kFlushMs = 20;
 
 Sink& g_sink = *new Sink; // never destroyed: atexit and late writes use it
 
@@ -111,7 +118,19 @@ void kick() {
     }
 }
 
-void push_line(const std::string& line) {
+// Writes now when a batch is full or a line is urgent, else makes sure the timer will.
+void maybe_kick() {
+    if (g_sink.pending.empty()) return;
+    if (g_sink.pending.size() >= kBatch || g_sink.urgent) {
+        g_sink.urgent = false;
+        kick();
+    } else if (g_sink.handles && !uv_is_active(reinterpret_cast<uv_handle_t*>(&g_sink.timer))) {
+        luaio::start_timer(
+            &g_sink.timer, [](uv_timer_t*) { kick(); }, kFlushMs);
+    }
+}
+
+void push_line(const std::string& line, bool urgent = false) {
     if (g_sink.pending.size() + line.size() + 1 > g_sink.cap) {
         g_sink.dropped++;
         g_sink.unreported++;
@@ -119,12 +138,18 @@ void push_line(const std::string& line) {
     }
     g_sink.pending += line;
     g_sink.pending += '\n';
-    if (!g_sink.check_started && luaio::loop()) {
-        g_sink.check_started = true;
+    if (urgent) g_sink.urgent = true;
+    if (!g_sink.handles && luaio::loop()) {
+        g_sink.handles = true;
         uv_check_init(luaio::loop(), &g_sink.check);
-        uv_check_start(&g_sink.check, [](uv_check_t*) { kick(); });
+        uv_check_start(&g_sink.check, [](uv_check_t*) { maybe_kick(); });
         uv_unref(reinterpret_cast<uv_handle_t*>(&g_sink.check));
+        uv_timer_init(luaio::loop(), &g_sink.timer);
+        uv_unref(reinterpret_cast<uv_handle_t*>(&g_sink.timer));
     }
+    if (g_sink.handles && !uv_is_active(reinterpret_cast<uv_handle_t*>(&g_sink.timer)))
+        luaio::start_timer(
+            &g_sink.timer, [](uv_timer_t*) { kick(); }, kFlushMs);
 }
 
 void on_written(uv_fs_t* req) {
@@ -148,7 +173,7 @@ void on_written(uv_fs_t* req) {
         g_sink.pending += line;
         g_sink.pending += '\n';
     }
-    kick();
+    maybe_kick();
 }
 
 // Writes what is queued with blocking writes (at exit, or sink.flush() from a test).
@@ -167,7 +192,7 @@ void flush_now() {
 }
 
 void report_hook(const char* prefix, const char* msg) {
-    push_line(own_line("error", "ERROR", std::string("luaio: ") + prefix + msg));
+    push_line(own_line("error", "ERROR", std::string("luaio: ") + prefix + msg), true);
 }
 
 int open_file(lua_State* L, const char* path) {

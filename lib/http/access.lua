@@ -13,7 +13,7 @@ local log = require "log"
 local system = require "system"
 local sink = require "luaio.log"
 
-local type, error, tostring, getmetatable = type, error, tostring, getmetatable
+local type, error, tostring, getmetatable, setmetatable = type, error, tostring, getmetatable, setmetatable
 local format, find, gsub, match = string.format, string.find, string.gsub, string.match
 local hrtime, date, time = system.hrtime, os.date, os.time
 local raw_line, stamp = sink.write, sink.stamp
@@ -48,6 +48,21 @@ local function field(req, pattern, name)
     return req.headers[name]
 end
 
+-- The peer address of a request's connection, looked up once per connection (req.remoteAddress
+-- costs a getpeername and three fields on the request). A connection is a userdata of its own
+-- (req[1]); the weak keys let it go with its connection.
+local peers = setmetatable({}, { __mode = "k" })
+local function remote_of(req)
+    local conn = req[1]
+    if type(conn) ~= "userdata" then return req.remoteAddress end
+    local a = peers[conn]
+    if not a then
+        a = req.remoteAddress or "-"
+        peers[conn] = a
+    end
+    return a
+end
+
 -- The [time] of a combined line, made once per second.
 local last_second, last_date = -1, nil
 local function local_time()
@@ -59,13 +74,13 @@ local function local_time()
 end
 
 local function combined(req, res, bytes)
-    raw_line(format('%s - - [%s] "%s %s HTTP/%s" %d %d "%s" "%s"', req.remoteAddress or "-", local_time(),
+    raw_line(format('%s - - [%s] "%s %s HTTP/%s" %d %d "%s" "%s"', remote_of(req), local_time(),
         req.method, quoted(req.url), req.httpVersion, res.status or 200, bytes, quoted(field(req, REFERER, "referer")),
         quoted(field(req, UA, "user-agent"))))
 end
 
 local function json_line(req, res, bytes, ms)
-    raw_line(log.json_value({ time = stamp(), remote = req.remoteAddress, method = req.method, path = req.url,
+    raw_line(log.json_value({ time = stamp(), remote = remote_of(req), method = req.method, path = req.url,
         status = res.status or 200, bytes = bytes, ms = ms, ua = field(req, UA, "user-agent"),
         referer = field(req, REFERER, "referer") }) or "{}")
 end
@@ -88,7 +103,7 @@ local function counting_finish(res, data)
         json_line(req, res, res._log_bytes, ms)
     else
         mode(req, res, { method = req.method, path = req.path, status = res.status or 200, bytes = res._log_bytes,
-            ms = ms, remoteAddress = req.remoteAddress })
+            ms = ms, remoteAddress = remote_of(req) })
     end
     return err
 end

@@ -24,13 +24,13 @@ packages=(
     # The fuzz drivers (tests/fuzz) and their sanitizer runtime.
     clang-14 libfuzzer-14-dev libclang-rt-14-dev
     # What the specs talk to: curl, a DNS server, a fake DNS server and a strict HTTP oracle
-    # (Python), a load balancer for the rolling-restart spec.
-    curl dnsmasq-base netcat-openbsd procps iproute2 python3 python3-h11 haproxy
+    # (Python), a load balancer for the rolling-restart spec, Node's ws client for the websocket spec.
+    curl dnsmasq-base netcat-openbsd procps iproute2 python3 python3-h11 haproxy nodejs node-ws
     # Packaging (packaging/build-deb.sh) and its checks.
     debhelper dpkg-dev fakeroot lintian mandoc systemd
 )
 if [ "$bench" = 1 ]; then
-    packages+=(nginx libnginx-mod-http-lua nodejs lua-luv wrk hyperfine time valgrind)
+    packages+=(nginx libnginx-mod-http-lua lua-luv wrk hyperfine time valgrind)
 fi
 
 missing=()

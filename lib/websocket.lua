@@ -10,6 +10,7 @@ local core = require "luaio.websocket"
 local errors = require "luaio.errors"
 local client = require "http.client"
 local tcp = require "tcp"
+local timer = require "timer"
 
 local type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs =
     type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs
@@ -65,6 +66,10 @@ local function finish(self, err)
         self._state = "closed"
         self._err = err
         self._sock:close()
+        if self._pinger then
+            self._pinger:stop()
+            self._pinger = nil
+        end
     end
     return nil, self._err
 end
@@ -237,7 +242,7 @@ function WebSocket:remoteAddress()
 end
 
 local known_options = {
-    protocols = true, maxMessageSize = true, maxFrameSize = true, idleTimeout = true, closeTimeout = true,
+    protocols = true, pingInterval = true, maxMessageSize = true, maxFrameSize = true, idleTimeout = true, closeTimeout = true,
     sendTimeout = true, headers = true, timeout = true,
 }
 
@@ -253,7 +258,7 @@ local function check_options(o, fname)
             raise(fname, "unknown option '" .. tostring(k) .. "'")
         end
     end
-    for _, k in ipairs({ "maxMessageSize", "maxFrameSize", "idleTimeout", "closeTimeout", "sendTimeout", "timeout" }) do
+    for _, k in ipairs({ "pingInterval", "maxMessageSize", "maxFrameSize", "idleTimeout", "closeTimeout", "sendTimeout", "timeout" }) do
         local v = o[k]
         if v ~= nil and (type(v) ~= "number" or v < 0 or (k == "maxMessageSize" and v < 1)) then
             raise(fname, "'" .. k .. "' must be a positive number")
@@ -283,6 +288,22 @@ local function new_ws(sock, server, o, protocol)
         protocol = protocol,
     }, WebSocket)
     sock:settimeouts(nil, self._sendTimeout, o.idleTimeout)
+    if o.pingInterval and o.pingInterval > 0 then
+        -- Keep-alive: a ping every interval; a peer that has not answered the previous one by
+        -- the next is gone (closed without a handshake, closeCode 1006, as the ws library does).
+        self._ponged = true
+        self._pinger = timer.setInterval(o.pingInterval, function()
+            if self._state ~= "open" then
+                return
+            end
+            if not self._ponged then
+                finish(self, new_error("ETIMEDOUT", "the peer did not answer a ping", { closeCode = 1006, reason = "" }))
+                return
+            end
+            self._ponged = false
+            send_frame(self._sock, PING, "", self._mask) -- a busy writer (EBUSY) skips this round
+        end)
+    end
     return self
 end
 

@@ -296,4 +296,96 @@ ws.on('error', (e) => { console.log('error ' + e.message); });
         assert.are.equal(0, r.code, r.stderr)
         assert.are.equal('["bin:1,2,3","pong:pp","text:fragmented","text:hi from node"] 4001\n', r.stdout)
     end)
+
+    it("pings every pingInterval and drops a peer that does not answer", function()
+        local got
+        local r = http.router()
+        r:websocket("/", function(ws)
+            local m, err = ws:receive()
+            got = { m, err }
+        end, { pingInterval = 50 })
+        local s2 = assert(http.createServer({ port = 0, host = "127.0.0.1" }, r))
+        -- A raw peer that reads the pings and never answers.
+        local sock = raw_connect(s2.port, "/")
+        local op = read_frame(sock)
+        assert.are.equal(9, op)
+        local rest = sock:read(1)
+        assert.is_nil(rest)
+        sock:close()
+        for _ = 1, 100 do
+            if got then break end
+            require("timer").sleep(10)
+        end
+        assert.is_nil(got[1])
+        assert.are.equal("ETIMEDOUT", got[2].name)
+        assert.are.equal(1006, got[2].closeCode)
+        -- luaio's client answers pings while a task waits in receive, and pings the server too
+        -- (its pongs are seen by that receive).
+        got = nil
+        local ws = assert(websocket.connect("ws://127.0.0.1:" .. s2.port .. "/", { pingInterval = 30 }))
+        local reader = require("task").spawn(function() return ws:receive() end)
+        require("timer").sleep(200)
+        assert.is_nil(got)
+        assert.is_nil(ws:close(1000))
+        local ok, m, err = reader:join()
+        assert.is_true(ok)
+        assert.is_nil(m)
+        assert.are.equal(1000, err.closeCode)
+        for _ = 1, 100 do
+            if got then break end
+            require("timer").sleep(10)
+        end
+        s2:close()
+        assert.are.equal(1000, got[2].closeCode)
+    end)
+
+    it("connects luaio's client to Node's ws server", function()
+        local dir = "/tmp/luaio-spec-node-ws"
+        local f = io.open(dir .. "/node_modules/ws/package.json")
+        if f then
+            f:close()
+        else
+            local r = assert(process.run({ "npm", "install", "--silent", "--prefix", dir, "ws" }, { timeout = 120000 }))
+            assert.are.equal(0, r.code, r.stderr)
+        end
+        local script = [[
+const { WebSocketServer } = require(process.argv[2] + '/node_modules/ws');
+const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (p) => p.has('b') ? 'b' : false });
+wss.on('listening', () => console.log(wss.address().port));
+wss.on('connection', (ws, req) => {
+  ws.send('hello ' + req.headers['x-who']);
+  ws.on('message', (d, isBinary) => {
+    if (!isBinary && d.toString() === 'bye') { ws.close(4002, 'node says bye'); return; }
+    ws.send(d, { binary: isBinary });
+  });
+  ws.on('close', () => wss.close());
+});
+]]
+        local path = os.tmpname() .. ".js"
+        local w = assert(io.open(path, "w"))
+        w:write(script)
+        w:close()
+        local child = assert(process.spawn("node", { path, dir }, { stdio = { "ignore", "pipe", "inherit" } }))
+        local nport = tonumber(assert(child.stdout:readline()))
+        local ws = assert(websocket.connect("ws://127.0.0.1:" .. nport .. "/x", { protocols = { "a", "b" },
+            headers = { ["X-Who"] = "luaio" } }))
+        assert.are.equal("b", ws.protocol)
+        assert.are.same({ "hello luaio", "text" }, { ws:receive() })
+        assert.is_nil(ws:send({ "bin", "ary" }, "binary"))
+        assert.are.same({ "binary", "binary" }, { ws:receive() })
+        local big = rep("\xe2\x82\xac", 30000)
+        assert.is_nil(ws:send(big))
+        assert.are.equal(big, (ws:receive()))
+        assert.is_nil(ws:ping("x"))
+        assert.is_nil(ws:send("bye"))
+        local m, err = ws:receive()
+        assert.is_nil(m)
+        assert.are.equal("EOF", err.name)
+        assert.are.equal(4002, err.closeCode)
+        assert.are.equal("node says bye", err.reason)
+        child.stdout:close()
+        local code = child:wait()
+        os.remove(path)
+        assert.are.equal(0, code)
+    end)
 end)

@@ -17,7 +17,7 @@ local concat = table.concat
 local fs = {}
 
 for name, fn in pairs(core) do
-    if name ~= "write_file" and name ~= "copy_file" then fs[name] = fn end
+    if name ~= "write_file" and name ~= "copy_file" and name ~= "lookup" then fs[name] = fn end
 end
 
 local function check_options(options, fname, idx)

@@ -295,6 +295,9 @@ struct Work {
     const char* syscall = nullptr;     // which call failed
     std::string err_path;              // the path it failed on (when not `path`)
     Buffer out;
+    struct stat st {}; // lookup's
+    std::string real;  // lookup's resolved path
+    bool has_data = false;
 
     ~Work() {
         if (keep != LUA_NOREF)
@@ -386,6 +389,52 @@ void run_read_file(Work* w) {
         w->out.len = w->err ? 0 : n;
     }
     ::close(fd);
+}
+
+// lookup: realpath, stat and, for a regular file of at most `len` bytes, its content: what a
+// static file server needs for a request, in one trip to the thread pool instead of three.
+void run_lookup(Work* w) {
+    char* real = ::realpath(w->path.c_str(), nullptr);
+    if (!real) return w->fail("realpath");
+    w->real = real;
+    std::free(real);
+    if (::stat(w->real.c_str(), &w->st) < 0) return w->fail("stat", &w->real);
+    if (S_ISREG(w->st.st_mode) && static_cast<size_t>(w->st.st_size) <= w->len) {
+        std::string p = w->path;
+        w->path = w->real;
+        run_read_file(w);
+        w->path = p;
+        w->has_data = w->err == 0;
+    }
+}
+
+uv_timespec_t timespec_of(const struct timespec& t) {
+    return {static_cast<long>(t.tv_sec), static_cast<long>(t.tv_nsec)};
+}
+
+int push_lookup(lua_State* co, Work* w) {
+    if (w->err) return push_work(co, w);
+    lua_pushlstring(co, w->real.data(), w->real.size());
+    uv_stat_t u{};
+    const struct stat& st = w->st;
+    u.st_mode = st.st_mode;
+    u.st_size = static_cast<uint64_t>(st.st_size);
+    u.st_uid = st.st_uid;
+    u.st_gid = st.st_gid;
+    u.st_ino = st.st_ino;
+    u.st_dev = st.st_dev;
+    u.st_rdev = st.st_rdev;
+    u.st_nlink = st.st_nlink;
+    u.st_blksize = static_cast<uint64_t>(st.st_blksize);
+    u.st_blocks = static_cast<uint64_t>(st.st_blocks);
+    u.st_mtim = timespec_of(st.st_mtim);
+    u.st_atim = timespec_of(st.st_atim);
+    u.st_ctim = timespec_of(st.st_ctim);
+    u.st_birthtim = u.st_ctim;
+    push_stat_table(co, u);
+    if (!w->has_data) return 2;
+    lua_pushlstring(co, w->out.data ? w->out.data : "", w->out.len);
+    return 3;
 }
 
 // writeFile and appendFile; atomic: a temporary file beside the target, written, fsynced and
@@ -485,6 +534,18 @@ int l_read_file(lua_State* L) {
 }
 
 // write_file(path, data, mode, atomic, append): lib/fs.lua reads the options.
+// lookup(path, max): realpath, stat table and (a regular file of at most max bytes) the content.
+int l_lookup(lua_State* L) {
+    const char* path = check_path(L, 1, "lookup");
+    lua_Integer max = luaL_optinteger(L, 2, 0);
+    luaio::check_can_wait(L, "lookup");
+    Work* w = new Work;
+    w->path = path;
+    w->len = max > 0 ? static_cast<size_t>(max) : 0;
+    w->run = run_lookup;
+    return queue<push_lookup>(L, w);
+}
+
 int l_write_file(lua_State* L) {
     const char* fname = lua_toboolean(L, 5) ? "appendFile" : "writeFile";
     const char* path = check_path(L, 1, fname);
@@ -1103,7 +1164,7 @@ extern "C" int luaopen_luaio_fs(lua_State* L) {
                               {"chmod", l_chmod},         {"chown", l_chown},
                               {"utime", l_utime},         {"mkdtemp", l_mkdtemp},
                               {"tmpdir", l_tmpdir},       {"watch", l_watch},
-                              {nullptr, nullptr}};
+                              {"lookup", l_lookup},       {nullptr, nullptr}};
     luaL_newlib(L, funcs);
     return 1;
 }

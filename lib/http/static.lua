@@ -10,6 +10,7 @@
 -- The body is read from the file in blocks and written with res:write, which waits for the
 -- kernel to take each block (backpressure): a slow client holds one block, not the file.
 local fs = require "fs"
+local lookup = require("luaio.fs").lookup
 
 local type, error, tonumber, tostring, pairs, ipairs = type, error, tonumber, tostring, pairs, ipairs
 local floor = math.floor
@@ -230,7 +231,7 @@ local function stream(res, f, first, last)
     end
 end
 
-local function send_file(req, res, file, st, o, encoding, vary)
+local function send_file(req, res, file, st, o, encoding, vary, data)
     local head = req.method == "HEAD"
     local etag = etag_of(st, encoding and ("-" .. encoding))
     local modified = http_date(st.mtime)
@@ -277,9 +278,7 @@ local function send_file(req, res, file, st, o, encoding, vary)
     local length = last - first + 1
     res:setHeader("Content-Length", format("%d", length))
     if head or length == 0 then return res:finish() end
-    if size <= SMALL then
-        local data, err = fs.readFile(file)
-        if not data then return plain(res, 404, "Not Found\n") end
+    if data then -- read with the lookup
         if #data ~= size then -- changed since the stat: send what is there now, whole
             res:setStatus(200)
             res:setHeader("Content-Range", nil)
@@ -328,6 +327,13 @@ function static.new(root, options)
     root = gsub(root, "/+$", "")
     if root == "" then root = "/" end
     local real_root -- resolved on first use (the directory may be made after the handler)
+    -- Whether a resolved path is under the root (always, with the symlinks option).
+    local function inside(real)
+        if o.symlinks then return true end
+        real_root = real_root or fs.realpath(root)
+        if not real_root then return false end
+        return real == real_root or real_root == "/" or sub(real, 1, #real_root + 1) == real_root .. "/"
+    end
     return function(req, res, params)
         local method = req.method
         if method ~= "GET" and method ~= "HEAD" then
@@ -352,26 +358,18 @@ function static.new(root, options)
             end
         end
         local file = root .. (#segs > 0 and "/" .. concat(segs, "/") or "")
-        if not o.symlinks then
-            real_root = real_root or fs.realpath(root)
-            local real = fs.realpath(file)
-            if real and real_root and real ~= real_root and sub(real, 1, #real_root + 1) ~= real_root .. "/"
-                and real_root ~= "/" then
-                return plain(res, 404, "Not Found\n")
-            end
-        end
-        local st = fs.stat(file)
-        if not st then return plain(res, 404, "Not Found\n") end
+        -- One trip to the thread pool: the resolved path, its stat and a small file's content.
+        local real, st, data = lookup(file, SMALL)
+        if not real or not inside(real) then return plain(res, 404, "Not Found\n") end
         if st.type == "directory" then
             if sub(raw, -1) ~= "/" then
                 local q = match(req.url, "%?.*$") or ""
                 return plain(res, 301, "Moved Permanently\n", { Location = raw .. "/" .. q })
             end
             if o.index then
-                local index = file .. "/" .. o.index
-                local ist = fs.stat(index)
-                if ist and ist.type == "file" then
-                    file, st = index, ist
+                local ireal, ist, idata = lookup(file .. "/" .. o.index, SMALL)
+                if ireal and ist.type == "file" and inside(ireal) then
+                    file, real, st, data = file .. "/" .. o.index, ireal, ist, idata
                 end
             end
             if st.type == "directory" then
@@ -383,19 +381,19 @@ function static.new(root, options)
         end
         res:setHeader("Content-Type", content_type(file))
         local encoding, vary
-        if o.precompressed then
-            local ae = req.headers["accept-encoding"] or ""
+        local ae = o.precompressed and req.headers["accept-encoding"]
+        if ae then -- variants are looked for only for clients that say what they accept
             for _, v in ipairs({ { "br", ".br" }, { "gzip", ".gz" } }) do
-                local vst = fs.stat(file .. v[2])
-                if vst and vst.type == "file" then
+                local vreal, vst, vdata = lookup(file .. v[2], SMALL)
+                if vreal and vst.type == "file" and inside(vreal) then
                     vary = true
                     if not encoding and accepts(ae, v[1]) then
-                        encoding, file, st = v[1], file .. v[2], vst
+                        encoding, real, st, data = v[1], vreal, vst, vdata
                     end
                 end
             end
         end
-        return send_file(req, res, file, st, o, encoding, vary)
+        return send_file(req, res, real, st, o, encoding, vary, data)
     end
 end
 

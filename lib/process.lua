@@ -279,9 +279,11 @@ local RESTART_DEFAULTS = { delay = 100, max_delay = 10000, limit = 10, window = 
 
 local function now_ms() return system.monotime() * 1000 end
 
+-- Through the runtime's one report path, which is the log module's sink once `log` is loaded
+-- (so supervision messages come out in the user's log format), else stderr as "luaio: msg".
+local report = require("luaio.core").report
 local function say(msg)
-    io.stdout:flush()
-    io.stderr:write("luaio: ", msg, "\n")
+    report(msg)
 end
 
 local function describe_exit(code, signal)
@@ -295,7 +297,9 @@ local function supervise(child, start, label, policy)
     local sup = { stopped = false, pid = child.pid, first = child.pid }
     supervised[child.pid] = sup
     local function forget()
-        supervised[sup.pid], supervised[sup.first] = nil, nil
+        -- sup.pid is nil between a death and the restart (and once supervision gives up).
+        if sup.pid then supervised[sup.pid] = nil end
+        supervised[sup.first] = nil
     end
     task.spawn(function()
         local restarts, delay = {}, 0

@@ -128,6 +128,32 @@ describe("log", function()
         assert.truthy(t.msg:find("stack traceback", 1, true))
     end)
 
+    it("supervision messages too (process.fork forever)", function()
+        local child = helper.script("os.exit(3)")
+        local _, err = run(([[
+            local log = require "log"
+            local process = require "process"
+            log.setFormat("json")
+            local pid = process.fork({ file = %q, forever = { delay = 10, limit = 1 } })
+            for _ = 1, 200 do
+                if not process.kill(pid, 0) then break end
+                sleep(10)
+            end
+        ]]):format(child))
+        os.remove(child)
+        local json = require "json"
+        local msgs = {}
+        for line in err:gmatch("[^\n]+") do
+            local t = json.decode(line)
+            if t then msgs[#msgs + 1] = t.msg end
+        end
+        -- Exactly the restart and the giving up: giving up failed the supervision task before
+        -- (process.lua's forget() indexed the table with the nil pid of the dead child).
+        assert.are.equal(2, #msgs, err)
+        assert.truthy(msgs[1]:find("exited with code 3; restarting", 1, true), err)
+        assert.truthy(msgs[2]:find("giving up", 1, true), err)
+    end)
+
     describe("access log", function()
         after_each(function() http.closeIdle() end)
 

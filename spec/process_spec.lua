@@ -437,7 +437,14 @@ describe("process", function()
             local r = luaio(([[
                 local process = require "process"
                 local pid = process.fork({ file = %q, forever = { delay = 300 } })
-                sleep(150) -- the child has died; its restart is 300 ms away
+                -- Waits (bounded) for the child to have died and been reaped: its restart is
+                -- 300 ms away. A fixed sleep could end before a slow child even started.
+                for _ = 1, 2000 do
+                    local f = io.open("/proc/" .. pid .. "/stat")
+                    if not f then break end
+                    f:close()
+                    sleep(5)
+                end
                 io.write(tostring(process.kill(pid)))
                 sleep(400)
                 local r = process.run("pgrep -P " .. process.pid .. " -x luaio")

@@ -46,15 +46,15 @@ local function master(src, n, env)
         m.stderr:close()
         return table.concat(errparts)
     end)
+    local outparts = {}
     local stdout = task.spawn(function()
-        local parts = {}
         while true do
             local d = m.stdout:read()
             if not d then break end
-            parts[#parts + 1] = d
+            outparts[#outparts + 1] = d
         end
         m.stdout:close()
-        return table.concat(parts)
+        return table.concat(outparts)
     end)
     -- A failed assertion must not leave the master and its workers running.
     finally(function()
@@ -64,7 +64,7 @@ local function master(src, n, env)
             for _, pid in ipairs(workers) do process.kill(pid, "SIGKILL") end
         end
     end)
-    return { child = m, path = path, stderr = out, stdout = stdout, errparts = errparts }
+    return { child = m, path = path, stderr = out, stdout = stdout, errparts = errparts, outparts = outparts }
 end
 
 local function stop(m)
@@ -82,13 +82,25 @@ local SLEEPER = [[
     local process = require "process"
     process.onShutdown(function() sleep(100) print("worker " .. process.workerId .. " stopped") end)
     require("timer").setInterval(1000, function() end)
+    print("worker " .. process.workerId .. " ready")
 ]]
+
+-- Waits until n SLEEPER workers have run their main chunk (so their onShutdown is set): a
+-- worker is a child as soon as it is forked, and a SIGTERM before its main chunk ran ends it
+-- without its shutdown handler.
+local function ready(m, n)
+    return eventually(function()
+        local _, k = table.concat(m.outparts):gsub("worker %d+ ready", "")
+        return k == n
+    end, 20000)
+end
 
 describe("luaio --workers", function()
     it("starts N workers, each pinned to its own core", function()
         local cpus = process.affinity()
         local m = master(SLEEPER, 2)
-        assert.is_true(eventually(function() return #children(m.child.pid) == 2 end))
+        assert.is_true(ready(m, 2))
+        assert.are.equal(2, #children(m.child.pid))
         local pinned = {}
         for _, pid in ipairs(children(m.child.pid)) do
             local list = read("/proc/" .. pid .. "/status"):match("Cpus_allowed_list:%s*(%S+)")
@@ -129,7 +141,7 @@ describe("luaio --workers", function()
 
     it("SIGTERM stops the workers gracefully and leaves no process", function()
         local m = master(SLEEPER, 2)
-        assert.is_true(eventually(function() return #children(m.child.pid) == 2 end))
+        assert.is_true(ready(m, 2))
         local workers = children(m.child.pid)
         local code, err, out = stop(m)
         assert.are.equal(0, code)

@@ -51,7 +51,7 @@ end
 -- Writes one frame. A pong that the reader could not write because a writer was busy goes
 -- after the writer's frame (one writer at a time on a stream).
 local function write(self, op, data)
-    local err = send_frame(self._sock, op, data, self._mask)
+    local err = send_frame(self._sock, op, data, self._mask, self._frames)
     if not err and self._pong then
         local p = self._pong
         self._pong = nil
@@ -242,7 +242,7 @@ function WebSocket:remoteAddress()
 end
 
 local known_options = {
-    protocols = true, pingInterval = true, maxMessageSize = true, maxFrameSize = true, idleTimeout = true, closeTimeout = true,
+    protocols = true, deflate = true, pingInterval = true, maxMessageSize = true, maxFrameSize = true, idleTimeout = true, closeTimeout = true,
     sendTimeout = true, headers = true, timeout = true,
 }
 
@@ -277,10 +277,11 @@ local function check_options(o, fname)
     return o
 end
 
-local function new_ws(sock, server, o, protocol)
+local function new_ws(sock, server, o, protocol, z)
     local self = setmetatable({
         _sock = sock,
-        _frames = core.frames(server, o.maxMessageSize or DEFAULT_MAX_MESSAGE, o.maxFrameSize),
+        _frames = core.frames(server, o.maxMessageSize or DEFAULT_MAX_MESSAGE, o.maxFrameSize, z and z.bits,
+            z and z.reset),
         _mask = not server,
         _state = "open",
         _closeTimeout = o.closeTimeout or DEFAULT_CLOSE_TIMEOUT,
@@ -305,6 +306,106 @@ local function new_ws(sock, server, o, protocol)
         end)
     end
     return self
+end
+
+-- permessage-deflate (RFC 7692). The offers of a Sec-WebSocket-Extensions value: a list of
+-- {name, params = {name = value or true}}, or nil for a malformed value.
+local function parse_extensions(value)
+    local list = {}
+    for item in gmatch(value, "[^,]+") do
+        local name
+        local params = {}
+        for part in gmatch(item, "[^;]+") do
+            part = match(part, "^%s*(.-)%s*$")
+            if not name then
+                name = lower(part)
+            else
+                local k, v = match(part, "^([%w_]+)%s*=%s*\"?(%d+)\"?$")
+                if not k then
+                    k = match(part, "^([%w_]+)$")
+                    v = true
+                end
+                if not k or params[lower(k)] ~= nil then
+                    return nil
+                end
+                params[lower(k)] = v
+            end
+        end
+        if name and name ~= "" then
+            list[#list + 1] = { name = name, params = params }
+        end
+    end
+    return list
+end
+
+local deflate_params = {
+    server_no_context_takeover = true, client_no_context_takeover = true,
+    server_max_window_bits = true, client_max_window_bits = true,
+}
+
+-- Window bits in a parameter: nil when absent, false when malformed. 8 is refused: zlib's raw
+-- deflate cannot make an 8-bit window.
+local function bits_of(v, optional)
+    if v == nil then
+        return nil
+    end
+    if v == true then
+        return optional and 15 or false
+    end
+    local n = tonumber(v)
+    if not n or n < 9 or n > 15 then
+        return false
+    end
+    return n
+end
+
+-- The server's choice among the client's offers: the response value and our deflate settings.
+local function accept_deflate(value)
+    local offers = parse_extensions(value)
+    for _, offer in ipairs(offers or {}) do
+        if offer.name == "permessage-deflate" then
+            local p, ok = offer.params, true
+            for k in pairs(p) do
+                ok = ok and deflate_params[k]
+            end
+            local sbits = bits_of(p.server_max_window_bits)
+            ok = ok and sbits ~= false and bits_of(p.client_max_window_bits, true) ~= false
+            ok = ok and (p.server_no_context_takeover == nil or p.server_no_context_takeover == true)
+            ok = ok and (p.client_no_context_takeover == nil or p.client_no_context_takeover == true)
+            if ok then
+                local answer = { "permessage-deflate" }
+                if p.server_no_context_takeover then
+                    answer[#answer + 1] = "server_no_context_takeover"
+                end
+                if p.client_no_context_takeover then
+                    answer[#answer + 1] = "client_no_context_takeover"
+                end
+                if sbits then
+                    answer[#answer + 1] = "server_max_window_bits=" .. sbits
+                end
+                return table.concat(answer, "; "), { bits = sbits or 15, reset = p.server_no_context_takeover == true }
+            end
+        end
+    end
+end
+
+-- The client's view of the server's answer: our deflate settings, or nil, why.
+local function client_deflate(value)
+    local list = parse_extensions(value)
+    if not list or #list ~= 1 or list[1].name ~= "permessage-deflate" then
+        return nil, "the server chose an extension that was not offered"
+    end
+    local p = list[1].params
+    for k in pairs(p) do
+        if not deflate_params[k] then
+            return nil, "unknown permessage-deflate parameter " .. k
+        end
+    end
+    local cbits = bits_of(p.client_max_window_bits)
+    if cbits == false or bits_of(p.server_max_window_bits) == false then
+        return nil, "bad permessage-deflate window bits"
+    end
+    return { bits = cbits or 15, reset = p.client_no_context_takeover ~= nil }
 end
 
 -- Whether a comma-separated header value has the token (case-insensitively).
@@ -371,15 +472,20 @@ function websocket.accept(req, res, options)
             end
         end
     end
+    local ext, z
+    if o.deflate and h["sec-websocket-extensions"] then
+        ext, z = accept_deflate(h["sec-websocket-extensions"])
+    end
     local sock, err = res:_upgrade({
         Upgrade = "websocket",
         ["Sec-WebSocket-Accept"] = accept_key(key),
         ["Sec-WebSocket-Protocol"] = protocol,
+        ["Sec-WebSocket-Extensions"] = ext,
     })
     if not sock then
         return nil, err
     end
-    return new_ws(sock, true, o, protocol)
+    return new_ws(sock, true, o, protocol, z)
 end
 
 -- Reads the response head of the handshake: status, headers (lower-case names), or nil, err.
@@ -447,6 +553,9 @@ function websocket.connect(url, options)
     if o.protocols and #o.protocols > 0 then
         lines[#lines + 1] = "Sec-WebSocket-Protocol: " .. table.concat(o.protocols, ", ")
     end
+    if o.deflate then
+        lines[#lines + 1] = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"
+    end
     if o.headers then
         for k, v in pairs(o.headers) do
             if type(k) ~= "string" or find(k, "[%c:]") or find(tostring(v), "[\r\n]") then
@@ -488,10 +597,19 @@ function websocket.connect(url, options)
             return fail(new_error("EPROTO", "the server chose a subprotocol that was not offered: " .. protocol))
         end
     end
+    local z
     if headers["sec-websocket-extensions"] then
-        return fail(new_error("EPROTO", "the server chose an extension that was not offered"))
+        local why
+        if not o.deflate then
+            why = "the server chose an extension that was not offered"
+        else
+            z, why = client_deflate(headers["sec-websocket-extensions"])
+        end
+        if not z then
+            return fail(new_error("EPROTO", why))
+        end
     end
-    return new_ws(sock, false, o, protocol)
+    return new_ws(sock, false, o, protocol, z)
 end
 
 return websocket

@@ -103,7 +103,8 @@ Event Parser::feed(const char* data, size_t len, size_t* used) {
             bool fin = b0 & 0x80;
             uint8_t op = b0 & 0x0F;
             bool control = op & 0x08;
-            if ((b0 & 0x30) || ((b0 & 0x40) && (!rsv1_ok || control))) {
+            // RSV1 (permessage-deflate, RFC 7692 6) only on the first frame of a data message.
+            if ((b0 & 0x30) || ((b0 & 0x40) && (!rsv1_ok || control || op == kCont))) {
                 *used = off;
                 return fail(1002, "reserved bits set");
             }
@@ -177,6 +178,7 @@ Event Parser::feed(const char* data, size_t len, size_t* used) {
             if (op == kText || op == kBinary) {
                 msg_opcode_ = op;
                 in_message_ = true;
+                compressed_ = b0 & 0x40;
                 utf8_.reset();
             }
             if (control) control_.clear();
@@ -191,7 +193,7 @@ Event Parser::feed(const char* data, size_t len, size_t* used) {
         off += take;
         left_ -= take;
         offset_ += take;
-        if (!(opcode_ & 0x08) && msg_opcode_ == kText && !utf8_.feed(w, take)) {
+        if (!(opcode_ & 0x08) && msg_opcode_ == kText && !compressed_ && !utf8_.feed(w, take)) {
             *used = off;
             return fail(1007, "text message is not UTF-8");
         }
@@ -203,7 +205,7 @@ Event Parser::feed(const char* data, size_t len, size_t* used) {
         }
         if (!fin_) continue;
         in_message_ = false;
-        if (msg_opcode_ == kText && !utf8_.complete()) {
+        if (msg_opcode_ == kText && !compressed_ && !utf8_.complete()) {
             *used = off;
             return fail(1007, "text message is not UTF-8");
         }
@@ -212,6 +214,7 @@ Event Parser::feed(const char* data, size_t len, size_t* used) {
         Event e;
         e.kind = Event::Message;
         e.text = msg_opcode_ == kText;
+        e.compressed = compressed_;
         e.data = &message_;
         return e;
     }

@@ -43,6 +43,7 @@ inline bool valid_close_code(unsigned code) {
 struct Event {
     enum Kind : uint8_t { None, Message, Ping, Pong, Close, Error } kind = None;
     bool text = false;       // Message: a text message (else binary)
+    bool compressed = false; // Message: its first frame had RSV1 (permessage-deflate); not UTF-8 checked yet
     uint16_t code = 0;       // Close: the peer's code (1005 when it gave none); Error: the code to send
     const char* what = "";   // Error: why, for the error message
     const std::string* data; // Message: the message; Ping, Pong: the payload; Close: the reason
@@ -81,6 +82,7 @@ class Parser {
     bool fin_ = false;
     bool masked_ = false;
     bool in_message_ = false;
+    bool compressed_ = false;    // the message being reassembled is compressed (RSV1 on its first frame)
     bool deliver_reset_ = false; // the last event handed out message_: clear it first
     bool done_ = false;
 };

@@ -102,6 +102,11 @@ describe("websocket", function()
             local _, err = ws:receive()
             last = err
         end, { protocols = { "chat", "superchat" } })
+        r:websocket("/z", function(ws)
+            for msg, kind in ws:messages() do
+                assert(ws:send(msg, kind) == nil)
+            end
+        end, { deflate = true, maxMessageSize = 100000 })
         r:websocket("/closer", function(ws)
             ws:close(4000, "done here")
         end)
@@ -381,5 +386,89 @@ wss.on('connection', (ws, req) => {
         local code = child:wait()
         os.remove(path)
         assert.are.equal(0, code)
+    end)
+
+    it("compresses with permessage-deflate (RFC 7692) and stops a compression bomb at maxMessageSize", function()
+        local ws = assert(websocket.connect("ws://127.0.0.1:" .. port .. "/z", { deflate = true }))
+        -- Context takeover across messages, an empty message after a flush, arrays, binary.
+        for _, m in ipairs({ rep("hello ", 1000), { "a", "b" }, "", rep("\xe2\x82\xac", 20000), "", "x" }) do
+            assert.is_nil(ws:send(m))
+            assert.are.equal(type(m) == "table" and table.concat(m) or m, (ws:receive()))
+        end
+        assert.is_nil(ws:send("\0\1\2", "binary"))
+        assert.are.same({ "\0\1\2", "binary" }, { ws:receive() })
+        -- 200,000 inflated bytes from a few hundred on the wire: over the limit, 1009.
+        assert.is_nil(ws:send(rep("z", 200000)))
+        local m, err = ws:receive()
+        assert.is_nil(m)
+        assert.are.equal(1009, err.closeCode)
+        -- Without deflate on both sides nothing is compressed, and RSV1 stays a violation.
+        local plain = assert(websocket.connect("ws://127.0.0.1:" .. port .. "/z"))
+        assert.is_nil(plain:send("plain"))
+        assert.are.equal("plain", (plain:receive()))
+        plain:close()
+        -- RSV1 on a continuation frame is a violation even with deflate (7692 6.1).
+        local sock = raw_connect(port, "/z", "Sec-WebSocket-Extensions: permessage-deflate\r\n")
+        assert(sock:write(frame(0x02, "a") .. frame(0xC0, "b")) == nil)
+        local op, p = read_frame(sock)
+        assert.are.equal(8, op)
+        assert.are.equal(1002, close_code(p))
+        sock:close()
+    end)
+
+    it("speaks permessage-deflate with Node's ws, as server and as client", function()
+        local dir = "/usr/share/nodejs/ws"
+        assert(io.open(dir .. "/package.json"), "no " .. dir .. ": run scripts/setup.sh (nodejs, node-ws)"):close()
+        local script = [[
+const WebSocket = require(process.argv[2]);
+const ws = new WebSocket('ws://127.0.0.1:' + process.argv[3] + '/z',
+  { perMessageDeflate: { threshold: 0, serverNoContextTakeover: process.argv[4] === 'reset', serverMaxWindowBits: 10 } });
+const big = 'abc'.repeat(5000);
+let n = 0;
+ws.on('open', () => { ws.send(big); ws.send('small'); ws.send(Buffer.from([9, 8, 7]), { binary: true }); });
+ws.on('message', (d, isBinary) => {
+  n++;
+  const ok = n === 1 ? d.toString() === big : n === 2 ? d.toString() === 'small' : isBinary && d.length === 3;
+  if (!ok) { console.log('bad message ' + n); process.exit(1); }
+  if (n === 3) ws.close(1000);
+});
+ws.on('close', (code) => console.log(ws.extensions + ' ' + n + ' ' + code));
+]]
+        local path = os.tmpname() .. ".js"
+        local w = assert(io.open(path, "w"))
+        w:write(script)
+        w:close()
+        for _, mode in ipairs({ "keep", "reset" }) do
+            local r = assert(process.run({ "node", path, dir, tostring(port), mode }, { timeout = 20000 }))
+            assert.are.equal(0, r.code, r.stdout .. r.stderr)
+            assert.truthy(r.stdout:find("permessage%-deflate"), r.stdout)
+            assert.truthy(r.stdout:find(" 3 1000\n$"), r.stdout)
+        end
+        -- luaio's client against Node's server with perMessageDeflate.
+        local server = [[
+const { WebSocketServer } = require(process.argv[2]);
+const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: { threshold: 0, clientNoContextTakeover: true } });
+wss.on('listening', () => console.log(wss.address().port));
+wss.on('connection', (ws, req) => {
+  ws.send(req.headers['sec-websocket-extensions'] || 'none');
+  ws.on('message', (d, isBinary) => ws.send(d, { binary: isBinary }));
+  ws.on('close', () => wss.close());
+});
+]]
+        w = assert(io.open(path, "w"))
+        w:write(server)
+        w:close()
+        local child = assert(process.spawn("node", { path, dir }, { stdio = { "ignore", "pipe", "inherit" } }))
+        local nport = tonumber(assert(child.stdout:readline()))
+        local ws = assert(websocket.connect("ws://127.0.0.1:" .. nport .. "/", { deflate = true }))
+        assert.truthy((ws:receive()):find("permessage%-deflate"))
+        for _, m in ipairs({ rep("xyz", 10000), "", "again", rep("xyz", 10000) }) do
+            assert.is_nil(ws:send(m))
+            assert.are.equal(m, (ws:receive()))
+        end
+        assert.is_nil(ws:close())
+        child.stdout:close()
+        assert.are.equal(0, child:wait())
+        os.remove(path)
     end)
 end)

@@ -134,6 +134,24 @@ TEST(WebSocketParser, Violations) {
     }
 }
 
+TEST(WebSocketParser, Rsv1WithDeflate) {
+    Parser ps(true);
+    ps.rsv1_ok = true;
+    Event e = run(ps, frame(0x41, "\xff") + frame(0x80, "z"));
+    ASSERT_EQ(e.kind, Event::Message);
+    EXPECT_TRUE(e.compressed); // UTF-8 is judged after inflating
+    EXPECT_EQ(*e.data, "\xffz");
+    Parser p2(true);
+    p2.rsv1_ok = true;
+    e = run(p2, frame(0x02, "a") + frame(0xC0, "b")); // RSV1 on a continuation frame
+    ASSERT_EQ(e.kind, Event::Error);
+    EXPECT_EQ(e.code, 1002);
+    Parser p3(true);
+    p3.rsv1_ok = true;
+    e = run(p3, frame(0xC9, "p")); // RSV1 on a control frame
+    ASSERT_EQ(e.kind, Event::Error);
+}
+
 TEST(WebSocketParser, MessageLimit) {
     Parser ps(true);
     ps.max_message = 10;

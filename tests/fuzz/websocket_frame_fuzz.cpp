@@ -1,10 +1,10 @@
 // libFuzzer driver for the WebSocket frame parser (modules/websocket_frame.h).
 //
 // Input: byte 0 chooses the side (bit 0: a client's parser, which refuses masks), bit 1 a small
-// message limit (1 KiB) and bits 2-7 the size of the reads the rest is cut into (0: all at
-// once). The stream is parsed twice, in those reads and whole, as the binding does (a buffer that
-// grows by each read, consumed bytes dropped): both must see the same events, and a parser must
-// never consume more than it was given.
+// message limit (1 KiB), bits 2-6 the size of the reads the rest is cut into (0: all at once)
+// and bit 7 whether RSV1 is allowed (permessage-deflate). The stream is parsed twice, in those reads and whole, as the
+// binding does (a buffer that grows by each read, consumed bytes dropped): both must see the same events, and a parser
+// must never consume more than it was given.
 #include "modules/websocket_frame.h"
 
 #include <cstdio>
@@ -22,8 +22,9 @@ void check(bool ok, const char* what) {
     }
 }
 
-std::string run(bool server, bool small, const uint8_t* data, size_t size, size_t cut) {
+std::string run(bool server, bool small, bool rsv1, const uint8_t* data, size_t size, size_t cut) {
     luaio::ws::Parser p(server);
+    p.rsv1_ok = rsv1;
     if (small) p.max_message = 1024;
     std::string buf, log;
     size_t fed = 0;
@@ -41,9 +42,9 @@ std::string run(bool server, bool small, const uint8_t* data, size_t size, size_
             if (fed == size) break;
             continue;
         }
-        log +=
-            std::to_string(e.kind) + ":" + std::to_string(e.code) + ":" + std::to_string(e.text) + ":" + *e.data + "|";
-        if (e.kind == Event::Message && e.text) {
+        log += std::to_string(e.kind) + ":" + std::to_string(e.code) + ":" + std::to_string(e.text) +
+               std::to_string(e.compressed) + ":" + *e.data + "|";
+        if (e.kind == Event::Message && e.text && !e.compressed) {
             luaio::ws::Utf8 u;
             const uint8_t* m = reinterpret_cast<const uint8_t*>(e.data->data());
             check(u.feed(m, e.data->size()) && u.complete(), "text messages are UTF-8");
@@ -58,9 +59,10 @@ std::string run(bool server, bool small, const uint8_t* data, size_t size, size_
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (size < 1) return 0;
     bool server = !(data[0] & 1), small = data[0] & 2;
-    size_t cut = data[0] >> 2;
-    std::string a = run(server, small, data + 1, size - 1, cut);
-    std::string b = run(server, small, data + 1, size - 1, 0);
+    bool rsv1 = data[0] & 0x80;
+    size_t cut = (data[0] >> 2) & 31;
+    std::string a = run(server, small, rsv1, data + 1, size - 1, cut);
+    std::string b = run(server, small, rsv1, data + 1, size - 1, 0);
     check(a == b, "reads of any size see the same events");
     return 0;
 }

@@ -242,7 +242,7 @@ function WebSocket:remoteAddress()
 end
 
 local known_options = {
-    protocols = true, deflate = true, pingInterval = true, maxMessageSize = true, maxFrameSize = true, idleTimeout = true, closeTimeout = true,
+    protocols = true, origins = true, deflate = true, pingInterval = true, maxMessageSize = true, maxFrameSize = true, idleTimeout = true, closeTimeout = true,
     sendTimeout = true, headers = true, timeout = true,
 }
 
@@ -263,6 +263,9 @@ local function check_options(o, fname)
         if v ~= nil and (type(v) ~= "number" or v < 0 or (k == "maxMessageSize" and v < 1)) then
             raise(fname, "'" .. k .. "' must be a positive number")
         end
+    end
+    if o.origins ~= nil and type(o.origins) ~= "table" and type(o.origins) ~= "function" then
+        raise(fname, "'origins' must be an array of origins or a function(origin, req)")
     end
     if o.protocols ~= nil then
         if type(o.protocols) ~= "table" then
@@ -458,6 +461,20 @@ function websocket.accept(req, res, options)
     local key = h["sec-websocket-key"]
     if type(key) ~= "string" or key_bytes(key) ~= 16 then
         return refuse(res, 400, "missing or malformed Sec-WebSocket-Key")
+    end
+    if o.origins then
+        -- Browsers send Origin; a page of another site must not open the socket (RFC 6455 10.2).
+        local origin, ok = h.origin, false
+        if type(o.origins) == "function" then
+            ok = origin ~= nil and o.origins(origin, req) and true or false
+        else
+            for _, allowed in ipairs(o.origins) do
+                ok = ok or (origin ~= nil and lower(allowed) == lower(origin))
+            end
+        end
+        if not ok then
+            return refuse(res, 403, "origin not allowed")
+        end
     end
     local protocol
     if o.protocols and h["sec-websocket-protocol"] then

@@ -107,6 +107,12 @@ describe("websocket", function()
                 assert(ws:send(msg, kind) == nil)
             end
         end, { deflate = true, maxMessageSize = 100000 })
+        r:websocket("/origin", function(ws)
+            ws:send("welcome")
+        end, { origins = { "https://good.example" } })
+        r:websocket("/originfn", function(ws)
+            ws:send("welcome")
+        end, { origins = function(o) return o:match("%.good%.example$") end })
         r:websocket("/closer", function(ws)
             ws:close(4000, "done here")
         end)
@@ -470,5 +476,42 @@ wss.on('connection', (ws, req) => {
         child.stdout:close()
         assert.are.equal(0, child:wait())
         os.remove(path)
+    end)
+
+    it("refuses an Origin outside the allow-list with 403 (a list or a function)", function()
+        local function status(path, origin)
+            local sock, head = raw_connect(port, path, origin and ("Origin: " .. origin .. "\r\n") or "")
+            sock:close()
+            return tonumber(head:match("^HTTP/1%.1 (%d+)"))
+        end
+        assert.are.equal(101, status("/origin", "https://GOOD.example"))
+        assert.are.equal(403, status("/origin", "https://evil.example"))
+        assert.are.equal(403, status("/origin", nil))
+        assert.are.equal(101, status("/originfn", "https://a.good.example"))
+        assert.are.equal(403, status("/originfn", "https://good.example.evil"))
+        assert.has_error(function() websocket.accept({}, {}, { origins = "x" }) end)
+    end)
+
+    it("judges close codes as RFC 6455 7.4 does (Autobahn section 7.7/7.9)", function()
+        for _, c in ipairs({ 1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999 }) do
+            local sock = raw_connect(port)
+            assert(sock:write(frame(0x88, char(math.floor(c / 256), c % 256))) == nil)
+            local op, p = read_frame(sock)
+            assert.are.equal(8, op)
+            assert.are.equal(c, close_code(p), "code " .. c)
+            sock:close()
+        end
+        for _, c in ipairs({ 0, 999, 1004, 1005, 1006, 1012, 1013, 1014, 1015, 1016, 1100, 2000, 2999, 5000, 65535 }) do
+            assert.are.equal(1002, violation(port, frame(0x88, char(math.floor(c / 256), c % 256))), "code " .. c)
+        end
+        -- Every reserved opcode, and each RSV bit alone.
+        for _, b0 in ipairs({ 0x83, 0x84, 0x85, 0x86, 0x87, 0x8B, 0x8C, 0x8D, 0x8E, 0x8F, 0xC1, 0xA1, 0x91 }) do
+            assert.are.equal(1002, violation(port, frame(b0, "x")), ("b0 %02x"):format(b0))
+        end
+        -- A reason of 123 bytes is taken, and the close frame is echoed.
+        local sock = raw_connect(port)
+        assert(sock:write(frame(0x88, char(3, 232) .. rep("r", 123))) == nil)
+        assert.are.equal(8, (read_frame(sock)))
+        sock:close()
     end)
 end)

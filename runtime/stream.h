@@ -126,7 +126,7 @@ class Stream : public Handle<Stream> {
     friend struct Impl;
 
   private:
-    Stream() : reading_(false), closing_(false), watching_(false) {}
+    Stream() : closing_(false), open_handles_(1) {}
     ~Stream();
 
     // Received bytes not yet read: [off, size) of a malloc'd block, freed as soon as it is
@@ -157,11 +157,12 @@ class Stream : public Handle<Stream> {
     int write_err_ = 0; // the error of a failed write: later writes return it
     uint32_t writes_in_flight_ = 0;
     ReadMode mode_ = ReadMode::None;
-    // Bit fields: with the Handle base's anchor, the Stream still fits in 112 bytes.
-    bool reading_ : 1;
+    bool reading_ = false;
+    bool watching_ = false;
+    // Bit fields of one byte, so that with the Handle base's anchor the Stream still fits in 112
+    // bytes; these two change once or twice per stream (reading_ and watching_ on every request).
     bool closing_ : 1;
-    bool watching_ : 1;
-    uint8_t open_handles_ = 1; // the stream handle, plus the timer once created
+    uint8_t open_handles_ : 2; // the stream handle, plus the timer once created
 };
 
 } // namespace luaio

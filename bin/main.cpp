@@ -35,7 +35,7 @@ const char kUsage[] = "usage: luaio [options] [script [args...]]\n"
                       "with no script and no terminal, it runs standard input as the script.\n"
                       "SIGTERM or SIGINT stops a script's servers gracefully: they drain for LUAIO_DRAIN_DELAY ms\n"
                       "(1000), serve their backlog, finish requests within LUAIO_SHUTDOWN_TIMEOUT ms (10000).\n"
-                      "Documentation: README.md and docs/ in the source tree.\n";
+                      "Documentation: man luaio; README.md and docs/ (in the source tree, or /usr/share/doc/luaio/).\n";
 
 void print_version() {
     std::printf("luaio %s\n", LUAIO_VERSION);

@@ -675,8 +675,7 @@ int l_uptime(lua_State* L) {
 // Flushes C stdio (print, io.write) first: nothing written before exit is lost.
 int l_exit(lua_State* L) {
     lua_Integer code = luaL_optinteger(L, 1, 0);
-    std::fflush(nullptr);
-    std::exit(static_cast<int>(code & 0xff));
+    return luaio::exit_process(L, static_cast<int>(code & 0xff));
 }
 
 int l_abort(lua_State*) {

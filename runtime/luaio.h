@@ -146,6 +146,12 @@ template <class Push> bool wake(Waiter& w, Push&& push) {
     resume_parked(p, n);
     return true;
 }
+// Ends the process with `code` (process.exit) the way a script that has nothing left to do ends,
+// so that finalizers run and LeakSanitizer finds nothing: stdio is flushed, the calling task is
+// parked for good, no other task runs, the loop stops, and main closes the state and returns
+// `code`. Where the caller cannot yield (outside a task, a __gc, a C callback) it calls exit()
+// at once. Use as `return luaio::exit_process(L, code);`.
+int exit_process(lua_State* L, int code);
 // Wake with the seed's error table of a libuv error, after `nils` nils.
 bool wake_uv_error(Waiter& w, int uverr, int nils = 1);
 

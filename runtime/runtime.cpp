@@ -15,7 +15,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <deque>
+#include <initializer_list>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -68,6 +70,11 @@ constexpr size_t kPoolMax = 128;
 
 // Tasks started and not yet ended (running, ready or parked).
 size_t g_live_tasks = 0;
+
+// Set by exit_process (and a failed main task): no task runs any more, the loop stops, and main
+// closes the state and returns g_exit_code.
+bool g_exiting = false;
+int g_exit_code = 0;
 
 // Moves the closing value of task co (if any) from ref from_ref to ref to_ref; LUA_NOREF on
 // either side stands for the parked table, where co itself is the key.
@@ -205,12 +212,14 @@ void task_failed(lua_State* co) {
     report_error(g_L, "", lua_tostring(g_L, -1));
     lua_pop(g_L, 1);
     if (co == g_main_task) {
-        std::fflush(stdout);
-        std::exit(1);
+        g_exiting = true;
+        g_exit_code = 1;
+        uv_stop(g_loop);
     }
 }
 
 void run_task(lua_State* co, int ref, int nargs) {
+    if (g_exiting) return; // the process is ending: the task stays as it is until the state closes
     g_current = co;
     g_current_ref = ref;
     int status = lua_resume(co, nargs);
@@ -693,6 +702,16 @@ void resume_parked(Parked p, int nargs) {
     run_task(p.task, p.ref, nargs);
 }
 
+int exit_process(lua_State* L, int code) {
+    std::fflush(nullptr);
+    if (!g_current || !lua_isyieldable(L)) std::exit(code);
+    g_exiting = true;
+    g_exit_code = code;
+    uv_stop(g_loop);
+    lua_pushlightuserdata(L, &kParkSentinel); // yields up to the task's root, never to be resumed
+    return lua_yield(L, 1);
+}
+
 bool wake_uv_error(Waiter& w, int uverr, int nils) {
     return wake(w, [&](lua_State* co) { return return_uv_error(co, uverr, nils); });
 }
@@ -865,6 +884,20 @@ void on_emfile_reserve_closed(uv_poll_t* p, int, int) {
     g_emfile_reported = now;
     g_emfile_unreported = 0;
 }
+// The ';'-separated templates of `parts`, in order, each once and none empty.
+std::string join_paths(std::initializer_list<std::string> parts) {
+    std::string out;
+    std::unordered_set<std::string> seen;
+    for (const std::string& part : parts) {
+        for (size_t start = 0; start <= part.size();) {
+            size_t end = std::min(part.find(';', start), part.size());
+            std::string t = part.substr(start, end - start);
+            if (!t.empty() && seen.insert(t).second) out += (out.empty() ? "" : ";") + t;
+            start = end + 1;
+        }
+    }
+    return out;
+}
 } // namespace
 
 lua_State* init(const char* script_dir) {
@@ -917,22 +950,21 @@ lua_State* init(const char* script_dir) {
     lua_rawseti(L, -2, 2);
     lua_pop(L, 1);
 
+    // LuaJIT has set package.path and cpath from LUA_PATH and LUA_CPATH (';;' in them stands for
+    // its default, as in lua(1)) or to its default; the script's directory goes first, Debian's
+    // directories last, each template once.
     std::string dir = script_dir ? script_dir : ".";
-    const char* env_path = std::getenv("LUA_PATH");
-    const char* env_cpath = std::getenv("LUA_CPATH");
-    std::string path = dir + "/?.lua;" + dir + "/?/init.lua;";
     lua_getfield(L, -1, "path");
-    path += env_path ? "" : lua_tostring(L, -1);
-    if (env_path) path += env_path;
-    path += ";/usr/local/share/lua/5.1/?.lua;/usr/local/share/lua/5.1/?/init.lua;"
-            "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua";
+    std::string path = join_paths({dir + "/?.lua;" + dir + "/?/init.lua", lua_tostring(L, -1),
+                                   "/usr/local/share/lua/5.1/?.lua;/usr/local/share/lua/5.1/?/init.lua;"
+                                   "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua"});
     lua_pop(L, 1);
     lua_pushstring(L, path.c_str());
     lua_setfield(L, -2, "path");
-    std::string cpath = dir + "/?.so;";
     lua_getfield(L, -1, "cpath");
-    cpath += env_cpath ? env_cpath : lua_tostring(L, -1);
-    cpath += ";/usr/local/lib/lua/5.1/?.so;/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so";
+    std::string cpath = join_paths({dir + "/?.so", lua_tostring(L, -1),
+                                    "/usr/local/lib/lua/5.1/?.so;/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;"
+                                    "/usr/lib/lua/5.1/?.so"});
     lua_pop(L, 1);
     lua_pushstring(L, cpath.c_str());
     lua_setfield(L, -2, "cpath");
@@ -960,7 +992,7 @@ void run_main(lua_State* L, int nargs) {
     lua_xmove(L, co, nargs + 1);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);
     run_task(co, ref, nargs);
-    uv_run(g_loop, UV_RUN_DEFAULT);
+    if (!g_exiting) uv_run(g_loop, UV_RUN_DEFAULT);
 }
 
 int shutdown() {
@@ -973,7 +1005,7 @@ int shutdown() {
     g_classes.clear(); // the metatables went with the state
     uv_idle_stop(&g_idle);
     uv_run(g_loop, UV_RUN_NOWAIT);
-    return 0;
+    return g_exit_code;
 }
 
 } // namespace luaio

@@ -17,6 +17,7 @@ describe("luaio command line", function()
         local out, _, status = run("-h")
         assert.are.equal(0, status)
         assert.matches("usage: luaio", out, 1, true)
+        assert.matches("man luaio", out, 1, true)
     end)
 
     it("rejects an unknown option with status 1", function()
@@ -102,6 +103,44 @@ print(...)]])
         os.remove(dir .. "/mymod.lua")
         assert.are.equal(0, status, err)
         assert.are.equal("from beside\n", out)
+    end)
+
+    it("honours LUA_PATH and LUA_CPATH, where ';;' stands for the default path as in lua(1)", function()
+        local dir = script(""):match("^(.*)/")
+        local f = assert(io.open(dir .. "/envpathmod.lua", "w"))
+        f:write("return 'from LUA_PATH'")
+        f:close()
+        local show = [[-e 'print(package.path) print(package.cpath) print((pcall(require, "envpathmod")))']]
+        local function paths(env)
+            local out, err, status = helper.sh(env .. " " .. helper.luaio .. " " .. show)
+            assert.are.equal(0, status, err)
+            return out:match("^([^\n]*)\n([^\n]*)\n([^\n]*)\n$")
+        end
+        local function templates(path)
+            local set, n = {}, 0
+            for t in (path .. ";"):gmatch("([^;]*);") do
+                assert.are_not.equal("", t, "an empty template in " .. path)
+                assert.is_nil(set[t], t .. " twice in " .. path)
+                set[t], n = true, n + 1
+            end
+            return set, n
+        end
+        local default_path, default_cpath = paths("")
+        local only_path, _, found_only = paths("LUA_PATH='" .. dir .. "/?.lua'")
+        local path, cpath, found = paths("LUA_PATH='" .. dir .. "/?.lua;;' LUA_CPATH='/nowhere/?.so;;'")
+        os.remove(dir .. "/envpathmod.lua")
+        assert.are.equal("true", found_only)
+        assert.are.equal("true", found)
+        local all, with = templates(path), templates(cpath)
+        assert.is_true(all[dir .. "/?.lua"])
+        assert.is_true(with["/nowhere/?.so"])
+        -- Every template of the default paths is still searched, LuaJIT's own included.
+        for t in pairs(templates(default_path)) do assert.is_true(all[t], t) end
+        for t in pairs(templates(default_cpath)) do assert.is_true(with[t], t) end
+        assert.is_truthy(default_path:find("/usr/share/luajit-2.1", 1, true))
+        -- Without ';;' LUA_PATH replaces LuaJIT's default (Debian's directories stay, documented).
+        assert.is_nil(only_path:find("/usr/share/luajit-2.1", 1, true))
+        templates(only_path)
     end)
 
     it("loads Lua 5.1 C modules from Debian (cjson, lfs)", function()

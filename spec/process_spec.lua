@@ -642,6 +642,26 @@ describe("process", function()
             assert.has_error(function() process.exit("x") end)
         end)
 
+        it("exit closes the Lua state before the process ends: finalizers run, no task runs after it", function()
+            -- Closing the state is what lets LeakSanitizer see no JIT buffers under ASan; here the
+            -- finalizer's line shows that it happened, and the other task's absence that exit did
+            -- not return to Lua code.
+            local r = luaio([[
+                local gc = newproxy(true)
+                getmetatable(gc).__gc = function() io.write("finalized\n") end
+                require("task").spawn(function() io.write("other task ran\n") end)
+                pcall(coroutine.wrap(function()
+                    io.write("partial line")
+                    require("process").exit(7)
+                    io.write(" after exit\n")
+                end))
+                io.write("main chunk went on\n")
+            ]])
+            assert.are.equal(7, r.code)
+            assert.are.equal("partial linefinalized\n", r.stdout)
+            assert.are.equal("", r.stderr)
+        end)
+
         it("abort ends with SIGABRT", function()
             local path = helper.script('io.write("before") require("process").abort()')
             local r = process.run("ulimit -c 0; exec " .. LUAIO .. " " .. path, { timeout = 10000 })

@@ -555,13 +555,13 @@ int write_out(lua_State* L, Conn* c, const uv_buf_t* bufs, unsigned n, const cha
 void write_canned(Conn* c, int status) {
     Stream* s = c->stream();
     c->keep = false;
-    if (!s || c->head_sent || uv_stream_get_write_queue_size(s->stream()) != 0) return;
+    if (!s || c->head_sent || !s->write_idle()) return;
     char buf[256];
     int n = std::snprintf(buf, sizeof buf,
                           "HTTP/1.1 %d %s\r\nServer: luaio\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n", status,
                           reason_phrase(status), date_line());
     uv_buf_t b = uv_buf_init(buf, static_cast<unsigned>(n));
-    uv_try_write(s->stream(), &b, 1);
+    s->write(&b, 1);
     c->head_sent = true;
     c->responded = true;
 }
@@ -734,8 +734,8 @@ bool send_continue(Conn* c) {
     Stream* s = c->stream();
     static const char k100[] = "HTTP/1.1 100 Continue\r\n\r\n";
     uv_buf_t b = uv_buf_init(const_cast<char*>(k100), sizeof k100 - 1);
-    return s && uv_stream_get_write_queue_size(s->stream()) == 0 &&
-           uv_try_write(s->stream(), &b, 1) == static_cast<int>(b.len);
+    // What the kernel does not take at once is queued, and still goes out before the response.
+    return s && s->write_idle() && s->write(&b, 1) == 0;
 }
 
 // A status line has a status code of exactly three digits (RFC 9112 4), which llhttp does not

@@ -26,6 +26,8 @@ struct WriteReq {
     uv_write_t req;
     Stream* stream;
     int anchor;
+    WriteDone done; // a C++ write's completion, or nullptr
+    void* done_data;
     char data[1]; // the copied bytes follow
 };
 
@@ -47,6 +49,8 @@ struct Stream::Extra {
     Waiter writer;
     Waiter shutter;
     std::string delim;
+    Transport* transport = nullptr; // owned; nullptr for a plain stream
+    ~Extra() { delete transport; }
 };
 
 Stream::~Stream() {
@@ -115,8 +119,17 @@ struct Stream::Impl {
         } else {
             lua_pushnil(L);
         }
-        push_uv_error(L, s->read_err_);
+        push_read_error(L, s);
         return 2;
+    }
+
+    // The error that ended reading, with the transport's message when it is the transport's.
+    static void push_read_error(lua_State* L, Stream* s) {
+        Transport* t = s->extra_ ? s->extra_->transport : nullptr;
+        if (t && s->read_err_ <= kErrOwnBase)
+            t->push_error(L, s->read_err_);
+        else
+            push_uv_error(L, s->read_err_);
     }
 
     // The consumer's results; when it waits for bytes that cannot come, nil and the error.
@@ -124,7 +137,7 @@ struct Stream::Impl {
         int n = s->consumer_->consume(L, data, len, s->read_err_, used);
         if (n >= 0 || !s->read_err_) return n;
         lua_pushnil(L);
-        push_uv_error(L, s->read_err_);
+        push_read_error(L, s);
         return 2;
     }
 
@@ -180,13 +193,13 @@ struct Stream::Impl {
     static void on_read(uv_stream_t* handle, ssize_t nread, const uv_buf_t* buf) {
         Stream* s = static_cast<Stream*>(handle->data);
         if (nread == 0) return;
+        Transport* t = s->extra_ ? s->extra_->transport : nullptr;
         if (nread < 0) {
-            s->read_err_ = static_cast<int>(nread);
-            uv_read_stop(handle);
-            s->reading_ = false;
-            deliver(s, nullptr, 0);
+            if (t) return t->read_end(s, static_cast<int>(nread)); // it calls end_reading
+            s->end_reading(static_cast<int>(nread));
             return;
         }
+        if (t) return t->bytes_in(s, buf->base, static_cast<size_t>(nread));
         deliver(s, buf->base, static_cast<size_t>(nread));
     }
 
@@ -308,9 +321,12 @@ struct Stream::Impl {
         Stream* s = w->stream;
         // After lua_close (the last loop turn at exit) the state, and the anchored value, are gone.
         if (w->anchor != LUA_NOREF && main_state()) luaL_unref(main_state(), LUA_REGISTRYINDEX, w->anchor);
+        WriteDone done = w->done;
+        void* done_data = w->done_data;
         ::operator delete(w);
         s->writes_in_flight_--;
         if (status < 0 && !s->write_err_) s->write_err_ = status;
+        if (done) done(s, status, done_data);
         if (s->writes_in_flight_ == 0 && s->extra_ && s->extra_->writer.waiting()) {
             Parked p = detach(s->extra_->writer);
             arm_timer(s);
@@ -464,6 +480,12 @@ struct Stream::Impl {
         return luaL_ref(L, LUA_REGISTRYINDEX);
     }
 
+    // The bytes a transport made of a write (reused: no allocation per write once grown).
+    static std::string& encoded() {
+        static std::string out;
+        return out;
+    }
+
     // See Stream::write_buffers (anchor 0: everything is copied).
     static int write_bufs(lua_State* L, Stream* s, uv_buf_t* bufs, unsigned nbufs, size_t total, int anchor,
                           unsigned ncopy) {
@@ -476,30 +498,72 @@ struct Stream::Impl {
             return 1;
         }
         if (total == 0) return 0;
+        uv_buf_t enc;
+        if (Transport* t = s->extra_ ? s->extra_->transport : nullptr) {
+            std::string& out = encoded();
+            out.clear();
+            int err = t->encode(s, bufs, nbufs, &out);
+            if (err) {
+                s->write_err_ = err;
+                t->push_error(L, err);
+                return 1;
+            }
+            enc = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
+            bufs = &enc;
+            nbufs = 1;
+            total = out.size();
+            anchor = 0;
+        }
+        bool queued = false;
+        int err = send(s, L, bufs, nbufs, total, anchor, ncopy, nullptr, nullptr, &queued);
+        if (err) {
+            push_uv_error(L, err);
+            return 1;
+        }
+        if (!queued) return 0;
+        if (!in_task() || !lua_isyieldable(L)) return 0; // queued; nobody can wait for it
+        int r = park(L, extra(s)->writer);
+        if (s->write_timeout) {
+            Extra* x = extra(s);
+            x->write_queued = uv_stream_get_write_queue_size(s->stream());
+            x->write_progress = now_ms();
+            set_deadline(s, &x->write_deadline, write_step(s));
+        } else if (s->extra_) {
+            s->extra_->write_deadline = 0;
+        }
+        return r;
+    }
+
+    // Writes to the handle: what the kernel takes at once, then the rest queued (a writer never
+    // runs ahead of its peer). Bytes in Lua strings (bufs[ncopy, nbufs), from the value at anchor
+    // on L) are not copied: the value is referenced until the write is done, so a large body
+    // shared by slow clients exists once; the others are copied. Returns 0 or the error;
+    // *queued tells whether anything was queued (done is then called when it is written).
+    static int send(Stream* s, lua_State* L, const uv_buf_t* bufs, unsigned nbufs, size_t total, int anchor,
+                    unsigned ncopy, WriteDone done, void* done_data, bool* queued) {
+        *queued = false;
         // Fast path: the kernel takes it all now, no allocation, no wait.
-        size_t done = 0;
+        size_t sent = 0;
         if (s->writes_in_flight_ == 0) {
             int r = uv_try_write(s->stream(), bufs, nbufs);
             if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
                 s->write_err_ = r;
-                push_uv_error(L, r);
-                return 1;
+                return r;
             }
-            if (r > 0) done = static_cast<size_t>(r);
-            if (done == total) return 0;
+            if (r > 0) sent = static_cast<size_t>(r);
+            if (sent == total) return 0;
         }
-        // Slow path: queue what is left and wait until the kernel has taken it (a writer never
-        // runs ahead of its peer). Bytes in Lua strings are not copied: the string is referenced
-        // until the write is done, so a large body shared by slow clients exists once.
         if (!anchor) ncopy = nbufs;
         unsigned first = 0; // the first buffer not written whole
-        size_t skip = done; // its bytes already written
+        size_t skip = sent; // its bytes already written
         for (; first < nbufs && skip >= bufs[first].len; first++) skip -= bufs[first].len;
         size_t copy = 0;
         for (unsigned i = first; i < nbufs && i < ncopy; i++) copy += bufs[i].len - (i == first ? skip : 0);
         WriteReq* w = static_cast<WriteReq*>(::operator new(sizeof(WriteReq) + copy));
         w->stream = s;
         w->anchor = LUA_NOREF;
+        w->done = done;
+        w->done_data = done_data;
         uv_buf_t small[kMaxIovecs];
         std::vector<uv_buf_t> big;
         uv_buf_t* q = small;
@@ -522,23 +586,13 @@ struct Stream::Impl {
         if (ncopy < nbufs) w->anchor = ref_anchor(L, anchor);
         int err = uv_write(&w->req, s->stream(), q, nq, on_write);
         if (err) {
-            luaL_unref(L, LUA_REGISTRYINDEX, w->anchor);
+            if (w->anchor != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, w->anchor);
             ::operator delete(w);
-            push_uv_error(L, err);
-            return 1;
+            return err;
         }
         s->writes_in_flight_++;
-        if (!in_task() || !lua_isyieldable(L)) return 0; // queued; nobody can wait for it
-        int r = park(L, extra(s)->writer);
-        if (s->write_timeout) {
-            Extra* x = extra(s);
-            x->write_queued = uv_stream_get_write_queue_size(s->stream());
-            x->write_progress = now_ms();
-            set_deadline(s, &x->write_deadline, write_step(s));
-        } else if (s->extra_) {
-            s->extra_->write_deadline = 0;
-        }
-        return r;
+        *queued = true;
+        return 0;
     }
 
     static int l_shutdown(lua_State* L) {
@@ -548,6 +602,7 @@ struct Stream::Impl {
             return 1;
         }
         check_can_wait(L, "shutdown");
+        if (s->extra_ && s->extra_->transport) s->extra_->transport->ending(s);
         auto* req = new uv_shutdown_t;
         req->data = s;
         int err = uv_shutdown(req, s->stream(), on_shutdown);
@@ -675,6 +730,63 @@ void Stream::add_methods(lua_State* L) {
     lua_rawset(L, -3);
 }
 
+int Stream::write(const uv_buf_t* bufs, unsigned nbufs, WriteDone on_done, void* data) {
+    if (write_err_) return write_err_;
+    if (Transport* t = transport()) {
+        std::string& out = Impl::encoded();
+        out.clear();
+        int err = t->encode(this, bufs, nbufs, &out);
+        if (err) return write_err_ = err;
+        uv_buf_t b = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
+        return send_raw(&b, 1, on_done, data);
+    }
+    return send_raw(bufs, nbufs, on_done, data);
+}
+
+int Stream::send_raw(const uv_buf_t* bufs, unsigned nbufs, WriteDone on_done, void* data) {
+    if (closing_) return UV_ECANCELED;
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
+    if (total == 0) return 0;
+    bool queued = false;
+    int err = Impl::send(this, nullptr, bufs, nbufs, total, 0, 0, on_done, data, &queued);
+    if (!queued && on_done) on_done(this, err, data);
+    return err;
+}
+
+Transport* Stream::transport() const {
+    return extra_ ? extra_->transport : nullptr;
+}
+
+size_t Stream::transport_pending() const {
+    return extra_->transport ? extra_->transport->pending() : 0;
+}
+
+void Stream::set_transport(Transport* t) {
+    Extra* x = Impl::extra(this);
+    delete x->transport;
+    x->transport = t;
+    if (Impl::pending_size(this) == 0) return;
+    // What came before the transport was attached is the transport's (a ClientHello).
+    Buffer b = pending_;
+    pending_ = Buffer();
+    t->bytes_in(this, b.data + b.off, b.size - b.off);
+    std::free(b.data);
+}
+
+void Stream::deliver(const char* data, size_t len) {
+    Impl::deliver(this, data, len);
+}
+
+void Stream::end_reading(int err) {
+    read_err_ = err;
+    if (reading_) {
+        uv_read_stop(stream());
+        reading_ = false;
+    }
+    Impl::deliver(this, nullptr, 0);
+}
+
 void Stream::start_reading() {
     if (reading_ || closing_ || read_err_) return;
     if (uv_read_start(stream(), Impl::on_alloc, Impl::on_read) == 0) reading_ = true;
@@ -682,6 +794,8 @@ void Stream::start_reading() {
 
 void Stream::close() {
     if (closing_) return;
+    // The transport's last bytes (close_notify) go first, as far as the kernel takes them now.
+    if (extra_ && extra_->transport) extra_->transport->ending(this);
     closing_ = true;
     detach_proxy();
     mode_ = ReadMode::None;

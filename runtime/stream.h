@@ -51,6 +51,33 @@ class Consumer {
     ~Consumer() = default;
 };
 
+class Stream;
+
+// The layer between a Stream's handle and its buffer: what the handle reads becomes the bytes the
+// Stream's readers see, and what they write becomes the bytes the handle sends (TLS). A plain
+// stream has none: its bytes go between the handle and the buffer as they are, which costs an
+// idle connection nothing. A transport is owned by its Stream and deleted with it.
+class Transport {
+  public:
+    virtual ~Transport() = default;
+    // Bytes read from the handle (len > 0); what they decode to goes to Stream::deliver.
+    virtual void bytes_in(Stream* s, const char* data, size_t len) = 0;
+    // The handle's reading ended with err (UV_EOF or another error).
+    virtual void read_end(Stream* s, int err) = 0;
+    // Appends to *out the bytes that carry bufs (the readers' and writers' bytes) to the peer.
+    // Returns 0, or the error that fails the write.
+    virtual int encode(Stream* s, const uv_buf_t* bufs, unsigned n, std::string* out) = 0;
+    // The stream is shut down or closed: the transport sends what ends its session (close_notify).
+    virtual void ending(Stream* s) = 0;
+    // Bytes decoded and not yet delivered.
+    virtual size_t pending() const = 0;
+    // Pushes the error table for err, an error this transport reported (its own message).
+    virtual void push_error(lua_State* L, int err) const = 0;
+};
+
+// Called when a C++ write (Stream::write) is done: status 0 or the error.
+using WriteDone = void (*)(Stream*, int status, void* data);
+
 class Stream : public Handle<Stream> {
     // A waiting reader (declared first, where it fills the tail padding of the Handle base).
     Waiter reader_;
@@ -101,8 +128,24 @@ class Stream : public Handle<Stream> {
     // and are not copied: that value is referenced until the write is done. anchor 0: all copied.
     int write_buffers(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, const char* fname, int anchor = 0,
                       unsigned ncopy = 0);
+    // A write from C++ (no task waits, no Lua state needed), through the transport: what the
+    // kernel does not take at once is copied and queued behind earlier writes; on_done, if
+    // given, is called when the bytes are written or failed. Returns 0 or the error.
+    int write(const uv_buf_t* bufs, unsigned nbufs, WriteDone on_done = nullptr, void* data = nullptr);
+    // No write is queued (a write now goes out before anything else).
+    bool write_idle() const { return writes_in_flight_ == 0; }
+    // The transport: nullptr for a plain stream. set_transport takes ownership; bytes already
+    // buffered are handed to it as received bytes (what came before it was attached).
+    Transport* transport() const;
+    void set_transport(Transport* t);
+    // For transports: decoded bytes (len > 0), or the end of reading (end_reading) for the
+    // stream's readers; raw bytes to the handle, not through the transport.
+    void deliver(const char* data, size_t len);
+    void end_reading(int err);
+    int send_raw(const uv_buf_t* bufs, unsigned nbufs, WriteDone on_done = nullptr, void* data = nullptr);
+
     // Bytes received and not yet read; the error that ended reading (0 while the peer sends).
-    size_t buffered() const { return pending_.size - pending_.off; }
+    size_t buffered() const { return pending_.size - pending_.off + (extra_ ? transport_pending() : 0); }
     int read_error() const { return read_err_; }
     // The error of a failed or timed-out write (0 if none): later writes return it.
     int write_error() const { return write_err_; }
@@ -126,6 +169,7 @@ class Stream : public Handle<Stream> {
     friend struct Impl;
 
   private:
+    size_t transport_pending() const;
     Stream() : closing_(false), open_handles_(1) {}
     ~Stream();
 

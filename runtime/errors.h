@@ -16,7 +16,10 @@ namespace luaio {
 #define LUAIO_OWN_ERRORS(X)                                                                                            \
     X(ELINETOOLONG, -5001, "line too long")                                                                            \
     X(EJSON, -5002, "invalid JSON")                                                                                    \
-    X(ETOOMANYREDIRECTS, -5003, "too many redirects")
+    X(ETOOMANYREDIRECTS, -5003, "too many redirects")                                                                  \
+    X(ETLS, -5004, "TLS protocol error")                                                                               \
+    X(ECERTVERIFY, -5005, "certificate verification failed")                                                           \
+    X(EHOSTMISMATCH, -5006, "certificate does not match the host name")
 
 constexpr int kErrOwnBase = -5001;
 

@@ -1,0 +1,211 @@
+--- tls: TLS servers and clients, tcp sockets with a TLS session (see docs/tls.md).
+--
+--   local server, err = tls.createServer(port, function(sock, server) ... end, options)
+--   local sock, err = tls.connect(port, host, options)
+--   local err = tls.upgrade(sock, options)       -- also sock:upgrade(options): STARTTLS
+--   sock:tlsInfo() -> {version, cipher, alpn, servername, resumed, authorized, peerCertificate}
+--
+-- A TLS socket is a tcp socket whose Stream has a TLS transport (runtime/tls.cpp): read, write,
+-- readline, timeouts and close are the tcp socket's. The contexts (certificates, CAs, ALPN,
+-- versions) are OpenSSL's SSL_CTX, made by modules/tls.cpp.
+local tcp = require "tcp" -- first: luaio.tls adds tlsInfo to its sockets
+local core = require "luaio.tls"
+
+local type, error, pairs, tostring, concat = type, error, pairs, tostring, table.concat
+local format = string.format
+local context, attach, handshake = core.context, core.attach, core.handshake
+
+local tls = {}
+
+-- Default handshake timeout (milliseconds), Node's.
+tls.handshakeTimeout = 10000
+
+-- The options that are TLS's; the others go to tcp.
+local TLS_OPTIONS = {
+    cert = "string", key = "string", ca = "string", alpn = "table", minVersion = "string",
+    ciphers = "string", ciphersuites = "string", handshakeTimeout = "number", requestCert = "boolean",
+    rejectUnauthorized = "boolean", servername = "string", verify = "boolean",
+}
+
+-- Splits options into the TLS ones (checked) and a copy of the others, for tcp.
+local function split(options, fname)
+    if options == nil then
+        return {}, nil
+    end
+    if type(options) ~= "table" then
+        error(format("%s: expected an options table, got %s", fname, type(options)), 3)
+    end
+    local t, rest = {}, nil
+    for k, v in pairs(options) do
+        local want = TLS_OPTIONS[k]
+        if want then
+            if type(v) ~= want then
+                error(format("%s: option '%s' must be a %s, got %s", fname, k, want, type(v)), 3)
+            end
+            t[k] = v
+        elseif k ~= "tls" then
+            rest = rest or {}
+            rest[k] = v
+        end
+    end
+    return t, rest
+end
+
+-- Client contexts are cached by their settings: loading the system's CA store costs milliseconds.
+local client_contexts = setmetatable({}, { __mode = "v" })
+
+local function client_context(t)
+    local key = concat({ tostring(t.ca), tostring(t.cert), tostring(t.key), tostring(t.verify),
+        t.alpn and concat(t.alpn, ",") or "", tostring(t.minVersion), tostring(t.ciphers),
+        tostring(t.ciphersuites) }, "\0")
+    local ctx = client_contexts[key]
+    if ctx then
+        return ctx
+    end
+    local err
+    ctx, err = context({ server = false, ca = t.ca, cert = t.cert, key = t.key, verify = t.verify,
+        alpn = t.alpn, minVersion = t.minVersion, ciphers = t.ciphers, ciphersuites = t.ciphersuites })
+    if ctx then
+        client_contexts[key] = ctx
+    end
+    return ctx, err
+end
+
+local function server_context(t, fname)
+    if not t.cert or not t.key then
+        error(fname .. ": options cert and key are required", 3)
+    end
+    local o = { server = true }
+    for k, v in pairs(t) do
+        o[k] = v
+    end
+    return context(o)
+end
+
+local function timeout_of(t)
+    local ms = t.handshakeTimeout or tls.handshakeTimeout
+    if ms < 0 then
+        error("tls: handshakeTimeout must be a non-negative number of milliseconds", 4)
+    end
+    return ms
+end
+
+-- Starts a client session on sock and waits for its handshake. Returns nil or the error
+-- (the socket is then closed).
+local function client_session(sock, host, t)
+    local ctx, err = client_context(t)
+    if not ctx then
+        sock:close()
+        return err
+    end
+    local servername = t.servername
+    if servername == nil and host and tcp.isIP(host) == 0 then
+        servername = host
+    end
+    local verify_host = t.verify ~= false and (t.servername or host) or nil
+    err = attach(sock, ctx, false, servername, verify_host)
+    if not err then
+        local ok
+        ok, err = handshake(sock, timeout_of(t))
+        if ok then
+            return nil
+        end
+    end
+    sock:close()
+    if type(err) == "table" and host then
+        err.host = host
+    end
+    return err
+end
+
+--- Listens on port and runs onconnect(sock, server) in a new task for every connection whose
+--- handshake succeeded (the others are closed). Options: tcp.createServer's, cert, key (paths or
+--- PEM), ca, requestCert, rejectUnauthorized, alpn, minVersion, ciphers, ciphersuites,
+--- handshakeTimeout. Returns the server, or nil and an error table.
+function tls.createServer(port, onconnect, options)
+    if type(onconnect) ~= "function" then
+        error("createServer: expected a function as argument 2, got " .. type(onconnect), 2)
+    end
+    local t, rest = split(options, "createServer")
+    local ctx, err = server_context(t, "createServer")
+    if not ctx then
+        return nil, err
+    end
+    local ms = timeout_of(t)
+    return tcp.createServer(port, function(sock, server)
+        attach(sock, ctx, true)
+        if not handshake(sock, ms) then
+            return sock:close()
+        end
+        return onconnect(sock, server)
+    end, rest)
+end
+
+--- Connects to host:port and does the handshake, verifying the server's certificate chain
+--- (against ca, default the system's store) and its name (servername, default host). Options:
+--- tcp.connect's, servername, ca, verify (default true), cert, key, alpn, minVersion,
+--- handshakeTimeout. Returns the socket, or nil and an error table.
+function tls.connect(port, host, options)
+    if type(host) == "table" and options == nil then
+        host, options = nil, host
+    end
+    local t, rest = split(options, "connect")
+    local sock, err = tcp.connect(port, host, rest)
+    if not sock then
+        return nil, err
+    end
+    err = client_session(sock, host or (rest and rest.family == 6 and "::1") or "127.0.0.1", t)
+    if err then
+        return nil, err
+    end
+    return sock
+end
+
+--- STARTTLS: puts a TLS session on a connected tcp socket. options.server = true for the
+--- server side (with cert and key), otherwise the client side (options.host: the name to verify).
+--- Returns nil, or the error (the socket is then closed).
+function tls.upgrade(sock, options)
+    if type(options) ~= "table" then
+        error("upgrade: expected an options table as argument 2, got " .. type(options), 2)
+    end
+    local server, host = options.server, options.host
+    local copy = {}
+    for k, v in pairs(options) do
+        if k ~= "server" and k ~= "host" then
+            copy[k] = v
+        end
+    end
+    local t = split(copy, "upgrade")
+    if server then
+        local ctx, err = server_context(t, "upgrade")
+        if not ctx then
+            return err
+        end
+        attach(sock, ctx, true)
+        local ok, herr = handshake(sock, timeout_of(t))
+        if not ok then
+            sock:close()
+            return herr
+        end
+        return nil
+    end
+    return client_session(sock, host, t)
+end
+
+-- For http: the server context of http.createServer's tls options (nil, err when they are bad).
+function tls._server_context(options, fname)
+    local t = split(options, fname)
+    return server_context(t, fname)
+end
+tls._attach, tls._handshake, tls._client_session = attach, handshake, client_session
+tls._split = split
+
+-- sock:upgrade(options) on every tcp socket.
+do
+    local mt = debug.getregistry()["luaio.tcp.socket"]
+    if mt and type(mt.__index) == "table" then
+        mt.__index.upgrade = tls.upgrade
+    end
+end
+
+return tls

@@ -1,0 +1,370 @@
+// luaio.tls: TLS contexts and sessions on streams, for lib/tls.lua (see docs/tls.md).
+//
+//   ctx = core.context(options)                 -- an SSL_CTX: certificates, CAs, ALPN, versions
+//   err = core.attach(sock, ctx, server[, servername[, verify_host]])
+//   ok, err = core.handshake(sock, timeout_ms)  -- waits for the handshake
+//   info = core.info(sock)                      -- also sock:tlsInfo()
+// The session itself is the Stream's TLS transport (runtime/tls.cpp): reads, writes, timeouts
+// and closing of a TLS socket are the Stream's.
+#include "runtime/luaio.h"
+#include "runtime/stream.h"
+#include "runtime/tls.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+namespace {
+
+using luaio::Stream;
+
+constexpr const char* kContextClass = "luaio.tls.context";
+
+struct Context {
+    SSL_CTX* ctx;
+};
+
+// The ALPN protocols a server accepts (wire format), kept with its SSL_CTX.
+int g_alpn_index = -1;
+
+void free_alpn(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+    delete static_cast<std::string*>(ptr);
+}
+
+// OpenSSL's reason for the last failure, and the error queue cleared.
+std::string ssl_reason(const char* what) {
+    unsigned long e = ERR_peek_last_error();
+    const char* reason = e ? ERR_reason_error_string(e) : nullptr;
+    ERR_clear_error();
+    std::string m = what;
+    if (reason) m += std::string(": ") + reason;
+    return m;
+}
+
+bool is_pem(const char* s) {
+    return std::strstr(s, "-----BEGIN") != nullptr;
+}
+
+// A BIO reading PEM text or a file.
+BIO* open_pem(const char* v) {
+    return is_pem(v) ? BIO_new_mem_buf(v, -1) : BIO_new_file(v, "r");
+}
+
+// The certificate chain: the leaf first, then its intermediates.
+bool use_chain(SSL_CTX* ctx, const char* v) {
+    BIO* b = open_pem(v);
+    if (!b) return false;
+    X509* leaf = PEM_read_bio_X509_AUX(b, nullptr, nullptr, nullptr);
+    bool ok = leaf && SSL_CTX_use_certificate(ctx, leaf) == 1;
+    X509_free(leaf);
+    while (ok) {
+        X509* ca = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
+        if (!ca) {
+            ERR_clear_error(); // the end of the chain
+            break;
+        }
+        ok = SSL_CTX_add0_chain_cert(ctx, ca) == 1;
+        if (!ok) X509_free(ca);
+    }
+    BIO_free(b);
+    return ok;
+}
+
+bool use_key(SSL_CTX* ctx, const char* v) {
+    BIO* b = open_pem(v);
+    if (!b) return false;
+    EVP_PKEY* k = PEM_read_bio_PrivateKey(b, nullptr, nullptr, nullptr);
+    BIO_free(b);
+    bool ok = k && SSL_CTX_use_PrivateKey(ctx, k) == 1;
+    EVP_PKEY_free(k);
+    return ok && SSL_CTX_check_private_key(ctx) == 1;
+}
+
+// Trusted CAs from PEM text, a file or a directory of hashed certificates.
+bool use_ca(SSL_CTX* ctx, const char* v) {
+    if (!is_pem(v)) {
+        FILE* f = std::fopen(v, "r");
+        if (f) {
+            std::fclose(f);
+            return SSL_CTX_load_verify_locations(ctx, v, nullptr) == 1 ||
+                   SSL_CTX_load_verify_locations(ctx, nullptr, v) == 1;
+        }
+        return SSL_CTX_load_verify_locations(ctx, nullptr, v) == 1;
+    }
+    BIO* b = BIO_new_mem_buf(v, -1);
+    X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+    int n = 0;
+    while (X509* c = PEM_read_bio_X509(b, nullptr, nullptr, nullptr)) {
+        X509_STORE_add_cert(store, c);
+        X509_free(c);
+        n++;
+    }
+    ERR_clear_error();
+    BIO_free(b);
+    return n > 0;
+}
+
+int alpn_select(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned inlen,
+                void* arg) {
+    auto* wire = static_cast<std::string*>(arg);
+    unsigned char* sel = nullptr;
+    if (SSL_select_next_proto(&sel, outlen, reinterpret_cast<const unsigned char*>(wire->data()),
+                              static_cast<unsigned>(wire->size()), in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+// A verify callback that accepts every certificate (rejectUnauthorized = false): the result is
+// still in SSL_get_verify_result for tlsInfo.
+int accept_any(int, X509_STORE_CTX*) {
+    return 1;
+}
+
+const char* opt_string(lua_State* L, int idx, const char* key) {
+    lua_getfield(L, idx, key);
+    const char* v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : nullptr;
+    lua_pop(L, 1); // the options table keeps the string
+    return v;
+}
+
+bool opt_bool(lua_State* L, int idx, const char* key, bool dflt) {
+    lua_getfield(L, idx, key);
+    bool v = lua_isnil(L, -1) ? dflt : lua_toboolean(L, -1) != 0;
+    lua_pop(L, 1);
+    return v;
+}
+
+int fail(lua_State* L, SSL_CTX* ctx, const std::string& msg) {
+    SSL_CTX_free(ctx);
+    lua_pushnil(L);
+    luaio::push_error(L, UV_EINVAL, msg.c_str());
+    return 2;
+}
+
+// ctx, err = core.context(options): options are checked by lib/tls.lua.
+int l_context(lua_State* L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    bool server = opt_bool(L, 1, "server", false);
+    SSL_CTX* ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+    if (!ctx) return fail(L, nullptr, ssl_reason("tls: cannot make a context"));
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    // An idle connection holds no record buffers.
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    const char* minv = opt_string(L, 1, "minVersion");
+    int ver = TLS1_2_VERSION;
+    if (minv) {
+        if (!std::strcmp(minv, "TLSv1.3"))
+            ver = TLS1_3_VERSION;
+        else if (std::strcmp(minv, "TLSv1.2") != 0)
+            return fail(L, ctx, "tls: minVersion must be \"TLSv1.2\" or \"TLSv1.3\"");
+    }
+    SSL_CTX_set_min_proto_version(ctx, ver);
+    if (const char* c = opt_string(L, 1, "ciphers"))
+        if (SSL_CTX_set_cipher_list(ctx, c) != 1) return fail(L, ctx, ssl_reason("tls: bad ciphers"));
+    if (const char* c = opt_string(L, 1, "ciphersuites"))
+        if (SSL_CTX_set_ciphersuites(ctx, c) != 1) return fail(L, ctx, ssl_reason("tls: bad ciphersuites"));
+    const char* cert = opt_string(L, 1, "cert");
+    const char* key = opt_string(L, 1, "key");
+    if (cert && !use_chain(ctx, cert)) return fail(L, ctx, ssl_reason("tls: cannot use the certificate"));
+    if (key && !use_key(ctx, key)) return fail(L, ctx, ssl_reason("tls: cannot use the private key"));
+    const char* ca = opt_string(L, 1, "ca");
+    if (ca && !use_ca(ctx, ca)) return fail(L, ctx, ssl_reason("tls: cannot load the CA certificates"));
+    if (server) {
+        if (opt_bool(L, 1, "requestCert", false)) {
+            bool reject = opt_bool(L, 1, "rejectUnauthorized", true);
+            SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (reject ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+                               reject ? nullptr : accept_any);
+        }
+    } else {
+        if (!ca && SSL_CTX_set_default_verify_paths(ctx) != 1) ERR_clear_error();
+        SSL_CTX_set_verify(ctx, opt_bool(L, 1, "verify", true) ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+    }
+    lua_getfield(L, 1, "alpn");
+    if (lua_istable(L, -1)) {
+        std::string wire;
+        for (int i = 1;; i++) {
+            lua_rawgeti(L, -1, i);
+            size_t len;
+            const char* p = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : nullptr;
+            lua_pop(L, 1);
+            if (!p) break;
+            if (len == 0 || len > 255) return fail(L, ctx, "tls: an alpn protocol name has 1 to 255 bytes");
+            wire += static_cast<char>(len);
+            wire.append(p, len);
+        }
+        if (server) {
+            auto* w = new std::string(wire);
+            SSL_CTX_set_ex_data(ctx, g_alpn_index, w);
+            SSL_CTX_set_alpn_select_cb(ctx, alpn_select, w);
+        } else if (!wire.empty()) {
+            SSL_CTX_set_alpn_protos(ctx, reinterpret_cast<const unsigned char*>(wire.data()),
+                                    static_cast<unsigned>(wire.size()));
+        }
+    }
+    lua_pop(L, 1);
+    auto* c = static_cast<Context*>(lua_newuserdata(L, sizeof(Context)));
+    c->ctx = ctx;
+    luaL_getmetatable(L, kContextClass);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+Context* check_context(lua_State* L, int idx, const char* fname) {
+    auto* c = static_cast<Context*>(luaio::test_object(L, idx, kContextClass));
+    if (!c || !c->ctx) luaio::raise(L, fname, "expected a tls context as argument %d", idx);
+    return c;
+}
+
+int l_context_gc(lua_State* L) {
+    if (auto* c = static_cast<Context*>(luaio::test_object(L, 1, kContextClass))) {
+        SSL_CTX_free(c->ctx);
+        c->ctx = nullptr;
+    }
+    return 0;
+}
+
+// err = core.attach(sock, ctx, server[, servername[, verify_host]])
+int l_attach(lua_State* L) {
+    Stream* s = Stream::check(L, 1, "attach");
+    Context* c = check_context(L, 2, "attach");
+    if (s->transport()) luaio::raise(L, "attach", "the stream already has TLS");
+    luaio::TlsStart how;
+    how.server = lua_toboolean(L, 3) != 0;
+    how.servername = lua_tostring(L, 4);
+    how.verify_host = lua_tostring(L, 5);
+    int err = luaio::tls_attach(s, c->ctx, how);
+    if (err) {
+        luaio::push_error(L, err, ssl_reason("tls: cannot start a session").c_str());
+        return 1;
+    }
+    return 0;
+}
+
+// ok, err = core.handshake(sock, timeout_ms)
+int l_handshake(lua_State* L) {
+    Stream* s = Stream::check(L, 1, "handshake");
+    lua_Number ms = luaL_optnumber(L, 2, 0);
+    if (!(ms >= 0)) luaio::raise(L, "handshake", "timeout must be a non-negative number of milliseconds");
+    return luaio::tls_handshake(L, s, static_cast<uint64_t>(ms), "handshake");
+}
+
+void push_name(lua_State* L, X509_NAME* n) {
+    BIO* b = BIO_new(BIO_s_mem());
+    X509_NAME_print_ex(b, n, 0, XN_FLAG_RFC2253);
+    char* p;
+    long len = BIO_get_mem_data(b, &p);
+    lua_pushlstring(L, p, static_cast<size_t>(len));
+    BIO_free(b);
+}
+
+void push_time(lua_State* L, const ASN1_TIME* t) {
+    BIO* b = BIO_new(BIO_s_mem());
+    ASN1_TIME_print(b, t);
+    char* p;
+    long len = BIO_get_mem_data(b, &p);
+    lua_pushlstring(L, p, static_cast<size_t>(len));
+    BIO_free(b);
+}
+
+void push_certificate(lua_State* L, X509* x) {
+    lua_createtable(L, 0, 6);
+    push_name(L, X509_get_subject_name(x));
+    lua_setfield(L, -2, "subject");
+    push_name(L, X509_get_issuer_name(x));
+    lua_setfield(L, -2, "issuer");
+    push_time(L, X509_get0_notBefore(x));
+    lua_setfield(L, -2, "notBefore");
+    push_time(L, X509_get0_notAfter(x));
+    lua_setfield(L, -2, "notAfter");
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    X509_digest(x, EVP_sha256(), md, &mdlen);
+    char hex[EVP_MAX_MD_SIZE * 3];
+    for (unsigned i = 0; i < mdlen; i++) std::snprintf(hex + i * 3, 4, i + 1 < mdlen ? "%02X:" : "%02X", md[i]);
+    lua_pushstring(L, mdlen ? hex : "");
+    lua_setfield(L, -2, "fingerprint256");
+    lua_newtable(L);
+    auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr));
+    int n = 0;
+    for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
+        GENERAL_NAME* g = sk_GENERAL_NAME_value(names, i);
+        if (g->type == GEN_DNS) {
+            const ASN1_IA5STRING* d = g->d.dNSName;
+            lua_pushfstring(L, "DNS:%s", std::string(reinterpret_cast<const char*>(d->data), d->length).c_str());
+        } else if (g->type == GEN_IPADD) {
+            char buf[64];
+            const ASN1_OCTET_STRING* ip = g->d.iPAddress;
+            if (ip->length == 4 && uv_inet_ntop(AF_INET, ip->data, buf, sizeof buf) == 0)
+                lua_pushfstring(L, "IP:%s", buf);
+            else if (ip->length == 16 && uv_inet_ntop(AF_INET6, ip->data, buf, sizeof buf) == 0)
+                lua_pushfstring(L, "IP:%s", buf);
+            else
+                continue;
+        } else {
+            continue;
+        }
+        lua_rawseti(L, -2, ++n);
+    }
+    GENERAL_NAMES_free(names);
+    lua_setfield(L, -2, "san");
+}
+
+// info = core.info(sock), also sock:tlsInfo(): nil for a stream without TLS.
+int l_info(lua_State* L) {
+    Stream* s = Stream::check(L, 1, "tlsInfo");
+    SSL* ssl = luaio::tls_session(s);
+    if (!ssl) return 0;
+    lua_createtable(L, 0, 7);
+    lua_pushstring(L, SSL_get_version(ssl));
+    lua_setfield(L, -2, "version");
+    if (const char* c = SSL_get_cipher_name(ssl)) {
+        lua_pushstring(L, c);
+        lua_setfield(L, -2, "cipher");
+    }
+    const unsigned char* alpn = nullptr;
+    unsigned alen = 0;
+    SSL_get0_alpn_selected(ssl, &alpn, &alen);
+    if (alen) {
+        lua_pushlstring(L, reinterpret_cast<const char*>(alpn), alen);
+        lua_setfield(L, -2, "alpn");
+    }
+    if (const char* sn = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) {
+        lua_pushstring(L, sn);
+        lua_setfield(L, -2, "servername");
+    }
+    lua_pushboolean(L, SSL_session_reused(ssl));
+    lua_setfield(L, -2, "resumed");
+    lua_pushboolean(L, SSL_get_verify_result(ssl) == X509_V_OK);
+    lua_setfield(L, -2, "authorized");
+    if (X509* peer = SSL_get1_peer_certificate(ssl)) {
+        push_certificate(L, peer);
+        X509_free(peer);
+        lua_setfield(L, -2, "peerCertificate");
+    }
+    return 1;
+}
+
+} // namespace
+
+extern "C" int luaopen_luaio_tls(lua_State* L) {
+    if (g_alpn_index < 0) g_alpn_index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, free_alpn);
+    const luaL_Reg ctx_methods[] = {{"__gc", l_context_gc}, {nullptr, nullptr}};
+    luaio::new_class(L, kContextClass, ctx_methods);
+    lua_pop(L, 1);
+    // Every tcp socket answers tlsInfo() (nil without TLS).
+    luaL_getmetatable(L, "luaio.tcp.socket");
+    if (lua_istable(L, -1)) {
+        const luaL_Reg sock_methods[] = {{"tlsInfo", l_info}, {nullptr, nullptr}};
+        luaio::add_to_class(L, sock_methods);
+    }
+    lua_pop(L, 1);
+    const luaL_Reg funcs[] = {
+        {"context", l_context}, {"attach", l_attach}, {"handshake", l_handshake}, {"info", l_info}, {nullptr, nullptr}};
+    luaL_newlib(L, funcs);
+    return 1;
+}

@@ -1,0 +1,31 @@
+// The TLS transport of a Stream (see Transport in runtime/stream.h): OpenSSL over two memory
+// BIOs. Ciphertext read from the handle goes into the session; what SSL_read makes of it goes to
+// the Stream's buffer, so its read modes and Consumers run unchanged. Handshake records and the
+// records that SSL_read produces (alerts, tickets) go out through Stream::send_raw; writes are
+// encrypted by encode(). close_notify goes out before shutdown and close.
+#pragma once
+
+#include "runtime/stream.h"
+
+#include <openssl/ssl.h>
+
+namespace luaio {
+
+// How a session starts on a stream.
+struct TlsStart {
+    bool server = false;
+    const char* servername = nullptr;  // client: the SNI name sent (nullptr: none)
+    const char* verify_host = nullptr; // client: the name or IP literal the certificate must match
+};
+
+// Puts a TLS session on ctx beneath s and starts its handshake (a client sends its ClientHello).
+// Returns 0, or LUAIO_ETLS when OpenSSL cannot make the session.
+int tls_attach(Stream* s, SSL_CTX* ctx, const TlsStart& how);
+// The session of s (nullptr when s is not a TLS stream).
+SSL* tls_session(Stream* s);
+// Waits (parks the task, read_timeout bounding it) until the handshake of s is done: returns
+// true, or nil and the error (ECERTVERIFY, EHOSTMISMATCH, ETLS, ETIMEDOUT, EOF ...).
+// Use as `return tls_handshake(L, s, timeout_ms, fname);`.
+int tls_handshake(lua_State* L, Stream* s, uint64_t timeout_ms, const char* fname);
+
+} // namespace luaio

@@ -1,0 +1,416 @@
+-- tls: luaio's TLS servers and clients against each other and against OpenSSL's s_client and
+-- s_server and curl, with certificates made at spec time (a CA, a server certificate for
+-- localhost and 127.0.0.1, an expired one, one for another name, a self-signed one and one from
+-- an unknown CA). Everything talks to 127.0.0.1; every loop is bounded.
+local tls = require "tls"
+local tcp = require "tcp"
+local task = require "task"
+local process = require "process"
+local helper = require "helper"
+
+local dir -- the certificates
+
+local function sh(cmd)
+    local out, err, code = helper.sh(cmd)
+    assert(code == 0, cmd .. ": " .. out .. err)
+    return out
+end
+
+local function path(name)
+    return dir .. "/" .. name
+end
+
+-- A key and a certificate `name` for subjectAltName `san`, signed by `ca` (nil: self-signed).
+local function make_cert(name, san, ca, days)
+    local key, crt = path(name .. ".key"), path(name .. ".pem")
+    sh(("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s -out %s.csr -subj /CN=%s")
+        :format(key, path(name), name))
+    local ext = path(name .. ".ext")
+    local f = assert(io.open(ext, "w"))
+    f:write("subjectAltName=" .. san .. "\n")
+    f:close()
+    if ca then
+        sh(("openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -CAcreateserial -out %s -days %d -extfile %s")
+            :format(path(name), path(ca), path(ca), crt, days or 2, ext))
+    else
+        sh(("openssl x509 -req -in %s.csr -signkey %s -out %s -days 2 -extfile %s"):format(path(name), key, crt, ext))
+    end
+end
+
+local function make_ca(name)
+    sh(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s -out %s -days 2 -subj '/CN=%s'")
+        :format(path(name .. ".key"), path(name .. ".pem"), name))
+end
+
+local function server_opts(name, extra)
+    local o = { host = "127.0.0.1", cert = path((name or "server") .. ".pem"), key = path((name or "server") .. ".key") }
+    for k, v in pairs(extra or {}) do
+        o[k] = v
+    end
+    return o
+end
+
+-- A TLS server on a free port of 127.0.0.1; returns it and its port.
+local function serve(onconnect, opts)
+    local srv = assert(tls.createServer(0, onconnect, opts or server_opts()))
+    return srv, srv:address().port
+end
+
+local function echo(sock)
+    while true do
+        local data = sock:read()
+        if not data or sock:write(data) then
+            return
+        end
+    end
+end
+
+-- A port that was free a moment ago (for peers that cannot listen on port 0 and say where).
+local function free_port()
+    local srv = assert(tcp.createServer(0, function() end, { host = "127.0.0.1" }))
+    local port = srv:address().port
+    srv:close()
+    return port
+end
+
+setup(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    sh("mkdir -p " .. dir)
+    make_ca("ca")
+    make_ca("otherca")
+    make_cert("server", "DNS:localhost,IP:127.0.0.1", "ca")
+    make_cert("expired", "DNS:localhost,IP:127.0.0.1", "ca", -1)
+    make_cert("otherhost", "DNS:other.example", "ca")
+    make_cert("selfsigned", "DNS:localhost,IP:127.0.0.1", nil)
+    make_cert("unknownca", "DNS:localhost,IP:127.0.0.1", "otherca")
+    make_cert("client", "DNS:client.example", "ca")
+end)
+
+teardown(function()
+    if dir then
+        sh("rm -rf " .. dir)
+    end
+end)
+
+describe("tls server and client (luaio to luaio)", function()
+    it("echoes through TLS 1.3 and reports the session in tlsInfo", function()
+        local srv, port = serve(echo)
+        local sock = assert(tls.connect(port, "127.0.0.1", { ca = path("ca.pem"), servername = "localhost" }))
+        assert.is_nil(sock:write("hello\n"))
+        assert.are.equal("hello", sock:readline())
+        local info = sock:tlsInfo()
+        assert.are.equal("TLSv1.3", info.version)
+        assert.is_string(info.cipher)
+        assert.is_false(info.resumed)
+        assert.is_true(info.authorized)
+        local pc = info.peerCertificate
+        assert.are.equal("CN=server", pc.subject)
+        assert.are.equal("CN=ca", pc.issuer)
+        assert.are.same({ "DNS:localhost", "IP:127.0.0.1" }, pc.san)
+        assert.matches("^%x%x:", pc.fingerprint256)
+        assert.are.equal(32 * 3 - 1, #pc.fingerprint256)
+        assert.is_string(pc.notBefore)
+        assert.is_string(pc.notAfter)
+        sock:close()
+        srv:close()
+    end)
+
+    it("carries a megabyte both ways without losing or reordering a byte", function()
+        local srv, port = serve(echo)
+        local sock = assert(tls.connect(port, "127.0.0.1", { ca = path("ca.pem") }))
+        local parts = {}
+        for i = 1, 1024 do
+            parts[i] = ("%07d"):format(i) .. ("x"):rep(1017)
+        end
+        local data = table.concat(parts)
+        local got
+        task.spawn(function()
+            got = sock:read(#data)
+        end)
+        assert.is_nil(sock:write(data))
+        for _ = 1, 500 do
+            if got then break end
+            sleep(10)
+        end
+        assert.are.equal(#data, got and #got)
+        assert.is_true(got == data)
+        sock:close()
+        srv:close()
+    end)
+
+    it("takes cert and key as PEM text, negotiates ALPN and reads the server name", function()
+        local seen
+        local srv, port = serve(function(sock)
+            seen = sock:tlsInfo()
+            echo(sock)
+        end, {
+            host = "127.0.0.1",
+            cert = helper.read(path("server.pem")),
+            key = helper.read(path("server.key")),
+            alpn = { "h2", "http/1.1" },
+        })
+        local sock = assert(tls.connect(port, "127.0.0.1", {
+            ca = helper.read(path("ca.pem")), servername = "localhost", alpn = { "http/1.1" },
+        }))
+        assert.is_nil(sock:write("x"))
+        assert.are.equal("x", sock:read())
+        assert.are.equal("http/1.1", sock:tlsInfo().alpn)
+        assert.are.equal("http/1.1", seen.alpn)
+        assert.are.equal("localhost", seen.servername)
+        assert.is_nil(seen.peerCertificate)
+        sock:close()
+        srv:close()
+    end)
+
+    it("asks for a client certificate (requestCert) and refuses a client without one", function()
+        local peer
+        local srv, port = serve(function(sock)
+            peer = sock:tlsInfo().peerCertificate
+            echo(sock)
+        end, server_opts("server", { ca = path("ca.pem"), requestCert = true }))
+        local sock = assert(tls.connect(port, "127.0.0.1", {
+            ca = path("ca.pem"), cert = path("client.pem"), key = path("client.key"),
+        }))
+        assert.is_nil(sock:write("x"))
+        assert.are.equal("x", sock:read())
+        assert.are.equal("CN=client", peer.subject)
+        sock:close()
+        -- Without a certificate: TLS 1.3 clients learn it at their first read.
+        local s2, err = tls.connect(port, "127.0.0.1", { ca = path("ca.pem") })
+        if s2 then
+            local data
+            data, err = s2:read()
+            assert.is_nil(data)
+            s2:close()
+        end
+        assert.are.equal("ETLS", err.name)
+        srv:close()
+    end)
+
+    it("upgrades a plain tcp connection (STARTTLS) on both sides", function()
+        local srv = assert(tcp.createServer(0, function(sock)
+            assert.are.equal("STARTTLS", sock:readline())
+            sock:write("GO\n")
+            assert.is_nil(sock:upgrade({ server = true, cert = path("server.pem"), key = path("server.key") }))
+            echo(sock)
+        end, { host = "127.0.0.1" }))
+        local sock = assert(tcp.connect(srv:address().port, "127.0.0.1"))
+        sock:write("STARTTLS\n")
+        assert.are.equal("GO", sock:readline())
+        assert.is_nil(sock:upgrade({ host = "127.0.0.1", ca = path("ca.pem") }))
+        sock:write("secret\n")
+        assert.are.equal("secret", sock:readline())
+        assert.are.equal("TLSv1.3", sock:tlsInfo().version)
+        sock:close()
+        srv:close()
+    end)
+end)
+
+describe("tls certificate verification", function()
+    local function refused(name, host, opts)
+        local calls = 0
+        local srv, port = serve(function(sock)
+            calls = calls + 1
+            echo(sock)
+        end, server_opts(name))
+        local o = { ca = path("ca.pem") }
+        for k, v in pairs(opts or {}) do
+            o[k] = v
+        end
+        if o.ca == "none" then o.ca = nil end
+        local sock, err = tls.connect(port, host or "127.0.0.1", o)
+        assert.is_nil(sock)
+        -- The server carries on: a good client still gets through (when the certificate is
+        -- merely not the one this client wanted).
+        srv:close()
+        sleep(20)
+        assert.are.equal(0, calls)
+        return err
+    end
+
+    it("refuses an expired certificate", function()
+        local err = refused("expired")
+        assert.are.equal("ECERTVERIFY", err.name)
+        assert.are.equal("certificate has expired", err.message)
+    end)
+
+    it("refuses a certificate for another host name, and an IP address not in it", function()
+        local err = refused("otherhost")
+        assert.are.equal("EHOSTMISMATCH", err.name)
+        err = refused("server", "127.0.0.1", { servername = "other.example" })
+        assert.are.equal("EHOSTMISMATCH", err.name)
+    end)
+
+    it("refuses a self-signed certificate and one from an unknown CA", function()
+        local err = refused("selfsigned")
+        assert.are.equal("ECERTVERIFY", err.name)
+        assert.matches("self.signed", err.message)
+        err = refused("unknownca")
+        assert.are.equal("ECERTVERIFY", err.name)
+        assert.are.equal("unable to get local issuer certificate", err.message)
+        -- Without a ca option the system's store is used, which does not know the test CA.
+        err = refused("server", "127.0.0.1", { ca = "none" })
+        assert.are.equal("ECERTVERIFY", err.name)
+    end)
+
+    it("connects to an unverified server only when verify = false is said", function()
+        local srv, port = serve(echo, server_opts("selfsigned"))
+        local sock = assert(tls.connect(port, "127.0.0.1", { verify = false }))
+        sock:write("x")
+        assert.are.equal("x", sock:read())
+        assert.is_false(sock:tlsInfo().authorized)
+        sock:close()
+        srv:close()
+    end)
+
+    it("keeps serving after refused handshakes", function()
+        local srv, port = serve(echo, server_opts("otherhost"))
+        for _ = 1, 3 do
+            local sock, err = tls.connect(port, "127.0.0.1", { ca = path("ca.pem") })
+            assert.is_nil(sock)
+            assert.are.equal("EHOSTMISMATCH", err.name)
+        end
+        local sock = assert(tls.connect(port, "127.0.0.1", { ca = path("ca.pem"), servername = "other.example" }))
+        sock:write("still here")
+        assert.are.equal("still here", sock:read())
+        sock:close()
+        srv:close()
+    end)
+end)
+
+describe("tls server against bad peers", function()
+    it("closes a connection that sends garbage instead of a ClientHello", function()
+        local calls = 0
+        local srv, port = serve(function(sock)
+            calls = calls + 1
+            sock:close()
+        end)
+        local sock = assert(tcp.connect(port, "127.0.0.1"))
+        sock:setTimeout(3000)
+        sock:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        local err
+        for _ = 1, 10 do
+            local data
+            data, err = sock:read()
+            if not data then break end
+        end
+        assert.is_truthy(err.name == "EOF" or err.name == "ECONNRESET")
+        sock:close()
+        srv:close()
+        assert.are.equal(0, calls)
+    end)
+
+    it("closes a connection whose handshake does not come within handshakeTimeout", function()
+        local srv, port = serve(function(sock)
+            sock:close()
+        end, server_opts("server", { handshakeTimeout = 100 }))
+        local sock = assert(tcp.connect(port, "127.0.0.1"))
+        sock:setTimeout(3000)
+        local data, err = sock:read()
+        assert.is_nil(data)
+        assert.are.equal("EOF", err.name)
+        sock:close()
+        srv:close()
+    end)
+
+    it("fails a client's handshake that gets no answer within handshakeTimeout", function()
+        local srv = assert(tcp.createServer(0, function(sock)
+            sock:read() -- the ClientHello, never answered
+            sleep(500)
+        end, { host = "127.0.0.1" }))
+        local sock, err = tls.connect(srv:address().port, "127.0.0.1", { handshakeTimeout = 100 })
+        assert.is_nil(sock)
+        assert.are.equal("ETIMEDOUT", err.name)
+        srv:close()
+        sleep(500)
+    end)
+
+    it("reports a plain-text server to a TLS client as ETLS", function()
+        local srv = assert(tcp.createServer(0, function(sock)
+            sock:write("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            sock:read()
+        end, { host = "127.0.0.1" }))
+        local sock, err = tls.connect(srv:address().port, "127.0.0.1")
+        assert.is_nil(sock)
+        assert.are.equal("ETLS", err.name)
+        assert.is_string(err.message)
+        srv:close()
+    end)
+
+    it("raises for missing cert or key and answers bad ones with an error", function()
+        assert.has_error(function()
+            tls.createServer(0, function() end, { host = "127.0.0.1" })
+        end, "createServer: options cert and key are required")
+        local srv, err = tls.createServer(0, function() end, {
+            host = "127.0.0.1", cert = path("server.pem"), key = path("client.key"),
+        })
+        assert.is_nil(srv)
+        assert.are.equal("EINVAL", err.name)
+        assert.matches("private key", err.message)
+        srv, err = tls.createServer(0, function() end, { host = "127.0.0.1", cert = "/nonexistent", key = "/x" })
+        assert.is_nil(srv)
+        assert.matches("certificate", err.message)
+    end)
+end)
+
+describe("tls against OpenSSL and curl", function()
+    it("serves openssl s_client (verified), and refuses TLS 1.1", function()
+        local srv, port = serve(function(sock)
+            sock:write("hi from luaio\n")
+            sock:shutdown()
+            sock:read()
+        end)
+        local r = assert(process.run({
+            "openssl", "s_client", "-connect", "127.0.0.1:" .. port, "-CAfile", path("ca.pem"),
+            "-verify_return_error", "-verify_ip", "127.0.0.1", "-ign_eof",
+        }, { input = "", timeout = 5000 }))
+        assert.matches("hi from luaio", r.stdout)
+        assert.matches("Verify return code: 0 %(ok%)", r.stdout)
+        r = assert(process.run({
+            "openssl", "s_client", "-connect", "127.0.0.1:" .. port, "-tls1_1", "-ign_eof",
+        }, { input = "", timeout = 5000 }))
+        assert.are_not.equal(0, r.code)
+        assert.is_nil(r.stdout:match("hi from luaio"))
+        srv:close()
+    end)
+
+    it("answers curl --cacert over https", function()
+        local srv, port = serve(function(sock)
+            local head = sock:readuntil("\r\n\r\n")
+            if head then
+                sock:write("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+            end
+            sock:close()
+        end)
+        local r = assert(process.run({
+            "curl", "-sS", "--max-time", "5", "--cacert", path("ca.pem"),
+            "--resolve", "localhost:" .. port .. ":127.0.0.1", "https://localhost:" .. port .. "/",
+        }, { timeout = 8000 }))
+        assert.are.equal("", r.stderr)
+        assert.are.equal("hello", r.stdout)
+        srv:close()
+    end)
+
+    it("connects to openssl s_server and verifies it", function()
+        local port = free_port()
+        local child = assert(process.spawn("openssl", {
+            "s_server", "-accept", "127.0.0.1:" .. port, "-cert", path("server.pem"), "-key", path("server.key"),
+            "-naccept", "1", "-rev", "-quiet",
+        }, { stdio = { "pipe", "ignore", "ignore" } }))
+        local sock, err
+        for _ = 1, 200 do
+            sock, err = tls.connect(port, "127.0.0.1", { ca = path("ca.pem") })
+            if sock or err.name ~= "ECONNREFUSED" then break end
+            sleep(10)
+        end
+        assert.is_truthy(sock, tostring(err))
+        sock:setTimeout(3000)
+        sock:write("hello\n")
+        assert.are.equal("olleh", sock:readline())
+        sock:close()
+        child:kill()
+        child:wait()
+        child.stdin:close()
+    end)
+end)

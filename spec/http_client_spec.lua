@@ -280,9 +280,10 @@ describe("http client", function()
         assert.are.same({ "example.com", 80, "/?x" }, { u.host, u.port, u.target })
     end)
 
-    it("has a transport table ready for https", function()
+    it("has transports for http and https", function()
         assert.is_function(http.transports.http.connect)
-        assert.is_nil(http.transports.https) -- arrives with the TLS module
+        assert.is_function(http.transports.https.connect) -- spec/https_spec.lua drives it
+        assert.are.equal(443, http.transports.https.default_port)
     end)
 
     -- issue 10, item 2

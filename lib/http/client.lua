@@ -24,7 +24,24 @@ client.transports = {
             return tcp.connect(port, host, options)
         end,
     },
+    -- TLS (lib/tls.lua): the certificate chain and host name verified unless tls.verify = false.
+    https = {
+        default_port = 443,
+        connect = function(host, port, options)
+            return require("tls").connect(port, host, options)
+        end,
+    },
 }
+
+-- The pool key part of a request's TLS settings: connections made with other settings (another
+-- CA, a client certificate, no verification) are never handed to it.
+local function tls_key(t)
+    if not t then
+        return ""
+    end
+    return "|" .. tostring(t.ca) .. "|" .. tostring(t.cert) .. "|" .. tostring(t.key) .. "|" .. tostring(t.verify)
+        .. "|" .. tostring(t.servername)
+end
 
 -- ---------------------------------------------------------------- URLs
 
@@ -263,11 +280,20 @@ end
 -- nil, the error and whether the request may be sent again on a new connection.
 local function once(u, req, head, fresh)
     local key = u.scheme .. "://" .. u.host .. ":" .. u.port
+    if u.scheme == "https" then
+        key = key .. tls_key(req.tls)
+    end
     local conn = not fresh and checkout(key) or nil
     local reused = conn ~= nil
     local timeout = req.timeout
     if not conn then
-        local sock, err = client.transports[u.scheme].connect(u.host, u.port, { timeout = timeout })
+        local o = { timeout = timeout }
+        if u.scheme == "https" and req.tls then
+            for k, v in pairs(req.tls) do
+                o[k] = v
+            end
+        end
+        local sock, err = client.transports[u.scheme].connect(u.host, u.port, o)
         if not sock then
             return nil, err
         end
@@ -305,7 +331,7 @@ end
 
 local request_options = {
     method = true, url = true, headers = true, body = true, timeout = true, redirect = true, stream = true,
-    maxBodySize = true, maxHeaderSize = true,
+    maxBodySize = true, maxHeaderSize = true, tls = true,
 }
 
 -- An object that gives a body by pieces with its read method: a request being served, a streamed
@@ -462,7 +488,7 @@ local function request(opts, fname, level)
     local headers, framing = framing_of(opts.headers, body, fname, level + 1)
     local req = {
         method = method, headers = headers, body = body, framing = framing, timeout = opts.timeout,
-        stream = opts.stream, limits = limits_of(opts),
+        stream = opts.stream, tls = opts.tls, limits = limits_of(opts),
     }
     local url = opts.url
     local redirects = opts.redirect == true and 5 or tonumber(opts.redirect) or 0

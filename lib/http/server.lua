@@ -462,6 +462,7 @@ local known = {
     host = true, port = true, backlog = true, tcp_backlog = true, maxHeaderSize = true, maxBodySize = true,
     headerTimeout = true, keepAliveTimeout = true, requestTimeout = true, maxRequests = true, sendTimeout = true,
     accessLog = true, -- lib/http/access.lua (http.createServer wraps the handler)
+    tls = true, -- {cert, key, ...}: https (lib/tls.lua)
 }
 for _, k in ipairs(tcp_options) do
     known[k] = true
@@ -496,11 +497,35 @@ function server.listen(options, handler, seed, fname)
     if not ok then
         raise(fname, (tostring(limits):gsub("^.-limits: ", "")))
     end
+    local ctx
+    if options.tls ~= nil then
+        if type(options.tls) ~= "table" then
+            raise(fname, "option 'tls' must be a table {cert, key, ...}")
+        end
+        local t = options.tls
+        if t.alpn == nil then
+            local copy = { alpn = { "http/1.1" } }
+            for k, v in pairs(t) do
+                copy[k] = v
+            end
+            t = copy
+        end
+        local cerr
+        ctx, cerr = require("tls")._server_context(t, fname)
+        if not ctx then
+            return nil, cerr
+        end
+    end
     local site = core.site(limits, make_serve(handler, seed), seed)
     local accept = core.accept
-    -- Connections are accepted without a task of their own (see the top of this file).
+    -- Connections are accepted without a task of their own (see the top of this file). A TLS
+    -- connection's handshake runs beneath its stream while it waits for its first request.
     topts.spawn = false
+    local attach = ctx and require("tls")._attach
     local srv, err = tcp.createServer(port, function(sock)
+        if attach then
+            attach(sock, ctx, true)
+        end
         accept(site, sock)
     end, topts)
     if not srv then

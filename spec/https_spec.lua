@@ -1,0 +1,91 @@
+-- https: http.createServer/http.serve with tls = {cert, key}, driven by curl --cacert and by
+-- luaio's client for https:// URLs (verified by default, pooled per origin and TLS settings).
+-- Certificates are made at spec time; everything talks to 127.0.0.1.
+local http = require "http"
+local process = require "process"
+local helper = require "helper"
+
+local dir
+
+local function sh(cmd)
+    local out, err, code = helper.sh(cmd)
+    assert(code == 0, cmd .. ": " .. out .. err)
+end
+
+setup(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    sh("mkdir -p " .. dir)
+    sh(("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem"
+        .. " -days 2 -subj /CN=ca && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout s.key"
+        .. " -out s.csr -subj /CN=localhost && printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext"
+        .. " && openssl x509 -req -in s.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out s.pem -days 2 -extfile ext")
+        :format(dir))
+end)
+
+teardown(function()
+    http.closeIdle()
+    if dir then
+        sh("rm -rf " .. dir)
+    end
+end)
+
+local function start(handler, seed)
+    local opts = { port = 0, host = "127.0.0.1", tls = { cert = dir .. "/s.pem", key = dir .. "/s.key" } }
+    local srv = assert((seed and http.serve or http.createServer)(opts, handler))
+    return srv, "https://127.0.0.1:" .. srv:address().port
+end
+
+describe("https server", function()
+    it("answers curl --cacert, two requests on one keep-alive connection, with ALPN http/1.1", function()
+        local srv, base = start(function(req)
+            return { status = 200, body = "hello " .. req.path }
+        end, true)
+        local r = assert(process.run({
+            "curl", "-sS", "-v", "--max-time", "5", "--cacert", dir .. "/ca.pem", base .. "/a", base .. "/b",
+        }, { timeout = 8000 }))
+        assert.are.equal(0, r.code, r.stderr)
+        assert.are.equal("hello /ahello /b", r.stdout)
+        assert.matches("ALPN: server accepted http/1.1", r.stderr)
+        assert.matches("Re%-using existing connection", r.stderr)
+        srv:close()
+    end)
+
+    it("closes a plain-HTTP client's connection without calling the handler", function()
+        local calls = 0
+        local srv, base = start(function(_, res)
+            calls = calls + 1
+            res:finish()
+        end)
+        local r = assert(process.run({ "curl", "-sS", "--max-time", "5", (base:gsub("^https", "http")) .. "/" },
+            { timeout = 8000 }))
+        assert.are_not.equal(0, r.code)
+        assert.are.equal(0, calls)
+        srv:close()
+    end)
+end)
+
+describe("https client", function()
+    it("fetches https:// URLs, verifying the certificate, pooled per origin and TLS settings", function()
+        local srv, base = start(function(req)
+            return { status = 200, body = "hi " .. req.path }
+        end, true)
+        local res, err = http.get(base .. "/x")
+        assert.is_nil(res)
+        assert.are.equal("ECERTVERIFY", err.name)
+        local tls = { ca = dir .. "/ca.pem" }
+        res = assert(http.request({ url = base .. "/1", tls = tls }))
+        assert.are.equal(200, res.status)
+        assert.are.equal("hi /1", res.body)
+        res = assert(http.request({ url = base .. "/2", tls = tls }))
+        assert.are.equal("hi /2", res.body)
+        -- One connection served both (the pooled one is still open).
+        assert.are.equal(1, srv:connections())
+        -- Other TLS settings: a connection of their own.
+        res = assert(http.request({ url = base .. "/3", tls = { verify = false } }))
+        assert.are.equal("hi /3", res.body)
+        assert.are.equal(2, srv:connections())
+        http.closeIdle()
+        srv:close()
+    end)
+end)

@@ -80,6 +80,12 @@ io.open("/tmp/luaio-check-ran", "w"):close()
         local out, _, status = run([[-e 'x = 1' -e 'print(x + 1)' -l task -e 'print(type(task.spawn))']])
         assert.are.equal(0, status)
         assert.are.equal("2\nfunction\n", out)
+        -- A library that cannot be found is the user's mistake, not a line of luaio's own lib/.
+        local _, err
+        _, err, status = run("-l nosuchlibrary -e 'print(1)'")
+        assert.are.equal(1, status)
+        assert.matches("^luaio: module 'nosuchlibrary' not found:", err)
+        assert.is_nil(err:find("lib/luaio", 1, true), err)
     end)
 
     it("passes arguments in arg and ... as the stock interpreter", function()

@@ -21,7 +21,10 @@ return function(plan)
             if not f then fail(err) end
             f()
         else
-            _G[a[2]] = require(a[2])
+            -- Called through pcall so that a missing library is not reported at this line.
+            local ok, mod = pcall(require, a[2])
+            if not ok then fail(mod) end
+            _G[a[2]] = mod
         end
     end
     if plan.script then

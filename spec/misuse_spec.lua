@@ -9,6 +9,11 @@ local task = require "task"
 local core = require "luaio.core"
 local http_core = require "luaio.http"
 
+-- Every C++ module built into luaio, so that all of their classes are registered.
+for name in pairs(package.preload) do
+    pcall(require, name)
+end
+
 -- The metatables luaio registers: registry entries named luaio.<module>.<type>.
 local function luaio_metatables()
     local found = {}
@@ -63,6 +68,10 @@ local function make_objects()
     objs["luaio.timer.timer"] = t
     objs["luaio.process.child"] = child
     objs["luaio.process.pipe"] = child.stdout
+    local file = assert(require("fs").open("spec/misuse_spec.lua", "r"))
+    local dir = assert(require("luaio.fs").opendir("spec"))
+    objs["luaio.fs.file"] = file
+    objs["luaio.fs.dir"] = dir
     -- A timer whose proxy lost its __gc by hand cannot be stopped any more: it must not keep
     -- the process alive. The child is killed by pid for the same reason.
     t:unref()
@@ -79,6 +88,8 @@ local function make_objects()
         function() sock:close() end,
         function() sock2:close() end,
         function() server:close() end,
+        function() file:close() end,
+        function() dir:close() end,
     }
     return objs, function()
         for _, c in ipairs(closers) do pcall(c) end

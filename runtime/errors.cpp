@@ -187,6 +187,9 @@ void push_error(lua_State* L, int code, const char* message) {
 }
 
 void push_uv_error(lua_State* L, int uverr) {
+    // A stream's read error may be luaio's own (ETLS from its TLS transport): libuv would name it
+    // "Unknown system error" in a string it allocates and never frees.
+    if (uverr <= kErrOwnBase) return push_error(L, uverr);
     push_error(L, uverr, uv_err_name(uverr), uv_strerror(uverr));
 }
 

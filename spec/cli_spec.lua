@@ -196,6 +196,13 @@ print(...)]])
     it("exits with process.exit / os.exit's status", function()
         local _, _, status = run([[-e 'os.exit(7)']])
         assert.are.equal(7, status)
+        -- os.exit closes the state first, as process.exit does: the finalizer's line shows it.
+        local out
+        out, _, status = run([[-e 'getmetatable(newproxy(true)).__gc = function() print("finalized") end os.exit(false)']])
+        assert.are.equal(1, status)
+        assert.are.equal("finalized\n", out)
+        _, _, status = run([[-e 'os.exit(true)']])
+        assert.are.equal(0, status)
     end)
 
     it("runs a script from standard input with '-' or when stdin is not a terminal", function()

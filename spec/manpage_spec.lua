@@ -95,6 +95,20 @@ describe("the manual page luaio(1)", function()
         end
     end)
 
+    it("names every built-in module", function()
+        local listed = table.concat(section(page, "DESCRIPTION"), " "):match("built%-in modules (%b())")
+        assert.is_truthy(listed, "no list of built-in modules in DESCRIPTION")
+        local names = {}
+        for name in sh("cd " .. src .. " && ls lib"):gmatch("([%w_]+)%.lua") do names[name] = true end
+        for name in read(src .. "/modules/modules.cpp"):gmatch('preload%(L, "([%w_]+)"') do names[name] = true end
+        assert.is_true(names.tcp and names.timer or false, "could not read the module names")
+        local missing = {}
+        for _, name in ipairs(sorted(names)) do
+            if not listed:find("%f[%w]" .. name .. "%f[^%w]") then missing[#missing + 1] = name end
+        end
+        assert.are.same({}, missing, "add these to the list in DESCRIPTION of packaging/luaio.1")
+    end)
+
     it("has the version of luaio -v, CMake's project(VERSION) and the Debian package", function()
         local cmake = read(src .. "/CMakeLists.txt"):match("project%(luaio VERSION ([%d.]+)")
         local out = run("-v")

@@ -243,7 +243,7 @@ end
 
 local known_options = {
     protocols = true, origins = true, deflate = true, pingInterval = true, maxMessageSize = true, maxFrameSize = true, idleTimeout = true, closeTimeout = true,
-    sendTimeout = true, headers = true, timeout = true,
+    sendTimeout = true, headers = true, timeout = true, tls = true,
 }
 
 local function check_options(o, fname)
@@ -534,17 +534,21 @@ function websocket.connect(url, options)
     local o = check_options(options, "websocket.connect")
     local scheme, rest = match(url, "^(%a[%w+.-]*)(://.*)$")
     scheme = scheme and lower(scheme)
-    if scheme == "wss" then
-        return nil, new_error("EINVAL", "wss needs TLS, which luaio does not have yet")
+    if scheme ~= "ws" and scheme ~= "wss" then
+        return nil, new_error("EINVAL", "not a ws:// or wss:// URL: " .. url)
     end
-    if scheme ~= "ws" then
-        return nil, new_error("EINVAL", "not a ws:// URL: " .. url)
-    end
-    local u, msg = client.parse_url("http" .. rest)
+    local u, msg = client.parse_url((scheme == "wss" and "https" or "http") .. rest)
     if not u then
-        return nil, new_error("EINVAL", (msg:gsub("http://", "ws://")))
+        return nil, new_error("EINVAL", msg)
     end
-    local sock, err = tcp.connect(u.port, u.host, { timeout = o.timeout })
+    -- The http client's transports: plain tcp, or TLS (lib/tls.lua) with options.tls.
+    local co = { timeout = o.timeout }
+    if scheme == "wss" and o.tls then
+        for k, v in pairs(o.tls) do
+            co[k] = v
+        end
+    end
+    local sock, err = client.transports[u.scheme].connect(u.host, u.port, co)
     if not sock then
         return nil, err
     end
@@ -556,7 +560,7 @@ function websocket.connect(url, options)
     if find(host, ":", 1, true) then
         host = "[" .. host .. "]"
     end
-    if u.port ~= 80 then
+    if u.port ~= (scheme == "wss" and 443 or 80) then
         host = host .. ":" .. u.port
     end
     local lines = {

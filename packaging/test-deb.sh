@@ -5,7 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-deb=$(bash packaging/build-deb.sh | tee /dev/stderr | tail -n 1)
+# The build's output goes through a file: `tee /dev/stderr` would reopen the caller's stderr
+# with O_TRUNC and wipe a CI log that is a regular file.
+build_log=$(mktemp)
+status=0
+bash packaging/build-deb.sh > "$build_log" || status=$?
+cat "$build_log"
+[ "$status" = 0 ] || exit "$status"
+deb=$(tail -n 1 "$build_log")
 
 echo "== lintian"
 # Errors fail; the warnings left are listed in packaging/README.md.
@@ -19,7 +26,7 @@ fi
 # What the package may touch, before it is installed; compared after its removal.
 snapshot() { find /usr /etc /lib/systemd /var/lib/systemd -xdev 2>/dev/null | grep -v '^/usr/share/man/index' | sort; }
 before=$(mktemp); after=$(mktemp)
-trap 'rm -f "$before" "$after"' EXIT
+trap 'rm -f "$before" "$after" "$build_log"' EXIT
 snapshot >"$before"
 dpkg -i "$deb"
 

@@ -31,6 +31,14 @@ function helper.wait_for(cond, ms)
     return cond() and true or false
 end
 
+--- A connection handler that sends back what it reads until the peer closes or a write fails.
+function helper.echo(sock)
+    while true do
+        local data = sock:read()
+        if not data or sock:write(data) then return end
+    end
+end
+
 --- The open descriptor count once it is at most `n`, or what it is after `ms` (default 2000):
 --- a closed handle gives its descriptor back in a later turn of the loop, so a count taken
 --- right after a close can be one too high on a loaded machine.

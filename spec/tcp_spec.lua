@@ -12,25 +12,9 @@ local function serve(onconnect, options)
     return srv, srv:address().port
 end
 
-local function echo(sock)
-    while true do
-        local data = sock:read()
-        if not data or sock:write(data) then
-            return
-        end
-    end
-end
+local echo = helper.echo
 
--- Waits (bounded) until cond() is true.
-local function wait_for(cond, ms)
-    for _ = 1, (ms or 2000) / 5 do
-        if cond() then
-            return true
-        end
-        sleep(5)
-    end
-    return cond()
-end
+local wait_for = helper.wait_for
 
 local function weak()
     return setmetatable({}, { __mode = "k" })

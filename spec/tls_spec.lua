@@ -56,14 +56,7 @@ local function serve(onconnect, opts)
     return srv, srv:address().port
 end
 
-local function echo(sock)
-    while true do
-        local data = sock:read()
-        if not data or sock:write(data) then
-            return
-        end
-    end
-end
+local echo = helper.echo
 
 -- A port that was free a moment ago (for peers that cannot listen on port 0 and say where).
 local function free_port()

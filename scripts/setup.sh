@@ -28,6 +28,11 @@ packages=(
     curl dnsmasq-base netcat-openbsd procps iproute2 python3 python3-h11 haproxy nodejs node-ws
     # Packaging (packaging/build-deb.sh) and its checks.
     debhelper dpkg-dev fakeroot lintian mandoc systemd
+    # The database clients' C libraries, and the real servers their specs start and stop.
+    libhiredis-dev libpq-dev libmariadb-dev redis-server redis-tools postgresql postgresql-contrib
+    mariadb-server mariadb-client
+    # Further WebSocket peers for the websocket spec: Python's websockets and headless Chromium.
+    python3-websockets chromium chromium-driver
 )
 if [ "$bench" = 1 ]; then
     packages+=(nginx libnginx-mod-http-lua lua-luv wrk hyperfine time valgrind)

@@ -35,7 +35,7 @@ packages=(
     python3-websockets chromium chromium-driver
 )
 if [ "$bench" = 1 ]; then
-    packages+=(nginx libnginx-mod-http-lua lua-luv wrk hyperfine time valgrind)
+    packages+=(nginx libnginx-mod-http-lua lua-luv wrk hyperfine time valgrind luajit2)
 fi
 
 missing=()

@@ -126,7 +126,7 @@ struct Stream::Impl {
     // The error that ended reading, with the transport's message when it is the transport's.
     static void push_read_error(lua_State* L, Stream* s) {
         Transport* t = s->extra_ ? s->extra_->transport : nullptr;
-        if (t && s->read_err_ <= kErrOwnBase)
+        if (t)
             t->push_error(L, s->read_err_);
         else
             push_uv_error(L, s->read_err_);
@@ -747,7 +747,11 @@ int Stream::send_raw(const uv_buf_t* bufs, unsigned nbufs, WriteDone on_done, vo
     if (closing_) return UV_ECANCELED;
     size_t total = 0;
     for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
-    if (total == 0) return 0;
+    if (total == 0) {
+        // Nothing to send now (a transport holding the bytes until its handshake is done).
+        if (on_done) on_done(this, 0, data);
+        return 0;
+    }
     bool queued = false;
     int err = Impl::send(this, nullptr, bufs, nbufs, total, 0, 0, on_done, data, &queued);
     if (!queued && on_done) on_done(this, err, data);

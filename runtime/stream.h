@@ -71,7 +71,7 @@ class Transport {
     virtual void ending(Stream* s) = 0;
     // Bytes decoded and not yet delivered.
     virtual size_t pending() const = 0;
-    // Pushes the error table for err, an error this transport reported (its own message).
+    // Pushes the error table for err, the error that ended reading (the transport's own message).
     virtual void push_error(lua_State* L, int err) const = 0;
 };
 

@@ -11,64 +11,83 @@ namespace luaio {
 
 namespace {
 
+// What sessions write (handshake records, alerts, tickets, close_notify) until it is sent; empty
+// whenever control leaves the transport, so one buffer serves every session.
+std::string& scratch() {
+    static std::string out;
+    return out;
+}
+
 class TlsTransport final : public Transport, public Consumer {
   public:
     explicit TlsTransport(SSL* ssl) : ssl_(ssl) {}
     ~TlsTransport() override { SSL_free(ssl_); }
 
     SSL* ssl() const { return ssl_; }
-    BIO* rbio() const { return SSL_get_rbio(ssl_); }
-    BIO* wbio() const { return SSL_get_wbio(ssl_); }
 
     void bytes_in(Stream* s, const char* data, size_t len) override {
         if (failed_) return;
-        BIO_write(rbio(), data, static_cast<int>(len));
+        in_ = data;
+        in_len_ = len;
         pump(s);
+        // What a closing stream or a failed session did not take is dropped.
+        in_ = nullptr;
+        in_len_ = 0;
     }
 
     void read_end(Stream* s, int err) override {
         if (failed_) return;
         if (!done_ && err == UV_EOF) return fail(s, LUAIO_ETLS, "connection closed during the TLS handshake");
+        // The peer closed the TCP connection without close_notify: the data may be cut short.
+        if (err == UV_EOF) truncated_ = true;
         s->end_reading(err);
     }
 
     int encode(Stream* s, const uv_buf_t* bufs, unsigned n, std::string* out) override {
         if (failed_) return err_;
         if (!done_) {
-            err_ = LUAIO_ETLS;
-            msg_ = "write before the TLS handshake is done";
-            return err_;
+            // Written before the handshake is done: kept, and sent once it is.
+            for (unsigned i = 0; i < n; i++) early_.append(bufs[i].base, bufs[i].len);
+            return 0;
         }
+        Sink to(this, out);
         // Small writes (a head and a short body) go out as one record.
         static char coalesce[16 * 1024];
         size_t total = 0;
         for (unsigned i = 0; i < n; i++) total += bufs[i].len;
         if (n > 1 && total <= sizeof coalesce) {
-            char* to = coalesce;
+            char* p = coalesce;
             for (unsigned i = 0; i < n; i++) {
-                std::memcpy(to, bufs[i].base, bufs[i].len);
-                to += bufs[i].len;
+                std::memcpy(p, bufs[i].base, bufs[i].len);
+                p += bufs[i].len;
             }
             if (!write_all(coalesce, total)) return fail_write(s);
         } else {
             for (unsigned i = 0; i < n; i++)
                 if (bufs[i].len && !write_all(bufs[i].base, bufs[i].len)) return fail_write(s);
         }
-        take_output(out);
         return 0;
     }
 
     void ending(Stream* s) override {
         if (!done_ || failed_ || ended_) return;
         ended_ = true;
-        SSL_shutdown(ssl_); // queues close_notify in the write BIO
+        SSL_shutdown(ssl_); // close_notify
         flush(s);
     }
 
     size_t pending() const override { return static_cast<size_t>(SSL_pending(ssl_)); }
 
     void push_error(lua_State* L, int err) const override {
-        luaio::push_error(L, err, err == err_ && !msg_.empty() ? msg_.c_str() : nullptr);
+        if (err == UV_EOF && truncated_) {
+            luaio::push_error(L, err, "EOF", "connection closed without TLS close_notify (the data may be truncated)");
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "truncated");
+        } else if (err <= kErrOwnBase) {
+            luaio::push_error(L, err, err == err_ && !msg_.empty() ? msg_.c_str() : nullptr);
+        } else {
+            push_uv_error(L, err);
+        }
     }
 
     // The handshake wait (Stream::read_with): true once the handshake is done.
@@ -81,6 +100,8 @@ class TlsTransport final : public Transport, public Consumer {
     void ready(lua_State* L, int n) override { lua_pop(L, n); }
 
     bool done() const { return done_; }
+    bool truncated() const { return truncated_; }
+
     // Drives the handshake, then decrypts what there is.
     void pump(Stream* s) {
         if (!done_) {
@@ -94,6 +115,11 @@ class TlsTransport final : public Transport, public Consumer {
                 return fail_handshake(s);
             }
             done_ = true;
+            if (!early_.empty()) {
+                bool ok = write_all(early_.data(), early_.size());
+                std::string().swap(early_);
+                if (!ok) return fail(s, LUAIO_ETLS, nullptr);
+            }
             flush(s);
             // A task waiting for the handshake looks again.
             s->deliver(nullptr, 0);
@@ -102,18 +128,40 @@ class TlsTransport final : public Transport, public Consumer {
         while (!s->closing() && !failed_) {
             int n = SSL_read(ssl_, plain, sizeof plain);
             if (n > 0) {
+                // What reading produced goes out before anything a reader writes.
+                flush(s);
                 s->deliver(plain, static_cast<size_t>(n));
                 continue;
             }
             int e = SSL_get_error(ssl_, n);
-            flush(s); // what reading produced: alerts, tickets, key updates
+            flush(s); // alerts, tickets, key updates
             if (e == SSL_ERROR_WANT_READ) return;
             if (e == SSL_ERROR_ZERO_RETURN) return s->end_reading(UV_EOF);
             return fail(s, LUAIO_ETLS, nullptr);
         }
     }
 
+    // The BIO beneath the session (see bio_method): reads take from the bytes just read from the
+    // handle, writes append to the current sink.
+    size_t bio_read(char* to, size_t len) {
+        size_t n = len < in_len_ ? len : in_len_;
+        std::memcpy(to, in_, n);
+        in_ += n;
+        in_len_ -= n;
+        return n;
+    }
+    void bio_write(const char* data, size_t len) { sink_->append(data, len); }
+    size_t bio_pending() const { return in_len_; }
+
   private:
+    // Points the session's output at out while it lives (an encoded write), then back.
+    struct Sink {
+        Sink(TlsTransport* t, std::string* out) : t_(t), saved_(t->sink_) { t->sink_ = out; }
+        ~Sink() { t_->sink_ = saved_; }
+        TlsTransport* t_;
+        std::string* saved_;
+    };
+
     bool write_all(const char* p, size_t len) {
         size_t written = 0;
         return SSL_write_ex(ssl_, p, len, &written) == 1 && written == len;
@@ -125,27 +173,13 @@ class TlsTransport final : public Transport, public Consumer {
         return err_;
     }
 
-    static std::string& scratch() {
-        static std::string out;
-        return out;
-    }
-
-    void take_output(std::string* out) {
-        size_t n = BIO_ctrl_pending(wbio());
-        if (!n) return;
-        size_t at = out->size();
-        out->resize(at + n);
-        BIO_read(wbio(), &(*out)[at], static_cast<int>(n));
-    }
-
     // Sends what the session has written (handshake records, alerts) to the handle.
     void flush(Stream* s) {
         std::string& out = scratch();
-        out.clear();
-        take_output(&out);
         if (out.empty()) return;
         uv_buf_t b = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
         s->send_raw(&b, 1);
+        out.clear();
         if (out.capacity() > 256 * 1024) std::string().swap(out);
     }
 
@@ -175,17 +209,72 @@ class TlsTransport final : public Transport, public Consumer {
     void fail(Stream* s, int code, const char* msg) {
         set_error(code, msg);
         failed_ = true;
+        std::string().swap(early_);
         flush(s);
         s->end_reading(code);
     }
 
     SSL* ssl_;
+    const char* in_ = nullptr; // the received bytes the session has not read yet
+    size_t in_len_ = 0;
+    std::string* sink_ = &scratch();
+    std::string early_; // plaintext written before the handshake was done
     std::string msg_;
     int err_ = 0;
     bool done_ = false;
     bool failed_ = false;
     bool ended_ = false;
+    bool truncated_ = false;
 };
+
+// The BIO method of every session: no buffer of its own (an idle session holds none, and the
+// bytes are not copied through one).
+TlsTransport* bio_owner(BIO* b) {
+    return static_cast<TlsTransport*>(BIO_get_data(b));
+}
+
+int bio_read_ex(BIO* b, char* to, size_t len, size_t* got) {
+    BIO_clear_retry_flags(b);
+    *got = bio_owner(b)->bio_read(to, len);
+    if (*got) return 1;
+    BIO_set_retry_read(b); // an empty input means "wait for more", not end of file
+    return 0;
+}
+
+int bio_write_ex(BIO* b, const char* data, size_t len, size_t* written) {
+    BIO_clear_retry_flags(b);
+    bio_owner(b)->bio_write(data, len);
+    *written = len;
+    return 1;
+}
+
+long bio_ctrl(BIO* b, int cmd, long, void*) {
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;
+    case BIO_CTRL_PENDING:
+        return static_cast<long>(bio_owner(b)->bio_pending());
+    default:
+        return 0;
+    }
+}
+
+int bio_create(BIO* b) {
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+BIO_METHOD* bio_method() {
+    static BIO_METHOD* m = [] {
+        BIO_METHOD* bm = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "luaio stream");
+        BIO_meth_set_read_ex(bm, bio_read_ex);
+        BIO_meth_set_write_ex(bm, bio_write_ex);
+        BIO_meth_set_ctrl(bm, bio_ctrl);
+        BIO_meth_set_create(bm, bio_create);
+        return bm;
+    }();
+    return m;
+}
 
 TlsTransport* transport_of(Stream* s) {
     return dynamic_cast<TlsTransport*>(s->transport());
@@ -196,17 +285,12 @@ TlsTransport* transport_of(Stream* s) {
 int tls_attach(Stream* s, SSL_CTX* ctx, const TlsStart& how) {
     SSL* ssl = SSL_new(ctx);
     if (!ssl) return LUAIO_ETLS;
-    BIO* rbio = BIO_new(BIO_s_mem());
-    BIO* wbio = BIO_new(BIO_s_mem());
-    if (!rbio || !wbio) {
-        BIO_free(rbio);
-        BIO_free(wbio);
+    BIO* bio = BIO_new(bio_method());
+    if (!bio) {
         SSL_free(ssl);
         return LUAIO_ETLS;
     }
-    // An empty read BIO means "wait for more", not end of file.
-    BIO_set_mem_eof_return(rbio, -1);
-    SSL_set_bio(ssl, rbio, wbio);
+    SSL_set_bio(ssl, bio, bio); // one reference for both directions
     if (how.server) {
         SSL_set_accept_state(ssl);
     } else {
@@ -227,6 +311,7 @@ int tls_attach(Stream* s, SSL_CTX* ctx, const TlsStart& how) {
         }
     }
     auto* t = new TlsTransport(ssl);
+    BIO_set_data(bio, t);
     s->set_transport(t);
     if (!how.server && !s->closing()) t->pump(s); // the ClientHello
     s->start_reading();

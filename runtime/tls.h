@@ -1,5 +1,6 @@
-// The TLS transport of a Stream (see Transport in runtime/stream.h): OpenSSL over two memory
-// BIOs. Ciphertext read from the handle goes into the session; what SSL_read makes of it goes to
+// The TLS transport of a Stream (see Transport in runtime/stream.h): OpenSSL over a BIO of its
+// own that holds no buffer (an idle session keeps none). Ciphertext read from the handle goes
+// into the session as it is; what SSL_read makes of it goes to
 // the Stream's buffer, so its read modes and Consumers run unchanged. Handshake records and the
 // records that SSL_read produces (alerts, tickets) go out through Stream::send_raw; writes are
 // encrypted by encode(). close_notify goes out before shutdown and close.

@@ -200,6 +200,66 @@ describe("tls server and client (luaio to luaio)", function()
     end)
 end)
 
+describe("tls writes and the end of a session", function()
+    it("queues writes made before the handshake is done and sends them after it", function()
+        local srv, port = serve(echo)
+        local core = require "luaio.tls"
+        local ctx = assert(core.context({ server = false, ca = path("ca.pem") }))
+        local sock = assert(tcp.connect(port, "127.0.0.1"))
+        assert.is_nil(core.attach(sock, ctx, false, "localhost", "localhost"))
+        -- The handshake has only begun: the write neither fails nor waits.
+        assert.is_nil(sock:write("early\n"))
+        assert.is_nil(sock:write({ "and ", "more\n" }))
+        assert.is_true(core.handshake(sock, 3000))
+        sock:setTimeout(3000)
+        assert.are.equal("early", sock:readline())
+        assert.are.equal("and more", sock:readline())
+        sock:close()
+        srv:close()
+    end)
+
+    it("tells a peer that closed without close_notify (truncated) from one that said close_notify", function()
+        -- luaio's server says close_notify before it closes: a plain EOF.
+        local srv, port = serve(function(sock)
+            sock:write("bye\n")
+            sock:close()
+        end)
+        local sock = assert(tls.connect(port, "127.0.0.1", { ca = path("ca.pem") }))
+        sock:setTimeout(3000)
+        assert.are.equal("bye", sock:readline())
+        local data, err = sock:readline()
+        assert.is_nil(data)
+        assert.are.equal("EOF", err.name)
+        assert.is_nil(err.truncated)
+        sock:close()
+        srv:close()
+        -- openssl s_server killed by SIGKILL: the kernel closes the TCP connection, no close_notify.
+        port = free_port()
+        local child = assert(process.spawn("openssl", {
+            "s_server", "-accept", "127.0.0.1:" .. port, "-cert", path("server.pem"), "-key", path("server.key"),
+            "-naccept", "1", "-quiet",
+        }, { stdio = { "pipe", "ignore", "ignore" } }))
+        for _ = 1, 200 do
+            sock, err = tls.connect(port, "127.0.0.1", { ca = path("ca.pem") })
+            if sock or err.name ~= "ECONNREFUSED" then break end
+            sleep(10)
+        end
+        assert.is_truthy(sock, tostring(err))
+        sock:setTimeout(3000)
+        child.stdin:write("part of a message\n")
+        assert.are.equal("part of a message", sock:readline())
+        child:kill("SIGKILL")
+        child:wait()
+        child.stdin:close()
+        data, err = sock:readline()
+        assert.is_nil(data)
+        assert.are.equal("EOF", err.name)
+        assert.is_true(err.truncated)
+        assert.matches("close_notify", err.message)
+        sock:close()
+    end)
+end)
+
 describe("tls certificate verification", function()
     local function refused(name, host, opts)
         local calls = 0

@@ -1461,6 +1461,17 @@ int l_unref(lua_State* L) {
     return 0;
 }
 
+// conn:deadline(ms): a client's timeout, one bound over its whole request (connecting aside):
+// every wait on the socket from now on, for the head, the body or a write, ends by ms from now
+// (0: none) however the bytes trickle (Stream::set_deadline).
+int l_deadline(lua_State* L) {
+    Conn* c = check_conn(L, "deadline");
+    lua_Integer ms = luaio::check_integer(L, 2, "deadline");
+    if (ms < 0) luaio::raise(L, "deadline", "expected a non-negative number of milliseconds");
+    check_stream(L, c, "deadline")->set_deadline(ms ? luaio::now_ms() + static_cast<uint64_t>(ms) : 0);
+    return 0;
+}
+
 int l_socket(lua_State* L) {
     Conn::check_any(L, 1, "socket")->sock.push(L);
     return 1;
@@ -1846,7 +1857,7 @@ extern "C" int luaopen_luaio_http(lua_State* L) {
         {"reject", l_reject},     {"request", l_request},    {"replied", l_replied}, {"keepalive", l_keepalive},
         {"reusable", l_reusable}, {"sent", l_sent},          {"inform", l_inform},   {"setmeta", l_set_meta},
         {"upgrade", l_upgrade},   {"setclose", l_set_close}, {"socket", l_socket},   {"unref", l_unref},
-        {"close", l_close},       {"__gc", Conn::l_gc},      {nullptr, nullptr}};
+        {"close", l_close},       {"deadline", l_deadline},  {"__gc", Conn::l_gc},   {nullptr, nullptr}};
     luaio::new_class(L, kConnClass, conn_methods);
     lua_pop(L, 1);
     luaio::set_closer(L, kConnClass, task_end);

@@ -45,6 +45,7 @@ struct Stream::Extra {
     uint64_t read_deadline = 0;
     uint64_t write_deadline = 0; // the waiting writer's next progress check
     uint64_t write_progress = 0; // when the kernel was last seen taking its bytes
+    uint64_t deadline = 0;       // set_deadline: no wait goes on beyond it
     size_t write_queued = 0;     // the bytes still queued then
     Waiter writer;
     Waiter shutter;
@@ -260,9 +261,14 @@ struct Stream::Impl {
         uv_timer_start(&x->timer, on_timer, next > now ? next - now : 0, 0);
     }
 
+    // Sets a waiter's deadline to `timeout` from now (0: none), or to the stream's own deadline
+    // when that comes first, and arms the timer.
     static void set_deadline(Stream* s, uint64_t* deadline, uint64_t timeout) {
-        *deadline = timeout ? now_ms() + timeout : 0;
-        if (!timeout) return;
+        uint64_t at = timeout ? now_ms() + timeout : 0;
+        uint64_t bound = s->extra_ ? s->extra_->deadline : 0;
+        if (bound && (!at || bound < at)) at = bound;
+        *deadline = at;
+        if (!at) return;
         Extra* x = extra(s);
         if (!x->timer_open) {
             uv_timer_init(loop(), &x->timer);
@@ -287,20 +293,23 @@ struct Stream::Impl {
         if (x->writer.waiting() && x->write_deadline && x->write_deadline <= now) {
             // write_timeout is the longest time without progress (nginx's send_timeout), not
             // for the whole write: progress is the kernel taking queued bytes, checked every
-            // quarter of the timeout, so a stalled writer fails within 1.25 times it.
+            // quarter of the timeout, so a stalled writer fails within 1.25 times it. The
+            // stream's deadline (set_deadline) ends the wait whatever the progress.
             size_t queued = uv_stream_get_write_queue_size(s->stream());
             if (queued < x->write_queued) {
                 x->write_queued = queued;
                 x->write_progress = now;
             }
-            if (now - x->write_progress >= s->write_timeout) {
+            bool past = x->deadline && x->deadline <= now;
+            if (past || (s->write_timeout && now - x->write_progress >= s->write_timeout)) {
                 // The data stays queued in the kernel's order; the writer stops waiting for it,
                 // and later writes fail too (they would queue behind it: the peer is stuck).
                 if (!s->write_err_) s->write_err_ = UV_ETIMEDOUT;
                 wake_uv_error(x->writer, UV_ETIMEDOUT, 0);
             } else {
-                uint64_t next = now + write_step(s);
-                x->write_deadline = std::min(next, x->write_progress + s->write_timeout);
+                uint64_t next = s->write_timeout ? std::min(now + write_step(s), x->write_progress + s->write_timeout)
+                                                 : x->deadline;
+                x->write_deadline = x->deadline ? std::min(next, x->deadline) : next;
             }
         }
         if (!s->closing_) arm_timer(s);
@@ -379,7 +388,7 @@ struct Stream::Impl {
         if (s->read_timeout)
             set_deadline(s, &extra(s)->read_deadline, s->read_timeout);
         else if (s->extra_)
-            s->extra_->read_deadline = 0;
+            set_deadline(s, &s->extra_->read_deadline, 0);
         return r;
     }
 
@@ -529,7 +538,7 @@ struct Stream::Impl {
             x->write_progress = now_ms();
             set_deadline(s, &x->write_deadline, write_step(s));
         } else if (s->extra_) {
-            s->extra_->write_deadline = 0;
+            set_deadline(s, &s->extra_->write_deadline, 0);
         }
         return r;
     }
@@ -657,6 +666,10 @@ Stream* Stream::create(uv_handle_type type) {
     Stream* s = new (mem) Stream;
     s->handle()->data = s;
     return s;
+}
+
+void Stream::set_deadline(uint64_t at) {
+    if (at || extra_) Impl::extra(this)->deadline = at;
 }
 
 int Stream::read_with(lua_State* L, Consumer* c, const char* fname) {

@@ -162,6 +162,10 @@ class Stream : public Handle<Stream> {
     // may see no progress (the kernel taking none of its bytes), not the time of the whole write.
     uint64_t read_timeout = 0;
     uint64_t write_timeout = 0;
+    // A bound on every read and write wait that starts after this call, on top of those
+    // timeouts: a reader or writer still waiting at `at` (a now_ms() time; 0: none) fails with
+    // ETIMEDOUT, however its bytes trickle. The http client's timeout, which bounds a request.
+    void set_deadline(uint64_t at);
 
     // Public for the bindings in stream.cpp.
     enum class ReadMode : uint8_t { None, Count, Any, Line, Until, Custom };

@@ -200,6 +200,81 @@ describe("http client", function()
         srv:close()
     end)
 
+    it("bounds the whole request by its timeout, however the server trickles", function()
+        local system = require "system"
+        local function ms_since(t0)
+            return (system.hrtime() - t0) / 1e6
+        end
+        -- The body of a streamed response, one byte every 100 ms: each wait is short.
+        local rs, rport = raw_server(function(sock)
+            sock:write("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+            for _ = 1, 100 do
+                sleep(100)
+                if sock:write("x") then
+                    return
+                end
+            end
+        end)
+        local t0 = system.hrtime()
+        local res = assert(http.request({ url = "http://127.0.0.1:" .. rport, timeout = 500, stream = true }))
+        local piece, err
+        repeat
+            piece, err = res:read()
+        until not piece
+        assert.are.equal("ETIMEDOUT", err.name)
+        assert.are.equal(rport, err.port)
+        assert.is_true(ms_since(t0) >= 450 and ms_since(t0) < 2500, "took " .. ms_since(t0) .. " ms")
+        rs:close()
+        -- A server that reads an upload 256 KiB every 20 ms (32 MiB take it seconds): each write
+        -- makes progress.
+        local srv = assert(tcp.createServer(0, function(sock)
+            sock:readuntil("\r\n\r\n")
+            for _ = 1, 400 do
+                if not sock:read(262144) then
+                    return
+                end
+                sleep(20)
+            end
+        end, { host = "127.0.0.1" }))
+        t0 = system.hrtime()
+        local _
+        _, err = http.request({ method = "PUT", url = "http://127.0.0.1:" .. srv:address().port,
+            body = string.rep("u", 32 * 1024 * 1024), timeout = 500 })
+        assert.are.equal("ETIMEDOUT", err.name)
+        assert.is_true(ms_since(t0) < 2500, "took " .. ms_since(t0) .. " ms")
+        srv:close()
+        -- A body function that gives a piece every 100 ms.
+        local hs, base = start(function(req, res)
+            res:finish(req:body() or "")
+        end)
+        local n = 0
+        t0 = system.hrtime()
+        _, err = http.request({ method = "POST", url = base, timeout = 500, body = function()
+            n = n + 1
+            if n <= 30 then
+                sleep(100)
+                return "p"
+            end
+        end })
+        assert.are.equal("ETIMEDOUT", err.name)
+        assert.is_true(ms_since(t0) < 2500, "took " .. ms_since(t0) .. " ms")
+        hs:close()
+        -- A chain of redirects, each answered after 150 ms: one deadline over the whole chain.
+        hs, base = start(function(req, res)
+            sleep(150)
+            local k = tonumber(req.path:match("^/r/(%d+)$"))
+            if k and k < 5 then
+                res.status = 302
+                res:setHeader("Location", "/r/" .. (k + 1))
+            end
+            res:finish("end")
+        end)
+        _, err = http.request({ url = base .. "/r/1", redirect = 5, timeout = 500 })
+        assert.are.equal("ETIMEDOUT", err.name)
+        assert.are.equal("end", assert(http.request({ url = base .. "/r/1", redirect = 5, timeout = 5000 })).body)
+        hs:close()
+    end)
+
     it("follows redirects when asked", function()
         local srv, base = start(function(req, res)
             if req.path == "/old" then
@@ -541,11 +616,11 @@ describe("http client", function()
                 n = n + #piece
             end
             res:finish(tostring(n))
-        end, { maxBodySize = 8 * 1024 * 1024 })
+        end, { maxBodySize = 16 * 1024 * 1024 })
         local proxy, base = start(function(req, res)
             local r, err = http.request({ method = "POST", url = up, body = req })
             res:finish(r and r.body or err.message)
-        end, { maxBodySize = 8 * 1024 * 1024 })
+        end, { maxBodySize = 16 * 1024 * 1024 })
         local big = string.rep("x", 4 * 1024 * 1024)
         local res = assert(http.request({ method = "POST", url = base, body = big }))
         assert.are.equal(tostring(#big), res.body)

@@ -12,6 +12,7 @@ local type, tostring, tonumber, setmetatable, getmetatable, error, pairs, pcall 
 local match, lower, format, find, sub, gsub =
     string.match, string.lower, string.format, string.find, string.sub, string.gsub
 local remove = table.remove
+local ceil, min = math.ceil, math.min
 
 local client = {}
 
@@ -156,6 +157,8 @@ end
 local Response = {}
 Response.__index = Response
 
+local where -- where(err, u): the server an error concerns (below)
+
 -- The connection of a streamed response; raises on a wrong self (res.read(5)).
 local function conn_of(res, fname)
     if getmetatable(res) ~= Response then
@@ -176,6 +179,7 @@ function Response:read()
         self._conn = nil
         if err then
             conn:close()
+            err = where(err, self._url)
         else
             checkin(self._key, conn)
         end
@@ -195,6 +199,7 @@ function Response:readAll()
         checkin(self._key, conn)
     else
         conn:close()
+        err = where(err, self._url)
     end
     return body, err
 end
@@ -234,6 +239,21 @@ local idempotent = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS
 -- A request failed on a pooled connection that the server had closed meanwhile: it may go again
 -- on a new connection only when it is idempotent, its body can be sent again, and not one byte
 -- of a response came back (RFC 9110 9.2.2; Go's net/http and curl do the same).
+-- The milliseconds left of the request's timeout (whole, >= 1), nil without one, or nil and
+-- ETIMEDOUT once it is over: one deadline bounds connecting, sending, the response and its body,
+-- over a retry and a chain of redirects.
+local function time_left(req)
+    local deadline = req.deadline
+    if not deadline then
+        return nil
+    end
+    local left = deadline - now_ms()
+    if left <= 0 then
+        return nil, client_error("ETIMEDOUT")
+    end
+    return ceil(left)
+end
+
 local function may_retry(req, conn, reused, err)
     return reused and idempotent[req.method] and type(req.body) ~= "function" and not conn:replied()
         and err.name ~= "ETIMEDOUT"
@@ -245,6 +265,11 @@ end
 local function send_body(conn, req)
     local producer, length, sent = req.body, req.framing, 0
     while true do
+        -- A producer that trickles is bounded too: the stream's deadline bounds only its waits.
+        local _, late = time_left(req)
+        if late then
+            return late
+        end
         local ok, piece, perr = pcall(producer)
         if not ok then
             conn:close()
@@ -285,12 +310,21 @@ local function once(u, req, head, fresh)
     end
     local conn = not fresh and checkout(key) or nil
     local reused = conn ~= nil
-    local timeout = req.timeout
+    local left, late = time_left(req)
+    if late then
+        if conn then
+            checkin(key, conn)
+        end
+        return nil, late
+    end
     if not conn then
-        local o = { timeout = timeout }
-        if u.scheme == "https" and req.tls then
-            for k, v in pairs(req.tls) do
+        local o = { timeout = left }
+        if u.scheme == "https" then
+            for k, v in pairs(req.tls or {}) do
                 o[k] = v
+            end
+            if left then
+                o.handshakeTimeout = min(o.handshakeTimeout or require("tls").handshakeTimeout, left)
             end
         end
         local sock, err = client.transports[u.scheme].connect(u.host, u.port, o)
@@ -298,8 +332,16 @@ local function once(u, req, head, fresh)
             return nil, err
         end
         conn = core.client(sock)
+        left, late = time_left(req)
+        if late then
+            conn:close()
+            return nil, late
+        end
     end
-    conn:socket():settimeouts(timeout or 0, timeout or 0, timeout or 0)
+    -- The request's deadline bounds every wait from here on, not each one (the socket's own
+    -- timeouts are off); it stays on for a streamed body, which the caller reads afterwards.
+    conn:socket():settimeouts(0, 0, 0)
+    conn:deadline(left or 0)
     local streamed = type(req.body) == "function"
     local err = conn:request(head, streamed or req.body, req.method == "HEAD", req.framing == true)
     if not err and streamed then
@@ -321,7 +363,7 @@ local function once(u, req, head, fresh)
         return nil, err, again
     end
     if req.stream then
-        res._conn, res._key = conn, key
+        res._conn, res._key, res._url = conn, key, u
         setmetatable(res, Response)
     else
         checkin(key, conn)
@@ -461,7 +503,7 @@ local function without(headers, names)
 end
 
 -- A luaio error says which server it concerns (a connect error already has its address).
-local function where(err, u)
+function where(err, u)
     if getmetatable(err) == errors.metatable and err.host == nil and err.address == nil then
         if tcp.isIP(u.host) ~= 0 then
             err.address = u.host
@@ -486,8 +528,10 @@ local function request(opts, fname, level)
         end
     end
     local headers, framing = framing_of(opts.headers, body, fname, level + 1)
+    local timeout = opts.timeout
     local req = {
-        method = method, headers = headers, body = body, framing = framing, timeout = opts.timeout,
+        method = method, headers = headers, body = body, framing = framing,
+        deadline = timeout and timeout > 0 and now_ms() + timeout or nil,
         stream = opts.stream, tls = opts.tls, limits = limits_of(opts),
     }
     local url = opts.url

@@ -61,6 +61,15 @@ function helper.read(path)
     return s
 end
 
+--- A TCP port on 127.0.0.1 that was free a moment ago, for servers started by a spec that cannot
+--- listen on port 0 and tell which port they got (redis-server, postgres, mariadbd, openssl).
+function helper.free_port()
+    local srv = assert(require("tcp").createServer(0, function() end, { host = "127.0.0.1" }))
+    local port = srv:address().port
+    srv:close()
+    return port
+end
+
 --- Writes `src` to a temporary .lua file and returns its path.
 function helper.script(src)
     local path = os.tmpname() .. ".lua"

@@ -58,13 +58,7 @@ end
 
 local echo = helper.echo
 
--- A port that was free a moment ago (for peers that cannot listen on port 0 and say where).
-local function free_port()
-    local srv = assert(tcp.createServer(0, function() end, { host = "127.0.0.1" }))
-    local port = srv:address().port
-    srv:close()
-    return port
-end
+local free_port = helper.free_port
 
 setup(function()
     dir = os.tmpname()

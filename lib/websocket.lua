@@ -11,6 +11,7 @@ local errors = require "luaio.errors"
 local client = require "http.client"
 local tcp = require "tcp"
 local timer = require "timer"
+local task_core = require "luaio.core"
 
 local type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs =
     type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs
@@ -19,6 +20,8 @@ local lower, find, match, gmatch, char, byte, sub, format =
 local floor = math.floor
 local raise, new_error = errors.raise, errors.new
 local send_frame, accept_key, key_bytes = core.send, core.accept_key, core.key_bytes
+local suspend, current, ready = task_core.suspend, task_core.current, task_core.ready
+local remove = table.remove
 
 local TEXT, BINARY, CLOSE, PING, PONG = 1, 2, 8, 9, 10
 local DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
@@ -48,23 +51,55 @@ local function close_payload(code, reason)
     return char(floor(code / 256), code % 256) .. (reason or "")
 end
 
--- Writes one frame. A pong that the reader could not write because a writer was busy goes
--- after the writer's frame (one writer at a time on a stream).
+-- Writes one message and waits for the kernel to take it. Tasks that send while another
+-- task's message is being written wait their turn, in order (the stream has one waiting
+-- writer); a task that cannot wait (outside a task) queues its message behind the others.
 local function write(self, op, data)
-    local err = send_frame(self._sock, op, data, self._mask, self._frames)
-    if not err and self._pong then
-        local p = self._pong
-        self._pong = nil
-        err = send_frame(self._sock, PONG, p, self._mask)
+    if self._writing then
+        local co = current()
+        if not co then
+            return send_frame(self._sock, op, data, self._mask, self._frames, true)
+        end
+        local q = self._waiting
+        if not q then
+            q = {}
+            self._waiting = q
+        end
+        q[#q + 1] = co
+        suspend() -- the writer before us hands over (self._writing stays true)
+    end
+    self._writing = true
+    local err
+    if self._state == "open" then
+        err = send_frame(self._sock, op, data, self._mask, self._frames)
+    else
+        err = self._err or new_error("EPIPE", "the WebSocket connection is closing")
+    end
+    local q = self._waiting
+    if q and q[1] then
+        ready(remove(q, 1))
+    else
+        self._writing = false
     end
     return err
 end
 
+-- A control frame (pong, ping, close) never waits: it is queued behind the bytes already
+-- queued, between two messages.
+local function control(self, op, data)
+    return send_frame(self._sock, op, data, self._mask, nil, true)
+end
+
 -- The connection is over: the socket closes, and later calls get `err`.
+local leave_all
+
 local function finish(self, err)
     if self._state ~= "closed" then
         self._state = "closed"
         self._err = err
+        if self._hubs then
+            leave_all(self)
+        end
         self._sock:close()
         if self._pinger then
             self._pinger:stop()
@@ -97,10 +132,7 @@ function WebSocket:receive()
             return data, kind
         elseif kind == "ping" then
             if self._state == "open" then
-                local err = send_frame(self._sock, PONG, data, self._mask)
-                if err and err.name == "EBUSY" then
-                    self._pong = data
-                end
+                control(self, PONG, data)
             end
         elseif kind == "pong" then
             self._ponged = true
@@ -109,7 +141,7 @@ function WebSocket:receive()
             self._reading = false
             if self._state == "open" then
                 self._state = "closing"
-                send_frame(self._sock, CLOSE, code ~= 1005 and close_payload(code, "") or "", self._mask)
+                control(self, CLOSE, code ~= 1005 and close_payload(code, "") or "")
             end
             return finish(self, closed_error(code, data, "closed by the peer"))
         elseif kind == "error" then
@@ -117,7 +149,7 @@ function WebSocket:receive()
             self._reading = false
             if self._state == "open" then
                 self._state = "closing"
-                send_frame(self._sock, CLOSE, close_payload(code, ""), self._mask)
+                control(self, CLOSE, close_payload(code, ""))
             end
             local name = code == 1009 and "EMSGSIZE" or "EPROTO"
             return finish(self, new_error(name, data, { closeCode = code, reason = "" }))
@@ -185,7 +217,7 @@ function WebSocket:ping(data)
     if self._state ~= "open" then
         return self._err or new_error("EPIPE", "the WebSocket connection is closing")
     end
-    return write(self, PING, data)
+    return control(self, PING, data)
 end
 
 --- err = ws:close([code[, reason]]): the closing handshake (code 1000 by default). Waits for the
@@ -210,7 +242,7 @@ function WebSocket:close(code, reason)
     end
     self._state = "closing"
     code = code or 1000
-    local err = write(self, CLOSE, close_payload(code, reason))
+    local err = control(self, CLOSE, close_payload(code, reason))
     if err then
         finish(self, err)
         return err
@@ -243,22 +275,52 @@ end
 
 local known_options = {
     protocols = true, origins = true, deflate = true, pingInterval = true, maxMessageSize = true, maxFrameSize = true, idleTimeout = true, closeTimeout = true,
-    sendTimeout = true, headers = true, timeout = true, tls = true,
+    sendTimeout = true, headers = true, timeout = true, tls = true, fragmentSize = true,
 }
+
+-- deflate = true or a table of these (see docs/websocket.md): {name, lowest, highest}.
+local deflate_options = {
+    level = { 0, 9 }, memLevel = { 1, 9 }, windowBits = { 9, 15 }, threshold = { 0, 2 ^ 31 - 1 },
+    noContextTakeover = true,
+}
+
+local function check_deflate(d, fname)
+    if d == nil or type(d) == "boolean" then
+        return d and {} or nil
+    end
+    if type(d) ~= "table" then
+        raise(fname, "'deflate' must be true, false or a table of deflate options")
+    end
+    for k, v in pairs(d) do
+        local range = deflate_options[k]
+        if not range then
+            raise(fname, "unknown deflate option '" .. tostring(k) .. "'")
+        end
+        if range == true then
+            if type(v) ~= "boolean" then
+                raise(fname, "deflate option '" .. k .. "' must be a boolean")
+            end
+        elseif type(v) ~= "number" or v ~= floor(v) or v < range[1] or v > range[2] then
+            raise(fname, format("deflate option '%s' must be an integer from %d to %d", k, range[1], range[2]))
+        end
+    end
+    return d
+end
 
 local function check_options(o, fname)
     if o == nil then
-        return {}
+        return {}, nil
     end
     if type(o) ~= "table" then
         raise(fname, "expected a table of options, got " .. type(o))
     end
+    local d = check_deflate(o.deflate, fname)
     for k in pairs(o) do
         if not known_options[k] then
             raise(fname, "unknown option '" .. tostring(k) .. "'")
         end
     end
-    for _, k in ipairs({ "pingInterval", "maxMessageSize", "maxFrameSize", "idleTimeout", "closeTimeout", "sendTimeout", "timeout" }) do
+    for _, k in ipairs({ "pingInterval", "maxMessageSize", "maxFrameSize", "idleTimeout", "closeTimeout", "sendTimeout", "timeout", "fragmentSize" }) do
         local v = o[k]
         if v ~= nil and (type(v) ~= "number" or v < 0 or (k == "maxMessageSize" and v < 1)) then
             raise(fname, "'" .. k .. "' must be a positive number")
@@ -277,14 +339,13 @@ local function check_options(o, fname)
             end
         end
     end
-    return o
+    return o, d
 end
 
 local function new_ws(sock, server, o, protocol, z)
     local self = setmetatable({
         _sock = sock,
-        _frames = core.frames(server, o.maxMessageSize or DEFAULT_MAX_MESSAGE, o.maxFrameSize, z and z.bits,
-            z and z.reset),
+        _frames = core.frames(server, o.maxMessageSize or DEFAULT_MAX_MESSAGE, o.maxFrameSize, z, o.fragmentSize),
         _mask = not server,
         _state = "open",
         _closeTimeout = o.closeTimeout or DEFAULT_CLOSE_TIMEOUT,
@@ -305,7 +366,7 @@ local function new_ws(sock, server, o, protocol, z)
                 return
             end
             self._ponged = false
-            send_frame(self._sock, PING, "", self._mask) -- a busy writer (EBUSY) skips this round
+            control(self, PING, "")
         end)
     end
     return self
@@ -362,38 +423,75 @@ local function bits_of(v, optional)
     return n
 end
 
--- The server's choice among the client's offers: the response value and our deflate settings.
-local function accept_deflate(value)
+local function min(a, b)
+    return a < b and a or b
+end
+
+-- The settings of a connection's zlib streams (core.frames): our window and context takeover,
+-- the peer's, and the application's compression options.
+local function zsettings(bits, reset, inbits, inreset, d)
+    return {
+        bits = bits, reset = reset, inbits = inbits, inreset = inreset,
+        level = d.level, memLevel = d.memLevel, threshold = d.threshold,
+    }
+end
+
+-- The server's choice among the client's offers, with the application's deflate options d: the
+-- response value and our deflate settings. A server may always ask for no context takeover and
+-- for a smaller server window (RFC 7692 7.1.1, 7.1.2.1); it limits the client's window only when
+-- the client offered client_max_window_bits.
+local function accept_deflate(value, d)
     local offers = parse_extensions(value)
+    local wbits = d.windowBits or 15
     for _, offer in ipairs(offers or {}) do
         if offer.name == "permessage-deflate" then
             local p, ok = offer.params, true
             for k in pairs(p) do
                 ok = ok and deflate_params[k]
             end
-            local sbits = bits_of(p.server_max_window_bits)
-            ok = ok and sbits ~= false and bits_of(p.client_max_window_bits, true) ~= false
+            local sbits, cbits = bits_of(p.server_max_window_bits), bits_of(p.client_max_window_bits, true)
+            ok = ok and sbits ~= false and cbits ~= false
             ok = ok and (p.server_no_context_takeover == nil or p.server_no_context_takeover == true)
             ok = ok and (p.client_no_context_takeover == nil or p.client_no_context_takeover == true)
             if ok then
+                local sreset = p.server_no_context_takeover == true or d.noContextTakeover == true
+                local creset = p.client_no_context_takeover == true or d.noContextTakeover == true
                 local answer = { "permessage-deflate" }
-                if p.server_no_context_takeover then
+                if sreset then
                     answer[#answer + 1] = "server_no_context_takeover"
                 end
-                if p.client_no_context_takeover then
+                if creset then
                     answer[#answer + 1] = "client_no_context_takeover"
                 end
-                if sbits then
-                    answer[#answer + 1] = "server_max_window_bits=" .. sbits
+                local ours = min(sbits or 15, wbits)
+                if sbits or ours < 15 then
+                    answer[#answer + 1] = "server_max_window_bits=" .. ours
                 end
-                return table.concat(answer, "; "), { bits = sbits or 15, reset = p.server_no_context_takeover == true }
+                local theirs = 15
+                if cbits and (cbits < 15 or wbits < 15) then
+                    theirs = min(cbits, wbits)
+                    answer[#answer + 1] = "client_max_window_bits=" .. theirs
+                end
+                return table.concat(answer, "; "), zsettings(ours, sreset, theirs, creset, d)
             end
         end
     end
 end
 
+-- The client's offer for the application's deflate options d.
+local function offer_deflate(d)
+    local offer = "permessage-deflate; client_max_window_bits"
+    if d.windowBits and d.windowBits < 15 then
+        offer = offer .. "; server_max_window_bits=" .. d.windowBits
+    end
+    if d.noContextTakeover then
+        offer = offer .. "; server_no_context_takeover; client_no_context_takeover"
+    end
+    return offer
+end
+
 -- The client's view of the server's answer: our deflate settings, or nil, why.
-local function client_deflate(value)
+local function client_deflate(value, d)
     local list = parse_extensions(value)
     if not list or #list ~= 1 or list[1].name ~= "permessage-deflate" then
         return nil, "the server chose an extension that was not offered"
@@ -404,11 +502,14 @@ local function client_deflate(value)
             return nil, "unknown permessage-deflate parameter " .. k
         end
     end
-    local cbits = bits_of(p.client_max_window_bits)
-    if cbits == false or bits_of(p.server_max_window_bits) == false then
+    local cbits, sbits = bits_of(p.client_max_window_bits), bits_of(p.server_max_window_bits)
+    if cbits == false or sbits == false then
         return nil, "bad permessage-deflate window bits"
     end
-    return { bits = cbits or 15, reset = p.client_no_context_takeover ~= nil }
+    -- We may always use a smaller window and drop our context; the server's window is what it said.
+    local ours = min(cbits or 15, d.windowBits or 15)
+    local reset = p.client_no_context_takeover ~= nil or d.noContextTakeover == true
+    return zsettings(ours, reset, sbits or 15, p.server_no_context_takeover ~= nil, d)
 end
 
 -- Whether a comma-separated header value has the token (case-insensitively).
@@ -444,7 +545,7 @@ function websocket.accept(req, res, options)
     if type(req) ~= "table" or type(res) ~= "table" then
         raise("websocket.accept", "expected the request and the response of an http handler")
     end
-    local o = check_options(options, "websocket.accept")
+    local o, zopts = check_options(options, "websocket.accept")
     local h = req.headers
     if req.method ~= "GET" then
         return refuse(res, 400, "a WebSocket handshake is a GET request")
@@ -490,8 +591,8 @@ function websocket.accept(req, res, options)
         end
     end
     local ext, z
-    if o.deflate and h["sec-websocket-extensions"] then
-        ext, z = accept_deflate(h["sec-websocket-extensions"])
+    if zopts and h["sec-websocket-extensions"] then
+        ext, z = accept_deflate(h["sec-websocket-extensions"], zopts)
     end
     local sock, err = res:_upgrade({
         Upgrade = "websocket",
@@ -531,7 +632,7 @@ function websocket.connect(url, options)
     if type(url) ~= "string" then
         raise("websocket.connect", "expected a ws:// URL as argument 1, got " .. type(url))
     end
-    local o = check_options(options, "websocket.connect")
+    local o, zopts = check_options(options, "websocket.connect")
     local scheme, rest = match(url, "^(%a[%w+.-]*)(://.*)$")
     scheme = scheme and lower(scheme)
     if scheme ~= "ws" and scheme ~= "wss" then
@@ -574,8 +675,8 @@ function websocket.connect(url, options)
     if o.protocols and #o.protocols > 0 then
         lines[#lines + 1] = "Sec-WebSocket-Protocol: " .. table.concat(o.protocols, ", ")
     end
-    if o.deflate then
-        lines[#lines + 1] = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"
+    if zopts then
+        lines[#lines + 1] = "Sec-WebSocket-Extensions: " .. offer_deflate(zopts)
     end
     if o.headers then
         for k, v in pairs(o.headers) do
@@ -621,16 +722,175 @@ function websocket.connect(url, options)
     local z
     if headers["sec-websocket-extensions"] then
         local why
-        if not o.deflate then
+        if not zopts then
             why = "the server chose an extension that was not offered"
         else
-            z, why = client_deflate(headers["sec-websocket-extensions"])
+            z, why = client_deflate(headers["sec-websocket-extensions"], zopts)
         end
         if not z then
             return fail(new_error("EPROTO", why))
         end
     end
     return new_ws(sock, false, o, protocol, z)
+end
+
+-- Broadcasting. A hub keeps topics of server connections; publish encodes the frame once and
+-- hands it to every subscriber without waiting (core.post: the stream's non-waiting write, the
+-- frame shared, not copied). A subscriber whose queue would pass maxQueue is slow: it is closed
+-- (slow = "close", the default) or misses the message (slow = "drop").
+local Hub = {}
+Hub.__index = Hub
+
+local DEFAULT_MAX_QUEUE = 1024 * 1024
+local post, encode = core.post, core.encode
+
+local function check_hub(self, fname)
+    if getmetatable(self) ~= Hub then
+        raise(fname, "expected a hub as self, got " .. type(self) .. " (call it with ':')")
+    end
+end
+
+local function check_topic(topic, fname)
+    if type(topic) ~= "string" then
+        raise(fname, "expected a topic (a string), got " .. type(topic))
+    end
+end
+
+--- hub = websocket.hub([{maxQueue = bytes, slow = "close" | "drop"}])
+function websocket.hub(options)
+    if options ~= nil and type(options) ~= "table" then
+        raise("websocket.hub", "expected a table of options, got " .. type(options))
+    end
+    options = options or {}
+    for k in pairs(options) do
+        if k ~= "maxQueue" and k ~= "slow" then
+            raise("websocket.hub", "unknown option '" .. tostring(k) .. "'")
+        end
+    end
+    local limit = options.maxQueue or DEFAULT_MAX_QUEUE
+    if type(limit) ~= "number" or not (limit >= 0) then
+        raise("websocket.hub", "'maxQueue' must be a non-negative number of bytes")
+    end
+    local slow = options.slow or "close"
+    if slow ~= "close" and slow ~= "drop" then
+        raise("websocket.hub", "'slow' must be 'close' or 'drop'")
+    end
+    return setmetatable({ _topics = {}, _limit = limit, _slow = slow }, Hub)
+end
+
+-- A topic is an array of its subscribers and their positions ({n, list = {ws...}, at = {[ws] = i}}).
+local function remove_from(topics, name, ws)
+    local t = topics[name]
+    local i = t and t.at[ws]
+    if not i then
+        return false
+    end
+    local last = t.list[t.n]
+    t.list[i], t.at[last] = last, i
+    t.list[t.n], t.at[ws] = nil, nil
+    t.n = t.n - 1
+    if t.n == 0 then
+        topics[name] = nil
+    end
+    return true
+end
+
+--- hub:join(ws, topic): ws receives what is published to topic (until it leaves or closes).
+function Hub:join(ws, topic)
+    check_hub(self, "hub:join")
+    check(ws, "hub:join")
+    check_topic(topic, "hub:join")
+    if ws._state ~= "open" then
+        return ws._err or new_error("EPIPE", "the WebSocket connection is closing")
+    end
+    local t = self._topics[topic]
+    if not t then
+        t = { n = 0, list = {}, at = {} }
+        self._topics[topic] = t
+    end
+    if not t.at[ws] then
+        t.n = t.n + 1
+        t.list[t.n], t.at[ws] = ws, t.n
+        local hubs = ws._hubs or {}
+        ws._hubs = hubs
+        hubs[self] = hubs[self] or {}
+        hubs[self][topic] = true
+    end
+end
+
+--- hub:leave(ws, topic): true if ws was subscribed.
+function Hub:leave(ws, topic)
+    check_hub(self, "hub:leave")
+    check(ws, "hub:leave")
+    check_topic(topic, "hub:leave")
+    local mine = ws._hubs and ws._hubs[self]
+    if mine then
+        mine[topic] = nil
+    end
+    return remove_from(self._topics, topic, ws)
+end
+
+-- A closing connection leaves every topic of every hub.
+leave_all = function(ws)
+    for hub, topics in pairs(ws._hubs) do
+        for name in pairs(topics) do
+            remove_from(hub._topics, name, ws)
+        end
+    end
+    ws._hubs = nil
+end
+
+--- n = hub:subscribers(topic)
+function Hub:subscribers(topic)
+    check_hub(self, "hub:subscribers")
+    check_topic(topic, "hub:subscribers")
+    local t = self._topics[topic]
+    return t and t.n or 0
+end
+
+--- n, err = hub:publish(topic, data[, "binary"]): the message to every subscriber of topic, at
+--- once (nobody waits). n is the number of subscribers it was queued for; err is set for text
+--- that is not UTF-8 (EILSEQ, nothing sent).
+function Hub:publish(topic, data, kind)
+    check_hub(self, "hub:publish")
+    check_topic(topic, "hub:publish")
+    check_payload(data, "hub:publish", 2)
+    local op = TEXT
+    if kind == "binary" then
+        op = BINARY
+    elseif kind ~= nil and kind ~= "text" then
+        raise("hub:publish", "kind must be 'text' or 'binary', got " .. tostring(kind))
+    end
+    local t = self._topics[topic]
+    if type(data) == "table" then
+        data = table.concat(data)
+    end
+    local frame, err = encode(op, data)
+    if not frame then
+        return 0, err
+    end
+    if not t then
+        return 0
+    end
+    local zcache, limit, list, n = {}, self._limit, t.list, 0
+    -- Backwards: a subscriber that closes is replaced by the last one, already served.
+    for i = t.n, 1, -1 do
+        local ws = list[i]
+        if ws._state == "open" then
+            local e = post(ws._sock, ws._frames, op, data, frame, zcache, limit)
+            if not e then
+                n = n + 1
+            elseif e.name == "EAGAIN" then
+                if self._slow == "close" then
+                    finish(ws, new_error("ENOBUFS", "closed by a hub: the peer was too slow (" .. e.message .. ")",
+                        { closeCode = 1006, reason = "" }))
+                end
+            else
+                finish(ws, e)
+            end
+        end
+    end
+    return n
 end
 
 return websocket

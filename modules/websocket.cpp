@@ -24,24 +24,70 @@ namespace ws = luaio::ws;
 
 constexpr const char* kFramesClass = "luaio.websocket.frames";
 
-// permessage-deflate (RFC 7692) of one connection: raw deflate streams, made on first use (a
-// deflater costs about 256 KiB at zlib's default memory level, so memLevel 8 is kept only by
-// connections that send compressed messages).
+// permessage-deflate (RFC 7692) of one connection. A direction that keeps its context (the
+// LZ77 window) between messages has its own zlib stream, made on first use: a deflater costs
+// 2^(windowBits+2) + 2^(memLevel+9) bytes (256 KiB with zlib's defaults), an inflater
+// 2^windowBits + about 7 KiB. A direction without context takeover compresses or inflates every
+// message alone, so one shared stream per setting serves every connection (see shared_deflater):
+// such a connection holds no zlib memory at all.
 struct Deflate {
     z_stream in{}, out{};
     bool in_open = false, out_open = false;
     int out_bits = 15;      // our window (the peer's *_max_window_bits for us), 9..15
-    bool out_reset = false; // our no_context_takeover: a fresh window for every message
+    bool out_reset = false; // our no_context_takeover: every message compressed alone
+    int in_bits = 15;       // the peer's window
+    bool in_reset = false;  // the peer's no_context_takeover: every message inflated alone
+    int level = Z_DEFAULT_COMPRESSION;
+    int mem_level = 8;
+    size_t threshold = 0; // shorter messages are sent uncompressed
     ~Deflate() {
         if (in_open) inflateEnd(&in);
         if (out_open) deflateEnd(&out);
     }
 };
 
+// The shared deflaters, one per (window bits, level, memLevel) in use; they live as long as the
+// process (a handful at most: the settings come from the application's options).
+struct SharedDeflater {
+    int bits, level, mem;
+    z_stream z;
+};
+
+z_stream* shared_deflater(int bits, int level, int mem) {
+    static std::vector<SharedDeflater*> all;
+    for (SharedDeflater* d : all)
+        if (d->bits == bits && d->level == level && d->mem == mem) {
+            deflateReset(&d->z);
+            return &d->z;
+        }
+    auto* d = new SharedDeflater{bits, level, mem, {}};
+    if (deflateInit2(&d->z, level, Z_DEFLATED, -bits, mem, Z_DEFAULT_STRATEGY) != Z_OK) {
+        delete d;
+        return nullptr;
+    }
+    all.push_back(d);
+    return &d->z;
+}
+
+// The shared inflater: a 15-bit window reads every peer's messages.
+z_stream* shared_inflater() {
+    static z_stream z{};
+    static bool open = false;
+    if (!open) {
+        if (inflateInit2(&z, -15) != Z_OK) return nullptr;
+        open = true;
+    } else {
+        inflateReset(&z);
+    }
+    return &z;
+}
+
 struct Frames final : luaio::Consumer {
-    explicit Frames(bool server) : parser(server) {}
+    explicit Frames(bool server) : parser(server), client(!server) {}
     ~Frames() { delete z; }
     ws::Parser parser;
+    bool client;         // a client masks its frames
+    size_t fragment = 0; // data messages longer than this are sent in fragments (0: never)
     Deflate* z = nullptr;
     std::string inflated;
 
@@ -50,8 +96,11 @@ struct Frames final : luaio::Consumer {
     // or the close code (1009 too big, 1007 corrupt data).
     int inflate_message(const std::string& m) {
         Deflate* d = z;
-        if (!d->in_open) {
-            if (inflateInit2(&d->in, -15) != Z_OK) return 1011;
+        z_stream* in = &d->in;
+        if (d->in_reset) {
+            if (!(in = shared_inflater())) return 1011;
+        } else if (!d->in_open) {
+            if (inflateInit2(&d->in, -d->in_bits) != Z_OK) return 1011;
             d->in_open = true;
         }
         inflated.clear();
@@ -60,22 +109,22 @@ struct Frames final : luaio::Consumer {
         size_t lens[2] = {m.size(), 4};
         unsigned char buf[16384];
         for (int i = 0; i < 2; i++) {
-            d->in.next_in = const_cast<unsigned char*>(parts[i]);
-            d->in.avail_in = static_cast<uInt>(lens[i]);
+            in->next_in = const_cast<unsigned char*>(parts[i]);
+            in->avail_in = static_cast<uInt>(lens[i]);
             do {
-                d->in.next_out = buf;
-                d->in.avail_out = sizeof buf;
-                int r = inflate(&d->in, Z_SYNC_FLUSH);
+                in->next_out = buf;
+                in->avail_out = sizeof buf;
+                int r = inflate(in, Z_SYNC_FLUSH);
                 if (r != Z_OK && r != Z_BUF_ERROR && r != Z_STREAM_END) return 1007;
-                size_t got = sizeof buf - d->in.avail_out;
+                size_t got = sizeof buf - in->avail_out;
                 if (inflated.size() + got > parser.max_message) return 1009;
                 inflated.append(reinterpret_cast<char*>(buf), got);
                 if (r == Z_STREAM_END) {
-                    inflateReset(&d->in);
-                    if (d->in.avail_in) continue;
+                    inflateReset(in);
+                    if (in->avail_in) continue;
                 }
-                if (r == Z_BUF_ERROR && d->in.avail_out) break;
-            } while (d->in.avail_in > 0 || d->in.avail_out == 0);
+                if (r == Z_BUF_ERROR && in->avail_out) break;
+            } while (in->avail_in > 0 || in->avail_out == 0);
         }
         return 0;
     }
@@ -84,35 +133,37 @@ struct Frames final : luaio::Consumer {
     // the 00 00 ff ff tail removed (RFC 7692 7.2.1).
     bool deflate_message(const uv_buf_t* parts, size_t n, std::string& out) {
         Deflate* d = z;
-        if (!d->out_open) {
-            if (deflateInit2(&d->out, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -d->out_bits, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        z_stream* zs = &d->out;
+        if (d->out_reset) {
+            if (!(zs = shared_deflater(d->out_bits, d->level, d->mem_level))) return false;
+        } else if (!d->out_open) {
+            if (deflateInit2(&d->out, d->level, Z_DEFLATED, -d->out_bits, d->mem_level, Z_DEFAULT_STRATEGY) != Z_OK)
                 return false;
             d->out_open = true;
         }
         unsigned char buf[16384];
         for (size_t i = 0; i < n; i++) {
-            d->out.next_in = reinterpret_cast<unsigned char*>(parts[i].base);
-            d->out.avail_in = static_cast<uInt>(parts[i].len);
+            zs->next_in = reinterpret_cast<unsigned char*>(parts[i].base);
+            zs->avail_in = static_cast<uInt>(parts[i].len);
             bool last = i + 1 == n;
             do {
-                d->out.next_out = buf;
-                d->out.avail_out = sizeof buf;
-                deflate(&d->out, last ? Z_SYNC_FLUSH : Z_NO_FLUSH);
-                out.append(reinterpret_cast<char*>(buf), sizeof buf - d->out.avail_out);
-            } while (d->out.avail_out == 0 || d->out.avail_in > 0);
+                zs->next_out = buf;
+                zs->avail_out = sizeof buf;
+                deflate(zs, last ? Z_SYNC_FLUSH : Z_NO_FLUSH);
+                out.append(reinterpret_cast<char*>(buf), sizeof buf - zs->avail_out);
+            } while (zs->avail_out == 0 || zs->avail_in > 0);
         }
         if (n == 0) {
-            d->out.avail_in = 0;
-            d->out.next_out = buf;
-            d->out.avail_out = sizeof buf;
-            deflate(&d->out, Z_SYNC_FLUSH);
-            out.append(reinterpret_cast<char*>(buf), sizeof buf - d->out.avail_out);
+            zs->avail_in = 0;
+            zs->next_out = buf;
+            zs->avail_out = sizeof buf;
+            deflate(zs, Z_SYNC_FLUSH);
+            out.append(reinterpret_cast<char*>(buf), sizeof buf - zs->avail_out);
         }
         if (out.size() >= 4 && out.compare(out.size() - 4, 4, "\0\0\xff\xff", 4) == 0) out.resize(out.size() - 4);
         // zlib flushes nothing when nothing came since the last flush (an empty message): the
         // receiver appends 00 00 ff ff, so it needs the stored block's header byte (7.2.3.6).
         if (out.empty()) out.push_back('\0');
-        if (d->out_reset) deflateReset(&d->out);
         return true;
     }
 
@@ -180,28 +231,45 @@ Frames* check_frames(lua_State* L, const char* fname) {
     return static_cast<Frames*>(p);
 }
 
-// frames = core.frames(server, maxMessageSize, maxFrameSize[, deflateBits, noContextTakeover])
+int opt_int(lua_State* L, int t, const char* k, int def, int lo, int hi) {
+    lua_getfield(L, t, k);
+    int v = lua_isnil(L, -1) ? def : static_cast<int>(lua_tointeger(L, -1));
+    lua_pop(L, 1);
+    if (v < lo || v > hi) luaio::raise(L, "websocket", "deflate %s must be %d to %d", k, lo, hi);
+    return v;
+}
+
+// frames = core.frames(server, maxMessageSize, maxFrameSize[, z[, fragmentSize]]); z, when
+// permessage-deflate was negotiated: {bits, reset, inbits, inreset, level, memLevel, threshold}.
 int l_frames(lua_State* L) {
     bool server = lua_toboolean(L, 1);
     lua_Number max_message = luaL_optnumber(L, 2, double(ws::kDefaultMaxMessage));
     lua_Number max_frame = luaL_optnumber(L, 3, 0);
-    if (!(max_message >= 1) || !(max_frame >= 0))
-        luaio::raise(L, "websocket", "maxMessageSize and maxFrameSize must be positive numbers of bytes");
+    lua_Number fragment = luaL_optnumber(L, 5, 0);
+    if (!(max_message >= 1) || !(max_frame >= 0) || !(fragment >= 0) || fragment > 9e15)
+        luaio::raise(L, "websocket", "maxMessageSize, maxFrameSize and fragmentSize must be positive numbers of bytes");
     void* mem = lua_newuserdata(L, sizeof(Frames));
     Frames* f = new (mem) Frames(server);
-    f->parser.max_message = static_cast<uint64_t>(max_message);
-    f->parser.max_frame = static_cast<uint64_t>(max_frame);
-    if (!lua_isnoneornil(L, 4)) {
-        // permessage-deflate was negotiated: our window bits and whether we reset our window.
-        int bits = static_cast<int>(luaL_checkinteger(L, 4));
-        if (bits < 9 || bits > 15) luaio::raise(L, "websocket", "window bits must be 9 to 15");
-        f->z = new Deflate;
-        f->z->out_bits = bits;
-        f->z->out_reset = lua_toboolean(L, 5);
-        f->parser.rsv1_ok = true;
-    }
     luaL_getmetatable(L, kFramesClass);
     lua_setmetatable(L, -2);
+    f->parser.max_message = static_cast<uint64_t>(max_message);
+    f->parser.max_frame = static_cast<uint64_t>(max_frame);
+    f->fragment = static_cast<size_t>(fragment);
+    if (lua_istable(L, 4)) {
+        auto* d = new Deflate;
+        f->z = d;
+        d->out_bits = opt_int(L, 4, "bits", 15, 9, 15);
+        d->in_bits = opt_int(L, 4, "inbits", 15, 9, 15);
+        d->level = opt_int(L, 4, "level", Z_DEFAULT_COMPRESSION, -1, 9);
+        d->mem_level = opt_int(L, 4, "memLevel", 8, 1, 9);
+        d->threshold = static_cast<size_t>(opt_int(L, 4, "threshold", 0, 0, INT32_MAX));
+        lua_getfield(L, 4, "reset");
+        d->out_reset = lua_toboolean(L, -1);
+        lua_getfield(L, 4, "inreset");
+        d->in_reset = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+        f->parser.rsv1_ok = true;
+    }
     return 1;
 }
 
@@ -218,61 +286,197 @@ int l_receive(lua_State* L) {
     return s->read_with(L, f, "receive");
 }
 
-// err = core.send(sock, opcode, data, masked[, frames]): with frames whose connection has
-// permessage-deflate, a data message is compressed (RSV1). Writes one whole frame (FIN set). data is a
-// string or an array of strings (one message). A server's payload is written from the Lua
-// strings as they are; a client's is masked with a fresh random key (RFC 6455 5.3) in a copy.
-int l_send(lua_State* L) {
-    Stream* s = Stream::check(L, 1, "send");
-    int opcode = static_cast<int>(luaL_checkinteger(L, 2));
-    bool masked = lua_toboolean(L, 4);
-    std::vector<uv_buf_t> bufs(1);
+// The parts of the message at idx (a string or an array of strings) appended to bufs; returns
+// their total length. The strings stay alive on L (the value at idx holds them).
+uint64_t gather(lua_State* L, int idx, std::vector<uv_buf_t>& bufs, const char* fname) {
     uint64_t total = 0;
-    if (lua_type(L, 3) == LUA_TTABLE) {
-        int n = static_cast<int>(lua_objlen(L, 3));
+    if (lua_type(L, idx) == LUA_TTABLE) {
+        int n = static_cast<int>(lua_objlen(L, idx));
         for (int i = 1; i <= n; i++) {
-            lua_rawgeti(L, 3, i);
+            lua_rawgeti(L, idx, i);
             size_t len;
-            const char* p = lua_tolstring(L, -1, &len);
-            if (!p || lua_type(L, -1) != LUA_TSTRING)
-                luaio::raise(L, "send", "expected an array of strings, got %s at %d", luaL_typename(L, -1), i);
+            const char* p = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : nullptr;
+            if (!p) luaio::raise(L, fname, "expected an array of strings, got %s at %d", luaL_typename(L, -1), i);
             lua_pop(L, 1); // the table keeps the string alive
             bufs.push_back(uv_buf_init(const_cast<char*>(p), static_cast<unsigned>(len)));
             total += len;
         }
-    } else if (lua_type(L, 3) == LUA_TSTRING) {
+    } else if (lua_type(L, idx) == LUA_TSTRING) {
         size_t len;
-        const char* p = lua_tolstring(L, 3, &len);
+        const char* p = lua_tolstring(L, idx, &len);
         bufs.push_back(uv_buf_init(const_cast<char*>(p), static_cast<unsigned>(len)));
         total = len;
     } else {
-        luaio::raise(L, "send", "expected a string or an array of strings, got %s", luaL_typename(L, 3));
+        luaio::raise(L, fname, "expected a string or an array of strings, got %s", luaL_typename(L, idx));
     }
-    uint8_t key[4];
-    if (masked && RAND_bytes(key, 4) != 1) luaio::raise(L, "send", "no random bytes for the mask");
-    uint8_t head[ws::kMaxHead];
+    return total;
+}
+
+// A text message must be UTF-8 (RFC 6455 5.6): a peer would close the connection with 1007.
+bool utf8_ok(const uv_buf_t* parts, size_t n) {
+    ws::Utf8 u;
+    for (size_t i = 0; i < n; i++)
+        if (!u.feed(reinterpret_cast<const uint8_t*>(parts[i].base), parts[i].len)) return false;
+    return u.complete();
+}
+
+int push_not_utf8(lua_State* L) {
+    luaio::push_error(L, UV_EILSEQ, "a text message must be UTF-8 (send it as binary)");
+    return 1;
+}
+
+// The last write of a message: it waits for the kernel (write_buffers), or with nowait queues.
+int write_last(lua_State* L, Stream* s, const uv_buf_t* bufs, unsigned n, int anchor, unsigned ncopy, bool nowait) {
+    if (!nowait) return s->write_buffers(L, bufs, n, "send", anchor, ncopy);
+    int err = s->try_write(L, bufs, n, SIZE_MAX, anchor, ncopy);
+    if (err) luaio::push_uv_error(L, err);
+    return err ? 1 : 0;
+}
+
+// err = core.send(sock, opcode, data, masked[, frames[, nowait]]): one message or control
+// frame. data is a string or an array of strings (one message); text must be UTF-8 (EILSEQ
+// otherwise). With frames whose connection has permessage-deflate, a data message of at least
+// the threshold is compressed (RSV1); with a fragment size, a longer data message goes in
+// fragments. A server's unfragmented, uncompressed payload is written from the Lua strings as
+// they are; otherwise the payload is one copy, and a client masks every frame with a fresh
+// random key (RFC 6455 5.3). Waits for the kernel to take the bytes unless nowait (then they
+// are queued behind earlier writes: pongs, pings and close frames never wait for a writer).
+int l_send(lua_State* L) {
+    Stream* s = Stream::check(L, 1, "send");
+    int opcode = static_cast<int>(luaL_checkinteger(L, 2));
+    bool masked = lua_toboolean(L, 4);
     Frames* f = static_cast<Frames*>(luaio::test_object(L, 5, kFramesClass));
-    if (f && f->z && opcode < ws::kClose) {
-        std::string z;
-        if (!f->deflate_message(bufs.data() + 1, bufs.size() - 1, z))
-            luaio::raise(L, "send", "zlib could not start a compressor");
-        size_t hn = ws::encode_head(head, static_cast<uint8_t>(opcode), true, z.size(), masked ? key : nullptr, true);
-        if (masked) ws::apply_mask(reinterpret_cast<uint8_t*>(&z[0]), z.size(), key);
-        uv_buf_t b[2] = {uv_buf_init(reinterpret_cast<char*>(head), static_cast<unsigned>(hn)),
-                         uv_buf_init(&z[0], static_cast<unsigned>(z.size()))};
-        return s->write_buffers(L, b, 2, "send", 0, 2);
-    }
-    size_t hn = ws::encode_head(head, static_cast<uint8_t>(opcode), true, total, masked ? key : nullptr);
-    if (!masked) {
+    bool nowait = lua_toboolean(L, 6);
+    std::vector<uv_buf_t> bufs(1); // bufs[0]: the head
+    uint64_t total = gather(L, 3, bufs, "send");
+    if (opcode == ws::kText && !utf8_ok(bufs.data() + 1, bufs.size() - 1)) return push_not_utf8(L);
+    bool data = opcode < ws::kClose;
+    size_t frag = data && f ? f->fragment : 0;
+    bool compress = data && f && f->z && total >= f->z->threshold;
+    uint8_t head[ws::kMaxHead];
+    if (!compress && !masked && (!frag || total <= frag)) {
+        size_t hn = ws::encode_head(head, static_cast<uint8_t>(opcode), true, total, nullptr);
         bufs[0] = uv_buf_init(reinterpret_cast<char*>(head), static_cast<unsigned>(hn));
-        return s->write_buffers(L, bufs.data(), static_cast<unsigned>(bufs.size()), "send", 3, 1);
+        return write_last(L, s, bufs.data(), static_cast<unsigned>(bufs.size()), 3, 1, nowait);
     }
-    std::string out(reinterpret_cast<char*>(head), hn);
-    out.reserve(hn + total);
-    for (size_t i = 1; i < bufs.size(); i++) out.append(bufs[i].base, bufs[i].len);
-    ws::apply_mask(reinterpret_cast<uint8_t*>(&out[hn]), total, key);
-    uv_buf_t b = uv_buf_init(&out[0], static_cast<unsigned>(out.size()));
-    return s->write_buffers(L, &b, 1, "send", 0, 1);
+    std::string payload;
+    if (compress) {
+        if (!f->deflate_message(bufs.data() + 1, bufs.size() - 1, payload))
+            luaio::raise(L, "send", "zlib could not start a compressor");
+    } else {
+        payload.reserve(total);
+        for (size_t i = 1; i < bufs.size(); i++) payload.append(bufs[i].base, bufs[i].len);
+    }
+    // Frames of at most frag bytes (one frame without frag), each with its own mask key; all
+    // but the last are queued at once, so no other data frame comes between them.
+    size_t n = payload.size(), off = 0;
+    for (;;) {
+        size_t len = frag && n - off > frag ? frag : n - off;
+        bool fin = off + len == n;
+        uint8_t key[4];
+        if (masked && RAND_bytes(key, 4) != 1) luaio::raise(L, "send", "no random bytes for the mask");
+        size_t hn = ws::encode_head(head, static_cast<uint8_t>(off == 0 ? opcode : ws::kCont), fin, len,
+                                    masked ? key : nullptr, compress && off == 0);
+        if (masked) ws::apply_mask(reinterpret_cast<uint8_t*>(&payload[off]), len, key);
+        uv_buf_t b[2] = {uv_buf_init(reinterpret_cast<char*>(head), static_cast<unsigned>(hn)),
+                         uv_buf_init(&payload[off], static_cast<unsigned>(len))};
+        if (fin) return write_last(L, s, b, 2, 0, 2, nowait);
+        int err = s->try_write(L, b, 2, SIZE_MAX, 0, 2);
+        if (err) {
+            luaio::push_uv_error(L, err);
+            return 1;
+        }
+        off += len;
+    }
+}
+
+// frame = core.encode(opcode, data): an unmasked, uncompressed frame, or nil, EILSEQ for text
+// that is not UTF-8 (a hub's message, encoded once for all its subscribers).
+int l_encode(lua_State* L) {
+    int opcode = static_cast<int>(luaL_checkinteger(L, 1));
+    std::vector<uv_buf_t> bufs;
+    uint64_t total = gather(L, 2, bufs, "publish");
+    if (opcode == ws::kText && !utf8_ok(bufs.data(), bufs.size())) {
+        lua_pushnil(L);
+        return 1 + push_not_utf8(L);
+    }
+    uint8_t head[ws::kMaxHead];
+    size_t hn = ws::encode_head(head, static_cast<uint8_t>(opcode), true, total, nullptr);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, reinterpret_cast<char*>(head), hn);
+    for (const uv_buf_t& p : bufs) luaL_addlstring(&b, p.base, p.len);
+    luaL_pushresult(&b);
+    return 1;
+}
+
+// err = core.post(sock, frames, opcode, data, frame, zcache, limit): a hub's message (data, a
+// string, and frame, its encoding) to one subscriber, never waiting: EAGAIN when more than
+// limit bytes would be queued. The shared frame goes out as it is (not copied). A subscriber
+// with permessage-deflate and no context takeover gets the message compressed once per setting
+// (kept in zcache for the other subscribers); one that keeps its context has its own copy
+// compressed; a client (masked frames) gets its own masked copy.
+int l_post(lua_State* L) {
+    Stream* s = Stream::check(L, 1, "publish");
+    auto* f = static_cast<Frames*>(luaio::test_object(L, 2, kFramesClass));
+    if (!f) luaio::raise(L, "publish", "expected websocket frames");
+    int opcode = static_cast<int>(luaL_checkinteger(L, 3));
+    size_t dlen, flen;
+    const char* data = luaL_checklstring(L, 4, &dlen);
+    const char* frame = luaL_checklstring(L, 5, &flen);
+    luaL_checktype(L, 6, LUA_TTABLE);
+    lua_Number lim = luaL_checknumber(L, 7);
+    size_t limit = lim < 9.2e18 ? static_cast<size_t>(lim) : SIZE_MAX;
+    size_t queued = s->write_queue_size();
+    int err;
+    if (queued > 0 && queued + flen > limit) {
+        err = UV_EAGAIN;
+    } else if (f->z && dlen >= f->z->threshold) {
+        Deflate* d = f->z;
+        int key = (d->out_bits * 16 + d->level + 1) * 16 + d->mem_level;
+        if (d->out_reset && !f->client)
+            lua_rawgeti(L, 6, key);
+        else
+            lua_pushnil(L);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            uv_buf_t part = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(dlen));
+            std::string z;
+            if (!f->deflate_message(&part, 1, z)) luaio::raise(L, "publish", "zlib could not start a compressor");
+            uint8_t head[ws::kMaxHead], mask[4];
+            if (f->client && RAND_bytes(mask, 4) != 1) luaio::raise(L, "publish", "no random bytes for the mask");
+            size_t hn =
+                ws::encode_head(head, static_cast<uint8_t>(opcode), true, z.size(), f->client ? mask : nullptr, true);
+            if (f->client) ws::apply_mask(reinterpret_cast<uint8_t*>(&z[0]), z.size(), mask);
+            z.insert(0, reinterpret_cast<char*>(head), hn);
+            lua_pushlstring(L, z.data(), z.size());
+            if (d->out_reset && !f->client) {
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, 6, key);
+            }
+        }
+        size_t zn;
+        const char* zf = lua_tolstring(L, -1, &zn);
+        uv_buf_t b = uv_buf_init(const_cast<char*>(zf), static_cast<unsigned>(zn));
+        err = s->try_write(L, &b, 1, limit, -1, 0);
+    } else if (f->client) {
+        std::string out(frame, flen);
+        uint8_t mask[4];
+        if (RAND_bytes(mask, 4) != 1) luaio::raise(L, "publish", "no random bytes for the mask");
+        // The shared frame is unmasked: set the mask bit and insert the key after the length.
+        size_t hn = flen - dlen;
+        out[1] = static_cast<char>(out[1] | 0x80);
+        out.insert(hn, reinterpret_cast<char*>(mask), 4);
+        ws::apply_mask(reinterpret_cast<uint8_t*>(&out[hn + 4]), dlen, mask);
+        uv_buf_t b = uv_buf_init(&out[0], static_cast<unsigned>(out.size()));
+        err = s->try_write(L, &b, 1, limit, 0, 1);
+    } else {
+        uv_buf_t b = uv_buf_init(const_cast<char*>(frame), static_cast<unsigned>(flen));
+        err = s->try_write(L, &b, 1, limit, 5, 0);
+    }
+    if (!err) return 0;
+    luaio::push_uv_error(L, err);
+    return 1;
 }
 
 // accept = core.accept_key(key): base64(SHA-1(key .. GUID)) (RFC 6455 4.2.2).
@@ -320,9 +524,9 @@ extern "C" int luaopen_luaio_websocket(lua_State* L) {
     const luaL_Reg methods[] = {{"receive", l_receive}, {"__gc", l_frames_gc}, {nullptr, nullptr}};
     luaio::new_class(L, kFramesClass, methods);
     lua_pop(L, 1);
-    const luaL_Reg funcs[] = {{"frames", l_frames},         {"send", l_send},
-                              {"accept_key", l_accept_key}, {"key_bytes", l_key_bytes},
-                              {"random_key", l_random_key}, {nullptr, nullptr}};
+    const luaL_Reg funcs[] = {
+        {"frames", l_frames},         {"send", l_send},           {"encode", l_encode},         {"post", l_post},
+        {"accept_key", l_accept_key}, {"key_bytes", l_key_bytes}, {"random_key", l_random_key}, {nullptr, nullptr}};
     lua_newtable(L);
     luaL_register(L, nullptr, funcs);
     return 1;

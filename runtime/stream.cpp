@@ -437,8 +437,18 @@ struct Stream::Impl {
         return start_read(L, s, "readuntil");
     }
 
-    static int l_write(lua_State* L) {
-        Stream* s = check(L, 1, "write");
+    static int l_write(lua_State* L) { return write_value(L, check(L, 1, "write"), "write", false); }
+
+    // err = s:trywrite(data[, limit]): Stream::try_write (limit: bytes queued, high_water by default).
+    static int l_trywrite(lua_State* L) {
+        Stream* s = check(L, 1, "trywrite");
+        if (!lua_isnoneornil(L, 3) && !(check_number(L, 3, "trywrite") >= 0))
+            raise(L, "trywrite", "limit must be a non-negative number of bytes");
+        return write_value(L, s, "trywrite", true);
+    }
+
+    // The string or array of strings at 2 written (write) or tried (trywrite).
+    static int write_value(lua_State* L, Stream* s, const char* fname, bool nowait) {
         uv_buf_t small[kMaxIovecs];
         std::vector<uv_buf_t> big;
         uv_buf_t* bufs = small;
@@ -461,16 +471,27 @@ struct Stream::Impl {
                 lua_rawgeti(L, 2, static_cast<int>(i + 1));
                 size_t len;
                 const char* p = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : nullptr;
-                if (!p) raise(L, "write", "element %d of the array is not a string", static_cast<int>(i + 1));
+                if (!p) raise(L, fname, "element %d of the array is not a string", static_cast<int>(i + 1));
                 // The table keeps the string alive while we use the pointer.
                 lua_pop(L, 1);
                 bufs[nbufs++] = uv_buf_init(const_cast<char*>(p), static_cast<unsigned>(len));
                 total += len;
             }
         } else {
-            raise(L, "write", "expected a string or an array of strings, got %s", luaL_typename(L, 2));
+            raise(L, fname, "expected a string or an array of strings, got %s", luaL_typename(L, 2));
         }
-        return write_bufs(L, s, bufs, nbufs, total, 2, 0);
+        if (!nowait) return write_bufs(L, s, bufs, nbufs, total, 2, 0);
+        lua_Number n = lua_isnoneornil(L, 3) ? s->high_water : lua_tonumber(L, 3);
+        size_t limit = n < 9.2e18 ? static_cast<size_t>(n) : SIZE_MAX; // math.huge: no limit
+        int err = s->try_write(L, bufs, nbufs, limit, 2, 0);
+        if (err == UV_EAGAIN) {
+            char msg[96];
+            std::snprintf(msg, sizeof msg, "the peer is slow: %zu bytes are queued", s->write_queue_size());
+            push_error(L, UV_EAGAIN, msg);
+            return 1;
+        }
+        if (err) push_uv_error(L, err);
+        return err ? 1 : 0;
     }
 
     // Keeps the value at `anchor` alive until a write is done: a string as it is, an array of
@@ -728,6 +749,7 @@ void Stream::add_methods(lua_State* L) {
                                 {"readline", Impl::l_readline},
                                 {"readuntil", Impl::l_readuntil},
                                 {"write", Impl::l_write},
+                                {"trywrite", Impl::l_trywrite},
                                 {"shutdown", Impl::l_shutdown},
                                 {"end", Impl::l_shutdown},
                                 {"close", Impl::l_close},
@@ -754,6 +776,31 @@ int Stream::write(const uv_buf_t* bufs, unsigned nbufs, WriteDone on_done, void*
         return send_raw(&b, 1, on_done, data);
     }
     return send_raw(bufs, nbufs, on_done, data);
+}
+
+int Stream::try_write(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, size_t limit, int anchor, unsigned ncopy) {
+    if (closing_) return UV_ECANCELED;
+    if (write_err_) return write_err_;
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
+    if (total == 0) return 0;
+    size_t queued = write_queue_size();
+    if (queued > 0 && queued + total > limit) return UV_EAGAIN;
+    uv_buf_t enc;
+    if (Transport* t = transport()) {
+        std::string& out = Impl::encoded();
+        out.clear();
+        int err = t->encode(this, bufs, nbufs, &out);
+        if (err) return write_err_ = err;
+        enc = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
+        bufs = &enc;
+        nbufs = 1;
+        total = out.size();
+        anchor = 0;
+    }
+    if (anchor < 0) anchor = lua_gettop(L) + anchor + 1;
+    bool queued_now = false;
+    return Impl::send(this, L, bufs, nbufs, total, anchor, ncopy, nullptr, nullptr, &queued_now);
 }
 
 int Stream::send_raw(const uv_buf_t* bufs, unsigned nbufs, WriteDone on_done, void* data) {

@@ -14,6 +14,7 @@
 //   line, err = s:readline([max])   a line without "\n" (and "\r"), at most max (max_line) bytes
 //   data, err = s:readuntil(delim[, max])
 //   err = s:write(string | {strings...})
+//   err = s:trywrite(string | {strings...}[, limit])   never waits; EAGAIN when limit bytes are queued
 //   err = s:shutdown()  (also s["end"])   s:close()
 //   s:setTimeout(ms)   s:settimeouts(connect_ms, send_ms, read_ms)
 // At end of stream with partial data, read(n)/readline()/readuntil() return the partial data
@@ -132,6 +133,14 @@ class Stream : public Handle<Stream> {
     // kernel does not take at once is copied and queued behind earlier writes; on_done, if
     // given, is called when the bytes are written or failed. Returns 0 or the error.
     int write(const uv_buf_t* bufs, unsigned nbufs, WriteDone on_done = nullptr, void* data = nullptr);
+    // A write that never waits (a broadcast to many peers): the bytes go out, or are queued
+    // behind earlier writes (even a waiting writer's), unless bytes are queued already and these
+    // would take the queue past `limit`: then nothing is written and UV_EAGAIN is returned (the
+    // peer is slow: backpressure). Buffers are copied or anchored as in write_buffers (L may be
+    // null with anchor 0). Returns 0 or the error; never parks.
+    int try_write(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, size_t limit, int anchor = 0, unsigned ncopy = 0);
+    // Bytes queued for the kernel and not yet written.
+    size_t write_queue_size() { return uv_stream_get_write_queue_size(stream()); }
     // No write is queued (a write now goes out before anything else).
     bool write_idle() const { return writes_in_flight_ == 0; }
     // The transport: nullptr for a plain stream. set_transport takes ownership; bytes already

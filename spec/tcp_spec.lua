@@ -643,6 +643,65 @@ describe("socket writes", function()
         assert.is_true(rss0 >= 0)
     end)
 
+    it("trywrite never waits: it queues in order while under its limit, then reports EAGAIN", function()
+        local reading = false
+        local got = {}
+        local srv, port = serve(function(sock)
+            while not reading do sleep(5) end
+            while true do
+                local d = sock:read()
+                if not d then break end
+                got[#got + 1] = d
+            end
+        end)
+        local c = assert(tcp.connect(port))
+        local chunk = ("c"):rep(64 * 1024 - 8)
+        local accepted, eagain = 0, nil
+        for i = 1, 2000 do -- bounded: at most 128 MiB, far beyond the kernel's buffers and the limit
+            local err = c:trywrite({ ("%08d"):format(i), chunk }, 1024 * 1024)
+            if err then
+                eagain = err
+                break
+            end
+            accepted = i
+        end
+        assert.are.equal("EAGAIN", eagain.name)
+        assert.truthy(eagain.message:find("bytes are queued", 1, true))
+        assert.is_true(accepted >= 1 and accepted < 1000, accepted)
+        -- A waiting writer, then a trywrite: its bytes go behind the writer's, not into them.
+        local tail = ("t"):rep(100000)
+        local werr = "pending"
+        local h = task.spawn(function() werr = c:write(tail) end)
+        sleep(20)
+        assert.are.equal("pending", werr)
+        assert.is_nil(c:trywrite("after", math.huge))
+        reading = true
+        h:join()
+        assert.is_nil(werr)
+        c:close()
+        assert.is_true(wait_for(function() return srv:connections() == 0 end))
+        local expect = {}
+        for i = 1, accepted do expect[i] = ("%08d"):format(i) .. chunk end
+        expect[#expect + 1] = tail .. "after"
+        assert.is_true(table.concat(got) == table.concat(expect))
+        local ok, msg = pcall(c.trywrite, c, "x")
+        assert.is_false(ok)
+        assert.truthy(msg:find("trywrite", 1, true))
+        srv:close()
+    end)
+
+    it("trywrite checks its limit and reports a closed peer as write does", function()
+        local srv, port = serve(echo)
+        local c = assert(tcp.connect(port))
+        local ok, msg = pcall(c.trywrite, c, "x", -1)
+        assert.is_false(ok)
+        assert.truthy(msg:find("trywrite: limit must be", 1, true))
+        assert.is_nil(c:trywrite("ping\n", 0)) -- nothing queued: an idle peer takes it
+        assert.are.equal("ping\n", c:read(5))
+        c:close()
+        srv:close()
+    end)
+
     it("stops reading from a fast writer when nobody reads (read_buffer_size)", function()
         local stop = false
         local srv, port = serve(function(sock)

@@ -113,6 +113,16 @@ describe("websocket", function()
         r:websocket("/originfn", function(ws)
             ws:send("welcome")
         end, { origins = function(o) return o:match("%.good%.example$") end })
+        r:websocket("/frag", function(ws)
+            for msg, kind in ws:messages() do
+                assert(ws:send(msg, kind) == nil)
+            end
+        end, { fragmentSize = 1000 })
+        r:websocket("/ztuned", function(ws)
+            for msg, kind in ws:messages() do
+                assert(ws:send(msg, kind) == nil)
+            end
+        end, { deflate = { level = 1, memLevel = 1, windowBits = 10, threshold = 100 } })
         r:websocket("/closer", function(ws)
             ws:close(4000, "done here")
         end)
@@ -558,5 +568,71 @@ wss.on('connection', (ws, req) => {
         child.stdout:close()
         child:kill()
         child:wait()
+    end)
+
+    it("sends messages longer than fragmentSize in fragments; both sides reassemble them", function()
+        local sock = raw_connect(port, "/frag")
+        local msg = rep("0123456789", 250) -- 2500 bytes: fragments of 1000, 1000, 500
+        assert(sock:write(frame(0x81, msg)) == nil)
+        local sizes, ops, whole = {}, {}, {}
+        repeat
+            local h = sock:read(2)
+            local b0 = byte(h, 1)
+            local op, p = b0 % 16, nil
+            local n = byte(h, 2) % 128
+            if n == 126 then
+                local e = sock:read(2)
+                n = byte(e, 1) * 256 + byte(e, 2)
+            end
+            p = sock:read(n)
+            ops[#ops + 1], sizes[#sizes + 1], whole[#whole + 1] = op, #p, p
+        until b0 >= 128
+        assert.are.same({ 1, 0, 0 }, ops)
+        assert.are.same({ 1000, 1000, 500 }, sizes)
+        assert.are.equal(msg, table.concat(whole))
+        -- A short message is one frame; luaio's client (masked fragments) and server agree.
+        assert(sock:write(frame(0x82, "short")) == nil)
+        local op, p = read_frame(sock)
+        assert.are.same({ 2, "short" }, { op, p })
+        sock:close()
+        local ws = assert(websocket.connect("ws://127.0.0.1:" .. port .. "/frag", { fragmentSize = 7 }))
+        local text = rep("h\xc3\xa9", 500) -- UTF-8 split across fragments on both ways
+        assert.is_nil(ws:send(text))
+        assert.are.same({ text, "text" }, { ws:receive() })
+        assert.is_nil(ws:send({ "a", "b" }, "binary"))
+        assert.are.same({ "ab", "binary" }, { ws:receive() })
+        ws:close()
+        assert.has_error(function() websocket.connect("ws://127.0.0.1:1/", { fragmentSize = -1 }) end)
+    end)
+
+    it("takes deflate options: level, memLevel, windowBits (negotiated) and a threshold", function()
+        local sock, head = raw_connect(port, "/ztuned",
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n")
+        local ext = head:lower():match("sec%-websocket%-extensions: ([^\r]+)")
+        assert.truthy(ext:find("server_max_window_bits=10", 1, true), ext)
+        assert.truthy(ext:find("client_max_window_bits=10", 1, true), ext)
+        -- Under the threshold: uncompressed (RSV1 clear); at it: compressed.
+        assert(sock:write(frame(0x81, rep("s", 99))) == nil)
+        local h = sock:read(2)
+        assert.are.equal(0x81, byte(h, 1))
+        assert.are.equal(rep("s", 99), sock:read(byte(h, 2)))
+        assert(sock:write(frame(0x81, rep("s", 100))) == nil)
+        h = sock:read(2)
+        assert.are.equal(0xC1, byte(h, 1))
+        assert.is_true(byte(h, 2) < 20)
+        sock:read(byte(h, 2))
+        sock:close()
+        -- luaio's client with the same options on its side.
+        local ws = assert(websocket.connect("ws://127.0.0.1:" .. port .. "/ztuned",
+            { deflate = { windowBits = 9, level = 9, noContextTakeover = true } }))
+        for _, m in ipairs({ "tiny", rep("abc", 10000), "", rep("\1\2\3", 3000) }) do
+            assert.is_nil(ws:send(m, "binary"))
+            assert.are.equal(m, (ws:receive()))
+        end
+        ws:close()
+        for _, bad in ipairs({ { level = 10 }, { memLevel = 0 }, { windowBits = 8 }, { threshold = -1 }, { speed = 1 },
+            { noContextTakeover = 1 } }) do
+            assert.has_error(function() websocket.connect("ws://127.0.0.1:1/", { deflate = bad }) end)
+        end
     end)
 end)

@@ -34,8 +34,8 @@ function http.createServer(options, handler)
         options, handler = {}, options
     end
     handler = as_handler(handler)
-    if type(options) == "table" and options.accessLog then
-        handler = require("http.access").wrap(handler, options.accessLog, "createServer")
+    if type(options) == "table" and type(options.accessLog) == "function" then
+        handler = require("http.access").wrap(handler, options.accessLog)
     end
     return server.listen(options, handler, false, "createServer")
 end

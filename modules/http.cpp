@@ -6,7 +6,7 @@
 // with the body in one vectored write (Stream::write_buffers).
 //
 //   limits = core.limits(options)                 -- parsed once per server or client
-//   site = core.site(limits, serve, seed)         -- a server's state; site:close()
+//   site = core.site(limits, serve, seed[, access]) -- a server's state; site:close()
 //   core.accept(site, sock)                       -- a new connection of that server
 //   conn = core.client(sock, limits)
 // server side: no task waits for a request. The connection waits in C++ (Stream::watch, its
@@ -31,6 +31,7 @@
 //   conn:keepalive()  conn:reusable()  conn:sent()  conn:socket()  conn:close()
 #include "modules/http_parser.h"
 #include "modules/http_status.h"
+#include "modules/log.h"
 #include "runtime/luaio.h"
 #include "runtime/object.h"
 #include "runtime/stream.h"
@@ -74,6 +75,19 @@ constexpr uint64_t kUncounted = ~uint64_t(0); // Conn::out_left when the body is
 
 struct Site;
 
+// What a request's access log line needs that is gone once its response ends (the head's bytes
+// are consumed), kept per connection while its server logs (Site::access).
+struct AccessRecord {
+    std::string peer; // found at the connection's first request
+    std::string method, target, referer, user_agent;
+    uint64_t t0 = 0; // uv_hrtime() when the head was in
+    uint64_t bytes = 0;
+    int status = 0;
+    luaio::log::AccessFormat format = luaio::log::AccessFormat::Off;
+    uint8_t major = 1, minor = 1;
+    bool active = false; // a request whose line is not written yet
+};
+
 // The lists of a server's waiting connections, each in the order of its deadlines (one timeout
 // per list): waiting for a request (keep-alive timeout), or with part of a head in (header timeout).
 enum class Wait : uint8_t { None, Idle, Head };
@@ -99,10 +113,11 @@ struct Conn final : luaio::Consumer, luaio::Resident<Conn> {
     Site* site = nullptr; // server side: the server (limits, waiting lists, serve function)
     Conn* prev = nullptr; // links in the site's list `wait`
     Conn* next = nullptr;
-    void** sock_ud = nullptr;          // the socket proxy's pointer slot: nullptr once the socket closed
-    std::unique_ptr<std::string> body; // a whole body being gathered
-    uint64_t body_bytes = 0;           // body bytes of the current message so far
-    uint64_t deadline = 0;             // loop time by which the current wait (head, request, idle) ends
+    void** sock_ud = nullptr;           // the socket proxy's pointer slot: nullptr once the socket closed
+    std::unique_ptr<std::string> body;  // a whole body being gathered
+    std::unique_ptr<AccessRecord> alog; // while its server has an access log
+    uint64_t body_bytes = 0;            // body bytes of the current message so far
+    uint64_t deadline = 0;              // loop time by which the current wait (head, request, idle) ends
     uint64_t requests = 0;
     // Body bytes the response's Content-Length still allows (kUncounted: none).
     uint64_t out_left = kUncounted;
@@ -156,8 +171,9 @@ struct Site : luaio::Handle<Site> {
     size_t conns = 0;
     int serve_ref = LUA_NOREF; // serve(conn, req): the task of a request (lib/http/server.lua)
     bool seed = false;         // requests come with their whole body (http.serve)
-    bool closing = false;      // server:close(): connections end after their current request
-    bool draining = false;     // a graceful stop began: responses say Connection: close
+    luaio::log::AccessFormat access = luaio::log::AccessFormat::Off;
+    bool closing = false;  // server:close(): connections end after their current request
+    bool draining = false; // a graceful stop began: responses say Connection: close
     bool freeing = false;
 };
 
@@ -549,6 +565,84 @@ int write_out(lua_State* L, Conn* c, const uv_buf_t* bufs, unsigned n, const cha
     return s->write_buffers(L, bufs, n, fname, anchor, ncopy);
 }
 
+// ---------------------------------------------------------------- access log
+
+// The peer address of the conn's socket, or "-".
+std::string peer_of(Conn* c) {
+    Stream* s = c->stream();
+    sockaddr_storage ss;
+    int len = sizeof ss;
+    char name[INET6_ADDRSTRLEN] = "-";
+    if (s && s->handle()->type == UV_TCP && uv_tcp_getpeername(s->tcp(), reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+        if (ss.ss_family == AF_INET)
+            uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), name, sizeof name);
+        else if (ss.ss_family == AF_INET6)
+            uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), name, sizeof name);
+    }
+    return name;
+}
+
+// Writes the line of the conn's request, once. A request whose response never began (the
+// client went away first) is logged as 499, nginx's "client closed request".
+void access_end(Conn* c) {
+    AccessRecord* a = c->alog.get();
+    if (!a || !a->active) return;
+    a->active = false;
+    luaio::log::AccessEntry e;
+    e.peer = a->peer;
+    e.method = a->method;
+    e.target = a->target;
+    e.referer = a->referer;
+    e.user_agent = a->user_agent;
+    e.major = a->major;
+    e.minor = a->minor;
+    e.status = c->head_sent && a->status ? a->status : 499;
+    e.bytes = a->bytes;
+    e.micros = (uv_hrtime() - a->t0) / 1000;
+    luaio::log::access(a->format, e);
+}
+
+// A request head is in (its spans in scratch_head()): keeps what its line will say.
+void access_begin(Conn* c) {
+    if (!c->alog) {
+        c->alog.reset(new AccessRecord);
+        c->alog->peer = peer_of(c);
+    }
+    access_end(c); // a request that was never answered
+    AccessRecord& a = *c->alog;
+    const H::Head& h = H::scratch_head();
+    if (h.method.p)
+        a.method.assign(h.method.p, h.method.len);
+    else
+        a.method.assign(llhttp_method_name(static_cast<llhttp_method_t>(c->parser->method())));
+    a.target.assign(h.url.p ? h.url.p : "", h.url.len);
+    a.referer.clear();
+    a.user_agent.clear();
+    for (size_t i = 0; i < h.nheaders; i++) {
+        const H::Span& n = h.names[i];
+        const H::Span& v = h.values[i];
+        if (lower_equals(n.p, n.len, "referer"))
+            a.referer.assign(v.p ? v.p : "", v.len);
+        else if (lower_equals(n.p, n.len, "user-agent"))
+            a.user_agent.assign(v.p ? v.p : "", v.len);
+    }
+    a.major = static_cast<uint8_t>(c->parser->major());
+    a.minor = static_cast<uint8_t>(c->parser->minor());
+    a.format = c->site->access;
+    a.t0 = uv_hrtime();
+    a.bytes = 0;
+    a.status = 0;
+    a.active = true;
+}
+
+// The response's status and body bytes, for its line.
+inline void access_status(Conn* c, int status) {
+    if (c->alog) c->alog->status = status;
+}
+inline void access_bytes(Conn* c, uint64_t n) {
+    if (c->alog) c->alog->bytes += n;
+}
+
 // A canned response (400, 408, 413, 431, 500, 503) when nothing of a response was sent; the
 // connection is then closed by the caller. Only tried when no earlier write is queued, so that
 // it cannot overtake the response to a pipelined request.
@@ -564,6 +658,8 @@ void write_canned(Conn* c, int status) {
     s->write(&b, 1);
     c->head_sent = true;
     c->responded = true;
+    access_status(c, status);
+    access_end(c);
 }
 
 // ---------------------------------------------------------------- building requests and responses
@@ -814,6 +910,7 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
     begin_message(c);
     if (c->server) {
         c->requests++;
+        if (c->site->access != luaio::log::AccessFormat::Off) access_begin(c);
         c->is_head = c->parser->method() == HTTP_HEAD;
         c->keep =
             c->parser->keep_alive() && c->requests < c->lim->max_requests && !c->site->closing && !c->site->draining;
@@ -1055,6 +1152,7 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, int last, 
     b.clear();
     const std::string& line = status_line(status);
     b.append(line.data(), line.size());
+    access_status(c, status);
     Seen seen;
     seen.framing = true;
     append_headers(L, hidx, last, b, seen, fname);
@@ -1111,6 +1209,7 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, int last, 
 void end_response(Conn* c) {
     c->responded = true;
     if (c->expect_continue && !c->continue_sent && c->in_body()) c->keep = false;
+    access_end(c);
 }
 
 // The optional last name, value slot of a headers argument (see append_headers).
@@ -1160,6 +1259,7 @@ int l_respond(lua_State* L) {
         blen = body_parts(L, 4, parts, "respond");
     build_response_head(L, c, status, 3, opt_last(L, 5), true, blen, "respond");
     c->head_sent = true;
+    access_bytes(c, c->no_body ? 0 : blen);
     end_response(c);
     OutBuf& b = out();
     if (c->no_body) blen = 0;
@@ -1187,6 +1287,7 @@ int write_body(lua_State* L, Conn* c, int didx, const char* data, size_t len, bo
     uv_buf_t bufs[3];
     unsigned n = 0, ncopy = 1; // bufs[ncopy..] are in the string (or static)
     if (c->no_body) len = 0;
+    access_bytes(c, len);
     if (c->out_left != kUncounted) {
         check_count(L, c, len, fname);
         c->out_left -= len;
@@ -1296,6 +1397,8 @@ int l_upgrade(lua_State* L) {
     if (!seen.connection) b.append("Connection: Upgrade\r\n", 21);
     b.append("\r\n", 2);
     c->head_sent = c->responded = true;
+    access_status(c, 101);
+    access_end(c);
     c->sock.push(L);
     lua_pushlstring(L, b.data(), b.size());
     c->closed = true; // detached: released without closing the socket
@@ -1598,6 +1701,8 @@ void Conn::ready(lua_State* L, int n) {
 
 void release(lua_State* L, Conn* c) {
     untrack(c);
+    access_end(c);
+    c->alog.reset();
     if (L) {
         luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, c->lim_ref);
@@ -1704,13 +1809,17 @@ Site* check_site(lua_State* L, const char* fname) {
     return Site::check(L, 1, fname);
 }
 
-// site = core.site(limits, serve, seed)
+// site = core.site(limits, serve, seed[, access]): access is the access log's format, "combined"
+// or "json" (a line per response, made here: modules/log.h), or nil.
 int l_site(lua_State* L) {
     auto* lim = static_cast<Limits*>(luaL_checkudata(L, 1, kLimitsClass));
     luaL_checktype(L, 2, LUA_TFUNCTION);
+    static const char* const kAccess[] = {"off", "combined", "json", nullptr};
+    auto access = static_cast<luaio::log::AccessFormat>(luaL_checkoption(L, 4, "off", kAccess));
     auto* site = new Site;
     site->lim = *lim;
     site->seed = lua_toboolean(L, 3) != 0;
+    site->access = access;
     uv_timer_init(luaio::loop(), &site->timer);
     site->timer.data = site;
     lua_pushvalue(L, 2);

@@ -23,6 +23,8 @@
 #include <ctime>
 #include <string>
 
+#include "modules/log.h"
+
 namespace {
 
 constexpr size_t kDefaultQueue = 1 << 20; // bytes waiting to be written
@@ -56,16 +58,52 @@ constexpr uint64_t kFlushMs = 20;
 
 Sink& g_sink = *new Sink; // never destroyed: atexit and late writes use it
 
-std::string stamp() {
+// The clock of log lines, formatted once per second: the ISO 8601 time of text and JSON lines
+// (its milliseconds added per line) and the [time] of combined access log lines.
+struct Clock {
+    int64_t second = -1;
+    char iso[80]; // "2026-12-03T10:00:00." (20 bytes)
+    char clf[80]; // "03/Dec/2026:10:00:00 +0000"
+    size_t clf_len = 0;
+    int millis = 0;
+};
+
+Clock& clock_now() {
+    static Clock c;
     uv_timeval64_t tv;
     uv_gettimeofday(&tv);
-    time_t secs = static_cast<time_t>(tv.tv_sec);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char out[64];
-    std::snprintf(out, sizeof out, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                  tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(tv.tv_usec / 1000));
-    return out;
+    c.millis = static_cast<int>(tv.tv_usec / 1000);
+    if (tv.tv_sec != c.second) {
+        c.second = tv.tv_sec;
+        time_t secs = static_cast<time_t>(tv.tv_sec);
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        std::snprintf(c.iso, sizeof c.iso, "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900, tm.tm_mon + 1,
+                      tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        // Month names are English whatever the locale (os.setlocale), as nginx's.
+        static const char kMonths[][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                          "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+        int n = std::snprintf(c.clf, sizeof c.clf, "%02d/%s/%04d:%02d:%02d:%02d +0000", tm.tm_mday, kMonths[tm.tm_mon],
+                              tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        c.clf_len = n > 0 ? static_cast<size_t>(n) : 0;
+    }
+    return c;
+}
+
+// Appends "2026-12-03T10:00:00.123Z".
+void append_stamp(std::string& out) {
+    Clock& c = clock_now();
+    out.append(c.iso, 20);
+    out += static_cast<char>('0' + c.millis / 100);
+    out += static_cast<char>('0' + c.millis / 10 % 10);
+    out += static_cast<char>('0' + c.millis % 10);
+    out += 'Z';
+}
+
+std::string stamp() {
+    std::string s;
+    append_stamp(s);
+    return s;
 }
 
 void json_string(std::string& out, const char* s, size_t n) {
@@ -130,14 +168,9 @@ void maybe_kick() {
     }
 }
 
-void push_line(const std::string& line, bool urgent = false) {
-    if (g_sink.pending.size() + line.size() + 1 > g_sink.cap) {
-        g_sink.dropped++;
-        g_sink.unreported++;
-        return;
-    }
-    g_sink.pending += line;
-    g_sink.pending += '\n';
+// A line was appended to the queue: makes sure it will be written (the handles are made with the
+// first line, when the loop exists).
+void queued(bool urgent) {
     if (urgent) g_sink.urgent = true;
     if (!g_sink.handles && luaio::loop()) {
         g_sink.handles = true;
@@ -150,6 +183,18 @@ void push_line(const std::string& line, bool urgent = false) {
     if (g_sink.handles && !uv_is_active(reinterpret_cast<uv_handle_t*>(&g_sink.timer)))
         luaio::start_timer(
             &g_sink.timer, [](uv_timer_t*) { kick(); }, kFlushMs);
+}
+
+void drop() {
+    g_sink.dropped++;
+    g_sink.unreported++;
+}
+
+void push_line(const std::string& line, bool urgent = false) {
+    if (g_sink.pending.size() + line.size() + 1 > g_sink.cap) return drop();
+    g_sink.pending += line;
+    g_sink.pending += '\n';
+    queued(urgent);
 }
 
 void on_written(uv_fs_t* req) {
@@ -296,6 +341,185 @@ int l_capture(lua_State*) {
 }
 
 } // namespace
+
+namespace {
+
+// The access line is written through a raw pointer into room reserved in the queue (a line is
+// made per request: appending byte by byte to a std::string costs more than the request's own
+// head). Every writer returns the position after what it wrote.
+char* put(char* p, const char* s, size_t n) {
+    std::memcpy(p, s, n);
+    return p + n;
+}
+template <size_t N> char* put(char* p, const char (&lit)[N]) {
+    return put(p, lit, N - 1);
+}
+
+char* put_uint(char* p, uint64_t v) {
+    char d[20];
+    int n = 0;
+    do {
+        d[n++] = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n) *p++ = d[--n];
+    return p;
+}
+
+// Bytes a value of a line shows escaped: control bytes, '"' and '\' (both formats).
+struct EscapeTable {
+    bool esc[256] = {};
+    constexpr EscapeTable() {
+        for (int c = 0; c < 0x20; c++) esc[c] = true;
+        esc[0x7f] = esc['"'] = esc['\\'] = true;
+    }
+};
+constexpr EscapeTable kEscape;
+
+// A value of a combined line: escaped bytes as \xHH (as nginx escapes them), "-" when empty.
+// Needs 4 bytes of room per byte of v (and 1 for an empty one). Values are short: copied byte
+// by byte as they are checked, which costs less than a memcpy call per value.
+char* put_clf(char* p, std::string_view v) {
+    if (v.empty()) {
+        *p++ = '-';
+        return p;
+    }
+    static const char kHex[] = "0123456789ABCDEF";
+    for (char ch : v) {
+        unsigned char c = static_cast<unsigned char>(ch);
+        if (!kEscape.esc[c]) {
+            *p++ = ch;
+            continue;
+        }
+        *p++ = '\\';
+        *p++ = 'x';
+        *p++ = kHex[c >> 4];
+        *p++ = kHex[c & 15];
+    }
+    return p;
+}
+
+// A JSON string: '"' and '\' escaped by a backslash, control bytes as \u00XX. Needs 6 bytes of
+// room per byte of v, and 2.
+char* put_json(char* p, std::string_view v) {
+    static const char kHex[] = "0123456789abcdef";
+    *p++ = '"';
+    size_t run = 0;
+    for (size_t i = 0; i < v.size(); i++) {
+        unsigned char c = static_cast<unsigned char>(v[i]);
+        if (!kEscape.esc[c]) continue;
+        p = put(p, v.data() + run, i - run);
+        *p++ = '\\';
+        if (c == '"' || c == '\\') {
+            *p++ = static_cast<char>(c);
+        } else {
+            p = put(p, "u00");
+            *p++ = kHex[c >> 4];
+            *p++ = kHex[c & 15];
+        }
+        run = i + 1;
+    }
+    p = put(p, v.data() + run, v.size() - run);
+    *p++ = '"';
+    return p;
+}
+
+// 127.0.0.1 - - [03/Dec/2026:10:00:00 +0000] "GET /a?b=1 HTTP/1.1" 200 5 "referer" "user agent"
+char* put_combined(char* p, const luaio::log::AccessEntry& e) {
+    p = put_clf(p, e.peer);
+    p = put(p, " - - [");
+    Clock& c = clock_now();
+    p = put(p, c.clf, c.clf_len);
+    p = put(p, "] \"");
+    p = put_clf(p, e.method);
+    *p++ = ' ';
+    p = put_clf(p, e.target);
+    p = put(p, " HTTP/");
+    *p++ = static_cast<char>('0' + e.major % 10);
+    *p++ = '.';
+    *p++ = static_cast<char>('0' + e.minor % 10);
+    p = put(p, "\" ");
+    if (e.status >= 100 && e.status <= 999) {
+        *p++ = static_cast<char>('0' + e.status / 100);
+        *p++ = static_cast<char>('0' + e.status / 10 % 10);
+        *p++ = static_cast<char>('0' + e.status % 10);
+    } else {
+        p = put_uint(p, static_cast<uint64_t>(e.status));
+    }
+    *p++ = ' ';
+    p = put_uint(p, e.bytes);
+    p = put(p, " \"");
+    p = put_clf(p, e.referer);
+    p = put(p, "\" \"");
+    p = put_clf(p, e.user_agent);
+    *p++ = '"';
+    return p;
+}
+
+// {"time":"...","remote":"...","method":"GET","path":"/a?b=1","status":200,"bytes":5,"ms":0.042,
+//  "ua":"...","referer":"..."} (ua and referer only when the request had them)
+char* put_json_line(char* p, const luaio::log::AccessEntry& e) {
+    Clock& c = clock_now();
+    p = put(p, "{\"time\":\"");
+    p = put(p, c.iso, 20);
+    *p++ = static_cast<char>('0' + c.millis / 100);
+    *p++ = static_cast<char>('0' + c.millis / 10 % 10);
+    *p++ = static_cast<char>('0' + c.millis % 10);
+    p = put(p, "Z\",\"remote\":");
+    p = put_json(p, e.peer.empty() ? std::string_view("-") : e.peer);
+    p = put(p, ",\"method\":");
+    p = put_json(p, e.method);
+    p = put(p, ",\"path\":");
+    p = put_json(p, e.target);
+    p = put(p, ",\"status\":");
+    p = put_uint(p, static_cast<uint64_t>(e.status));
+    p = put(p, ",\"bytes\":");
+    p = put_uint(p, e.bytes);
+    p = put(p, ",\"ms\":");
+    p = put_uint(p, e.micros / 1000);
+    uint64_t frac = e.micros % 1000;
+    *p++ = '.';
+    *p++ = static_cast<char>('0' + frac / 100);
+    *p++ = static_cast<char>('0' + frac / 10 % 10);
+    *p++ = static_cast<char>('0' + frac % 10);
+    if (!e.user_agent.empty()) {
+        p = put(p, ",\"ua\":");
+        p = put_json(p, e.user_agent);
+    }
+    if (!e.referer.empty()) {
+        p = put(p, ",\"referer\":");
+        p = put_json(p, e.referer);
+    }
+    *p++ = '}';
+    return p;
+}
+
+} // namespace
+
+namespace luaio::log {
+
+// Formats the line on the stack (a long one in a string of its own) and appends it to the queue;
+// a line that does not fit is dropped and counted.
+void access(AccessFormat format, const AccessEntry& e) {
+    // The most a line can take: every byte of its values escaped, plus its fixed parts.
+    size_t values = e.peer.size() + e.method.size() + e.target.size() + e.referer.size() + e.user_agent.size();
+    size_t room = values * 6 + 256;
+    char stack[4096];
+    std::string big;
+    char* p = stack;
+    if (room > sizeof stack) {
+        big.resize(room);
+        p = &big[0];
+    }
+    char* end = format == AccessFormat::Json ? put_json_line(p, e) : put_combined(p, e);
+    *end++ = '\n';
+    size_t len = static_cast<size_t>(end - p);
+    if (g_sink.pending.size() + len > g_sink.cap) return drop();
+    g_sink.pending.append(p, len);
+    queued(false);
+}
+
+} // namespace luaio::log
 
 extern "C" int luaopen_luaio_log(lua_State* L) {
     static bool registered = false;

@@ -5,6 +5,8 @@
 # Each server runs twice under callgrind: once to a single request (start-up and shut-down), once
 # under wrk; the difference over the requests served is the figure.
 #   bench/http/instructions.sh [seconds=6] [connections=16]
+# PEERS="stream stream_log" picks the servers (default: nginx_lua stream seed; the first is the
+# base of the ratio); stream_log is the streaming hello with the combined access log (to a file).
 # Needs: valgrind wrk nginx libnginx-mod-http-lua (Debian).
 set -eu
 SECS=${1:-6}; CONNS=${2:-16}
@@ -13,12 +15,14 @@ LUAIO=${LUAIO:-$ROOT/build/luaio}
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 sed -e s/PORT_LUA/18261/ -e s/PORT_PLAIN/18262/ "$DIR/nginx_lua.conf" > "$TMP/nginx.conf"
 mkdir -p "$TMP/logs"
+export LOG="$TMP/access.log" # of stream_log
 
 run() { # name (LOAD=0|1) -> prints "instructions requests"
     out="$TMP/cg.$1.$LOAD"
     case $1 in
     stream) PORT=18263; set -- "$LUAIO" "$DIR/hello_stream.lua" $PORT ;;
     seed) PORT=18264; set -- "$LUAIO" "$DIR/hello_seed.lua" $PORT ;;
+    stream_log) PORT=18265; set -- "$LUAIO" "$DIR/hello_access_log.lua" $PORT ;;
     nginx_lua) PORT=18261; set -- nginx -p "$TMP" -c "$TMP/nginx.conf" ;;
     esac
     load=$LOAD
@@ -35,11 +39,12 @@ run() { # name (LOAD=0|1) -> prints "instructions requests"
     echo "$total $n"
 }
 
-printf "%-10s %14s %10s %12s   %s\n" peer instructions requests per_request "ratio to nginx+Lua"
-for p in nginx_lua stream seed; do
+PEERS=${PEERS:-nginx_lua stream seed}
+printf "%-10s %14s %10s %12s   %s\n" peer instructions requests per_request "ratio to ${PEERS%% *}"
+for p in $PEERS; do
     set -- $(LOAD=0 run $p) $(LOAD=1 run $p) # base_instr base_n instr n
     per=$(( ($3 - $1) / ($4 - $2) ))
-    [ $p = nginx_lua ] && BASE=$per
+    [ -z "${BASE:-}" ] && BASE=$per
     awk -v p=$p -v i="$3" -v n="$4" -v per="$per" -v b="$BASE" \
         'BEGIN {printf "%-10s %14d %10d %12d   %.2fx\n", p, i, n, per, per / b}'
 done

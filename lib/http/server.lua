@@ -461,7 +461,7 @@ local tcp_options = {
 local known = {
     host = true, port = true, backlog = true, tcp_backlog = true, maxHeaderSize = true, maxBodySize = true,
     headerTimeout = true, keepAliveTimeout = true, requestTimeout = true, maxRequests = true, sendTimeout = true,
-    accessLog = true, -- lib/http/access.lua (http.createServer wraps the handler)
+    accessLog = true, -- "combined" | "json" (modules/http.cpp) | fn (lib/http/access.lua)
     tls = true, -- {cert, key, ...}: https (lib/tls.lua)
 }
 for _, k in ipairs(tcp_options) do
@@ -516,7 +516,21 @@ function server.listen(options, handler, seed, fname)
             return nil, cerr
         end
     end
-    local site = core.site(limits, make_serve(handler, seed), seed)
+    -- The access log: the built-in formats are made in C++ as each response ends (the sink is
+    -- the log module's, so requiring it also sends luaio's own messages there); a function is
+    -- http.createServer's (lib/http/access.lua wrapped the handler).
+    local access = options.accessLog
+    if access == "combined" or access == "json" then
+        require "log"
+    elseif access == nil or access == false or (type(access) == "function" and not seed) then
+        access = nil
+    elseif type(access) == "function" then
+        raise(fname, "option 'accessLog': a function works with http.createServer; use \"combined\" or \"json\"")
+    else
+        raise(fname, "option 'accessLog' must be \"combined\", \"json\"" .. (seed and "" or " or a function") ..
+            ", got " .. (type(access) == "string" and format("%q", access) or type(access)))
+    end
+    local site = core.site(limits, make_serve(handler, seed), seed, access)
     local accept = core.accept
     -- Connections are accepted without a task of their own (see the top of this file). A TLS
     -- connection's handshake runs beneath its stream while it waits for its first request.

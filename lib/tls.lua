@@ -4,6 +4,7 @@
 --   local sock, err = tls.connect(port, host, options)
 --   local err = tls.upgrade(sock, options)       -- also sock:upgrade(options): STARTTLS
 --   sock:tlsInfo() -> {version, cipher, alpn, servername, resumed, authorized, peerCertificate}
+--   sock:getSession() -> a session string for tls.connect{session = ...}; server:setCertificate{cert, key}
 --
 -- A TLS socket is a tcp socket whose Stream has a TLS transport (runtime/tls.cpp): read, write,
 -- readline, timeouts and close are the tcp socket's. The contexts (certificates, CAs, ALPN,
@@ -12,7 +13,7 @@ local tcp = require "tcp" -- first: luaio.tls adds tlsInfo to its sockets
 local core = require "luaio.tls"
 
 local type, error, pairs, tostring, concat = type, error, pairs, tostring, table.concat
-local format = string.format
+local format, find, gsub, lower, match = string.format, string.find, string.gsub, string.lower, string.match
 local context, attach, handshake = core.context, core.attach, core.handshake
 
 local tls = {}
@@ -24,7 +25,8 @@ tls.handshakeTimeout = 10000
 local TLS_OPTIONS = {
     cert = "string", key = "string", ca = "string", alpn = "table", minVersion = "string",
     ciphers = "string", ciphersuites = "string", handshakeTimeout = "number", requestCert = "boolean",
-    rejectUnauthorized = "boolean", servername = "string", verify = "boolean",
+    rejectUnauthorized = "boolean", servername = "string", verify = "boolean", sni = "table|function",
+    session = "string", sessionTickets = "boolean", ticketKeyRotation = "number",
 }
 
 -- Splits options into the TLS ones (checked) and a copy of the others, for tcp.
@@ -39,8 +41,8 @@ local function split(options, fname)
     for k, v in pairs(options) do
         local want = TLS_OPTIONS[k]
         if want then
-            if type(v) ~= want then
-                error(format("%s: option '%s' must be a %s, got %s", fname, k, want, type(v)), 3)
+            if type(v) ~= want and not find(want, type(v), 1, true) then
+                error(format("%s: option '%s' must be a %s, got %s", fname, k, (gsub(want, "|", " or ")), type(v)), 3)
             end
             t[k] = v
         elseif k ~= "tls" then
@@ -50,6 +52,9 @@ local function split(options, fname)
     end
     return t, rest
 end
+
+-- The certificate reload of each TLS server (server:setCertificate).
+local reloaders = setmetatable({}, { __mode = "k" })
 
 -- Client contexts are cached by their settings: loading the system's CA store costs milliseconds.
 local client_contexts = setmetatable({}, { __mode = "v" })
@@ -71,15 +76,121 @@ local function client_context(t)
     return ctx, err
 end
 
+-- The options of a server context: t's, with `with`'s on top (a certificate of sni, a reload).
+local function context_options(t, with)
+    local o = { server = true }
+    for k, v in pairs(t) do
+        if k ~= "sni" then
+            o[k] = v
+        end
+    end
+    for k, v in pairs(with or {}) do
+        o[k] = v
+    end
+    return o
+end
+
+local function check_pair(c, fname, what)
+    if type(c) ~= "table" or type(c.cert) ~= "string" or type(c.key) ~= "string" then
+        error(format("%s: %s must be a table {cert = ..., key = ...}", fname, what), 4)
+    end
+end
+
+-- The SNI selector of a server context (modules/tls.cpp calls it with the name the client
+-- sent, during the handshake; it must not wait): host names of the sni table (exact, then
+-- "*.example.com"), then the sni function, whose {cert, key} tables become contexts once.
+local function sni_selector(t, base_of, fname)
+    local sni = t.sni
+    local hosts, made = {}, setmetatable({}, { __mode = "k" })
+    local fn = type(sni) == "function" and sni or nil
+    local function make(pair)
+        local ctx, err = context(context_options(t, { cert = pair.cert, key = pair.key, ticketsOf = base_of() }))
+        if not ctx then
+            error(err)
+        end
+        return ctx
+    end
+    return function(name)
+        name = lower(name)
+        local ctx = hosts[name] or hosts["*." .. (match(name, "^[^.]+%.(.+)$") or "")]
+        if ctx or not fn then
+            return ctx
+        end
+        local pair = fn(name)
+        if pair == nil then
+            return nil
+        end
+        check_pair(pair, "sni", "the result of the sni function")
+        ctx = made[pair] or make(pair)
+        made[pair] = ctx
+        return ctx
+    end, function()
+        if type(sni) ~= "table" then
+            return
+        end
+        for host, pair in pairs(sni) do
+            if type(host) ~= "string" then
+                error(fname .. ": the keys of option 'sni' must be host names", 4)
+            end
+            check_pair(pair, fname, format("sni[%q]", host))
+            local ctx, err = context(context_options(t, { cert = pair.cert, key = pair.key, ticketsOf = base_of() }))
+            if not ctx then
+                return err
+            end
+            hosts[lower(host)] = ctx
+        end
+    end
+end
+
 local function server_context(t, fname)
     if not t.cert or not t.key then
         error(fname .. ": options cert and key are required", 3)
     end
-    local o = { server = true }
-    for k, v in pairs(t) do
-        o[k] = v
+    if not t.sni then
+        return context(context_options(t))
     end
-    return context(o)
+    local base
+    local select, fill = sni_selector(t, function()
+        return base
+    end, fname)
+    local err
+    base, err = context(context_options(t, { select = select }))
+    if not base then
+        return nil, err
+    end
+    err = fill()
+    if err then
+        return nil, err
+    end
+    return base
+end
+
+-- A server's reloadable context: ctx() the current one; reload{cert, key} makes a new one (same
+-- options, same session ticket keys) for the connections that come next.
+local function reloadable(t, fname)
+    local ctx, err = server_context(t, fname)
+    if not ctx then
+        return nil, err
+    end
+    local holder = {}
+    function holder.ctx()
+        return ctx
+    end
+    function holder.reload(pair)
+        check_pair(pair, "setCertificate", "argument 1")
+        local o = {}
+        for k, v in pairs(t) do
+            o[k] = v
+        end
+        o.cert, o.key, o.ticketsOf = pair.cert, pair.key, ctx
+        local new, rerr = server_context(o, "setCertificate")
+        if not new then
+            return rerr
+        end
+        ctx = new
+        return nil
+    end
+    return holder
 end
 
 local function timeout_of(t)
@@ -103,7 +214,7 @@ local function client_session(sock, host, t)
         servername = host
     end
     local verify_host = t.verify ~= false and (t.servername or host) or nil
-    err = attach(sock, ctx, false, servername, verify_host)
+    err = attach(sock, ctx, false, servername, verify_host, t.session)
     if not err then
         local ok
         ok, err = handshake(sock, timeout_of(t))
@@ -121,24 +232,31 @@ end
 --- Listens on port and runs onconnect(sock, server) in a new task for every connection whose
 --- handshake succeeded (the others are closed). Options: tcp.createServer's, cert, key (paths or
 --- PEM), ca, requestCert, rejectUnauthorized, alpn, minVersion, ciphers, ciphersuites,
---- handshakeTimeout. Returns the server, or nil and an error table.
+--- handshakeTimeout, sni, sessionTickets, ticketKeyRotation. Returns the server, or nil and an
+--- error table.
 function tls.createServer(port, onconnect, options)
     if type(onconnect) ~= "function" then
         error("createServer: expected a function as argument 2, got " .. type(onconnect), 2)
     end
     local t, rest = split(options, "createServer")
-    local ctx, err = server_context(t, "createServer")
-    if not ctx then
+    local holder, err = reloadable(t, "createServer")
+    if not holder then
         return nil, err
     end
     local ms = timeout_of(t)
-    return tcp.createServer(port, function(sock, server)
-        attach(sock, ctx, true)
+    local ctx = holder.ctx
+    local srv
+    srv, err = tcp.createServer(port, function(sock, server)
+        attach(sock, ctx(), true)
         if not handshake(sock, ms) then
             return sock:close()
         end
         return onconnect(sock, server)
     end, rest)
+    if srv then
+        reloaders[srv] = holder.reload
+    end
+    return srv, err
 end
 
 --- Connects to host:port and does the handshake, verifying the server's certificate chain
@@ -192,19 +310,33 @@ function tls.upgrade(sock, options)
     return client_session(sock, host, t)
 end
 
--- For http: the server context of http.createServer's tls options (nil, err when they are bad).
+-- For http: the reloadable server context of http.createServer's tls options (nil, err when
+-- they are bad): holder.ctx() and holder.reload{cert, key}.
 function tls._server_context(options, fname)
     local t = split(options, fname)
-    return server_context(t, fname)
+    return reloadable(t, fname)
 end
 tls._attach, tls._handshake, tls._client_session = attach, handshake, client_session
 tls._split = split
 
--- sock:upgrade(options) on every tcp socket.
+-- sock:upgrade(options) on every tcp socket; server:setCertificate{cert, key} on tcp servers
+-- (those of tls.createServer; the others raise).
 do
     local mt = debug.getregistry()["luaio.tcp.socket"]
     if mt and type(mt.__index) == "table" then
         mt.__index.upgrade = tls.upgrade
+    end
+    local smt = debug.getregistry()["luaio.tcp.server"]
+    if smt and type(smt.__index) == "table" then
+        --- Uses another certificate and key (paths or PEM) for the connections that come next; the
+        --- open ones keep theirs. Returns nil, or the error (the old certificate stays).
+        smt.__index.setCertificate = function(server, pair)
+            local reload = reloaders[server]
+            if not reload then
+                error("setCertificate: not a TLS server", 2)
+            end
+            return reload(pair)
+        end
     end
 end
 

@@ -1,7 +1,8 @@
 // luaio.tls: TLS contexts and sessions on streams, for lib/tls.lua (see docs/tls.md).
 //
 //   ctx = core.context(options)                 -- an SSL_CTX: certificates, CAs, ALPN, versions
-//   err = core.attach(sock, ctx, server[, servername[, verify_host]])
+//   err = core.attach(sock, ctx, server[, servername[, verify_host[, session]]])
+//   session = core.session(sock)                -- the client's session, serialized (resumption)
 //   ok, err = core.handshake(sock, timeout_ms)  -- waits for the handshake
 //   info = core.info(sock)                      -- also sock:tlsInfo()
 // The session itself is the Stream's TLS transport (runtime/tls.cpp): reads, writes, timeouts
@@ -11,11 +12,14 @@
 #include "runtime/tls.h"
 
 #include <openssl/err.h>
+#include <openssl/core_names.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 
 namespace {
@@ -23,6 +27,10 @@ namespace {
 using luaio::Stream;
 
 constexpr const char* kContextClass = "luaio.tls.context";
+
+// How long a session ticket key makes tickets before the next one does (ms); tickets of the
+// previous key are still accepted, so a ticket lives up to twice this.
+constexpr lua_Number kDefaultTicketRotation = 12 * 3600 * 1000;
 
 struct Context {
     SSL_CTX* ctx;
@@ -33,6 +41,112 @@ int g_alpn_index = -1;
 
 void free_alpn(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
     delete static_cast<std::string*>(ptr);
+}
+
+// A server context's SNI selector: a registry reference to select(servername) -> context or nil.
+int g_select_index = -1;
+
+void free_select(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+    auto* ref = static_cast<int*>(ptr);
+    if (!ref) return;
+    // After lua_close (the last loop turn at exit) the registry is gone with the state.
+    if (lua_State* L = luaio::main_state()) luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+    delete ref;
+}
+
+// Session ticket keys of a server context, rotated: tickets made with the previous key are still
+// accepted (and renewed), older ones are not.
+struct TicketKey {
+    unsigned char name[16];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+};
+
+struct TicketKeys {
+    TicketKey current, previous;
+    bool has_previous = false;
+    uint64_t rotated_at = 0; // ms (luaio::now_ms)
+    uint64_t lifetime = 0;   // ms a key makes tickets; 0: never rotated
+};
+
+int g_tickets_index = -1;
+
+// A context's keys (ex data): shared by the contexts of one server (its SNI contexts, the ones a
+// certificate reload makes), so that a ticket from one is accepted by the others.
+using SharedKeys = std::shared_ptr<TicketKeys>;
+
+void free_tickets(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+    auto* keys = static_cast<SharedKeys*>(ptr);
+    if (keys && keys->use_count() == 1) OPENSSL_cleanse(keys->get(), sizeof(TicketKeys));
+    delete keys;
+}
+
+TicketKeys* ticket_keys(SSL_CTX* ctx) {
+    auto* keys = static_cast<SharedKeys*>(SSL_CTX_get_ex_data(ctx, g_tickets_index));
+    return keys ? keys->get() : nullptr;
+}
+
+bool new_ticket_key(TicketKey* k) {
+    return RAND_bytes(k->name, sizeof k->name) == 1 && RAND_priv_bytes(k->aes, sizeof k->aes) == 1 &&
+           RAND_priv_bytes(k->hmac, sizeof k->hmac) == 1;
+}
+
+bool init_ticket(const TicketKey& k, unsigned char* iv, EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx, int enc) {
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", const_cast<char*>("SHA256"), 0),
+                           OSSL_PARAM_construct_end()};
+    if (EVP_MAC_CTX_set_params(hctx, params) != 1) return false;
+    if (EVP_MAC_init(hctx, k.hmac, sizeof k.hmac, nullptr) != 1) return false;
+    return (enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), nullptr, k.aes, iv)
+                : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), nullptr, k.aes, iv)) == 1;
+}
+
+// OpenSSL's ticket key callback: 1 ticket ok, 2 ok and to be renewed, 0 unknown key, -1 failure.
+int ticket_key_cb(SSL* ssl, unsigned char* name, unsigned char* iv, EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx, int enc) {
+    TicketKeys* keys = ticket_keys(SSL_get_SSL_CTX(ssl));
+    if (!keys) return -1;
+    uint64_t now = luaio::now_ms();
+    if (keys->lifetime && now - keys->rotated_at >= keys->lifetime) {
+        TicketKey next;
+        if (new_ticket_key(&next)) {
+            // A key unused for a whole period is dropped, not kept as the previous one.
+            keys->has_previous = now - keys->rotated_at < 2 * keys->lifetime;
+            keys->previous = keys->current;
+            keys->current = next;
+            keys->rotated_at = now;
+            OPENSSL_cleanse(&next, sizeof next);
+        }
+    }
+    if (enc) {
+        std::memcpy(name, keys->current.name, sizeof keys->current.name);
+        if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1) return -1;
+        return init_ticket(keys->current, iv, cctx, hctx, 1) ? 1 : -1;
+    }
+    if (!std::memcmp(name, keys->current.name, sizeof keys->current.name))
+        return init_ticket(keys->current, iv, cctx, hctx, 0) ? 1 : -1;
+    if (keys->has_previous && !std::memcmp(name, keys->previous.name, sizeof keys->previous.name))
+        return init_ticket(keys->previous, iv, cctx, hctx, 0) ? 2 : -1;
+    return 0;
+}
+
+// The server name callback: select(servername) on the main state picks the context whose
+// certificate is used (nil: this one). It must not wait; an error in it is reported and the
+// handshake goes on with this context.
+int servername_cb(SSL* ssl, int*, void*) {
+    const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    auto* ref = static_cast<int*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), g_select_index));
+    lua_State* L = luaio::main_state();
+    if (!name || !ref || !L) return SSL_TLSEXT_ERR_OK;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, *ref);
+    lua_pushstring(L, name);
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        luaio::report_error(L, "tls sni: ", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return SSL_TLSEXT_ERR_OK;
+    }
+    if (auto* c = static_cast<Context*>(luaio::test_object(L, -1, kContextClass)))
+        if (c->ctx) SSL_set_SSL_CTX(ssl, c->ctx);
+    lua_pop(L, 1);
+    return SSL_TLSEXT_ERR_OK;
 }
 
 // OpenSSL's reason for the last failure, and the error queue cleared.
@@ -175,6 +289,38 @@ int l_context(lua_State* L) {
     const char* ca = opt_string(L, 1, "ca");
     if (ca && !use_ca(ctx, ca)) return fail(L, ctx, ssl_reason("tls: cannot load the CA certificates"));
     if (server) {
+        // Sessions resume by tickets only: no server-side cache grows with the clients.
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+        if (!opt_bool(L, 1, "sessionTickets", true)) {
+            SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+            SSL_CTX_set_num_tickets(ctx, 0);
+        } else {
+            lua_getfield(L, 1, "ticketsOf");
+            auto* of = static_cast<Context*>(luaio::test_object(L, -1, kContextClass));
+            lua_pop(L, 1);
+            auto* shared =
+                of && of->ctx ? static_cast<SharedKeys*>(SSL_CTX_get_ex_data(of->ctx, g_tickets_index)) : nullptr;
+            if (shared) {
+                SSL_CTX_set_ex_data(ctx, g_tickets_index, new SharedKeys(*shared));
+            } else {
+                auto keys = std::make_shared<TicketKeys>();
+                lua_getfield(L, 1, "ticketKeyRotation");
+                lua_Number ms = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : kDefaultTicketRotation;
+                lua_pop(L, 1);
+                keys->lifetime = ms > 0 ? static_cast<uint64_t>(ms) : 0;
+                keys->rotated_at = luaio::now_ms();
+                SSL_CTX_set_ex_data(ctx, g_tickets_index, new SharedKeys(keys));
+                if (!new_ticket_key(&keys->current)) return fail(L, ctx, ssl_reason("tls: cannot make a ticket key"));
+            }
+            SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
+        }
+        lua_getfield(L, 1, "select");
+        if (lua_isfunction(L, -1)) {
+            SSL_CTX_set_ex_data(ctx, g_select_index, new int(luaL_ref(L, LUA_REGISTRYINDEX)));
+            SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
+        } else {
+            lua_pop(L, 1);
+        }
         if (opt_bool(L, 1, "requestCert", false)) {
             bool reject = opt_bool(L, 1, "rejectUnauthorized", true);
             SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (reject ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
@@ -237,12 +383,41 @@ int l_attach(lua_State* L) {
     how.server = lua_toboolean(L, 3) != 0;
     how.servername = lua_tostring(L, 4);
     how.verify_host = lua_tostring(L, 5);
+    SSL_SESSION* session = nullptr;
+    if (lua_type(L, 6) == LUA_TSTRING) {
+        size_t len;
+        auto* p = reinterpret_cast<const unsigned char*>(lua_tolstring(L, 6, &len));
+        // A session that does not parse (or is from elsewhere) means a full handshake.
+        session = d2i_SSL_SESSION(nullptr, &p, static_cast<long>(len));
+        if (!session) ERR_clear_error();
+    }
+    how.session = session;
     int err = luaio::tls_attach(s, c->ctx, how);
+    SSL_SESSION_free(session);
     if (err) {
         luaio::push_error(L, err, ssl_reason("tls: cannot start a session").c_str());
         return 1;
     }
     return 0;
+}
+
+// session = core.session(sock), also sock:getSession(): the client's session (with the latest
+// ticket the server sent), serialized for tls.connect's session option; nil when there is none
+// that can resume.
+int l_session(lua_State* L) {
+    Stream* s = Stream::check(L, 1, "getSession");
+    SSL* ssl = luaio::tls_session(s);
+    SSL_SESSION* sess = ssl ? SSL_get1_session(ssl) : nullptr;
+    if (!sess) return 0;
+    int len = SSL_SESSION_is_resumable(sess) ? i2d_SSL_SESSION(sess, nullptr) : 0;
+    if (len > 0) {
+        std::string buf(static_cast<size_t>(len), '\0');
+        auto* p = reinterpret_cast<unsigned char*>(&buf[0]);
+        i2d_SSL_SESSION(sess, &p);
+        lua_pushlstring(L, buf.data(), buf.size());
+    }
+    SSL_SESSION_free(sess);
+    return len > 0 ? 1 : 0;
 }
 
 // ok, err = core.handshake(sock, timeout_ms)
@@ -353,18 +528,20 @@ int l_info(lua_State* L) {
 
 extern "C" int luaopen_luaio_tls(lua_State* L) {
     if (g_alpn_index < 0) g_alpn_index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, free_alpn);
+    if (g_select_index < 0) g_select_index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, free_select);
+    if (g_tickets_index < 0) g_tickets_index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, free_tickets);
     const luaL_Reg ctx_methods[] = {{"__gc", l_context_gc}, {nullptr, nullptr}};
     luaio::new_class(L, kContextClass, ctx_methods);
     lua_pop(L, 1);
     // Every tcp socket answers tlsInfo() (nil without TLS).
     luaL_getmetatable(L, "luaio.tcp.socket");
     if (lua_istable(L, -1)) {
-        const luaL_Reg sock_methods[] = {{"tlsInfo", l_info}, {nullptr, nullptr}};
+        const luaL_Reg sock_methods[] = {{"tlsInfo", l_info}, {"getSession", l_session}, {nullptr, nullptr}};
         luaio::add_to_class(L, sock_methods);
     }
     lua_pop(L, 1);
-    const luaL_Reg funcs[] = {
-        {"context", l_context}, {"attach", l_attach}, {"handshake", l_handshake}, {"info", l_info}, {nullptr, nullptr}};
+    const luaL_Reg funcs[] = {{"context", l_context}, {"attach", l_attach},   {"handshake", l_handshake},
+                              {"info", l_info},       {"session", l_session}, {nullptr, nullptr}};
     luaL_newlib(L, funcs);
     return 1;
 }

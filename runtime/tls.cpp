@@ -296,6 +296,7 @@ int tls_attach(Stream* s, SSL_CTX* ctx, const TlsStart& how) {
     } else {
         SSL_set_connect_state(ssl);
         if (how.servername) SSL_set_tlsext_host_name(ssl, how.servername);
+        if (how.session && SSL_set_session(ssl, how.session) != 1) ERR_clear_error();
         if (how.verify_host) {
             X509_VERIFY_PARAM* vp = SSL_get0_param(ssl);
             bool ok = X509_VERIFY_PARAM_set1_ip_asc(vp, how.verify_host) == 1;

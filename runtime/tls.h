@@ -17,6 +17,7 @@ struct TlsStart {
     bool server = false;
     const char* servername = nullptr;  // client: the SNI name sent (nullptr: none)
     const char* verify_host = nullptr; // client: the name or IP literal the certificate must match
+    SSL_SESSION* session = nullptr;    // client: a session to resume (the caller keeps its reference)
 };
 
 // Puts a TLS session on ctx beneath s and starts its handshake (a client sends its ClientHello).

@@ -19,7 +19,11 @@ setup(function()
     sh(("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem"
         .. " -days 2 -subj /CN=ca && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout s.key"
         .. " -out s.csr -subj /CN=localhost && printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext"
-        .. " && openssl x509 -req -in s.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out s.pem -days 2 -extfile ext")
+        .. " && openssl x509 -req -in s.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out s.pem -days 2 -extfile ext"
+        .. " && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout c.key -out c.csr -subj /CN=client"
+        .. " && openssl x509 -req -in c.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out c.pem -days 2"
+        .. " && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout n.key -out n.csr -subj /CN=new"
+        .. " && openssl x509 -req -in n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out n.pem -days 2 -extfile ext")
         :format(dir))
 end)
 
@@ -30,8 +34,11 @@ teardown(function()
     end
 end)
 
-local function start(handler, seed)
+local function start(handler, seed, tls_extra)
     local opts = { port = 0, host = "127.0.0.1", tls = { cert = dir .. "/s.pem", key = dir .. "/s.key" } }
+    for k, v in pairs(tls_extra or {}) do
+        opts.tls[k] = v
+    end
     local srv = assert((seed and http.serve or http.createServer)(opts, handler))
     return srv, "https://127.0.0.1:" .. srv:address().port
 end
@@ -65,7 +72,89 @@ describe("https server", function()
     end)
 end)
 
+describe("https requests", function()
+    it("tell the handler their TLS session (req.tls, req:tlsInfo()) with the client's certificate", function()
+        local seen = {}
+        local srv, base = start(function(req, res)
+            seen[#seen + 1] = req.tls
+            assert.are.equal(req.tls, req:tlsInfo())
+            res:finish("ok")
+        end, false, { ca = dir .. "/ca.pem", requestCert = true, rejectUnauthorized = false })
+        local tls = { ca = dir .. "/ca.pem", cert = dir .. "/c.pem", key = dir .. "/c.key", servername = "localhost" }
+        local res = assert(http.request({ url = base .. "/", tls = tls }))
+        assert.are.equal("ok", res.body)
+        local info = seen[1]
+        assert.are.equal("TLSv1.3", info.version)
+        assert.is_string(info.cipher)
+        assert.are.equal("http/1.1", info.alpn)
+        assert.are.equal("localhost", info.servername)
+        assert.is_true(info.authorized)
+        assert.are.equal("CN=client", info.peerCertificate.subject)
+        assert.are.equal("CN=ca", info.peerCertificate.issuer)
+        -- Without a client certificate: no peerCertificate.
+        res = assert(http.request({ url = base .. "/", tls = { ca = dir .. "/ca.pem" } }))
+        assert.are.equal("ok", res.body)
+        assert.is_nil(seen[2].peerCertificate)
+        http.closeIdle()
+        srv:close()
+        -- The seed API's request, and a plain server's (false: no TLS).
+        local got
+        srv, base = start(function(req)
+            got = req:tlsInfo()
+            return { status = 200, body = "" }
+        end, true)
+        assert(http.request({ url = base .. "/", tls = { ca = dir .. "/ca.pem" } }))
+        assert.are.equal("TLSv1.3", got.version)
+        http.closeIdle()
+        srv:close()
+        srv = assert(http.createServer({ port = 0, host = "127.0.0.1" }, function(req, res)
+            got = { req.tls, req:tlsInfo() }
+            res:finish()
+        end))
+        assert(http.get("http://127.0.0.1:" .. srv:address().port .. "/"))
+        assert.are.same({ false }, got)
+        http.closeIdle()
+        srv:close()
+    end)
+
+    it("reload the server's certificate with server:setCertificate", function()
+        local srv, base = start(function(req)
+            return { status = 200, body = req.tls.servername or "" }
+        end, true)
+        local r = assert(process.run({ "curl", "-sS", "-v", "--max-time", "5", "--cacert", dir .. "/ca.pem", base .. "/" },
+            { timeout = 8000 }))
+        assert.matches("subject: CN=localhost", r.stderr)
+        assert.is_nil(srv:setCertificate({ cert = dir .. "/n.pem", key = dir .. "/n.key" }))
+        r = assert(process.run({ "curl", "-sS", "-v", "--max-time", "5", "--cacert", dir .. "/ca.pem", base .. "/" },
+            { timeout = 8000 }))
+        assert.are.equal(0, r.code, r.stderr)
+        assert.matches("subject: CN=new", r.stderr)
+        local err = srv:setCertificate({ cert = dir .. "/n.pem", key = dir .. "/s.key" })
+        assert.are.equal("EINVAL", err.name)
+        srv:close()
+        local plain = assert(http.createServer({ port = 0, host = "127.0.0.1" }, function() end))
+        assert.has_error(function() plain:setCertificate({ cert = "a", key = "b" }) end,
+            "server:setCertificate: not an https server (no tls option)")
+        plain:close()
+    end)
+end)
+
 describe("https client", function()
+    it("resumes the TLS session of the origin on a new connection", function()
+        local resumed = {}
+        local srv, base = start(function(req)
+            resumed[#resumed + 1] = req.tls.resumed
+            return { status = 200, body = "r" }
+        end, true)
+        local tls = { ca = dir .. "/ca.pem" }
+        for _ = 1, 3 do
+            assert.are.equal("r", assert(http.request({ url = base .. "/", tls = tls })).body)
+            http.closeIdle() -- the next request needs a new connection
+        end
+        assert.are.same({ false, true, true }, resumed)
+        srv:close()
+    end)
+
     it("fetches https:// URLs, verifying the certificate, pooled per origin and TLS settings", function()
         local srv, base = start(function(req)
             return { status = 200, body = "hi " .. req.path }

@@ -72,6 +72,7 @@ setup(function()
     make_cert("selfsigned", "DNS:localhost,IP:127.0.0.1", nil)
     make_cert("unknownca", "DNS:localhost,IP:127.0.0.1", "otherca")
     make_cert("client", "DNS:client.example", "ca")
+    make_cert("fnhost", "DNS:fn.example", "ca")
 end)
 
 teardown(function()
@@ -251,6 +252,134 @@ describe("tls writes and the end of a session", function()
         assert.is_true(err.truncated)
         assert.matches("close_notify", err.message)
         sock:close()
+    end)
+end)
+
+describe("tls server names, sessions and certificate reload", function()
+    -- The subject of the certificate a client connecting with servername gets.
+    local function subject_for(port, servername)
+        local sock, err = tls.connect(port, "127.0.0.1", { ca = path("ca.pem"), servername = servername })
+        if not sock then
+            return nil, err
+        end
+        local subject = sock:tlsInfo().peerCertificate.subject
+        sock:close()
+        return subject
+    end
+
+    it("picks the certificate by SNI from the sni table and the sni function", function()
+        local asked = {}
+        local srv, port = serve(echo, server_opts("server", {
+            sni = {
+                ["Other.Example"] = { cert = path("otherhost.pem"), key = path("otherhost.key") },
+            },
+        }))
+        srv:close()
+        local fn_pair = { cert = path("fnhost.pem"), key = path("fnhost.key") }
+        srv, port = serve(echo, server_opts("server", {
+            sni = function(name)
+                asked[#asked + 1] = name
+                if name == "fn.example" then return fn_pair end
+            end,
+        }))
+        assert.are.equal("CN=fnhost", subject_for(port, "fn.example"))
+        assert.are.equal("CN=fnhost", subject_for(port, "fn.example"))
+        assert.are.equal("CN=server", subject_for(port, "localhost"))
+        assert.are.same({ "fn.example", "fn.example", "localhost" }, asked)
+        srv:close()
+        srv, port = serve(echo, server_opts("server", {
+            sni = { ["other.example"] = { cert = path("otherhost.pem"), key = path("otherhost.key") },
+                ["*.wild.example"] = { cert = path("fnhost.pem"), key = path("fnhost.key") } },
+        }))
+        assert.are.equal("CN=otherhost", subject_for(port, "other.example"))
+        assert.are.equal("CN=server", subject_for(port, "localhost"))
+        local _, err = subject_for(port, "a.wild.example") -- fnhost's certificate is not for that name
+        assert.are.equal("EHOSTMISMATCH", err.name)
+        -- openssl s_client sends the name too.
+        local r = assert(process.run({ "openssl", "s_client", "-connect", "127.0.0.1:" .. port, "-servername",
+            "other.example", "-CAfile", path("ca.pem") }, { input = "", timeout = 5000 }))
+        assert.matches("subject=CN = otherhost", r.stdout)
+        srv:close()
+        assert.has_error(function()
+            tls.createServer(0, echo, server_opts("server", { sni = { x = "nope" } }))
+        end, 'createServer: sni["x"] must be a table {cert = ..., key = ...}')
+        assert.has_error(function()
+            tls.createServer(0, echo, server_opts("server", { sni = 5 }))
+        end, "createServer: option 'sni' must be a table or function, got number")
+    end)
+
+    -- A session of a first connection (after its first reply: TLS 1.3 tickets follow the handshake).
+    local function session_of(port)
+        local sock = assert(tls.connect(port, "127.0.0.1", { ca = path("ca.pem") }))
+        sock:setTimeout(3000)
+        sock:write("x\n")
+        assert.are.equal("x", sock:readline())
+        assert.is_false(sock:tlsInfo().resumed)
+        local session = sock:getSession()
+        sock:close()
+        return session
+    end
+
+    local function resumes(port, session)
+        local sock = assert(tls.connect(port, "127.0.0.1", { ca = path("ca.pem"), session = session }))
+        sock:setTimeout(3000)
+        sock:write("y\n")
+        assert.are.equal("y", sock:readline())
+        local resumed = sock:tlsInfo().resumed
+        sock:close()
+        return resumed
+    end
+
+    it("resumes a session (getSession, session) with tickets, rotating the ticket keys", function()
+        local server_saw = {}
+        local srv, port = serve(function(sock)
+            server_saw[#server_saw + 1] = sock:tlsInfo().resumed
+            echo(sock)
+        end, server_opts("server", { ticketKeyRotation = 400 }))
+        local session = session_of(port)
+        assert.is_string(session)
+        assert.is_true(resumes(port, session))
+        assert.is_true(resumes(port, session))
+        assert.is_false(resumes(port, "not a session")) -- a full handshake
+        assert.are.same({ false, true, true, false }, server_saw)
+        -- One rotation later the previous key still opens the ticket; two later it does not.
+        sleep(450)
+        assert.is_true(resumes(port, session))
+        sleep(900)
+        assert.is_false(resumes(port, session))
+        srv:close()
+        -- sessionTickets = false: nothing resumes.
+        srv, port = serve(echo, server_opts("server", { sessionTickets = false }))
+        assert.is_false(resumes(port, session_of(port)))
+        srv:close()
+    end)
+
+    it("reloads the certificate (setCertificate) for new connections, keeping open ones", function()
+        local srv, port = serve(echo)
+        local old = assert(tls.connect(port, "127.0.0.1", { ca = path("ca.pem") }))
+        old:setTimeout(3000)
+        local session = session_of(port)
+        assert.is_nil(srv:setCertificate({ cert = path("otherhost.pem"), key = path("otherhost.key") }))
+        assert.are.equal("CN=otherhost", subject_for(port, "other.example"))
+        -- Tickets of the old certificate's context still resume.
+        local sock = assert(tls.connect(port, "127.0.0.1", { ca = path("ca.pem"), servername = "other.example",
+            session = session }))
+        assert.is_true(sock:tlsInfo().resumed)
+        sock:close()
+        old:write("still\n")
+        assert.are.equal("still", old:readline())
+        old:close()
+        -- A bad pair: an error, and the certificate in use stays.
+        local err = srv:setCertificate({ cert = path("server.pem"), key = path("otherhost.key") })
+        assert.are.equal("EINVAL", err.name)
+        assert.are.equal("CN=otherhost", subject_for(port, "other.example"))
+        assert.has_error(function() srv:setCertificate("x") end,
+            "setCertificate: argument 1 must be a table {cert = ..., key = ...}")
+        srv:close()
+        local plain = assert(tcp.createServer(0, function() end, { host = "127.0.0.1" }))
+        assert.has_error(function() plain:setCertificate({ cert = "a", key = "b" }) end,
+            "setCertificate: not a TLS server")
+        plain:close()
     end)
 end)
 

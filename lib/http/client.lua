@@ -18,6 +18,8 @@ local client = {}
 
 -- ---------------------------------------------------------------- transports
 
+local HTTP1 = { "http/1.1" }
+
 client.transports = {
     http = {
         default_port = 80,
@@ -29,6 +31,8 @@ client.transports = {
     https = {
         default_port = 443,
         connect = function(host, port, options)
+            -- ALPN: this client speaks HTTP/1.1 (a server that also has h2 must not pick it).
+            options.alpn = options.alpn or HTTP1
             return require("tls").connect(port, host, options)
         end,
     },
@@ -301,6 +305,11 @@ local function send_body(conn, req)
     return conn:finish()
 end
 
+-- The latest TLS session of each https pool key: a new connection resumes it (an abbreviated
+-- handshake). Taken once per connection, after its first response (TLS 1.3 tickets come after
+-- the handshake).
+local sessions = {}
+
 -- One request on one connection (from the pool unless fresh, or new). Returns the response, or
 -- nil, the error and whether the request may be sent again on a new connection.
 local function once(u, req, head, fresh)
@@ -326,6 +335,7 @@ local function once(u, req, head, fresh)
             if left then
                 o.handshakeTimeout = min(o.handshakeTimeout or require("tls").handshakeTimeout, left)
             end
+            o.session = o.session or sessions[key]
         end
         local sock, err = client.transports[u.scheme].connect(u.host, u.port, o)
         if not sock then
@@ -361,6 +371,9 @@ local function once(u, req, head, fresh)
         local again = may_retry(req, conn, reused, err)
         conn:close()
         return nil, err, again
+    end
+    if not reused and u.scheme == "https" and key then
+        sessions[key] = conn:socket():getSession()
     end
     if req.stream then
         res._conn, res._key, res._url = conn, key, u

@@ -117,6 +117,17 @@ function lazy.socket(req)
     return conn_of(req):socket()
 end
 
+-- https: the connection's TLS session (sock:tlsInfo() of lib/tls.lua: version, cipher, alpn,
+-- servername, resumed, authorized, peerCertificate); false on a plain connection.
+function lazy.tls(req)
+    local sock = conn_of(req):socket()
+    return sock.tlsInfo and sock:tlsInfo() or false
+end
+
+function Request.tlsInfo(req)
+    return req.tls or nil
+end
+
 -- The headers table is made from the raw head only when it is read.
 local parse_headers = core.headers
 
@@ -447,6 +458,16 @@ function Server:address()
     return self.tcp:address()
 end
 
+--- https: uses another certificate and key (paths or PEM text) for the connections that come
+--- next; open ones keep theirs. Returns nil, or the error (the old certificate stays).
+function Server:setCertificate(pair)
+    check_server(self, "server:setCertificate")
+    if not self._certs then
+        raise("server:setCertificate", "not an https server (no tls option)")
+    end
+    return self._certs.reload(pair)
+end
+
 --- Open connections (still counted after close() while they finish).
 function Server:connections()
     check_server(self, "server:connections")
@@ -497,7 +518,7 @@ function server.listen(options, handler, seed, fname)
     if not ok then
         raise(fname, (tostring(limits):gsub("^.-limits: ", "")))
     end
-    local ctx
+    local certs
     if options.tls ~= nil then
         if type(options.tls) ~= "table" then
             raise(fname, "option 'tls' must be a table {cert, key, ...}")
@@ -511,8 +532,8 @@ function server.listen(options, handler, seed, fname)
             t = copy
         end
         local cerr
-        ctx, cerr = require("tls")._server_context(t, fname)
-        if not ctx then
+        certs, cerr = require("tls")._server_context(t, fname)
+        if not certs then
             return nil, cerr
         end
     end
@@ -535,10 +556,11 @@ function server.listen(options, handler, seed, fname)
     -- Connections are accepted without a task of their own (see the top of this file). A TLS
     -- connection's handshake runs beneath its stream while it waits for its first request.
     topts.spawn = false
-    local attach = ctx and require("tls")._attach
+    local attach = certs and require("tls")._attach
+    local ctx = certs and certs.ctx
     local srv, err = tcp.createServer(port, function(sock)
         if attach then
-            attach(sock, ctx, true)
+            attach(sock, ctx(), true)
         end
         accept(site, sock)
     end, topts)
@@ -546,7 +568,7 @@ function server.listen(options, handler, seed, fname)
         site:close()
         return nil, err
     end
-    local self = setmetatable({ tcp = srv, _site = site }, Server)
+    local self = setmetatable({ tcp = srv, _site = site, _certs = certs }, Server)
     -- A graceful stop: first responses end their connections, then the listener closes.
     require("process")._serve(srv, function(listener, phase)
         if phase == "drain" then

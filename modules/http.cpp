@@ -921,11 +921,22 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
             return 2;
         }
         // Expect: 100-continue is answered when the body is first read; an HTTP/1.0 client
-        // does not know 100 Continue (RFC 9110 10.1.1), so it gets none.
+        // does not know 100 Continue (RFC 9110 10.1.1), so it gets none. Any other expectation
+        // cannot be met: 417 (as Node.js).
         H::Head& h = H::scratch_head();
-        for (size_t i = 0; i < h.nheaders && c->parser->minor() >= 1; i++)
-            if (lower_equals(h.names[i].p, h.names[i].len, "expect"))
-                c->expect_continue = lower_equals(h.values[i].p, h.values[i].len, "100-continue");
+        bool unmet = false;
+        for (size_t i = 0; i < h.nheaders && c->parser->minor() >= 1; i++) {
+            if (!lower_equals(h.names[i].p, h.names[i].len, "expect")) continue;
+            if (lower_equals(h.values[i].p, h.values[i].len, "100-continue"))
+                c->expect_continue = true;
+            else
+                unmet = true;
+        }
+        if (unmet) {
+            write_canned(c, 417);
+            fail_proto(L, c, "expectation failed", "an Expect other than 100-continue");
+            return 2;
+        }
         size_t head_len = c->parser->head_len();
         const char* head = c->parser->head_data();
         if (c->with_body && c->in_body()) {
@@ -1170,10 +1181,11 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, int last, 
         b.append(d.text + kDateOffset, d.len - kDateOffset);
     if (c->server && (!c->parser->keep_alive() || c->broken || c->site->closing || c->site->draining || seen.close))
         c->keep = false;
-    // A body the handler did not read, its client waiting for 100 Continue: as nginx, the 100
-    // goes out first, so that the client sends the body, which is discarded before the next
-    // request. When it cannot go first, the client may still be sending: close.
-    if (c->expect_continue && !c->continue_sent && c->in_body() && !send_continue(c)) c->keep = false;
+    // A body the handler did not read, its client waiting for 100 Continue, which goes out only
+    // once the body is read (as Node.js): a whole response goes without it and the connection
+    // closes after it, as the client may send the body or not (RFC 9110 10.1.1). A streamed
+    // response may still read the body while it writes: the 100 goes first (else close).
+    if (c->expect_continue && !c->continue_sent && c->in_body() && (whole || !send_continue(c))) c->keep = false;
     c->chunked_out = false;
     c->out_left = kUncounted;
     bool length = false; // a Content-Length field of `length_value` bytes goes out

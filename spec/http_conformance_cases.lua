@@ -165,7 +165,8 @@ local cases = {
     { name = "Expect 100-continue, HTTP/1.1", req = "POST / HTTP/1.1\r\n" .. H .. "Expect: 100-continue\r\nContent-Length: 3\r\n\r\n", status = "100", close = false },
     { name = "Expect 100-continue, HTTP/1.0", req = "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", status = "", close = false },
     { name = "Expect 100-continue with the body", req = "POST / HTTP/1.1\r\n" .. H .. "Expect: 100-continue\r\nContent-Length: 3\r\n\r\nabc", status = "100 200", close = false },
-    { name = "Expect unknown", req = "POST / HTTP/1.1\r\n" .. H .. "Expect: foo\r\nContent-Length: 3\r\n\r\nabc", status = "200", close = false },
+    { name = "Expect unknown", req = "POST / HTTP/1.1\r\n" .. H .. "Expect: foo\r\nContent-Length: 3\r\n\r\nabc", status = "200", close = false,
+        luaio = { status = "417", close = true, why = "an expectation it cannot meet: 417 Expectation Failed (RFC 9110 10.1.1), as Node.js" } },
     { name = "Expect 100-continue without body", req = "GET / HTTP/1.1\r\n" .. H .. "Expect: 100-continue\r\n\r\n", status = "100 200", close = false,
         luaio = { status = "200", close = false, why = "no 100 Continue when there is no body to wait for" } },
 

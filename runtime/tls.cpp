@@ -145,6 +145,7 @@ class TlsTransport final : public Transport, public Consumer {
     // handle, writes append to the current sink.
     size_t bio_read(char* to, size_t len) {
         size_t n = len < in_len_ ? len : in_len_;
+        if (n == 0) return 0; // in_ may be null between reads (memcpy must not see it)
         std::memcpy(to, in_, n);
         in_ += n;
         in_len_ -= n;

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
+#include <list>
 #include <vector>
 
 namespace luaio {
@@ -37,6 +38,24 @@ void push_line_too_long(lua_State* L, size_t max) {
     push_error(L, LUAIO_ELINETOOLONG, msg);
 }
 
+// A write larger than this on a stream with a transport is encoded a chunk at a time, the next
+// once the kernel took the one before: a large body never exists whole as ciphertext.
+constexpr size_t kEncodeChunk = 128 * 1024;
+
+// The rest of such a write: the plaintext buffers, in `copied` (bytes the write did not get from
+// a Lua value) or in the value `anchor` references.
+struct Chunked {
+    std::vector<uv_buf_t> bufs;
+    std::string copied;
+    std::list<std::string> later; // writes made while this one goes out (by no waiting task)
+    size_t next = 0;              // the first buffer not encoded whole
+    size_t off = 0;               // its bytes already encoded
+    int anchor = LUA_NOREF;
+    ~Chunked() {
+        if (anchor != LUA_NOREF && main_state()) luaL_unref(main_state(), LUA_REGISTRYINDEX, anchor);
+    }
+};
+
 } // namespace
 
 struct Stream::Extra {
@@ -51,7 +70,11 @@ struct Stream::Extra {
     Waiter shutter;
     std::string delim;
     Transport* transport = nullptr; // owned; nullptr for a plain stream
-    ~Extra() { delete transport; }
+    Chunked* chunked = nullptr;     // a large write being encoded
+    ~Extra() {
+        delete chunked;
+        delete transport;
+    }
 };
 
 Stream::~Stream() {
@@ -339,6 +362,8 @@ struct Stream::Impl {
         if (s->writes_in_flight_ == 0 && s->extra_ && s->extra_->writer.waiting()) {
             Parked p = detach(s->extra_->writer);
             arm_timer(s);
+            // A chunked write whose next chunk failed reports that.
+            if (status >= 0) status = s->write_err_;
             if (status < 0) {
                 push_uv_error(p.task, status);
                 resume_parked(p, 1);
@@ -530,6 +555,14 @@ struct Stream::Impl {
         if (total == 0) return 0;
         uv_buf_t enc;
         if (Transport* t = s->extra_ ? s->extra_->transport : nullptr) {
+            if (Chunked* c = s->extra_->chunked) {
+                // Behind the rest of a chunked write, in order.
+                std::string& copy = *c->later.emplace(c->later.end());
+                for (unsigned i = 0; i < nbufs; i++) copy.append(bufs[i].base, bufs[i].len);
+                c->bufs.push_back(uv_buf_init(&copy[0], static_cast<unsigned>(copy.size())));
+                return wait_written(L, s);
+            }
+            if (total > kEncodeChunk) return write_chunked(L, s, bufs, nbufs, anchor, ncopy);
             std::string& out = encoded();
             out.clear();
             int err = t->encode(s, bufs, nbufs, &out);
@@ -551,6 +584,12 @@ struct Stream::Impl {
             return 1;
         }
         if (!queued) return 0;
+        return wait_written(L, s);
+    }
+
+    // The writer waits for the queued bytes to be written (write_timeout bounding the time
+    // without progress); returns at once when nobody can wait.
+    static int wait_written(lua_State* L, Stream* s) {
         if (!in_task() || !lua_isyieldable(L)) return 0; // queued; nobody can wait for it
         int r = park(L, extra(s)->writer);
         if (s->write_timeout) {
@@ -562,6 +601,94 @@ struct Stream::Impl {
             set_deadline(s, &s->extra_->write_deadline, 0);
         }
         return r;
+    }
+
+    // A large write on a transport stream (see kEncodeChunk): bytes not in the Lua value at
+    // anchor are copied, that value is referenced, and the chunks go out one by one.
+    static int write_chunked(lua_State* L, Stream* s, const uv_buf_t* bufs, unsigned nbufs, int anchor,
+                             unsigned ncopy) {
+        auto* c = new Chunked;
+        if (!anchor) ncopy = nbufs;
+        for (unsigned i = 0; i < ncopy; i++) c->copied.append(bufs[i].base, bufs[i].len);
+        char* at = &c->copied[0];
+        for (unsigned i = 0; i < nbufs; i++) {
+            if (i < ncopy) {
+                c->bufs.push_back(uv_buf_init(at, bufs[i].len));
+                at += bufs[i].len;
+            } else {
+                c->bufs.push_back(bufs[i]);
+            }
+        }
+        if (ncopy < nbufs) c->anchor = ref_anchor(L, anchor);
+        extra(s)->chunked = c;
+        int err = encode_next(s);
+        if (err) {
+            push_write_error(L, s, err);
+            return 1;
+        }
+        if (s->writes_in_flight_ == 0) return 0; // the kernel took it all at once
+        return wait_written(L, s);
+    }
+
+    static void drop_chunked(Stream* s) {
+        delete s->extra_->chunked;
+        s->extra_->chunked = nullptr;
+    }
+
+    // Encodes and sends chunks of the chunked write until the kernel does not take one at once
+    // (on_chunk_sent goes on) or the write is done. Returns 0 or the error (the write is dropped).
+    static int encode_next(Stream* s) {
+        Transport* t = s->extra_->transport;
+        while (Chunked* c = s->extra_->chunked) {
+            uv_buf_t part[kMaxIovecs];
+            unsigned n = 0;
+            size_t len = 0;
+            while (c->next < c->bufs.size() && len < kEncodeChunk && n < kMaxIovecs) {
+                const uv_buf_t& b = c->bufs[c->next];
+                size_t take = std::min(b.len - c->off, kEncodeChunk - len);
+                part[n++] = uv_buf_init(b.base + c->off, static_cast<unsigned>(take));
+                len += take;
+                c->off += take;
+                if (c->off == b.len) {
+                    c->next++;
+                    c->off = 0;
+                }
+            }
+            bool last = c->next == c->bufs.size();
+            std::string& out = encoded();
+            out.clear();
+            int err = t->encode(s, part, n, &out);
+            if (last || err) drop_chunked(s); // part[] is encoded: its bytes may go
+            if (err) return s->write_err_ = err;
+            bool queued = false;
+            uv_buf_t b = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
+            err = send(s, nullptr, &b, 1, out.size(), 0, 0, last ? nullptr : on_chunk_sent, nullptr, &queued);
+            if (err) {
+                if (!last) drop_chunked(s);
+                return err;
+            }
+            if (queued) return 0;
+        }
+        return 0;
+    }
+
+    // A chunk is written: the kernel made progress, the next chunk goes (see on_write: the writer
+    // wakes once nothing is in flight).
+    static void on_chunk_sent(Stream* s, int status, void*) {
+        if (!s->extra_->chunked) return;
+        if (status < 0 || s->closing_) return drop_chunked(s);
+        Extra* x = s->extra_;
+        x->write_progress = now_ms();
+        x->write_queued = uv_stream_get_write_queue_size(s->stream());
+        encode_next(s);
+    }
+
+    static void push_write_error(lua_State* L, Stream* s, int err) {
+        Transport* t = s->extra_ ? s->extra_->transport : nullptr;
+        if (t && err <= kErrOwnBase)
+            t->push_error(L, err);
+        else
+            push_uv_error(L, err);
     }
 
     // Writes to the handle: what the kernel takes at once, then the rest queued (a writer never
@@ -786,6 +913,7 @@ int Stream::try_write(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, size_t
     if (total == 0) return 0;
     size_t queued = write_queue_size();
     if (queued > 0 && queued + total > limit) return UV_EAGAIN;
+    if (extra_ && extra_->chunked) return UV_EAGAIN; // a large write is still being encoded
     uv_buf_t enc;
     if (Transport* t = transport()) {
         std::string& out = Impl::encoded();

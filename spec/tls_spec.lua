@@ -213,6 +213,43 @@ describe("tls writes and the end of a session", function()
         srv:close()
     end)
 
+    it("encrypts a large write a chunk at a time as the peer takes it, not whole", function()
+        local function rss_kib()
+            local f = assert(io.open("/proc/self/status"))
+            local status = f:read("*a")
+            f:close()
+            return tonumber(status:match("VmRSS:%s*(%d+)"))
+        end
+        local big = string.rep("0123456789abcdef", 2 * 1024 * 1024) -- 32 MiB
+        local tail = "and the end\n"
+        local result = {}
+        local srv, port = serve(function(sock)
+            result.write = sock:write({ big, tail }) -- waits until the kernel took it all
+            result.done = true
+            sock:close()
+        end)
+        local before = rss_kib()
+        local sock = assert(tls.connect(port, "127.0.0.1", { ca = path("ca.pem") }))
+        sock:setTimeout(10000)
+        -- The server's write has begun once a byte arrives; the client reads no more for now.
+        assert.are.equal("0", sock:read(1))
+        local grown = rss_kib() - before
+        assert.is_true(grown < 16 * 1024, "RSS grew by " .. grown .. " KiB while 32 MiB were being written")
+        assert.is_nil(result.done)
+        local rest = sock:read(#big - 1)
+        assert.are.equal(#big - 1, #rest)
+        assert.is_true(rest == big:sub(2), "the bytes differ")
+        assert.are.equal(tail, sock:read(#tail))
+        for _ = 1, 100 do
+            if result.done then break end
+            sleep(10)
+        end
+        assert.is_true(result.done)
+        assert.is_nil(result.write)
+        sock:close()
+        srv:close()
+    end)
+
     it("tells a peer that closed without close_notify (truncated) from one that said close_notify", function()
         -- luaio's server says close_notify before it closes: a plain EOF.
         local srv, port = serve(function(sock)

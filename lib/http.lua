@@ -76,6 +76,7 @@ http.request = client.request
 http.get = client.get
 http.transports = client.transports
 http.pool = client.pool
+http.expectContinue = client.expectContinue
 http.closeIdle = client.closeIdle
 http.parseUrl = client.parse_url
 http.router = router.new

@@ -138,7 +138,8 @@ struct Conn final : luaio::Consumer, luaio::Resident<Conn> {
     bool keep = true;    // the connection goes on after this message
     bool broken = false; // the stream of messages is unusable (bad framing, truncated body)
     bool closed = false;
-    bool replied = false; // client: a byte came back since the request went out (no retry then)
+    bool replied = false;        // client: a byte came back since the request went out (no retry then)
+    bool until_continue = false; // client: response() returns true at a 100 Continue
 
     Stream* stream() const { return sock_ud && *sock_ud ? static_cast<Stream*>(*sock_ud) : nullptr; }
     bool in_body() const { return parser && parser->in_body(); }
@@ -816,9 +817,11 @@ int gather_body(lua_State* L, Conn* c, const char* data, size_t len, int err, si
     return r == H::Parser::Result::Ok ? 1 : 0;
 }
 
-// A new message (request or response) begins: per-message state.
+// A new message (request or response) begins: per-message state. A client's flags of what it
+// sends are its request's (l_request): a 100 Continue comes before its body is sent.
 void begin_message(Conn* c) {
     c->body_bytes = 0;
+    if (!c->server) return;
     c->responded = c->head_sent = c->chunked_out = false;
     c->continue_sent = c->expect_continue = false;
 }
@@ -963,7 +966,12 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
     }
     int status = c->parser->status();
     if (status >= 100 && status < 200 && status != 101) {
-        // An interim response (100 Continue): the final one follows.
+        // A request that sent Expect: 100-continue and waits for it, its body held back.
+        if (status == 100 && c->until_continue) {
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+        // An interim response (100 Continue, 103 Early Hints): the final one follows.
         return consume_head(c, L, data, len, err, used);
     }
     c->keep = c->parser->keep_alive();
@@ -1079,12 +1087,14 @@ int l_next(lua_State* L) {
     return 0;
 }
 
-// res | nil, err = conn:response(with_body[, limits]): the limits of this request's response
-// (a pooled connection serves requests with different options).
+// res | nil, err = conn:response(with_body[, limits[, until_continue]]): the limits of this
+// request's response (a pooled connection serves requests with different options). With
+// until_continue, a 100 Continue ends the wait with true (the request's body may go now).
 int l_response(lua_State* L) {
     Conn* c = check_conn(L, "response");
     if (c->broken) return luaio::return_uv_error(L, UV_EPROTO);
     c->with_body = lua_toboolean(L, 2) != 0;
+    c->until_continue = lua_toboolean(L, 4) != 0;
     if (auto* lim = static_cast<Limits*>(luaio::test_object(L, 3, kLimitsClass))) {
         lua_pushvalue(L, 3);
         luaL_unref(L, LUA_REGISTRYINDEX, c->lim_ref);

@@ -275,6 +275,97 @@ describe("http client", function()
         hs:close()
     end)
 
+    it("sends Expect: 100-continue with a large body and holds the body back until the 100", function()
+        -- A raw server that answers each request head as `answer(head, sock)` says.
+        local function expect_server(answer)
+            local heads = {}
+            local srv = assert(tcp.createServer(0, function(sock)
+                sock:settimeouts(3000, 3000, 3000)
+                while true do
+                    local head = sock:readuntil("\r\n\r\n")
+                    if not head then
+                        return
+                    end
+                    heads[#heads + 1] = head
+                    if not answer(head, sock) then
+                        return
+                    end
+                end
+            end, { host = "127.0.0.1" }))
+            return srv, "http://127.0.0.1:" .. srv:address().port, heads
+        end
+        local function length(head)
+            return tonumber(head:lower():match("\ncontent%-length: *(%d+)"))
+        end
+        local size = http.expectContinue.size
+        -- A final answer instead of the 100: the body is not sent.
+        local got
+        local srv, base, heads = expect_server(function(head, sock)
+            sock:write("HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno")
+            sock:settimeouts(300, 300, 300)
+            got = sock:read()
+        end)
+        local res = assert(http.request({ method = "PUT", url = base, body = string.rep("b", size + 1) }))
+        assert.are.equal(401, res.status)
+        assert.are.equal("no", res.body)
+        assert.truthy(heads[1]:find("\r\nExpect: 100-continue", 1, true))
+        http.closeIdle()
+        sleep(400)
+        assert.is_nil(got)
+        srv:close()
+        -- The 100, then the body; at the size no Expect (the body goes at once), one byte past it one.
+        srv, base, heads = expect_server(function(head, sock)
+            if head:find("\r\nExpect: 100-continue", 1, true) then
+                sock:write("HTTP/1.1 100 Continue\r\n\r\n")
+            end
+            local body = sock:read(length(head))
+            sock:write("HTTP/1.1 200 OK\r\nContent-Length: " .. #tostring(#body) .. "\r\n\r\n" .. #body)
+            return true
+        end)
+        assert.are.equal(tostring(size + 1), assert(http.request({ method = "PUT", url = base, body = string.rep("c", size + 1) })).body)
+        assert.are.equal(tostring(size), assert(http.request({ method = "PUT", url = base, body = string.rep("c", size) })).body)
+        assert.truthy(heads[1]:find("Expect: 100-continue", 1, true))
+        assert.falsy(heads[2]:find("Expect", 1, true))
+        -- Asked for with a small body (also as a header), a function body, or refused for a large one.
+        assert.are.equal("3", assert(http.request({ method = "POST", url = base, body = "abc", expectContinue = true })).body)
+        assert.are.equal("2", assert(http.request({ method = "POST", url = base, body = "ab", headers = { expect = "100-Continue" } })).body)
+        local n = 0
+        assert.are.equal("4", assert(http.request({ method = "POST", url = base, expectContinue = true,
+            headers = { ["Content-Length"] = 4 }, body = function()
+                n = n + 1
+                return n <= 2 and "xy" or nil
+            end })).body)
+        assert.are.equal(tostring(size + 1), assert(http.request({ method = "PUT", url = base, body = string.rep("c", size + 1), expectContinue = false })).body)
+        for k = 3, 5 do -- once each, also when given as a header
+            assert.are.equal(1, select(2, heads[k]:lower():gsub("\nexpect: 100%-continue\r", "")))
+        end
+        assert.falsy(heads[6]:find("Expect", 1, true))
+        srv:close()
+        -- A server that never answers the 100 (HTTP/1.0): the body goes after the wait.
+        local wait = http.expectContinue.wait
+        http.expectContinue.wait = 100
+        srv, base = expect_server(function(head, sock)
+            local body = sock:read(length(head))
+            sock:write("HTTP/1.1 200 OK\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body)
+            return true
+        end)
+        local ok, r = pcall(http.request, { method = "POST", url = base, body = "late", expectContinue = true })
+        http.expectContinue.wait = wait
+        assert.are.equal("late", assert(r).body, tostring(ok))
+        srv:close()
+        -- A luaio server: the 100 when the handler reads, a 413 without reading.
+        local hs, hbase = start(function(req, res)
+            if req.path == "/no" then
+                res.status = 413
+                return res:finish()
+            end
+            res:finish("got " .. #assert(req:body()))
+        end, { maxBodySize = 4 * size })
+        assert.are.equal("got " .. (size + 1), assert(http.request({ method = "PUT", url = hbase, body = string.rep("d", size + 1) })).body)
+        assert.are.equal(413, assert(http.request({ method = "PUT", url = hbase .. "/no", body = string.rep("d", size + 1) })).status)
+        hs:close()
+    end)
+
     it("follows redirects when asked", function()
         local srv, base = start(function(req, res)
             if req.path == "/old" then

@@ -258,6 +258,44 @@ local function time_left(req)
     return ceil(left)
 end
 
+-- Expect: 100-continue goes with a body of a known length above `size` bytes (as curl does) or
+-- with expectContinue = true; the client then waits up to `wait` ms for the server's word
+-- before it sends the body (RFC 9110 10.1.1: it need not wait longer).
+client.expectContinue = { size = 1024 * 1024, wait = 1000 }
+
+local function expects(req)
+    local e = req.expectContinue
+    if req.body == nil or e == false then
+        return false
+    end
+    return e or (type(req.framing) == "number" and req.framing > client.expectContinue.size)
+end
+
+-- Sends the head of a request that expects 100-continue and waits for the server's word.
+-- Returns the final response if it came instead of the 100 (the body is then not sent), or
+-- nil and the error; nil alone: the body goes now (the 100 came, or the wait is over).
+local function await_continue(conn, req, head)
+    local err = conn:request(head, true, req.method == "HEAD", req.framing == true)
+    if err then
+        return nil, err
+    end
+    local wait = client.expectContinue.wait
+    local left = time_left(req)
+    if left and left < wait then
+        wait = left
+    end
+    local sock = conn:socket()
+    sock:settimeouts(0, 0, wait >= 1 and ceil(wait) or 1)
+    local res
+    res, err = conn:response(not req.stream, req.limits, true)
+    sock:settimeouts(0, 0, 0)
+    local _, late = time_left(req)
+    if res == true or (err and err.name == "ETIMEDOUT" and not late) then
+        return nil
+    end
+    return res, err
+end
+
 local function may_retry(req, conn, reused, err)
     return reused and idempotent[req.method] and type(req.body) ~= "function" and not conn:replied()
         and err.name ~= "ETIMEDOUT"
@@ -352,15 +390,26 @@ local function once(u, req, head, fresh)
     -- timeouts are off); it stays on for a streamed body, which the caller reads afterwards.
     conn:socket():settimeouts(0, 0, 0)
     conn:deadline(left or 0)
-    local streamed = type(req.body) == "function"
-    local err = conn:request(head, streamed or req.body, req.method == "HEAD", req.framing == true)
-    if not err and streamed then
-        err = send_body(conn, req)
+    local streamed, expect = type(req.body) == "function", expects(req)
+    local res, err
+    if expect then
+        res, err = await_continue(conn, req, head)
+        if res then
+            key = nil -- the server answered without the body, which was not sent: not reused
+        end
+    else
+        err = conn:request(head, streamed or req.body, req.method == "HEAD", req.framing == true)
     end
-    local res
-    if not err then
+    if not res and not err then
+        if streamed then
+            err = send_body(conn, req)
+        elseif expect then
+            err = conn:write(req.body) or conn:finish()
+        end
+    end
+    if not res and not err then
         res, err = conn:response(not req.stream, req.limits)
-    elseif err.name == "ECONNRESET" or err.name == "EPIPE" then
+    elseif not res and (err.name == "ECONNRESET" or err.name == "EPIPE") then
         -- The server may have answered before the end of the request (413, 401) and closed: then
         -- its answer is the result (the socket is dead, so this does not wait), and the
         -- connection, whose request was cut, is not pooled again.
@@ -386,7 +435,7 @@ end
 
 local request_options = {
     method = true, url = true, headers = true, body = true, timeout = true, redirect = true, stream = true,
-    maxBodySize = true, maxHeaderSize = true, tls = true,
+    maxBodySize = true, maxHeaderSize = true, tls = true, expectContinue = true,
 }
 
 -- An object that gives a body by pieces with its read method: a request being served, a streamed
@@ -423,6 +472,9 @@ local function check_request(opts, fname, level)
     end
     if opts.headers ~= nil and type(opts.headers) ~= "table" then
         error(fname .. ": 'headers' must be a table", level)
+    end
+    if opts.expectContinue ~= nil and type(opts.expectContinue) ~= "boolean" then
+        error(fname .. ": 'expectContinue' must be a boolean", level)
     end
     local r = opts.redirect
     if r ~= nil and type(r) ~= "boolean" and (type(r) ~= "number" or r < 0 or r % 1 ~= 0) then
@@ -479,7 +531,8 @@ end
 local function head_of(u, req, level)
     local default_port = client.transports[u.scheme].default_port
     local host = find(u.host, ":", 1, true) and ("[" .. u.host .. "]") or u.host
-    local headers = { Host = u.port == default_port and host or (host .. ":" .. u.port), ["User-Agent"] = "luaio" }
+    local headers = { Host = u.port == default_port and host or (host .. ":" .. u.port), ["User-Agent"] = "luaio",
+        Expect = expects(req) and "100-continue" or nil }
     for k, v in pairs(req.headers) do
         local l = type(k) == "string" and lower(k)
         if l == "host" then
@@ -545,8 +598,15 @@ local function request(opts, fname, level)
     local req = {
         method = method, headers = headers, body = body, framing = framing,
         deadline = timeout and timeout > 0 and now_ms() + timeout or nil,
-        stream = opts.stream, tls = opts.tls, limits = limits_of(opts),
+        stream = opts.stream, tls = opts.tls, limits = limits_of(opts), expectContinue = opts.expectContinue,
     }
+    -- A given Expect: 100-continue is the option (and is sent once, by head_of).
+    for k, v in pairs(headers) do
+        if type(k) == "string" and lower(k) == "expect" and lower(tostring(v)) == "100-continue" then
+            headers[k] = nil
+            req.expectContinue = true
+        end
+    end
     local url = opts.url
     local redirects = opts.redirect == true and 5 or tonumber(opts.redirect) or 0
     local u, msg = client.parse_url(url)
@@ -591,7 +651,7 @@ local function request(opts, fname, level)
     return nil, client_error("ETOOMANYREDIRECTS", "more than " .. redirects .. " redirects")
 end
 
---- http.request{method = "GET", url, headers, body, timeout = ms, redirect = n, stream = bool,
+--- http.request{method = "GET", url, headers, body, timeout = ms, redirect = n, stream = bool, expectContinue,
 --- maxBodySize, maxHeaderSize}. body: a string, a function that returns the pieces (nil at the
 --- end), or an object whose read method does (a request being served, a streamed response, a file). Returns the response {status, reason, headers, httpVersion, body} or nil and an error table.
 function client.request(opts)

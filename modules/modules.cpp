@@ -13,6 +13,7 @@ int luaopen_luaio_fs(lua_State* L);
 int luaopen_luaio_log(lua_State* L);
 int luaopen_luaio_websocket(lua_State* L);
 int luaopen_luaio_tls(lua_State* L);
+int luaopen_luaio_redis(lua_State* L);
 }
 
 namespace luaio {
@@ -28,6 +29,7 @@ void register_modules(lua_State* L) {
     preload(L, "luaio.log", luaopen_luaio_log);
     preload(L, "luaio.websocket", luaopen_luaio_websocket);
     preload(L, "luaio.tls", luaopen_luaio_tls);
+    preload(L, "luaio.redis", luaopen_luaio_redis);
 }
 
 } // namespace luaio

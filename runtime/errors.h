@@ -19,7 +19,9 @@ namespace luaio {
     X(ETOOMANYREDIRECTS, -5003, "too many redirects")                                                                  \
     X(ETLS, -5004, "TLS protocol error")                                                                               \
     X(ECERTVERIFY, -5005, "certificate verification failed")                                                           \
-    X(EHOSTMISMATCH, -5006, "certificate does not match the host name")
+    X(EHOSTMISMATCH, -5006, "certificate does not match the host name")                                                \
+    /* redis (-5020...): an error reply of the server (its message is the server's) */                                 \
+    X(EREDIS, -5020, "Redis error")
 
 constexpr int kErrOwnBase = -5001;
 

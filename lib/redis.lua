@@ -1,0 +1,401 @@
+--- redis: a Redis client (see docs/redis.md).
+--
+--   local r, err = redis.connect{host =, port =, password =, username =, db =, timeout =, tls =}
+--   local v, err = r:call("SET", k, v)      r:get(k)  r:set(k, v, "EX", 10)  r:hgetall(k) ...
+--   local results, err = r:pipeline(function(p) p:set(k, v) p:get(k) end)
+--   local results, err = r:transaction(function(t) t:incr(k) t:get(k) end)   -- MULTI ... EXEC
+--   r:subscribe(ch, ...)  r:psubscribe(pattern, ...)  r:unsubscribe(...)  r:punsubscribe(...)
+--   for kind, channel, message, pattern in r:messages() do ... end
+--   local pool = redis.pool{size = 32, idleTimeout = 60000, <connect options>}
+--   pool:call("GET", k)  pool:get(k)  pool:with(function(r) ... end)  pool:close()
+--
+-- A connection is a C++ object (modules/redis.cpp, luaio.redis) that owns the socket: commands
+-- of any number of tasks go out as they come and replies come back in order, so concurrent calls
+-- on one connection pipeline by themselves. This file adds connecting (tcp or tls, AUTH, SELECT),
+-- reconnecting for the next call after the connection dropped, the generated command methods,
+-- pipelines, subscriptions and the pool.
+local core = require "luaio.redis"
+local lcore = require "luaio.core"
+local errors = require "luaio.errors"
+
+local type, select, setmetatable, getmetatable, pairs, tostring = type, select, setmetatable, getmetatable, pairs,
+    tostring
+local upper, format = string.upper, string.format
+local current, suspend, ready = lcore.current, lcore.suspend, lcore.ready
+local raise = errors.raise
+local DOWN = core.DOWN
+
+local redis = {}
+
+--- redis.null: a nil element inside an array reply, a pipeline's or a transaction's results
+--- (the same value as json.null).
+redis.null = core.null
+
+-- The Redis commands that are methods (r:get, p:set ...), after `COMMAND LIST` of Redis 7.0.
+-- Others go through r:call(name, ...).
+local COMMANDS = {}
+for name in ([[
+acl append asking auth bgrewriteaof bgsave bitcount bitfield bitfield_ro bitop bitpos blmove blmpop
+blpop brpop brpoplpush bzmpop bzpopmax bzpopmin client cluster command config copy dbsize debug decr
+decrby del discard dump echo eval eval_ro evalsha evalsha_ro exec exists expire expireat expiretime
+failover fcall fcall_ro flushall flushdb function geoadd geodist geohash geopos georadius georadius_ro
+georadiusbymember georadiusbymember_ro geosearch geosearchstore get getbit getdel getex getrange getset
+hdel hello hexists hget hgetall hincrby hincrbyfloat hkeys hlen hmget hmset hrandfield hscan hset
+hsetnx hstrlen hvals incr incrby incrbyfloat info keys lastsave latency lcs lindex linsert llen lmove
+lmpop lolwut lpop lpos lpush lpushx lrange lrem lset ltrim memory mget migrate module move mset
+msetnx multi object persist pexpire pexpireat pexpiretime pfadd pfcount pfmerge ping psetex publish
+pubsub pttl quit randomkey readonly readwrite rename renamenx replicaof reset restore role rpop
+rpoplpush rpush rpushx sadd save scan scard script sdiff sdiffstore select set setbit setex setnx
+setrange shutdown sinter sintercard sinterstore sismember slowlog smembers smismember smove sort
+sort_ro spop spublish srandmember srem sscan strlen substr sunion sunionstore swapdb time touch ttl
+type unlink unwatch wait watch xack xadd xautoclaim xclaim xdel xgroup xinfo xlen xpending xrange
+xread xreadgroup xrevrange xsetid xtrim zadd zcard zcount zdiff zdiffstore zincrby zinter zintercard
+zinterstore zlexcount zmpop zmscore zpopmax zpopmin zrandmember zrange zrangebylex zrangebyscore
+zrangestore zrank zrem zremrangebylex zremrangebyrank zremrangebyscore zrevrange zrevrangebylex
+zrevrangebyscore zrevrank zscan zscore zunion zunionstore
+]]):gmatch("%S+") do
+    COMMANDS[name] = upper(name)
+end
+
+-- Connect options and their types.
+local OPTIONS = {
+    host = "string", port = "number", password = "string", username = "string", db = "number",
+    timeout = "number", tls = true, -- tls: true or a table of tls.connect's options
+    -- the pool's
+    size = "number", idleTimeout = "number", maxWaiters = "number", waitTimeout = "number",
+}
+
+local function check_options(o, fname, pool)
+    if o == nil then
+        o = {}
+    elseif type(o) ~= "table" then
+        raise(fname, "expected an options table as argument 1, got " .. type(o))
+    end
+    local copy = {}
+    for k, v in pairs(o) do
+        local want = OPTIONS[k]
+        if want == nil or (not pool and (k == "size" or k == "idleTimeout" or k == "maxWaiters" or k == "waitTimeout")) then
+            raise(fname, "unknown option '" .. tostring(k) .. "'")
+        end
+        if k == "tls" then
+            if v ~= true and v ~= false and type(v) ~= "table" then
+                raise(fname, "option 'tls' must be true or a table of tls options, got " .. type(v))
+            end
+        elseif type(v) ~= want then
+            raise(fname, format("option '%s' must be a %s, got %s", k, want, type(v)))
+        end
+        copy[k] = v
+    end
+    copy.host = copy.host or "127.0.0.1"
+    copy.port = copy.port or 6379
+    if copy.timeout and copy.timeout < 0 then raise(fname, "option 'timeout' must not be negative") end
+    return copy
+end
+
+-- Opens the socket (tcp, or tls with the `tls` option) and makes the connection ready: AUTH and
+-- SELECT. Returns nil, or the error (the socket is then closed).
+local function open(self)
+    local o = self.opts
+    local sock, err
+    local topts = o.timeout and o.timeout > 0 and { connect_timeout = o.timeout } or nil
+    if o.tls then
+        local t = {}
+        if type(o.tls) == "table" then
+            for k, v in pairs(o.tls) do t[k] = v end
+        end
+        if topts then t.connect_timeout = topts.connect_timeout end
+        sock, err = require("tls").connect(o.port, o.host, t)
+    else
+        sock, err = require("tcp").connect(o.port, o.host, topts)
+    end
+    if not sock then return err end
+    local c = self[1]
+    if c then
+        c:attach(sock)
+    else
+        c = core.conn(sock, o.timeout or 0)
+        self[1] = c
+    end
+    local ok
+    if o.password then
+        if o.username then
+            ok, err = c:call("AUTH", o.username, o.password)
+        else
+            ok, err = c:call("AUTH", o.password)
+        end
+        if not ok then
+            c:drop()
+            return err
+        end
+    end
+    if o.db and o.db ~= 0 then
+        ok, err = c:call("SELECT", o.db)
+        if not ok then
+            c:drop()
+            return err
+        end
+        -- The connection's own database: not a change a pool must refuse.
+        c:state(true)
+    end
+    return nil
+end
+
+-- The connection dropped: the first task reconnects, the others wait for it. Returns nil or the
+-- error of the attempt.
+local function reconnect(self)
+    if self.connecting then
+        local co = current()
+        local w = self.waiting
+        w[#w + 1] = co
+        suspend()
+        return self.connect_err
+    end
+    self.connecting = true
+    local err = open(self)
+    self.connecting, self.connect_err = false, err
+    local w = self.waiting
+    self.waiting = {}
+    for i = 1, #w do ready(w[i]) end
+    return err
+end
+
+local Client = {}
+local Methods = {}
+Client.__index = Methods
+
+local function check_client(self, fname)
+    if getmetatable(self) ~= Client then
+        raise(fname, "expected a redis connection as self, got " .. type(self) .. " (call it with ':')")
+    end
+end
+
+local function retry(self, ...)
+    local err = reconnect(self)
+    if err then return nil, err end
+    return self[1]:call(...)
+end
+
+--- r:call(name, ...): any command; returns its reply, or nil and an error table.
+function Methods:call(...)
+    local c = self[1]
+    if not c then check_client(self, "r:call") end
+    local v, err = c:call(...)
+    if err == DOWN then return retry(self, ...) end
+    return v, err
+end
+local call = Methods.call
+
+local function command(name)
+    return function(self, ...)
+        local c = self[1]
+        if not c then check_client(self, "r:" .. name:lower()) end
+        local v, err = c:call(name, ...)
+        if err == DOWN then return retry(self, name, ...) end
+        return v, err
+    end
+end
+
+-- The command methods are made when first used.
+setmetatable(Methods, {
+    __index = function(m, k)
+        local name = COMMANDS[k]
+        if not name then return nil end
+        local f = command(name)
+        m[k] = f
+        return f
+    end,
+})
+
+-- Pipelines: the commands are gathered in one flat array (count, name, args ...) and sent in one
+-- write by C++; the replies come back in a table.
+local Pipe = {}
+local PipeMethods = {}
+Pipe.__index = PipeMethods
+
+local function add(p, name, ...)
+    local n = select("#", ...)
+    local buf, i = p.buf, p.len
+    buf[i + 1] = n + 1
+    buf[i + 2] = name
+    for j = 1, n do
+        buf[i + 2 + j] = (select(j, ...))
+    end
+    p.len = i + 2 + n
+    p.count = p.count + 1
+end
+
+function PipeMethods:call(name, ...)
+    if getmetatable(self) ~= Pipe then raise("p:call", "expected a pipeline as self (call it with ':')") end
+    if type(name) ~= "string" then raise("p:call", "expected a command name as argument 1, got " .. type(name)) end
+    add(self, name, ...)
+end
+
+setmetatable(PipeMethods, {
+    __index = function(m, k)
+        local name = COMMANDS[k]
+        if not name then return nil end
+        local f = function(self, ...)
+            if getmetatable(self) ~= Pipe then raise("p:" .. k, "expected a pipeline as self (call it with ':')") end
+            add(self, name, ...)
+        end
+        m[k] = f
+        return f
+    end,
+})
+
+local function run_pipeline(self, p)
+    if p.count == 0 then return { n = 0 } end
+    local c = self[1]
+    local res, err = c:pipeline(p.buf, p.len, p.count)
+    if err == DOWN then
+        err = reconnect(self)
+        if err then return nil, err end
+        res, err = self[1]:pipeline(p.buf, p.len, p.count)
+    end
+    return res, err
+end
+
+--- r:pipeline(fn): fn(p) queues commands on p (p:set(...), p:call(...)); they go out in one
+--- write and the replies come back in one table, in order (redis.null for nil replies, an error
+--- table for an error reply). Returns that table, or nil and the error that failed them all.
+function Methods:pipeline(fn)
+    check_client(self, "r:pipeline")
+    if type(fn) ~= "function" then raise("r:pipeline", "expected a function as argument 1, got " .. type(fn)) end
+    local p = setmetatable({ buf = {}, len = 0, count = 0 }, Pipe)
+    fn(p)
+    return run_pipeline(self, p)
+end
+
+--- r:transaction(fn): as pipeline, wrapped in MULTI ... EXEC, in one write (no other task's
+--- command can come between). Returns EXEC's results, nil when a WATCHed key changed (nil,
+--- nothing else), or nil and the error (EXECABORT for a command the server refused to queue).
+function Methods:transaction(fn)
+    check_client(self, "r:transaction")
+    if type(fn) ~= "function" then raise("r:transaction", "expected a function as argument 1, got " .. type(fn)) end
+    local p = setmetatable({ buf = {}, len = 0, count = 0 }, Pipe)
+    add(p, "MULTI")
+    fn(p)
+    add(p, "EXEC")
+    local res, err = run_pipeline(self, p)
+    if not res then return nil, err end
+    local exec = res[p.count]
+    if exec == redis.null then return nil end
+    if type(exec) == "table" and exec.name then return nil, exec end
+    return exec
+end
+
+-- Subscriptions. The server confirms each channel of (p)subscribe and (p)unsubscribe with one
+-- reply, and an unsubscribe of all with one per subscribed channel (or one when there is none):
+-- the connection keeps the channels it asked for, to know how many replies come.
+local function count_of(set)
+    local n = 0
+    for _ in pairs(set) do n = n + 1 end
+    return n
+end
+
+local function subscription(self, fname, cmd, setname, add_to, ...)
+    check_client(self, fname)
+    local n = select("#", ...)
+    local set = self[setname]
+    local count
+    if add_to then
+        if n == 0 then raise(fname, "expected at least one channel") end
+        count = n
+    elseif n == 0 then
+        count = count_of(set)
+        if count == 0 then count = 1 end
+    else
+        count = n
+    end
+    for i = 1, n do
+        local ch = select(i, ...)
+        if type(ch) ~= "string" and type(ch) ~= "number" then
+            raise(fname, format("expected a channel name as argument %d, got %s", i, type(ch)))
+        end
+        set[tostring(ch)] = add_to or nil
+    end
+    if not add_to and n == 0 then self[setname] = {} end
+    local c = self[1]
+    local res, err = c:send(count, cmd, ...)
+    if err == DOWN then
+        err = reconnect(self)
+        if err then return nil, err end
+        res, err = self[1]:send(count, cmd, ...)
+    end
+    if not res then return nil, err end
+    -- The subscriptions left after the last confirmation (or the error reply).
+    local last = res[#res]
+    if type(last) == "table" and last.name then return nil, last end
+    return last[3]
+end
+
+--- r:subscribe(channel, ...): returns the number of subscriptions, or nil and an error.
+function Methods:subscribe(...)
+    return subscription(self, "r:subscribe", "SUBSCRIBE", "channels", true, ...)
+end
+function Methods:psubscribe(...)
+    return subscription(self, "r:psubscribe", "PSUBSCRIBE", "patterns", true, ...)
+end
+function Methods:unsubscribe(...)
+    return subscription(self, "r:unsubscribe", "UNSUBSCRIBE", "channels", false, ...)
+end
+function Methods:punsubscribe(...)
+    return subscription(self, "r:punsubscribe", "PUNSUBSCRIBE", "patterns", false, ...)
+end
+
+--- r:message([timeout]): the next message: kind ("message" or "pmessage"), channel, payload
+--- and for "pmessage" the pattern; nil once not subscribed; nil and an error when the
+--- connection dropped or (ETIMEDOUT) no message came in timeout ms.
+function Methods:message(timeout)
+    check_client(self, "r:message")
+    if timeout ~= nil and type(timeout) ~= "number" then
+        raise("r:message", "expected a timeout in milliseconds as argument 1, got " .. type(timeout))
+    end
+    return self[1]:message(timeout)
+end
+
+--- for kind, channel, payload, pattern in r:messages() do ... end: until unsubscribed or the
+--- connection drops (r:message() then tells why).
+function Methods:messages(timeout)
+    check_client(self, "r:messages")
+    local c = self[1]
+    return function()
+        return c:message(timeout)
+    end
+end
+
+--- r:close(): closes the connection; waiting calls get ECANCELED. Later calls raise.
+function Methods:close()
+    check_client(self, "r:close")
+    self[1]:close()
+end
+
+--- True while connected (the next call reconnects otherwise).
+function Methods:connected()
+    check_client(self, "r:connected")
+    return self[1]:alive()
+end
+
+local function new_client(opts)
+    return setmetatable({ false, opts = opts, waiting = {}, channels = {}, patterns = {} }, Client)
+end
+
+--- redis.connect(options): a connected client, or nil and an error table (ECONNREFUSED,
+--- ETIMEDOUT, EREDIS with kind WRONGPASS ...).
+function redis.connect(options)
+    local opts = check_options(options, "redis.connect", false)
+    local self = new_client(opts)
+    local err = open(self)
+    if err then
+        if self[1] then self[1]:close() end
+        return nil, err
+    end
+    return self
+end
+
+redis._Client, redis._Methods, redis._COMMANDS, redis._new_client, redis._open = Client, Methods, COMMANDS,
+    new_client, open
+redis._check_options = check_options
+redis._call = call
+
+return redis

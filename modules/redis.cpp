@@ -1,0 +1,805 @@
+// The C++ core of the redis module, registered as `luaio.redis`; lib/redis.lua is the public face.
+//
+// A Conn is the Redis protocol state of one socket (a luaio::Stream, plain or TLS). Commands are
+// written in RESP by our own writer into one buffer; replies are parsed by hiredis's reply reader
+// (redisReader, without hiredis's socket I/O), whose object functions build each reply straight
+// into Lua values on the stack of the task that waits for it. Replies are matched to callers in
+// the order the commands went out (FIFO), so any number of tasks may call one connection at once:
+// each parks until its reply, and what they send while replies are being handed out goes out in
+// one write (pipelining without asking for it).
+//
+//   conn = core.conn(sock, timeout_ms)          -- takes the socket over (its reads and writes)
+//   value | nil, err = conn:call(cmd, args...)  -- one command; err == core.DOWN: reconnect first
+//   results | nil, err = conn:pipeline(flat, len, count)  -- commands in one write, replies in a table
+//   results | nil, err = conn:send(count, cmd, args...)  -- (p)(un)subscribe: count replies
+//   kind, channel, message[, pattern] | nil[, err] = conn:message([timeout_ms])
+//   conn:attach(sock)  conn:drop()  conn:reusable()  conn:alive()  conn:close()
+//
+// The stream is watched (Stream::watch) while the connection is open: bytes are fed to the
+// reader as they come, and replies are handed out in Consumer::ready, once the stream's buffer is
+// settled. A reply the connection cannot match, a protocol error, a timeout or the end of the
+// stream fails every waiting call and drops the socket: no call ever gets another's reply, and
+// the next call (lib/redis.lua) reconnects.
+#include "runtime/luaio.h"
+#include "runtime/object.h"
+#include "runtime/stream.h"
+
+#include <hiredis/read.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <string>
+
+namespace {
+
+using luaio::Stream;
+
+constexpr const char* kConnClass = "luaio.redis.conn";
+// The output buffer's capacity kept between writes; a larger one (a big pipeline) is let go.
+constexpr size_t kKeepOut = 64 * 1024;
+
+// The error a call returns when the connection has no socket (dropped): lib/redis.lua then
+// reconnects and calls again. One table, compared by identity.
+int g_down_ref = LUA_NOREF;
+
+// A caller waiting for replies: one reply (its value), or `count` replies in a table.
+struct Entry {
+    luaio::Waiter w;
+    uint32_t count = 0; // replies awaited; 0: one reply, returned as it is
+    uint32_t got = 0;
+    uint64_t deadline = 0;  // loop time by which the reply must be in (0: none)
+    bool started = false;   // the results table of a `count` entry is on the task's stack
+    bool sub = false;       // sent while subscribed: messages may come before its replies
+    bool subscribe = false; // a (P)SUBSCRIBE: subscribed mode goes on after its replies
+};
+
+struct Conn final : luaio::Consumer, luaio::Handle<Conn> {
+    static constexpr const char* kClass = kConnClass;
+    static constexpr const char* kWhat = "redis connection";
+
+    int consume(lua_State* L, const char* data, size_t len, int err, size_t* used) override;
+    void ready(lua_State* L, int n) override;
+    void proxy_gone() { close(); }
+    void close();
+
+    luaio::Anchor sock;       // the socket's proxy
+    void** sock_ud = nullptr; // its pointer slot: nullptr once the socket closed
+    redisReader* reader = nullptr;
+    std::string out; // commands not yet written
+    std::deque<Entry> fifo;
+    uv_timer_t timer;
+    uint64_t timeout = 0; // ms a reply may take (0: no limit)
+    // Where replies that no task's stack receives are built (pub/sub messages, replies to
+    // nobody): a thread of the connection's own, with the queue of unread messages at index 1.
+    lua_State* scratch = nullptr;
+    luaio::Anchor scratch_ref;
+    int q_first = 1, q_last = 0;
+    luaio::Waiter msg_waiter; // a task waiting in conn:message()
+    uint64_t msg_deadline = 0;
+    // The stack the reply being parsed is built on, and what it is for.
+    lua_State* target = nullptr;
+    Entry* target_entry = nullptr;
+    bool root_error = false;  // the last complete reply was an error reply
+    bool nil_is_null = false; // a nil reply at the top is redis.null (it goes into a table)
+    unsigned gen = 0;         // changes when the socket is dropped or attached
+    int down_err = 0;         // what dropped the socket
+    bool dispatching = false;
+    bool closed = false;
+    bool refd = false;
+    bool sub_mode = false; // subscribed: message arrays go to the queue
+    bool in_multi = false;
+    bool watching = false;
+    bool dirty = false; // SELECT or the like: not for a pool
+
+    Stream* stream() const { return sock_ud && *sock_ud ? static_cast<Stream*>(*sock_ud) : nullptr; }
+};
+
+Conn* conn_of(const redisReadTask* t) {
+    return static_cast<Conn*>(t->privdata);
+}
+
+// ---------------------------------------------------------------- building replies
+// hiredis calls these depth first, parents before their elements. Each value is pushed on
+// c->target; an element goes into its parent (the table below it) at once, except a non-empty
+// array, which stays on top until its last element is in. The top-level value stays on the stack.
+
+void* settle(Conn* c, const redisReadTask* t, bool open) {
+    lua_State* L = c->target;
+    if (!t->parent) {
+        c->root_error = t->type == REDIS_REPLY_ERROR;
+        return c;
+    }
+    if (open) return c;
+    lua_rawseti(L, -2, t->idx + 1);
+    // A last element completes its parent, which then goes into its own parent (not the top).
+    const redisReadTask* n = t;
+    while (n->parent && n->idx == n->parent->elements - 1 && n->parent->parent) {
+        n = n->parent;
+        lua_rawseti(L, -2, n->idx + 1);
+    }
+    return c;
+}
+
+// The error table of a server's error reply: EREDIS, the server's message, and its first word
+// (ERR, WRONGTYPE, WRONGPASS ...) as `kind`.
+void push_server_error(lua_State* L, const char* s, size_t len) {
+    std::string msg(s, len);
+    luaio::push_error(L, luaio::LUAIO_EREDIS, msg.c_str());
+    size_t k = msg.find(' ');
+    lua_pushlstring(L, msg.data(), k == std::string::npos ? msg.size() : k);
+    lua_setfield(L, -2, "kind");
+}
+
+void* create_string(const redisReadTask* t, char* s, size_t len) {
+    Conn* c = conn_of(t);
+    if (t->type == REDIS_REPLY_ERROR)
+        push_server_error(c->target, s, len);
+    else
+        lua_pushlstring(c->target, s, len);
+    return settle(c, t, false);
+}
+
+void* create_array(const redisReadTask* t, int n) {
+    Conn* c = conn_of(t);
+    lua_createtable(c->target, n > 0 ? n : 0, 0);
+    return settle(c, t, n > 0);
+}
+
+void* create_integer(const redisReadTask* t, long long v) {
+    Conn* c = conn_of(t);
+    lua_pushnumber(c->target, static_cast<lua_Number>(v));
+    return settle(c, t, false);
+}
+
+void* create_nil(const redisReadTask* t) {
+    Conn* c = conn_of(t);
+    if (!t->parent && !c->nil_is_null)
+        lua_pushnil(c->target);
+    else
+        lua_pushlightuserdata(c->target, nullptr); // redis.null, the same value as json.null
+    return settle(c, t, false);
+}
+
+redisReplyObjectFunctions g_functions = {create_string, create_array, create_integer, create_nil, nullptr};
+
+// ---------------------------------------------------------------- the connection's state
+
+void update_ref(Conn* c) {
+    Stream* s = c->stream();
+    bool busy = !c->fifo.empty() || c->msg_waiter.waiting();
+    if (!s || busy == c->refd) return;
+    c->refd = busy;
+    if (busy)
+        uv_ref(s->handle());
+    else
+        uv_unref(s->handle()); // an idle connection does not keep the process alive
+}
+
+void on_timer(uv_timer_t* t);
+
+void arm_timer(Conn* c) {
+    if (c->closed) return;
+    uint64_t next = c->fifo.empty() ? 0 : c->fifo.front().deadline;
+    if (c->msg_waiter.waiting() && c->msg_deadline && (!next || c->msg_deadline < next)) next = c->msg_deadline;
+    if (!next) {
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uint64_t now = luaio::now_ms();
+    uv_timer_start(&c->timer, on_timer, next > now ? next - now : 0, 0);
+}
+
+lua_State* scratch_of(Conn* c) {
+    if (!c->scratch) {
+        lua_State* L = luaio::main_state();
+        c->scratch = lua_newthread(L);
+        c->scratch_ref.set(L, -1);
+        lua_pop(L, 1);
+        lua_newtable(c->scratch); // the message queue
+    }
+    return c->scratch;
+}
+
+void push_down_error(lua_State* L, Conn* c, int err) {
+    Stream* s = c->stream();
+    luaio::Transport* t = s ? s->transport() : nullptr;
+    if (t && err <= luaio::kErrOwnBase && err != luaio::LUAIO_EREDIS)
+        t->push_error(L, err);
+    else
+        luaio::push_uv_error(L, err);
+}
+
+// The socket goes (closed) and every waiting call fails with err: nothing sent before can be
+// answered any more. The callers are woken after the state is settled, since they run at once
+// and may call (and reconnect) this connection again.
+void drop(Conn* c, int err) {
+    std::deque<Entry> waiting;
+    waiting.swap(c->fifo);
+    Stream* s = c->stream();
+    if (c->scratch) lua_settop(c->scratch, 1); // a message half built
+    // The error tables are made before the socket goes (a TLS error's message is its transport's).
+    for (Entry& e : waiting) {
+        if (lua_State* co = luaio::task_of(e.w)) {
+            lua_settop(co, 0); // a reply half built
+            lua_pushnil(co);
+            push_down_error(co, c, err);
+        }
+    }
+    lua_State* mco = luaio::task_of(c->msg_waiter);
+    if (mco) {
+        lua_pushnil(mco);
+        push_down_error(mco, c, err);
+    }
+    if (s) s->close();
+    c->refd = false;
+    c->sock.clear();
+    c->sock_ud = nullptr;
+    if (c->reader) redisReaderFree(c->reader);
+    c->reader = nullptr;
+    c->down_err = err;
+    c->gen++;
+    c->sub_mode = c->in_multi = c->watching = c->dirty = false;
+    c->out.clear();
+    if (!c->closed) uv_timer_stop(&c->timer);
+    for (Entry& e : waiting)
+        if (e.w.waiting()) luaio::resume_parked(luaio::detach(e.w), 2);
+    if (mco) luaio::resume_parked(luaio::detach(c->msg_waiter), 2);
+}
+
+void on_timer(uv_timer_t* t) {
+    Conn* c = static_cast<Conn*>(t->data);
+    uint64_t now = luaio::now_ms();
+    if (c->msg_waiter.waiting() && c->msg_deadline && c->msg_deadline <= now) {
+        c->msg_deadline = 0;
+        luaio::wake_uv_error(c->msg_waiter, UV_ETIMEDOUT);
+        update_ref(c);
+    }
+    // A reply that does not come in time: the server is stuck or gone, and the replies after it
+    // would be late too. The connection is dropped so that no later reply reaches a wrong caller.
+    if (!c->fifo.empty() && c->fifo.front().deadline && c->fifo.front().deadline <= now) drop(c, UV_ETIMEDOUT);
+    arm_timer(c);
+}
+
+int flush(Conn* c) {
+    if (c->out.empty()) return 0;
+    Stream* s = c->stream();
+    int err = UV_ENOTCONN;
+    if (s) {
+        uv_buf_t b = uv_buf_init(c->out.data(), static_cast<unsigned>(c->out.size()));
+        err = s->write(&b, 1); // what the kernel does not take now is copied and queued
+    }
+    c->out.clear();
+    if (c->out.capacity() > kKeepOut) std::string().swap(c->out);
+    return err;
+}
+
+// ---------------------------------------------------------------- handing out replies
+
+// A message of the subscribed mode: ["message", channel, payload] or ["pmessage", pattern,
+// channel, payload], on top of L.
+bool is_message(lua_State* L) {
+    if (!lua_istable(L, -1)) return false;
+    size_t n = lua_objlen(L, -1);
+    if (n != 3 && n != 4) return false;
+    lua_rawgeti(L, -1, 1);
+    size_t len = 0;
+    const char* k = lua_tolstring(L, -1, &len);
+    bool yes = k && ((n == 3 && len == 7 && std::memcmp(k, "message", 7) == 0) ||
+                     (n == 4 && len == 8 && std::memcmp(k, "pmessage", 8) == 0));
+    lua_pop(L, 1);
+    return yes;
+}
+
+// Replaces the message table on top of L by kind, channel, payload[, pattern]; returns the count.
+int unpack_message(lua_State* L) {
+    int t = lua_gettop(L);
+    size_t n = lua_objlen(L, t);
+    lua_rawgeti(L, t, 1);
+    if (n == 3) {
+        lua_rawgeti(L, t, 2);
+        lua_rawgeti(L, t, 3);
+    } else {
+        lua_rawgeti(L, t, 3);
+        lua_rawgeti(L, t, 4);
+        lua_rawgeti(L, t, 2);
+    }
+    lua_remove(L, t);
+    return n == 3 ? 3 : 4;
+}
+
+// An unsubscribe confirmation that leaves no subscription: ["unsubscribe", channel, 0].
+bool ends_subscriptions(lua_State* L) {
+    if (!lua_istable(L, -1) || lua_objlen(L, -1) != 3) return false;
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 3);
+    size_t len = 0;
+    const char* k = lua_tolstring(L, -2, &len);
+    bool yes = k && lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) == 0 &&
+               ((len == 11 && std::memcmp(k, "unsubscribe", 11) == 0) ||
+                (len == 12 && std::memcmp(k, "punsubscribe", 12) == 0));
+    lua_pop(L, 2);
+    return yes;
+}
+
+void queue_message(Conn* c) {
+    lua_State* S = c->scratch;
+    if (lua_State* co = luaio::task_of(c->msg_waiter)) {
+        lua_xmove(S, co, 1);
+        int n = unpack_message(co);
+        c->msg_deadline = 0;
+        luaio::resume_parked(luaio::detach(c->msg_waiter), n);
+        return;
+    }
+    lua_rawseti(S, 1, ++c->q_last);
+}
+
+// The complete reply on top of co (the head entry's task) is that entry's. Once the entry has all
+// its replies it leaves the queue and its task is resumed.
+void complete(Conn* c, lua_State* co) {
+    Entry& e = c->fifo.front();
+    int n = 1;
+    if (e.count) {
+        lua_rawseti(co, -2, static_cast<int>(++e.got));
+        if (e.got < e.count) return;
+    } else if (c->root_error) {
+        lua_pushnil(co);
+        lua_insert(co, -2);
+        n = 2;
+    }
+    luaio::Parked p = luaio::detach(e.w);
+    c->fifo.pop_front();
+    arm_timer(c);
+    update_ref(c);
+    if (p.task) luaio::resume_parked(p, n);
+}
+
+// A complete reply on the scratch thread (subscribed mode, or nobody's): a message, or the head
+// entry's reply.
+void route(Conn* c) {
+    lua_State* S = c->scratch;
+    Entry* e = c->fifo.empty() ? nullptr : &c->fifo.front();
+    if (c->sub_mode && (!e || e->sub) && is_message(S)) return queue_message(c);
+    if (c->sub_mode && ends_subscriptions(S)) {
+        bool more = false;
+        for (size_t i = 1; i < c->fifo.size(); i++) more = more || c->fifo[i].subscribe;
+        if (!more && (!e || e->count <= e->got + 1)) {
+            c->sub_mode = false;
+            // A task waiting for messages learns that none will come.
+            luaio::wake(c->msg_waiter, [](lua_State*) { return 0; });
+            update_ref(c);
+        }
+    }
+    lua_State* co = e ? luaio::task_of(e->w) : nullptr;
+    if (!co) {
+        lua_pop(S, 1);
+        if (e) c->fifo.pop_front();
+        return;
+    }
+    lua_xmove(S, co, 1);
+    complete(c, co);
+}
+
+// Hands out every complete reply in the reader. Tasks woken here run at once and may call this
+// connection again (their commands wait in c->out and go out in one write at the end), close it,
+// or drop and reattach it (gen changes): the loop stops then.
+void dispatch(Conn* c) {
+    unsigned gen = c->gen;
+    c->dispatching = true;
+    while (!c->closed && c->gen == gen && c->reader) {
+        redisReader* rd = c->reader;
+        if (rd->pos >= rd->len) break; // nothing more to parse
+        // No reply half parsed: hiredis leaves its root task set up (ridx 0, no type read yet)
+        // when it runs out of bytes right at the start of a reply.
+        bool fresh = rd->ridx < 0 || (rd->ridx == 0 && rd->rstack[0].type < 0);
+        if (fresh) {
+            Entry* e = c->fifo.empty() ? nullptr : &c->fifo.front();
+            lua_State* co = e && !c->sub_mode ? luaio::task_of(e->w) : nullptr;
+            c->target = co ? co : scratch_of(c);
+            c->target_entry = e;
+            c->nil_is_null = !co || e->count;
+            if (e && e->count && !e->started) {
+                if (lua_State* eco = luaio::task_of(e->w)) lua_createtable(eco, static_cast<int>(e->count), 0);
+                e->started = true;
+            }
+        }
+        lua_checkstack(c->target, 24); // hiredis nests at most 7 levels
+        void* reply = nullptr;
+        if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
+            drop(c, UV_EPROTO);
+            break;
+        }
+        if (!reply) break;
+        if (c->target == c->scratch)
+            route(c);
+        else
+            complete(c, c->target);
+    }
+    c->dispatching = false;
+    if (c->closed || c->gen != gen) return;
+    if (int err = flush(c)) drop(c, err);
+}
+
+int Conn::consume(lua_State*, const char* data, size_t len, int, size_t* used) {
+    if (len && reader) redisReaderFeed(reader, data, len);
+    *used = len;
+    return 0; // ready() hands the replies out, once the stream is settled
+}
+
+void Conn::ready(lua_State*, int) {
+    Stream* s = stream();
+    if (!s) return;
+    unsigned g = gen;
+    dispatch(this);
+    if (closed || gen != g) return;
+    if (int err = s->read_error()) {
+        // The server closed (or the connection broke): what is still awaited never comes.
+        drop(this, err);
+        return;
+    }
+    s->watch(this);
+}
+
+void on_closed(uv_handle_t* h) {
+    delete static_cast<Conn*>(h->data);
+}
+
+void Conn::close() {
+    if (closed) return;
+    closed = true;
+    drop(this, UV_ECANCELED);
+    detach_proxy();
+    msg_deadline = 0;
+    scratch_ref.clear();
+    scratch = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer), on_closed);
+}
+
+// ---------------------------------------------------------------- writing commands
+
+void append_len(std::string& out, char kind, size_t n) {
+    char buf[24];
+    int k = std::snprintf(buf, sizeof buf, "%c%zu\r\n", kind, n);
+    out.append(buf, static_cast<size_t>(k));
+}
+
+// Appends the argument at idx as a RESP bulk string. Numbers that are integers go as integers
+// ("10", not "1e+01"), as commands expect.
+void append_arg(lua_State* L, Conn* c, int idx) {
+    std::string& out = c->out;
+    int t = lua_type(L, idx);
+    if (t == LUA_TNUMBER) {
+        lua_Number v = lua_tonumber(L, idx);
+        char buf[40];
+        int k;
+        if (std::floor(v) == v && std::fabs(v) < 9.2e18)
+            k = std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(v));
+        else
+            k = std::snprintf(buf, sizeof buf, "%.17g", v);
+        append_len(out, '$', static_cast<size_t>(k));
+        out.append(buf, static_cast<size_t>(k));
+    } else {
+        size_t len;
+        const char* s = lua_tolstring(L, idx, &len);
+        append_len(out, '$', len);
+        out.append(s, len);
+    }
+    out.append("\r\n", 2);
+}
+
+// Arguments are strings or numbers; checked before anything is appended, so that a raise leaves
+// the commands of other tasks (waiting in c->out) as they are.
+void check_arg(lua_State* L, int idx, const char* fname, int argn) {
+    int t = lua_type(L, idx);
+    if (t != LUA_TNUMBER && t != LUA_TSTRING)
+        luaio::raise(L, fname, "expected a string or number as argument %d, got %s", argn, luaL_typename(L, idx));
+}
+
+bool name_is(const char* s, size_t len, const char* upper) {
+    size_t n = std::strlen(upper);
+    if (len != n) return false;
+    for (size_t i = 0; i < n; i++)
+        if ((s[i] & ~0x20) != upper[i]) return false;
+    return true;
+}
+
+enum class Kind { Plain, PubSub, Refused };
+
+// What a command does to the connection's state (a transaction, WATCH, a database). Commands
+// that change the reply stream (subscriptions, MONITOR, RESP3) are refused on the plain paths.
+Kind note_command(Conn* c, lua_State* L, int idx, int nargs) {
+    size_t len;
+    const char* s = lua_tolstring(L, idx, &len);
+    if (!s || len < 4 || len > 12) return Kind::Plain;
+    switch (s[0] & ~0x20) {
+    case 'M':
+        if (name_is(s, len, "MULTI")) c->in_multi = true;
+        if (name_is(s, len, "MONITOR")) return Kind::Refused;
+        break;
+    case 'E':
+    case 'D':
+        if (name_is(s, len, "EXEC") || name_is(s, len, "DISCARD")) c->in_multi = c->watching = false;
+        break;
+    case 'W':
+        if (name_is(s, len, "WATCH")) c->watching = true;
+        break;
+    case 'U':
+        if (name_is(s, len, "UNWATCH")) c->watching = false;
+        if (name_is(s, len, "UNSUBSCRIBE")) return Kind::PubSub;
+        break;
+    case 'S':
+        if (name_is(s, len, "SELECT")) c->dirty = true;
+        if (name_is(s, len, "SUBSCRIBE") || name_is(s, len, "SSUBSCRIBE") || name_is(s, len, "SUNSUBSCRIBE"))
+            return Kind::PubSub;
+        break;
+    case 'P':
+        if (name_is(s, len, "PSUBSCRIBE") || name_is(s, len, "PUNSUBSCRIBE")) return Kind::PubSub;
+        break;
+    case 'H':
+        if (name_is(s, len, "HELLO") && nargs > 1) {
+            size_t vlen;
+            const char* v = lua_tolstring(L, idx + 1, &vlen);
+            if (v && !(vlen == 1 && v[0] == '2')) return Kind::Refused;
+        }
+        break;
+    case 'C':
+        if (name_is(s, len, "CLIENT")) c->dirty = true; // a name, tracking, reply modes
+        break;
+    default:
+        break;
+    }
+    return Kind::Plain;
+}
+
+void refuse(lua_State* L, Kind k, const char* fname, int idx) {
+    if (k == Kind::PubSub)
+        luaio::raise(L, fname, "%s: use r:subscribe, r:psubscribe, r:unsubscribe or r:punsubscribe",
+                     lua_tostring(L, idx));
+    luaio::raise(L, fname, "%s is not supported (MONITOR, RESP3: hiredis 0.14's reader has no RESP3 types)",
+                 lua_tostring(L, idx));
+}
+
+// Appends the command of the nargs values from idx (checked first).
+void append_command(lua_State* L, Conn* c, int idx, int nargs, const char* fname) {
+    for (int i = 0; i < nargs; i++) check_arg(L, idx + i, fname, idx + i - 1);
+    append_len(c->out, '*', static_cast<size_t>(nargs));
+    for (int i = 0; i < nargs; i++) append_arg(L, c, idx + i);
+}
+
+int return_down(lua_State* L) {
+    lua_pushnil(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g_down_ref);
+    return 2;
+}
+
+// Sends what was appended (now, or at the end of the dispatch that runs this task) and parks the
+// task for the replies of a new entry.
+int send_and_wait(lua_State* L, Conn* c, Entry e, const char* fname) {
+    luaio::check_can_wait(L, fname);
+    if (!c->dispatching) {
+        if (int err = flush(c)) {
+            drop(c, err);
+            return luaio::return_uv_error(L, err);
+        }
+    }
+    if (c->timeout) e.deadline = luaio::now_ms() + c->timeout;
+    e.sub = c->sub_mode;
+    bool first = c->fifo.empty();
+    c->fifo.push_back(e);
+    if (first) arm_timer(c);
+    update_ref(c);
+    return luaio::park(L, c->fifo.back().w);
+}
+
+Conn* check_conn(lua_State* L, const char* fname) {
+    return Conn::check(L, 1, fname);
+}
+
+// value | nil, err = conn:call(cmd, args...)
+int l_call(lua_State* L) {
+    Conn* c = check_conn(L, "redis.call");
+    int nargs = lua_gettop(L) - 1;
+    if (nargs < 1 || lua_type(L, 2) != LUA_TSTRING)
+        luaio::raise(L, "redis.call", "expected a command name as argument 1, got %s", luaL_typename(L, 2));
+    if (!c->stream()) return return_down(L);
+    Kind k = note_command(c, L, 2, nargs);
+    if (k != Kind::Plain) refuse(L, k, "redis.call", 2);
+    append_command(L, c, 2, nargs, "redis.call");
+    return send_and_wait(L, c, Entry(), "redis.call");
+}
+
+// results | nil, err = conn:pipeline(flat, len, count): flat holds, for each command, its
+// number of values and the values (name first). Checked whole before anything is appended.
+int l_pipeline(lua_State* L) {
+    Conn* c = check_conn(L, "pipeline");
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int len = static_cast<int>(luaio::check_integer(L, 3, "pipeline"));
+    int count = static_cast<int>(luaio::check_integer(L, 4, "pipeline"));
+    if (count < 1) luaio::raise(L, "pipeline", "no commands");
+    if (!c->stream()) return return_down(L);
+    lua_settop(L, 4);
+    lua_checkstack(L, 8);
+    for (int pass = 0; pass < 2; pass++) {
+        int i = 1, cmds = 0;
+        while (i <= len) {
+            lua_rawgeti(L, 2, i);
+            int n = static_cast<int>(lua_tointeger(L, -1));
+            lua_pop(L, 1);
+            if (n < 1 || i + n > len) luaio::raise(L, "pipeline", "malformed command list");
+            if (pass == 0) {
+                lua_rawgeti(L, 2, i + 1);
+                if (lua_type(L, -1) != LUA_TSTRING)
+                    luaio::raise(L, "pipeline", "expected a command name, got %s", luaL_typename(L, -1));
+                if (n > 1) lua_rawgeti(L, 2, i + 2);
+                Kind k = note_command(c, L, 5, n);
+                if (k != Kind::Plain) refuse(L, k, "pipeline", 5);
+                for (int j = 1; j < n; j++) {
+                    lua_settop(L, 4);
+                    lua_rawgeti(L, 2, i + 1 + j);
+                    check_arg(L, 5, "pipeline", j);
+                }
+                lua_settop(L, 4);
+            } else {
+                append_len(c->out, '*', static_cast<size_t>(n));
+                for (int j = 0; j < n; j++) {
+                    lua_rawgeti(L, 2, i + 1 + j);
+                    append_arg(L, c, 5);
+                    lua_pop(L, 1);
+                }
+            }
+            i += n + 1;
+            cmds++;
+        }
+        if (cmds != count) luaio::raise(L, "pipeline", "malformed command list");
+    }
+    Entry e;
+    e.count = static_cast<uint32_t>(count);
+    return send_and_wait(L, c, e, "pipeline");
+}
+
+// results | nil, err = conn:send(count, cmd, args...): a (p)(un)subscribe command whose `count`
+// replies (confirmations) come back in a table. lib/redis.lua counts them.
+int l_send(lua_State* L) {
+    Conn* c = check_conn(L, "subscribe");
+    int count = static_cast<int>(luaio::check_integer(L, 2, "subscribe"));
+    int nargs = lua_gettop(L) - 2;
+    if (count < 1 || nargs < 1) luaio::raise(L, "subscribe", "bad arguments");
+    if (!c->stream()) return return_down(L);
+    size_t len;
+    const char* s = luaio::check_string(L, 3, "subscribe", &len);
+    bool subscribe = name_is(s, len, "SUBSCRIBE") || name_is(s, len, "PSUBSCRIBE");
+    append_command(L, c, 3, nargs, "subscribe");
+    if (subscribe) c->sub_mode = true;
+    Entry e;
+    e.count = static_cast<uint32_t>(count);
+    e.subscribe = subscribe;
+    return send_and_wait(L, c, e, "subscribe");
+}
+
+// kind, channel, message[, pattern] | nil (not subscribed) | nil, err = conn:message([timeout])
+int l_message(lua_State* L) {
+    Conn* c = check_conn(L, "message");
+    lua_Integer ms = luaL_optinteger(L, 2, 0);
+    if (c->scratch && c->q_first <= c->q_last) {
+        lua_rawgeti(c->scratch, 1, c->q_first);
+        lua_pushnil(c->scratch);
+        lua_rawseti(c->scratch, 1, c->q_first++);
+        if (c->q_first > c->q_last) c->q_first = 1, c->q_last = 0;
+        lua_xmove(c->scratch, L, 1);
+        return unpack_message(L);
+    }
+    if (!c->stream()) {
+        lua_pushnil(L);
+        luaio::push_uv_error(L, c->down_err ? c->down_err : UV_ENOTCONN);
+        return 2;
+    }
+    if (!c->sub_mode) return 0;
+    if (c->msg_waiter.waiting()) {
+        lua_pushnil(L);
+        luaio::push_error(L, UV_EBUSY, "another task is already waiting for messages");
+        return 2;
+    }
+    luaio::check_can_wait(L, "message");
+    c->msg_deadline = ms > 0 ? luaio::now_ms() + static_cast<uint64_t>(ms) : 0;
+    int r = luaio::park(L, c->msg_waiter);
+    arm_timer(c);
+    update_ref(c);
+    return r;
+}
+
+// Takes the socket at idx over.
+void attach(lua_State* L, Conn* c, int idx) {
+    Stream* s = Stream::check(L, idx, "attach");
+    if (c->stream()) drop(c, UV_ECANCELED);
+    c->sock.set(L, idx);
+    c->sock_ud = Stream::check_slot(L, idx, "attach");
+    c->reader = redisReaderCreateWithFunctions(&g_functions);
+    if (!c->reader) luaio::raise(L, "attach", "out of memory");
+    c->reader->privdata = c;
+    c->gen++;
+    c->down_err = 0;
+    c->refd = false;
+    uv_unref(s->handle());
+    s->watch(c);
+}
+
+// conn = core.conn(sock, timeout_ms)
+int l_conn(lua_State* L) {
+    Stream::check(L, 1, "redis.connect");
+    lua_Integer ms = luaL_optinteger(L, 2, 0);
+    auto* c = new Conn;
+    c->timeout = ms > 0 ? static_cast<uint64_t>(ms) : 0;
+    uv_timer_init(luaio::loop(), &c->timer);
+    c->timer.data = c;
+    uv_unref(reinterpret_cast<uv_handle_t*>(&c->timer));
+    c->push_proxy(L);
+    attach(L, c, 1);
+    return 1;
+}
+
+int l_attach(lua_State* L) {
+    attach(L, check_conn(L, "attach"), 2);
+    return 0;
+}
+
+// conn:drop(): the socket goes (after a failed AUTH on connect).
+int l_drop(lua_State* L) {
+    Conn* c = check_conn(L, "drop");
+    if (c->stream()) drop(c, UV_ECANCELED);
+    return 0;
+}
+
+// For a pool: idle, connected, in no transaction or subscription, on its first database.
+int l_reusable(lua_State* L) {
+    Conn* c = Conn::check_or_closed(L, 1, "reusable");
+    Stream* s = c ? c->stream() : nullptr;
+    lua_pushboolean(L, s && !s->read_error() && !s->write_error() && c->fifo.empty() && !c->sub_mode && !c->in_multi &&
+                           !c->watching && !c->dirty && !c->msg_waiter.waiting() && c->q_first > c->q_last);
+    return 1;
+}
+
+int l_alive(lua_State* L) {
+    Conn* c = Conn::check_or_closed(L, 1, "alive");
+    Stream* s = c ? c->stream() : nullptr;
+    lua_pushboolean(L, s && !s->read_error() && !s->write_error());
+    return 1;
+}
+
+// conn:state([clean]) -> subscribed, in_multi, pending (for lib/redis.lua and the specs). clean:
+// the connection's database is its own again (the SELECT of its `db` option).
+int l_state(lua_State* L) {
+    Conn* c = check_conn(L, "state");
+    if (lua_toboolean(L, 2)) c->dirty = false;
+    lua_pushboolean(L, c->sub_mode);
+    lua_pushboolean(L, c->in_multi);
+    lua_pushinteger(L, static_cast<lua_Integer>(c->fifo.size()));
+    return 3;
+}
+
+int l_close(lua_State* L) {
+    if (Conn* c = Conn::check_or_closed(L, 1, "close")) c->close();
+    return 0;
+}
+
+} // namespace
+
+extern "C" int luaopen_luaio_redis(lua_State* L) {
+    const luaL_Reg methods[] = {{"call", l_call},         {"pipeline", l_pipeline}, {"send", l_send},
+                                {"message", l_message},   {"attach", l_attach},     {"drop", l_drop},
+                                {"reusable", l_reusable}, {"alive", l_alive},       {"state", l_state},
+                                {"close", l_close},       {"__gc", Conn::l_gc},     {nullptr, nullptr}};
+    luaio::new_class(L, kConnClass, methods);
+    lua_pop(L, 1);
+    const luaL_Reg funcs[] = {{"conn", l_conn}, {nullptr, nullptr}};
+    luaL_newlib(L, funcs);
+    if (g_down_ref == LUA_NOREF) {
+        luaio::push_error(L, UV_ENOTCONN, "the connection to the server was lost");
+        g_down_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g_down_ref);
+    lua_setfield(L, -2, "DOWN");
+    lua_pushlightuserdata(L, nullptr);
+    lua_setfield(L, -2, "null");
+    return 1;
+}

@@ -1,0 +1,396 @@
+-- redis: the client against a real redis-server started by spec/servers/redis.lua (127.0.0.1,
+-- a free port, a temporary directory, stopped by PID), including the failures: a wrong
+-- password, the server killed mid-call (SIGKILL), a server that stops answering (SIGSTOP) with
+-- a timeout, and reconnecting once it is back.
+local redis = require "redis"
+local task = require "task"
+local timer = require "timer"
+local helper = require "helper"
+local servers = require "servers.redis"
+
+describe("redis", function()
+    local server, r
+
+    setup(function()
+        server = servers.start()
+    end)
+    teardown(function()
+        server:stop()
+    end)
+    before_each(function()
+        r = assert(redis.connect { port = server.port })
+        assert(r:flushall())
+    end)
+    after_each(function()
+        r:close()
+    end)
+
+    describe("replies", function()
+        it("maps status, bulk, integer, nil and error replies to Lua values", function()
+            assert.equal("OK", r:set("k", "v"))
+            assert.equal("v", r:get("k"))
+            local v, err = r:get("missing")
+            assert.is_nil(v)
+            assert.is_nil(err)
+            assert.equal(1, r:incr("n"))
+            assert.equal(11, r:incrby("n", 10))
+            v, err = r:incr("k")
+            assert.is_nil(v)
+            assert.equal("EREDIS", err.name)
+            assert.equal("ERR", err.kind)
+            assert.matches("not an integer", err.message)
+            v, err = r:lpush("k", "x")
+            assert.equal("WRONGTYPE", err.kind)
+        end)
+
+        it("keeps binary values intact, large ones too", function()
+            local bin = "a\0b\r\nc\255"
+            assert.equal("OK", r:set("bin", bin))
+            assert.equal(bin, r:get("bin"))
+            local big = ("0123456789abcdef"):rep(65536) -- 1 MiB
+            assert.equal("OK", r:set("big", big))
+            assert.equal(big, r:get("big"))
+        end)
+
+        it("sends integral numbers as integers", function()
+            assert.equal("OK", r:set("n", 1e15))
+            assert.equal("1000000000000000", r:get("n"))
+            assert.equal(1000000000000001, r:incr("n"))
+            assert.equal("OK", r:set("f", 0.5))
+            assert.equal("0.5", r:get("f"))
+            r:set("ttl", "x", "EX", 100)
+            assert.equal(100, r:ttl("ttl"))
+        end)
+
+        it("builds arrays, nested arrays and nils in arrays (redis.null)", function()
+            r:rpush("l", "a", "b", "c")
+            assert.same({ "a", "b", "c" }, r:lrange("l", 0, -1))
+            assert.same({}, r:lrange("none", 0, -1))
+            local m = r:mget("l", "missing")
+            assert.equal(2, #m)
+            assert.equal(redis.null, m[1] == redis.null and m[1] or m[2])
+            assert.equal(redis.null, m[2])
+            assert.equal(require("json").null, redis.null)
+            local nested = r:eval("return {1, {2, {3, 'x'}, {}}, 'y', {}}", 0)
+            assert.same({ 1, { 2, { 3, "x" }, {} }, "y", {} }, nested)
+            r:hset("h", "f1", "v1", "f2", "v2")
+            local h = r:hgetall("h")
+            assert.equal(4, #h)
+        end)
+
+        it("an unknown command is the server's error", function()
+            local v, err = r:call("NOSUCHCOMMAND", 1)
+            assert.is_nil(v)
+            assert.equal("EREDIS", err.name)
+            assert.matches("unknown command", err.message)
+            assert.equal("PONG", r:call("ping"))
+        end)
+    end)
+
+    describe("concurrency", function()
+        it("matches replies to many tasks calling one connection at once", function()
+            local tasks = {}
+            for i = 1, 50 do
+                tasks[i] = task.spawn(function()
+                    for j = 1, 40 do
+                        local key = "k" .. i .. ":" .. j
+                        assert.equal("OK", r:set(key, key .. "!"))
+                        assert.equal(key .. "!", r:get(key))
+                        r:incr("total")
+                    end
+                end)
+            end
+            for i = 1, 50 do assert.is_true((tasks[i]:join())) end
+            assert.equal("2000", r:get("total"))
+        end)
+    end)
+
+    describe("pipeline", function()
+        it("returns every reply in one table, with nulls and error replies in place", function()
+            local res, err = r:pipeline(function(p)
+                p:set("a", "1")
+                p:get("a")
+                p:get("missing")
+                p:incr("a")
+                p:lpush("a", "x")
+                p:call("GET", "a")
+            end)
+            assert.is_nil(err)
+            assert.equal("OK", res[1])
+            assert.equal("1", res[2])
+            assert.equal(redis.null, res[3])
+            assert.equal(2, res[4])
+            assert.equal("EREDIS", res[5].name)
+            assert.equal("WRONGTYPE", res[5].kind)
+            assert.equal("2", res[6])
+            assert.equal(6, #res)
+        end)
+
+        it("sends 20000 commands in one write", function()
+            local res = assert(r:pipeline(function(p)
+                for i = 1, 20000 do p:incr("c") end
+            end))
+            assert.equal(20000, #res)
+            assert.equal(20000, res[20000])
+        end)
+
+        it("an empty pipeline needs no round trip", function()
+            assert.same({ n = 0 }, r:pipeline(function() end))
+        end)
+    end)
+
+    describe("transactions", function()
+        it("r:transaction runs MULTI ... EXEC in one write", function()
+            local res = assert(r:transaction(function(t)
+                t:incr("x")
+                t:incr("x")
+                t:get("x")
+            end))
+            assert.same({ 1, 2, "2" }, res)
+        end)
+
+        it("a command the server refuses to queue aborts it (EXECABORT)", function()
+            local res, err = r:transaction(function(t)
+                t:set("y", 1)
+                t:call("NOSUCHCOMMAND")
+            end)
+            assert.is_nil(res)
+            assert.equal("EXECABORT", err.kind)
+            assert.is_nil(r:get("y"))
+        end)
+
+        it("MULTI, commands and EXEC as calls; WATCH aborts on a change", function()
+            assert.equal("OK", r:multi())
+            assert.equal("QUEUED", r:set("z", 1))
+            assert.equal("QUEUED", r:incr("z"))
+            assert.same({ "OK", 2 }, r:exec())
+            local other = assert(redis.connect { port = server.port })
+            assert.equal("OK", r:watch("z"))
+            other:set("z", 100)
+            other:close()
+            r:multi()
+            r:incr("z")
+            assert.equal(redis.null, r:exec() or redis.null)
+            assert.equal("100", r:get("z"))
+        end)
+    end)
+
+    describe("pub/sub", function()
+        it("delivers messages to r:messages() until unsubscribed", function()
+            local sub = assert(redis.connect { port = server.port })
+            assert.equal(2, sub:subscribe("news", "sport"))
+            assert.equal(3, sub:psubscribe("we*"))
+            local got = {}
+            local reader = task.spawn(function()
+                for kind, channel, msg, pattern in sub:messages() do
+                    got[#got + 1] = { kind, channel, msg, pattern }
+                    if #got == 3 then
+                        sub:unsubscribe()
+                        sub:punsubscribe()
+                    end
+                end
+            end)
+            assert.equal(1, r:publish("news", "one"))
+            assert.equal(1, r:publish("sport", "two"))
+            assert.equal(1, r:publish("weather", "three"))
+            assert.is_true((reader:join()))
+            assert.same({ { "message", "news", "one" }, { "message", "sport", "two" },
+                { "pmessage", "weather", "three", "we*" } }, got)
+            -- Not subscribed any more: the connection takes plain commands again.
+            assert.equal("PONG", sub:ping())
+            sub:close()
+        end)
+
+        it("r:message(timeout) gives up with ETIMEDOUT and keeps the subscription", function()
+            local sub = assert(redis.connect { port = server.port })
+            assert.equal(1, sub:subscribe("quiet"))
+            local kind, err = sub:message(50)
+            assert.is_nil(kind)
+            assert.equal("ETIMEDOUT", err.name)
+            r:publish("quiet", "now")
+            local k, ch, msg = sub:message(2000)
+            assert.same({ "message", "quiet", "now" }, { k, ch, msg })
+            sub:close()
+        end)
+
+        it("messages queued while nobody reads are kept, in order", function()
+            local sub = assert(redis.connect { port = server.port })
+            sub:subscribe("q")
+            for i = 1, 20 do r:publish("q", tostring(i)) end
+            for i = 1, 20 do
+                local _, _, msg = sub:message(2000)
+                assert.equal(tostring(i), msg)
+            end
+            sub:close()
+        end)
+    end)
+
+    describe("misuse", function()
+        it("raises for arguments that are not strings or numbers", function()
+            assert.has_error(function() r:set("k", {}) end)
+            assert.has_error(function() r:set("k", true) end)
+            assert.has_error(function() r:pipeline(function(p) p:set("k", {}) end) end)
+            -- Nothing half-written: the connection goes on.
+            assert.equal("PONG", r:ping())
+        end)
+
+        it("refuses subscriptions, MONITOR and RESP3 on the command path", function()
+            assert.has_error(function() r:call("SUBSCRIBE", "x") end, nil)
+            assert.has_error(function() r:call("monitor") end)
+            assert.has_error(function() r:call("HELLO", 3) end)
+            assert.equal("PONG", r:ping())
+        end)
+
+        it("raises on a closed connection and on a wrong self", function()
+            local c = assert(redis.connect { port = server.port })
+            c:close()
+            assert.has_error(function() c:get("k") end)
+            assert.has_error(function() r.get("k") end)
+            assert.has_error(function() redis.connect { nosuch = 1 } end)
+            assert.has_error(function() redis.connect { port = "x" } end)
+        end)
+
+        it("a connection refused is an error table", function()
+            local port = server.port
+            local c, err = redis.connect { port = 1 }
+            assert.is_nil(c)
+            assert.equal("ECONNREFUSED", err.name)
+            assert.truthy(port)
+        end)
+    end)
+
+    describe("options", function()
+        it("db selects the database, on every reconnect too", function()
+            local c = assert(redis.connect { port = server.port, db = 3 })
+            c:set("only3", "yes")
+            assert.is_nil(r:get("only3"))
+            assert.equal("yes", c:get("only3"))
+            c:call("CLIENT", "KILL", "SKIPME", "no", "TYPE", "normal")
+            assert.is_true(helper.wait_for(function() return not c:connected() end))
+            assert.equal("yes", c:get("only3")) -- reconnected, to database 3
+            c:close()
+        end)
+    end)
+
+    it("an idle connection does not keep the process alive", function()
+        local script = helper.script(([[
+            local redis = require "redis"
+            local r = assert(redis.connect { port = %d })
+            assert(r:set("from-child", "1"))
+            print("done")
+        ]]):format(server.port))
+        local out, _, code = helper.run(script)
+        os.remove(script)
+        assert.equal(0, code)
+        assert.matches("done", out)
+    end)
+end)
+
+describe("redis with a password", function()
+    local server
+
+    setup(function()
+        server = servers.start { password = "s3cret" }
+    end)
+    teardown(function()
+        server:stop()
+    end)
+
+    it("a wrong password is EREDIS WRONGPASS, and nothing is left open", function()
+        local fds = helper.fd_count()
+        local r, err = redis.connect { port = server.port, password = "wrong" }
+        assert.is_nil(r)
+        assert.equal("EREDIS", err.name)
+        assert.equal("WRONGPASS", err.kind)
+        assert.equal(fds, helper.fds_back_to(fds))
+    end)
+
+    it("no password is NOAUTH on the first command", function()
+        local r = assert(redis.connect { port = server.port })
+        local v, err = r:get("k")
+        assert.is_nil(v)
+        assert.equal("NOAUTH", err.kind)
+        r:close()
+    end)
+
+    it("the right password, with and without the default username", function()
+        local r = assert(redis.connect { port = server.port, password = "s3cret" })
+        assert.equal("PONG", r:ping())
+        r:close()
+        r = assert(redis.connect { port = server.port, username = "default", password = "s3cret" })
+        assert.equal("PONG", r:ping())
+        r:close()
+    end)
+end)
+
+describe("redis failures", function()
+    local server
+
+    before_each(function()
+        server = servers.start()
+    end)
+    after_each(function()
+        server:stop()
+    end)
+
+    it("a server killed mid-call fails the call, and the next call reconnects once it is back", function()
+        local r = assert(redis.connect { port = server.port })
+        assert.equal("OK", r:set("k", "before"))
+        local res
+        local waiting = task.spawn(function()
+            res = { r:blpop("never", 30) }
+        end)
+        assert.is_true(helper.wait_for(function() return select(3, r[1]:state()) == 1 end))
+        server:kill()
+        assert.is_true((waiting:join()))
+        assert.is_nil(res[1])
+        assert.truthy(res[2].name)
+        -- While it is down, a call fails (ECONNREFUSED) instead of hanging.
+        local v, err = r:get("k")
+        assert.is_nil(v)
+        assert.equal("ECONNREFUSED", err.name)
+        server:restart()
+        assert.equal("OK", r:set("k", "after"))
+        assert.equal("after", r:get("k"))
+        r:close()
+    end)
+
+    it("a server that stops answering times out every waiting call; the next call works once it is back", function()
+        local r = assert(redis.connect { port = server.port, timeout = 200 })
+        assert.equal("PONG", r:ping())
+        server:pause()
+        local results = {}
+        local tasks = {}
+        for i = 1, 5 do
+            tasks[i] = task.spawn(function()
+                results[i] = { r:incr("n") }
+            end)
+        end
+        for i = 1, 5 do tasks[i]:join() end
+        for i = 1, 5 do
+            assert.is_nil(results[i][1])
+            assert.equal("ETIMEDOUT", results[i][2].name)
+        end
+        server:resume()
+        -- A reply of the old connection never reaches a new call: the replies to the five
+        -- INCRs that timed out are discarded with their connection.
+        assert.equal("OK", r:set("n", "fresh"))
+        assert.equal("fresh", r:get("n"))
+        r:close()
+    end)
+
+    it("a subscriber learns that the connection dropped", function()
+        local sub = assert(redis.connect { port = server.port })
+        sub:subscribe("c")
+        local res
+        local t = task.spawn(function()
+            res = { sub:message() }
+        end)
+        timer.sleep(20)
+        server:kill()
+        assert.is_true((t:join()))
+        assert.is_nil(res[1])
+        assert.truthy(res[2].name)
+        sub:close()
+    end)
+end)

@@ -393,6 +393,103 @@ function redis.connect(options)
     return self
 end
 
+-- The pool -------------------------------------------------------------------
+
+local POOL_KEYS = { size = true, idleTimeout = true, maxWaiters = true, waitTimeout = true }
+
+local RPool = {}
+local RPoolMethods = {}
+RPool.__index = RPoolMethods
+
+local function check_pool(self, fname)
+    if getmetatable(self) ~= RPool then
+        raise(fname, "expected a redis pool as self, got " .. type(self) .. " (call it with ':')")
+    end
+end
+
+local function pooled_call(r, ...)
+    return call(r, ...)
+end
+
+--- redis.pool(options): connect options and the pool's (size = 32, idleTimeout = 60000 ms,
+--- maxWaiters = 1024, waitTimeout = 10000 ms; lib/luaio/pool.lua). A connection that is in a
+--- transaction (MULTI or WATCH), subscribed, switched to another database, with a call in flight
+--- or dropped when it is given back is closed, never handed to the next caller.
+function redis.pool(options)
+    local opts = check_options(options, "redis.pool", true)
+    local copts = {}
+    for k, v in pairs(opts) do
+        if not POOL_KEYS[k] then copts[k] = v end
+    end
+    local p = require("luaio.pool").new({
+        name = "redis.pool", size = opts.size, idleTimeout = opts.idleTimeout,
+        maxWaiters = opts.maxWaiters, waitTimeout = opts.waitTimeout,
+    }, {
+        connect = function()
+            local self = new_client(copts)
+            local err = open(self)
+            if err then
+                if self[1] then self[1]:close() end
+                return nil, err
+            end
+            return self
+        end,
+        close = function(r) r[1]:close() end,
+        healthy = function(r) return r[1]:alive() end,
+        reusable = function(r) return r[1]:reusable() end,
+    })
+    return setmetatable({ pool = p }, RPool)
+end
+
+--- pool:call(name, ...): the command on a connection of the pool.
+function RPoolMethods:call(...)
+    check_pool(self, "pool:call")
+    return self.pool:with(pooled_call, ...)
+end
+
+--- pool:with(fn, ...): fn(r, ...) on a connection of the pool; returns fn's results, or nil and an
+--- error when no connection could be had (ETIMEDOUT after waitTimeout, EBUSY past maxWaiters).
+function RPoolMethods:with(fn, ...)
+    check_pool(self, "pool:with")
+    if type(fn) ~= "function" then raise("pool:with", "expected a function as argument 1, got " .. type(fn)) end
+    return self.pool:with(fn, ...)
+end
+
+--- pool:pipeline(fn) and pool:transaction(fn): r:pipeline(fn) / r:transaction(fn) on one
+--- connection of the pool.
+function RPoolMethods:pipeline(fn)
+    check_pool(self, "pool:pipeline")
+    return self.pool:with(Methods.pipeline, fn)
+end
+function RPoolMethods:transaction(fn)
+    check_pool(self, "pool:transaction")
+    return self.pool:with(Methods.transaction, fn)
+end
+
+function RPoolMethods:stats()
+    check_pool(self, "pool:stats")
+    return self.pool:stats()
+end
+
+function RPoolMethods:close()
+    check_pool(self, "pool:close")
+    self.pool:close()
+end
+
+-- pool:get(k) ... : the command methods, each on a connection of the pool.
+setmetatable(RPoolMethods, {
+    __index = function(m, k)
+        local name = COMMANDS[k]
+        if not name then return nil end
+        local f = function(self, ...)
+            check_pool(self, "pool:" .. k)
+            return self.pool:with(pooled_call, name, ...)
+        end
+        m[k] = f
+        return f
+    end,
+})
+
 redis._Client, redis._Methods, redis._COMMANDS, redis._new_client, redis._open = Client, Methods, COMMANDS,
     new_client, open
 redis._check_options = check_options

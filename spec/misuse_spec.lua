@@ -58,6 +58,8 @@ local function make_objects()
     local limits = http_core.limits()
     local site = http_core.site(limits, function() end, false)
     local conn = http_core.client(sock2, limits)
+    local sock3 = assert(tcp.connect(port, "127.0.0.1"))
+    local rconn = require("luaio.redis").conn(sock3, 200)
     local t = timer.setTimeout(100000, function() end)
     local child = assert(process.spawn("sleep", { "30" }))
     objs["luaio.tcp.server"] = server
@@ -65,6 +67,7 @@ local function make_objects()
     objs["luaio.http.limits"] = limits
     objs["luaio.http.site"] = site
     objs["luaio.http.conn"] = conn
+    objs["luaio.redis.conn"] = rconn
     objs["luaio.timer.timer"] = t
     objs["luaio.process.child"] = child
     objs["luaio.process.pipe"] = child.stdout
@@ -84,6 +87,8 @@ local function make_objects()
         function() child.stderr:close() end,
         function() t:stop() end,
         function() conn:close() end,
+        function() rconn:close() end,
+        function() sock3:close() end,
         function() site:close() end,
         function() sock:close() end,
         function() sock2:close() end,

@@ -394,3 +394,92 @@ describe("redis failures", function()
         sub:close()
     end)
 end)
+
+describe("redis.pool", function()
+    local server
+
+    setup(function()
+        server = servers.start()
+    end)
+    teardown(function()
+        server:stop()
+    end)
+
+    it("runs commands and functions on pooled connections", function()
+        local pool = redis.pool { port = server.port, size = 4 }
+        assert.equal("OK", pool:set("pk", "pv"))
+        assert.equal("pv", pool:call("GET", "pk"))
+        local a, b = pool:with(function(r, x)
+            return r:get("pk"), x
+        end, 42)
+        assert.equal("pv", a)
+        assert.equal(42, b)
+        assert.same({ "OK", "1" }, pool:pipeline(function(p) p:set("n", 1) p:get("n") end))
+        assert.same({ 2 }, pool:transaction(function(t) t:incr("n") end))
+        local tasks = {}
+        for i = 1, 20 do
+            tasks[i] = task.spawn(function()
+                for _ = 1, 20 do assert(pool:incr("cnt")) end
+            end)
+        end
+        for i = 1, 20 do assert.is_true((tasks[i]:join())) end
+        assert.equal("400", pool:get("cnt"))
+        assert.is_true(pool:stats().open <= 4)
+        pool:close()
+    end)
+
+    it("an exhausted pool makes callers wait, then ETIMEDOUT; EBUSY past maxWaiters", function()
+        local pool = redis.pool { port = server.port, size = 1, waitTimeout = 100, maxWaiters = 1 }
+        local holder = task.spawn(function()
+            pool:with(function() timer.sleep(400) end)
+        end)
+        assert.is_true(helper.wait_for(function() return pool:stats().busy == 1 end))
+        local res
+        local waiter = task.spawn(function() res = { pool:get("k") } end)
+        assert.is_true(helper.wait_for(function() return pool:stats().waiting == 1 end))
+        local v, err = pool:get("k")
+        assert.is_nil(v)
+        assert.equal("EBUSY", err.name)
+        assert.is_true((waiter:join()))
+        assert.is_nil(res[1])
+        assert.equal("ETIMEDOUT", res[2].name)
+        assert.is_true((holder:join()))
+        assert.equal("PONG", pool:ping())
+        pool:close()
+    end)
+
+    it("never gives back a connection left in a transaction, subscribed or on another database", function()
+        local pool = redis.pool { port = server.port, size = 1 }
+        pool:with(function(r) assert.equal("OK", r:multi()) end)
+        assert.equal(0, pool:stats().open)
+        assert.equal("OK", pool:set("t", "plain")) -- not QUEUED: a fresh connection
+        pool:with(function(r) r:watch("t") end)
+        assert.equal(0, pool:stats().open)
+        pool:with(function(r) r:subscribe("ch") end)
+        assert.equal(0, pool:stats().open)
+        pool:with(function(r) r:select(5) end)
+        assert.equal(0, pool:stats().open)
+        assert.equal("plain", pool:get("t"))
+        assert.equal(1, pool:stats().idle)
+        -- A function that raises gives its connection back too (closed when mid-transaction).
+        assert.has_error(function()
+            pool:with(function(r)
+                r:multi()
+                error("boom")
+            end)
+        end)
+        assert.equal(0, pool:stats().open)
+        pool:close()
+    end)
+
+    it("a dropped connection is not handed out again", function()
+        local pool = redis.pool { port = server.port, size = 2 }
+        assert.equal("PONG", pool:ping())
+        server:cli("CLIENT", "KILL", "TYPE", "normal")
+        assert.is_true(helper.wait_for(function()
+            return pool.pool.idle[1] and not pool.pool.idle[1].conn:connected()
+        end))
+        assert.equal("PONG", pool:ping())
+        pool:close()
+    end)
+end)

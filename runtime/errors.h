@@ -21,7 +21,9 @@ namespace luaio {
     X(ECERTVERIFY, -5005, "certificate verification failed")                                                           \
     X(EHOSTMISMATCH, -5006, "certificate does not match the host name")                                                \
     /* redis (-5020...): an error reply of the server (its message is the server's) */                                 \
-    X(EREDIS, -5020, "Redis error")
+    X(EREDIS, -5020, "Redis error")                                                                                    \
+    /* postgres (-5030...): a server error (err.sqlstate) or a libpq failure */                                       \
+    X(EPG, -5030, "PostgreSQL error")
 
 constexpr int kErrOwnBase = -5001;
 

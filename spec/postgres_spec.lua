@@ -1,0 +1,575 @@
+-- The postgres module against a real PostgreSQL 15 that this file starts (spec/servers/postgres.lua):
+-- connecting, types both ways, parameters that stay data, errors with their SQLSTATE, prepared
+-- statements, transactions, LISTEN/NOTIFY, COPY, timeouts that cancel on the server, and a
+-- server that is killed, that stops answering, and that comes back.
+local postgres = require "postgres"
+local task = require "task"
+local timer = require "timer"
+local helper = require "helper"
+local pgserver = require "servers.postgres"
+
+local server
+
+setup(function()
+    server = pgserver.start()
+end)
+
+teardown(function()
+    if server then server:stop() end
+end)
+
+local function connect(extra)
+    local o = {}
+    for k, v in pairs(server.options) do o[k] = v end
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return assert(postgres.connect(o))
+end
+
+describe("postgres.connect", function()
+    it("connects with options and with a postgresql:// URL", function()
+        local db = connect()
+        assert.are.equal("idle", db:status())
+        assert.is_true(db:info().pid > 0)
+        assert.is_true(db:info().serverVersion >= 150000)
+        db:close()
+        assert.are.equal("closed", db:status())
+        local db2, err = postgres.connect(server.url)
+        assert(db2, err and tostring(err))
+        assert.are.equal(1, db2:query("select 1 as one")[1].one)
+        db2:close()
+        -- Options beside the URL override its parts.
+        local db3, err3 = postgres.connect { url = server.url, database = "template1" }
+        assert(db3, err3 and tostring(err3))
+        assert.are.equal("template1", db3:query("select current_database() as d")[1].d)
+        db3:close()
+    end)
+
+    it("fails on a wrong password with the server's message", function()
+        local db, err = postgres.connect { host = "127.0.0.1", port = server.port, user = "postgres", password = "wrong" }
+        assert.is_nil(db)
+        assert.are.equal("EPG", err.name)
+        assert.truthy(err.message:find("password authentication failed", 1, true), err.message)
+    end)
+
+    it("fails when nothing listens on the port", function()
+        local probe = require("tcp").createServer(0, function() end, { host = "127.0.0.1" })
+        local port = probe:address().port
+        probe:close()
+        local db, err = postgres.connect { host = "127.0.0.1", port = port, user = "postgres", timeout = 2000 }
+        assert.is_nil(db)
+        assert.are.equal("EPG", err.name)
+        assert.truthy(err.message:lower():find("refused", 1, true), err.message)
+    end)
+
+    it("raises on a misspelled option and on a value that is not a string", function()
+        assert.has_error(function() postgres.connect { hots = "x" } end)
+        assert.has_error(function() postgres.connect { host = {} } end)
+        assert.has_error(function() postgres.connect(5) end)
+    end)
+
+    it("opens and closes connections without leaking descriptors", function()
+        local before = helper.fd_count()
+        for _ = 1, 20 do
+            local db = connect()
+            assert(db:query("select 1"))
+            db:close()
+        end
+        assert.are.equal(before, helper.fds_back_to(before))
+    end)
+end)
+
+describe("postgres types", function()
+    local db
+    before_each(function() db = connect() end)
+    after_each(function() db:close() end)
+
+    -- Each value goes in as a parameter and comes back as the same Lua value.
+    local cases = {
+        { "int2", 32767 }, { "int2", -32768 }, { "int4", 2147483647 }, { "int4", -5 },
+        { "int8", 9007199254740992 }, { "int8", -9007199254740992 }, { "int8", 0 },
+        { "float8", 1.5 }, { "float8", -0.1 }, { "float8", 1e300 }, { "float8", math.huge }, { "float8", -math.huge },
+        { "float4", 0.5 }, { "bool", true }, { "bool", false },
+        { "text", "" }, { "text", "héllo wörld ✓" }, { "varchar", "abc" }, { "char(3)", "abc" },
+        { "numeric", "12345678901234567890.123456789" }, { "date", "2026-12-03" },
+        { "timestamp", "2026-12-03 14:05:06.123456" }, { "timestamptz", "2026-12-03 14:05:06+00" },
+        { "time", "23:59:59" }, { "interval", "1 day 02:03:04" }, { "uuid", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11" },
+        { "inet", "127.0.0.1" }, { "int4[]", "{1,2,3}" }, { "text[]", '{a,"b c"}' },
+    }
+    for _, c in ipairs(cases) do
+        it("round-trips " .. c[1] .. " " .. tostring(c[2]), function()
+            local rows = assert(db:query("select $1::" .. c[1] .. " as v", c[2]))
+            assert.are.equal(c[2], rows[1].v)
+        end)
+    end
+
+    it("returns int8 beyond 2^53 as its exact decimal text", function()
+        local rows = assert(db:query("select 9223372036854775807::int8 as big, -9007199254740993::int8 as small"))
+        assert.are.equal("9223372036854775807", rows[1].big)
+        assert.are.equal("-9007199254740993", rows[1].small)
+    end)
+
+    it("reads NaN floats", function()
+        local v = assert(db:query("select 'NaN'::float8 as v"))[1].v
+        assert.is_true(v ~= v)
+    end)
+
+    it("sends nil and postgres.null as NULL and reads NULL as postgres.null", function()
+        local rows = assert(db:query("select $1::int is null as a, $2::text is null as b, null::int as c", nil, postgres.null))
+        assert.is_true(rows[1].a)
+        assert.is_true(rows[1].b)
+        assert.are.equal(postgres.null, rows[1].c)
+        assert.are.equal(require("json").null, postgres.null)
+    end)
+
+    it("round-trips every byte value through bytea", function()
+        local t = {}
+        for i = 0, 255 do t[#t + 1] = string.char(i) end
+        local bytes = table.concat(t)
+        local rows = assert(db:query("select $1::bytea as b, length($1::bytea) as n", postgres.bytea(bytes)))
+        assert.are.equal(256, rows[1].n)
+        assert.are.equal(bytes, rows[1].b)
+        -- A string with a NUL byte goes in the binary format by itself.
+        rows = assert(db:query("select $1::bytea as b", "a\0b"))
+        assert.are.equal("a\0b", rows[1].b)
+    end)
+
+    it("decodes json and jsonb, sends tables as JSON, and returns the text with decodeJson = false", function()
+        local rows = assert(db:query("select $1::jsonb as j, '[1, null]'::json as a", { name = "x", list = { 1, 2 } }))
+        assert.are.equal("x", rows[1].j.name)
+        assert.are.same({ 1, 2 }, rows[1].j.list)
+        assert.are.equal(1, rows[1].a[1])
+        assert.are.equal(postgres.null, rows[1].a[2])
+        local raw = connect { decodeJson = false }
+        assert.are.equal('{"a": 1}', raw:query([[select '{"a":1}'::jsonb as j]])[1].j)
+        raw:close()
+    end)
+
+    it("gives rows.affected and exec's count", function()
+        assert(db:exec("create temp table t (id serial, name text)"))
+        assert.are.equal(3, db:exec("insert into t (name) values ($1), ($2), ($3)", "a", "b", "c"))
+        local rows = assert(db:query("update t set name = name || '!' where id > $1 returning name", 1))
+        assert.are.equal(2, rows.affected)
+        assert.are.equal(2, #rows)
+        assert.are.equal(0, assert(db:query("select * from t where false")).affected)
+        -- exec without parameters runs several statements (the simple protocol).
+        assert.are.equal(1, db:exec("delete from t where id = 1; delete from t where id = 2"))
+    end)
+end)
+
+describe("postgres parameters", function()
+    local db
+    before_each(function()
+        db = connect()
+        assert(db:exec("create temp table users (id serial primary key, name text not null)"))
+        assert(db:exec("insert into users (name) values ('alice'), ('bob')"))
+    end)
+    after_each(function() db:close() end)
+
+    local attacks = {
+        "'; drop table users; --", "' or '1'='1", "1; delete from users", "\\'; select pg_sleep(10); --",
+        "$1", "') union select 1, current_user --", "\"users\"",
+    }
+    for _, a in ipairs(attacks) do
+        it("keeps " .. a .. " as data", function()
+            assert.are.equal(0, #assert(db:query("select * from users where name = $1", a)))
+            assert(db:exec("insert into users (name) values ($1)", a))
+            local rows = assert(db:query("select name from users where name = $1", a))
+            assert.are.equal(1, #rows)
+            assert.are.equal(a, rows[1].name)
+            assert.are.equal(3, #assert(db:query("select * from users")))
+        end)
+    end
+
+    it("quotes identifiers", function()
+        assert.are.equal('"a""b"', postgres.quoteIdent('a"b'))
+        assert(db:exec("create temp table " .. postgres.quoteIdent('we"ird') .. " (x int)"))
+        assert.has_error(function() postgres.quoteIdent("a\0b") end)
+    end)
+
+    it("raises on values that cannot be parameters", function()
+        assert.has_error(function() db:query("select $1", function() end) end)
+        assert.has_error(function() db:query("select $1", coroutine.create(print)) end)
+        assert.has_error(function() db:query(5) end)
+        assert.has_error(function() db:query({}) end)
+    end)
+end)
+
+describe("postgres errors", function()
+    it("carry the SQLSTATE, severity, detail and the server's message", function()
+        local db = connect()
+        assert(db:exec("create temp table u (id int primary key)"))
+        assert(db:exec("insert into u values (1)"))
+        local rows, err = db:query("insert into u values ($1)", 1)
+        assert.is_nil(rows)
+        assert.are.equal("EPG", err.name)
+        assert.are.equal("23505", err.sqlstate)
+        assert.are.equal("ERROR", err.severity)
+        assert.truthy(err.message:find("duplicate key", 1, true))
+        assert.truthy(err.detail:find("(id)=(1)", 1, true))
+        assert.truthy(tostring(err):find("^EPG: duplicate key"))
+        local _, e2 = db:query("selec 1")
+        assert.are.equal("42601", e2.sqlstate)
+        -- The connection goes on after errors.
+        assert.are.equal(2, db:query("select 2 as v")[1].v)
+        db:close()
+    end)
+
+    it("returns EBUSY to a second task that uses a busy connection", function()
+        local db = connect()
+        local t = task.spawn(function() return db:query("select pg_sleep(0.2)") end)
+        timer.sleep(20)
+        local rows, err = db:query("select 1")
+        assert.is_nil(rows)
+        assert.are.equal("EBUSY", err.name)
+        assert(t:join())
+        db:close()
+    end)
+
+    it("wakes a waiting query with ECANCELED when its connection is closed", function()
+        local db = connect()
+        local t = task.spawn(function() return db:query("select pg_sleep(5)") end)
+        timer.sleep(50)
+        db:close()
+        local ok, rows, err = t:join()
+        assert.is_true(ok)
+        assert.is_nil(rows)
+        assert.are.equal("ECANCELED", err.name)
+        assert.has_error(function() db:query("select 1") end)
+    end)
+end)
+
+describe("postgres prepared statements", function()
+    it("prepare once, run with parameters, deallocate", function()
+        local db = connect()
+        local st = assert(db:prepare("select $1::int * 2 as v, $2::text as s"))
+        for i = 1, 5 do
+            local rows = assert(st:query(i, "x" .. i))
+            assert.are.equal(i * 2, rows[1].v)
+            assert.are.equal("x" .. i, rows[1].s)
+        end
+        assert(st:close())
+        local _, err = st.db:_execute("luaio_gone", nil)
+        assert.are.equal("26000", err.sqlstate)
+        local bad, perr = db:prepare("selec $1")
+        assert.is_nil(bad)
+        assert.are.equal("42601", perr.sqlstate)
+        db:close()
+    end)
+end)
+
+describe("postgres statements prepared by query", function()
+    it("prepares each SQL text once and runs it with any parameters", function()
+        local db = connect()
+        local function count()
+            return db:query("select count(*) as n from pg_prepared_statements")[1].n
+        end
+        for i = 1, 3 do assert.are.equal(i, db:query("select $1::int as v", i)[1].v) end
+        assert.are.equal("7", db:query("select $1::text as v", 7)[1].v)
+        assert.are.equal(3, count()) -- two of the queries above, and count's own
+        -- The parameters' forms may change between runs.
+        assert.are.equal(2, db:query("select length($1::bytea) as n", postgres.bytea("\0\1"))[1].n)
+        assert.are.equal(3, db:query("select length($1::bytea) as n", "abc")[1].n)
+        -- A failed first run leaves nothing behind; the SQL error is the query's.
+        local _, err = db:query("selec $1", 1)
+        assert.are.equal("42601", err.sqlstate)
+        -- DISCARD ALL drops them: they are prepared again.
+        assert(db:exec("discard all"))
+        assert.are.equal(5, db:query("select $1::int as v", 5)[1].v)
+        -- A table whose columns change: one failure (0A000), then the statement is made again.
+        assert(db:exec("create temp table pt (a int)"))
+        assert(db:query("select * from pt where a = $1", 1))
+        assert(db:exec("alter table pt add column b int"))
+        local r = db:query("select * from pt where a = $1", 1) or db:query("select * from pt where a = $1", 1)
+        assert.is_table(r)
+        db:close()
+        local plain = connect { prepare = false }
+        assert.are.equal(1, plain:query("select $1::int as v", 1)[1].v)
+        assert.are.equal(0, plain:query("select count(*) as n from pg_prepared_statements")[1].n)
+        plain:close()
+    end)
+end)
+
+describe("postgres transactions", function()
+    local db
+    before_each(function()
+        db = connect()
+        assert(db:exec("create temp table acc (id int primary key, n int)"))
+        assert(db:exec("insert into acc values (1, 0)"))
+    end)
+    after_each(function() db:close() end)
+    local function n() return db:query("select n from acc where id = 1")[1].n end
+
+    it("commits and returns the function's results", function()
+        local a, b = db:transaction(function(tx)
+            assert(tx:exec("update acc set n = n + 1"))
+            assert.are.equal("transaction", tx:status())
+            return "a", "b"
+        end)
+        assert.are.equal("a", a)
+        assert.are.equal("b", b)
+        assert.are.equal(1, n())
+        assert.are.equal("idle", db:status())
+    end)
+
+    it("rolls back when the function raises, and raises again", function()
+        assert.has_error(function()
+            db:transaction(function(tx)
+                assert(tx:exec("update acc set n = 100"))
+                error("boom")
+            end)
+        end, "boom")
+        assert.are.equal(0, n())
+        assert.are.equal("idle", db:status())
+    end)
+
+    it("rolls back when the function returns nil and an error, or a statement failed", function()
+        local r, err = db:transaction(function(tx)
+            assert(tx:exec("update acc set n = 100"))
+            return tx:query("select * from nosuch")
+        end)
+        assert.is_nil(r)
+        assert.are.equal("42P01", err.sqlstate)
+        assert.are.equal(0, n())
+        r, err = db:transaction(function(tx)
+            assert(tx:exec("update acc set n = 100"))
+            tx:query("select * from nosuch")
+            return true
+        end)
+        assert.is_nil(r)
+        assert.are.equal("25P02", err.sqlstate)
+        assert.are.equal(0, n())
+    end)
+
+    it("raises on a nested transaction", function()
+        assert.has_error(function()
+            db:transaction(function(tx) tx:transaction(function() end) end)
+        end)
+        assert.are.equal("idle", db:status())
+    end)
+end)
+
+describe("postgres LISTEN/NOTIFY", function()
+    it("waits for a notification in a task; times out when none comes", function()
+        local listener, sender = connect(), connect()
+        assert(listener:listen("events"))
+        local got
+        local t = task.spawn(function()
+            got = { listener:wait(5000) }
+        end)
+        timer.sleep(20)
+        assert(sender:notify("events", "hello"))
+        assert(t:join())
+        assert.are.equal("events", got[1].channel)
+        assert.are.equal("hello", got[1].payload)
+        assert.are.equal(sender:info().pid, got[1].pid)
+        -- Notifications that came while the connection did something else are kept.
+        assert(sender:notify("events", "one"))
+        assert(sender:exec("notify events, 'two'"))
+        assert.are.equal("one", assert(listener:wait(2000)).payload)
+        assert.are.equal("two", assert(listener:wait(2000)).payload)
+        local note, err = listener:wait(100)
+        assert.is_nil(note)
+        assert.are.equal("ETIMEDOUT", err.name)
+        assert(listener:unlisten("events"))
+        listener:close()
+        sender:close()
+    end)
+end)
+
+describe("postgres COPY", function()
+    it("streams rows in from a function and out into a sink", function()
+        local db = connect()
+        assert(db:exec("create temp table c (id int, name text)"))
+        local i = 0
+        local n = assert(db:copyIn("copy c from stdin", function()
+            i = i + 1
+            if i > 1000 then return nil end
+            if i % 100 == 0 then timer.sleep(1) end -- a source may wait
+            return i .. "\tname " .. i .. "\n"
+        end))
+        assert.are.equal(1000, n)
+        assert.are.equal(1000, db:query("select count(*) as n from c")[1].n)
+        assert.are.equal(2, assert(db:copyIn("copy c from stdin", { "1001\tx\n", "1002\ty\n" })))
+        local chunks = {}
+        local out = assert(db:copyOut("copy (select * from c order by id) to stdout", function(chunk)
+            chunks[#chunks + 1] = chunk
+        end))
+        assert.are.equal(1002, out)
+        local text = table.concat(chunks)
+        assert.truthy(text:find("^1\tname 1\n"))
+        assert.truthy(text:find("1002\ty\n$"))
+        db:close()
+    end)
+
+    it("aborts a COPY whose source raises, and reports bad data", function()
+        local db = connect()
+        assert(db:exec("create temp table c (id int)"))
+        assert.has_error(function()
+            db:copyIn("copy c from stdin", function() error("source broke") end)
+        end, "source broke")
+        assert.are.equal("idle", db:status())
+        local n, err = db:copyIn("copy c from stdin", "not a number\n")
+        assert.is_nil(n)
+        assert.are.equal("22P02", err.sqlstate)
+        assert.are.equal(0, db:query("select count(*) as n from c")[1].n)
+        local n2, err2 = db:copyIn("select 1", "x")
+        assert.is_nil(n2)
+        assert.are.equal("EPG", err2.name)
+        db:close()
+    end)
+end)
+
+describe("postgres timeouts and failures", function()
+    it("cancels a query on the server when its timeout passes; the connection goes on", function()
+        local db = connect()
+        local rows, err = db:query({ "select pg_sleep(10)", timeout = 200 })
+        assert.is_nil(rows)
+        assert.are.equal("ETIMEDOUT", err.name)
+        assert.are.equal("57014", err.sqlstate)
+        assert.are.equal(3, db:query("select 3 as v")[1].v)
+        -- No query runs on the server any more.
+        local active = db:query("select count(*) as n from pg_stat_activity where query like 'select pg_sleep(10)%'")
+        assert.are.equal(0, active[1].n)
+        -- queryTimeout is every query's default.
+        local db2 = connect { queryTimeout = 100 }
+        local r2, e2 = db2:query("select pg_sleep(10)")
+        assert.is_nil(r2)
+        assert.are.equal("ETIMEDOUT", e2.name)
+        db2:close()
+        db:close()
+    end)
+
+    it("gives ETIMEDOUT and drops the connection when the server stops answering", function()
+        local db = connect()
+        server:pause()
+        local rows, err = db:query({ "select 1", timeout = 200 })
+        -- A connect to a stopped server times out as well.
+        local db2, err2 = postgres.connect { host = "127.0.0.1", port = server.port, user = "postgres",
+                                             password = pgserver.password, timeout = 300 }
+        server:resume()
+        assert.is_nil(rows)
+        assert.are.equal("ETIMEDOUT", err.name)
+        assert.are.equal("lost", db:status())
+        local _, e3 = db:query("select 1")
+        assert.are.equal("ECONNRESET", e3.name)
+        db:close()
+        assert.is_nil(db2)
+        assert.are.equal("ETIMEDOUT", err2.name)
+        -- Once the server answers again, a new connection works.
+        local db4 = connect()
+        assert.are.equal(1, db4:query("select 1 as v")[1].v)
+        db4:close()
+    end)
+
+    it("fails a query whose server is killed mid-query; works again once the server is back", function()
+        local db = connect()
+        local t = task.spawn(function() return db:query("select pg_sleep(10)") end)
+        timer.sleep(100)
+        server:kill("SIGKILL")
+        local ok, rows, err = t:join()
+        assert.is_true(ok)
+        assert.is_nil(rows)
+        assert.are.equal("ECONNRESET", err.name)
+        assert.are.equal("lost", db:status())
+        local r2, e2 = db:query("select 1")
+        assert.is_nil(r2)
+        assert.are.equal("ECONNRESET", e2.name)
+        db:close()
+        local down, derr = postgres.connect(server.options)
+        assert.is_nil(down)
+        assert.are.equal("EPG", derr.name)
+        server:restart()
+        local db2
+        assert(helper.wait_for(function()
+            db2 = postgres.connect(server.options)
+            return db2 ~= nil
+        end, 20000))
+        assert.are.equal(1, db2:query("select 1 as v")[1].v)
+        db2:close()
+    end)
+end)
+
+describe("postgres.pool", function()
+    it("runs queries on at most size connections and reuses them", function()
+        local pool = postgres.pool { url = server.url, size = 4 }
+        local tasks = {}
+        for i = 1, 20 do
+            tasks[i] = task.spawn(function() return pool:query("select $1::int as v, pg_backend_pid() as pid", i) end)
+        end
+        local pids = {}
+        for i, t in ipairs(tasks) do
+            local ok, rows = t:join()
+            assert.is_true(ok)
+            assert.are.equal(i, rows[1].v)
+            pids[rows[1].pid] = true
+        end
+        local n = 0
+        for _ in pairs(pids) do n = n + 1 end
+        assert.is_true(n <= 4)
+        assert.is_true(pool:stats().open <= 4)
+        assert.are.equal(1, pool:exec("select 1"))
+        assert.are.equal(7, pool:with(function(db) return db:query("select 7 as v")[1].v end))
+        assert.are.equal("done", pool:transaction(function(tx)
+            assert.are.equal("transaction", tx:status())
+            return "done"
+        end))
+        pool:close()
+    end)
+
+    it("never hands out a connection left in a transaction or listening", function()
+        local pool = postgres.pool { url = server.url, size = 1 }
+        local db = assert(pool:acquire())
+        assert(db:exec("begin"))
+        pool:release(db)
+        assert.are.equal("closed", db:status())
+        local db2 = assert(pool:acquire())
+        assert.are.equal("idle", db2:status())
+        assert(db2:listen("ch"))
+        pool:release(db2)
+        assert.are.equal("closed", db2:status())
+        pool:close()
+    end)
+
+    it("gives ETIMEDOUT to a caller when every connection is busy with slow queries", function()
+        local pool = postgres.pool { url = server.url, size = 2, waitTimeout = 200, maxWaiters = 1 }
+        local slow = {}
+        for i = 1, 2 do slow[i] = task.spawn(function() return pool:query("select pg_sleep(0.6)") end) end
+        timer.sleep(50)
+        local waiter = task.spawn(function() return pool:query("select 1") end)
+        timer.sleep(10)
+        local rows, err = pool:query("select 1") -- the one waiter place is taken
+        assert.is_nil(rows)
+        assert.are.equal("EBUSY", err.name)
+        local ok, r2, e2 = waiter:join()
+        assert.is_true(ok)
+        assert.is_nil(r2)
+        assert.are.equal("ETIMEDOUT", e2.name)
+        for _, t in ipairs(slow) do assert(t:join()) end
+        assert.are.equal(1, pool:query("select 1 as v")[1].v)
+        pool:close()
+    end)
+
+    it("replaces connections lost with the server; the next call works once it is back", function()
+        local pool = postgres.pool { url = server.url, size = 2 }
+        assert(pool:query("select 1"))
+        local t = task.spawn(function() return pool:query("select pg_sleep(10)") end)
+        timer.sleep(100)
+        server:kill("SIGKILL")
+        local ok, rows, err = t:join()
+        assert.is_true(ok)
+        assert.is_nil(rows)
+        assert.are.equal("ECONNRESET", err.name)
+        local r2, e2 = pool:query("select 1") -- the idle connection is found dead; no server yet
+        assert.is_nil(r2)
+        assert.truthy(e2.name == "EPG" or e2.name == "ECONNRESET", tostring(e2))
+        server:restart()
+        local r3
+        assert(helper.wait_for(function()
+            r3 = pool:query("select 3 as v")
+            return r3 ~= nil
+        end, 20000))
+        assert.are.equal(3, r3[1].v)
+        assert.is_true(pool:stats().open <= 2)
+        pool:close()
+    end)
+end)

@@ -87,7 +87,7 @@ end
 -- A control frame (pong, ping, close) never waits: it is queued behind the bytes already
 -- queued, between two messages.
 local function control(self, op, data)
-    return send_frame(self._sock, op, data, self._mask, nil, true)
+    return send_frame(self._sock, op, data, self._mask, self._frames, true)
 end
 
 -- The connection is over: the socket closes, and later calls get `err`.

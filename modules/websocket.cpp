@@ -12,6 +12,7 @@
 #include <openssl/sha.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 #include <string>
@@ -54,7 +55,8 @@ struct SharedDeflater {
 };
 
 z_stream* shared_deflater(int bits, int level, int mem) {
-    static std::vector<SharedDeflater*> all;
+    // Never destroyed (a static vector's destructor at exit would orphan the streams).
+    static auto& all = *new std::vector<SharedDeflater*>;
     for (SharedDeflater* d : all)
         if (d->bits == bits && d->level == level && d->mem == mem) {
             deflateReset(&d->z);
@@ -90,6 +92,10 @@ struct Frames final : luaio::Consumer {
     size_t fragment = 0; // data messages longer than this are sent in fragments (0: never)
     Deflate* z = nullptr;
     std::string inflated;
+    // A hub's small frames for this connection, written together before the loop next waits for
+    // I/O (see cork); while any are kept, the stream's proxy and this object are referenced.
+    std::string corked;
+    int cork_sock = LUA_NOREF, cork_self = LUA_NOREF;
 
     // Inflates the message (with the 00 00 ff ff tail that the sender removed) into `inflated`,
     // stopping at the message limit: a compression bomb costs at most maxMessageSize. Returns 0,
@@ -231,6 +237,73 @@ Frames* check_frames(lua_State* L, const char* fname) {
     return static_cast<Frames*>(p);
 }
 
+// Corking: a hub publishes to many connections, often several small messages in one loop turn
+// (a publisher's messages come in one read). Frames of up to kCorkMax bytes are appended to the
+// connection's `corked` bytes and written in one write per connection when the loop is about to
+// wait for I/O (a prepare handle), as uWebSockets corks: one system call for several messages.
+// A larger frame, and any other write on the connection, first writes what is corked, so the
+// order of frames is kept.
+constexpr size_t kCorkMax = 16 * 1024;
+
+std::vector<Frames*>& corked_list() {
+    static auto& list = *new std::vector<Frames*>; // never destroyed: may be in use at exit
+    return list;
+}
+
+uv_prepare_t* g_prepare = nullptr;
+
+// Writes f's corked bytes to its stream (what the kernel does not take is copied and queued)
+// and drops the references. A stream closed meanwhile loses them.
+void uncork(lua_State* L, Frames* f) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, f->cork_sock);
+    Stream* s = Stream::check_or_closed(L, -1, "publish");
+    lua_pop(L, 1);
+    if (s && !s->closing()) {
+        uv_buf_t b = uv_buf_init(&f->corked[0], static_cast<unsigned>(f->corked.size()));
+        s->try_write(nullptr, &b, 1, SIZE_MAX);
+    }
+    f->corked.clear();
+    if (f->corked.capacity() > 64 * 1024) std::string().swap(f->corked);
+    luaL_unref(L, LUA_REGISTRYINDEX, f->cork_sock);
+    luaL_unref(L, LUA_REGISTRYINDEX, f->cork_self);
+    f->cork_sock = f->cork_self = LUA_NOREF;
+}
+
+void on_prepare(uv_prepare_t* h) {
+    uv_prepare_stop(h);
+    lua_State* L = luaio::main_state();
+    std::vector<Frames*> now;
+    now.swap(corked_list());
+    if (!L) return;
+    for (Frames* f : now) uncork(L, f);
+}
+
+// Before another write on f's connection: what is corked goes first.
+void uncork_now(lua_State* L, Frames* f) {
+    if (f->cork_self == LUA_NOREF) return;
+    auto& list = corked_list();
+    list.erase(std::find(list.begin(), list.end(), f));
+    uncork(L, f);
+}
+
+// Appends a frame to f's corked bytes (sock at 1 and f at 2 on L are referenced meanwhile).
+void cork(lua_State* L, Frames* f, const char* p, size_t n) {
+    if (f->cork_self == LUA_NOREF) {
+        lua_pushvalue(L, 1);
+        f->cork_sock = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_pushvalue(L, 2);
+        f->cork_self = luaL_ref(L, LUA_REGISTRYINDEX);
+        corked_list().push_back(f);
+        if (!g_prepare) {
+            g_prepare = new uv_prepare_t; // lives as long as the loop; unreferenced, so it keeps nothing alive
+            uv_prepare_init(luaio::loop(), g_prepare);
+            uv_unref(reinterpret_cast<uv_handle_t*>(g_prepare));
+        }
+        uv_prepare_start(g_prepare, on_prepare);
+    }
+    f->corked.append(p, n);
+}
+
 int opt_int(lua_State* L, int t, const char* k, int def, int lo, int hi) {
     lua_getfield(L, t, k);
     int v = lua_isnil(L, -1) ? def : static_cast<int>(lua_tointeger(L, -1));
@@ -347,6 +420,7 @@ int l_send(lua_State* L) {
     bool masked = lua_toboolean(L, 4);
     Frames* f = static_cast<Frames*>(luaio::test_object(L, 5, kFramesClass));
     bool nowait = lua_toboolean(L, 6);
+    if (f) uncork_now(L, f);
     std::vector<uv_buf_t> bufs(1); // bufs[0]: the head
     uint64_t total = gather(L, 3, bufs, "send");
     if (opcode == ws::kText && !utf8_ok(bufs.data() + 1, bufs.size() - 1)) return push_not_utf8(L);
@@ -427,8 +501,8 @@ int l_post(lua_State* L) {
     luaL_checktype(L, 6, LUA_TTABLE);
     lua_Number lim = luaL_checknumber(L, 7);
     size_t limit = lim < 9.2e18 ? static_cast<size_t>(lim) : SIZE_MAX;
-    size_t queued = s->write_queue_size();
-    int err;
+    size_t queued = s->write_queue_size() + f->corked.size();
+    int err = 0;
     if (queued > 0 && queued + flen > limit) {
         err = UV_EAGAIN;
     } else if (f->z && dlen >= f->z->threshold) {
@@ -457,8 +531,13 @@ int l_post(lua_State* L) {
         }
         size_t zn;
         const char* zf = lua_tolstring(L, -1, &zn);
-        uv_buf_t b = uv_buf_init(const_cast<char*>(zf), static_cast<unsigned>(zn));
-        err = s->try_write(L, &b, 1, limit, -1, 0);
+        if (zn <= kCorkMax) {
+            cork(L, f, zf, zn);
+        } else {
+            uncork_now(L, f);
+            uv_buf_t b = uv_buf_init(const_cast<char*>(zf), static_cast<unsigned>(zn));
+            err = s->try_write(L, &b, 1, limit, -1, 0);
+        }
     } else if (f->client) {
         std::string out(frame, flen);
         uint8_t mask[4];
@@ -468,9 +547,17 @@ int l_post(lua_State* L) {
         out[1] = static_cast<char>(out[1] | 0x80);
         out.insert(hn, reinterpret_cast<char*>(mask), 4);
         ws::apply_mask(reinterpret_cast<uint8_t*>(&out[hn + 4]), dlen, mask);
-        uv_buf_t b = uv_buf_init(&out[0], static_cast<unsigned>(out.size()));
-        err = s->try_write(L, &b, 1, limit, 0, 1);
+        if (out.size() <= kCorkMax) {
+            cork(L, f, out.data(), out.size());
+        } else {
+            uncork_now(L, f);
+            uv_buf_t b = uv_buf_init(&out[0], static_cast<unsigned>(out.size()));
+            err = s->try_write(L, &b, 1, limit, 0, 1);
+        }
+    } else if (flen <= kCorkMax) {
+        cork(L, f, frame, flen);
     } else {
+        uncork_now(L, f);
         uv_buf_t b = uv_buf_init(const_cast<char*>(frame), static_cast<unsigned>(flen));
         err = s->try_write(L, &b, 1, limit, 5, 0);
     }

@@ -35,6 +35,21 @@ describe("websocket.hub", function()
         r:websocket("/z/:topic", sub(hub), { deflate = { noContextTakeover = true } })
         r:websocket("/zc/:topic", sub(hub), { deflate = true })
         r:websocket("/d/:topic", sub(dropper))
+        r:websocket("/mix", function(ws)
+            hub:join(ws, "mix")
+            for msg in ws:messages() do
+                -- Small published frames are corked until the loop waits; a send, a ping and a
+                -- large published frame on the same connection must not overtake them.
+                hub:publish("mix", "p1")
+                ws:send("s1")
+                hub:publish("mix", "p2")
+                ws:ping("ping")
+                hub:publish("mix", "p3")
+                hub:publish("mix", rep("L", 40000))
+                hub:publish("mix", "p4")
+                ws:send("s2")
+            end
+        end)
         srv = assert(http.createServer({ port = 0, host = "127.0.0.1" }, r))
         port = srv.port
     end)
@@ -72,6 +87,18 @@ describe("websocket.hub", function()
         b:close()
         c:close()
         assert.is_true(helper.wait_for(function() return hub:subscribers("other") == 0 end))
+    end)
+
+    it("keeps the order of published frames, sends, pings and large frames on a connection", function()
+        local sock = raw.connect(port, "/mix")
+        assert(sock:write(raw.frame(0x81, "go")) == nil)
+        local got = {}
+        for _ = 1, 8 do
+            local op, p = raw.read_frame(sock)
+            got[#got + 1] = op == 9 and "ping:" .. p or (#p > 100 and "L" .. #p or p)
+        end
+        assert.are.same({ "p1", "s1", "p2", "ping:ping", "p3", "L40000", "p4", "s2" }, got)
+        sock:close()
     end)
 
     it("refuses text that is not UTF-8 and bad arguments with clear errors", function()

@@ -31,6 +31,7 @@
 #include <cstring>
 #include <deque>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -81,11 +82,11 @@ struct Conn final : luaio::Consumer, luaio::Handle<Conn> {
     // The stack the reply being parsed is built on, and what it is for.
     lua_State* target = nullptr;
     Entry* target_entry = nullptr;
-    bool root_error = false;  // the last complete reply was an error reply
-    bool nil_is_null = false; // a nil reply at the top is redis.null (it goes into a table)
-    unsigned gen = 0;         // changes when the socket is dropped or attached
-    int down_err = 0;         // what dropped the socket
-    bool dispatching = false;
+    bool root_error = false;   // the last complete reply was an error reply
+    bool nil_is_null = false;  // a nil reply at the top is redis.null (it goes into a table)
+    unsigned gen = 0;          // changes when the socket is dropped or attached
+    int down_err = 0;          // what dropped the socket
+    bool flush_queued = false; // in g_to_flush
     bool closed = false;
     bool refd = false;
     bool sub_mode = false; // subscribed: message arrays go to the queue
@@ -95,6 +96,15 @@ struct Conn final : luaio::Consumer, luaio::Handle<Conn> {
 
     Stream* stream() const { return sock_ud && *sock_ud ? static_cast<Stream*>(*sock_ud) : nullptr; }
 };
+
+// Commands issued while replies are handed out (in the poll phase: read callbacks) are written
+// in the check phase right after it, once every connection has handed out its replies: all the
+// writes of a loop turn then go out together, instead of each waking the server (which then takes
+// the CPU from us on a busy machine) between two connections' replies.
+std::vector<Conn*> g_to_flush;
+uv_check_t g_flush_check;
+bool g_flush_check_init = false;
+int g_dispatching = 0; // dispatches in progress (nested: a woken task's call on another connection)
 
 Conn* conn_of(const redisReadTask* t) {
     return static_cast<Conn*>(t->privdata);
@@ -275,6 +285,42 @@ int flush(Conn* c) {
     return err;
 }
 
+void on_flush_check(uv_check_t*) {
+    std::vector<Conn*> conns;
+    conns.swap(g_to_flush);
+    for (Conn* c : conns) c->flush_queued = false;
+    // A flush that fails drops its connection and wakes its callers, who may queue new writes:
+    // those go out at once (no dispatch is running now).
+    for (Conn* c : conns)
+        if (!c->closed)
+            if (int err = flush(c)) drop(c, err);
+    if (g_to_flush.empty()) uv_check_stop(&g_flush_check);
+}
+
+// c's commands go out in this loop turn's check phase.
+void queue_flush(Conn* c) {
+    if (c->flush_queued || c->out.empty()) return;
+    if (!g_flush_check_init) {
+        uv_check_init(luaio::loop(), &g_flush_check);
+        uv_unref(reinterpret_cast<uv_handle_t*>(&g_flush_check)); // it never keeps the process alive
+        g_flush_check_init = true;
+    }
+    c->flush_queued = true;
+    g_to_flush.push_back(c);
+    uv_check_start(&g_flush_check, on_flush_check);
+}
+
+void unqueue_flush(Conn* c) {
+    if (!c->flush_queued) return;
+    c->flush_queued = false;
+    for (auto& q : g_to_flush)
+        if (q == c) q = nullptr;
+    std::vector<Conn*> rest;
+    for (Conn* q : g_to_flush)
+        if (q) rest.push_back(q);
+    g_to_flush.swap(rest);
+}
+
 // ---------------------------------------------------------------- handing out replies
 
 // A message of the subscribed mode: ["message", channel, payload] or ["pmessage", pattern,
@@ -382,11 +428,11 @@ void route(Conn* c) {
 }
 
 // Hands out every complete reply in the reader. Tasks woken here run at once and may call this
-// connection again (their commands wait in c->out and go out in one write at the end), close it,
+// connection again (their commands wait in c->out and go out in the check phase), close it,
 // or drop and reattach it (gen changes): the loop stops then.
 void dispatch(Conn* c) {
     unsigned gen = c->gen;
-    c->dispatching = true;
+    g_dispatching++;
     while (!c->closed && c->gen == gen && c->reader) {
         redisReader* rd = c->reader;
         if (rd->pos >= rd->len) break; // nothing more to parse
@@ -416,9 +462,9 @@ void dispatch(Conn* c) {
         else
             complete(c, c->target);
     }
-    c->dispatching = false;
+    g_dispatching--;
     if (c->closed || c->gen != gen) return;
-    if (int err = flush(c)) drop(c, err);
+    queue_flush(c);
 }
 
 int Conn::consume(lua_State*, const char* data, size_t len, int, size_t* used) {
@@ -448,6 +494,7 @@ void on_closed(uv_handle_t* h) {
 void Conn::close() {
     if (closed) return;
     closed = true;
+    unqueue_flush(this);
     drop(this, UV_ECANCELED);
     detach_proxy();
     msg_deadline = 0;
@@ -577,7 +624,9 @@ int return_down(lua_State* L) {
 // task for the replies of a new entry.
 int send_and_wait(lua_State* L, Conn* c, Entry e, const char* fname) {
     luaio::check_can_wait(L, fname);
-    if (!c->dispatching) {
+    if (g_dispatching > 0) {
+        queue_flush(c);
+    } else {
         if (int err = flush(c)) {
             drop(c, err);
             return luaio::return_uv_error(L, err);

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Redis benchmark: 64 tasks doing GET for 10 s against one redis-server (started here on a free
+# port, temporary directory, stopped by PID), ops/s and client CPU per op, for luaio (one shared
+# connection; one connection per task; pipelines of 16), redis-benchmark -c 64 (the C ceiling;
+# -P 16 pipelined), Node with ioredis and Bun's Bun.redis (both installed here with npm into
+# bench/.npm, not at spec time). Prints each result and the ratios.
+#   bash bench/redis/run.sh [path/to/luaio] [seconds]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+LUAIO=${1:-build/luaio}
+SECS=${2:-10}
+TASKS=64
+DEPTH=16
+
+NPM=bench/.npm
+if [ ! -d "$NPM/node_modules/ioredis" ] || [ ! -d "$NPM/node_modules/bun" ]; then
+    npm install --silent --no-audit --no-fund --prefix "$NPM" ioredis bun >/dev/null
+fi
+export NODE_PATH="$PWD/$NPM/node_modules"
+BUN=$(ls "$NPM"/node_modules/bun/bin/bun.exe "$NPM"/node_modules/.bin/bun 2>/dev/null | head -1 || true)
+
+dir=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" --daemonize no \
+    --logfile "$dir/log" &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+
+declare -A OPS CPU
+run() { # name command...
+    local name=$1; shift
+    local out
+    out=$("$@" 2>&1 | grep 'ops/s' | tail -1) || true
+    OPS[$name]=$(echo "$out" | awk '{print $2}')
+    CPU[$name]=$(echo "$out" | awk '{print $4}')
+    printf '%-26s %10s ops/s %8s us CPU/op\n' "$name" "${OPS[$name]:-?}" "${CPU[$name]:-?}"
+}
+# redis-benchmark: requests per second; CPU per op from its user+sys time.
+rb() { # name extra-args...
+    local name=$1; shift
+    local n=$((SECS * 150000))
+    local t0 out cpu
+    out=$( { /usr/bin/time -f 'cpu %U %S' redis-benchmark -p "$port" -c $TASKS -n $n -t get -q "$@"; } 2>&1 )
+    local rps
+    rps=$(echo "$out" | grep -o 'GET: [0-9.]*' | awk '{print $2}')
+    cpu=$(echo "$out" | awk '/^cpu/ {print ($2 + $3)}')
+    OPS[$name]=${rps%.*}
+    CPU[$name]=$(python3 -c "print(f'{$cpu * 1e6 / $n:.3f}')")
+    printf '%-26s %10s ops/s %8s us CPU/op\n' "$name" "${OPS[$name]}" "${CPU[$name]}"
+}
+
+redis-cli -p "$port" set key xxx >/dev/null
+echo "GET, $TASKS concurrent, ${SECS}s each (pipelined: $DEPTH per round trip)"
+rb redis-benchmark
+run luaio-shared "$LUAIO" bench/redis/get.lua "$port" $TASKS "$SECS" shared
+run luaio-conns "$LUAIO" bench/redis/get.lua "$port" $TASKS "$SECS" conns
+run node-ioredis node bench/redis/ioredis.js "$port" $TASKS "$SECS" shared
+run node-ioredis-auto node bench/redis/ioredis.js "$port" $TASKS "$SECS" auto
+run node-ioredis-conns node bench/redis/ioredis.js "$port" $TASKS "$SECS" conns
+if [ -n "$BUN" ]; then
+    run bun-redis "$BUN" bench/redis/bun_redis.js "$port" $TASKS "$SECS" shared
+    run bun-redis-conns "$BUN" bench/redis/bun_redis.js "$port" $TASKS "$SECS" conns
+fi
+rb redis-benchmark-P16 -P $DEPTH
+run luaio-pipeline "$LUAIO" bench/redis/get.lua "$port" $TASKS "$SECS" pipeline $DEPTH
+run node-ioredis-pipeline node bench/redis/ioredis.js "$port" $TASKS "$SECS" pipeline $DEPTH
+[ -n "$BUN" ] && run bun-redis-pipeline "$BUN" bench/redis/bun_redis.js "$port" $TASKS "$SECS" pipeline $DEPTH
+
+ratio() { python3 -c "a, b = '${OPS[$1]:-}', '${OPS[$2]:-}'; print(f'{float(a) / float(b):.2f}x' if a and b else '?')"; }
+echo
+echo "luaio-shared / redis-benchmark:      $(ratio luaio-shared redis-benchmark)"
+echo "luaio-shared / node-ioredis:         $(ratio luaio-shared node-ioredis)"
+echo "luaio-shared / node-ioredis-auto:    $(ratio luaio-shared node-ioredis-auto)"
+echo "luaio-conns / node-ioredis-conns:    $(ratio luaio-conns node-ioredis-conns)"
+echo "luaio-shared / bun-redis:            $(ratio luaio-shared bun-redis)"
+echo "luaio-conns / bun-redis-conns:       $(ratio luaio-conns bun-redis-conns)"
+echo "luaio-pipeline / redis-benchmark-P16: $(ratio luaio-pipeline redis-benchmark-P16)"
+echo "luaio-pipeline / node-ioredis-pipeline: $(ratio luaio-pipeline node-ioredis-pipeline)"
+echo "luaio-pipeline / bun-redis-pipeline: $(ratio luaio-pipeline bun-redis-pipeline)"

@@ -15,6 +15,7 @@ int luaopen_luaio_websocket(lua_State* L);
 int luaopen_luaio_tls(lua_State* L);
 int luaopen_luaio_redis(lua_State* L);
 int luaopen_luaio_postgres(lua_State* L);
+int luaopen_luaio_mysql(lua_State* L);
 }
 
 namespace luaio {
@@ -32,6 +33,7 @@ void register_modules(lua_State* L) {
     preload(L, "luaio.tls", luaopen_luaio_tls);
     preload(L, "luaio.redis", luaopen_luaio_redis);
     preload(L, "luaio.postgres", luaopen_luaio_postgres);
+    preload(L, "luaio.mysql", luaopen_luaio_mysql);
 }
 
 } // namespace luaio

@@ -22,8 +22,10 @@ namespace luaio {
     X(EHOSTMISMATCH, -5006, "certificate does not match the host name")                                                \
     /* redis (-5020...): an error reply of the server (its message is the server's) */                                 \
     X(EREDIS, -5020, "Redis error")                                                                                    \
-    /* postgres (-5030...): a server error (err.sqlstate) or a libpq failure */                                       \
-    X(EPG, -5030, "PostgreSQL error")
+    /* postgres (-5030...): a server error (err.sqlstate) or a libpq failure */                                        \
+    X(EPG, -5030, "PostgreSQL error")                                                                                  \
+    /* mysql (-5040...): an error the server or MariaDB Connector/C reported (err.errno, err.sqlstate) */              \
+    X(EMYSQL, -5040, "MySQL error")
 
 constexpr int kErrOwnBase = -5001;
 

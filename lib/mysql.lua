@@ -1,0 +1,228 @@
+--- mysql: MySQL and MariaDB on MariaDB Connector/C's non-blocking API (docs/mysql.md).
+--
+--   local db, err = mysql.connect{host, port, user, password, database, charset, timeout, queryTimeout}
+--   local db, err = mysql.connect("mysql://user:password@host:port/database")
+--   local rows, err = db:query("select * from t where id = ?", id)   -- rows[i].column, rows.affected
+--   local rows, err = db:query({"select sleep(5)", timeout = 100})   -- killed on the server
+--   local n, err = db:exec("update t set x = ?", x)                  -- rows affected
+--   db:transaction(function(db) ... end)                             -- commit; rollback on error
+--   local pool = mysql.pool{...connect options..., size = 32}        -- pool:query, pool:with ...
+--   mysql.null                                                       -- SQL NULL (json.null)
+--
+-- The connection is a C++ object (modules/mysql.cpp, luaio.mysql); this file adds the options,
+-- host names, transactions, reconnecting after a lost connection, and the pool.
+local core = require "luaio.mysql"
+local errors = require "luaio.errors"
+local json = require "json"
+
+local raise, new_error = errors.raise, errors.new
+local type, pairs, pcall, error, tostring, tonumber, select, unpack = type, pairs, pcall, error, tostring, tonumber,
+    select, unpack
+
+local mysql = {}
+
+--- SQL NULL in rows and parameters: the same value as json.null, so rows encode to JSON with nulls.
+mysql.null = json.null
+
+local OPTIONS = {
+    host = true, port = true, user = true, password = true, database = true, charset = true, timeout = true,
+    queryTimeout = true, url = true,
+}
+local POOL_OPTIONS = { size = true, idleTimeout = true, maxWaiters = true, waitTimeout = true }
+
+local function unescape(s)
+    return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- mysql://user:password@host:port/database?charset=utf8mb4 into options.
+local function parse_url(url, fname)
+    local rest = url:match("^mysql://(.*)$") or url:match("^mariadb://(.*)$")
+    if not rest then raise(fname, "expected a mysql:// URL, got '" .. url .. "'") end
+    local o = {}
+    local query
+    rest, query = rest:match("^([^?]*)%??(.*)$")
+    local auth, hostpart = rest:match("^(.*)@([^@]*)$")
+    if not auth then hostpart = rest end
+    if auth then
+        local u, p = auth:match("^([^:]*):(.*)$")
+        o.user, o.password = unescape(u or auth), p and unescape(p) or nil
+    end
+    local hp, db = hostpart:match("^([^/]*)/?(.*)$")
+    if db ~= "" then o.database = unescape(db) end
+    local h6, p6 = hp:match("^%[(.-)%]:?(%d*)$")
+    local host, port = h6, p6
+    if not host then host, port = hp:match("^([^:]*):?(%d*)$") end
+    if host and host ~= "" then o.host = host end
+    if port and port ~= "" then o.port = tonumber(port) end
+    for k, v in query:gmatch("([^&=]+)=([^&]*)") do
+        if k == "charset" then o.charset = unescape(v) end
+    end
+    return o
+end
+
+local function check_ms(v, name, fname)
+    if v ~= nil and (type(v) ~= "number" or v < 0) then
+        raise(fname, "option '" .. name .. "' must be a non-negative number of milliseconds")
+    end
+    return v
+end
+
+-- The connect options, checked; a URL's parts are overridden by the options given beside it.
+local function connect_options(options, fname)
+    if type(options) == "string" then options = { url = options } end
+    if type(options) ~= "table" then raise(fname, "expected an options table or a mysql:// URL, got " .. type(options)) end
+    local o = {}
+    if options.url ~= nil then
+        if type(options.url) ~= "string" then raise(fname, "option 'url' must be a string") end
+        o = parse_url(options.url, fname)
+    end
+    for k, v in pairs(options) do
+        if not OPTIONS[k] and not POOL_OPTIONS[k] then raise(fname, "unknown option '" .. tostring(k) .. "'") end
+        if OPTIONS[k] and k ~= "url" then o[k] = v end
+    end
+    for _, k in ipairs({ "host", "user", "password", "database", "charset" }) do
+        if o[k] ~= nil and type(o[k]) ~= "string" then raise(fname, "option '" .. k .. "' must be a string") end
+    end
+    if o.port ~= nil and type(o.port) ~= "number" then raise(fname, "option 'port' must be a number") end
+    check_ms(o.timeout, "timeout", fname)
+    check_ms(o.queryTimeout, "queryTimeout", fname)
+    return o
+end
+
+-- The address to connect to: libmariadb resolves names with a blocking getaddrinfo (and takes
+-- "localhost" for its Unix socket), so names go through the dns module first.
+local function resolve(host)
+    if host == nil then return "127.0.0.1" end
+    if require("tcp").isIP(host) ~= 0 then return host end
+    local addrs, err = require("dns").lookup(host)
+    if not addrs or #addrs == 0 then
+        return nil, err or new_error("ENOTFOUND", "host not found", { host = host })
+    end
+    local a = addrs[1]
+    return type(a) == "table" and a.address or a
+end
+
+--- Opens a connection: the connection, or nil and an error table.
+function mysql.connect(options)
+    local o = connect_options(options, "mysql.connect")
+    local host, err = resolve(o.host)
+    if not host then return nil, err end
+    return core.connect(host, o.port or 3306, o.user or "", o.password or "", o.database, o.charset,
+        o.timeout or 10000, o.queryTimeout or 0)
+end
+
+-- A query that timed out goes on on the server: it is killed from a second connection. C++ calls
+-- this in a task of its own (the timed-out connection itself is closed).
+core.setKiller(function(host, port, user, password, thread_id)
+    local k = core.connect(host, port, user, password, nil, nil, 2000, 2000)
+    if k then
+        k:_query("KILL QUERY " .. ("%d"):format(thread_id))
+        k:close()
+    end
+end)
+
+local methods = core.methods
+local _query, usable = methods._query, methods.usable
+
+-- Connections in a transaction (weak keys: they may go).
+local in_transaction = setmetatable({}, { __mode = "k" })
+
+--- The rows of sql with these parameters (`?` placeholders, sent apart through a prepared
+--- statement), or nil and an error. sql may be {sql, timeout = ms}. A connection that was lost is
+--- opened again first, unless it was in a transaction.
+function methods.query(db, sql, ...)
+    local timeout
+    if type(sql) == "table" then
+        timeout = sql.timeout
+        check_ms(timeout, "timeout", "db:query")
+        sql = sql[1]
+    end
+    if type(sql) ~= "string" then raise("db:query", "expected the SQL text as argument 1, got " .. type(sql)) end
+    if not usable(db) and not in_transaction[db] then
+        local ok, err = db:reconnect()
+        if not ok then return nil, err end
+    end
+    return _query(db, sql, timeout, ...)
+end
+
+--- The number of rows sql changed, or nil and an error.
+function methods.exec(db, sql, ...)
+    local rows, err = db:query(sql, ...)
+    if not rows then return nil, err end
+    return rows.affected
+end
+
+--- Whether a pool may hand the connection out again: open, not lost, not in a transaction.
+function methods.reusable(db)
+    return usable(db) and not in_transaction[db]
+end
+
+local function finish_transaction(db, sql)
+    in_transaction[db] = nil
+    if usable(db) then return _query(db, sql) end
+    return nil, new_error("EMYSQL", "the connection was lost during the transaction", { errno = 2013, sqlstate = "HY000" })
+end
+
+--- Runs fn(db, ...) in a transaction: commits when it returns, rolls back when it raises (the
+--- error is raised again) or returns nil and an error (returned). Returns fn's results.
+function methods.transaction(db, fn, ...)
+    if type(fn) ~= "function" then raise("db:transaction", "expected a function, got " .. type(fn)) end
+    if in_transaction[db] then raise("db:transaction", "the connection is already in a transaction") end
+    local ok, err = db:query("START TRANSACTION")
+    if not ok then return nil, err end
+    in_transaction[db] = true
+    local r = { pcall(fn, db, ...) }
+    if not r[1] then
+        finish_transaction(db, "ROLLBACK")
+        error(r[2], 0)
+    end
+    if r[2] == nil and r[3] ~= nil then
+        finish_transaction(db, "ROLLBACK")
+        return nil, r[3]
+    end
+    ok, err = finish_transaction(db, "COMMIT")
+    if not ok then return nil, err end
+    return unpack(r, 2, table.maxn(r))
+end
+
+-- The pool --------------------------------------------------------------------
+
+local Pool = {}
+Pool.__index = Pool
+
+local function pool_query(db, sql, ...) return db:query(sql, ...) end
+local function pool_exec(db, sql, ...) return db:exec(sql, ...) end
+local function pool_transaction(db, fn, ...) return db:transaction(fn, ...) end
+
+--- A bounded pool of connections (lib/luaio/pool.lua): connect options plus size (32),
+--- idleTimeout (ms, 60000), maxWaiters (1024), waitTimeout (ms, 10000).
+function mysql.pool(options)
+    if type(options) == "string" then options = { url = options } end
+    if type(options) ~= "table" then raise("mysql.pool", "expected an options table, got " .. type(options)) end
+    connect_options(options, "mysql.pool") -- checks the options now, not at the first connect
+    local conn_options = {}
+    for k, v in pairs(options) do
+        if not POOL_OPTIONS[k] then conn_options[k] = v end
+    end
+    local p = require("luaio.pool").new({
+        name = "mysql.pool", size = options.size, idleTimeout = options.idleTimeout,
+        maxWaiters = options.maxWaiters, waitTimeout = options.waitTimeout,
+    }, {
+        connect = function() return mysql.connect(conn_options) end,
+        close = function(db) db:close() end,
+        healthy = function(db) return usable(db) end,
+        reusable = function(db) return db:reusable() end,
+    })
+    return setmetatable({ pool = p }, Pool)
+end
+
+function Pool:query(sql, ...) return self.pool:with(pool_query, sql, ...) end
+function Pool:exec(sql, ...) return self.pool:with(pool_exec, sql, ...) end
+function Pool:transaction(fn, ...) return self.pool:with(pool_transaction, fn, ...) end
+function Pool:with(fn, ...) return self.pool:with(fn, ...) end
+function Pool:acquire() return self.pool:acquire() end
+function Pool:release(db) return self.pool:release(db) end
+function Pool:close() return self.pool:close() end
+function Pool:stats() return self.pool:stats() end
+
+return mysql

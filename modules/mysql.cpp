@@ -1,0 +1,911 @@
+// luaio.mysql: MySQL/MariaDB connections on MariaDB Connector/C's non-blocking API. The public
+// module is lib/mysql.lua; this is its C++ core (docs/mysql.md).
+//
+//   core.setKiller(fn)      -- fn(host, port, user, password, thread_id) kills a timed-out query
+//   local c, err = core.connect(host, port, user, password, database, charset, timeout, queryTimeout)
+//   local rows, err = c:_query(sql, timeout_ms | nil, ...)   -- parameters: a prepared statement
+//   c:reconnect()  c:ping([timeout_ms])  c:usable()  c:close()  c:threadId()  c:ref()  c:unref()
+//
+// Every call of the connector is a `_start` that returns a wait status (MYSQL_WAIT_READ/WRITE/
+// TIMEOUT) or 0 when done, and then a `_cont` per event until it returns 0. An operation (connect,
+// query, ping) is a sequence of such steps (query, store the result, next result ...) that run()
+// drives: the descriptor's events come from an FdWatch, the connector's own timeouts from a timer,
+// and the operation's deadline from a second timer. A deadline aborts the step the way the
+// connector's own timeout would (the step is continued with MYSQL_WAIT_TIMEOUT, so it fails and
+// unwinds), after asking Lua (`killer`) to kill the query on the server from a second connection.
+//
+// libmariadb is loaded when the module is first required (runtime/dynlib.h): linked, it costs
+// every luaio process start-up time (docs/mysql.md has the numbers).
+#include "runtime/dynlib.h"
+#include "runtime/fdwatch.h"
+#include "runtime/luaio.h"
+#include "runtime/object.h"
+
+#include <mariadb/errmsg.h>
+#include <mariadb/mysql.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <string>
+#include <vector>
+
+namespace {
+
+#define LUAIO_MYSQL(X)                                                                                                 \
+    X(mysql_init)                                                                                                      \
+    X(mysql_options) X(mysql_close) X(mysql_errno) X(mysql_error) X(mysql_sqlstate) X(mysql_get_socket)                \
+        X(mysql_get_timeout_value_ms) X(mysql_thread_id) X(mysql_real_connect_start) X(mysql_real_connect_cont)        \
+            X(mysql_real_query_start) X(mysql_real_query_cont) X(mysql_store_result_start) X(mysql_store_result_cont)  \
+                X(mysql_next_result_start) X(mysql_next_result_cont) X(mysql_more_results) X(mysql_field_count)        \
+                    X(mysql_affected_rows) X(mysql_insert_id) X(mysql_warning_count) X(mysql_num_fields)               \
+                        X(mysql_fetch_fields) X(mysql_fetch_row) X(mysql_fetch_lengths) X(mysql_free_result)           \
+                            X(mysql_ping_start) X(mysql_ping_cont) X(mysql_stmt_init) X(mysql_stmt_prepare_start)      \
+                                X(mysql_stmt_prepare_cont) X(mysql_stmt_param_count) X(mysql_stmt_bind_param)          \
+                                    X(mysql_stmt_execute_start) X(mysql_stmt_execute_cont) X(mysql_stmt_attr_set)      \
+                                        X(mysql_stmt_store_result_start) X(mysql_stmt_store_result_cont)               \
+                                            X(mysql_stmt_result_metadata) X(mysql_stmt_field_count)                    \
+                                                X(mysql_stmt_bind_result) X(mysql_stmt_fetch)                          \
+                                                    X(mysql_stmt_fetch_column) X(mysql_stmt_next_result_start)         \
+                                                        X(mysql_stmt_next_result_cont) X(mysql_stmt_more_results)      \
+                                                            X(mysql_stmt_affected_rows) X(mysql_stmt_insert_id)        \
+                                                                X(mysql_stmt_warning_count) X(mysql_stmt_errno)        \
+                                                                    X(mysql_stmt_error) X(mysql_stmt_sqlstate)         \
+                                                                        X(mysql_stmt_close) X(mysql_stmt_free_result)
+
+#define LUAIO_MYSQL_PTR(f) decltype(&::f) f##_ = nullptr;
+LUAIO_MYSQL(LUAIO_MYSQL_PTR)
+#undef LUAIO_MYSQL_PTR
+
+// Integers beyond 2^53 do not fit a Lua number exactly: they come as strings of their digits.
+constexpr double kMaxExact = 9007199254740992.0;
+// How often a step is continued with MYSQL_WAIT_TIMEOUT to make it fail before giving up on it.
+constexpr int kAbortTries = 16;
+
+// The Lua function that kills a timed-out query from a second connection (lib/mysql.lua).
+luaio::Anchor g_killer;
+
+enum Step : uint8_t { kIdle, kConnect, kQuery, kStore, kNext, kPrepare, kExecute, kStmtStore, kStmtNext, kPing };
+
+// A parameter of a prepared statement, kept while the statement runs.
+struct Param {
+    long long i = 0;
+    double d = 0;
+    std::string s;
+};
+
+struct Conn : luaio::Handle<Conn> {
+    static constexpr const char* kClass = "luaio.mysql.conn";
+    static constexpr const char* kWhat = "mysql connection";
+
+    MYSQL* my = nullptr;
+    MYSQL_STMT* stmt = nullptr;
+    luaio::FdWatch watch;
+    uv_timer_t deadline;  // the operation's timeout
+    uv_timer_t libtimer;  // the connector's own timeouts (MYSQL_WAIT_TIMEOUT)
+    int open_timers = 2;  // the object goes when both timers' handles are closed
+    luaio::Waiter waiter; // the task of the operation in progress
+    Step step = kIdle;
+    int status = 0;         // the wait status of the step in progress
+    bool timed_out = false; // the deadline passed: the step is being aborted
+    bool closing = false;   // close() came during an operation
+    bool broken = false;    // the connection cannot be used again
+    int ret_int = 0;
+    MYSQL* ret_my = nullptr;
+    MYSQL_RES* ret_res = nullptr;
+    // Where and as whom it connects (kept for reconnect() and the killer of a timed-out query).
+    std::string host, user, password, database, charset;
+    unsigned port = 0;
+    unsigned connect_timeout = 0, query_timeout = 0; // ms, 0: none
+    // What the operation sends, kept until it is done (the connector reads it during the steps).
+    std::string sql;
+    std::vector<Param> params;
+    std::vector<MYSQL_BIND> binds;
+    // The result sets made so far ({rows, rows, ...}).
+    luaio::Anchor results;
+    // The first error of the operation: reported once the steps have unwound.
+    unsigned err_no = 0;
+    std::string err_state, err_msg;
+
+    // How the last operation ended (push_outcome pushes it).
+    Step done = kIdle;
+    enum Outcome : uint8_t { kOk, kFailed, kTimedOut, kClosed } outcome = kOk;
+    bool starting = false; // begin() is running the first steps: the task has not parked yet
+
+    void proxy_gone() { close(); }
+    void close();
+    void run(int events);
+    int call(int events);
+    bool after_step();
+    void finish();
+    int push_outcome(lua_State* t);
+    bool wait_for(int st);
+    void fail_from_mysql();
+    void fail_from_stmt();
+    int begin(lua_State* L, Step first, unsigned ms);
+    bool open_handle();
+    void add_text_result(lua_State* L, MYSQL_RES* res);
+    bool add_stmt_result(lua_State* L);
+};
+
+// ---------------------------------------------------------------- values
+
+// An integer column's text: a number when exact, else the digits as a string.
+void push_integer_text(lua_State* L, const char* s, size_t len) {
+    char* end;
+    double d = std::strtod(s, &end);
+    if (std::fabs(d) < kMaxExact)
+        lua_pushnumber(L, d);
+    else
+        lua_pushlstring(L, s, len);
+}
+
+bool is_integer_type(enum_field_types t) {
+    return t == MYSQL_TYPE_TINY || t == MYSQL_TYPE_SHORT || t == MYSQL_TYPE_LONG || t == MYSQL_TYPE_INT24 ||
+           t == MYSQL_TYPE_LONGLONG || t == MYSQL_TYPE_YEAR;
+}
+
+bool is_float_type(enum_field_types t) {
+    return t == MYSQL_TYPE_FLOAT || t == MYSQL_TYPE_DOUBLE;
+}
+
+// A value of the text protocol, by its column's type.
+void push_text_value(lua_State* L, const MYSQL_FIELD& f, const char* s, size_t len) {
+    if (!s)
+        lua_pushlightuserdata(L, nullptr); // mysql.null, which is json.null
+    else if (is_integer_type(f.type))
+        push_integer_text(L, s, len);
+    else if (is_float_type(f.type))
+        lua_pushnumber(L, std::strtod(s, nullptr));
+    else
+        lua_pushlstring(L, s, len);
+}
+
+// The column names of a result set, pushed once as Lua strings (at base + 1 ...).
+void push_names(lua_State* L, const MYSQL_FIELD* fields, unsigned n) {
+    luaL_checkstack(L, static_cast<int>(n) + 8, "mysql: too many columns");
+    for (unsigned i = 0; i < n; i++) lua_pushlstring(L, fields[i].name, fields[i].name_length);
+}
+
+// Gives the rows table on top of L its metatable: affected, insertId, warnings and columns are
+// read through __index, so that json.encode(rows) is an array.
+void set_result_info(lua_State* L, int names_base, unsigned ncols, my_ulonglong affected, my_ulonglong insert_id,
+                     unsigned warnings) {
+    lua_createtable(L, 0, 1);
+    lua_createtable(L, 0, 4);
+    lua_pushnumber(L, affected == static_cast<my_ulonglong>(-1) ? 0 : static_cast<double>(affected));
+    lua_setfield(L, -2, "affected");
+    lua_pushnumber(L, static_cast<double>(insert_id));
+    lua_setfield(L, -2, "insertId");
+    lua_pushnumber(L, warnings);
+    lua_setfield(L, -2, "warnings");
+    lua_createtable(L, static_cast<int>(ncols), 0);
+    for (unsigned i = 0; i < ncols; i++) {
+        lua_pushvalue(L, names_base + static_cast<int>(i));
+        lua_rawseti(L, -2, static_cast<int>(i) + 1);
+    }
+    lua_setfield(L, -2, "columns");
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+}
+
+// Appends the table on top of L to the operation's result sets (and pops it).
+void append_result(lua_State* L, luaio::Anchor& results) {
+    if (!results.held()) {
+        lua_newtable(L);
+        results.set(L, -1);
+        lua_pop(L, 1);
+    }
+    results.push(L);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, static_cast<int>(lua_objlen(L, -2)) + 1);
+    lua_pop(L, 1);
+}
+
+void Conn::add_text_result(lua_State* L, MYSQL_RES* res) {
+    int base = lua_gettop(L);
+    unsigned n = res ? mysql_num_fields_(res) : 0;
+    MYSQL_FIELD* fields = res ? mysql_fetch_fields_(res) : nullptr;
+    push_names(L, fields, n);
+    lua_newtable(L);
+    int rows = lua_gettop(L);
+    int count = 0;
+    while (MYSQL_ROW row = res ? mysql_fetch_row_(res) : nullptr) {
+        unsigned long* lens = mysql_fetch_lengths_(res);
+        lua_createtable(L, 0, static_cast<int>(n));
+        for (unsigned i = 0; i < n; i++) {
+            lua_pushvalue(L, base + 1 + static_cast<int>(i));
+            push_text_value(L, fields[i], row[i], lens[i]);
+            lua_rawset(L, -3);
+        }
+        lua_rawseti(L, rows, ++count);
+    }
+    set_result_info(L, base + 1, n, mysql_affected_rows_(my), mysql_insert_id_(my), mysql_warning_count_(my));
+    if (n) {
+        lua_replace(L, base + 1);
+        lua_settop(L, base + 1);
+    }
+    append_result(L, results);
+    if (res) mysql_free_result_(res);
+}
+
+// Binds the result columns of the statement: integers as 64-bit, floats as doubles, the rest as
+// bytes (the connector formats dates and decimals as text) in buffers of the column's longest
+// value (STMT_ATTR_UPDATE_MAX_LENGTH). Reads every row into the rows table.
+bool Conn::add_stmt_result(lua_State* L) {
+    MYSQL_RES* meta = mysql_stmt_result_metadata_(stmt);
+    if (!meta) {
+        // A statement without a result set (INSERT ...): only the counts.
+        lua_newtable(L);
+        set_result_info(L, lua_gettop(L), 0, mysql_stmt_affected_rows_(stmt), mysql_stmt_insert_id_(stmt),
+                        mysql_stmt_warning_count_(stmt));
+        append_result(L, results);
+        return true;
+    }
+    unsigned n = mysql_num_fields_(meta);
+    MYSQL_FIELD* fields = mysql_fetch_fields_(meta);
+    std::vector<MYSQL_BIND> out(n);
+    std::vector<long long> ints(n);
+    std::vector<double> dbls(n);
+    std::vector<std::string> bufs(n);
+    std::vector<unsigned long> lens(n);
+    std::vector<my_bool> nulls(n), errs(n);
+    for (unsigned i = 0; i < n; i++) {
+        MYSQL_BIND& b = out[i];
+        std::memset(&b, 0, sizeof b);
+        b.length = &lens[i];
+        b.is_null = &nulls[i];
+        b.error = &errs[i];
+        if (is_integer_type(fields[i].type)) {
+            b.buffer_type = MYSQL_TYPE_LONGLONG;
+            b.buffer = &ints[i];
+            b.is_unsigned = (fields[i].flags & UNSIGNED_FLAG) != 0;
+        } else if (is_float_type(fields[i].type)) {
+            b.buffer_type = MYSQL_TYPE_DOUBLE;
+            b.buffer = &dbls[i];
+        } else {
+            bufs[i].resize(std::max<unsigned long>(fields[i].max_length, 64) + 1);
+            b.buffer_type = MYSQL_TYPE_STRING;
+            b.buffer = &bufs[i][0];
+            b.buffer_length = bufs[i].size();
+        }
+    }
+    if (mysql_stmt_bind_result_(stmt, out.data())) {
+        mysql_free_result_(meta);
+        fail_from_stmt();
+        return false;
+    }
+    int base = lua_gettop(L);
+    push_names(L, fields, n);
+    lua_newtable(L);
+    int rows = lua_gettop(L);
+    int count = 0;
+    int rc;
+    while ((rc = mysql_stmt_fetch_(stmt)) == 0 || rc == MYSQL_DATA_TRUNCATED) {
+        lua_createtable(L, 0, static_cast<int>(n));
+        for (unsigned i = 0; i < n; i++) {
+            lua_pushvalue(L, base + 1 + static_cast<int>(i));
+            MYSQL_BIND& b = out[i];
+            if (nulls[i])
+                lua_pushlightuserdata(L, nullptr);
+            else if (b.buffer_type == MYSQL_TYPE_LONGLONG) {
+                long long v = ints[i];
+                double d =
+                    b.is_unsigned ? static_cast<double>(static_cast<unsigned long long>(v)) : static_cast<double>(v);
+                if (std::fabs(d) < kMaxExact)
+                    lua_pushnumber(L, d);
+                else
+                    lua_pushstring(L, b.is_unsigned ? std::to_string(static_cast<unsigned long long>(v)).c_str()
+                                                    : std::to_string(v).c_str());
+            } else if (b.buffer_type == MYSQL_TYPE_DOUBLE) {
+                lua_pushnumber(L, dbls[i]);
+            } else if (lens[i] <= b.buffer_length) {
+                lua_pushlstring(L, bufs[i].data(), lens[i]);
+            } else {
+                // Longer than the column's reported maximum: fetch the column again in full.
+                std::string big(lens[i], '\0');
+                MYSQL_BIND again;
+                std::memset(&again, 0, sizeof again);
+                again.buffer_type = MYSQL_TYPE_STRING;
+                again.buffer = &big[0];
+                again.buffer_length = big.size();
+                mysql_stmt_fetch_column_(stmt, &again, i, 0);
+                lua_pushlstring(L, big.data(), big.size());
+            }
+            lua_rawset(L, -3);
+        }
+        lua_rawseti(L, rows, ++count);
+    }
+    set_result_info(L, base + 1, n, mysql_stmt_affected_rows_(stmt), mysql_stmt_insert_id_(stmt),
+                    mysql_stmt_warning_count_(stmt));
+    if (n) {
+        lua_replace(L, base + 1);
+        lua_settop(L, base + 1);
+    }
+    append_result(L, results);
+    mysql_free_result_(meta);
+    mysql_stmt_free_result_(stmt);
+    if (rc != MYSQL_NO_DATA) {
+        fail_from_stmt();
+        return false;
+    }
+    return true;
+}
+
+// ---------------------------------------------------------------- the driver
+
+void Conn::fail_from_mysql() {
+    if (err_no || !my) return;
+    err_no = mysql_errno_(my);
+    err_state = mysql_sqlstate_(my);
+    err_msg = mysql_error_(my);
+    if (!err_no) err_no = CR_UNKNOWN_ERROR;
+}
+
+void Conn::fail_from_stmt() {
+    if (err_no || !stmt) return;
+    err_no = mysql_stmt_errno_(stmt);
+    err_state = mysql_stmt_sqlstate_(stmt);
+    err_msg = mysql_stmt_error_(stmt);
+    if (!err_no) err_no = CR_UNKNOWN_ERROR;
+}
+
+// Calls the step's _start (ev < 0) or its _cont with the events that came: the wait status, 0
+// once the step is done.
+int Conn::call(int ev) {
+    bool start = ev < 0;
+    switch (step) {
+    case kConnect:
+        return start ? mysql_real_connect_start_(&ret_my, my, host.c_str(), user.c_str(), password.c_str(),
+                                                 database.empty() ? nullptr : database.c_str(), port, nullptr,
+                                                 CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS)
+                     : mysql_real_connect_cont_(&ret_my, my, ev);
+    case kQuery:
+        return start ? mysql_real_query_start_(&ret_int, my, sql.data(), sql.size())
+                     : mysql_real_query_cont_(&ret_int, my, ev);
+    case kStore:
+        return start ? mysql_store_result_start_(&ret_res, my) : mysql_store_result_cont_(&ret_res, my, ev);
+    case kNext:
+        return start ? mysql_next_result_start_(&ret_int, my) : mysql_next_result_cont_(&ret_int, my, ev);
+    case kPrepare:
+        return start ? mysql_stmt_prepare_start_(&ret_int, stmt, sql.data(), sql.size())
+                     : mysql_stmt_prepare_cont_(&ret_int, stmt, ev);
+    case kExecute:
+        return start ? mysql_stmt_execute_start_(&ret_int, stmt) : mysql_stmt_execute_cont_(&ret_int, stmt, ev);
+    case kStmtStore:
+        return start ? mysql_stmt_store_result_start_(&ret_int, stmt)
+                     : mysql_stmt_store_result_cont_(&ret_int, stmt, ev);
+    case kStmtNext:
+        return start ? mysql_stmt_next_result_start_(&ret_int, stmt) : mysql_stmt_next_result_cont_(&ret_int, stmt, ev);
+    case kPing:
+        return start ? mysql_ping_start_(&ret_int, my) : mysql_ping_cont_(&ret_int, my, ev);
+    case kIdle:
+        break;
+    }
+    return 0;
+}
+
+void on_io(void* ctx, int, int events) {
+    auto* c = static_cast<Conn*>(ctx);
+    int ev = 0;
+    if (events & UV_READABLE) ev |= MYSQL_WAIT_READ;
+    if (events & UV_WRITABLE) ev |= MYSQL_WAIT_WRITE;
+    // Only what the step waits for: a readable socket does not end a wait for writing.
+    ev &= c->status;
+    if (ev) c->run(ev);
+}
+
+void on_libtimer(uv_timer_t* t) {
+    static_cast<Conn*>(t->data)->run(MYSQL_WAIT_TIMEOUT);
+}
+
+void on_deadline(uv_timer_t* t) {
+    auto* c = static_cast<Conn*>(t->data);
+    if (c->step == kIdle) return;
+    c->timed_out = true;
+    // A query goes on on the server after the client gave up: Lua kills it from a second
+    // connection (KILL QUERY <thread id>), in a task of its own.
+    if (c->step != kConnect && g_killer.held()) {
+        lua_State* L = luaio::main_state();
+        g_killer.push(L);
+        lua_pushstring(L, c->host.c_str());
+        lua_pushnumber(L, c->port);
+        lua_pushstring(L, c->user.c_str());
+        lua_pushstring(L, c->password.c_str());
+        lua_pushnumber(L, static_cast<double>(mysql_thread_id_(c->my)));
+        luaio::spawn(L, 5);
+    }
+    c->run(MYSQL_WAIT_TIMEOUT);
+}
+
+// Waits for what the step asked; false when the descriptor cannot be watched.
+bool Conn::wait_for(int st) {
+    status = st;
+    int events = (st & MYSQL_WAIT_READ ? UV_READABLE : 0) | (st & MYSQL_WAIT_WRITE ? UV_WRITABLE : 0);
+    int rc = events ? watch.watch(mysql_get_socket_(my), events, on_io, this) : 0;
+    if (rc < 0) {
+        err_no = CR_SERVER_LOST;
+        err_state = "HY000";
+        err_msg = std::string("cannot watch the connection: ") + uv_strerror(rc);
+        return false;
+    }
+    if (st & MYSQL_WAIT_TIMEOUT)
+        luaio::start_timer(&libtimer, on_libtimer, mysql_get_timeout_value_ms_(my));
+    else
+        uv_timer_stop(&libtimer);
+    return true;
+}
+
+// Advances the operation with the events that came (-1: start the step) until it must wait or
+// is done. A step that must stop (the deadline passed, the connection is being closed, its
+// descriptor cannot be watched) is continued as if the connector's own timeout had passed: it
+// fails and unwinds, and the operation ends with the error.
+void Conn::run(int events) {
+    for (int tries = 0;;) {
+        int st = call(events);
+        if (st) {
+            if (!timed_out && !closing && !err_no && wait_for(st)) return;
+            if (++tries > kAbortTries) break;
+            events = MYSQL_WAIT_TIMEOUT;
+            continue;
+        }
+        tries = 0;
+        events = -1;
+        if (!after_step()) return;
+    }
+    // The connector kept waiting however often its wait failed: give up on the connection.
+    broken = true;
+    if (!err_no) err_no = CR_SERVER_LOST;
+    finish();
+}
+
+// The step is done: picks the next one (true) or ends the operation (false).
+bool Conn::after_step() {
+    lua_State* L = luaio::main_state();
+    switch (step) {
+    case kConnect:
+        if (!ret_my) fail_from_mysql();
+        break;
+    case kQuery:
+        if (ret_int) {
+            fail_from_mysql();
+            break;
+        }
+        step = kStore;
+        return true;
+    case kStore:
+        if (!ret_res && mysql_field_count_(my) != 0) {
+            fail_from_mysql();
+            break;
+        }
+        add_text_result(L, ret_res);
+        ret_res = nullptr;
+        if (!mysql_more_results_(my)) break;
+        step = kNext;
+        return true;
+    case kNext:
+        if (ret_int > 0) fail_from_mysql();
+        if (ret_int != 0) break;
+        step = kStore;
+        return true;
+    case kPrepare:
+        if (ret_int) {
+            fail_from_stmt();
+            break;
+        }
+        if (mysql_stmt_param_count_(stmt) != binds.size()) {
+            err_no = CR_PARAMS_NOT_BOUND;
+            err_state = "HY000";
+            err_msg = "the statement has " + std::to_string(mysql_stmt_param_count_(stmt)) +
+                      " placeholders, the query gave " + std::to_string(binds.size()) + " parameters";
+            break;
+        }
+        if (!binds.empty() && mysql_stmt_bind_param_(stmt, binds.data())) {
+            fail_from_stmt();
+            break;
+        }
+        step = kExecute;
+        return true;
+    case kExecute:
+        if (ret_int) {
+            fail_from_stmt();
+            break;
+        }
+        step = kStmtStore;
+        return true;
+    case kStmtStore:
+        if (ret_int) {
+            fail_from_stmt();
+            break;
+        }
+        if (!add_stmt_result(L) || !mysql_stmt_more_results_(stmt)) break;
+        step = kStmtNext;
+        return true;
+    case kStmtNext:
+        if (ret_int > 0) fail_from_stmt();
+        if (ret_int != 0) break;
+        step = kStmtStore;
+        return true;
+    case kPing:
+        if (ret_int) fail_from_mysql();
+        break;
+    case kIdle:
+        return false;
+    }
+    finish();
+    return false;
+}
+
+// A client-side error (CR_*: 2000-2999) means the connection's state is lost.
+bool is_client_error(unsigned e) {
+    return e >= 2000 && e < 3000;
+}
+
+void push_mysql_error(lua_State* L, unsigned no, const std::string& state, const std::string& msg) {
+    luaio::push_error(L, luaio::LUAIO_EMYSQL, msg.c_str());
+    lua_pushnumber(L, no);
+    lua_setfield(L, -2, "errno");
+    lua_pushstring(L, state.c_str());
+    lua_setfield(L, -2, "sqlstate");
+}
+
+// Ends the operation: frees its statement and buffers and keeps its outcome, then wakes the task
+// with it (or leaves it for the binding when the operation ended before the task parked).
+void Conn::finish() {
+    done = step;
+    step = kIdle;
+    watch.stop();
+    uv_timer_stop(&libtimer);
+    uv_timer_stop(&deadline);
+    if (stmt) {
+        // COM_STMT_CLOSE has no reply: the blocking call only writes a few bytes.
+        mysql_stmt_close_(stmt);
+        stmt = nullptr;
+    }
+    params.clear();
+    binds.clear();
+    sql.clear();
+    if (timed_out)
+        outcome = kTimedOut;
+    else if (closing)
+        outcome = kClosed;
+    else
+        outcome = err_no ? kFailed : kOk;
+    if (outcome != kOk && (outcome != kFailed || is_client_error(err_no) || done == kConnect)) broken = true;
+    timed_out = false;
+    if (starting) return; // the binding pushes the outcome
+    // A connection that failed to open, or that nobody waits for, goes (a reconnect() keeps it).
+    if (!luaio::task_of(waiter)) {
+        results.clear();
+        if (!has_proxy()) close();
+        return;
+    }
+    if (done == kConnect && outcome != kOk && !has_proxy()) close();
+    luaio::wake(waiter, [this](lua_State* t) { return push_outcome(t); });
+}
+
+// Pushes the outcome of the last operation: the first result set (with more than one, all of
+// them are rows.results), a proxy for a connect, true for a ping, or nil and the error.
+int Conn::push_outcome(lua_State* t) {
+    if (outcome != kOk) {
+        results.clear();
+        lua_pushnil(t);
+        if (outcome == kTimedOut)
+            luaio::push_error(t, UV_ETIMEDOUT, done == kConnect ? "connect timed out" : "query timed out");
+        else if (outcome == kClosed)
+            luaio::push_error(t, UV_ECANCELED, "the connection was closed");
+        else
+            push_mysql_error(t, err_no, err_state, err_msg);
+        err_no = 0;
+        return 2;
+    }
+    if (done == kConnect) {
+        // A new connection's proxy, or true for a reconnect() (its proxy is the caller's).
+        if (has_proxy())
+            lua_pushboolean(t, 1);
+        else
+            push_proxy(t);
+        return 1;
+    }
+    if (done == kPing) {
+        lua_pushboolean(t, 1);
+        return 1;
+    }
+    results.push(t);
+    results.clear();
+    lua_rawgeti(t, -1, 1);
+    if (lua_objlen(t, -2) > 1 && lua_getmetatable(t, -1)) {
+        lua_getfield(t, -1, "__index");
+        lua_pushvalue(t, -4);
+        lua_setfield(t, -2, "results");
+        lua_pop(t, 2);
+    }
+    lua_remove(t, -2);
+    return 1;
+}
+
+void on_timer_closed(uv_handle_t* h) {
+    auto* c = static_cast<Conn*>(h->data);
+    if (--c->open_timers == 0) delete c;
+}
+
+// The one close path (close(), __gc, a failed connect): an operation in progress is aborted
+// first (its task gets ECANCELED), then the watch goes before the connector closes the socket.
+void Conn::close() {
+    detach_proxy();
+    if (step != kIdle) {
+        closing = true;
+        run(MYSQL_WAIT_TIMEOUT);
+    }
+    watch.close();
+    if (my) {
+        mysql_close_(my);
+        my = nullptr;
+    }
+    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&deadline))) {
+        uv_close(reinterpret_cast<uv_handle_t*>(&deadline), on_timer_closed);
+        uv_close(reinterpret_cast<uv_handle_t*>(&libtimer), on_timer_closed);
+    }
+}
+
+// Starts an operation at `first` with a deadline of ms (0: none), runs it as far as it goes
+// without waiting, and parks the task, or returns the outcome when it is already there.
+int Conn::begin(lua_State* L, Step first, unsigned ms) {
+    step = first;
+    timed_out = closing = false;
+    err_no = 0;
+    if (ms) luaio::start_timer(&deadline, on_deadline, ms);
+    starting = true;
+    run(-1);
+    starting = false;
+    if (step == kIdle) {
+        int n = push_outcome(L);
+        if (done == kConnect && outcome != kOk && !has_proxy()) close();
+        return n;
+    }
+    return luaio::park(L, waiter);
+}
+
+// ---------------------------------------------------------------- bindings
+
+Conn* check_conn(lua_State* L, const char* fname) {
+    return Conn::check(L, 1, fname);
+}
+
+unsigned check_ms(lua_State* L, int idx, const char* fname) {
+    if (lua_isnoneornil(L, idx)) return 0;
+    lua_Number ms = luaio::check_number(L, idx, fname);
+    if (!(ms >= 0) || ms > 2147483647) luaio::raise(L, fname, "timeout must be between 0 and 2^31-1 ms");
+    return static_cast<unsigned>(ms);
+}
+
+std::string opt_string(lua_State* L, int idx, const char* fname) {
+    if (lua_isnoneornil(L, idx)) return std::string();
+    size_t len;
+    const char* s = luaio::check_string(L, idx, fname, &len);
+    return std::string(s, len);
+}
+
+// A new MYSQL handle for the connection, set up for the non-blocking API; false when out of memory.
+bool Conn::open_handle() {
+    watch.close(); // before the old handle's descriptor goes
+    if (my) mysql_close_(my);
+    my = mysql_init_(nullptr);
+    if (!my) return false;
+    mysql_options_(my, MYSQL_OPT_NONBLOCK, nullptr);
+    mysql_options_(my, MYSQL_SET_CHARSET_NAME, charset.c_str());
+    my_bool no = 0;
+    mysql_options_(my, MYSQL_OPT_LOCAL_INFILE, &no);
+    broken = false;
+    return true;
+}
+
+// core.connect(host, port, user, password, database, charset, timeout, queryTimeout)
+int l_connect(lua_State* L) {
+    const char* fname = "mysql.connect";
+    std::string host = opt_string(L, 1, fname);
+    lua_Integer port = lua_isnoneornil(L, 2) ? 3306 : luaio::check_integer(L, 2, fname);
+    if (port < 0 || port > 65535) luaio::raise(L, fname, "port must be between 0 and 65535");
+    std::string user = opt_string(L, 3, fname), password = opt_string(L, 4, fname), db = opt_string(L, 5, fname);
+    std::string charset = opt_string(L, 6, fname);
+    unsigned ms = check_ms(L, 7, fname), query_ms = check_ms(L, 8, fname);
+    luaio::check_can_wait(L, fname);
+    auto* c = new Conn;
+    uv_timer_init(luaio::loop(), &c->deadline);
+    uv_timer_init(luaio::loop(), &c->libtimer);
+    c->deadline.data = c->libtimer.data = c;
+    c->host = host.empty() ? "127.0.0.1" : host;
+    c->port = static_cast<unsigned>(port);
+    c->user = user;
+    c->password = password;
+    c->database = db;
+    c->charset = charset.empty() ? "utf8mb4" : charset;
+    c->connect_timeout = ms;
+    c->query_timeout = query_ms;
+    if (!c->open_handle()) {
+        c->close();
+        return luaio::return_uv_error(L, UV_ENOMEM);
+    }
+    // The task waits in the connection until it is open; push_outcome pushes its proxy.
+    return c->begin(L, kConnect, ms);
+}
+
+// c:reconnect(): a new session on the same connection object, after it was lost.
+int l_reconnect(lua_State* L) {
+    const char* fname = "db:reconnect";
+    Conn* c = Conn::check(L, 1, fname);
+    luaio::check_can_wait(L, fname);
+    if (c->step != kIdle) luaio::raise(L, fname, "the connection is busy with another query (use a pool)");
+    if (!c->open_handle()) return luaio::return_uv_error(L, UV_ENOMEM);
+    return c->begin(L, kConnect, c->connect_timeout);
+}
+
+// A parameter of a prepared statement into its bind.
+void bind_param(lua_State* L, int idx, Param& p, MYSQL_BIND& b, const char* fname) {
+    std::memset(&b, 0, sizeof b);
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        b.buffer_type = MYSQL_TYPE_NULL;
+        return;
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == nullptr) {
+            b.buffer_type = MYSQL_TYPE_NULL;
+            return;
+        }
+        break;
+    case LUA_TBOOLEAN:
+        p.i = lua_toboolean(L, idx);
+        b.buffer_type = MYSQL_TYPE_LONGLONG;
+        b.buffer = &p.i;
+        return;
+    case LUA_TNUMBER: {
+        double d = lua_tonumber(L, idx);
+        if (d == std::floor(d) && std::fabs(d) < kMaxExact) {
+            p.i = static_cast<long long>(d);
+            b.buffer_type = MYSQL_TYPE_LONGLONG;
+            b.buffer = &p.i;
+        } else {
+            p.d = d;
+            b.buffer_type = MYSQL_TYPE_DOUBLE;
+            b.buffer = &p.d;
+        }
+        return;
+    }
+    case LUA_TSTRING: {
+        size_t len;
+        const char* s = lua_tolstring(L, idx, &len);
+        p.s.assign(s, len);
+        b.buffer_type = MYSQL_TYPE_STRING;
+        b.buffer = p.s.empty() ? nullptr : &p.s[0];
+        b.buffer_length = len;
+        return;
+    }
+    default:
+        break;
+    }
+    luaio::raise(L, fname, "parameter %d: expected nil, mysql.null, a boolean, a number or a string, got %s", idx - 3,
+                 luaL_typename(L, idx));
+}
+
+// Returns nil and the error of a connection that was lost (2 results), or 0 when it is usable.
+int refuse_broken(lua_State* L, Conn* c) {
+    if (!c->broken) return 0;
+    lua_pushnil(L);
+    push_mysql_error(L, CR_SERVER_GONE_ERROR, "HY000", "the connection was lost or timed out (see db:reconnect)");
+    return 2;
+}
+
+// c:_query(sql, timeout_ms | nil, ...): without parameters one text query (which may hold several
+// statements); with parameters a prepared statement. A nil timeout is the connection's
+// queryTimeout.
+int l_query(lua_State* L) {
+    const char* fname = "db:query";
+    Conn* c = check_conn(L, fname);
+    size_t len;
+    const char* sql = luaio::check_string(L, 2, fname, &len);
+    unsigned ms = lua_isnoneornil(L, 3) ? c->query_timeout : check_ms(L, 3, fname);
+    luaio::check_can_wait(L, fname);
+    if (c->step != kIdle) luaio::raise(L, fname, "the connection is busy with another query (use a pool)");
+    if (int n = refuse_broken(L, c)) return n;
+    int nparams = std::max(0, lua_gettop(L) - 3);
+    c->sql.assign(sql, len);
+    c->params.resize(static_cast<size_t>(nparams));
+    c->binds.resize(static_cast<size_t>(nparams));
+    for (int i = 0; i < nparams; i++) bind_param(L, 4 + i, c->params[i], c->binds[i], fname);
+    Step first = kQuery;
+    if (nparams > 0) {
+        c->stmt = mysql_stmt_init_(c->my);
+        if (!c->stmt) return luaio::return_uv_error(L, UV_ENOMEM);
+        my_bool on = 1;
+        mysql_stmt_attr_set_(c->stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &on);
+        first = kPrepare;
+    }
+    return c->begin(L, first, ms);
+}
+
+int l_ping(lua_State* L) {
+    const char* fname = "db:ping";
+    Conn* c = check_conn(L, fname);
+    unsigned ms = check_ms(L, 2, fname);
+    luaio::check_can_wait(L, fname);
+    if (c->step != kIdle) luaio::raise(L, fname, "the connection is busy with another query (use a pool)");
+    if (c->broken) {
+        lua_pushnil(L);
+        push_mysql_error(L, CR_SERVER_GONE_ERROR, "HY000", "the connection is broken (lost or timed out)");
+        return 2;
+    }
+    return c->begin(L, kPing, ms);
+}
+
+int l_close(lua_State* L) {
+    if (Conn* c = Conn::check_or_closed(L, 1, "db:close")) c->close();
+    return 0;
+}
+
+int l_thread_id(lua_State* L) {
+    Conn* c = check_conn(L, "db:threadId");
+    lua_pushnumber(L, static_cast<double>(mysql_thread_id_(c->my)));
+    return 1;
+}
+
+// Whether the connection can take another query (false once lost, timed out or closed).
+int l_usable(lua_State* L) {
+    Conn* c = Conn::check_or_closed(L, 1, "db:usable");
+    lua_pushboolean(L, c && !c->broken);
+    return 1;
+}
+
+// An idle pooled connection does not keep the process alive.
+int set_ref(lua_State* L, bool ref, const char* fname) {
+    Conn* c = check_conn(L, fname);
+    c->watch.set_ref(ref);
+    auto* d = reinterpret_cast<uv_handle_t*>(&c->deadline);
+    auto* t = reinterpret_cast<uv_handle_t*>(&c->libtimer);
+    if (ref) {
+        uv_ref(d);
+        uv_ref(t);
+    } else {
+        uv_unref(d);
+        uv_unref(t);
+    }
+    return 0;
+}
+
+int l_ref(lua_State* L) {
+    return set_ref(L, true, "db:ref");
+}
+
+int l_unref(lua_State* L) {
+    return set_ref(L, false, "db:unref");
+}
+
+int l_set_killer(lua_State* L) {
+    if (!lua_isfunction(L, 1)) luaio::raise(L, "setKiller", "expected a function");
+    g_killer.clear();
+    g_killer.set(L, 1);
+    return 0;
+}
+
+} // namespace
+
+extern "C" int luaopen_luaio_mysql(lua_State* L) {
+#define LUAIO_MYSQL_SYM(f) {#f, reinterpret_cast<void**>(&f##_)},
+    const luaio::Symbol syms[] = {LUAIO_MYSQL(LUAIO_MYSQL_SYM)};
+#undef LUAIO_MYSQL_SYM
+    std::string err;
+    if (!luaio::load_library("libmariadb.so.3", "libmariadb3", syms, std::size(syms), &err))
+        luaio::raise(L, "require \"mysql\"", "%s", err.c_str());
+    const luaL_Reg methods[] = {{"_query", l_query}, {"reconnect", l_reconnect}, {"ping", l_ping},
+                                {"close", l_close},  {"threadId", l_thread_id},  {"usable", l_usable},
+                                {"ref", l_ref},      {"unref", l_unref},         {"__gc", Conn::l_gc},
+                                {nullptr, nullptr}};
+    const luaL_Reg funcs[] = {{"connect", l_connect}, {"setKiller", l_set_killer}, {nullptr, nullptr}};
+    luaL_newlib(L, funcs);
+    luaio::new_class(L, Conn::kClass, methods);
+    lua_getfield(L, -1, "__index");
+    lua_setfield(L, -3, "methods"); // lib/mysql.lua adds its methods to the class
+    lua_pop(L, 1);
+    return 1;
+}

@@ -1,0 +1,139 @@
+-- A throwaway MariaDB server for specs: `local mariadb = require "servers.mariadb"`.
+--
+--   local srv = mariadb.start()   -- asserts (fails the spec) when the server does not start
+--   srv.host, srv.port, srv.user, srv.password, srv.database, srv.url, srv.pid
+--   srv:pause() / srv:resume()    -- SIGSTOP / SIGCONT: a server that stops answering
+--   srv:kill()                    -- SIGKILL, then waits for it to be gone
+--   srv:restart()                 -- starts again on the same port and data directory
+--   srv:stop()                    -- SIGTERM, waits, removes the data directory
+--
+-- The data directory is made by mariadb-install-db in a temporary directory; mariadbd listens on
+-- 127.0.0.1 and a free port, with its socket and logs in that directory. Grants are on (real
+-- passwords, for the wrong-password specs): an init file creates the user `luaio` (password
+-- `secret`) and the database `luaio_test`. MariaDB refuses to run as root, so under root (CI) it
+-- runs as the `mysql` system user of the Debian package.
+local process = require "process"
+local tcp = require "tcp"
+local sleep = require("timer").sleep
+
+local mariadb = {}
+
+local function run(argv, what)
+    local r, err = process.run(argv, { timeout = 120000 })
+    assert(r, what .. ": " .. tostring(err))
+    assert(r.code == 0, ("%s exited with %s: %s%s"):format(what, tostring(r.code), r.stdout, r.stderr))
+    return r.stdout
+end
+
+local function is_root()
+    return run({ "id", "-u" }, "id -u"):match("^0") ~= nil
+end
+
+-- A port nobody listens on now: bind port 0, read the port, close.
+local function free_port()
+    local probe = assert(tcp.createServer(0, function() end, { host = "127.0.0.1" }))
+    local port = probe:address().port
+    probe:close()
+    return port
+end
+
+-- Whether the server greets a client: it sends its handshake packet once it is ready.
+local function greets(port)
+    local sock = tcp.connect(port, "127.0.0.1")
+    if not sock then return false end
+    sock:setTimeout(1000)
+    local data = sock:read()
+    sock:close()
+    return data ~= nil and #data > 4
+end
+
+local Server = {}
+Server.__index = Server
+
+function Server:_spawn()
+    local args = {
+        "--no-defaults", "--datadir=" .. self.dir .. "/data", "--port=" .. self.port, "--bind-address=127.0.0.1",
+        "--socket=" .. self.dir .. "/mysqld.sock", "--pid-file=" .. self.dir .. "/mysqld.pid",
+        "--log-error=" .. self.dir .. "/error.log", "--init-file=" .. self.dir .. "/init.sql", "--skip-name-resolve",
+        "--innodb-buffer-pool-size=16M", "--max-connections=200", "--skip-log-bin",
+    }
+    local opts = { stdio = { "ignore", "ignore", "ignore" } }
+    if self.root then opts.uid = "mysql" end
+    local child, err = process.spawn("mariadbd", args, opts)
+    assert(child, "mariadbd: " .. tostring(err))
+    self.child, self.pid = child, child.pid
+    for _ = 1, 600 do
+        if greets(self.port) then return end
+        if child:status() then break end
+        sleep(50)
+    end
+    local log = io.open(self.dir .. "/error.log")
+    local text = log and log:read("*a") or ""
+    if log then log:close() end
+    error("mariadbd did not start on port " .. self.port .. ":\n" .. text:sub(-2000), 0)
+end
+
+--- Starts a server (about 3 s: mariadb-install-db). Asserts that it starts.
+function mariadb.start()
+    local self = setmetatable({ host = "127.0.0.1", user = "luaio", password = "secret", database = "luaio_test" },
+        Server)
+    self.root = is_root()
+    self.dir = run({ "mktemp", "-d", "/tmp/luaio-mariadb.XXXXXX" }, "mktemp"):gsub("%s+$", "")
+    local f = assert(io.open(self.dir .. "/init.sql", "w"))
+    f:write("CREATE USER IF NOT EXISTS 'luaio'@'127.0.0.1' IDENTIFIED BY 'secret';\n",
+        "CREATE DATABASE IF NOT EXISTS luaio_test;\n", "GRANT ALL ON *.* TO 'luaio'@'127.0.0.1';\n")
+    f:close()
+    if self.root then run({ "chown", "-R", "mysql:mysql", self.dir }, "chown") end
+    local install = { "mariadb-install-db", "--no-defaults", "--datadir=" .. self.dir .. "/data",
+        "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve" }
+    if self.root then install = { "runuser", "-u", "mysql", "--", unpack(install) } end
+    run(install, "mariadb-install-db")
+    self.port = free_port()
+    self.url = ("mysql://luaio:secret@127.0.0.1:%d/luaio_test"):format(self.port)
+    self:_spawn()
+    return self
+end
+
+function Server:options(extra)
+    local o = { host = self.host, port = self.port, user = self.user, password = self.password,
+        database = self.database }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return o
+end
+
+function Server:pause()
+    assert(process.kill(self.pid, "SIGSTOP"))
+end
+
+function Server:resume()
+    assert(process.kill(self.pid, "SIGCONT"))
+end
+
+-- Sends `signal` and waits for the server to end (SIGCONT first: a stopped process does not act
+-- on SIGTERM).
+function Server:_end(signal)
+    if not self.child then return end
+    process.kill(self.pid, signal)
+    process.kill(self.pid, "SIGCONT")
+    self.child:wait()
+    self.child = nil
+end
+
+function Server:kill()
+    self:_end("SIGKILL")
+end
+
+function Server:restart()
+    self:_end("SIGTERM")
+    self:_spawn()
+end
+
+function Server:stop()
+    self:_end("SIGTERM")
+    if self.dir then
+        run({ "rm", "-rf", self.dir }, "rm")
+        self.dir = nil
+    end
+end
+
+return mariadb

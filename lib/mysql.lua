@@ -212,6 +212,10 @@ function mysql.pool(options)
         close = function(db) db:close() end,
         healthy = function(db) return usable(db) end,
         reusable = function(db) return db:reusable() end,
+        -- An idle pooled connection does not keep the process alive.
+        idle = function(db, is_idle)
+            if is_idle then db:unref() else db:ref() end
+        end,
     })
     return setmetatable({ pool = p }, Pool)
 end

@@ -34,26 +34,22 @@
 
 namespace {
 
-#define LUAIO_MYSQL(X)                                                                                                 \
-    X(mysql_init)                                                                                                      \
-    X(mysql_options) X(mysql_close) X(mysql_errno) X(mysql_error) X(mysql_sqlstate) X(mysql_get_socket)                \
-        X(mysql_get_timeout_value_ms) X(mysql_thread_id) X(mysql_real_connect_start) X(mysql_real_connect_cont)        \
-            X(mysql_real_query_start) X(mysql_real_query_cont) X(mysql_store_result_start) X(mysql_store_result_cont)  \
-                X(mysql_next_result_start) X(mysql_next_result_cont) X(mysql_more_results) X(mysql_field_count)        \
-                    X(mysql_affected_rows) X(mysql_insert_id) X(mysql_warning_count) X(mysql_num_fields)               \
-                        X(mysql_fetch_fields) X(mysql_fetch_row) X(mysql_fetch_lengths) X(mysql_free_result)           \
-                            X(mysql_ping_start) X(mysql_ping_cont) X(mysql_stmt_init) X(mysql_stmt_prepare_start)      \
-                                X(mysql_stmt_prepare_cont) X(mysql_stmt_param_count) X(mysql_stmt_bind_param)          \
-                                    X(mysql_stmt_execute_start) X(mysql_stmt_execute_cont) X(mysql_stmt_attr_set)      \
-                                        X(mysql_stmt_store_result_start) X(mysql_stmt_store_result_cont)               \
-                                            X(mysql_stmt_result_metadata) X(mysql_stmt_field_count)                    \
-                                                X(mysql_stmt_bind_result) X(mysql_stmt_fetch)                          \
-                                                    X(mysql_stmt_fetch_column) X(mysql_stmt_next_result_start)         \
-                                                        X(mysql_stmt_next_result_cont) X(mysql_stmt_more_results)      \
-                                                            X(mysql_stmt_affected_rows) X(mysql_stmt_insert_id)        \
-                                                                X(mysql_stmt_warning_count) X(mysql_stmt_errno)        \
-                                                                    X(mysql_stmt_error) X(mysql_stmt_sqlstate)         \
-                                                                        X(mysql_stmt_close) X(mysql_stmt_free_result)
+// clang-format off
+#define LUAIO_MYSQL(X) \
+    X(mysql_init) X(mysql_options) X(mysql_close) X(mysql_errno) X(mysql_error) X(mysql_sqlstate)                    \
+    X(mysql_get_socket) X(mysql_get_timeout_value_ms) X(mysql_thread_id) X(mysql_real_connect_start)                 \
+    X(mysql_real_connect_cont) X(mysql_real_query_start) X(mysql_real_query_cont) X(mysql_store_result_start)        \
+    X(mysql_store_result_cont) X(mysql_next_result_start) X(mysql_next_result_cont) X(mysql_more_results)            \
+    X(mysql_field_count) X(mysql_affected_rows) X(mysql_insert_id) X(mysql_warning_count) X(mysql_num_fields)        \
+    X(mysql_fetch_fields) X(mysql_fetch_row) X(mysql_fetch_lengths) X(mysql_free_result) X(mysql_ping_start)         \
+    X(mysql_ping_cont) X(mysql_stmt_init) X(mysql_stmt_prepare_start) X(mysql_stmt_prepare_cont)                     \
+    X(mysql_stmt_param_count) X(mysql_stmt_bind_param) X(mysql_stmt_execute_start) X(mysql_stmt_execute_cont)        \
+    X(mysql_stmt_attr_set) X(mysql_stmt_store_result_start) X(mysql_stmt_store_result_cont)                          \
+    X(mysql_stmt_result_metadata) X(mysql_stmt_field_count) X(mysql_stmt_bind_result) X(mysql_stmt_fetch)            \
+    X(mysql_stmt_fetch_column) X(mysql_stmt_next_result_start) X(mysql_stmt_next_result_cont)                        \
+    X(mysql_stmt_more_results) X(mysql_stmt_affected_rows) X(mysql_stmt_insert_id) X(mysql_stmt_warning_count)       \
+    X(mysql_stmt_errno) X(mysql_stmt_error) X(mysql_stmt_sqlstate) X(mysql_stmt_close) X(mysql_stmt_free_result)
+// clang-format on
 
 #define LUAIO_MYSQL_PTR(f) decltype(&::f) f##_ = nullptr;
 LUAIO_MYSQL(LUAIO_MYSQL_PTR)

@@ -1,0 +1,419 @@
+-- The mysql module against a real MariaDB started for this file (spec/servers/mariadb.lua).
+local mysql = require "mysql"
+local json = require "json"
+local task = require "task"
+local core = require "luaio.core"
+local sleep = require("timer").sleep
+local helper = require "helper"
+local mariadb = require "servers.mariadb"
+
+local srv
+
+local function connect(extra)
+    return assert(mysql.connect(srv:options(extra)))
+end
+
+-- Waits for the tasks that kill timed-out queries to end (they are part of the leak check).
+local function settle(tasks)
+    helper.wait_for(function() return core.tasks() <= tasks end, 5000)
+end
+
+-- The statements the server runs now for user luaio, except the one asking.
+local function running(db, pattern)
+    local rows = assert(db:query("select info from information_schema.processlist where info like ?", pattern))
+    local n = 0
+    for _, r in ipairs(rows) do
+        if r.info ~= mysql.null and not r.info:find("processlist", 1, true) then n = n + 1 end
+    end
+    return n
+end
+
+describe("mysql", function()
+    setup(function()
+        srv = mariadb.start()
+    end)
+
+    teardown(function()
+        if srv then srv:stop() end
+    end)
+
+    it("connects, queries and closes", function()
+        local db = connect()
+        local rows, err = db:query("select 1 as one, 'x' as s")
+        assert.is_nil(err)
+        assert.same({ { one = 1, s = "x" } }, rows)
+        assert.same({ "one", "s" }, rows.columns)
+        assert.is_true(db:ping())
+        db:close()
+        assert.has_error(function() db:query("select 1") end)
+    end)
+
+    it("connects with a mysql:// URL, and the options beside it win", function()
+        local db = assert(mysql.connect(srv.url))
+        assert.equal("luaio_test", db:query("select database() as d")[1].d)
+        db:close()
+        local db2 = assert(mysql.connect({ url = srv.url:gsub("/luaio_test$", "/mysql"), database = "luaio_test" }))
+        assert.equal("luaio_test", db2:query("select database() as d")[1].d)
+        db2:close()
+    end)
+
+    it("resolves host names (localhost is TCP, not the Unix socket)", function()
+        local db = connect({ host = "localhost" })
+        assert.equal(1, db:query("select 1 as x")[1].x)
+        db:close()
+    end)
+
+    it("round-trips every common column type, in the text and the binary protocol", function()
+        local db = connect()
+        assert(db:exec([[create table types (
+            id int primary key, ti tinyint, si smallint, mi mediumint, i int, bi bigint,
+            ubi bigint unsigned, f float, d double, dec_ decimal(12,3), dt date, dtt datetime,
+            ts timestamp null, tm time, y year, c char(4), vc varchar(40), tx text, bl blob,
+            vb varbinary(16), bt bit(8), en enum('a','b'), js json, n int)]]))
+        local blob = "\0\1\2\255binary\0"
+        local values = { 1, -128, -32768, -8388608, -2147483648, -9007199254740991, 9007199254740991, 1.5,
+            3.141592653589793, "123456789.125", "2024-02-29", "2024-02-29 23:59:58", "2001-02-03 04:05:06",
+            "-838:59:59", 2155, "abcd", "héllo wörld", string.rep("t", 1000), blob, "\0\255", "\255", "b",
+            '{"a": [1, 2]}', mysql.null }
+        local marks = ("?,"):rep(#values):sub(1, -2)
+        local r = assert(db:query("insert into types values (" .. marks .. ")", unpack(values)))
+        assert.equal(1, r.affected)
+        local expected = {
+            id = 1, ti = -128, si = -32768, mi = -8388608, i = -2147483648, bi = -9007199254740991,
+            ubi = 9007199254740991, f = 1.5, d = 3.141592653589793, dec_ = "123456789.125", dt = "2024-02-29",
+            dtt = "2024-02-29 23:59:58", ts = "2001-02-03 04:05:06", tm = "-838:59:59", y = 2155, c = "abcd",
+            vc = "héllo wörld", tx = string.rep("t", 1000), bl = blob, vb = "\0\255", bt = "\255", en = "b",
+            js = '{"a": [1, 2]}', n = mysql.null,
+        }
+        assert.same({ expected }, (assert(db:query("select * from types"))))
+        assert.same({ expected }, (assert(db:query("select * from types where id = ?", 1))))
+        db:close()
+    end)
+
+    it("gives integers beyond 2^53 as strings of their digits (signed and unsigned)", function()
+        local db = connect()
+        local sql = "select cast(9223372036854775807 as signed) as big, cast(-9223372036854775808 as signed) as small,"
+            .. " cast(18446744073709551615 as unsigned) as ubig, 9007199254740993 as beyond, 9007199254740991 as fits"
+        local want = { big = "9223372036854775807", small = "-9223372036854775808", ubig = "18446744073709551615",
+            beyond = "9007199254740993", fits = 9007199254740991 }
+        assert.same(want, assert(db:query(sql))[1])
+        -- The binary protocol (a query with parameters) gives the same.
+        local row = assert(db:query(sql .. ", ? as p", 1))[1]
+        row.p = nil
+        assert.same(want, row)
+        -- A string parameter reaches a BIGINT column exactly.
+        assert(db:exec("create table bigs (v bigint unsigned)"))
+        assert(db:exec("insert into bigs values (?)", "18446744073709551615"))
+        assert.equal("18446744073709551615", db:query("select v from bigs")[1].v)
+        db:close()
+    end)
+
+    it("sends parameters as data: injection attempts stay strings", function()
+        local db = connect()
+        assert(db:exec("create table users (id int auto_increment primary key, name varchar(100))"))
+        local evil = { "'; drop table users; --", "1 or 1=1", "\\'; select 1; --", "\" or \"\"=\"", "?", "\0" }
+        for _, s in ipairs(evil) do
+            local r = assert(db:query("insert into users (name) values (?)", s))
+            assert.equal(1, r.affected)
+        end
+        local rows = assert(db:query("select name from users order by id"))
+        assert.equal(#evil, #rows)
+        for i, s in ipairs(evil) do assert.equal(s, rows[i].name) end
+        assert.equal(0, #assert(db:query("select * from users where name = ?", "x' or '1'='1")))
+        assert.equal(0, #assert(db:query("select * from users where name = ? or 0", "1 or 1=1 --")))
+        assert.equal(#evil, db:query("select count(*) as n from users")[1].n)
+        db:close()
+    end)
+
+    it("returns rows.affected and rows.insertId, and exec the affected count", function()
+        local db = connect()
+        assert(db:exec("create table ai (id int auto_increment primary key, v int)"))
+        local r = assert(db:query("insert into ai (v) values (?), (?), (?)", 1, 2, 3))
+        assert.equal(3, r.affected)
+        assert.equal(1, r.insertId)
+        assert.equal(2, db:exec("update ai set v = v + 10 where v < ?", 3))
+        assert.equal(0, db:exec("update ai set v = 0 where id = ?", 99))
+        -- rows.affected and the others are not keys: rows encode as a JSON array.
+        assert.equal('[{"v":11}]', json.encode(db:query("select v from ai where id = ?", 1)))
+        assert.equal(0, #assert(db:query("select v from ai where id = 99")))
+        db:close()
+    end)
+
+    it("returns every result set of a multi-statement query", function()
+        local db = connect()
+        local rows = assert(db:query("select 1 as a; select 2 as b, 3 as c; do 0"))
+        assert.same({ { a = 1 } }, rows)
+        assert.equal(3, #rows.results)
+        assert.equal(rows, rows.results[1])
+        assert.same({ { b = 2, c = 3 } }, rows.results[2])
+        assert.same({}, rows.results[3])
+        -- One result set: no results list.
+        assert.is_nil(db:query("select 1 as a").results)
+        db:close()
+    end)
+
+    it("returns the result sets of a procedure called with parameters", function()
+        local db = connect()
+        assert(db:exec("create procedure two(x int) begin select x as first; select x * 2 as second; end"))
+        local rows = assert(db:query("call two(?)", 21))
+        assert.same({ { first = 21 } }, rows)
+        assert.same({ { second = 42 } }, rows.results[2])
+        db:close()
+    end)
+
+    it("reports server errors with errno, sqlstate and message", function()
+        local db = connect()
+        local rows, err = db:query("select * from no_such_table")
+        assert.is_nil(rows)
+        assert.equal("EMYSQL", err.name)
+        assert.equal(1146, err.errno)
+        assert.equal("42S02", err.sqlstate)
+        assert.matches("no_such_table", err.message)
+        assert.matches("^EMYSQL: ", tostring(err))
+        rows, err = db:query("selec 1 where ?", 1)
+        assert.equal(1064, err.errno)
+        assert.equal("42000", err.sqlstate)
+        -- A wrong count of parameters is an error, not a crash.
+        rows, err = db:query("select ? + ?", 1)
+        assert.is_nil(rows)
+        assert.equal("EMYSQL", err.name)
+        -- The connection goes on after errors.
+        assert.equal(2, db:query("select 2 as x")[1].x)
+        db:close()
+    end)
+
+    it("fails a wrong password with the server's access-denied error", function()
+        local db, err = mysql.connect(srv:options({ password = "wrong" }))
+        assert.is_nil(db)
+        assert.equal("EMYSQL", err.name)
+        assert.equal(1045, err.errno)
+        assert.equal("28000", err.sqlstate)
+        assert.matches("Access denied", err.message)
+    end)
+
+    it("fails to connect to a port nobody listens on", function()
+        local probe = assert(require("tcp").createServer(0, function() end, { host = "127.0.0.1" }))
+        local port = probe:address().port
+        probe:close()
+        local db, err = mysql.connect(srv:options({ port = port }))
+        assert.is_nil(db)
+        assert.equal("EMYSQL", err.name)
+        assert.equal(2002, err.errno)
+    end)
+
+    it("raises for programmer mistakes", function()
+        local db = connect()
+        assert.has_error(function() db:query(42) end)
+        assert.has_error(function() db:query("select ?", {}) end)
+        assert.has_error(function() db:query("select ?", print) end)
+        assert.has_error(function() mysql.connect({ bogus = 1 }) end)
+        assert.has_error(function() mysql.connect({ port = "x" }) end)
+        assert.has_error(function() mysql.connect("http://x") end)
+        assert.has_error(function() db:transaction(5) end)
+        -- A second query on a busy connection (two tasks sharing one) raises.
+        local t = task.spawn(function() db:query("select sleep(0.2)") end)
+        task.yield()
+        assert.has_error(function() db:query("select 1") end)
+        t:join()
+        db:close()
+    end)
+
+    it("commits a transaction and rolls back when it raises or returns an error", function()
+        local db = connect()
+        assert(db:exec("create table tx (v int) engine=innodb"))
+        assert.equal("done", db:transaction(function(tx)
+            assert(tx:exec("insert into tx values (?)", 1))
+            return "done"
+        end))
+        local ok, e = pcall(db.transaction, db, function(tx)
+            assert(tx:exec("insert into tx values (?)", 2))
+            error("boom", 0)
+        end)
+        assert.is_false(ok)
+        assert.equal("boom", e)
+        local r, err = db:transaction(function(tx)
+            assert(tx:exec("insert into tx values (?)", 3))
+            return nil, "nope"
+        end)
+        assert.is_nil(r)
+        assert.equal("nope", err)
+        assert.same({ { v = 1 } }, (assert(db:query("select v from tx"))))
+        assert.is_true(db:reusable())
+        db:close()
+    end)
+
+    it("kills a query that times out on the server, and the next call works", function()
+        local tasks = core.tasks()
+        local db = connect()
+        local watcher = connect()
+        local t0 = require("system").hrtime()
+        local rows, err = db:query({ "select sleep(30) as s", timeout = 200 })
+        local ms = (require("system").hrtime() - t0) / 1e6
+        assert.is_nil(rows)
+        assert.equal("ETIMEDOUT", err.name)
+        assert.is_true(ms >= 190 and ms < 5000, "took " .. ms)
+        assert.is_false(db:reusable())
+        -- KILL QUERY from a second connection ends it on the server.
+        assert.is_true(helper.wait_for(function() return running(watcher, "select sleep(30)%") == 0 end, 5000))
+        assert.equal(1, db:query("select 1 as x")[1].x) -- reconnected
+        -- The connection's queryTimeout applies to every query.
+        local db2 = connect({ queryTimeout = 100 })
+        rows, err = db2:query("select sleep(10)")
+        assert.equal("ETIMEDOUT", err.name)
+        db2:close()
+        db:close()
+        watcher:close()
+        settle(tasks)
+    end)
+
+    it("times out on a server that stops answering, and works once it is back", function()
+        local tasks = core.tasks()
+        local db = connect()
+        srv:pause()
+        local rows, err = db:query({ "select 1", timeout = 300 })
+        assert.is_nil(rows)
+        assert.equal("ETIMEDOUT", err.name)
+        local db2, err2 = mysql.connect(srv:options({ timeout = 300 }))
+        assert.is_nil(db2)
+        assert.equal("ETIMEDOUT", err2.name)
+        srv:resume()
+        assert.equal(1, db:query("select 1 as x")[1].x)
+        db:close()
+        settle(tasks)
+    end)
+
+    it("fails a query whose server is killed mid-query, and works once it is back", function()
+        local db = connect()
+        local t = task.spawn(function()
+            sleep(200)
+            srv:kill()
+        end)
+        local rows, err = db:query("select sleep(30)")
+        assert.is_nil(rows)
+        assert.equal("EMYSQL", err.name)
+        assert.is_true(err.errno == 2013 or err.errno == 2006, tostring(err.errno))
+        t:join()
+        assert.is_false(db:reusable())
+        -- While the server is down, calls fail at once with a clear error.
+        rows, err = db:query("select 1")
+        assert.is_nil(rows)
+        assert.equal("EMYSQL", err.name)
+        srv:restart()
+        assert.equal(1, db:query("select 1 as x")[1].x)
+        db:close()
+    end)
+
+    it("runs queries of many tasks on their own connections at once", function()
+        local results = {}
+        local tasks = {}
+        for i = 1, 8 do
+            tasks[i] = task.spawn(function()
+                local db = connect()
+                local r = assert(db:query("select ? as i, sleep(0.1) as s", i))
+                results[i] = r[1].i
+                db:close()
+            end)
+        end
+        for i = 1, 8 do tasks[i]:join() end
+        for i = 1, 8 do assert.equal(i, results[i]) end
+    end)
+
+    it("closes a connection whose query is in progress: the query gets ECANCELED", function()
+        local db = connect()
+        local got
+        local t = task.spawn(function() got = { db:query("select sleep(5)") } end)
+        task.yield()
+        db:close()
+        t:join()
+        assert.is_nil(got[1])
+        assert.equal("ECANCELED", got[2].name)
+    end)
+
+    it("lets a forgotten connection be collected", function()
+        local fds = helper.fd_count()
+        do
+            local db = connect()
+            db:query("select 1")
+        end
+        collectgarbage()
+        collectgarbage()
+        assert.is_true(helper.fds_back_to(fds) <= fds)
+    end)
+end)
+
+describe("mysql.pool", function()
+    setup(function()
+        srv = mariadb.start()
+    end)
+
+    teardown(function()
+        if srv then srv:stop() end
+    end)
+
+    it("runs queries on pooled connections and returns with's results", function()
+        local pool = mysql.pool(srv:options({ size = 2 }))
+        assert.equal(1, pool:query("select ? as x", 1)[1].x)
+        assert.equal(0, pool:exec("do 1"))
+        assert.same({ "a", 2 }, { pool:with(function(db, v) return "a", db:query("select ? as v", v)[1].v end, 2) })
+        local s = pool:stats()
+        assert.equal(1, s.open)
+        assert.equal(1, s.idle)
+        pool:close()
+    end)
+
+    it("is exhausted by slow queries: waiters time out, then get a connection", function()
+        local tasks = core.tasks()
+        local pool = mysql.pool(srv:options({ size = 2, waitTimeout = 200, maxWaiters = 1 }))
+        local slow = {}
+        for i = 1, 2 do slow[i] = task.spawn(function() return pool:query("select sleep(0.6)") end) end
+        sleep(50)
+        local waiter = task.spawn(function() return pool:query("select 1 as x") end)
+        sleep(20)
+        -- Past maxWaiters: refused at once.
+        local r, err = pool:query("select 1")
+        assert.is_nil(r)
+        assert.equal("EBUSY", err.name)
+        local _, rows, werr = waiter:join()
+        assert.is_nil(rows)
+        assert.equal("ETIMEDOUT", werr.name)
+        for i = 1, 2 do slow[i]:join() end
+        assert.equal(1, pool:query("select 1 as x")[1].x)
+        pool:close()
+        settle(tasks)
+    end)
+
+    it("does not hand out a connection in a transaction or lost, and idle ones keep nothing alive", function()
+        local handles = core.handles()
+        local pool = mysql.pool(srv:options({ size = 1 }))
+        local id1 = pool:with(function(db) return db:threadId() end)
+        -- A connection that timed out is closed at release: the next caller gets a new one.
+        local r, err = pool:query({ "select sleep(5)", timeout = 100 })
+        assert.is_nil(r)
+        assert.equal("ETIMEDOUT", err.name)
+        local id2 = pool:with(function(db) return db:threadId() end)
+        assert.is_true(id2 ~= id1)
+        -- A transaction through the pool commits.
+        assert(pool:exec("create table if not exists pt (v int)"))
+        assert.equal(7, pool:transaction(function(db)
+            db:exec("insert into pt values (?)", 7)
+            return 7
+        end))
+        assert.equal(1, pool:query("select count(*) as n from pt")[1].n)
+        -- An idle pooled connection holds no referenced handle.
+        assert.equal(handles, core.handles())
+        pool:close()
+        helper.wait_for(function() return core.tasks() <= 1 end, 5000)
+    end)
+
+    it("recovers once the server is back after it was killed", function()
+        local pool = mysql.pool(srv:options({ size = 2 }))
+        assert.equal(1, pool:query("select 1 as x")[1].x)
+        srv:kill()
+        local r, err = pool:query("select 1")
+        assert.is_nil(r)
+        assert.equal("EMYSQL", err.name)
+        srv:restart()
+        assert.equal(1, pool:query("select 1 as x")[1].x)
+        pool:close()
+    end)
+end)

@@ -10,13 +10,15 @@
 //   sink.dropped(), sink.flush(), sink.reopen(), sink.setQueueSize(bytes), sink.capture()
 //
 // sink.capture() routes luaio's own messages (luaio::report_error: failed tasks, handler errors)
-// through the sink, formatted as the user's lines are. The queue is written out at exit
-// (atexit) with a plain blocking write.
+// through the sink, formatted as the user's lines are. The queue is written out at exit and when a
+// fatal signal ends the process (luaio::add_flush_hook) with plain blocking writes.
 #include "runtime/luaio.h"
 
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -34,9 +36,9 @@ struct Sink {
     std::string path;    // of a file output (empty: stdout/stderr)
     int retired_fd = -1; // a file replaced while a write to it was in flight
     std::string pending, writing;
-    uv_fs_t req;
-    uv_buf_t buf;
-    bool busy = false;
+    uv_work_t work;
+    int write_fd = 2;  // the output of the batch in `writing`
+    bool busy = false; // a batch is in the thread pool (until its after-work callback)
     size_t cap = kDefaultQueue;
     uint64_t dropped = 0, unreported = 0;
     bool json = false;
@@ -57,6 +59,12 @@ constexpr size_t kBatch = 64 * 1024;
 constexpr uint64_t kFlushMs = 20;
 
 Sink& g_sink = *new Sink; // never destroyed: atexit and late writes use it
+
+// Where the batch in g_sink.writing is, shared with the thread pool's worker: a flush at exit or
+// on a fatal signal (flush_now) writes a batch the worker has not begun itself, or waits for the
+// one it is writing, so that no line is lost and none is written twice.
+enum BatchState : int { kIdle, kQueued, kWriting, kWritten, kTaken };
+std::atomic<int> g_batch{kIdle};
 
 // The clock of log lines, formatted once per second: the ISO 8601 time of text and JSON lines
 // (its milliseconds added per line) and the [time] of combined access log lines.
@@ -141,7 +149,28 @@ std::string own_line(const char* level, const char* upper, const std::string& ms
     return line;
 }
 
-void on_written(uv_fs_t* req);
+// A blocking write of all of p (as far as the output takes it).
+void write_all(int fd, const char* p, size_t n) {
+    while (n > 0) {
+        ssize_t k = ::write(fd, p, n);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        p += k;
+        n -= static_cast<size_t>(k);
+    }
+}
+
+// In the thread pool: writes the batch unless a flush took it first.
+void write_batch(uv_work_t*) {
+    int expected = kQueued;
+    if (!g_batch.compare_exchange_strong(expected, kWriting)) return;
+    write_all(g_sink.write_fd, g_sink.writing.data(), g_sink.writing.size());
+    g_batch.store(kWritten);
+}
+
+void batch_done(uv_work_t*, int);
 
 // Starts writing the queue when no write is in flight.
 void kick() {
@@ -149,9 +178,12 @@ void kick() {
     g_sink.writing.swap(g_sink.pending);
     g_sink.pending.clear();
     g_sink.busy = true;
-    g_sink.buf = uv_buf_init(&g_sink.writing[0], static_cast<unsigned>(g_sink.writing.size()));
-    if (uv_fs_write(luaio::loop(), &g_sink.req, g_sink.fd, &g_sink.buf, 1, -1, on_written) < 0) {
+    g_sink.write_fd = g_sink.fd;
+    g_batch.store(kQueued);
+    if (uv_queue_work(luaio::loop(), &g_sink.work, write_batch, batch_done) < 0) {
+        g_batch.store(kIdle);
         g_sink.busy = false;
+        write_all(g_sink.write_fd, g_sink.writing.data(), g_sink.writing.size());
         g_sink.writing.clear();
     }
 }
@@ -197,14 +229,8 @@ void push_line(const std::string& line, bool urgent = false) {
     queued(urgent);
 }
 
-void on_written(uv_fs_t* req) {
-    ssize_t n = req->result;
-    uv_fs_req_cleanup(req);
-    if (n > 0 && static_cast<size_t>(n) < g_sink.writing.size()) { // the rest of a partial write
-        g_sink.writing.erase(0, static_cast<size_t>(n));
-        g_sink.buf = uv_buf_init(&g_sink.writing[0], static_cast<unsigned>(g_sink.writing.size()));
-        if (uv_fs_write(luaio::loop(), req, g_sink.fd, &g_sink.buf, 1, -1, on_written) >= 0) return;
-    }
+void batch_done(uv_work_t*, int) {
+    g_batch.store(kIdle);
     g_sink.busy = false;
     g_sink.writing.clear();
     if (g_sink.retired_fd >= 0) {
@@ -221,18 +247,24 @@ void on_written(uv_fs_t* req) {
     maybe_kick();
 }
 
-// Writes what is queued with blocking writes (at exit, or sink.flush() from a test).
+// Writes everything queued with blocking writes, in order: the batch in flight first (unless the
+// worker wrote it), then the queue. Runs at exit and when a fatal signal ends the process (a
+// flush hook of the runtime: no allocation), and for log.flush().
 void flush_now() {
-    const std::string& s = g_sink.pending;
-    size_t off = 0;
-    while (off < s.size()) {
-        ssize_t k = ::write(g_sink.fd, s.data() + off, s.size() - off);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            break;
+    if (g_sink.busy) {
+        int expected = kQueued;
+        if (g_batch.compare_exchange_strong(expected, kTaken)) {
+            write_all(g_sink.write_fd, g_sink.writing.data(), g_sink.writing.size());
+        } else {
+            // The worker is writing it: wait for that (bounded, in case this runs in a signal
+            // handler on the worker's own thread).
+            for (int i = 0; i < 1000 && g_batch.load() == kWriting; i++) {
+                struct timespec ms = {0, 1000000};
+                nanosleep(&ms, nullptr);
+            }
         }
-        off += static_cast<size_t>(k);
     }
+    write_all(g_sink.fd, g_sink.pending.data(), g_sink.pending.size());
     g_sink.pending.clear();
 }
 
@@ -525,7 +557,7 @@ extern "C" int luaopen_luaio_log(lua_State* L) {
     static bool registered = false;
     if (!registered) {
         registered = true;
-        std::atexit(flush_now);
+        luaio::add_flush_hook(flush_now);
     }
     const luaL_Reg funcs[] = {
         {"write", l_write},     {"setOutput", l_set_output}, {"reopen", l_reopen}, {"setFormat", l_set_format},

@@ -174,6 +174,13 @@ void report_error(lua_State* L, const char* prefix, const char* msg);
 using ReportHook = void (*)(const char* prefix, const char* msg);
 void set_report_hook(ReportHook hook);
 
+// Registers a function that writes out what a module keeps buffered (the log module's queue)
+// when the process ends: at exit (also os.exit and process.exit) and when a signal's default
+// action ends it (SIGTERM, SIGINT, SIGHUP ... with no handler). It may run in a signal handler,
+// on any thread: it must not allocate, and should write with plain write(2). At most 8.
+using FlushHook = void (*)();
+void add_flush_hook(FlushHook hook);
+
 // ---------------------------------------------------------------- modules
 // Register a C++ module so that `require(name)` loads it.
 void preload(lua_State* L, const char* name, lua_CFunction open);

@@ -771,6 +771,20 @@ void report_error(lua_State*, const char* prefix, const char* msg) {
     std::fflush(stderr);
 }
 
+namespace {
+FlushHook g_flush_hooks[8];
+int g_flush_count = 0;
+
+void run_flush_hooks() {
+    for (int i = 0; i < g_flush_count; i++) g_flush_hooks[i]();
+}
+} // namespace
+
+void add_flush_hook(FlushHook hook) {
+    if (g_flush_count == 0) std::atexit(run_flush_hooks);
+    if (g_flush_count < static_cast<int>(std::size(g_flush_hooks))) g_flush_hooks[g_flush_count++] = hook;
+}
+
 void preload(lua_State* L, const char* name, lua_CFunction open) {
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
@@ -785,7 +799,8 @@ void preload(lua_State* L, const char* name, lua_CFunction open) {
 // buffered even when it is not a terminal (C's default there is a 4 KiB block, so a server
 // printing a line per request would show nothing for a long time, and lose it when killed),
 // stderr is unbuffered. exit() flushes both; a signal that ends the process by its default
-// action flushes them first (a partial line, io.write without "\n", is all that can be left).
+// action flushes them first (a partial line, io.write without "\n", is all that can be left),
+// and runs the flush hooks (add_flush_hook: the log module's queue), as exit does.
 namespace {
 constexpr int kFatalSignals[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM};
 
@@ -798,6 +813,7 @@ void flush_and_die(int signo) {
     int saved = errno;
     std::fflush(stdout);
     std::fflush(stderr);
+    run_flush_hooks();
     std::raise(signo);
     errno = saved;
 }

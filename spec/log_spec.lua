@@ -115,6 +115,37 @@ describe("log", function()
         assert.truthy(err2:find("ERROR to stderr", 1, true))
     end)
 
+    -- The runtime's fatal-signal flush runs the log module's flush hook: the lines queued and
+    -- the batch in the thread pool are written, each once and in order, before the signal's
+    -- default action ends the process.
+    it("writes everything queued when a signal with no handler ends the process", function()
+        for _, sig in ipairs({ "SIGTERM", "SIGINT", "SIGHUP" }) do
+            local path = dir .. "/" .. sig .. ".log"
+            local script = helper.script(([[
+                local log = require "log"
+                local process = require "process"
+                assert(log.setOutput(%q))
+                for i = 1, 3000 do log.info("n", { i = i }) end
+                sleep(0) -- over 64 KiB are queued: a batch goes to the thread pool
+                for i = 3001, 6000 do log.info("n", { i = i }) end
+                process.kill(process.pid, %q)
+                sleep(1000)
+                log.info("never")
+            ]]):format(path, sig))
+            local r = assert(process.run({ helper.luaio, script }, { timeout = 10000 }))
+            os.remove(script)
+            assert.are.equal(sig, r.signal, r.stderr)
+            local data = fs.readFile(path) or ""
+            local n = 0
+            for i in data:gmatch("INFO n i=(%d+)\n") do
+                n = n + 1
+                if tonumber(i) ~= n then error(sig .. ": line " .. n .. " is " .. i) end
+            end
+            assert.are.equal(6000, n, sig)
+            assert.falsy(data:find("never", 1, true))
+        end
+    end)
+
     it("sends luaio's own messages through the sink, in its format", function()
         local _, err = run([[
             local log = require "log"

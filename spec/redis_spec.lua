@@ -483,3 +483,39 @@ describe("redis.pool", function()
         pool:close()
     end)
 end)
+
+describe("redis over TLS", function()
+    local server, dir
+
+    setup(function()
+        local f = assert(io.popen("mktemp -d /tmp/luaio-redis-tls.XXXXXX"))
+        dir = f:read("*l")
+        f:close()
+        local _, err, code = helper.sh(("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 " ..
+            "-nodes -keyout key.pem -out cert.pem -days 2 -subj /CN=localhost " ..
+            "-addext subjectAltName=IP:127.0.0.1,DNS:localhost"):format(dir))
+        assert(code == 0, err)
+        server = servers.start { tls = { cert = dir .. "/cert.pem", key = dir .. "/key.pem" } }
+    end)
+    teardown(function()
+        server:stop()
+        os.execute("rm -rf '" .. dir .. "'")
+    end)
+
+    it("connects with tls, verifying the server's certificate", function()
+        local r = assert(redis.connect { port = server.port, tls = { ca = dir .. "/cert.pem" } })
+        assert.equal("OK", r:set("secure", "yes"))
+        assert.equal("yes", r:get("secure"))
+        local res = assert(r:pipeline(function(p)
+            for i = 1, 1000 do p:incr("n" .. i % 7) end
+        end))
+        assert.equal(1000, #res)
+        r:close()
+    end)
+
+    it("a certificate from an unknown CA is ECERTVERIFY", function()
+        local r, err = redis.connect { port = server.port, tls = true }
+        assert.is_nil(r)
+        assert.equal("ECERTVERIFY", err.name)
+    end)
+end)

@@ -421,7 +421,9 @@ int l_send(lua_State* L) {
     Frames* f = static_cast<Frames*>(luaio::test_object(L, 5, kFramesClass));
     bool nowait = lua_toboolean(L, 6);
     if (f) uncork_now(L, f);
-    std::vector<uv_buf_t> bufs(1); // bufs[0]: the head
+    // Reused (libuv copies the array of a queued write): no allocation per message.
+    static std::vector<uv_buf_t>& bufs = *new std::vector<uv_buf_t>;
+    bufs.assign(1, uv_buf_t{}); // bufs[0]: the head
     uint64_t total = gather(L, 3, bufs, "send");
     if (opcode == ws::kText && !utf8_ok(bufs.data() + 1, bufs.size() - 1)) return push_not_utf8(L);
     bool data = opcode < ws::kClose;

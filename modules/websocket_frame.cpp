@@ -12,13 +12,13 @@ bool Utf8::feed(const uint8_t* p, size_t n) {
         if (need_ == 0) {
             // ASCII runs are the common case: skip eight bytes at a time.
             if (b < 0x80) {
-                i++;
                 while (i + 8 <= n) {
                     uint64_t w;
                     std::memcpy(&w, p + i, 8);
                     if (w & 0x8080808080808080ull) break;
                     i += 8;
                 }
+                while (i < n && p[i] < 0x80) i++;
                 continue;
             }
             lo_ = 0x80, hi_ = 0xBF;

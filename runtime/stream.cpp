@@ -12,8 +12,6 @@ namespace luaio {
 
 namespace {
 
-char kStreamMarker;
-
 // libuv reads into this buffer, one read callback at a time; whatever no reader takes at
 // once is copied into the stream's own pending buffer.
 constexpr size_t kScratchSize = 64 * 1024;
@@ -855,14 +853,21 @@ int Stream::write_buffers(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, co
     return Impl::write_bufs(L, this, const_cast<uv_buf_t*>(bufs), nbufs, total, anchor, ncopy);
 }
 
+// The metatables of the stream classes (a handful: tcp sockets, pipes, tls sockets), recorded by
+// add_methods: test_proxy compares addresses instead of looking a marker up in the metatable
+// (a lightuserdata key costs LuaJIT an interning per call, on every read and write).
+std::vector<const void*>& stream_metatables() {
+    static auto& mts = *new std::vector<const void*>;
+    return mts;
+}
+
 void** Stream::test_proxy(lua_State* L, int idx) {
     void** ud = static_cast<void**>(lua_touserdata(L, idx));
     if (ud && lua_getmetatable(L, idx)) {
-        lua_pushlightuserdata(L, &kStreamMarker);
-        lua_rawget(L, -2);
-        bool is_stream = lua_toboolean(L, -1);
-        lua_pop(L, 2);
-        if (is_stream) return ud;
+        const void* mt = lua_topointer(L, -1);
+        lua_pop(L, 1);
+        for (const void* m : stream_metatables())
+            if (m == mt) return ud;
     }
     return nullptr;
 }
@@ -887,9 +892,7 @@ void Stream::add_methods(lua_State* L) {
                                 {"__close", Impl::l_close},
                                 {nullptr, nullptr}};
     add_to_class(L, methods);
-    lua_pushlightuserdata(L, &kStreamMarker);
-    lua_pushboolean(L, 1);
-    lua_rawset(L, -3);
+    stream_metatables().push_back(lua_topointer(L, -1));
 }
 
 int Stream::write(const uv_buf_t* bufs, unsigned nbufs, WriteDone on_done, void* data) {

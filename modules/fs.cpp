@@ -297,9 +297,10 @@ struct Work {
     Buffer out;
     struct stat st {}; // lookup's
     std::string real;  // lookup's resolved path
-    bool has_data = false;
+    int fd = -1;       // lookup's open regular file (closed here unless a File took it)
 
     ~Work() {
+        if (fd >= 0) ::close(fd);
         if (keep != LUA_NOREF)
             if (lua_State* L = luaio::main_state()) luaL_unref(L, LUA_REGISTRYINDEX, keep);
     }
@@ -391,21 +392,21 @@ void run_read_file(Work* w) {
     ::close(fd);
 }
 
-// lookup: realpath, stat and, for a regular file of at most `len` bytes, its content: what a
-// static file server needs for a request, in one trip to the thread pool instead of three.
+// lookup: realpath, then the resolved path opened (a regular file) and its fstat, or its stat:
+// what a static file server needs for a request, in one trip to the thread pool instead of three.
+// O_NONBLOCK: a FIFO put in the file's place does not block the pool thread in open.
 void run_lookup(Work* w) {
     char* real = ::realpath(w->path.c_str(), nullptr);
     if (!real) return w->fail("realpath");
     w->real = real;
     std::free(real);
-    if (::stat(w->real.c_str(), &w->st) < 0) return w->fail("stat", &w->real);
-    if (S_ISREG(w->st.st_mode) && static_cast<size_t>(w->st.st_size) <= w->len) {
-        std::string p = w->path;
-        w->path = w->real;
-        run_read_file(w);
-        w->path = p;
-        w->has_data = w->err == 0;
+    int fd = ::open(w->real.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd >= 0 && ::fstat(fd, &w->st) == 0 && S_ISREG(w->st.st_mode)) {
+        w->fd = fd;
+        return;
     }
+    if (fd >= 0) ::close(fd);
+    if (::stat(w->real.c_str(), &w->st) < 0) return w->fail("stat", &w->real);
 }
 
 uv_timespec_t timespec_of(const struct timespec& t) {
@@ -432,8 +433,10 @@ int push_lookup(lua_State* co, Work* w) {
     u.st_ctim = timespec_of(st.st_ctim);
     u.st_birthtim = u.st_ctim;
     push_stat_table(co, u);
-    if (!w->has_data) return 2;
-    lua_pushlstring(co, w->out.data ? w->out.data : "", w->out.len);
+    if (w->fd < 0) return 2;
+    File* f = new File(w->fd, w->real.c_str());
+    w->fd = -1;
+    f->push_proxy(co);
     return 3;
 }
 
@@ -533,19 +536,18 @@ int l_read_file(lua_State* L) {
     return queue<push_work_data>(L, w);
 }
 
-// write_file(path, data, mode, atomic, append): lib/fs.lua reads the options.
-// lookup(path, max): realpath, stat table and (a regular file of at most max bytes) the content.
+// lookup(path): realpath, stat table and, for a regular file, the file opened for reading (an
+// fs.file whose stat the table is).
 int l_lookup(lua_State* L) {
     const char* path = check_path(L, 1, "lookup");
-    lua_Integer max = luaL_optinteger(L, 2, 0);
     luaio::check_can_wait(L, "lookup");
     Work* w = new Work;
     w->path = path;
-    w->len = max > 0 ? static_cast<size_t>(max) : 0;
     w->run = run_lookup;
     return queue<push_lookup>(L, w);
 }
 
+// write_file(path, data, mode, atomic, append): lib/fs.lua reads the options.
 int l_write_file(lua_State* L) {
     const char* fname = lua_toboolean(L, 5) ? "appendFile" : "writeFile";
     const char* path = check_path(L, 1, fname);
@@ -925,6 +927,16 @@ int l_file_close(lua_State* L) {
     return luaio::park(L, c->waiter);
 }
 
+// discard(f): closes the file's descriptor at once (once the requests in flight are done), as
+// its collection does, without a request: a cache dropping its entry (lib/http/static.lua).
+int l_discard(lua_State* L) {
+    if (File* f = File::check_or_closed(L, 1, "discard")) {
+        f->detach_proxy();
+        f->proxy_gone();
+    }
+    return 0;
+}
+
 int l_file_fd(lua_State* L) {
     lua_pushinteger(L, File::check(L, 1, "fd")->fd);
     return 1;
@@ -1164,7 +1176,8 @@ extern "C" int luaopen_luaio_fs(lua_State* L) {
                               {"chmod", l_chmod},         {"chown", l_chown},
                               {"utime", l_utime},         {"mkdtemp", l_mkdtemp},
                               {"tmpdir", l_tmpdir},       {"watch", l_watch},
-                              {"lookup", l_lookup},       {nullptr, nullptr}};
+                              {"lookup", l_lookup},       {"discard", l_discard},
+                              {nullptr, nullptr}};
     luaL_newlib(L, funcs);
     return 1;
 }

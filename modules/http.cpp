@@ -36,7 +36,10 @@
 #include "runtime/object.h"
 #include "runtime/stream.h"
 
+#include <unistd.h>
+
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -346,6 +349,12 @@ class OutBuf {
         reserve(static_cast<size_t>(n));
         while (n) p_[len_++] = tmp[--n];
     }
+    // Room for n more bytes, written in place and then counted with added().
+    char* tail(size_t n) {
+        reserve(n);
+        return p_ + len_;
+    }
+    void added(size_t n) { len_ += n; }
 
   private:
     void reserve(size_t n) {
@@ -1295,6 +1304,62 @@ int l_respond(lua_State* L) {
     return write_out(L, c, parts.data(), static_cast<unsigned>(parts.size()), "respond", 4, 1);
 }
 
+// A file body up to this size is read into the head's buffer and goes out with it in one write
+// (one pread and one writev instead of a writev and a sendfile, and one segment on the wire).
+constexpr uint64_t kSmallFileBody = 16 * 1024;
+
+// Reads n bytes at off of fd into p; the bytes read (fewer: the file is shorter), or -errno.
+ssize_t pread_all(int fd, char* p, size_t n, int64_t off) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = ::pread(fd, p + got, n - got, static_cast<off_t>(off) + static_cast<off_t>(got));
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) return -errno;
+        if (k == 0) break;
+        got += static_cast<size_t>(k);
+    }
+    return static_cast<ssize_t>(got);
+}
+
+// err = conn:sendfile(status, headers, last, fd, offset, length): a whole response whose body is
+// bytes [offset, offset + length) of the open file fd (http.static), with a Content-Length. A
+// small body is read into the head's buffer; a bigger one goes with Stream::write_file (sendfile
+// on a plain socket, never read into Lua). The caller keeps fd open until this returns. A file
+// shorter than the range (it changed since its stat) fails the response and its connection: a
+// small one before anything is sent (a canned 500), a bigger one part way (the client sees the
+// connection close early).
+int l_sendfile(lua_State* L) {
+    Conn* c = check_conn(L, "sendfile");
+    if (c->head_sent && c->broken) return luaio::return_uv_error(L, UV_EPROTO, 0);
+    if (c->head_sent) luaio::raise(L, "sendfile", "the response was already sent");
+    int status = check_status(L, 2, "sendfile");
+    int last = opt_last(L, 4);
+    lua_Integer fd = luaio::check_integer(L, 5, "sendfile");
+    lua_Integer off = luaio::check_integer(L, 6, "sendfile");
+    lua_Integer len = luaio::check_integer(L, 7, "sendfile");
+    if (fd < 0 || fd > INT32_MAX || off < 0 || len < 0)
+        luaio::raise(L, "sendfile", "expected a descriptor, an offset and a length >= 0");
+    build_response_head(L, c, status, 3, last, true, static_cast<size_t>(len), "sendfile");
+    uint64_t n = c->no_body ? 0 : static_cast<uint64_t>(len);
+    OutBuf& b = out();
+    if (n <= kSmallFileBody) {
+        ssize_t got = n ? pread_all(static_cast<int>(fd), b.tail(n), n, off) : 0;
+        if (got != static_cast<ssize_t>(n)) {
+            write_canned(c, 500);
+            c->broken = true;
+            return luaio::return_uv_error(L, got < 0 ? static_cast<int>(got) : UV_EOF, 0);
+        }
+        b.added(n);
+    }
+    c->head_sent = true;
+    end_response(c);
+    Stream* s = c->stream();
+    if (!s) return luaio::return_uv_error(L, UV_ECANCELED, 0);
+    uv_buf_t head = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
+    if (n <= kSmallFileBody) return s->write_buffers(L, &head, 1, "sendfile");
+    return s->write_file(L, &head, 1, static_cast<int>(fd), off, n, "sendfile");
+}
+
 // Never more body bytes than the response's Content-Length (RFC 9112 6.3): raises first.
 void check_count(lua_State* L, Conn* c, size_t len, const char* fname) {
     if (c->out_left != kUncounted && !c->no_body && len > c->out_left)
@@ -1988,7 +2053,8 @@ extern "C" int luaopen_luaio_http(lua_State* L) {
         {"reject", l_reject},     {"request", l_request},    {"replied", l_replied}, {"keepalive", l_keepalive},
         {"reusable", l_reusable}, {"sent", l_sent},          {"inform", l_inform},   {"setmeta", l_set_meta},
         {"upgrade", l_upgrade},   {"setclose", l_set_close}, {"socket", l_socket},   {"unref", l_unref},
-        {"close", l_close},       {"deadline", l_deadline},  {"__gc", Conn::l_gc},   {nullptr, nullptr}};
+        {"close", l_close},       {"deadline", l_deadline},  {"__gc", Conn::l_gc},   {"sendfile", l_sendfile},
+        {nullptr, nullptr}};
     luaio::new_class(L, kConnClass, conn_methods);
     lua_pop(L, 1);
     luaio::set_closer(L, kConnClass, task_end);

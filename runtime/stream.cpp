@@ -1,7 +1,11 @@
 // Stream: reading, writing, timeouts and closing of libuv streams for Lua (see stream.h).
 #include "runtime/stream.h"
 
+#include <sys/sendfile.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
@@ -29,6 +33,19 @@ struct WriteReq {
     void* done_data;
     char data[1]; // the copied bytes follow
 };
+
+// A file range being sent (Stream::write_file): at most one per stream, the waiting writer's.
+struct FileSend {
+    int fd;
+    int64_t off;
+    uint64_t left;
+    bool no_sendfile; // the kernel refused sendfile(2) for this pair of descriptors: blocks only
+};
+
+// A plain stream waits for a full socket with one queued block of this size (a transport uses
+// kFileBlock); one buffer serves every stream, as the blocks are copied when queued.
+constexpr size_t kWaitBlock = 16 * 1024;
+char g_file_block[kFileBlock];
 
 void push_line_too_long(lua_State* L, size_t max) {
     char msg[96];
@@ -69,8 +86,10 @@ struct Stream::Extra {
     std::string delim;
     Transport* transport = nullptr; // owned; nullptr for a plain stream
     Chunked* chunked = nullptr;     // a large write being encoded
+    FileSend* file = nullptr;       // a write_file in progress (counted in writes_in_flight_)
     ~Extra() {
         delete chunked;
+        delete file;
         delete transport;
     }
 };
@@ -681,14 +700,6 @@ struct Stream::Impl {
         encode_next(s);
     }
 
-    static void push_write_error(lua_State* L, Stream* s, int err) {
-        Transport* t = s->extra_ ? s->extra_->transport : nullptr;
-        if (t && err <= kErrOwnBase)
-            t->push_error(L, err);
-        else
-            push_uv_error(L, err);
-    }
-
     // Writes to the handle: what the kernel takes at once, then the rest queued (a writer never
     // runs ahead of its peer). Bytes in Lua strings (bufs[ncopy, nbufs), from the value at anchor
     // on L) are not copied: the value is referenced until the write is done, so a large body
@@ -748,6 +759,106 @@ struct Stream::Impl {
         s->writes_in_flight_++;
         *queued = true;
         return 0;
+    }
+
+    // The write error err as the Lua error table (a transport's own errors with its message).
+    static void push_write_error(lua_State* L, Stream* s, int err) {
+        Transport* t = s->extra_ ? s->extra_->transport : nullptr;
+        if (t && err <= kErrOwnBase)
+            t->push_error(L, err);
+        else if (err == UV_EOF)
+            push_error(L, UV_EOF, "the file ended before the range to send did");
+        else
+            push_uv_error(L, err);
+    }
+
+    // The waiting writer's deadline starts over: the kernel took bytes of a file being sent.
+    static void file_progress(Stream* s) {
+        if (!s->write_timeout) return;
+        s->extra_->write_progress = now_ms();
+        s->extra_->write_queued = uv_stream_get_write_queue_size(s->stream());
+    }
+
+    // The file send ends (err 0: everything went out): its count in writes_in_flight_ goes, and
+    // the writer waiting for it is woken.
+    static void file_end(Stream* s, int err) {
+        Extra* x = s->extra_;
+        delete x->file;
+        x->file = nullptr;
+        s->writes_in_flight_--;
+        if (err && !s->write_err_) s->write_err_ = err;
+        if (s->writes_in_flight_ > 0 || !x->writer.waiting()) return;
+        Parked p = detach(x->writer);
+        arm_timer(s);
+        if (err) {
+            push_write_error(p.task, s, err);
+            resume_parked(p, 1);
+        } else {
+            resume_parked(p, 0);
+        }
+    }
+
+    static void on_file_block(Stream* s, int status, void*) {
+        if (status < 0) return file_end(s, status);
+        file_progress(s);
+        file_step(s);
+    }
+
+    // The file send's next step: sendfile(2) while the socket takes bytes and nothing is queued
+    // before; otherwise one block read (pread) and queued as a write, whose completion comes back
+    // here. The descriptor is used only while the send is not abandoned (closed, failed).
+    static void file_step(Stream* s) {
+        Extra* x = s->extra_;
+        FileSend* f = x->file;
+        for (;;) {
+            if (s->closing_ || s->write_err_) return file_end(s, s->write_err_ ? s->write_err_ : UV_ECANCELED);
+            if (f->left == 0) return file_end(s, 0);
+            Transport* t = x->transport;
+            if (!t && !f->no_sendfile && s->writes_in_flight_ == 1) {
+                uv_os_fd_t sock;
+                uv_fileno(s->handle(), &sock);
+                size_t want = static_cast<size_t>(std::min<uint64_t>(f->left, kMaxRead));
+                off_t off = static_cast<off_t>(f->off);
+                ssize_t n = ::sendfile(sock, f->fd, &off, want);
+                if (n > 0) {
+                    f->off += n;
+                    f->left -= static_cast<uint64_t>(n);
+                    file_progress(s);
+                    if (static_cast<size_t>(n) == want) continue;
+                    // The socket is full: wait for it below.
+                } else if (n == 0) {
+                    return file_end(s, UV_EOF); // the file is shorter than the range
+                } else if (errno == EINTR) {
+                    continue;
+                } else if (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
+                    f->no_sendfile = true; // e.g. a file system without splice support: blocks
+                } else if (errno != EAGAIN) {
+                    return file_end(s, -errno);
+                }
+                if (f->left == 0) return file_end(s, 0);
+            }
+            size_t want = static_cast<size_t>(std::min<uint64_t>(f->left, t ? kFileBlock : kWaitBlock));
+            ssize_t n;
+            do n = ::pread(f->fd, g_file_block, want, static_cast<off_t>(f->off));
+            while (n < 0 && errno == EINTR);
+            if (n <= 0) return file_end(s, n == 0 ? UV_EOF : -errno);
+            f->off += n;
+            f->left -= static_cast<uint64_t>(n);
+            uv_buf_t b = uv_buf_init(g_file_block, static_cast<unsigned>(n));
+            if (t) {
+                std::string& out = encoded();
+                out.clear();
+                int err = t->encode(s, &b, 1, &out);
+                if (err) return file_end(s, err);
+                b = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
+            }
+            bool queued = false;
+            // Queued behind everything (this send counts as a write in flight): its completion
+            // comes on a later loop turn, so a fast socket cannot keep this loop turn busy.
+            int err = send(s, nullptr, &b, 1, b.len, 0, 0, on_file_block, nullptr, &queued);
+            if (err) return file_end(s, err);
+            if (queued) return;
+        }
     }
 
     static int l_shutdown(lua_State* L) {
@@ -851,6 +962,44 @@ int Stream::write_buffers(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, co
     for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
     if (anchor < 0) anchor = lua_gettop(L) + anchor + 1;
     return Impl::write_bufs(L, this, const_cast<uv_buf_t*>(bufs), nbufs, total, anchor, ncopy);
+}
+
+int Stream::write_file(lua_State* L, const uv_buf_t* head, unsigned nhead, int fd, int64_t offset, uint64_t length,
+                       const char* fname) {
+    if (length == 0) return write_buffers(L, head, nhead, fname);
+    if (write_err_) {
+        Impl::push_write_error(L, this, write_err_);
+        return 1;
+    }
+    if (extra_ && (extra_->writer.waiting() || extra_->chunked)) {
+        push_error(L, UV_EBUSY, "another task is already writing to this stream");
+        return 1;
+    }
+    if (closing_) return return_uv_error(L, UV_ECANCELED, 0);
+    int err = nhead ? write(head, nhead) : 0;
+    if (err) {
+        Impl::push_write_error(L, this, err);
+        return 1;
+    }
+    Extra* x = Impl::extra(this);
+    x->file = new FileSend{fd, offset, length, false};
+    writes_in_flight_++;
+    Impl::file_step(this);
+    if (!x->file) { // all sent at once, or failed
+        if (!write_err_) return 0;
+        Impl::push_write_error(L, this, write_err_);
+        return 1;
+    }
+    if (!in_task() || !lua_isyieldable(L)) return 0; // queued; nobody can wait for it
+    int r = park(L, x->writer);
+    if (write_timeout) {
+        x->write_queued = uv_stream_get_write_queue_size(stream());
+        x->write_progress = now_ms();
+        Impl::set_deadline(this, &x->write_deadline, Impl::write_step(this));
+    } else {
+        x->write_deadline = 0;
+    }
+    return r;
 }
 
 // The metatables of the stream classes (a handful: tcp sockets, pipes, tls sockets), recorded by

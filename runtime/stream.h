@@ -33,6 +33,7 @@ namespace luaio {
 constexpr size_t kDefaultMaxLine = 64 * 1024;     // readline/readuntil: longest accepted line
 constexpr uint32_t kDefaultHighWater = 64 * 1024; // pending bytes before reading pauses
 constexpr size_t kMaxRead = size_t(1) << 30;      // the largest read(n) or line (LuaJIT strings < 2 GiB)
+constexpr size_t kFileBlock = 64 * 1024;          // write_file through a transport: bytes read and encoded at a time
 
 // A C++ consumer of a stream's incoming bytes (a protocol parser), used by Stream::read_with
 // (a task waits for what it produces) and Stream::watch (no task waits: bytes are consumed as
@@ -141,6 +142,18 @@ class Stream : public Handle<Stream> {
     int try_write(lua_State* L, const uv_buf_t* bufs, unsigned nbufs, size_t limit, int anchor = 0, unsigned ncopy = 0);
     // Bytes queued for the kernel and not yet written.
     size_t write_queue_size() { return uv_stream_get_write_queue_size(stream()); }
+    // Writes the bytes head[0, nhead) (copied), then bytes [offset, offset + length) of the open
+    // file fd, after everything queued before; returns write_buffers' results and may park the
+    // running task until all is written. A plain stream sends the file with sendfile(2) while the
+    // socket takes bytes (the kernel copies from the page cache; nothing is read into user memory);
+    // when the socket is full, one block is read and queued as a write, whose completion says the
+    // socket takes bytes again. A stream with a transport (TLS) reads and encodes the file in
+    // blocks of kFileBlock, one queued at a time (backpressure). fd must stay open until the call
+    // returns: its task waits. After a close or a failed or timed-out write nothing touches fd
+    // again. A file shorter than the range fails the write with UV_EOF. Writes that do not wait
+    // (try_write, C++ writes) made meanwhile go out between its blocks.
+    int write_file(lua_State* L, const uv_buf_t* head, unsigned nhead, int fd, int64_t offset, uint64_t length,
+                   const char* fname);
     // No write is queued (a write now goes out before anything else).
     bool write_idle() const { return writes_in_flight_ == 0; }
     // The transport: nullptr for a plain stream. set_transport takes ownership; bytes already

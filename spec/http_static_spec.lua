@@ -6,9 +6,15 @@ local tcp = require "tcp"
 local process = require "process"
 local static = require "http.static"
 
-local root, outside, server, port, base
+local core = require "luaio.core"
+local timer = require "timer"
+local helper = require "helper"
+
+local root, outside, server, port, base, fds_before
 
 local function start(options, router)
+    options = options or {}
+    if options.fileCache == nil then options.fileCache = { valid = 50 } end
     local handler = http.static(root, options)
     if router then
         local r = http.router()
@@ -45,6 +51,7 @@ end
 
 describe("http.static", function()
     before_each(function()
+        fds_before = core.fds()
         local tmp = assert(fs.mkdtemp(fs.tmpdir() .. "/luaio-static-"))
         root, outside = tmp .. "/root", tmp .. "/outside"
         assert(fs.mkdir(root .. "/dir/sub", { recursive = true }))
@@ -65,6 +72,12 @@ describe("http.static", function()
         if server then server:close() end
         server = nil
         http.closeIdle()
+        -- The handler's open-file cache closes its descriptors once they expire (start() makes
+        -- that 50 ms unless a spec says otherwise).
+        for _ = 1, 400 do
+            if core.fds() <= fds_before then break end
+            timer.sleep(10)
+        end
         assert(fs.rm(root:match("^(.*)/root$"), { recursive = true }))
     end)
 
@@ -152,6 +165,64 @@ describe("http.static", function()
         local out = assert(process.run({ "curl", "-s", "--max-time", "10", "-o", "/dev/null", "-w", "%{size_download}",
             base .. "/big.bin" }))
         assert.are.equal(tostring(3 * 1048576), out.stdout)
+    end)
+
+    it("sends a big file's body from the file to the socket, never through Lua memory", function()
+        -- Blocks that differ (equal Lua strings would be interned once and not add up).
+        local blocks = {}
+        for i = 1, 64 do blocks[i] = string.rep(("%07d\n"):format(i), 32768) end
+        local size = 64 * 262144
+        assert(fs.writeFile(root .. "/big.bin", table.concat(blocks)))
+        blocks = nil
+        start()
+        -- Warm up (the cache entry, the code paths), then count what the download allocates in
+        -- Lua with the collector stopped: a body read into Lua strings would be all of it.
+        assert.are.equal(200, raw("/hello.txt"))
+        collectgarbage()
+        collectgarbage("stop")
+        local before = collectgarbage("count")
+        local out = process.run({ "curl", "-s", "--max-time", "20", "-o", "/dev/null", "-w", "%{size_download}",
+            base .. "/big.bin" })
+        local grown = (collectgarbage("count") - before) * 1024
+        collectgarbage("restart")
+        assert(out)
+        assert.are.equal(tostring(size), out.stdout)
+        assert.is_true(grown < size / 8, ("Lua memory grew by %d bytes"):format(grown))
+    end)
+
+    it("keeps files it served open for fileCache.valid ms, then looks them up again", function()
+        start({ fileCache = { valid = 1500 } })
+        assert.are.equal("hello world", get("/hello.txt").body)
+        -- Within the validity the open descriptor serves the request: no lookup sees the unlink.
+        assert(fs.unlink(root .. "/hello.txt"))
+        local r = get("/hello.txt")
+        assert.are.equal(200, r.status)
+        assert.are.equal("hello world", r.body)
+        server:close()
+        start({ fileCache = { valid = 20 } })
+        assert.are.equal(200, get("/dir/sub/a.css").status)
+        assert(fs.writeFile(root .. "/dir/sub/a.css", "p{}"))
+        require("timer").sleep(40)
+        local changed = get("/dir/sub/a.css")
+        assert.are.equal("p{}", changed.body)
+        assert(fs.unlink(root .. "/dir/sub/a.css"))
+        require("timer").sleep(40)
+        assert.are.equal(404, get("/dir/sub/a.css").status)
+    end)
+
+    it("holds at most fileCache.max open files, and none with fileCache = false", function()
+        for i = 1, 4 do assert(fs.writeFile(root .. "/f" .. i, "file " .. i)) end
+        start({ fileCache = { max = 2, valid = 1500 } })
+        local listening = core.fds() -- with the server's socket
+        for i = 1, 4 do assert.are.equal(200, raw("/f" .. i)) end
+        -- raw() closes its connection: what stays open is the cache's.
+        assert.are.equal(listening + 2, helper.fds_back_to(listening + 2))
+        server:close()
+        start({ fileCache = false })
+        listening = core.fds()
+        for i = 1, 4 do assert.are.equal(200, raw("/f" .. i)) end
+        assert.are.equal(200, raw("/f1", "HEAD"))
+        assert.are.equal(listening, helper.fds_back_to(listening))
     end)
 
     it("sets Cache-Control from an option", function()

@@ -177,4 +177,29 @@ describe("https client", function()
         http.closeIdle()
         srv:close()
     end)
+    it("serves static files: the body read and encrypted in blocks, ranges too", function()
+        local fs = require "fs"
+        local www = dir .. "/www"
+        assert(fs.mkdir(www))
+        local parts = {}
+        for i = 1, 40000 do parts[i] = ("%07d\n"):format(i) end -- 320,000 bytes, no block alike
+        local body = table.concat(parts)
+        assert(fs.writeFile(www .. "/big.txt", body))
+        assert(fs.writeFile(www .. "/small.txt", "small"))
+        local srv, base = start(http.static(www, { fileCache = false }))
+        local out = dir .. "/out"
+        local r = assert(process.run({ "curl", "-sS", "--max-time", "10", "--cacert", dir .. "/ca.pem", "-o", out,
+            base .. "/big.txt" }, { timeout = 12000 }))
+        assert.are.equal(0, r.code, r.stderr)
+        assert.are.equal(#body, #helper.read(out))
+        assert.is_true(body == helper.read(out))
+        r = assert(process.run({ "curl", "-sS", "--max-time", "10", "--cacert", dir .. "/ca.pem", "-r", "65530-200000",
+            base .. "/big.txt" }, { timeout = 12000 }))
+        local r2 = assert(process.run({ "curl", "-sS", "--max-time", "10", "--cacert", dir .. "/ca.pem",
+            base .. "/small.txt" }, { timeout = 12000 }))
+        srv:close()
+        assert.are.equal(0, r.code, r.stderr)
+        assert.are.equal(body:sub(65531, 200001), r.stdout)
+        assert.are.equal("small", r2.stdout)
+    end)
 end)

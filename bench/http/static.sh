@@ -29,12 +29,12 @@ http {
   fastcgi_temp_path $dir/fcgi;
   uwsgi_temp_path $dir/uwsgi;
   scgi_temp_path $dir/scgi;
-  server { listen 127.0.0.1:18301; root $dir/www; }
+  server { listen 127.0.0.1:18381; root $dir/www; }
 }
 CONF
 cat >"$dir/static.lua" <<LUA
 local http = require "http"
-assert(http.createServer({ port = 18302, maxRequests = 1000000, backlog = 1024 }, http.static("$dir/www")))
+assert(http.createServer({ port = 18382, maxRequests = 1000000, backlog = 1024 }, http.static("$dir/www")))
 LUA
 nginx -p "$dir" -c "$dir/nginx.conf" & pids+=($!); NGINX=$!
 "$LUAIO" "$dir/static.lua" & pids+=($!); LUAIO_PID=$!
@@ -49,8 +49,8 @@ one() { # port pid -> "req/s us/req"
     t1=$(cpu_ticks "$2")
     echo "$out" | awk -v c=$((t1 - t0)) -v hz="$hz" '/requests in/ { r = $1 } /Requests\/sec/ { rps = $2 } END { printf "%.0f %.2f", rps, c / hz * 1e6 / r }'
 }
-read -r l_rps l_us <<<"$(one 18302 $LUAIO_PID)"
-read -r n_rps n_us <<<"$(one 18301 $NGINX)"
+read -r l_rps l_us <<<"$(one 18382 $LUAIO_PID)"
+read -r n_rps n_us <<<"$(one 18381 $NGINX)"
 printf "%-28s %12s %12s %8.2f\n" 1k_req_per_s "$l_rps" "$n_rps" "$(echo "$l_rps $n_rps" | awk '{ print $1 / $2 }')"
 printf "%-28s %12s %12s %8.2f\n" 1k_cpu_us_per_req "$l_us" "$n_us" "$(echo "$l_us $n_us" | awk '{ print $1 / $2 }')"
 dl() { # port clients -> MB/s
@@ -62,7 +62,7 @@ dl() { # port clients -> MB/s
     echo "$t0 $t1 $2" | awk '{ printf "%.0f", 100 * $3 / ($2 - $1) }'
 }
 for c in 1 8; do
-    l=$(dl 18302 $c); n=$(dl 18301 $c)
+    l=$(dl 18382 $c); n=$(dl 18381 $c)
     printf "%-28s %12s %12s %8.2f\n" "100m_MBps_${c}_clients" "$l" "$n" "$(echo "$l $n" | awk '{ print $1 / $2 }')"
 done
-echo "(luaio: http.static reads 256 KiB blocks through res:write; nginx: sendfile + open_file_cache)"
+echo "(both: sendfile and an open-file cache)"

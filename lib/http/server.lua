@@ -281,11 +281,23 @@ function Response:finish(data)
     self._finished = true
     if not self._sent then
         self._sent = true
+        local fd = self._fd
+        if fd then -- a file body (Response:_file)
+            return self[1]:sendfile(self.status or 200, self, self._n, fd, self._off, self._len)
+        end
         return self[1]:respond(self.status or 200, self, data, self._n)
     end
     return self[1]:finish(data)
 end
 Response.send = Response.finish
+
+-- A file body, for http.static (not public API): bytes [offset, offset + length) of the open
+-- descriptor fd are the body that finish() sends (with sendfile on a plain socket, never read
+-- into Lua), with a Content-Length. fd must stay open until finish returns.
+function Response:_file(fd, offset, length)
+    check_open(self, "file")
+    self._fd, self._off, self._len = fd, offset, length
+end
 Response["end"] = Response.finish
 
 --- Sends `value` as JSON (with Content-Type application/json) and ends the response.

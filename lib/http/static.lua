@@ -7,10 +7,15 @@
 -- file is looked up: a segment that decodes to "..", or that contains "/", "\" or NUL once
 -- decoded, is refused (400), so neither "..", "%2e%2e" nor "%2f" can leave the root; dotfiles
 -- are hidden; a symbolic link that resolves outside the root is refused unless allowed.
--- The body is read from the file in blocks and written with res:write, which waits for the
--- kernel to take each block (backpressure): a slow client holds one block, not the file.
+-- The body goes from the open file to the socket (Response:_file: sendfile on a plain socket,
+-- blocks read and encrypted one at a time on TLS), never through Lua. Open files and their stat
+-- stay in a bounded cache for a short time (nginx's open_file_cache), so that a request for a
+-- file served a moment ago costs no system call but the send.
 local fs = require "fs"
-local lookup = require("luaio.fs").lookup
+local core_fs = require "luaio.fs"
+local lookup, discard = core_fs.lookup, core_fs.discard
+local hrtime = require("system").hrtime
+local timer = require "timer"
 
 local type, error, tonumber, tostring, pairs, ipairs = type, error, tonumber, tostring, pairs, ipairs
 local floor = math.floor
@@ -22,9 +27,11 @@ local date = os.date
 
 local static = {}
 
--- Bodies up to this size are read with one readFile; bigger ones stream in blocks.
-local SMALL = 256 * 1024
-local BLOCK = 256 * 1024
+-- The open-file cache's defaults: entries, and how long (ms) an entry is used before the path
+-- is looked up again (a changed or replaced file is then seen). Entries past it are closed
+-- within as long again, whether or not they are asked for.
+local CACHE_MAX = 256
+local CACHE_VALID = 1000
 -- nginx's default large_client_header_buffers line is 8 KiB; a path past this is refused (414).
 local MAX_PATH = 4096
 
@@ -218,23 +225,12 @@ local function listing(res, dir, shown_path, o, head)
     return res:finish(body)
 end
 
--- Sends bytes first..last of the open file with res:write, block by block.
-local function stream(res, f, first, last)
-    local pos = first
-    while pos <= last do
-        local n = last - pos + 1
-        local data, err = f:read(n < BLOCK and n or BLOCK, pos)
-        if not data then return err end
-        local werr = res:write(data)
-        if werr then return werr end
-        pos = pos + #data
-    end
-end
-
-local function send_file(req, res, file, st, o, encoding, vary, data)
+-- Sends the file of cache entry e (see static.new) with the validators and range of the request.
+local function send_file(req, res, e, o, encoding, vary)
     local head = req.method == "HEAD"
-    local etag = etag_of(st, encoding and ("-" .. encoding))
-    local modified = http_date(st.mtime)
+    local st = e.st
+    local etag = encoding and etag_of(st, "-" .. encoding) or e.etag
+    local modified = e.modified
     res:setHeader("ETag", etag)
     res:setHeader("Last-Modified", modified)
     res:setHeader("Accept-Ranges", "bytes")
@@ -276,25 +272,18 @@ local function send_file(req, res, file, st, o, encoding, vary, data)
         end
     end
     local length = last - first + 1
-    res:setHeader("Content-Length", format("%d", length))
-    if head or length == 0 then return res:finish() end
-    if data then -- read with the lookup
-        if #data ~= size then -- changed since the stat: send what is there now, whole
-            res:setStatus(200)
-            res:setHeader("Content-Range", nil)
-            res:setHeader("Content-Length", format("%d", #data))
-            first, last = 0, #data - 1
-            return res:finish(data)
-        end
-        if first ~= 0 or last ~= size - 1 then data = sub(data, first + 1, last + 1) end
-        return res:finish(data)
+    if head or length == 0 then
+        res:setHeader("Content-Length", format("%d", length))
+        return res:finish()
     end
-    local f = fs.open(file)
-    if not f then return plain(res, 404, "Not Found\n") end
-    local err = stream(res, f, first, last)
-    f:close()
-    if err then return err end
-    return res:finish()
+    -- The descriptor stays open while it is sent: an entry dropped meanwhile is closed after.
+    e.users = e.users + 1
+    res:_file(e.fd, first, length)
+    local err = res:finish()
+    e.users = e.users - 1
+    if e.dropped and e.users == 0 then discard(e.file) end
+    if err then e.expires = 0 end -- looked up again by the next request (the file may have changed)
+    return err
 end
 
 local function check_options(root, options)
@@ -305,7 +294,7 @@ local function check_options(root, options)
     local o = {}
     for k, v in pairs(options or {}) do
         if k ~= "index" and k ~= "dotfiles" and k ~= "listing" and k ~= "cacheControl" and k ~= "maxAge"
-            and k ~= "precompressed" and k ~= "symlinks" and k ~= "param" then
+            and k ~= "precompressed" and k ~= "symlinks" and k ~= "param" and k ~= "fileCache" then
             error("http.static: unknown option '" .. tostring(k) .. "'", 3)
         end
         o[k] = v
@@ -318,6 +307,16 @@ local function check_options(root, options)
     if o.maxAge and not o.cacheControl then o.cacheControl = format("public, max-age=%d", o.maxAge) end
     if o.precompressed == nil then o.precompressed = true end
     o.param = o.param or "path"
+    local c = o.fileCache
+    if c == nil or c == true then c = {} end
+    if c == false then c = { max = 0 } end
+    if type(c) ~= "table" then error("http.static: option 'fileCache' must be a table {max, valid} or false", 3) end
+    for k, v in pairs(c) do
+        if (k ~= "max" and k ~= "valid") or type(v) ~= "number" or v < 0 then
+            error("http.static: fileCache." .. tostring(k) .. " must be max or valid, a number >= 0", 3)
+        end
+    end
+    o.cache_max, o.cache_valid = floor(c.max or CACHE_MAX), (c.valid or CACHE_VALID) * 1e6
     return o
 end
 
@@ -334,7 +333,65 @@ function static.new(root, options)
         if not real_root then return false end
         return real == real_root or real_root == "/" or sub(real, 1, #real_root + 1) == real_root .. "/"
     end
-    return function(req, res, params)
+    -- The open-file cache: path -> entry {real, st, file (an open fs.file for a regular file),
+    -- fd, inside, etag, modified, expires (hrtime ns), users (sends in progress)}. Lookups that
+    -- fail are not kept. Bounded: when full, expired entries go, else one at random. An
+    -- unreferenced interval timer closes expired entries while the cache holds any, so that a
+    -- file no longer asked for (or a handler no longer used) does not keep its descriptor.
+    local cache, count = {}, 0
+    local cache_max, cache_valid = o.cache_max, o.cache_valid
+    local sweeper
+    local function drop(e)
+        e.dropped = true
+        if e.file and e.users == 0 then discard(e.file) end
+    end
+    local function remove(path)
+        local e = cache[path]
+        if e then
+            cache[path], count = nil, count - 1
+            drop(e)
+        end
+    end
+    local function remove_expired(now)
+        for path, e in pairs(cache) do
+            if e.expires <= now and e.users == 0 then remove(path) end
+        end
+    end
+    local function sweep()
+        remove_expired(hrtime())
+        if count == 0 then
+            sweeper:stop()
+            sweeper = nil
+        end
+    end
+    local function make_room(now)
+        remove_expired(now)
+        if count >= cache_max then remove((next(cache))) end
+    end
+    -- The entry of a path, from the cache while it is valid; nil when there is no such file.
+    local function find(path, opened)
+        local now = hrtime()
+        local e = cache[path]
+        if e and e.expires > now then return e end
+        local real, st, file = lookup(path)
+        remove(path) -- the stale entry, or one that another request made meanwhile
+        if not real then return nil end
+        e = { real = real, st = st, file = file, fd = file and file:fd(), inside = inside(real), users = 0,
+            expires = hrtime() + cache_valid, etag = etag_of(st), modified = http_date(st.mtime), dropped = false }
+        if cache_max == 0 then
+            e.dropped = true -- no cache: closed once sent, or at the end of the request
+            opened[#opened + 1] = e
+        else
+            if count >= cache_max then make_room(now) end
+            cache[path], count = e, count + 1
+            if not sweeper then
+                sweeper = timer.setInterval(math.max(cache_valid / 1e6, 10), sweep)
+                sweeper:unref()
+            end
+        end
+        return e
+    end
+    local function serve(req, res, params, opened)
         local method = req.method
         if method ~= "GET" and method ~= "HEAD" then
             return plain(res, 405, "Method Not Allowed\n", { Allow = "GET, HEAD" })
@@ -358,25 +415,26 @@ function static.new(root, options)
             end
         end
         local file = root .. (#segs > 0 and "/" .. concat(segs, "/") or "")
-        -- One trip to the thread pool: the resolved path, its stat and a small file's content.
-        local real, st, data = lookup(file, SMALL)
-        if not real or not inside(real) then return plain(res, 404, "Not Found\n") end
-        if st.type == "directory" then
+        -- One trip to the thread pool on a miss: the resolved path, its stat and the open file.
+        local e = find(file, opened)
+        if not e or not e.inside then return plain(res, 404, "Not Found\n") end
+        local t = e.st.type
+        if t == "directory" then
             if sub(raw, -1) ~= "/" then
                 local q = match(req.url, "%?.*$") or ""
                 return plain(res, 301, "Moved Permanently\n", { Location = raw .. "/" .. q })
             end
             if o.index then
-                local ireal, ist, idata = lookup(file .. "/" .. o.index, SMALL)
-                if ireal and ist.type == "file" and inside(ireal) then
-                    file, real, st, data = file .. "/" .. o.index, ireal, ist, idata
+                local ie = find(file .. "/" .. o.index, opened)
+                if ie and ie.st.type == "file" and ie.inside then
+                    file, e, t = file .. "/" .. o.index, ie, "file"
                 end
             end
-            if st.type == "directory" then
+            if t == "directory" then
                 if o.listing then return listing(res, file, raw, o, method == "HEAD") end
                 return plain(res, 404, "Not Found\n")
             end
-        elseif st.type ~= "file" then
+        elseif t ~= "file" then
             return plain(res, 404, "Not Found\n")
         end
         res:setHeader("Content-Type", content_type(file))
@@ -384,16 +442,24 @@ function static.new(root, options)
         local ae = o.precompressed and req.headers["accept-encoding"]
         if ae then -- variants are looked for only for clients that say what they accept
             for _, v in ipairs({ { "br", ".br" }, { "gzip", ".gz" } }) do
-                local vreal, vst, vdata = lookup(file .. v[2], SMALL)
-                if vreal and vst.type == "file" and inside(vreal) then
+                local ve = find(file .. v[2], opened)
+                if ve and ve.st.type == "file" and ve.inside then
                     vary = true
-                    if not encoding and accepts(ae, v[1]) then
-                        encoding, real, st, data = v[1], vreal, vst, vdata
-                    end
+                    if not encoding and accepts(ae, v[1]) then encoding, e = v[1], ve end
                 end
             end
         end
-        return send_file(req, res, real, st, o, encoding, vary, data)
+        return send_file(req, res, e, o, encoding, vary)
+    end
+    if cache_max > 0 then return serve end
+    return function(req, res, params)
+        local opened = {}
+        local err = serve(req, res, params, opened)
+        for i = 1, #opened do
+            local e = opened[i]
+            if e.file and e.users == 0 then discard(e.file) end
+        end
+        return err
     end
 end
 

@@ -1352,6 +1352,7 @@ int l_sendfile(lua_State* L) {
         b.added(n);
     }
     c->head_sent = true;
+    access_bytes(c, n);
     end_response(c);
     Stream* s = c->stream();
     if (!s) return luaio::return_uv_error(L, UV_ECANCELED, 0);

@@ -225,6 +225,27 @@ describe("http.static", function()
         assert.are.equal(listening, helper.fds_back_to(listening))
     end)
 
+    it("counts a file body in the access log", function()
+        local log = require "log"
+        local logfile = root .. "/../access.log"
+        log.setOutput(logfile)
+        local got
+        server = assert(http.createServer({ port = 0, host = "127.0.0.1", accessLog = function(_, _, info) got = info end },
+            http.static(root)))
+        port, base = server.port, "http://127.0.0.1:" .. server.port
+        assert.are.equal(200, raw("/hello.txt"))
+        assert.are.equal(11, got.bytes)
+        server:close()
+        server = assert(http.createServer({ port = 0, host = "127.0.0.1", accessLog = "combined" }, http.static(root)))
+        port, base = server.port, "http://127.0.0.1:" .. server.port
+        assert.are.equal(200, raw("/hello.txt"))
+        assert.is_true(helper.wait_for(function()
+            local data = helper.read(logfile)
+            return data and data:find('"GET /hello.txt HTTP/1.1" 200 11 ', 1, true) ~= nil
+        end, 3000), helper.read(logfile))
+        log.setOutput("stderr")
+    end)
+
     it("sets Cache-Control from an option", function()
         start({ maxAge = 3600 })
         assert.are.equal("public, max-age=3600", get("/hello.txt").headers["cache-control"])

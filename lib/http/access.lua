@@ -48,7 +48,8 @@ local function counting_write(res, data)
 end
 
 local function counting_finish(res, data)
-    res._log_bytes = res._log_bytes + size_of(data)
+    -- A file body (Response:_file, http.static) is sent by finish and counted by its length.
+    res._log_bytes = res._log_bytes + size_of(data) + (res._fd and res._len or 0)
     local err = response_finish(res, data)
     local req = res._log_req
     res._log_fn(req, res, { method = req.method, path = req.path, status = res.status or 200, bytes = res._log_bytes,

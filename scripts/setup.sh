@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what luaio needs on Debian 12 (idempotent) and builds it into build/.
 #   bash scripts/setup.sh            # runtime and test dependencies, then a release build
-#   bash scripts/setup.sh --bench    # also the benchmark peers (nginx+Lua, Node.js, luv, wrk, hyperfine, valgrind)
+#   bash scripts/setup.sh --bench    # also the benchmark peers (nginx+Lua, Node.js, luv, wrk, hyperfine, valgrind, sslscan)
 #   bash scripts/setup.sh --no-build # packages only
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +35,7 @@ packages=(
     python3-websockets chromium chromium-driver
 )
 if [ "$bench" = 1 ]; then
-    packages+=(nginx libnginx-mod-http-lua lua-luv wrk hyperfine time valgrind luajit2)
+    packages+=(nginx libnginx-mod-http-lua lua-luv wrk hyperfine time valgrind luajit2 sslscan)
 fi
 
 missing=()

@@ -139,6 +139,37 @@ describe("https requests", function()
     end)
 end)
 
+describe("https under luaio --workers", function()
+    it("serves the certificate files anew after SIGHUP", function()
+        sh(("cp %s/s.pem %s/live.pem && cp %s/s.key %s/live.key"):format(dir, dir, dir, dir))
+        local port = helper.free_port()
+        local app = helper.script(([[
+            local http = require "http"
+            assert(http.createServer({ port = %d, host = "127.0.0.1", tls = { cert = %q, key = %q } },
+                function(req, res) res:finish("ok") end))
+        ]]):format(port, dir .. "/live.pem", dir .. "/live.key"))
+        local m = assert(process.spawn(helper.luaio, { "--workers", "1", app }, { stdio = { "ignore", "ignore", "ignore" } }))
+        finally(function()
+            if not m:status() then
+                m:kill("SIGKILL")
+                m:wait()
+            end
+            os.remove(app)
+        end)
+        local function subject()
+            local r = process.run({ "curl", "-sS", "-v", "--max-time", "3", "--cacert", dir .. "/ca.pem",
+                "https://127.0.0.1:" .. port .. "/" }, { timeout = 5000 })
+            return r and r.code == 0 and r.stderr:match("subject: (CN=%w+)") or nil
+        end
+        assert.is_true(helper.wait_for(function() return subject() == "CN=localhost" end, 10000))
+        sh(("cp %s/n.pem %s/live.pem && cp %s/n.key %s/live.key"):format(dir, dir, dir, dir))
+        m:kill("SIGHUP")
+        assert.is_true(helper.wait_for(function() return subject() == "CN=new" end, 10000))
+        m:kill("SIGTERM")
+        assert.are.equal(0, m:wait())
+    end)
+end)
+
 describe("https client", function()
     it("resumes the TLS session of the origin on a new connection", function()
         local resumed = {}

@@ -12,12 +12,12 @@ TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 ulimit -n 65536 2>/dev/null || true
 sh "$DIR/certs.sh" "$TMP"
 mkdir -p "$TMP/logs"
-sed -e s/PORT/18441/ -e "s|CERT|$TMP/cert.pem|" -e "s|KEY|$TMP/key.pem|" "$DIR/nginx_ssl.conf" > "$TMP/nginx.conf"
+sed -e s/PORT/29441/ -e "s|CERT|$TMP/cert.pem|" -e "s|KEY|$TMP/key.pem|" "$DIR/nginx_ssl.conf" > "$TMP/nginx.conf"
 
 start() { # name -> sets PID and PORT
     case $1 in
-    luaio) PORT=18442; taskset -c 0 "$LUAIO" "$DIR/hello_stream.lua" $PORT "$TMP/cert.pem" "$TMP/key.pem" & PID=$! ;;
-    nginx) PORT=18441; taskset -c 0 nginx -p "$TMP" -c "$TMP/nginx.conf" 2>/dev/null & PID=$! ;;
+    luaio) PORT=29442; taskset -c 0 "$LUAIO" "$DIR/hello_stream.lua" $PORT "$TMP/cert.pem" "$TMP/key.pem" & PID=$! ;;
+    nginx) PORT=29441; taskset -c 0 nginx -p "$TMP" -c "$TMP/nginx.conf" 2>/dev/null & PID=$! ;;
     esac
     i=0; until curl -sk -o /dev/null "https://127.0.0.1:$PORT/"; do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done
 }

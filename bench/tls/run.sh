@@ -1,0 +1,76 @@
+#!/bin/sh
+# https hello world, keep-alive: luaio (streaming API and seed API) against nginx with ssl (one
+# worker) and Node.js https, the same ECDSA P-256 certificate, TLS 1.3. Each server runs pinned
+# to core 0, the client on core 1; rounds are interleaved and the medians reported as ratios to
+# nginx. Then handshakes per second (full: wrk, a new connection per request; resumed: openssl
+# s_time -reuse) and the RSS per idle TLS connection (idle_rss.sh).
+#   bench/tls/run.sh [rounds=3] [seconds=10] [connections=64] [idle_connections=5000]
+# Needs: wrk nginx nodejs (scripts/setup.sh --bench).
+set -eu
+ROUNDS=${1:-3}; SECS=${2:-10}; CONNS=${3:-64}; IDLE=${4:-5000}
+DIR=$(cd "$(dirname "$0")" && pwd); ROOT=$(cd "$DIR/../.." && pwd)
+LUAIO=${LUAIO:-$ROOT/build/luaio}
+TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+ulimit -n 65536 2>/dev/null || true
+sh "$DIR/certs.sh" "$TMP"
+mkdir -p "$TMP/logs"
+sed -e s/PORT/29431/ -e "s|CERT|$TMP/cert.pem|" -e "s|KEY|$TMP/key.pem|" "$DIR/nginx_ssl.conf" > "$TMP/nginx.conf"
+
+start() { # name -> sets PID and PORT
+    case $1 in
+    nginx) PORT=29431; taskset -c 0 nginx -p "$TMP" -c "$TMP/nginx.conf" 2>/dev/null & PID=$! ;;
+    stream) PORT=29432; taskset -c 0 "$LUAIO" "$DIR/hello_stream.lua" $PORT "$TMP/cert.pem" "$TMP/key.pem" & PID=$! ;;
+    seed) PORT=29433; taskset -c 0 "$LUAIO" "$DIR/hello_seed.lua" $PORT "$TMP/cert.pem" "$TMP/key.pem" & PID=$! ;;
+    node) PORT=29434; taskset -c 0 node "$DIR/node_hello.js" $PORT "$TMP/cert.pem" "$TMP/key.pem" & PID=$! ;;
+    esac
+    i=0; until curl -sk -o /dev/null "https://127.0.0.1:$PORT/"; do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done
+}
+stop() { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true; }
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system clock ticks
+HZ=$(getconf CLK_TCK)
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+PEERS="nginx stream seed node"
+for r in $(seq "$ROUNDS"); do
+    for p in $PEERS; do
+        start $p
+        taskset -c 1 wrk -t1 -c"$CONNS" -d2s "https://127.0.0.1:$PORT/" >/dev/null # warm-up
+        t0=$(cpu $PID)
+        taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" "https://127.0.0.1:$PORT/" > "$TMP/wrk"
+        t1=$(cpu $PID)
+        rps=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk")
+        reqs=$(awk '/requests in/ {print $1}' "$TMP/wrk")
+        us=$(awk -v a=$t0 -v b=$t1 -v n=$reqs -v hz=$HZ 'BEGIN {printf "%.2f", (b-a)/hz*1e6/n}')
+        # Full handshakes per second: wrk with a new connection per request (wrk resumes no
+        # session); resumed ones: openssl s_time -reuse (one connection at a time, so it is
+        # bounded by latency more than by the server's CPU; -www / reads the reply, and with it
+        # the TLS 1.3 ticket).
+        t0=$(cpu $PID)
+        taskset -c 1 wrk -t1 -c16 -d"${SECS}s" -H "Connection: close" "https://127.0.0.1:$PORT/" > "$TMP/wrk"
+        t1=$(cpu $PID)
+        hs=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk")
+        hus=$(awk -v a=$t0 -v b=$t1 -v n=$(awk '/requests in/ {print $1}' "$TMP/wrk") -v hz=$HZ \
+            'BEGIN {printf "%.1f", (b-a)/hz*1e6/n}')
+        rs=$(taskset -c 1 openssl s_time -connect 127.0.0.1:$PORT -reuse -www / -time $((SECS/2)) 2>/dev/null \
+            | awk '/connections in/ && /real/ {print $1/$4}' | tail -1)
+        stop
+        echo "$p $rps $us ${hs:-0} ${rs:-0} $hus" >> "$TMP/results"
+        echo "round $r $p: $rps req/s, $us us CPU/req, $hs full handshakes/s ($hus us CPU each), $rs resumed/s" >&2
+    done
+done
+
+# Server CPU per request and per handshake are the steadier figures on a shared machine.
+printf "\n%-8s %10s %9s %10s %9s %10s   %s\n" peer req/s us/req full_hs/s us/hs resumed/s \
+    "ratios to nginx (req/s, CPU/req, full hs/s, CPU/hs, resumed/s)"
+for p in $PEERS; do
+    rps=$(awk -v p=$p '$1==p {print $2}' "$TMP/results" | median)
+    us=$(awk -v p=$p '$1==p {print $3}' "$TMP/results" | median)
+    hs=$(awk -v p=$p '$1==p {print $4}' "$TMP/results" | median)
+    rs=$(awk -v p=$p '$1==p {print $5}' "$TMP/results" | median)
+    hus=$(awk -v p=$p '$1==p {print $6}' "$TMP/results" | median)
+    [ $p = nginx ] && { B_RPS=$rps; B_US=$us; B_HS=$hs; B_RS=$rs; B_HUS=$hus; }
+    awk -v p=$p -v r=$rps -v u=$us -v h=$hs -v s=$rs -v hu=$hus -v br=$B_RPS -v bu=$B_US -v bh=$B_HS -v bs=$B_RS \
+        -v bhu=$B_HUS 'BEGIN {printf "%-8s %10.0f %9.2f %10.0f %9.1f %10.0f   %.2fx %.2fx %.2fx %.2fx %.2fx\n",
+        p, r, u, h, hu, s, r/br, u/bu, h/bh, hu/bhu, s/bs}'
+done
+[ "$IDLE" -gt 0 ] && sh "$DIR/idle_rss.sh" "$IDLE"

@@ -77,7 +77,8 @@ namespace {
     X(PQgetCopyData)                                                                                                   \
     X(PQtransactionStatus)                                                                                             \
     X(PQbackendPID)                                                                                                    \
-    X(PQserverVersion)
+    X(PQserverVersion)                                                                                                 \
+    X(PQsetNoticeProcessor)
 
 #define LUAIO_PQ_SLOT(f) decltype(&::f) f##_ = nullptr;
 LUAIO_PQ(LUAIO_PQ_SLOT)
@@ -1112,6 +1113,10 @@ int l_connect(lua_State* L) {
         luaio::push_error(L, luaio::LUAIO_EPG, m.c_str());
         return 2;
     }
+    // libpq prints the server's notices (NOTICE, WARNING: "relation already exists, skipping")
+    // on stderr by default; a library must not write to the application's stderr.
+    PQsetNoticeProcessor_(
+        c->pg, [](void*, const char*) {}, nullptr);
     c->op = Op::Connect;
     start_deadline(c, connect_ms);
     // Before the first PQconnectPoll, libpq waits for the socket to be writable.

@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
@@ -138,6 +139,17 @@ void push_integer_text(lua_State* L, const char* s, size_t len) {
         lua_pushlstring(L, s, len);
 }
 
+// A FLOAT column's value as the text protocol gives it: the shortest decimal that reads back
+// as the same float (1.1, not the double nearest to the float, 1.100000023841858).
+double float_value(float f) {
+    char buf[32];
+    for (int digits = 6; digits <= 9; digits++) {
+        std::snprintf(buf, sizeof buf, "%.*g", digits, static_cast<double>(f));
+        if (std::strtof(buf, nullptr) == f) break;
+    }
+    return std::strtod(buf, nullptr);
+}
+
 bool is_integer_type(enum_field_types t) {
     return t == MYSQL_TYPE_TINY || t == MYSQL_TYPE_SHORT || t == MYSQL_TYPE_LONG || t == MYSQL_TYPE_INT24 ||
            t == MYSQL_TYPE_LONGLONG || t == MYSQL_TYPE_YEAR;
@@ -245,6 +257,7 @@ bool Conn::add_stmt_result(lua_State* L) {
     std::vector<MYSQL_BIND> out(n);
     std::vector<long long> ints(n);
     std::vector<double> dbls(n);
+    std::vector<float> flts(n);
     std::vector<std::string> bufs(n);
     std::vector<unsigned long> lens(n);
     std::vector<my_bool> nulls(n), errs(n);
@@ -258,7 +271,10 @@ bool Conn::add_stmt_result(lua_State* L) {
             b.buffer_type = MYSQL_TYPE_LONGLONG;
             b.buffer = &ints[i];
             b.is_unsigned = (fields[i].flags & UNSIGNED_FLAG) != 0;
-        } else if (is_float_type(fields[i].type)) {
+        } else if (fields[i].type == MYSQL_TYPE_FLOAT) {
+            b.buffer_type = MYSQL_TYPE_FLOAT;
+            b.buffer = &flts[i];
+        } else if (fields[i].type == MYSQL_TYPE_DOUBLE) {
             b.buffer_type = MYSQL_TYPE_DOUBLE;
             b.buffer = &dbls[i];
         } else {
@@ -297,6 +313,8 @@ bool Conn::add_stmt_result(lua_State* L) {
                                                     : std::to_string(v).c_str());
             } else if (b.buffer_type == MYSQL_TYPE_DOUBLE) {
                 lua_pushnumber(L, dbls[i]);
+            } else if (b.buffer_type == MYSQL_TYPE_FLOAT) {
+                lua_pushnumber(L, float_value(flts[i]));
             } else if (lens[i] <= b.buffer_length) {
                 lua_pushlstring(L, bufs[i].data(), lens[i]);
             } else {
@@ -684,6 +702,13 @@ std::string opt_string(lua_State* L, int idx, const char* fname) {
     return std::string(s, len);
 }
 
+// One query at a time per connection: another task's call gets EBUSY (a pool shares connections).
+int refuse_busy(lua_State* L) {
+    lua_pushnil(L);
+    luaio::push_error(L, UV_EBUSY, "the connection is busy with another query (use a pool)");
+    return 2;
+}
+
 // A new MYSQL handle for the connection, set up for the non-blocking API; false when out of memory.
 bool Conn::open_handle() {
     watch.close(); // before the old handle's descriptor goes
@@ -733,7 +758,7 @@ int l_reconnect(lua_State* L) {
     const char* fname = "db:reconnect";
     Conn* c = Conn::check(L, 1, fname);
     luaio::check_can_wait(L, fname);
-    if (c->step != kIdle) luaio::raise(L, fname, "the connection is busy with another query (use a pool)");
+    if (c->step != kIdle) return refuse_busy(L);
     if (!c->open_handle()) return luaio::return_uv_error(L, UV_ENOMEM);
     return c->begin(L, kConnect, c->connect_timeout);
 }
@@ -803,7 +828,7 @@ int l_query(lua_State* L) {
     const char* sql = luaio::check_string(L, 2, fname, &len);
     unsigned ms = lua_isnoneornil(L, 3) ? c->query_timeout : check_ms(L, 3, fname);
     luaio::check_can_wait(L, fname);
-    if (c->step != kIdle) luaio::raise(L, fname, "the connection is busy with another query (use a pool)");
+    if (c->step != kIdle) return refuse_busy(L);
     if (int n = refuse_broken(L, c)) return n;
     int nparams = std::max(0, lua_gettop(L) - 3);
     c->sql.assign(sql, len);
@@ -826,7 +851,7 @@ int l_ping(lua_State* L) {
     Conn* c = check_conn(L, fname);
     unsigned ms = check_ms(L, 2, fname);
     luaio::check_can_wait(L, fname);
-    if (c->step != kIdle) luaio::raise(L, fname, "the connection is busy with another query (use a pool)");
+    if (c->step != kIdle) return refuse_busy(L);
     if (c->broken) {
         lua_pushnil(L);
         push_mysql_error(L, CR_SERVER_GONE_ERROR, "HY000", "the connection is broken (lost or timed out)");

@@ -66,6 +66,7 @@ struct Chunked {
     size_t next = 0;              // the first buffer not encoded whole
     size_t off = 0;               // its bytes already encoded
     int anchor = LUA_NOREF;
+    bool shutdown = false; // a shutdown waits for the rest to be encoded
     ~Chunked() {
         if (anchor != LUA_NOREF && main_state()) luaL_unref(main_state(), LUA_REGISTRYINDEX, anchor);
     }
@@ -647,9 +648,13 @@ struct Stream::Impl {
         return wait_written(L, s);
     }
 
+    // Ends the chunked write; a shutdown that waited for it starts now, after its last bytes.
     static void drop_chunked(Stream* s) {
+        bool shut = s->extra_->chunked->shutdown;
         delete s->extra_->chunked;
         s->extra_->chunked = nullptr;
+        if (!shut || s->closing_) return;
+        if (int err = start_shutdown(s)) wake_uv_error(s->extra_->shutter, err, 0);
     }
 
     // Encodes and sends chunks of the chunked write until the kernel does not take one at once
@@ -675,16 +680,16 @@ struct Stream::Impl {
             std::string& out = encoded();
             out.clear();
             int err = t->encode(s, part, n, &out);
-            if (last || err) drop_chunked(s); // part[] is encoded: its bytes may go
-            if (err) return s->write_err_ = err;
+            if (err) {
+                drop_chunked(s);
+                return s->write_err_ = err;
+            }
             bool queued = false;
             uv_buf_t b = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
             err = send(s, nullptr, &b, 1, out.size(), 0, 0, last ? nullptr : on_chunk_sent, nullptr, &queued);
-            if (err) {
-                if (!last) drop_chunked(s);
-                return err;
-            }
-            if (queued) return 0;
+            if (last || err) drop_chunked(s); // after the last bytes were sent or queued
+            if (err) return err;
+            if (queued || last) return 0;
         }
         return 0;
     }
@@ -868,16 +873,24 @@ struct Stream::Impl {
             return 1;
         }
         check_can_wait(L, "shutdown");
-        if (s->extra_ && s->extra_->transport) s->extra_->transport->ending(s);
-        auto* req = new uv_shutdown_t;
-        req->data = s;
-        int err = uv_shutdown(req, s->stream(), on_shutdown);
-        if (err) {
-            delete req;
+        if (s->extra_ && s->extra_->chunked) {
+            // The rest of a large write goes first (drop_chunked starts the shutdown).
+            s->extra_->chunked->shutdown = true;
+        } else if (int err = start_shutdown(s)) {
             push_uv_error(L, err);
             return 1;
         }
         return park(L, extra(s)->shutter);
+    }
+
+    // The transport's last bytes (close_notify), then the half-close behind the queued writes.
+    static int start_shutdown(Stream* s) {
+        if (s->extra_ && s->extra_->transport) s->extra_->transport->ending(s);
+        auto* req = new uv_shutdown_t;
+        req->data = s;
+        int err = uv_shutdown(req, s->stream(), on_shutdown);
+        if (err) delete req;
+        return err;
     }
 
     // Closing a closed stream does nothing; closing something else raises. Also __close,

@@ -250,6 +250,33 @@ describe("tls writes and the end of a session", function()
         srv:close()
     end)
 
+    it("shuts down after the rest of a large write, not in the middle of it", function()
+        local big = string.rep("abcdefgh", 512 * 1024) -- 4 MiB
+        local result = {}
+        local srv, port = serve(function(sock)
+            local started = false
+            local writer = task.spawn(function()
+                started = true -- and the write runs at once until it waits for the peer
+                return sock:write(big)
+            end)
+            assert(helper.wait_for(function() return started end))
+            result.shutdown = sock:shutdown()
+            result.write = writer:join()
+            sock:close()
+        end)
+        local sock = assert(tls.connect(port, "127.0.0.1", { ca = path("ca.pem") }))
+        sock:setTimeout(10000)
+        assert.are.equal("a", sock:read(1)) -- the write has begun
+        local rest, err = sock:read(#big)
+        assert.are.equal("EOF", err.name)
+        assert.is_nil(err.truncated) -- close_notify came, after every byte
+        assert.are.equal(#big - 1, #rest)
+        assert.is_true(helper.wait_for(function() return result.write ~= nil or result.shutdown ~= nil end))
+        assert.is_nil(result.shutdown)
+        sock:close()
+        srv:close()
+    end)
+
     it("tells a peer that closed without close_notify (truncated) from one that said close_notify", function()
         -- luaio's server says close_notify before it closes: a plain EOF.
         local srv, port = serve(function(sock)

@@ -40,6 +40,9 @@ using luaio::Stream;
 constexpr const char* kConnClass = "luaio.redis.conn";
 // The output buffer's capacity kept between writes; a larger one (a big pipeline) is let go.
 constexpr size_t kKeepOut = 64 * 1024;
+// Output gathered during a dispatch goes out once it reaches this size, without waiting for the
+// check phase: the server then works on the first commands while we make the next ones.
+constexpr size_t kFlushAt = 16 * 1024;
 
 // The error a call returns when the connection has no socket (dropped): lib/redis.lua then
 // reconnects and calls again. One table, compared by identity.
@@ -624,7 +627,7 @@ int return_down(lua_State* L) {
 // task for the replies of a new entry.
 int send_and_wait(lua_State* L, Conn* c, Entry e, const char* fname) {
     luaio::check_can_wait(L, fname);
-    if (g_dispatching > 0) {
+    if (g_dispatching > 0 && c->out.size() < kFlushAt) {
         queue_flush(c);
     } else {
         if (int err = flush(c)) {

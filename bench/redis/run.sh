@@ -4,11 +4,12 @@
 # connection; one connection per task; pipelines of 16), redis-benchmark -c 64 (the C ceiling;
 # -P 16 pipelined), Node with ioredis and Bun's Bun.redis (both installed here with npm into
 # bench/.npm, not at spec time). Prints each result and the ratios.
-#   bash bench/redis/run.sh [path/to/luaio] [seconds]
+#   bash bench/redis/run.sh [path/to/luaio] [seconds] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LUAIO=${1:-build/luaio}
 SECS=${2:-10}
+ROUNDS=${3:-3}
 TASKS=64
 DEPTH=16
 
@@ -28,46 +29,58 @@ trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
 declare -A OPS CPU
+# Each measurement appends "ops cpu" to RES[name]; the report takes the median round, since a
+# shared machine's load changes between runs (the rounds alternate the clients).
+declare -A RES
 run() { # name command...
     local name=$1; shift
     local out
     out=$("$@" 2>&1 | grep 'ops/s' | tail -1) || true
-    OPS[$name]=$(echo "$out" | awk '{print $2}')
-    CPU[$name]=$(echo "$out" | awk '{print $4}')
-    printf '%-26s %10s ops/s %8s us CPU/op\n' "$name" "${OPS[$name]:-?}" "${CPU[$name]:-?}"
+    RES[$name]+="$(echo "$out" | awk '{print $2, $4}');"
 }
 # redis-benchmark: requests per second; CPU per op from its user+sys time.
 rb() { # name extra-args...
     local name=$1; shift
     local n=$((SECS * 150000))
-    local t0 out cpu
+    local out cpu rps
     out=$( { /usr/bin/time -f 'cpu %U %S' redis-benchmark -p "$port" -c $TASKS -n $n -t get -q "$@"; } 2>&1 )
-    local rps
-    rps=$(echo "$out" | grep -o 'GET: [0-9.]*' | awk '{print $2}')
+    rps=$(echo "$out" | tr '\r' '\n' | grep 'requests per second' | tail -1 | awk '{print $2}')
     cpu=$(echo "$out" | awk '/^cpu/ {print ($2 + $3)}')
-    OPS[$name]=${rps%.*}
-    CPU[$name]=$(python3 -c "print(f'{$cpu * 1e6 / $n:.3f}')")
-    printf '%-26s %10s ops/s %8s us CPU/op\n' "$name" "${OPS[$name]}" "${CPU[$name]}"
+    RES[$name]+="${rps%.*} $(python3 -c "print(f'{$cpu * 1e6 / $n:.3f}')");"
 }
 
 redis-cli -p "$port" set key xxx >/dev/null
-echo "GET, $TASKS concurrent, ${SECS}s each (pipelined: $DEPTH per round trip)"
-rb redis-benchmark
-run luaio-shared "$LUAIO" bench/redis/get.lua "$port" $TASKS "$SECS" shared
-run luaio-conns "$LUAIO" bench/redis/get.lua "$port" $TASKS "$SECS" conns
-run node-ioredis node bench/redis/ioredis.js "$port" $TASKS "$SECS" shared
-run node-ioredis-auto node bench/redis/ioredis.js "$port" $TASKS "$SECS" auto
-run node-ioredis-conns node bench/redis/ioredis.js "$port" $TASKS "$SECS" conns
-if [ -n "$BUN" ]; then
-    run bun-redis "$BUN" bench/redis/bun_redis.js "$port" $TASKS "$SECS" shared
-    run bun-redis-conns "$BUN" bench/redis/bun_redis.js "$port" $TASKS "$SECS" conns
-fi
-rb redis-benchmark-P16 -P $DEPTH
-run luaio-pipeline "$LUAIO" bench/redis/get.lua "$port" $TASKS "$SECS" pipeline $DEPTH
-run node-ioredis-pipeline node bench/redis/ioredis.js "$port" $TASKS "$SECS" pipeline $DEPTH
-[ -n "$BUN" ] && run bun-redis-pipeline "$BUN" bench/redis/bun_redis.js "$port" $TASKS "$SECS" pipeline $DEPTH
+NAMES=(redis-benchmark luaio-shared luaio-conns node-ioredis node-ioredis-auto node-ioredis-conns)
+[ -n "$BUN" ] && NAMES+=(bun-redis bun-redis-conns)
+NAMES+=(redis-benchmark-P16 luaio-pipeline node-ioredis-pipeline)
+[ -n "$BUN" ] && NAMES+=(bun-redis-pipeline)
+echo "GET, $TASKS concurrent, ${SECS}s each, median of $ROUNDS rounds (pipelined: $DEPTH per round trip)"
+for round in $(seq "$ROUNDS"); do
+    rb redis-benchmark
+    run luaio-shared "$LUAIO" bench/redis/get.lua "$port" $TASKS "$SECS" shared
+    run luaio-conns "$LUAIO" bench/redis/get.lua "$port" $TASKS "$SECS" conns
+    run node-ioredis node bench/redis/ioredis.js "$port" $TASKS "$SECS" shared
+    run node-ioredis-auto node bench/redis/ioredis.js "$port" $TASKS "$SECS" auto
+    run node-ioredis-conns node bench/redis/ioredis.js "$port" $TASKS "$SECS" conns
+    if [ -n "$BUN" ]; then
+        run bun-redis "$BUN" bench/redis/bun_redis.js "$port" $TASKS "$SECS" shared
+        run bun-redis-conns "$BUN" bench/redis/bun_redis.js "$port" $TASKS "$SECS" conns
+    fi
+    rb redis-benchmark-P16 -P $DEPTH
+    run luaio-pipeline "$LUAIO" bench/redis/get.lua "$port" $TASKS "$SECS" pipeline $DEPTH
+    run node-ioredis-pipeline node bench/redis/ioredis.js "$port" $TASKS "$SECS" pipeline $DEPTH
+    [ -n "$BUN" ] && run bun-redis-pipeline "$BUN" bench/redis/bun_redis.js "$port" $TASKS "$SECS" pipeline $DEPTH
+    echo "round $round done" >&2
+done
+for name in "${NAMES[@]}"; do
+    read -r OPS[$name] CPU[$name] < <(python3 -c "
+rows = [r.split() for r in '${RES[$name]:-}'.split(';') if len(r.split()) == 2]
+rows.sort(key=lambda r: float(r[0]))
+print(*rows[len(rows) // 2] if rows else ('?', '?'))")
+    printf '%-24s %10s ops/s %8s us CPU/op   (rounds: %s)\n' "$name" "${OPS[$name]}" "${CPU[$name]}" "${RES[$name]}"
+done
 
-ratio() { python3 -c "a, b = '${OPS[$1]:-}', '${OPS[$2]:-}'; print(f'{float(a) / float(b):.2f}x' if a and b else '?')"; }
+ratio() { python3 -c "a, b = '${OPS[$1]:-?}', '${OPS[$2]:-?}'; print(f'{float(a) / float(b):.2f}x' if '?' not in (a, b) else '?')"; }
 echo
 echo "luaio-shared / redis-benchmark:      $(ratio luaio-shared redis-benchmark)"
 echo "luaio-shared / node-ioredis:         $(ratio luaio-shared node-ioredis)"

@@ -37,13 +37,13 @@ function http.createServer(options, handler)
     if type(options) == "table" and type(options.accessLog) == "function" then
         handler = require("http.access").wrap(handler, options.accessLog)
     end
-    return server.listen(options, handler, false, "createServer")
+    return server.listen(options, handler, false, "http.createServer")
 end
 
 --- The seed's API: handler(request) returns {status, headers, body}; request has method,
 --- path, query, headers and body (a string).
 function http.serve(options, handler)
-    return server.listen(options, handler, true, "serve")
+    return server.listen(options, handler, true, "http.serve")
 end
 
 --- A handler for a health route (`/healthz`) a load balancer polls: 200 "ok", or 503

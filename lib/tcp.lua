@@ -9,9 +9,10 @@
 -- master's listening socket adopted in a worker of `luaio --workers`. Each connection's task
 -- is started by C++, which closes its socket when the task ends (luaio::spawn's close_idx).
 local core = require "luaio.tcp"
-local new_error = require("luaio.errors").new
+local errors = require "luaio.errors"
+local new_error, raise = errors.new, errors.raise
 
-local type, error, pcall, require, pairs = type, error, pcall, require, pairs
+local type, pcall, require, pairs = type, pcall, require, pairs
 local format = string.format
 local listen, connect, isIP = core.listen, core.connect, core.isIP
 
@@ -27,7 +28,7 @@ end
 
 local function check_port(port, fname)
     if type(port) ~= "number" then
-        error(format("%s: expected a port number as argument 1, got %s", fname, type(port)), 3)
+        raise(fname, format("expected a port number as argument 1, got %s", type(port)))
     end
 end
 
@@ -47,12 +48,11 @@ local function resolve(host, family)
     return addrs
 end
 
---- Listens on port (0: a free port, see server:address()) and runs onconnect(sock, server)
---- in a new task for every connection. Returns the server, or nil and an error table.
-function tcp.createServer(port, onconnect, options)
-    check_port(port, "createServer")
+-- tcp.createServer, for servers built on it (http): fname is the public name in messages.
+local function create_server(port, onconnect, options, fname)
+    check_port(port, fname)
     if options ~= nil and type(options) ~= "table" then
-        error("createServer: expected an options table as argument 3, got " .. type(options), 2)
+        raise(fname, "expected an options table as argument 3, got " .. type(options))
     end
     local host = options and options.host
     if type(host) == "string" and isIP(host) == 0 then
@@ -96,7 +96,7 @@ function tcp.createServer(port, onconnect, options)
         copy.fd = fd
         options = copy
     end
-    local server, err = listen(port, onconnect, options)
+    local server, err = listen(port, onconnect, options, fname)
     if err and host ~= nil and isIP(host) == 0 then
         err.host = host
     end
@@ -107,21 +107,29 @@ function tcp.createServer(port, onconnect, options)
     end
     return server, err
 end
+tcp._createServer = create_server
+
+--- Listens on port (0: a free port, see server:address()) and runs onconnect(sock, server)
+--- in a new task for every connection. Returns the server, or nil and an error table.
+function tcp.createServer(port, onconnect, options)
+    local server, err = create_server(port, onconnect, options, "tcp.createServer")
+    return server, err
+end
 
 --- Connects to host:port (host: an IP address or a name, default 127.0.0.1, or ::1 with
 --- family 6). Returns the socket, or nil and an error table (ECONNREFUSED, ETIMEDOUT, ...).
 function tcp.connect(port, host, options)
-    check_port(port, "connect")
+    check_port(port, "tcp.connect")
     if type(host) == "table" and options == nil then
         host, options = nil, host
     end
     if options ~= nil and type(options) ~= "table" then
-        error("connect: expected an options table as argument 3, got " .. type(options), 2)
+        raise("tcp.connect", "expected an options table as argument 3, got " .. type(options))
     end
     if host == nil then
         host = options and options.family == 6 and "::1" or "127.0.0.1"
     elseif type(host) ~= "string" then
-        error("connect: expected a host name or address as argument 2, got " .. type(host), 2)
+        raise("tcp.connect", "expected a host name or address as argument 2, got " .. type(host))
     end
     if isIP(host) ~= 0 then
         return connect(port, host, options)

@@ -1526,17 +1526,19 @@ int l_reject(lua_State* L) {
     return 0;
 }
 
-// head = core.requesthead(method, target, headers, framing): a request's head, built (and so
-// checked: method, target, header names and values) before a connection is made for it. framing
-// is the body's length (a Content-Length), true (chunked) or nil (no body).
+// head = core.requesthead(method, target, headers, framing[, fname]): a request's head, built (and
+// so checked: method, target, header names and values) before a connection is made for it.
+// framing is the body's length (a Content-Length), true (chunked) or nil (no body); fname the
+// public name in messages (http.request, http.get).
 int l_request_head(lua_State* L) {
+    const char* fname = lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : "http.request";
     size_t mlen, tlen;
     const char* method = luaL_checklstring(L, 1, &mlen);
     const char* target = luaL_checklstring(L, 2, &tlen);
-    if (!is_token(method, mlen)) luaio::raise(L, "request", "invalid method '%s'", method);
+    if (!is_token(method, mlen)) luaio::raise(L, fname, "invalid method '%s'", method);
     for (size_t i = 0; i < tlen; i++)
         if (static_cast<unsigned char>(target[i]) <= 32 || target[i] == 127)
-            luaio::raise(L, "request", "invalid request target (control character or space)");
+            luaio::raise(L, fname, "invalid request target (control character or space)");
     OutBuf& b = out();
     b.clear();
     b.append(method, mlen);
@@ -1544,7 +1546,7 @@ int l_request_head(lua_State* L) {
     b.append(target, tlen);
     b.append(" HTTP/1.1\r\n", 11);
     Seen seen;
-    append_headers(L, 3, -1, b, seen, "request");
+    append_headers(L, 3, -1, b, seen, fname);
     if (lua_type(L, 4) == LUA_TNUMBER) {
         b.append("Content-Length: ", 16);
         b.append_uint(static_cast<uint64_t>(lua_tointeger(L, 4)));

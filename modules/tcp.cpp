@@ -267,23 +267,24 @@ void on_connect_timeout(uv_timer_t* t) {
     wake_connect_error(c, UV_ETIMEDOUT);
 }
 
-// sock, err = core.connect(port, ip, options)
+// sock, err = core.connect(port, ip, options[, fname])
 int l_connect(lua_State* L) {
     static const char* const known[] = {"family",           "timeout",     "connect_timeout", "read_timeout",
                                         "write_timeout",    "tcp_nodelay", "tcp_keepalive",   "tcp_keepidle",
                                         "read_buffer_size", nullptr};
-    int port = static_cast<int>(check_port(L, 1, "connect"));
-    const char* ip = luaio::check_string(L, 2, "connect");
-    check_option_names(L, 3, known, "connect");
+    // The public name for messages: lib/tcp.lua's caller's (argument 4), else tcp.connect.
+    const char* fname = lua_type(L, 4) == LUA_TSTRING ? lua_tostring(L, 4) : "tcp.connect";
+    int port = static_cast<int>(check_port(L, 1, fname));
+    const char* ip = luaio::check_string(L, 2, fname);
+    check_option_names(L, 3, known, fname);
     // `family` chooses the default host and the addresses of a host name (lib/tcp.lua); here
     // the address itself says its family.
-    check_family(L, 3, ip, "connect");
+    check_family(L, 3, ip, fname);
     int family = ip_family(ip);
-    SocketOptions opts = socket_options(L, 3, "connect");
+    SocketOptions opts = socket_options(L, 3, fname);
     sockaddr_storage ss;
-    if (!family || make_sockaddr(ip, port, family, &ss) != 0)
-        luaio::raise(L, "connect", "'%s' is not an IP address", ip);
-    luaio::check_can_wait(L, "connect");
+    if (!family || make_sockaddr(ip, port, family, &ss) != 0) luaio::raise(L, fname, "'%s' is not an IP address", ip);
+    luaio::check_can_wait(L, fname);
 
     Stream* s = Stream::create(UV_TCP);
     int err = uv_tcp_init(luaio::loop(), s->tcp());
@@ -443,13 +444,14 @@ Server* check_server(lua_State* L, const char* fname) {
     return Server::check(L, 1, fname);
 }
 
-// server, err = core.listen(port, onconnect, options)
+// server, err = core.listen(port, onconnect, options[, fname])
 int l_listen(lua_State* L) {
     static const char* const known[] = {
         "family",           "host",           "timeout",      "read_timeout", "write_timeout",
         "tcp_nodelay",      "tcp_keepalive",  "tcp_keepidle", "tcp_backlog",  "tcp_reuseport",
         "read_buffer_size", "maxconnections", "fd",           "spawn",        nullptr};
-    const char* fname = "createServer";
+    // The public name for messages: lib/tcp.lua's caller's (argument 4), else tcp.createServer.
+    const char* fname = lua_type(L, 4) == LUA_TSTRING ? lua_tostring(L, 4) : "tcp.createServer";
     int port = static_cast<int>(check_port(L, 1, fname));
     if (!lua_isfunction(L, 2))
         luaio::raise(L, fname, "expected a function as argument 2 (onconnect), got %s", luaL_typename(L, 2));
@@ -543,7 +545,7 @@ int l_server_close(lua_State* L) {
 
 int l_is_ip(lua_State* L) {
     if (lua_type(L, 1) != LUA_TSTRING)
-        luaio::raise(L, "isIP", "expected a string as argument 1, got %s", luaL_typename(L, 1));
+        luaio::raise(L, "tcp.isIP", "expected a string as argument 1, got %s", luaL_typename(L, 1));
     lua_pushinteger(L, ip_family(lua_tostring(L, 1)));
     return 1;
 }

@@ -174,7 +174,7 @@ end
 --- The next piece of a streamed body, nil at its end (the connection then goes back to the
 --- pool), or nil and an error table.
 function Response:read()
-    local conn = conn_of(self, "read")
+    local conn = conn_of(self, "res:read")
     if not conn then
         return nil
     end
@@ -193,7 +193,7 @@ end
 
 --- The rest of a streamed body as one string.
 function Response:readAll()
-    local conn = conn_of(self, "readAll")
+    local conn = conn_of(self, "res:readAll")
     if not conn then
         return ""
     end
@@ -210,7 +210,7 @@ end
 
 --- Gives up a streamed body that will not be read: the connection is closed.
 function Response:close()
-    if conn_of(self, "close") then
+    if conn_of(self, "res:close") then
         self._conn:close()
         self._conn = nil
     end
@@ -326,7 +326,7 @@ local function send_body(conn, req)
         end
         if type(piece) ~= "string" then
             conn:close()
-            error("request: the body function must return strings or nil, got " .. type(piece), 0)
+            error(req.fname .. ": the body function must return strings or nil, got " .. type(piece), 0)
         end
         sent = sent + #piece
         if length ~= true and sent > length then
@@ -542,7 +542,7 @@ local function head_of(u, req, level)
         end
         headers[k] = v
     end
-    local ok, head = pcall(core.requesthead, req.method, u.target, headers, req.framing)
+    local ok, head = pcall(core.requesthead, req.method, u.target, headers, req.framing, req.fname)
     if not ok then
         error(head, 0) -- the binding's message already points at the caller
     end
@@ -599,6 +599,7 @@ local function request(opts, fname, level)
         method = method, headers = headers, body = body, framing = framing,
         deadline = timeout and timeout > 0 and now_ms() + timeout or nil,
         stream = opts.stream, tls = opts.tls, limits = limits_of(opts), expectContinue = opts.expectContinue,
+        fname = fname,
     }
     -- A given Expect: 100-continue is the option (and is sent once, by head_of).
     for k, v in pairs(headers) do
@@ -655,14 +656,14 @@ end
 --- maxBodySize, maxHeaderSize}. body: a string, a function that returns the pieces (nil at the
 --- end), or an object whose read method does (a request being served, a streamed response, a file). Returns the response {status, reason, headers, httpVersion, body} or nil and an error table.
 function client.request(opts)
-    local res, err = request(opts, "request", 3)
+    local res, err = request(opts, "http.request", 3)
     return res, err
 end
 
 --- http.get(url[, options]): a GET request.
 function client.get(url, options)
     if type(url) ~= "string" then
-        error("get: expected a URL string as argument 1, got " .. type(url), 2)
+        error("http.get: expected a URL string as argument 1, got " .. type(url), 2)
     end
     local o = { url = url, method = "GET" }
     if options then
@@ -672,7 +673,7 @@ function client.get(url, options)
             end
         end
     end
-    local res, err = request(o, "get", 3)
+    local res, err = request(o, "http.get", 3)
     return res, err
 end
 

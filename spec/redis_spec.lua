@@ -380,8 +380,8 @@ describe("redis failures", function()
     end)
 
     it("a subscriber learns that the connection dropped", function()
-        local sub = assert(redis.connect { port = server.port })
-        sub:subscribe("c")
+        local sub = assert(redis.connect { port = server.port, timeout = 3000 })
+        assert.equal(2, sub:subscribe("c", "c2"))
         local res
         local t = task.spawn(function()
             res = { sub:message() }
@@ -391,6 +391,11 @@ describe("redis failures", function()
         assert.is_true((t:join()))
         assert.is_nil(res[1])
         assert.truthy(res[2].name)
+        -- Once the server is back, the connection has no subscription: unsubscribing from all
+        -- gets its one reply (the channels of the old connection are forgotten).
+        server:restart()
+        assert.equal(0, sub:unsubscribe())
+        assert.equal(1, sub:subscribe("d"))
         sub:close()
     end)
 end)

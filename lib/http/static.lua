@@ -91,6 +91,8 @@ end
 -- hold here ("/", "\", NUL, "..").
 local function decode_segment(seg)
     if find(seg, "\\", 1, true) or find(seg, "\0", 1, true) then return nil end
+    -- Most segments have no escape: no gsub (whose closure LuaJIT does not compile).
+    if not find(seg, "%", 1, true) then return seg ~= ".." and seg or nil end
     local bad = false
     local s = gsub(seg, "%%(..)", function(h)
         local a, b = hex(sub(h, 1, 1)), hex(sub(h, 2, 2))
@@ -377,7 +379,8 @@ function static.new(root, options)
         remove(path) -- the stale entry, or one that another request made meanwhile
         if not real then return nil end
         e = { real = real, st = st, file = file, fd = file and file:fd(), inside = inside(real), users = 0,
-            expires = hrtime() + cache_valid, etag = etag_of(st), modified = http_date(st.mtime), dropped = false }
+            expires = hrtime() + cache_valid, etag = etag_of(st), modified = http_date(st.mtime), dropped = false,
+            ctype = st.type == "file" and content_type(path) or false }
         if cache_max == 0 then
             e.dropped = true -- no cache: closed once sent, or at the end of the request
             opened[#opened + 1] = e
@@ -391,30 +394,52 @@ function static.new(root, options)
         end
         return e
     end
+    -- The file path of a request path (raw, percent-encoded) or of a router's catch-all (rel,
+    -- decoded), checked segment by segment; nil once the request is answered (400, 403, 404,
+    -- 414). Its result only depends on the path, so paths that passed are remembered (checked,
+    -- bounded like the cache): a repeated request skips the checks.
+    local checked, nchecked = {}, 0
+    local function file_of(res, raw, rel)
+        local segs, status = segments_of(raw)
+        if not segs then
+            plain(res, status, status == 414 and "URI Too Long\n" or "Bad Request\n")
+            return nil
+        end
+        if rel then -- a router's catch-all, already decoded: checked again, segment by segment
+            segs = {}
+            for seg in gmatch(rel, "[^/]+") do
+                if seg == ".." or find(seg, "[\\%z]") then
+                    plain(res, 400, "Bad Request\n")
+                    return nil
+                end
+                if seg ~= "." then segs[#segs + 1] = seg end
+            end
+        end
+        for _, s in ipairs(segs) do
+            if sub(s, 1, 1) == "." and o.dotfiles ~= "allow" then
+                plain(res, o.dotfiles == "deny" and 403 or 404, o.dotfiles == "deny" and "Forbidden\n" or "Not Found\n")
+                return nil
+            end
+        end
+        return root .. (#segs > 0 and "/" .. concat(segs, "/") or "")
+    end
     local function serve(req, res, params, opened)
         local method = req.method
         if method ~= "GET" and method ~= "HEAD" then
             return plain(res, 405, "Method Not Allowed\n", { Allow = "GET, HEAD" })
         end
         local raw = req.path
-        local segs, status = segments_of(raw)
-        if not segs then return plain(res, status, status == 414 and "URI Too Long\n" or "Bad Request\n") end
         params = params or req.params
         local rel = params and params[o.param]
-        if rel then -- a router's catch-all, already decoded: checked again, segment by segment
-            segs = {}
-            for seg in gmatch(rel, "[^/]+") do
-                if seg == ".." or find(seg, "[\\%z]") then return plain(res, 400, "Bad Request\n") end
-                if seg ~= "." then segs[#segs + 1] = seg end
+        local file = not rel and checked[raw]
+        if not file then
+            file = file_of(res, raw, rel)
+            if not file then return end -- answered (400, 403, 404, 414)
+            if not rel then
+                if nchecked >= cache_max then checked, nchecked = {}, 0 end
+                checked[raw], nchecked = file, nchecked + 1
             end
         end
-        for _, s in ipairs(segs) do
-            if sub(s, 1, 1) == "." and o.dotfiles ~= "allow" then
-                if o.dotfiles == "deny" then return plain(res, 403, "Forbidden\n") end
-                return plain(res, 404, "Not Found\n")
-            end
-        end
-        local file = root .. (#segs > 0 and "/" .. concat(segs, "/") or "")
         -- One trip to the thread pool on a miss: the resolved path, its stat and the open file.
         local e = find(file, opened)
         if not e or not e.inside then return plain(res, 404, "Not Found\n") end
@@ -437,7 +462,7 @@ function static.new(root, options)
         elseif t ~= "file" then
             return plain(res, 404, "Not Found\n")
         end
-        res:setHeader("Content-Type", content_type(file))
+        res:setHeader("Content-Type", e.ctype or content_type(file))
         local encoding, vary
         local ae = o.precompressed and req.headers["accept-encoding"]
         if ae then -- variants are looked for only for clients that say what they accept

@@ -31,6 +31,7 @@
 #include <cstring>
 #include <iterator>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -64,7 +65,11 @@ constexpr int kAbortTries = 16;
 // The Lua function that kills a timed-out query from a second connection (lib/mysql.lua).
 luaio::Anchor g_killer;
 
-enum Step : uint8_t { kIdle, kConnect, kQuery, kStore, kNext, kPrepare, kExecute, kStmtStore, kStmtNext, kPing };
+// Prepared statements kept per connection, by SQL text (as postgres does: a query with
+// parameters then costs one round trip instead of two).
+constexpr size_t kMaxStatements = 100;
+
+enum Step : uint8_t { kIdle, kConnect, kQuery, kStore, kNext, kPrepare, kBind, kExecute, kStmtStore, kStmtNext, kPing };
 
 // A parameter of a prepared statement, kept while the statement runs.
 struct Param {
@@ -78,7 +83,9 @@ struct Conn : luaio::Handle<Conn> {
     static constexpr const char* kWhat = "mysql connection";
 
     MYSQL* my = nullptr;
-    MYSQL_STMT* stmt = nullptr;
+    MYSQL_STMT* stmt = nullptr; // the statement of the query in progress
+    bool stmt_cached = false;   // it is in stmts (else it is closed when the query ends)
+    std::unordered_map<std::string, MYSQL_STMT*> stmts;
     luaio::FdWatch watch;
     uv_timer_t deadline;  // the operation's timeout
     uv_timer_t libtimer;  // the connector's own timeouts (MYSQL_WAIT_TIMEOUT)
@@ -123,6 +130,8 @@ struct Conn : luaio::Handle<Conn> {
     void fail_from_stmt();
     int begin(lua_State* L, Step first, unsigned ms);
     bool open_handle();
+    bool bind_for_execute();
+    void close_statements();
     void add_text_result(lua_State* L, MYSQL_RES* res);
     bool add_stmt_result(lua_State* L);
 };
@@ -395,6 +404,7 @@ int Conn::call(int ev) {
         return start ? mysql_stmt_next_result_start_(&ret_int, stmt) : mysql_stmt_next_result_cont_(&ret_int, stmt, ev);
     case kPing:
         return start ? mysql_ping_start_(&ret_int, my) : mysql_ping_cont_(&ret_int, my, ev);
+    case kBind: // no I/O
     case kIdle:
         break;
     }
@@ -509,17 +519,14 @@ bool Conn::after_step() {
             fail_from_stmt();
             break;
         }
-        if (mysql_stmt_param_count_(stmt) != binds.size()) {
-            err_no = CR_PARAMS_NOT_BOUND;
-            err_state = "HY000";
-            err_msg = "the statement has " + std::to_string(mysql_stmt_param_count_(stmt)) +
-                      " placeholders, the query gave " + std::to_string(binds.size()) + " parameters";
-            break;
+        if (stmts.size() < kMaxStatements) {
+            stmts.emplace(sql, stmt);
+            stmt_cached = true;
         }
-        if (!binds.empty() && mysql_stmt_bind_param_(stmt, binds.data())) {
-            fail_from_stmt();
-            break;
-        }
+        step = kBind;
+        return true;
+    case kBind:
+        if (!bind_for_execute()) break;
         step = kExecute;
         return true;
     case kExecute:
@@ -574,9 +581,13 @@ void Conn::finish() {
     uv_timer_stop(&libtimer);
     uv_timer_stop(&deadline);
     if (stmt) {
+        // A statement that failed may be in any state: it is prepared again next time.
+        bool failed = err_no || timed_out || closing;
+        if (stmt_cached && failed) stmts.erase(sql);
         // COM_STMT_CLOSE has no reply: the blocking call only writes a few bytes.
-        mysql_stmt_close_(stmt);
+        if (!stmt_cached || failed) mysql_stmt_close_(stmt);
         stmt = nullptr;
+        stmt_cached = false;
     }
     params.clear();
     binds.clear();
@@ -654,6 +665,7 @@ void Conn::close() {
         run(MYSQL_WAIT_TIMEOUT);
     }
     watch.close();
+    close_statements();
     if (my) {
         mysql_close_(my);
         my = nullptr;
@@ -709,9 +721,32 @@ int refuse_busy(lua_State* L) {
     return 2;
 }
 
+// The statement's parameters bound for an execution; false (and the error) for a wrong count.
+bool Conn::bind_for_execute() {
+    if (mysql_stmt_param_count_(stmt) != binds.size()) {
+        err_no = CR_PARAMS_NOT_BOUND;
+        err_state = "HY000";
+        err_msg = "the statement has " + std::to_string(mysql_stmt_param_count_(stmt)) +
+                  " placeholders, the query gave " + std::to_string(binds.size()) + " parameters";
+        return false;
+    }
+    if (!binds.empty() && mysql_stmt_bind_param_(stmt, binds.data())) {
+        fail_from_stmt();
+        return false;
+    }
+    return true;
+}
+
+// Closes the statements kept (before their connection's handle goes).
+void Conn::close_statements() {
+    for (auto& kv : stmts) mysql_stmt_close_(kv.second);
+    stmts.clear();
+}
+
 // A new MYSQL handle for the connection, set up for the non-blocking API; false when out of memory.
 bool Conn::open_handle() {
     watch.close(); // before the old handle's descriptor goes
+    close_statements();
     if (my) mysql_close_(my);
     my = mysql_init_(nullptr);
     if (!my) return false;
@@ -837,11 +872,18 @@ int l_query(lua_State* L) {
     for (int i = 0; i < nparams; i++) bind_param(L, 4 + i, c->params[i], c->binds[i], fname);
     Step first = kQuery;
     if (nparams > 0) {
-        c->stmt = mysql_stmt_init_(c->my);
-        if (!c->stmt) return luaio::return_uv_error(L, UV_ENOMEM);
-        my_bool on = 1;
-        mysql_stmt_attr_set_(c->stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &on);
-        first = kPrepare;
+        auto it = c->stmts.find(c->sql);
+        if (it != c->stmts.end()) {
+            c->stmt = it->second;
+            c->stmt_cached = true;
+            first = kBind;
+        } else {
+            c->stmt = mysql_stmt_init_(c->my);
+            if (!c->stmt) return luaio::return_uv_error(L, UV_ENOMEM);
+            my_bool on = 1;
+            mysql_stmt_attr_set_(c->stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &on);
+            first = kPrepare;
+        }
     }
     return c->begin(L, first, ms);
 }

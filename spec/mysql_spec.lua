@@ -161,6 +161,46 @@ describe("mysql", function()
         db:close()
     end)
 
+    it("prepares each SQL text once per connection", function()
+        local db = connect()
+        local function prepares()
+            return tonumber(db:query("show session status like 'Com_stmt_prepare'")[1].Value)
+        end
+        assert(db:exec("create table st (id int, v varchar(10))"))
+        local before = prepares()
+        for i = 1, 5 do
+            assert(db:exec("insert into st values (?, ?)", i, "v" .. i))
+        end
+        for i = 1, 5 do
+            assert.same({ { v = "v" .. i } }, (assert(db:query("select v from st where id = ?", i))))
+        end
+        assert.equal(before + 2, prepares())
+        -- A failed execution drops the statement; the next call prepares it again and works.
+        assert(db:exec("alter table st add unique (id)"))
+        local r, err = db:query("insert into st values (?, ?)", 1, "dup")
+        assert.is_nil(r)
+        assert.equal(1062, err.errno)
+        assert(db:exec("insert into st values (?, ?)", 6, "v6"))
+        -- A wrong count of parameters for a kept statement is an error too.
+        r, err = db:query("select v from st where id = ?", 1, 2)
+        assert.is_nil(r)
+        assert.equal("EMYSQL", err.name)
+        -- After its table changed columns, a kept `select *` fails once (as Connector/C says:
+        -- CR_NEW_STMT_METADATA), then is prepared again.
+        local old = assert(db:query("select * from st where id = ?", 1))[1]
+        assert.is_nil(old.w)
+        assert(db:exec("alter table st add column w int default 7"))
+        r, err = db:query("select * from st where id = ?", 1)
+        if r then
+            assert.equal(7, r[1].w)
+        else
+            assert.equal(2057, err.errno)
+        end
+        assert.equal(7, assert(db:query("select * from st where id = ?", 1))[1].w)
+        assert.equal(1, db:query("select 1 as x")[1].x)
+        db:close()
+    end)
+
     it("reports server errors with errno, sqlstate and message", function()
         local db = connect()
         local rows, err = db:query("select * from no_such_table")

@@ -6,8 +6,11 @@
 --
 -- Lines are made here and handed to the sink (modules/log.cpp, luaio.log), which queues them
 -- and writes them out in libuv's thread pool: a log call never waits. Requiring this module
--- also sends luaio's own messages (failed tasks, handler errors) through the same sink.
+-- also sends luaio's own messages (failed tasks, handler errors, supervisors' restarts) through
+-- the same sink. LUAIO_LOG_LEVEL, LUAIO_LOG_FORMAT and LUAIO_LOG_OUTPUT in the environment set
+-- the defaults (a `--workers` master, which does not run the app, uses them too).
 local sink = require "luaio.log"
+local raise = require("luaio.errors").raise
 
 local type, error, tostring, tonumber, pairs, ipairs, pcall = type, error, tostring, tonumber, pairs, ipairs, pcall
 local concat, sort = table.concat, table.sort
@@ -79,9 +82,16 @@ local function json_line(level, msg, fields)
     return line
 end
 
+-- A message is a string; a number is taken as its text, as Lua's string functions do. Anything
+-- else is a mistake that raises (log.info(err) with an error table: log.info(tostring(err)), or
+-- put it in the fields, whose values may be anything).
 local function emit(level, msg, fields, fname)
+    local tm = type(msg)
+    if tm ~= "string" and tm ~= "number" then
+        raise(fname, "expected a message (string) as argument 1, got " .. tm)
+    end
     if fields ~= nil and type(fields) ~= "table" then
-        error(fname .. ": expected a fields table as argument 2, got " .. type(fields), 3)
+        raise(fname, "expected a fields table as argument 2, got " .. type(fields))
     end
     if json_format then
         write(json_line(level, msg, fields))
@@ -91,17 +101,24 @@ local function emit(level, msg, fields, fname)
 end
 
 for level, name in ipairs({ "debug", "info", "warn", "error" }) do
+    local fname = "log." .. name
     log[name] = function(msg, fields)
         if level < threshold then return end
-        return emit(level, msg, fields, name)
+        return emit(level, msg, fields, fname)
     end
 end
 
---- setLevel("debug" | "info" | "warn" | "error"): lines below it are not made at all.
+local function shown(v)
+    return type(v) == "string" and format("%q", v) or type(v)
+end
+
+--- setLevel("debug" | "info" | "warn" | "error"): lines below it are not made at all (luaio's
+--- own messages below it are not written either).
 function log.setLevel(name)
     local l = LEVELS[name]
-    if not l then error("setLevel: expected \"debug\", \"info\", \"warn\" or \"error\", got " .. tostring(name), 2) end
+    if not l then raise("log.setLevel", "expected \"debug\", \"info\", \"warn\" or \"error\", got " .. shown(name)) end
     threshold = l
+    sink.setLevel(name)
 end
 
 function log.getLevel() return NAMES[threshold] end
@@ -109,7 +126,7 @@ function log.getLevel() return NAMES[threshold] end
 --- setFormat("text" | "json").
 function log.setFormat(name)
     if name ~= "text" and name ~= "json" then
-        error("setFormat: expected \"text\" or \"json\", got " .. tostring(name), 2)
+        raise("log.setFormat", "expected \"text\" or \"json\", got " .. shown(name))
     end
     json_format = name == "json"
     if json_format then json = json or load_json() end
@@ -119,8 +136,8 @@ end
 --- setOutput("stderr" | "stdout" | path): true, or nil and the error (the output is unchanged).
 --- A file is opened for appending; SIGUSR1 reopens it (after logrotate moved it).
 function log.setOutput(target)
-    if type(target) ~= "string" then
-        error("setOutput: expected \"stderr\", \"stdout\" or a path, got " .. type(target), 2)
+    if type(target) ~= "string" or target == "" then
+        raise("log.setOutput", "expected \"stderr\", \"stdout\" or a path, got " .. shown(target))
     end
     return sink.setOutput(target)
 end
@@ -134,13 +151,17 @@ log.flush = sink.flush
 
 --- setQueueSize(bytes): the bound of the queue (default 1 MiB).
 function log.setQueueSize(n)
-    if type(n) ~= "number" then error("setQueueSize: expected a number of bytes, got " .. type(n), 2) end
+    if type(n) ~= "number" or n < 1 or n % 1 ~= 0 or n ~= n then
+        raise("log.setQueueSize", "expected a whole number of bytes >= 1, got " ..
+            (type(n) == "number" and tostring(n) or type(n)))
+    end
     sink.setQueueSize(n)
 end
 
 --- A line as it is (an access log line in its own format), bypassing levels.
 function log.raw(line)
-    if type(line) ~= "string" then error("raw: expected a string, got " .. type(line), 2) end
+    local t = type(line)
+    if t ~= "string" and t ~= "number" then raise("log.raw", "expected a line (string), got " .. t) end
     write(line)
 end
 
@@ -149,6 +170,24 @@ function log.json_value(t)
     json = json or load_json()
     local ok, s = pcall(json.encode, t)
     return ok and s or nil
+end
+
+-- The defaults from the environment; a value that is not one of the choices raises here, at the
+-- require, rather than being ignored.
+local function from_env(var, set)
+    local v = os.getenv(var)
+    if v == nil or v == "" then return end
+    local ok, err = pcall(set, v)
+    if not ok then raise("log", var .. ": " .. (tostring(err):gsub("^.-log%.%a+: ", ""))) end
+end
+from_env("LUAIO_LOG_LEVEL", log.setLevel)
+from_env("LUAIO_LOG_FORMAT", log.setFormat)
+do
+    local out = os.getenv("LUAIO_LOG_OUTPUT")
+    if out and out ~= "" then
+        local ok, err = log.setOutput(out)
+        if not ok then raise("log", "LUAIO_LOG_OUTPUT: " .. tostring(err)) end
+    end
 end
 
 sink.capture()

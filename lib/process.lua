@@ -282,8 +282,8 @@ local function now_ms() return system.monotime() * 1000 end
 -- Through the runtime's one report path, which is the log module's sink once `log` is loaded
 -- (so supervision messages come out in the user's log format), else stderr as "luaio: msg".
 local report = require("luaio.core").report
-local function say(msg)
-    report(msg)
+local function say(msg, level)
+    report(msg, level)
 end
 
 local function describe_exit(code, signal)
@@ -323,10 +323,10 @@ local function supervise(child, start, label, policy)
             local pid = child.pid
             if #restarts >= policy.limit then
                 say(("%s (pid %d) %s; it was restarted %d times in %d ms: giving up"):format(
-                    label, pid, describe_exit(code, signal), #restarts, policy.window))
+                    label, pid, describe_exit(code, signal), #restarts, policy.window), "error")
                 return forget()
             end
-            say(("%s (pid %d) %s; restarting in %d ms"):format(label, pid, describe_exit(code, signal), delay))
+            say(("%s (pid %d) %s; restarting in %d ms"):format(label, pid, describe_exit(code, signal), delay), "warn")
             sleep(delay)
             if sup.stopped then return forget() end
             restarts[#restarts + 1] = now_ms()
@@ -337,7 +337,7 @@ local function supervise(child, start, label, policy)
                 sup.pid = child.pid
                 supervised[child.pid] = sup
             else
-                say(("%s cannot be restarted: %s"):format(label, err.message))
+                say(("%s cannot be restarted: %s"):format(label, err.message), "error")
                 child = { pid = pid, wait = function() return 1 end }
             end
         end
@@ -445,7 +445,7 @@ core.set_signal_dispatch(function(signo)
     elseif stops(signo) then
         if stopping and signo == SIGINT then
             -- A second Ctrl-C: the user does not want to wait.
-            say("SIGINT again: exiting without waiting")
+            say("SIGINT again: exiting without waiting", "warn")
             process.exit(128 + SIGINT)
         end
         process.shutdown(0)
@@ -615,7 +615,7 @@ function process.shutdown(code)
     shutdown_hooks = {}
     task.spawn(function()
         local t = timer.setTimeout(process.shutdownTimeout, function()
-            say(("graceful stop still running after %d ms: exiting"):format(process.shutdownTimeout))
+            say(("graceful stop still running after %d ms: exiting"):format(process.shutdownTimeout), "error")
             process.exit(1)
         end)
         local running = { task.spawn(stop_servers) }

@@ -6,6 +6,7 @@
 //   sink.write(line)              queue one line ("\n" is added)
 //   sink.setOutput("stderr" | "stdout" | path) -> true | nil, err
 //   sink.setFormat("text" | "json")   the format of the lines the sink makes itself
+//   sink.setLevel("debug" | "info" | "warn" | "error")   the least level of luaio's own messages
 //   sink.stamp()                  "2026-12-03T10:00:00.123Z"
 //   sink.dropped(), sink.flush(), sink.reopen(), sink.setQueueSize(bytes), sink.capture()
 //
@@ -42,6 +43,7 @@ struct Sink {
     size_t cap = kDefaultQueue;
     uint64_t dropped = 0, unreported = 0;
     bool json = false;
+    int threshold = 1; // luaio's own messages below it are not written (0 debug ... 3 error)
     uv_signal_t usr1;
     bool usr1_started = false;
     // Lines are written in batches, as nginx's buffered access_log: once 64 KiB are queued
@@ -268,8 +270,14 @@ void flush_now() {
     g_sink.pending.clear();
 }
 
-void report_hook(const char* prefix, const char* msg) {
-    push_line(own_line("error", "ERROR", std::string("luaio: ") + prefix + msg), true);
+// luaio's own messages, at their level ("error", "warn", "info"), unless below log.setLevel's.
+void report_hook(const char* level, const char* prefix, const char* msg) {
+    static const char* const kNames[] = {"debug", "info", "warn", "error"};
+    static const char* const kUpper[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+    int l = 3;
+    while (l > 0 && std::strcmp(kNames[l], level) != 0) l--;
+    if (l < g_sink.threshold) return;
+    push_line(own_line(kNames[l], kUpper[l], std::string("luaio: ") + prefix + msg), true);
 }
 
 int open_file(lua_State* L, const char* path) {
@@ -341,6 +349,12 @@ int l_reopen(lua_State*) {
 int l_set_format(lua_State* L) {
     static const char* const kFormats[] = {"text", "json", nullptr};
     g_sink.json = luaL_checkoption(L, 1, nullptr, kFormats) == 1;
+    return 0;
+}
+
+int l_set_level(lua_State* L) {
+    static const char* const kLevels[] = {"debug", "info", "warn", "error", nullptr};
+    g_sink.threshold = luaL_checkoption(L, 1, nullptr, kLevels);
     return 0;
 }
 
@@ -560,9 +574,10 @@ extern "C" int luaopen_luaio_log(lua_State* L) {
         luaio::add_flush_hook(flush_now);
     }
     const luaL_Reg funcs[] = {
-        {"write", l_write},     {"setOutput", l_set_output}, {"reopen", l_reopen}, {"setFormat", l_set_format},
-        {"stamp", l_stamp},     {"dropped", l_dropped},      {"flush", l_flush},   {"setQueueSize", l_set_queue_size},
-        {"capture", l_capture}, {nullptr, nullptr}};
+        {"write", l_write},          {"setOutput", l_set_output}, {"reopen", l_reopen},
+        {"setFormat", l_set_format}, {"setLevel", l_set_level},   {"stamp", l_stamp},
+        {"dropped", l_dropped},      {"flush", l_flush},          {"setQueueSize", l_set_queue_size},
+        {"capture", l_capture},      {nullptr, nullptr}};
     luaL_newlib(L, funcs);
     return 1;
 }

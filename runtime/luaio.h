@@ -167,11 +167,13 @@ void spawn(lua_State* L, int nargs, int close_idx = 0);
 // True while Lua code of some task is running (so a resume must be queued, not nested).
 bool in_task();
 
-// Print "luaio: <prefix><msg>" to stderr: the one place that reports a failed task.
-void report_error(lua_State* L, const char* prefix, const char* msg);
+// Print "luaio: <prefix><msg>" to stderr: the one place that reports luaio's own messages (a
+// failed task, a handler error, a supervisor's restart). level is "error", "warn" or "info"
+// (shown by the log module's sink; stderr shows only the message).
+void report_error(lua_State* L, const char* prefix, const char* msg, const char* level = "error");
 // Sends report_error's messages to hook instead of stderr (the log module's sink, so that they
 // come out in the user's log format and destination); nullptr restores stderr.
-using ReportHook = void (*)(const char* prefix, const char* msg);
+using ReportHook = void (*)(const char* level, const char* prefix, const char* msg);
 void set_report_hook(ReportHook hook);
 
 // Registers a function that writes out what a module keeps buffered (the log module's queue)

@@ -331,8 +331,12 @@ int core_describe(lua_State* L) {
     return 1;
 }
 
+// core.report(msg[, level]): level "error" (default), "warn" or "info".
 int core_report(lua_State* L) {
-    report_error(L, "", luaL_checkstring(L, 1));
+    static const char* const kLevels[] = {"error", "warn", "info", nullptr};
+    const char* msg = check_string(L, 1, "report");
+    int level = luaL_checkoption(L, 2, "error", kLevels);
+    report_error(L, "", msg, kLevels[level]);
     return 0;
 }
 
@@ -764,8 +768,8 @@ void set_report_hook(ReportHook hook) {
     g_report_hook = hook;
 }
 
-void report_error(lua_State*, const char* prefix, const char* msg) {
-    if (g_report_hook) return g_report_hook(prefix, msg);
+void report_error(lua_State*, const char* prefix, const char* msg, const char* level) {
+    if (g_report_hook) return g_report_hook(level, prefix, msg);
     std::fflush(stdout);
     std::fprintf(stderr, "luaio: %s%s\n", prefix, msg);
     std::fflush(stderr);

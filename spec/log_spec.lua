@@ -72,6 +72,60 @@ describe("log", function()
         assert.has_error(function() log.setFormat("xml") end)
     end)
 
+    -- The seed's convention: a message is a string (a number is taken as its text, as Lua's
+    -- string functions do); anything else is a mistake that raises naming the function.
+    it("raises on arguments of the wrong type, naming the function", function()
+        local function fails(pattern, fn, ...)
+            local ok, err = pcall(fn, ...)
+            assert.is_false(ok)
+            assert.truthy(tostring(err):find(pattern, 1, true), tostring(err))
+            assert.truthy(tostring(err):find("^[^:]*log_spec%.lua:%d+: "), tostring(err)) -- the caller's line
+        end
+        fails("log.info: expected a message (string) as argument 1, got table", log.info, {})
+        fails("log.error: expected a message (string) as argument 1, got nil", log.error)
+        fails("log.warn: expected a fields table as argument 2, got string", log.warn, "x", "y")
+        fails('log.setLevel: expected "debug", "info", "warn" or "error", got number', log.setLevel, 5)
+        fails('log.setLevel: expected "debug", "info", "warn" or "error", got "loud"', log.setLevel, "loud")
+        fails('log.setFormat: expected "text" or "json", got nil', log.setFormat)
+        fails('log.setOutput: expected "stderr", "stdout" or a path, got number', log.setOutput, 5)
+        fails('log.setOutput: expected "stderr", "stdout" or a path, got ""', log.setOutput, "")
+        fails("log.setQueueSize: expected a whole number of bytes >= 1, got 0", log.setQueueSize, 0)
+        fails("log.setQueueSize: expected a whole number of bytes >= 1, got 1.5", log.setQueueSize, 1.5)
+        fails("log.setQueueSize: expected a whole number of bytes >= 1, got string", log.setQueueSize, "1")
+        fails("log.raw: expected a line (string), got nil", log.raw)
+        log.info(5)
+        log.debug({}) -- below the level: not made, not checked
+        log.info("after", { t = {}, f = print, b = true })
+        local data = wait_for(dir .. "/app.log", "after")
+        assert.truthy(data:find("Z INFO 5\n", 1, true), data)
+        assert.truthy(data:match('INFO after b=true f="function: [^"]+" t="table: 0x%x+"\n$'), data)
+    end)
+
+    it("takes its defaults from LUAIO_LOG_LEVEL, LUAIO_LOG_FORMAT and LUAIO_LOG_OUTPUT", function()
+        local script = helper.script([[
+            local log = require "log"
+            log.info("hidden")
+            log.warn("shown", { n = 1 })
+            require("luaio.core").report("own info", "info")
+            require("luaio.core").report("own warning", "warn")
+        ]])
+        local env = process.environ()
+        env.LUAIO_LOG_LEVEL, env.LUAIO_LOG_FORMAT, env.LUAIO_LOG_OUTPUT = "warn", "json", dir .. "/env.log"
+        local r = assert(process.run({ helper.luaio, script }, { env = env }))
+        assert.are.equal(0, r.code, r.stderr)
+        local json = require "json"
+        local lines = {}
+        for line in (fs.readFile(dir .. "/env.log") or ""):gmatch("[^\n]+") do lines[#lines + 1] = json.decode(line) end
+        assert.are.equal(2, #lines)
+        assert.are.same({ "warn", "shown", 1 }, { lines[1].level, lines[1].msg, lines[1].n })
+        assert.are.same({ "warn", "luaio: own warning" }, { lines[2].level, lines[2].msg })
+        env.LUAIO_LOG_OUTPUT, env.LUAIO_LOG_FORMAT = nil, "xml"
+        r = assert(process.run({ helper.luaio, script }, { env = env }))
+        os.remove(script)
+        assert.are.equal(1, r.code)
+        assert.truthy(r.stderr:find('log: LUAIO_LOG_FORMAT: expected "text" or "json", got "xml"', 1, true), r.stderr)
+    end)
+
     it("drops lines when the queue is full and logs how many", function()
         log.setQueueSize(200)
         for i = 1, 100 do log.info("line " .. i) end -- no wait in between: the queue fills

@@ -176,6 +176,31 @@ describe("luaio --workers", function()
         assert.matches("restarted 3 times in 60000 ms: giving up.*no worker left", err)
     end)
 
+    -- The master does not run the app: its messages go through the runtime's report path and
+    -- the log module's sink, in the format the environment gives workers and master alike.
+    it("writes its messages through the log sink, as JSON with LUAIO_LOG_FORMAT=json", function()
+        local m = master("os.exit(2)", 1, { LUAIO_RESTART_DELAY = "10", LUAIO_RESTART_LIMIT = "1",
+            LUAIO_LOG_FORMAT = "json" })
+        local code = m.child:wait()
+        local _, err = m.stderr:join()
+        m.stdout:join()
+        os.remove(m.path)
+        assert.are.equal(1, code)
+        local json = require "json"
+        local got = {}
+        for line in err:gmatch("[^\n]+") do
+            local t = json.decode(line)
+            assert.is_table(t, err)
+            got[#got + 1] = t.level .. " " .. t.msg
+            assert.truthy(t.time, line)
+        end
+        assert.matches("^info luaio: master: pid %d+: 1 workers of ", got[1], 1, false)
+        assert.matches("^warn luaio: master: worker 1 %(pid %d+%) exited with code 2; restarting in 10 ms$", got[2])
+        assert.matches("^error luaio: master: worker 1 .* giving up on this worker$", got[3])
+        assert.are.equal("error luaio: master: no worker left: exiting", got[4])
+        assert.are.equal(4, #got, err)
+    end)
+
     it("a worker follows its master when the master is killed", function()
         local m = master(SLEEPER, 1)
         assert.is_true(eventually(function() return #children(m.child.pid) == 1 end))

@@ -27,10 +27,15 @@ local STOP_TIMEOUT = 30000  -- ms workers get to stop before SIGKILL
 
 local function now_ms() return system.monotime() * 1000 end
 
-local function log(fmt, ...)
-    io.stdout:flush()
-    io.stderr:write("luaio master: ", fmt:format(...), "\n")
-    io.stderr:flush()
+-- The master's messages go through the runtime's one report path, which is the log module's
+-- sink: with a time and a level, in the format and to the output that LUAIO_LOG_FORMAT and
+-- LUAIO_LOG_OUTPUT give the workers too (the master does not run the app, so it cannot know
+-- what the app's own log calls choose).
+require "log"
+local report = require("luaio.core").report
+
+local function log(level, fmt, ...)
+    report("master: " .. fmt:format(...), level)
 end
 
 local function describe_exit(code, signal)
@@ -47,7 +52,7 @@ return function(plan)
     -- once and exit instead of restarting them for a minute.
     local ok, err = loadfile(plan.script)
     if not ok then
-        io.stderr:write("luaio: ", err, "\n")
+        report(err)
         os.exit(1)
     end
     local cpus = process.affinity() or { 0 }
@@ -137,16 +142,16 @@ return function(plan)
         end
         slot.restarts = recent
         if #recent >= policy.limit then
-            log("worker %d (pid %d) %s; restarted %d times in %d ms: giving up on this worker", slot.id, w.pid,
+            log("error", "worker %d (pid %d) %s; restarted %d times in %d ms: giving up on this worker", slot.id, w.pid,
                 describe_exit(code, signal), #recent, policy.window)
             alive_slots = alive_slots - 1
             if alive_slots == 0 then
-                log("no worker left: exiting")
+                log("error", "no worker left: exiting")
                 process.exit(1)
             end
             return
         end
-        log("worker %d (pid %d) %s; restarting in %d ms", slot.id, w.pid, describe_exit(code, signal), slot.delay)
+        log("warn", "worker %d (pid %d) %s; restarting in %d ms", slot.id, w.pid, describe_exit(code, signal), slot.delay)
         sleep(slot.delay)
         if stopping or slot.current then return end
         slot.restarts[#slot.restarts + 1] = now_ms()
@@ -164,7 +169,7 @@ return function(plan)
             args = args, env = env, cpu = slot.cpu, stdio = { "inherit", "inherit", "inherit", "pipe" },
         })
         if not child then
-            log("cannot start worker %d: %s", slot.id, err.message)
+            log("error", "cannot start worker %d: %s", slot.id, err.message)
             return nil, err
         end
         local w = { child = child, pid = child.pid, slot = slot, channel = child.stdio[4], started = now_ms() }
@@ -195,10 +200,10 @@ return function(plan)
                 end
             end
         end
-        log("%s: stopping %d workers", signal, n)
+        log("info", "%s: stopping %d workers", signal, n)
         for _, w in pairs(workers) do w.child:kill("SIGTERM") end
         local t = timer.setTimeout(stop_timeout, function()
-            log("workers still running after %d ms: killing them", stop_timeout)
+            log("warn", "workers still running after %d ms: killing them", stop_timeout)
             for _, w in pairs(workers) do w.child:kill("SIGKILL") end
         end)
         while next(workers) do
@@ -207,14 +212,14 @@ return function(plan)
             workers[w.pid] = nil
         end
         t:stop()
-        log("stopped")
+        log("info", "stopped")
         process.exit(0)
     end
 
     local function reload()
         if reloading or stopping then return end
         reloading = true
-        log("SIGHUP: replacing %d workers", n)
+        log("info", "SIGHUP: replacing %d workers", n)
         for _, slot in ipairs(slots) do
             local old = slot.current
             if stopping then break end
@@ -241,19 +246,19 @@ return function(plan)
                         old.child:kill("SIGTERM")
                     end
                 elseif not stopping then
-                    log("worker %d: the new worker (pid %d) did not start; keeping the old one", slot.id, w.pid)
+                    log("error", "worker %d: the new worker (pid %d) did not start; keeping the old one", slot.id, w.pid)
                 end
             end
         end
         reloading = false
-        log("reload done")
+        log("info", "reload done")
     end
 
     process.on("SIGTERM", function() stop("SIGTERM") end)
     process.on("SIGINT", function() stop("SIGINT") end)
     process.on("SIGHUP", reload)
     for _, slot in ipairs(slots) do start(slot) end
-    log("pid %d: %d workers of %s", process.pid, n, plan.script)
+    log("info", "pid %d: %d workers of %s", process.pid, n, plan.script)
     -- The master lives as long as it has workers: wait for signals.
     while true do
         process.waitSignal({ "SIGTERM", "SIGINT", "SIGHUP" })

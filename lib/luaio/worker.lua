@@ -37,7 +37,9 @@ function worker.start()
     core.set_parent_death_signal(core.signum("SIGTERM"))
     if worker.master_pid and core.ppid() ~= worker.master_pid then
         -- The master died before prctl took effect.
-        io.stderr:write("luaio: worker ", tostring(worker.id), ": the master is gone\n")
+        -- Through the one report path, in the log format the environment gives (LUAIO_LOG_*).
+        require "log"
+        require("luaio.core").report("worker " .. tostring(worker.id) .. ": the master is gone")
         os.exit(1)
     end
     local process = require "process"

@@ -90,6 +90,22 @@ describe("mysql", function()
         db:close()
     end)
 
+    it("carries large values and many rows", function()
+        local db = connect()
+        assert(db:exec("create table big (id int primary key, b longblob)"))
+        local blob = ("0123456789abcdef"):rep(131072) .. "\0end" -- 2 MiB and a bit
+        assert(db:exec("insert into big values (?, ?)", 1, blob))
+        assert.equal(blob, assert(db:query("select b from big"))[1].b)
+        assert.equal(blob, assert(db:query("select b from big where id = ?", 1))[1].b)
+        local rows = assert(db:query("select seq from seq_1_to_5000"))
+        assert.equal(5000, #rows)
+        assert.equal(5000, rows[5000].seq)
+        rows = assert(db:query("select seq, ? as k from seq_1_to_5000", "k"))
+        assert.equal(5000, #rows)
+        assert.equal("k", rows[4999].k)
+        db:close()
+    end)
+
     it("gives integers beyond 2^53 as strings of their digits (signed and unsigned)", function()
         local db = connect()
         local sql = "select cast(9223372036854775807 as signed) as big, cast(-9223372036854775808 as signed) as small,"
@@ -149,6 +165,11 @@ describe("mysql", function()
         assert.same({}, rows.results[3])
         -- One result set: no results list.
         assert.is_nil(db:query("select 1 as a").results)
+        -- An error in a later statement is the call's error; the connection goes on.
+        local r, err = db:query("select 1 as a; select * from no_such; select 3 as c")
+        assert.is_nil(r)
+        assert.equal(1146, err.errno)
+        assert.equal(2, db:query("select 2 as b")[1].b)
         db:close()
     end)
 

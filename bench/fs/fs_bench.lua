@@ -26,21 +26,41 @@ rate("readFile_1MB", 300, small_size, function() assert(fs.readFile(small)) end)
 rate("readFile_100MB", 5, big_size, function() assert(fs.readFile(big)) end)
 rate("stat", 10000, nil, function() assert(fs.stat(small)) end)
 
--- The worst lateness of a 10 ms interval while fn runs.
-local function lateness(fn)
-    local worst, last = 0, now()
+-- The loop thread's own CPU time (getrusage RUSAGE_THREAD through LuaJIT's FFI, for this bench
+-- only): unlike lateness, it does not count the time a loaded machine leaves the thread waiting.
+local ffi = require "ffi"
+ffi.cdef [[
+struct luaio_bench_rusage { long utime_s, utime_us, stime_s, stime_us; long rest[14]; };
+int getrusage(int who, struct luaio_bench_rusage *usage);
+]]
+local ru = ffi.new("struct luaio_bench_rusage")
+local function thread_cpu()
+    ffi.C.getrusage(1, ru) -- RUSAGE_THREAD
+    return tonumber(ru.utime_s + ru.stime_s) + tonumber(ru.utime_us + ru.stime_us) / 1e6
+end
+
+-- The worst lateness of a 10 ms interval while fn runs (and 30 ms after, so that the tick after
+-- its last step counts: a whole-file read makes its string at the very end), and the lateness
+-- that the loop thread's own work explains: the most CPU time it spent between two ticks, less
+-- the 10 ms of the interval (a busy but responsive loop spends up to 10 ms between ticks).
+local busy_worst = {}
+local function lateness(fn, name)
+    local worst, last, busy, last_cpu = 0, now(), 0, thread_cpu()
     local t = timer.setInterval(10, function()
-        local n = now()
+        local n, c = now(), thread_cpu()
         local late = (n - last) * 1000 - 10
         if late > worst then worst = late end
-        last = n
+        if (c - last_cpu) * 1000 - 10 > busy then busy = (c - last_cpu) * 1000 - 10 end
+        last, last_cpu = n, c
     end)
     fn()
+    timer.sleep(30)
     t:stop()
+    if name then busy_worst[#busy_worst + 1] = ("loop_late_cpu_ms_%s %.1f"):format(name, busy) end
     return worst
 end
 
-print(("timer_late_ms_readFile_100MB %.1f"):format(lateness(function() assert(fs.readFile(big)) end)))
+print(("timer_late_ms_readFile_100MB %.1f"):format(lateness(function() assert(fs.readFile(big)) end, "readFile_100MB")))
 local function blocks(path)
     return function()
         local f = assert(fs.open(path))
@@ -48,5 +68,11 @@ local function blocks(path)
         f:close()
     end
 end
-print(("timer_late_ms_blocks_100MB %.1f"):format(lateness(blocks(big))))
-print(("timer_late_ms_blocks_1GB %.1f"):format(lateness(blocks(dir .. "/huge.bin"))))
+print(("timer_late_ms_blocks_100MB %.1f"):format(lateness(blocks(big), "blocks_100MB")))
+local t0 = now()
+print(("timer_late_ms_blocks_1GB %.1f"):format(lateness(blocks(dir .. "/huge.bin"), "blocks_1GB")))
+-- The noise floor: the same interval over as long with nothing read (a loaded machine delays
+-- any timer; lateness above this is the reading's).
+local idle = now() - t0
+print(("timer_late_ms_idle %.1f"):format(lateness(function() timer.sleep(idle * 1000) end, "idle")))
+for _, line in ipairs(busy_worst) do print(line) end

@@ -26,3 +26,5 @@ join "$DIR/luaio.txt" "$DIR/node.txt" | join - "$DIR/bun.txt" | while read -r na
         "$(echo "$l $b" | awk '{ if ($2 + 0 > 0) printf "%.2f", $1 / $2; else print "-" }')"
 done
 echo "(rates: higher is better; timer_late_ms: lower is better)"
+echo "luaio only, the lateness the loop thread's own CPU time explains (a loaded machine's waits not counted):"
+grep '^loop_late_cpu' "$DIR/luaio.txt"

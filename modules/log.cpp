@@ -309,13 +309,13 @@ void on_usr1(uv_signal_t*, int) {
 
 int l_write(lua_State* L) {
     size_t len;
-    const char* s = luaL_checklstring(L, 1, &len);
+    const char* s = luaio::check_string(L, 1, "log.raw", &len);
     push_line(std::string(s, len));
     return 0;
 }
 
 int l_set_output(lua_State* L) {
-    const char* target = luaL_checkstring(L, 1);
+    const char* target = luaio::check_string(L, 1, "log.setOutput");
     int fd;
     std::string path;
     if (!std::strcmp(target, "stderr")) {
@@ -375,8 +375,8 @@ int l_flush(lua_State*) {
 }
 
 int l_set_queue_size(lua_State* L) {
-    lua_Integer n = luaL_checkinteger(L, 1);
-    if (n < 1) luaio::raise(L, "setQueueSize", "the queue size must be at least 1 byte");
+    lua_Integer n = luaio::check_integer(L, 1, "log.setQueueSize");
+    if (n < 1) luaio::raise(L, "log.setQueueSize", "the queue size must be at least 1 byte");
     g_sink.cap = static_cast<size_t>(n);
     return 0;
 }

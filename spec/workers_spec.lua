@@ -201,6 +201,31 @@ describe("luaio --workers", function()
         assert.are.equal(4, #got, err)
     end)
 
+    -- logrotate's postrotate signals the master: SIGUSR1 must not end it (its default action),
+    -- and the master and its workers reopen the file of LUAIO_LOG_OUTPUT.
+    it("reopens the log files of master and workers on SIGUSR1", function()
+        local dir = assert(require("fs").mkdtemp(require("fs").tmpdir() .. "/luaio-wlog-"))
+        local path = dir .. "/app.log"
+        local m = master([[
+            local log = require "log"
+            local n = 0
+            require("timer").setInterval(20, function() n = n + 1; log.info("tick", { n = n }) end)
+        ]], 1, { LUAIO_LOG_OUTPUT = path })
+        local fs = require "fs"
+        assert.is_true(eventually(function() return (fs.readFile(path) or ""):find("INFO tick") ~= nil end, 5000))
+        assert(fs.rename(path, path .. ".1"))
+        m.child:kill("SIGUSR1")
+        assert.is_true(eventually(function() return (fs.readFile(path) or ""):find("INFO tick") ~= nil end, 5000),
+            table.concat(m.errparts))
+        local code = stop(m)
+        assert.are.equal(0, code)
+        local new = fs.readFile(path) or ""
+        assert.truthy(new:find("INFO luaio: master: SIGUSR1: reopening log files", 1, true), new)
+        assert.truthy(new:find("INFO luaio: master: stopped", 1, true), new)
+        assert.falsy((fs.readFile(path .. ".1") or ""):find("master: stopped", 1, true))
+        assert(fs.rm(dir, { recursive = true }))
+    end)
+
     it("a worker follows its master when the master is killed", function()
         local m = master(SLEEPER, 1)
         assert.is_true(eventually(function() return #children(m.child.pid) == 1 end))

@@ -11,6 +11,8 @@
 --   * SIGHUP: reload, slot by slot: a new worker starts; once it is ready (its main chunk
 --     returned) the old one gets SIGTERM and drains. Both accept on the slot's socket, so no
 --     connection is refused or reset.
+--   * SIGUSR1: log files are reopened (logrotate): the master's (the log module's watcher) and,
+--     when LUAIO_LOG_OUTPUT is a file, the workers' (they get SIGUSR1 too).
 -- Listening sockets are made here on the workers' request (lib/luaio/worker.lua), one
 -- SO_REUSEPORT socket per slot and address, so the kernel balances connections between the
 -- workers and a socket outlives the workers that accept on it.
@@ -257,6 +259,17 @@ return function(plan)
     process.on("SIGTERM", function() stop("SIGTERM") end)
     process.on("SIGINT", function() stop("SIGINT") end)
     process.on("SIGHUP", reload)
+    -- Without a handler SIGUSR1 would end the master (its default action). Workers get it only
+    -- when they log to a file from the start (worker.start() required log, whose watcher
+    -- reopens it): a worker without a watcher would die of it.
+    local out = os.getenv("LUAIO_LOG_OUTPUT")
+    local to_file = out and out ~= "" and out ~= "stderr" and out ~= "stdout"
+    process.on("SIGUSR1", function()
+        log("info", "SIGUSR1: reopening log files")
+        if to_file then
+            for _, w in pairs(workers) do w.child:kill("SIGUSR1") end
+        end
+    end)
     for _, slot in ipairs(slots) do start(slot) end
     log("info", "pid %d: %d workers of %s", process.pid, n, plan.script)
     -- The master lives as long as it has workers: wait for signals.

@@ -42,6 +42,10 @@ function worker.start()
         require("luaio.core").report("worker " .. tostring(worker.id) .. ": the master is gone")
         os.exit(1)
     end
+    -- A log file from the environment is opened before the app runs, so that the SIGUSR1 the
+    -- master forwards (logrotate) finds the log module's watcher (lib/luaio/master.lua).
+    local out = os.getenv("LUAIO_LOG_OUTPUT")
+    if out and out ~= "" and out ~= "stderr" and out ~= "stdout" then require "log" end
     local process = require "process"
     process.workerId = worker.id
     process.listenSocket = worker.listen

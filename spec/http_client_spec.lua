@@ -418,6 +418,13 @@ describe("http client", function()
         assert.are.equal("EINVAL", err.name)
         res, err = http.get("ftp://x/")
         assert.truthy(err.message:find("unsupported scheme", 1, true))
+        -- A bad port is the URL's fault: EINVAL naming the URL, not a raise from tcp.connect.
+        for _, url in ipairs({ "http://127.0.0.1:99999/", "http://127.0.0.1:abc/", "http://127.0.0.1:0/",
+            "http://[::1]x/" }) do
+            res, err = http.get(url)
+            assert.are.equal("EINVAL", err.name, url)
+            assert.are.equal("invalid port in URL: " .. url, err.message)
+        end
         assert.is_number(port)
     end)
 

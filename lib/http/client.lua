@@ -63,12 +63,17 @@ function client.parse_url(url)
     authority = match(authority, "^.*@(.*)$") or authority
     local host, port
     if sub(authority, 1, 1) == "[" then
-        host, port = match(authority, "^%[([^%]]+)%]:?(%d*)$")
+        host, port = match(authority, "^%[([^%]]+)%](.*)$")
     else
-        host, port = match(authority, "^([^:]+):?(%d*)$")
+        host, port = match(authority, "^([^:]*)(.*)$")
     end
     if not host or host == "" then
         return nil, "no host in URL: " .. url
+    end
+    -- The port is checked here so that a bad one is this URL's EINVAL, not tcp.connect's raise.
+    port = match(port, "^:?(%d*)$")
+    if not port or tonumber(port) == 0 or (tonumber(port) or 0) > 65535 then
+        return nil, "invalid port in URL: " .. url
     end
     local transport = client.transports[scheme]
     if not transport then

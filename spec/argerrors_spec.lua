@@ -74,7 +74,7 @@ describe("argument errors", function()
         raises("setTimeout", function() timer.setTimeout("x") end)
         raises("task.spawn", function() task.spawn(5) end)
         raises("task.channel", function() task.channel(-1) end)
-        raises("route", function() router.new():get(5, function() end) end)
+        raises("router:get", function() router.new():get(5, function() end) end)
     end)
 
     it("a Lua-side method with a wrong self raises a clear error", function()

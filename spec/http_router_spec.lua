@@ -58,11 +58,25 @@ describe("http router", function()
         assert.are.equal("", res.body)
     end)
 
-    it("raises on bad routes", function()
+    it("raises on bad routes, naming the method called at the caller's line", function()
         local r = http.router()
-        assert.has_error(function() r:get("nope", function() end) end)
-        assert.has_error(function() r:get("/x", "not a function") end)
+        local function raises(f, message)
+            local ok, err = pcall(f)
+            assert.is_false(ok)
+            assert.are.equal(message, (err:gsub("^[^:]*:%d+: ", "")))
+            assert.truthy(err:find("http_router_spec%.lua:%d+: router:"), err)
+        end
+        raises(function() r:get("nope", function() end) end, "router:get: expected a path starting with '/', got 'nope'")
+        raises(function() r:post(5, function() end) end, "router:post: expected a path starting with '/', got number")
+        raises(function() r:get("/x", "not a function") end,
+            "router:get: expected a handler function for GET /x, got string")
+        raises(function() r:all("/x") end, "router:all: expected a handler function for * /x, got nil")
+        raises(function() r:add(nil, "/x", function() end) end,
+            "router:add: expected a method name (a string) as argument 1, got nil")
+        raises(function() r.get("/x", function() end) end,
+            "router:get: expected a router as self, got string (call it with ':')")
         r:get("/a/:id", function() end)
-        assert.has_error(function() r:get("/a/:other", function() end) end)
+        raises(function() r:get("/a/:other", function() end) end,
+            "router:get: parameter :other conflicts with :id in /a/:other")
     end)
 end)

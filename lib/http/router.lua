@@ -36,13 +36,15 @@ local function check(self, fname)
     end
 end
 
-function Router:add(method, pattern, handler)
-    check(self, "router:add")
+-- fname is the method the user called (router:get ...), so that its mistakes are named by it.
+local function add(self, fname, method, pattern, handler)
+    check(self, fname)
     if type(pattern) ~= "string" or byte(pattern, 1) ~= 47 then
-        raise("route", "the path must be a string starting with '/'")
+        raise(fname, "expected a path starting with '/', got "
+            .. (type(pattern) == "string" and "'" .. pattern .. "'" or type(pattern)))
     end
     if type(handler) ~= "function" then
-        raise("route", "expected a handler function for " .. method .. " " .. pattern)
+        raise(fname, "expected a handler function for " .. method .. " " .. pattern .. ", got " .. type(handler))
     end
     local node = self.root
     for _, seg in ipairs(split(pattern)) do
@@ -50,7 +52,7 @@ function Router:add(method, pattern, handler)
         if c == 58 then -- ':'
             local name = sub(seg, 2)
             if node.param and node.param.name ~= name then
-                raise("route", "parameter :" .. name .. " conflicts with :" .. node.param.name .. " in " .. pattern)
+                raise(fname, "parameter :" .. name .. " conflicts with :" .. node.param.name .. " in " .. pattern)
             end
             node.param = node.param or new_node()
             node.param.name = name
@@ -74,15 +76,23 @@ function Router:add(method, pattern, handler)
     return self
 end
 
+function Router:add(method, pattern, handler)
+    if type(method) ~= "string" then
+        check(self, "router:add")
+        raise("router:add", "expected a method name (a string) as argument 1, got " .. type(method))
+    end
+    return add(self, "router:add", method, pattern, handler)
+end
+
 for _, m in ipairs({ "get", "post", "put", "patch", "delete", "head", "options" }) do
-    local M = m:upper()
+    local M, fname = m:upper(), "router:" .. m
     Router[m] = function(self, pattern, handler)
-        return self:add(M, pattern, handler)
+        return add(self, fname, M, pattern, handler)
     end
 end
 
 function Router:all(pattern, handler)
-    return self:add("*", pattern, handler)
+    return add(self, "router:all", "*", pattern, handler)
 end
 
 --- r:websocket(pattern, function(ws, req, params) ... end[, options]): a GET route that accepts
@@ -91,10 +101,11 @@ end
 function Router:websocket(pattern, handler, options)
     check(self, "router:websocket")
     if type(handler) ~= "function" then
-        raise("route", "expected a handler function for websocket " .. tostring(pattern))
+        raise("router:websocket", "expected a handler function for websocket " .. tostring(pattern)
+            .. ", got " .. type(handler))
     end
     local accept = require("websocket").accept
-    return self:add("GET", pattern, function(req, res, params)
+    return add(self, "router:websocket", "GET", pattern, function(req, res, params)
         local ws = accept(req, res, options)
         if not ws then
             return

@@ -11,7 +11,7 @@
 -- 127.0.0.1 and a free port, with its socket and logs in that directory. Grants are on (real
 -- passwords, for the wrong-password specs): an init file creates the user `luaio` (password
 -- `secret`) and the database `luaio_test`. MariaDB refuses to run as root, so under root (CI) it
--- runs as the `mysql` system user of the Debian package.
+-- runs as the `mysql` system user of the Debian package. It dies with the process that started it.
 local process = require "process"
 local tcp = require "tcp"
 local sleep = require("timer").sleep
@@ -57,9 +57,15 @@ function Server:_spawn()
         "--log-error=" .. self.dir .. "/error.log", "--init-file=" .. self.dir .. "/init.sql", "--skip-name-resolve",
         "--innodb-buffer-pool-size=16M", "--max-connections=200", "--skip-log-bin",
     }
-    local opts = { stdio = { "ignore", "ignore", "ignore" } }
-    if self.root then opts.uid = "mysql" end
-    local child, err = process.spawn("mariadbd", args, opts)
+    -- setpriv execs mariadbd (child.pid is the server's) with a parent-death signal, so a spec run
+    -- that is killed (a CTest timeout) does not leave its server behind.
+    local argv = { "--pdeathsig", "SIGKILL" }
+    if self.root then
+        for _, a in ipairs({ "--reuid=mysql", "--regid=mysql", "--init-groups" }) do argv[#argv + 1] = a end
+    end
+    argv[#argv + 1] = "mariadbd"
+    for _, a in ipairs(args) do argv[#argv + 1] = a end
+    local child, err = process.spawn("setpriv", argv, { stdio = { "ignore", "ignore", "ignore" } })
     assert(child, "mariadbd: " .. tostring(err))
     self.child, self.pid = child, child.pid
     for _ = 1, 600 do

@@ -103,7 +103,11 @@ local function open(self)
         if type(o.tls) == "table" then
             for k, v in pairs(o.tls) do t[k] = v end
         end
-        if topts then t.connect_timeout = topts.connect_timeout end
+        if topts then
+            t.connect_timeout = topts.connect_timeout
+            -- `timeout` bounds the whole connect, the handshake too.
+            if t.handshakeTimeout == nil then t.handshakeTimeout = o.timeout end
+        end
         sock, err = require("tls").connect(o.port, o.host, t)
     else
         sock, err = require("tcp").connect(o.port, o.host, topts)

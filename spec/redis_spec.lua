@@ -518,6 +518,20 @@ describe("redis over TLS", function()
         r:close()
     end)
 
+    it("timeout bounds the TLS handshake with a server that never answers", function()
+        local tcp = require "tcp"
+        local silent = assert(tcp.createServer(0, function(sock)
+            sock:read(1048576) -- reads the ClientHello, answers nothing
+        end, { host = "127.0.0.1" }))
+        local t0 = require("system").hrtime()
+        local r, err = redis.connect { port = silent:address().port, tls = true, timeout = 150 }
+        local ms = (require("system").hrtime() - t0) / 1e6
+        silent:close()
+        assert.is_nil(r)
+        assert.equal("ETIMEDOUT", err.name)
+        assert.is_true(ms < 5000, ms)
+    end)
+
     it("a certificate from an unknown CA is ECERTVERIFY", function()
         local r, err = redis.connect { port = server.port, tls = true }
         assert.is_nil(r)

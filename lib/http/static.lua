@@ -227,18 +227,29 @@ local function listing(res, dir, shown_path, o, head)
     return res:finish(body)
 end
 
+-- Sets a header field of static's own. On a response that had no field before static's (own),
+-- the field is appended (a response keeps its fields as name, value pairs in slots 2 to _n: see
+-- lib/http/server.lua): static sets each name once. Otherwise setHeader, which replaces a field
+-- of the same name; its loop over the fields keeps LuaJIT from compiling the request's path.
+local function put(res, own, name, value)
+    if not own then return res:setHeader(name, value) end
+    local n = res._n
+    res[n + 1], res[n + 2] = name, value
+    res._n = n + 2
+end
+
 -- Sends the file of cache entry e (see static.new) with the validators and range of the request.
-local function send_file(req, res, e, o, encoding, vary)
+local function send_file(req, res, e, o, encoding, vary, own)
     local head = req.method == "HEAD"
     local st = e.st
     local etag = encoding and etag_of(st, "-" .. encoding) or e.etag
     local modified = e.modified
-    res:setHeader("ETag", etag)
-    res:setHeader("Last-Modified", modified)
-    res:setHeader("Accept-Ranges", "bytes")
-    if o.cacheControl then res:setHeader("Cache-Control", o.cacheControl) end
-    if vary then res:setHeader("Vary", "Accept-Encoding") end
-    if encoding then res:setHeader("Content-Encoding", encoding) end
+    put(res, own, "ETag", etag)
+    put(res, own, "Last-Modified", modified)
+    put(res, own, "Accept-Ranges", "bytes")
+    if o.cacheControl then put(res, own, "Cache-Control", o.cacheControl) end
+    if vary then put(res, own, "Vary", "Accept-Encoding") end
+    if encoding then put(res, own, "Content-Encoding", encoding) end
     local h = req.headers
     local inm, ims = h["if-none-match"], h["if-modified-since"]
     if inm then
@@ -462,7 +473,8 @@ function static.new(root, options)
         elseif t ~= "file" then
             return plain(res, 404, "Not Found\n")
         end
-        res:setHeader("Content-Type", e.ctype or content_type(file))
+        local own = res._n == 1 -- no field set before static's (see put)
+        put(res, own, "Content-Type", e.ctype or content_type(file))
         local encoding, vary
         local ae = o.precompressed and req.headers["accept-encoding"]
         if ae then -- variants are looked for only for clients that say what they accept
@@ -474,7 +486,7 @@ function static.new(root, options)
                 end
             end
         end
-        return send_file(req, res, e, o, encoding, vary)
+        return send_file(req, res, e, o, encoding, vary, own)
     end
     if cache_max > 0 then return serve end
     return function(req, res, params)

@@ -17,6 +17,9 @@ local core = require "luaio.process"
 local lcore = require "luaio.core"
 local task = require "task"
 local timer = require "timer"
+-- timer's sleep, not the global one: a script may replace the global (luaio.compat.luars makes
+-- it take seconds), and the graceful stop and the restart back-off must not follow it.
+local sleep = timer.sleep
 local system = require "system"
 
 local type, tostring, tonumber, ipairs, pairs, select = type, tostring, tonumber, ipairs, pairs, select

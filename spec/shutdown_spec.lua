@@ -138,6 +138,21 @@ describe("graceful stop of a single-process server", function()
         assert.are.equal(0, (ended(c)))
     end)
 
+    it("does not use the script's global sleep (luaio.compat.luars makes it take seconds)", function()
+        local c = server([[
+            local http = require "http"
+            local timer = require "timer"
+            sleep = function(seconds) timer.sleep(seconds * 1000) end
+            local srv = assert(http.createServer({ port = 0 }, function(_, res) res:finish("x") end))
+            print("listening " .. srv.port)
+            io.stdout:flush()
+        ]], { LUAIO_DRAIN_DELAY = "50", LUAIO_SHUTDOWN_TIMEOUT = "3000" })
+        c:kill("SIGTERM")
+        local code, stderr = ended(c)
+        assert.are.equal("", stderr)
+        assert.are.equal(0, code)
+    end)
+
     it("a script that handles SIGTERM itself keeps control", function()
         local c, port = server(APP .. [[
             require("process").on("SIGTERM", function() print("got SIGTERM") io.stdout:flush() end)

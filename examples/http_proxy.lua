@@ -1,8 +1,11 @@
 -- A reverse proxy in a few lines, on the client's keep-alive pool. Bodies stream through in
 -- pieces both ways: neither an upload nor a download is ever whole in memory.
---   luaio examples/http_proxy.lua http://127.0.0.1:8081   (listens on 8080)
+--   luaio examples/http_proxy.lua [upstream=http://127.0.0.1:8081] [port=8080]
+--   in front of the JSON API (which listens on 8080):
+--   luaio examples/http_proxy.lua http://127.0.0.1:8080 8081   then   curl http://127.0.0.1:8081/users/1
 local http = require "http"
 local upstream = arg[1] or "http://127.0.0.1:8081"
+local port = tonumber(arg[2]) or 8080
 
 -- Hop-by-hop fields (RFC 9110 7.6.1) and the framing, which each side does itself.
 local hop = { host = true, connection = true, ["keep-alive"] = true, ["transfer-encoding"] = true, te = true,
@@ -16,7 +19,7 @@ local function copy(from)
     return headers
 end
 
-assert(http.createServer({ port = 8080, maxBodySize = 1024 ^ 3 }, function(req, res)
+assert(http.createServer({ port = port, maxBodySize = 1024 ^ 3 }, function(req, res)
     local body -- a request with a body sends it on piece by piece
     if req.headers["content-length"] or req.headers["transfer-encoding"] then
         body = req
@@ -40,4 +43,4 @@ assert(http.createServer({ port = 8080, maxBodySize = 1024 ^ 3 }, function(req, 
     end
     res:finish()
 end))
-print("proxy on http://127.0.0.1:8080 -> " .. upstream)
+print("proxy on http://127.0.0.1:" .. port .. " -> " .. upstream)

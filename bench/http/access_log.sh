@@ -24,14 +24,22 @@ run() { # name port script [args...] -> "name requests ticks"
     kill $pid; wait $pid 2>/dev/null || true
     echo "$name $reqs $((t1 - t0))"
 }
+# The order alternates from round to round: the first server of a round runs in other conditions
+# (the previous one's connections closing) than the second.
 for r in $(seq "$ROUNDS"); do
-    run off 18181 bench/http/hello_stream.lua 18181
-    run "$FORMAT" 18182 bench/http/hello_access_log.lua 18182 "$FORMAT"
+    if [ $((r % 2)) = 1 ]; then
+        run off 18181 bench/http/hello_stream.lua 18181
+        run "$FORMAT" 18182 bench/http/hello_access_log.lua 18182 "$FORMAT"
+    else
+        run "$FORMAT" 18182 bench/http/hello_access_log.lua 18182 "$FORMAT"
+        run off 18181 bench/http/hello_stream.lua 18181
+    fi
 done | awk -v hz="$(getconf CLK_TCK)" -v f="$FORMAT" '
     { u = $3 / hz * 1e6 / $2; r = int((NR + 1) / 2)
       printf "round %d: %-8s %7d requests, %5.2f us CPU per request\n", r, $1, $2, u
       reqs[$1] += $2; ticks[$1] += $3
-      if ($1 == "off") off = u; else ratio[r] = u / off }
+      if ($1 == "off") off[r] = u; else mode[r] = u
+      if (r in off && r in mode) ratio[r] = mode[r] / off[r] }
     END { for (m in reqs) us[m] = ticks[m] / hz * 1e6 / reqs[m]
           n = asort(ratio)
           printf "off %.2f us, %s %.2f us CPU per request: %.2fx (median round: %.2fx)\n",

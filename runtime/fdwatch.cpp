@@ -9,12 +9,15 @@ struct FdWatch::Poll {
     uv_poll_t handle;
     FdWatch::Callback cb = nullptr;
     void* ctx = nullptr;
+    int events = 0; // what the handle is started with (0: stopped)
 };
 
 namespace {
 
 void on_poll(uv_poll_t* h, int status, int events) {
     auto* p = reinterpret_cast<FdWatch::Poll*>(h->data);
+    // On an error libuv has stopped the handle itself: the next watch() must start it again.
+    if (status < 0) p->events = 0;
     // A failed descriptor (status < 0) reports both directions as ready: the library's own call
     // then sees the error and says what it was.
     if (p->cb) p->cb(p->ctx, status, status < 0 ? UV_READABLE | UV_WRITABLE : events);
@@ -42,15 +45,19 @@ int FdWatch::watch(int fd, int events, Callback cb, void* ctx) {
     }
     poll_->cb = cb;
     poll_->ctx = ctx;
-    if (events == events_) return 0;
+    if (events == poll_->events) return 0;
     int rc = uv_poll_start(&poll_->handle, events, on_poll);
-    events_ = rc < 0 ? 0 : events;
+    poll_->events = rc < 0 ? 0 : events;
     return rc;
 }
 
 void FdWatch::stop() {
-    if (poll_ && events_) uv_poll_stop(&poll_->handle);
-    events_ = 0;
+    if (poll_ && poll_->events) uv_poll_stop(&poll_->handle);
+    if (poll_) poll_->events = 0;
+}
+
+bool FdWatch::active() const {
+    return poll_ && poll_->events != 0;
 }
 
 void FdWatch::close() {
@@ -60,7 +67,6 @@ void FdWatch::close() {
              [](uv_handle_t* h) { delete reinterpret_cast<Poll*>(h->data); });
     poll_ = nullptr;
     fd_ = -1;
-    events_ = 0;
 }
 
 void FdWatch::set_ref(bool ref) {

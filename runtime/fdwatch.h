@@ -32,7 +32,7 @@ class FdWatch {
     void stop();
     // Idempotent. Call it before the library closes the descriptor.
     void close();
-    bool active() const { return events_ != 0; }
+    bool active() const;
     int fd() const { return fd_; }
     // An unreferenced watch does not keep the process alive (an idle pooled connection).
     void set_ref(bool ref);
@@ -43,7 +43,6 @@ class FdWatch {
   private:
     Poll* poll_ = nullptr;
     int fd_ = -1;
-    int events_ = 0;
     bool ref_ = true;
 };
 

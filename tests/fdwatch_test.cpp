@@ -2,6 +2,8 @@
 #include "runtime/fdwatch.h"
 
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -117,4 +119,42 @@ TEST(FdWatch, ZeroEventsStopsAndABadDescriptorFails) {
     EXPECT_FALSE(bad.active());
     w.close();
     EXPECT_EQ(uv_run(luaio::loop(), UV_RUN_DEFAULT), 0);
+}
+
+namespace {
+void count_errors(void* ctx, int status, int events) {
+    auto* s = static_cast<Seen*>(ctx);
+    if (status < 0) s->calls++;
+    s->events |= events;
+}
+} // namespace
+
+TEST(FdWatch, RestartsAfterAnErrorThatStoppedIt) {
+    // A connect refused by a closed port on 127.0.0.1 leaves an error on the socket: libuv
+    // reports it and stops the handle itself.
+    int probe = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(probe, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    socklen_t len = sizeof a;
+    ASSERT_EQ(getsockname(probe, reinterpret_cast<sockaddr*>(&a), &len), 0);
+    ::close(probe); // nobody listens on that port now
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    Seen seen;
+    luaio::FdWatch w;
+    ASSERT_EQ(w.watch(fd, UV_READABLE | UV_WRITABLE, count_errors, &seen), 0);
+    for (int i = 0; i < 100 && seen.calls == 0; i++) uv_run(luaio::loop(), UV_RUN_ONCE);
+    ASSERT_EQ(seen.calls, 1);
+    EXPECT_FALSE(w.active()); // stopped by libuv
+    EXPECT_EQ(seen.events, UV_READABLE | UV_WRITABLE);
+    // The same events again must start the handle again (it reports the error once more).
+    ASSERT_EQ(w.watch(fd, UV_READABLE | UV_WRITABLE, count_errors, &seen), 0);
+    EXPECT_TRUE(w.active());
+    for (int i = 0; i < 100 && seen.calls == 1; i++) uv_run(luaio::loop(), UV_RUN_ONCE);
+    EXPECT_EQ(seen.calls, 2);
+    w.close();
+    uv_run(luaio::loop(), UV_RUN_DEFAULT);
+    ::close(fd);
 }

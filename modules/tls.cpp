@@ -289,6 +289,9 @@ int l_context(lua_State* L) {
     const char* ca = opt_string(L, 1, "ca");
     if (ca && !use_ca(ctx, ca)) return fail(L, ctx, ssl_reason("tls: cannot load the CA certificates"));
     if (server) {
+        // The chain sent is what `cert` holds: OpenSSL does not build (and verify) one from the
+        // store at every handshake.
+        SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
         // Sessions resume by tickets only: no server-side cache grows with the clients.
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
         if (!opt_bool(L, 1, "sessionTickets", true)) {

@@ -127,6 +127,31 @@ describe("tls server and client (luaio to luaio)", function()
         srv:close()
     end)
 
+    it("sends the chain that cert holds (leaf, then an intermediate CA)", function()
+        -- An intermediate CA signed by ca, and a leaf signed by the intermediate.
+        sh(("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s -out %s.csr -subj /CN=inter")
+            :format(path("inter.key"), path("inter")))
+        local ext = assert(io.open(path("inter.ext"), "w"))
+        ext:write("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")
+        ext:close()
+        sh(("openssl x509 -req -in %s.csr -CA %s -CAkey %s -CAcreateserial -out %s -days 2 -extfile %s")
+            :format(path("inter"), path("ca.pem"), path("ca.key"), path("inter.pem"), path("inter.ext")))
+        make_cert("leaf", "DNS:localhost,IP:127.0.0.1", "inter")
+        local f = assert(io.open(path("chain.pem"), "w"))
+        f:write(helper.read(path("leaf.pem")), helper.read(path("inter.pem")))
+        f:close()
+        local srv, port = serve(echo, server_opts("server", { cert = path("chain.pem"), key = path("leaf.key") }))
+        local sock = assert(tls.connect(port, "127.0.0.1", { ca = path("ca.pem") })) -- the root only
+        assert.are.equal("CN=leaf", sock:tlsInfo().peerCertificate.subject)
+        sock:close()
+        -- The leaf alone does not verify against the root: the intermediate was what came.
+        srv:close()
+        srv, port = serve(echo, server_opts("server", { cert = path("leaf.pem"), key = path("leaf.key") }))
+        local _, err = tls.connect(port, "127.0.0.1", { ca = path("ca.pem") })
+        assert.are.equal("ECERTVERIFY", err.name)
+        srv:close()
+    end)
+
     it("takes cert and key as PEM text, negotiates ALPN and reads the server name", function()
         local seen
         local srv, port = serve(function(sock)

@@ -109,6 +109,13 @@ void on_timer(uv_timer_t* handle) {
         t->deadline_ns = 0;
     }
     lua_State* L = luaio::main_state();
+    // The state has closed (the runtime's last loop turn runs the close callbacks of what its
+    // finalizers closed, and a timer left behind, such as a pool's unreferenced sweeper, may
+    // come due then): there is no callback to run any more.
+    if (!L) {
+        close_timer(t);
+        return;
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->callback_ref);
     int n = t->nargs;
     for (int i = 1; i <= n + 1; i++) lua_rawgeti(L, -i, i);

@@ -45,6 +45,29 @@ describe("timer.setTimeout", function()
         assert.are.equal("", out)
     end)
 
+    it("an unref'd timer that comes due while the state closes does not crash the process", function()
+        -- A socket closed by its finalizer keeps the loop alive for the runtime's last turn, and a
+        -- slow finalizer lets the timer come due before it: its callback cannot run any more.
+        local script = helper.script([[
+            local tcp = require "tcp"
+            local srv = assert(tcp.createServer(0, function() end, { host = "127.0.0.1" }))
+            _G.sock = assert(tcp.connect(srv:address().port, "127.0.0.1"))
+            srv:close()
+            require("timer").setTimeout(5, function() print("late") end):unref()
+            local p = newproxy(true)
+            getmetatable(p).__gc = function()
+                local t0 = os.clock()
+                while os.clock() - t0 < 0.05 do end
+            end
+            _G.keep = p
+        ]])
+        local out, err, status = helper.run(script)
+        os.remove(script)
+        assert.are.equal("", err)
+        assert.are.equal("", out)
+        assert.are.equal(0, status)
+    end)
+
     it("rejects bad arguments", function()
         assert.has_error(function() timer.setTimeout("1", function() end) end,
             "setTimeout: expected milliseconds (a number) as argument 1, got string")

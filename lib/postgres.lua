@@ -93,11 +93,32 @@ function postgres.connect(options)
 end
 
 local methods = core.methods
+local reset = methods._reset
+
+-- Connections that LISTEN: they are not handed back to a pool, and not connected again by
+-- themselves (a new session would not listen). Weak keys: they may go.
+local listening = setmetatable({}, { __mode = "k" })
+
+-- The C method f, connecting again first when the connection was lost before the call (err.lost:
+-- nothing was sent). A call in flight when the connection drops gets its error, never a retry.
+local function reconnecting(f)
+    return function(db, ...)
+        local r, err = f(db, ...)
+        if err and err.lost and not listening[db] then
+            local ok, rerr = reset(db)
+            if not ok then return nil, rerr end
+            return f(db, ...)
+        end
+        return r, err
+    end
+end
+methods.query = reconnecting(methods.query)
+methods.exec = reconnecting(methods.exec)
+methods._copy_start = reconnecting(methods._copy_start)
+methods._prepare = reconnecting(methods._prepare)
+
 local copy_start, copy_put, copy_end, copy_get = methods._copy_start, methods._copy_put, methods._copy_end, methods._copy_get
 local exec, status = methods.exec, methods.status
-
--- Connections that LISTEN: they are not handed back to a pool (weak keys: they may go).
-local listening = setmetatable({}, { __mode = "k" })
 
 -- Prepared statements ------------------------------------------------------
 
@@ -111,24 +132,39 @@ function methods.prepare(db, sql)
     local name = "luaio_" .. statement_count
     local ok, err = methods._prepare(db, name, sql)
     if not ok then return nil, err end
-    return setmetatable({ db = db, name = name }, Statement)
+    return setmetatable({ db = db, name = name, sql = sql }, Statement)
 end
 
-local execute = methods._execute
+local cexecute = methods._execute
 
---- The rows of the statement with these parameters. query{timeout = ms}(...) is not needed:
---- st:query(...) uses the connection's queryTimeout; st:queryTimeout(ms, ...) another one.
+-- Runs the statement; on a connection lost before the call, connects again and prepares it anew.
+local function execute(self, ms, ...)
+    local db, name = self.db, self.name
+    if not name then raise("query", "the statement was closed") end
+    local rows, err = cexecute(db, name, ms, ...)
+    if err and err.lost and not listening[db] then
+        local ok, rerr = reset(db)
+        if not ok then return nil, rerr end
+        ok, rerr = methods._prepare(db, name, self.sql)
+        if not ok then return nil, rerr end
+        return cexecute(db, name, ms, ...)
+    end
+    return rows, err
+end
+
+--- The rows of the statement with these parameters (the connection's queryTimeout);
+--- st:queryTimeout(ms, ...) with another timeout.
 function Statement:query(...)
-    return execute(self.db, self.name, nil, ...)
+    return execute(self, nil, ...)
 end
 
 function Statement:queryTimeout(ms, ...)
-    return execute(self.db, self.name, ms, ...)
+    return execute(self, ms, ...)
 end
 
 --- Rows affected by the statement with these parameters.
 function Statement:exec(...)
-    local rows, err = execute(self.db, self.name, nil, ...)
+    local rows, err = execute(self, nil, ...)
     if not rows then return nil, err end
     return rows.affected
 end

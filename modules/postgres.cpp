@@ -138,6 +138,8 @@ struct Conn : luaio::Handle<Conn> {
     PGnotify* note = nullptr;   // the notification a wait has received
     uint64_t timeout_ms = 0;    // of the running operation
     uint64_t query_timeout_ms = 0;
+    uint64_t connect_timeout_ms = 0;
+    std::vector<std::string> keys, values; // the connection parameters, for a reconnect
     Op op = Op::None;
     Want want = Want::Rows;
     bool decode_json = true;
@@ -455,7 +457,7 @@ void fail_lost(Conn* c, int uverr, const char* message) {
         luaio::push_error(co, uverr, m.c_str());
         return 2;
     });
-    if (op == Op::Connect) close_conn(c);
+    if (op == Op::Connect && !c->has_proxy()) close_conn(c); // a reconnect keeps its object
 }
 
 // The cancel request, on libuv's thread pool (PQcancel blocks). It owns its PGcancel, so the
@@ -633,7 +635,10 @@ void finish(Conn* c) {
     c->op = Op::None;
     luaio::wake(c->waiter, [&](lua_State* co) {
         if (op == Op::Connect) {
-            c->push_proxy(co);
+            if (c->has_proxy())
+                lua_pushboolean(co, 1); // a reconnect (conn:_reset)
+            else
+                c->push_proxy(co);
             return 1;
         }
         if (op == Op::Notify) {
@@ -700,9 +705,15 @@ void step_result(Conn* c, int events) {
 
 void on_io(void* ctx, int status, int events) {
     Conn* c = static_cast<Conn*>(ctx);
-    if (status < 0) events = UV_READABLE | UV_WRITABLE; // libpq finds out what the error is
+
+    if (status < 0 && c->op != Op::Connect) {
+        // The socket has an error (libuv saw POLLERR: a reset by the peer) and libuv has stopped
+        // the watch: the connection is gone, whatever libpq would still read.
+        fail_lost(c, UV_ECONNRESET, "the connection to the server was lost (socket error)");
+        return;
+    }
     switch (c->op) {
-    case Op::Connect:
+    case Op::Connect: // libpq finds out what a socket error is (and may try the next address)
         step_connect(c);
         return;
     case Op::Result:
@@ -776,6 +787,8 @@ Conn* ready_conn(lua_State* L, const char* fname) {
     if (!c->pg || PQstatus_(c->pg) == CONNECTION_BAD) {
         lua_pushnil(L);
         luaio::push_error(L, UV_ECONNRESET, "the connection to the server was lost");
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "lost"); // lost before this call: lib/postgres.lua reconnects and calls again
         return nullptr;
     }
     return c;
@@ -810,8 +823,16 @@ const char* check_sql(lua_State* L, const char* fname) {
 int wait_result(lua_State* L, Conn* c, Want want, uint64_t timeout) {
     c->op = Op::Result;
     c->want = want;
-    start_deadline(c, timeout);
     int f = PQflush_(c->pg);
+    if (f < 0 || lost(c)) {
+        // The server had gone: libpq found out while sending (and closed its socket), so
+        // there is nothing to wait for. The outcome is the error libpq recorded.
+        collect(c);
+        c->op = Op::None;
+        c->pending.reset();
+        return push_outcome(L, c);
+    }
+    start_deadline(c, timeout);
     watch(c, f ? UV_READABLE | UV_WRITABLE : UV_READABLE);
     return luaio::park(L, c->waiter);
 }
@@ -1081,6 +1102,31 @@ int l_info(lua_State* L) {
 }
 
 // core.connect(keywords, values, connect_ms, query_ms, decode_json, prepare)
+// Starts connecting with the saved parameters; false (and the message) when libpq refuses at once.
+bool start_connect(Conn* c, std::string* err) {
+    size_t n = c->keys.size();
+    std::vector<const char*> keys(n + 1, nullptr), values(n + 1, nullptr);
+    for (size_t i = 0; i < n; i++) {
+        keys[i] = c->keys[i].c_str();
+        values[i] = c->values[i].c_str();
+    }
+    c->pg = PQconnectStartParams_(keys.data(), values.data(), 1);
+    if (!c->pg || PQstatus_(c->pg) == CONNECTION_BAD) {
+        *err = c->pg ? pq_message(c->pg) : "out of memory";
+        drop(c);
+        return false;
+    }
+    // libpq prints the server's notices (NOTICE, WARNING: "relation already exists, skipping")
+    // on stderr by default; a library must not write to the application's stderr.
+    PQsetNoticeProcessor_(
+        c->pg, [](void*, const char*) {}, nullptr);
+    c->op = Op::Connect;
+    start_deadline(c, c->connect_timeout_ms);
+    // Before the first PQconnectPoll, libpq waits for the socket to be writable.
+    watch(c, UV_WRITABLE);
+    return true;
+}
+
 int l_connect(lua_State* L) {
     const char* fname = "postgres.connect";
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -1088,39 +1134,52 @@ int l_connect(lua_State* L) {
     uint64_t connect_ms = check_timeout(L, 3, fname);
     uint64_t query_ms = check_timeout(L, 4, fname);
     luaio::check_can_wait(L, fname);
-    int n = static_cast<int>(lua_objlen(L, 1));
-    std::vector<const char*> keys(static_cast<size_t>(n) + 1, nullptr), values(static_cast<size_t>(n) + 1, nullptr);
-    for (int i = 0; i < n; i++) {
-        lua_rawgeti(L, 1, i + 1);
-        lua_rawgeti(L, 2, i + 1);
-        keys[static_cast<size_t>(i)] = lua_tostring(L, -2);
-        values[static_cast<size_t>(i)] = lua_tostring(L, -1);
-        lua_pop(L, 2); // the tables keep the strings alive
-        if (!keys[static_cast<size_t>(i)] || !values[static_cast<size_t>(i)])
-            luaio::raise(L, fname, "connection parameters must be strings");
-    }
     auto* c = new Conn;
     uv_timer_init(luaio::loop(), &c->timer);
     c->timer.data = c;
+    int n = static_cast<int>(lua_objlen(L, 1));
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 1, i + 1);
+        lua_rawgeti(L, 2, i + 1);
+        const char* k = lua_tostring(L, -2);
+        const char* v = lua_tostring(L, -1);
+        if (k && v) {
+            c->keys.emplace_back(k);
+            c->values.emplace_back(v);
+        }
+        lua_pop(L, 2);
+    }
+    c->connect_timeout_ms = connect_ms;
     c->query_timeout_ms = query_ms;
     c->decode_json = lua_toboolean(L, 5);
     c->prepare = lua_toboolean(L, 6);
-    c->pg = PQconnectStartParams_(keys.data(), values.data(), 1);
-    if (!c->pg || PQstatus_(c->pg) == CONNECTION_BAD) {
-        std::string m = c->pg ? pq_message(c->pg) : "out of memory";
+    std::string err;
+    if (!start_connect(c, &err)) {
         close_conn(c);
         lua_pushnil(L);
-        luaio::push_error(L, luaio::LUAIO_EPG, m.c_str());
+        luaio::push_error(L, luaio::LUAIO_EPG, err.c_str());
         return 2;
     }
-    // libpq prints the server's notices (NOTICE, WARNING: "relation already exists, skipping")
-    // on stderr by default; a library must not write to the application's stderr.
-    PQsetNoticeProcessor_(
-        c->pg, [](void*, const char*) {}, nullptr);
-    c->op = Op::Connect;
-    start_deadline(c, connect_ms);
-    // Before the first PQconnectPoll, libpq waits for the socket to be writable.
-    watch(c, UV_WRITABLE);
+    return luaio::park(L, c->waiter);
+}
+
+// conn:_reset(): connects again with the same parameters (a new session: no prepared statement,
+// no LISTEN), after the connection was lost; true or nil, err.
+int l_reset(lua_State* L) {
+    Conn* c = Conn::check(L, 1, "reset");
+    luaio::check_can_wait(L, "reset");
+    if (c->op != Op::None) {
+        lua_pushnil(L);
+        luaio::push_error(L, UV_EBUSY, "the connection is busy with another task's query");
+        return 2;
+    }
+    drop(c);
+    std::string err;
+    if (!start_connect(c, &err)) {
+        lua_pushnil(L);
+        luaio::push_error(L, luaio::LUAIO_EPG, err.c_str());
+        return 2;
+    }
     return luaio::park(L, c->waiter);
 }
 
@@ -1154,11 +1213,14 @@ extern "C" int luaopen_luaio_postgres(lua_State* L) {
     std::string err;
     if (!luaio::load_library("libpq.so.5", "libpq5", symbols, sizeof symbols / sizeof symbols[0], &err))
         return luaL_error(L, "postgres: %s", err.c_str());
-    const luaL_Reg methods[] = {{"query", l_query},        {"exec", l_exec},          {"_prepare", l_prepare},
-                                {"_execute", l_execute},   {"wait", l_wait},          {"_copy_start", l_copy_start},
-                                {"_copy_put", l_copy_put}, {"_copy_end", l_copy_end}, {"_copy_get", l_copy_get},
-                                {"close", l_close},        {"reusable", l_reusable},  {"status", l_status},
-                                {"info", l_info},          {"unref", l_unref},        {"ref", l_ref},
+    const luaL_Reg methods[] = {{"query", l_query},        {"exec", l_exec},
+                                {"_prepare", l_prepare},   {"_execute", l_execute},
+                                {"wait", l_wait},          {"_copy_start", l_copy_start},
+                                {"_copy_put", l_copy_put}, {"_copy_end", l_copy_end},
+                                {"_copy_get", l_copy_get}, {"close", l_close},
+                                {"reusable", l_reusable},  {"status", l_status},
+                                {"info", l_info},          {"unref", l_unref},
+                                {"_reset", l_reset},       {"ref", l_ref},
                                 {"__gc", Conn::l_gc},      {nullptr, nullptr}};
     luaio::new_class(L, Conn::kClass, methods);
     lua_getfield(L, -1, "__index");

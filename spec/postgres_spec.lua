@@ -468,8 +468,8 @@ describe("postgres timeouts and failures", function()
         assert.is_nil(rows)
         assert.are.equal("ETIMEDOUT", err.name)
         assert.are.equal("lost", db:status())
-        local _, e3 = db:query("select 1")
-        assert.are.equal("ECONNRESET", e3.name)
+        -- The next call connects again (the server answers again).
+        assert.are.equal(4, assert(db:query("select 4 as v"))[1].v)
         db:close()
         assert.is_nil(db2)
         assert.are.equal("ETIMEDOUT", err2.name)
@@ -481,6 +481,7 @@ describe("postgres timeouts and failures", function()
 
     it("fails a query whose server is killed mid-query; works again once the server is back", function()
         local db = connect()
+        local st = assert(db:prepare("select $1::int as v"))
         local t = task.spawn(function() return db:query("select pg_sleep(10)") end)
         timer.sleep(100)
         server:kill("SIGKILL")
@@ -489,19 +490,37 @@ describe("postgres timeouts and failures", function()
         assert.is_nil(rows)
         assert.are.equal("ECONNRESET", err.name)
         assert.are.equal("lost", db:status())
+        -- The next call tries to connect again: no server yet.
         local r2, e2 = db:query("select 1")
         assert.is_nil(r2)
-        assert.are.equal("ECONNRESET", e2.name)
-        db:close()
+        assert.are.equal("EPG", e2.name)
+        assert.are.equal("lost", db:status())
         local down, derr = postgres.connect(server.options)
         assert.is_nil(down)
         assert.are.equal("EPG", derr.name)
         server:restart()
-        local db2
+        -- Once it is back, the same connection object works again, prepared statements too.
+        local rows
         assert(helper.wait_for(function()
-            db2 = postgres.connect(server.options)
-            return db2 ~= nil
+            rows = db:query("select 1 as v")
+            return rows ~= nil
         end, 20000))
+        assert.are.equal(1, rows[1].v)
+        assert.are.equal("idle", db:status())
+        db:close()
+        -- A connection whose server died while it was idle: the next call finds the socket
+        -- reset and fails at once (it waited for ever), the one after connects again and
+        -- prepares the statement again.
+        db = connect()
+        st.db = db
+        server:kill("SIGKILL")
+        server:restart()
+        local r3, e3 = st:queryTimeout(5000, 5)
+        assert.is_nil(r3)
+        assert.are.equal("ECONNRESET", e3.name)
+        assert.are.equal(5, assert(st:query(5))[1].v)
+        db:close()
+        local db2 = assert(postgres.connect(server.options))
         assert.are.equal(1, db2:query("select 1 as v")[1].v)
         db2:close()
     end)

@@ -83,12 +83,24 @@ end
 --- Sends a signal to the postmaster (by PID); waits for it to end when the signal ends it.
 function Server:kill(signal)
     if not self.child then return end
+    local children = self:_children()
     process.kill(self.pid, signal or "SIGTERM")
     if signal == "SIGSTOP" or signal == "SIGCONT" then return end
     self.child:wait()
     self.child = nil
-    -- The backends and helper processes leave when they see the postmaster gone; the next
-    -- postmaster on this data directory waits for them (its shared memory check).
+    -- The backends and helper processes leave when they see the postmaster gone; a new
+    -- postmaster on this data directory refuses to start while they hold its shared memory.
+    for _ = 1, 200 do
+        local alive = false
+        for _, pid in ipairs(children) do
+            local f = io.open("/proc/" .. pid .. "/stat")
+            local st = f and f:read("*a") or ""
+            if f then f:close() end
+            if st ~= "" and not st:match("^%d+ %b() Z") then alive = true end
+        end
+        if not alive then break end
+        timer.sleep(50)
+    end
 end
 
 -- The PIDs of the postmaster's children (backends and helpers: each is a session leader of its

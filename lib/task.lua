@@ -29,7 +29,7 @@ local function pack(...)
 end
 
 local function finish(h, ok, ...)
-    h.results = pack(ok, ...)
+    h.results, h.co = pack(ok, ...), nil
     local joiners = h.joiners
     h.joiners = nil
     if not ok and not joiners then
@@ -43,6 +43,7 @@ local function finish(h, ok, ...)
 end
 
 local function run(h, fn, ...)
+    h.co = current() -- so that the task joining itself is told, instead of waiting forever
     finish(h, xpcall(fn, function(e)
         h.trace = traceback(describe(e), 2)
         return e
@@ -65,6 +66,7 @@ function Task:join()
     if not self.results then
         local co = current()
         if not co then error("join: cannot wait outside a task", 2) end
+        if co == self.co then raise("h:join", "a task cannot join itself (it would wait forever)") end
         local joiners = self.joiners
         if not joiners then
             joiners = {}

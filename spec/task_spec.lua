@@ -105,6 +105,20 @@ describe("task.spawn and join", function()
         assert.are.same({ true, 7 }, { b:join() })
     end)
 
+    it("raises when a task joins itself, instead of waiting forever", function()
+        local me
+        me = task.spawn(function()
+            sleep(1)
+            local ok, err = me:join()
+            return ok, err
+        end)
+        local ok, err = me:join()
+        assert.is_false(ok)
+        assert.matches("task_spec%.lua:%d+: h:join: a task cannot join itself %(it would wait forever%)$", err)
+        -- A finished task's handle still joins from anywhere, its own coroutine reused or not.
+        assert.is_false((me:join()))
+    end)
+
     it("rejects a non-function", function()
         assert.has_error(function() task.spawn(42) end, "task.spawn: expected a function as argument 1, got number")
     end)

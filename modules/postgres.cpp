@@ -708,8 +708,16 @@ void on_io(void* ctx, int status, int events) {
 
     if (status < 0 && c->op != Op::Connect) {
         // The socket has an error (libuv saw POLLERR: a reset by the peer) and libuv has stopped
-        // the watch: the connection is gone, whatever libpq would still read.
-        fail_lost(c, UV_ECONNRESET, "the connection to the server was lost (socket error)");
+        // the watch: the connection is gone. libpq reads what it still can (the server's FATAL
+        // message, the end) for the error; waiting on would wait for ever.
+        PQconsumeInput_(c->pg);
+        bool gone = lost(c);
+        if (gone && c->op == Op::Result) {
+            collect(c);
+            finish(c);
+            return;
+        }
+        fail_lost(c, UV_ECONNRESET, gone ? nullptr : "the connection to the server was lost (socket error)");
         return;
     }
     switch (c->op) {

@@ -307,7 +307,7 @@ function Response:json(value, status)
     json = json or require "json"
     local body, err = json.encode(value)
     if not body then
-        error("json: " .. err.message, 2)
+        raise("res:json", "cannot encode the value: " .. err.message)
     end
     if status then
         self.status = status

@@ -28,7 +28,8 @@ local OPTIONS = {
     host = true, port = true, user = true, password = true, database = true, charset = true, timeout = true,
     queryTimeout = true, url = true,
 }
-local POOL_OPTIONS = { size = true, idleTimeout = true, maxWaiters = true, waitTimeout = true }
+-- What a pool's options add (lib/luaio/pool.lua).
+local POOL_OPTIONS = require("luaio.pool").KEYS
 
 local function unescape(s)
     return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
@@ -187,23 +188,13 @@ end
 
 -- The pool --------------------------------------------------------------------
 
-local Pool = {}
-Pool.__index = Pool
-
-local function pool_query(db, sql, ...) return db:query(sql, ...) end
-local function pool_exec(db, sql, ...) return db:exec(sql, ...) end
-local function pool_transaction(db, fn, ...) return db:transaction(fn, ...) end
-
 --- A bounded pool of connections (lib/luaio/pool.lua): connect options plus size (32),
 --- idleTimeout (ms, 60000), maxWaiters (1024), waitTimeout (ms, 10000).
 function mysql.pool(options)
     if type(options) == "string" then options = { url = options } end
     if type(options) ~= "table" then raise("mysql.pool", "expected an options table, got " .. type(options)) end
     connect_options(options, "mysql.pool") -- checks the options now, not at the first connect
-    local conn_options = {}
-    for k, v in pairs(options) do
-        if not POOL_OPTIONS[k] then conn_options[k] = v end
-    end
+    local conn_options = require("luaio.pool").connect_options(options)
     local p = require("luaio.pool").new({
         name = "mysql.pool", size = options.size, idleTimeout = options.idleTimeout,
         maxWaiters = options.maxWaiters, waitTimeout = options.waitTimeout,
@@ -217,16 +208,7 @@ function mysql.pool(options)
             if is_idle then db:unref() else db:ref() end
         end,
     })
-    return setmetatable({ pool = p }, Pool)
+    return require("luaio.pool").sql(p)
 end
-
-function Pool:query(sql, ...) return self.pool:with(pool_query, sql, ...) end
-function Pool:exec(sql, ...) return self.pool:with(pool_exec, sql, ...) end
-function Pool:transaction(fn, ...) return self.pool:with(pool_transaction, fn, ...) end
-function Pool:with(fn, ...) return self.pool:with(fn, ...) end
-function Pool:acquire() return self.pool:acquire() end
-function Pool:release(db) return self.pool:release(db) end
-function Pool:close() return self.pool:close() end
-function Pool:stats() return self.pool:stats() end
 
 return mysql

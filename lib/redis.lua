@@ -402,8 +402,6 @@ end
 
 -- The pool -------------------------------------------------------------------
 
-local POOL_KEYS = { size = true, idleTimeout = true, maxWaiters = true, waitTimeout = true }
-
 local RPool = {}
 local RPoolMethods = {}
 RPool.__index = RPoolMethods
@@ -424,10 +422,7 @@ end
 --- or dropped when it is given back is closed, never handed to the next caller.
 function redis.pool(options)
     local opts = check_options(options, "redis.pool", true)
-    local copts = {}
-    for k, v in pairs(opts) do
-        if not POOL_KEYS[k] then copts[k] = v end
-    end
+    local copts = require("luaio.pool").connect_options(opts)
     local p = require("luaio.pool").new({
         name = "redis.pool", size = opts.size, idleTimeout = opts.idleTimeout,
         maxWaiters = opts.maxWaiters, waitTimeout = opts.waitTimeout,

@@ -182,6 +182,24 @@ describe("luaio.pool", function()
         assert.are.equal("ECANCELED", err2.name)
     end)
 
+    it("splits a module's options into the pool's and the connect options", function()
+        local all = { host = "127.0.0.1", port = 5432, size = 4, idleTimeout = 10, maxWaiters = 1, waitTimeout = 5 }
+        assert.are.same({ host = "127.0.0.1", port = 5432 }, Pool.connect_options(all))
+        assert.is_true(Pool.KEYS.size and Pool.KEYS.waitTimeout and not Pool.KEYS.host)
+        local d = driver()
+        d.hooks.connect = function()
+            return { query = function(_, sql, x) return sql .. x end, exec = function() return "done" end,
+                     transaction = function(c, fn, y) return fn(c, y) end }
+        end
+        d.hooks.close = function() end
+        local sql = Pool.sql(Pool.new({ name = "spec.pool", size = 1 }, d.hooks))
+        assert.are.equal("select 1", sql:query("select ", 1))
+        assert.are.equal("done", sql:exec("x"))
+        assert.are.equal(7, sql:transaction(function(_, y) return y end, 7))
+        assert.are.same({ size = 1, open = 1, idle = 1, busy = 0, waiting = 0 }, sql:stats())
+        sql:close()
+    end)
+
     it("raises for misuse: a foreign connection, a bad option, a method without self", function()
         local d = driver()
         local p = Pool.new({ name = "spec.pool" }, d.hooks)

@@ -41,7 +41,16 @@ local PLACE = {}
 local DEFAULTS = { size = 32, idleTimeout = 60000, maxWaiters = 1024, waitTimeout = 10000 }
 -- The pool's own option names: a module's pool(opts) takes these beside its connect options
 -- (and checks the union for misspelled names itself).
-M.OPTIONS = { "size", "idleTimeout", "maxWaiters", "waitTimeout" }
+M.KEYS = { size = true, idleTimeout = true, maxWaiters = true, waitTimeout = true }
+
+--- A copy of a module's pool(options) without the pool's own keys: its connect options.
+function M.connect_options(options)
+    local c = {}
+    for k, v in pairs(options) do
+        if not M.KEYS[k] then c[k] = v end
+    end
+    return c
+end
 
 local function check_count(opts, key, least, fname)
     local v = opts[key]
@@ -290,6 +299,29 @@ end
 function Pool:stats()
     check_self(self, "stats")
     return { size = self.size, open = self.open, idle = #self.idle, busy = self.busy, waiting = self.waiting }
+end
+
+-- The face of a pool of SQL connections (postgres.pool, mysql.pool): query, exec and
+-- transaction each run on a connection of the pool, given back afterwards; the rest is the pool's.
+local SqlPool = {}
+SqlPool.__index = SqlPool
+
+local function sql_query(db, sql, ...) return db:query(sql, ...) end
+local function sql_exec(db, sql, ...) return db:exec(sql, ...) end
+local function sql_transaction(db, fn, ...) return db:transaction(fn, ...) end
+
+function SqlPool:query(sql, ...) return self.pool:with(sql_query, sql, ...) end
+function SqlPool:exec(sql, ...) return self.pool:with(sql_exec, sql, ...) end
+function SqlPool:transaction(fn, ...) return self.pool:with(sql_transaction, fn, ...) end
+function SqlPool:with(fn, ...) return self.pool:with(fn, ...) end
+function SqlPool:acquire() return self.pool:acquire() end
+function SqlPool:release(db) return self.pool:release(db) end
+function SqlPool:close() return self.pool:close() end
+function SqlPool:stats() return self.pool:stats() end
+
+--- Wraps pool p (M.new) in that face.
+function M.sql(p)
+    return setmetatable({ pool = p }, SqlPool)
 end
 
 M.Pool = Pool

@@ -144,7 +144,7 @@ end
 
 local function server_context(t, fname)
     if not t.cert or not t.key then
-        error(fname .. ": options cert and key are required", 3)
+        require("luaio.errors").raise(fname, "options cert and key are required")
     end
     if not t.sni then
         return context(context_options(t))

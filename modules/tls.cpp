@@ -17,10 +17,13 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
+
+#include <unistd.h>
 
 namespace {
 
@@ -260,6 +263,20 @@ int fail(lua_State* L, SSL_CTX* ctx, const std::string& msg) {
     return 2;
 }
 
+// A cert, key or ca option that names a file (not PEM text) which cannot be read: the error of
+// the file system, naming the option and the path, instead of OpenSSL's "no such file" alone (and
+// instead of a ca directory that does not exist being taken as empty).
+int fail_unreadable(lua_State* L, SSL_CTX* ctx, const char* what, const char* v) {
+    if (!v || is_pem(v) || access(v, R_OK) == 0) return 0;
+    int e = -errno;
+    SSL_CTX_free(ctx);
+    lua_pushnil(L);
+    std::string msg = std::string("tls: cannot read the ") + what + ": " + uv_strerror(e);
+    luaio::push_error(L, e, msg.c_str());
+    luaio::set_error_path(L, "open", v);
+    return 2;
+}
+
 // ctx, err = core.context(options): options are checked by lib/tls.lua.
 int l_context(lua_State* L) {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -284,9 +301,12 @@ int l_context(lua_State* L) {
         if (SSL_CTX_set_ciphersuites(ctx, c) != 1) return fail(L, ctx, ssl_reason("tls: bad ciphersuites"));
     const char* cert = opt_string(L, 1, "cert");
     const char* key = opt_string(L, 1, "key");
+    const char* ca = opt_string(L, 1, "ca");
+    if (int n = fail_unreadable(L, ctx, "certificate", cert)) return n;
+    if (int n = fail_unreadable(L, ctx, "private key", key)) return n;
+    if (int n = fail_unreadable(L, ctx, "CA certificates", ca)) return n;
     if (cert && !use_chain(ctx, cert)) return fail(L, ctx, ssl_reason("tls: cannot use the certificate"));
     if (key && !use_key(ctx, key)) return fail(L, ctx, ssl_reason("tls: cannot use the private key"));
-    const char* ca = opt_string(L, 1, "ca");
     if (ca && !use_ca(ctx, ca)) return fail(L, ctx, ssl_reason("tls: cannot load the CA certificates"));
     if (server) {
         // The chain sent is what `cert` holds: OpenSSL does not build (and verify) one from the

@@ -473,6 +473,30 @@ describe("tls server names, sessions and certificate reload", function()
 end)
 
 describe("tls certificate verification", function()
+    it("names the option and the path of a certificate, key or CA file it cannot read", function()
+        local srv, err = tls.createServer(0, function() end, { cert = "/nonexistent/cert.pem", key = path("server.key") })
+        assert.is_nil(srv)
+        assert.are.equal("ENOENT", err.name)
+        assert.are.equal("/nonexistent/cert.pem", err.path)
+        assert.matches("cannot read the certificate", err.message, 1, true)
+        srv, err = tls.createServer(0, function() end, { cert = path("server.pem"), key = "/nonexistent/key.pem" })
+        assert.are.equal("/nonexistent/key.pem", err.path)
+        assert.matches("cannot read the private key", err.message, 1, true)
+        -- A missing ca was taken as an empty directory: verification then failed later, for
+        -- another reason.
+        local plain = assert(tcp.createServer(0, function(s) sleep(100) s:close() end, { host = "127.0.0.1" }))
+        local c
+        c, err = tls.connect(plain:address().port, "127.0.0.1", { ca = "/nonexistent/ca.pem" })
+        plain:close()
+        assert.is_nil(c)
+        assert.are.equal("ENOENT", err.name)
+        assert.are.equal("/nonexistent/ca.pem", err.path)
+        -- A misspelled cert option points at the caller's line, not at lib/tls.lua.
+        local ok, msg = pcall(tls.createServer, 0, function() end, { crt = path("server.pem"), key = path("server.key") })
+        assert.is_false(ok)
+        assert.matches("tls_spec.lua:%d+: createServer: options cert and key are required", msg)
+    end)
+
     local function refused(name, host, opts)
         local calls = 0
         local srv, port = serve(function(sock)

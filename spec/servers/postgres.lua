@@ -7,6 +7,11 @@
 -- by PID, kill(signal) signals it, and pause()/resume() stop and continue the postmaster and its
 -- children (by PID), a server that stops answering.
 --
+-- start{tls = true} turns TLS on: a CA and a certificate for 127.0.0.1 and localhost signed by it
+-- are made in the server's directory (server.ca is the CA's file, server.cert and server.key the
+-- server's); the key is the postgres user's with mode 0600, which PostgreSQL demands. pg_hba's
+-- `host` lines take connections with and without TLS.
+--
 --   local server = pgserver.start()          -- asserts that it started: a spec never skips
 --   server.port  server.url  server.options  -- connect options {host, port, user, password, database}
 --   server:kill("SIGKILL")  server:restart()  server:pause()  server:resume()  server:stop()
@@ -45,12 +50,18 @@ local function accepting(port)
 end
 
 function Server:_spawn()
-    local child, err = process.spawn(BIN .. "postgres", {
+    local args = {
         "-D", self.dir .. "/data", "-p", tostring(self.port), "-h", "127.0.0.1", "-k", self.dir,
         "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
         "-c", "max_connections=60", "-c", "shared_buffers=16MB", "-c", "logging_collector=off",
         "-c", "log_min_messages=fatal", "-c", "log_min_error_statement=panic",
-    }, { uid = "postgres", gid = "postgres", stdio = { "ignore", "ignore", "ignore" } })
+    }
+    if self.cert then
+        for _, a in ipairs({ "-c", "ssl=on", "-c", "ssl_cert_file=" .. self.cert, "-c", "ssl_key_file=" .. self.key }) do
+            args[#args + 1] = a
+        end
+    end
+    local child, err = process.spawn(BIN .. "postgres", args, { uid = "postgres", gid = "postgres", stdio = { "ignore", "ignore", "ignore" } })
     assert(child, err and tostring(err))
     self.child, self.pid = child, child.pid
     -- Recovery after a SIGKILL can take a while on a loaded machine: wait up to 30 s.
@@ -62,14 +73,38 @@ function Server:_spawn()
     error("servers.postgres: the server did not start on port " .. self.port)
 end
 
+-- A CA and a certificate for 127.0.0.1 and localhost signed by it, in dir (EC P-256 keys: quick
+-- to make).
+local function make_certs(self)
+    local d = self.dir
+    self.ca, self.cert, self.key = d .. "/ca.pem", d .. "/server.pem", d .. "/server.key"
+    local ec = { "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes" }
+    local function req(args)
+        local cmd = { "openssl", "req" }
+        for _, a in ipairs(ec) do cmd[#cmd + 1] = a end
+        for _, a in ipairs(args) do cmd[#cmd + 1] = a end
+        run(cmd)
+    end
+    req({ "-x509", "-keyout", d .. "/ca.key", "-out", self.ca, "-days", "2", "-subj", "/CN=luaio-pg-ca" })
+    req({ "-keyout", self.key, "-out", d .. "/server.csr", "-subj", "/CN=localhost" })
+    local f = assert(io.open(d .. "/server.ext", "w"))
+    f:write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    f:close()
+    run({ "openssl", "x509", "-req", "-in", d .. "/server.csr", "-CA", self.ca, "-CAkey", d .. "/ca.key",
+          "-CAcreateserial", "-out", self.cert, "-days", "2", "-extfile", d .. "/server.ext" })
+    run({ "chmod", "0600", self.key })
+end
+
 --- Starts a new server (initdb, then the postmaster); fails the calling spec if it cannot.
-function M.start()
+--- options.tls: with TLS on (above).
+function M.start(options)
     local dir = run({ "mktemp", "-d", "/tmp/luaio-pg.XXXXXX" }):gsub("%s+$", "")
     local self = setmetatable({ dir = dir, port = free_port() }, Server)
     local pwfile = dir .. "/pw"
     local f = assert(io.open(pwfile, "w"))
     f:write(M.password, "\n")
     f:close()
+    if options and options.tls then make_certs(self) end
     run({ "chown", "-R", "postgres:postgres", dir })
     run({ BIN .. "initdb", "-D", dir .. "/data", "-U", M.user, "--pwfile=" .. pwfile, "-E", "UTF8",
           "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync" },

@@ -1,6 +1,6 @@
 --- mysql: MySQL and MariaDB on MariaDB Connector/C's non-blocking API (docs/mysql.md).
 --
---   local db, err = mysql.connect{host, port, user, password, database, charset, timeout, queryTimeout}
+--   local db, err = mysql.connect{host, port, user, password, database, charset, timeout, queryTimeout, tls}
 --   local db, err = mysql.connect("mysql://user:password@host:port/database")
 --   local rows, err = db:query("select * from t where id = ?", id)   -- rows[i].column, rows.affected
 --   local rows, err = db:query({"select sleep(5)", timeout = 100})   -- killed on the server
@@ -26,8 +26,25 @@ mysql.null = json.null
 
 local OPTIONS = {
     host = true, port = true, user = true, password = true, database = true, charset = true, timeout = true,
-    queryTimeout = true, url = true,
+    queryTimeout = true, url = true, tls = true,
 }
+local TLS_OPTIONS = { ca = "string", cert = "string", key = "string", verify = "boolean" }
+
+-- The `tls` option as core.connect takes it: nil (none) or {ca, cert, key, verify}.
+local function check_tls(v, fname)
+    if v == nil or v == false then return nil end
+    if v == true then return {} end
+    if type(v) ~= "table" then
+        raise(fname, "option 'tls' must be true or a table of tls options, got " .. type(v))
+    end
+    for k, x in pairs(v) do
+        local want = TLS_OPTIONS[k]
+        if not want then raise(fname, "unknown tls option '" .. tostring(k) .. "'") end
+        if type(x) ~= want then raise(fname, ("tls option '%s' must be a %s, got %s"):format(k, want, type(x))) end
+    end
+    return v
+end
+
 -- What a pool's options add (lib/luaio/pool.lua).
 local POOL_OPTIONS = require("luaio.pool").KEYS
 
@@ -87,6 +104,7 @@ local function connect_options(options, fname)
     if o.port ~= nil and type(o.port) ~= "number" then raise(fname, "option 'port' must be a number") end
     check_ms(o.timeout, "timeout", fname)
     check_ms(o.queryTimeout, "queryTimeout", fname)
+    o.tls = check_tls(o.tls, fname)
     return o
 end
 
@@ -109,7 +127,7 @@ function mysql.connect(options)
     local host, err = resolve(o.host)
     if not host then return nil, err end
     return core.connect(host, o.port or 3306, o.user or "", o.password or "", o.database, o.charset,
-        o.timeout or 10000, o.queryTimeout or 0)
+        o.timeout or 10000, o.queryTimeout or 0, o.tls)
 end
 
 -- A query that timed out goes on on the server: it is killed from a second connection. C++ calls

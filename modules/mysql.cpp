@@ -50,7 +50,8 @@ namespace {
     X(mysql_stmt_result_metadata) X(mysql_stmt_field_count) X(mysql_stmt_bind_result) X(mysql_stmt_fetch)            \
     X(mysql_stmt_fetch_column) X(mysql_stmt_next_result_start) X(mysql_stmt_next_result_cont)                        \
     X(mysql_stmt_more_results) X(mysql_stmt_affected_rows) X(mysql_stmt_insert_id) X(mysql_stmt_warning_count)       \
-    X(mysql_stmt_errno) X(mysql_stmt_error) X(mysql_stmt_sqlstate) X(mysql_stmt_close) X(mysql_stmt_free_result)
+    X(mysql_stmt_errno) X(mysql_stmt_error) X(mysql_stmt_sqlstate) X(mysql_stmt_close) X(mysql_stmt_free_result)     \
+    X(mysql_ssl_set) X(mysql_get_ssl_cipher)
 // clang-format on
 
 #define LUAIO_MYSQL_PTR(f) decltype(&::f) f##_ = nullptr;
@@ -78,6 +79,13 @@ struct Param {
     std::string s;
 };
 
+// TLS to the server (the `tls` option): files of the CA, client certificate and key (empty: none;
+// no CA means the system's), and whether the server's certificate and name are verified.
+struct TlsOptions {
+    bool on = false, verify = true;
+    std::string ca, cert, key;
+};
+
 struct Conn : luaio::Handle<Conn> {
     static constexpr const char* kClass = "luaio.mysql.conn";
     static constexpr const char* kWhat = "mysql connection";
@@ -103,6 +111,7 @@ struct Conn : luaio::Handle<Conn> {
     std::string host, user, password, database, charset;
     unsigned port = 0;
     unsigned connect_timeout = 0, query_timeout = 0; // ms, 0: none
+    TlsOptions tls;
     // What the operation sends, kept until it is done (the connector reads it during the steps).
     std::string sql;
     std::vector<Param> params;
@@ -490,7 +499,14 @@ bool Conn::after_step() {
     lua_State* L = luaio::main_state();
     switch (step) {
     case kConnect:
-        if (!ret_my) fail_from_mysql();
+        if (!ret_my) {
+            fail_from_mysql();
+        } else if (tls.on && !mysql_get_ssl_cipher_(my)) {
+            // Without verification the connector goes on in plaintext when the server has no TLS.
+            err_no = CR_SSL_CONNECTION_ERROR;
+            err_state = "HY000";
+            err_msg = "TLS was asked for and the server does not offer it";
+        }
         break;
     case kQuery:
         if (ret_int) {
@@ -564,8 +580,11 @@ bool is_client_error(unsigned e) {
     return e >= 2000 && e < 3000;
 }
 
+// A TLS error about the server's certificate (its chain or its name) is ECERTVERIFY, as for the
+// tls module; its errno and sqlstate are kept.
 void push_mysql_error(lua_State* L, unsigned no, const std::string& state, const std::string& msg) {
-    luaio::push_error(L, luaio::LUAIO_EMYSQL, msg.c_str());
+    bool cert = no == CR_SSL_CONNECTION_ERROR && msg.find("certificate") != std::string::npos;
+    luaio::push_error(L, cert ? luaio::LUAIO_ECERTVERIFY : luaio::LUAIO_EMYSQL, msg.c_str());
     lua_pushnumber(L, no);
     lua_setfield(L, -2, "errno");
     lua_pushstring(L, state.c_str());
@@ -754,11 +773,40 @@ bool Conn::open_handle() {
     mysql_options_(my, MYSQL_SET_CHARSET_NAME, charset.c_str());
     my_bool no = 0;
     mysql_options_(my, MYSQL_OPT_LOCAL_INFILE, &no);
+    if (tls.on) {
+        auto file = [](const std::string& f) { return f.empty() ? nullptr : f.c_str(); };
+        // The connector checks the chain whenever it has a CA: without verification it gets none.
+        const char* ca = tls.verify ? file(tls.ca) : nullptr;
+        mysql_ssl_set_(my, file(tls.key), file(tls.cert), ca, nullptr, nullptr);
+        // Enforced: a server that offers no TLS fails the connect instead of going on in plaintext.
+        my_bool yes = 1, verify = tls.verify;
+        mysql_options_(my, MYSQL_OPT_SSL_ENFORCE, &yes);
+        mysql_options_(my, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
+    }
     broken = false;
     return true;
 }
 
-// core.connect(host, port, user, password, database, charset, timeout, queryTimeout)
+// The tls argument of core.connect (nil, or {ca =, cert =, key =, verify =} checked by lib/mysql.lua).
+TlsOptions read_tls(lua_State* L, int idx, const char* fname) {
+    TlsOptions t;
+    if (lua_isnoneornil(L, idx)) return t;
+    if (!lua_istable(L, idx)) luaio::raise(L, fname, "tls must be a table");
+    t.on = true;
+    std::string* files[] = {&t.ca, &t.cert, &t.key};
+    const char* names[] = {"ca", "cert", "key"};
+    for (int i = 0; i < 3; i++) {
+        lua_getfield(L, idx, names[i]);
+        *files[i] = opt_string(L, -1, fname);
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, idx, "verify");
+    t.verify = lua_isnil(L, -1) || lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return t;
+}
+
+// core.connect(host, port, user, password, database, charset, timeout, queryTimeout, tls)
 int l_connect(lua_State* L) {
     const char* fname = "mysql.connect";
     std::string host = opt_string(L, 1, fname);
@@ -767,6 +815,7 @@ int l_connect(lua_State* L) {
     std::string user = opt_string(L, 3, fname), password = opt_string(L, 4, fname), db = opt_string(L, 5, fname);
     std::string charset = opt_string(L, 6, fname);
     unsigned ms = check_ms(L, 7, fname), query_ms = check_ms(L, 8, fname);
+    TlsOptions tls = read_tls(L, 9, fname);
     luaio::check_can_wait(L, fname);
     auto* c = new Conn;
     uv_timer_init(luaio::loop(), &c->deadline);
@@ -780,6 +829,7 @@ int l_connect(lua_State* L) {
     c->charset = charset.empty() ? "utf8mb4" : charset;
     c->connect_timeout = ms;
     c->query_timeout = query_ms;
+    c->tls = tls;
     if (!c->open_handle()) {
         c->close();
         return luaio::return_uv_error(L, UV_ENOMEM);

@@ -403,6 +403,14 @@ describe("mysql", function()
         collectgarbage()
         assert.is_true(helper.fds_back_to(fds) <= fds)
     end)
+
+    it("fails against a server without TLS instead of going on in plaintext", function()
+        local db, err = mysql.connect(srv:options({ tls = { verify = false } }))
+        assert.is_nil(db)
+        assert.equal("EMYSQL", err.name)
+        assert.equal(2026, err.errno)
+    end)
+
 end)
 
 describe("mysql.pool", function()
@@ -479,5 +487,63 @@ describe("mysql.pool", function()
         srv:restart()
         assert.equal(1, pool:query("select 1 as x")[1].x)
         pool:close()
+    end)
+
+end)
+
+describe("mysql tls", function()
+    local tsrv
+
+    setup(function()
+        tsrv = mariadb.start({ tls = true })
+    end)
+
+    teardown(function()
+        if tsrv then tsrv:stop() end
+    end)
+
+    it("connects with the server's CA and the session is encrypted", function()
+        local db, err = mysql.connect(tsrv:options({ tls = { ca = tsrv.ca } }))
+        assert.is_nil(err)
+        local cipher = assert(db:query("show status like 'Ssl_cipher'"))[1].Value
+        assert.is_true(#cipher > 0)
+        db:close()
+        -- Through the pool, which passes the option on.
+        local pool = mysql.pool(tsrv:options({ tls = { ca = tsrv.ca }, size = 1 }))
+        assert.is_true(#assert(pool:query("show status like 'Ssl_cipher'"))[1].Value > 0)
+        pool:close()
+    end)
+
+    it("fails clearly with a CA that did not sign the server's certificate", function()
+        local db, err = mysql.connect(tsrv:options({ tls = { ca = tsrv.otherCa } }))
+        assert.is_nil(db)
+        assert.equal("ECERTVERIFY", err.name)
+        assert.equal(2026, err.errno)
+        assert.is_truthy(err.message:lower():find("certificate", 1, true))
+        -- tls = true verifies against the system's CAs, which do not hold the spec's CA.
+        db, err = mysql.connect(tsrv:options({ tls = true }))
+        assert.is_nil(db)
+        assert.equal("ECERTVERIFY", err.name)
+        -- verify = false encrypts without checking.
+        db = assert(mysql.connect(tsrv:options({ tls = { ca = tsrv.otherCa, verify = false } })))
+        assert.is_true(#db:query("show status like 'Ssl_cipher'")[1].Value > 0)
+        db:close()
+    end)
+
+    it("connects without tls to the TLS server as before", function()
+        local db = assert(mysql.connect(tsrv:options()))
+        assert.equal(1, db:query("select 1 as x")[1].x)
+        db:close()
+    end)
+
+    it("raises with the function's name for a wrong tls option", function()
+        assert.has_error(function() mysql.connect(tsrv:options({ tls = 5 })) end,
+            "mysql.connect: option 'tls' must be true or a table of tls options, got number")
+        assert.has_error(function() mysql.pool(tsrv:options({ tls = 5 })) end,
+            "mysql.pool: option 'tls' must be true or a table of tls options, got number")
+        assert.has_error(function() mysql.connect(tsrv:options({ tls = { ca = 1 } })) end,
+            "mysql.connect: tls option 'ca' must be a string, got number")
+        assert.has_error(function() mysql.connect(tsrv:options({ tls = { servername = "x" } })) end,
+            "mysql.connect: unknown tls option 'servername'")
     end)
 end)

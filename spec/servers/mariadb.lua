@@ -1,6 +1,7 @@
 -- A throwaway MariaDB server for specs: `local mariadb = require "servers.mariadb"`.
 --
 --   local srv = mariadb.start()   -- asserts (fails the spec) when the server does not start
+--   local srv = mariadb.start{tls = true}  -- TLS too: srv.ca (the CA's file), srv.otherCa (another CA)
 --   srv.host, srv.port, srv.user, srv.password, srv.database, srv.url, srv.pid
 --   srv:pause() / srv:resume()    -- SIGSTOP / SIGCONT: a server that stops answering
 --   srv:kill()                    -- SIGKILL, then waits for it to be gone
@@ -57,6 +58,7 @@ function Server:_spawn()
         "--log-error=" .. self.dir .. "/error.log", "--init-file=" .. self.dir .. "/init.sql", "--skip-name-resolve",
         "--innodb-buffer-pool-size=16M", "--max-connections=200", "--skip-log-bin",
     }
+    for _, a in ipairs(self.tls_args or {}) do args[#args + 1] = a end
     -- setpriv execs mariadbd (child.pid is the server's) with a parent-death signal, so a spec run
     -- that is killed (a CTest timeout) does not leave its server behind.
     local argv = { "--pdeathsig", "SIGKILL" }
@@ -79,8 +81,26 @@ function Server:_spawn()
     error("mariadbd did not start on port " .. self.port .. ":\n" .. text:sub(-2000), 0)
 end
 
---- Starts a server (about 3 s: mariadb-install-db). Asserts that it starts.
-function mariadb.start()
+-- A CA made now, and the server's certificate that it signs, for 127.0.0.1 and localhost (the
+-- client checks the name against the address it connects to). Also a second CA that signed nothing,
+-- for the wrong-CA specs. The files go in dir/tls, chowned to mysql with the rest under root.
+local function make_certificates(self)
+    local d = self.dir .. "/tls"
+    run({ "mkdir", d }, "mkdir")
+    local function ca(name)
+        run({ "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=luaio " .. name,
+            "-keyout", d .. "/" .. name .. ".key", "-out", d .. "/" .. name .. ".pem" }, "openssl " .. name)
+        return d .. "/" .. name .. ".pem"
+    end
+    self.ca, self.otherCa = ca("ca"), ca("other-ca")
+    run({ "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-CA", self.ca, "-CAkey", d .. "/ca.key",
+        "-keyout", d .. "/server.key", "-out", d .. "/server.pem" }, "openssl server")
+    self.tls_args = { "--ssl-ca=" .. self.ca, "--ssl-cert=" .. d .. "/server.pem", "--ssl-key=" .. d .. "/server.key" }
+end
+
+--- Starts a server (about 3 s: mariadb-install-db). Asserts that it starts. opts.tls: TLS too.
+function mariadb.start(opts)
     local self = setmetatable({ host = "127.0.0.1", user = "luaio", password = "secret", database = "luaio_test" },
         Server)
     self.root = is_root()
@@ -89,6 +109,7 @@ function mariadb.start()
     f:write("CREATE USER IF NOT EXISTS 'luaio'@'127.0.0.1' IDENTIFIED BY 'secret';\n",
         "CREATE DATABASE IF NOT EXISTS luaio_test;\n", "GRANT ALL ON *.* TO 'luaio'@'127.0.0.1';\n")
     f:close()
+    if opts and opts.tls then make_certificates(self) end
     if self.root then run({ "chown", "-R", "mysql:mysql", self.dir }, "chown") end
     local install = { "mariadb-install-db", "--no-defaults", "--datadir=" .. self.dir .. "/data",
         "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve" }

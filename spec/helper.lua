@@ -70,6 +70,26 @@ function helper.free_port()
     return port
 end
 
+--- Waits (up to `ms`, default 5000) until every thread of process `pid` is stopped (state T in
+--- /proc): SIGSTOP is delivered asynchronously, and a thread already running on another core
+--- may still answer a request after kill() has returned. Returns true once all are stopped.
+function helper.wait_stopped(pid, ms)
+    local fs = require "fs"
+    return helper.wait_for(function()
+        local threads = fs.readdir("/proc/" .. pid .. "/task")
+        if not threads then return true end -- gone: it answers nothing either
+        for _, t in ipairs(threads) do
+            local f = io.open("/proc/" .. pid .. "/task/" .. t.name .. "/stat")
+            local stat = f and f:read("*a")
+            if f then f:close() end
+            -- The state follows the command name in parentheses, which may itself hold spaces.
+            local state = stat and stat:match("%) (%a)")
+            if state and state ~= "T" and state ~= "t" then return false end
+        end
+        return true
+    end, ms or 5000)
+end
+
 --- Writes `src` to a temporary .lua file and returns its path.
 function helper.script(src)
     local path = os.tmpname() .. ".lua"

@@ -130,6 +130,8 @@ end
 
 function Server:pause()
     assert(process.kill(self.pid, "SIGSTOP"))
+    -- Every thread must have stopped before the spec asks it something.
+    assert(require("helper").wait_stopped(self.pid), "servers.mariadb: the server did not stop")
 end
 
 function Server:resume()

@@ -151,7 +151,12 @@ end
 --- children) from answering; resume() lets it go on.
 function Server:pause()
     process.kill(self.pid, "SIGSTOP")
-    for _, pid in ipairs(self:_children()) do process.kill(pid, "SIGSTOP") end
+    local children = self:_children()
+    for _, pid in ipairs(children) do process.kill(pid, "SIGSTOP") end
+    -- SIGSTOP is delivered asynchronously: wait until each process has stopped.
+    local helper = require "helper"
+    assert(helper.wait_stopped(self.pid), "servers.postgres: the postmaster did not stop")
+    for _, pid in ipairs(children) do helper.wait_stopped(pid) end
 end
 
 function Server:resume()

@@ -80,6 +80,8 @@ end
 
 function Server:pause()
     process.kill(self.pid, "SIGSTOP")
+    -- SIGSTOP is delivered asynchronously: a reply could still go out after kill() returned.
+    assert(require("helper").wait_stopped(self.pid), "servers.redis: the server did not stop")
 end
 
 function Server:resume()

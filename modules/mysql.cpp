@@ -24,6 +24,8 @@
 #include <mariadb/errmsg.h>
 #include <mariadb/mysql.h>
 
+#include <fcntl.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -506,6 +508,11 @@ bool Conn::after_step() {
             err_no = CR_SSL_CONNECTION_ERROR;
             err_state = "HY000";
             err_msg = "TLS was asked for and the server does not offer it";
+        } else if (tls.on) {
+            // The connector leaves the socket blocking after the TLS handshake: a read would then
+            // block the loop instead of returning the wait to the non-blocking API.
+            int fd = mysql_get_socket_(my);
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
         }
         break;
     case kQuery:

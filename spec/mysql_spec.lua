@@ -530,6 +530,26 @@ describe("mysql tls", function()
         db:close()
     end)
 
+    it("waits for a query over TLS without blocking the loop, and its timeout applies", function()
+        local tasks = core.tasks()
+        local db = assert(mysql.connect(tsrv:options({ tls = { ca = tsrv.ca } })))
+        local ticks = 0
+        local ticker = task.spawn(function()
+            for _ = 1, 10 do
+                sleep(50)
+                ticks = ticks + 1
+            end
+        end)
+        assert.equal(0, db:query("select sleep(1) as s")[1].s)
+        assert.is_true(ticks >= 3, "ticks " .. ticks)
+        local rows, err = db:query({ "select sleep(5) as s", timeout = 200 })
+        assert.is_nil(rows)
+        assert.equal("ETIMEDOUT", err.name)
+        db:close()
+        ticker:join()
+        settle(tasks)
+    end)
+
     it("connects without tls to the TLS server as before", function()
         local db = assert(mysql.connect(tsrv:options()))
         assert.equal(1, db:query("select 1 as x")[1].x)

@@ -567,6 +567,10 @@ int push_outcome(lua_State* co, Conn* c) {
         if (c->cancelled && state && std::strcmp(state, "57014") == 0) {
             push_timeout_error(co, c->timeout_ms, "cancelled on the server");
             set_field(co, "sqlstate", state);
+            // A cancel request reaches the backend asynchronously (the postmaster signals it), so
+            // a second one, or a late one, could cancel the next statement on this session: the
+            // connection is closed here, before the task resumes, and the next call connects anew.
+            if (c->result == nullptr) drop(c);
         } else
             push_pg_error(co, c, r);
         n = 2;

@@ -570,7 +570,7 @@ int push_outcome(lua_State* co, Conn* c) {
             // A cancel request reaches the backend asynchronously (the postmaster signals it), so
             // a second one, or a late one, could cancel the next statement on this session: the
             // connection is closed here, before the task resumes, and the next call connects anew.
-            if (c->result == nullptr) drop(c);
+            drop(c);
         } else
             push_pg_error(co, c, r);
         n = 2;

@@ -47,6 +47,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -157,6 +158,23 @@ struct ConnList {
     Conn* tail = nullptr;
 };
 
+// A server whose handler is http.static answers requests for the small files it served a moment
+// ago here, without Lua (see serve_cached): per request path (raw, without the query), the
+// header fields static sent and the body, until the time static's own open-file cache would look
+// the file up again. lib/http/static.lua decides what may be kept (a whole 200 response to a
+// path that passed its checks, no precompressed variant) and hands it over with conn:sendfile.
+struct CachedFile {
+    std::string bytes;    // static's header field lines, then the body
+    size_t fields = 0;    // the field lines' length
+    uint64_t expires = 0; // uv_hrtime() after which static looks the file up again
+};
+
+struct FileCache {
+    size_t max = 0; // entries (static's fileCache.max)
+    std::unordered_map<std::string, CachedFile> files;
+    std::string key; // the lookup key, reused (no allocation per request)
+};
+
 // A server's state, shared by its connections: freed once the server is closed and its last
 // connection is gone (and the sweep timer is closed).
 void site_close(Site* site);
@@ -176,8 +194,9 @@ struct Site : luaio::Handle<Site> {
     int serve_ref = LUA_NOREF; // serve(conn, req): the task of a request (lib/http/server.lua)
     bool seed = false;         // requests come with their whole body (http.serve)
     luaio::log::AccessFormat access = luaio::log::AccessFormat::Off;
-    bool closing = false;  // server:close(): connections end after their current request
-    bool draining = false; // a graceful stop began: responses say Connection: close
+    std::unique_ptr<FileCache> files; // the handler is http.static (see CachedFile)
+    bool closing = false;             // server:close(): connections end after their current request
+    bool draining = false;            // a graceful stop began: responses say Connection: close
     bool freeing = false;
 };
 
@@ -860,6 +879,12 @@ bool valid_status_line(const char* head, size_t len) {
     return after == ' ' || after == '\r' || after == '\n';
 }
 
+// Answers a request from its server's cache of static files (see CachedFile): 1 when it did, 0
+// when the request goes to the handler, -1 when the write failed (nil and the error pushed).
+int serve_cached(lua_State* L, Conn* c);
+// consume_head's result for a request serve_cached answered: the next one may be buffered.
+constexpr int kAnswered = -2;
+
 int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, size_t* used) {
     size_t off = *used;
     if (!c->parser) c->parser = acquire_parser(HTTP_REQUEST);
@@ -949,6 +974,11 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
             fail_proto(L, c, "expectation failed", "an Expect other than 100-continue");
             return 2;
         }
+        if (c->site->files) {
+            int answered = serve_cached(L, c);
+            if (answered < 0) return 2;
+            if (answered) return kAnswered;
+        }
         size_t head_len = c->parser->head_len();
         const char* head = c->parser->head_data();
         if (c->with_body && c->in_body()) {
@@ -1012,7 +1042,14 @@ int Conn::consume(lua_State* L, const char* data, size_t len, int err, size_t* u
     *used = 0;
     if (len) c->replied = true;
     switch (c->op) {
-    case Op::Next:
+    case Op::Next: {
+        int n;
+        bool answered = false;
+        while ((n = consume_head(c, L, data, len, err, used)) == kAnswered) answered = true;
+        // The connection waits for its next request from now (keep-alive timeout, no parser).
+        if (answered && n < 0 && !c->in_head) track(c);
+        return n;
+    }
     case Op::Response:
         return consume_head(c, L, data, len, err, used);
     case Op::Body: {
@@ -1174,9 +1211,10 @@ int check_status(lua_State* L, int idx, const char* fname) {
 // (`whole`, body_len bytes) has a Content-Length; a streamed one is chunked, or has the
 // handler's Content-Length, which write_body then holds it to (c->out_left), or (HTTP/1.0)
 // ends with the connection. A handler's Content-Length must be a number and, for a whole
-// response, its body's length; its Transfer-Encoding may only be chunked.
-void build_response_head(lua_State* L, Conn* c, int status, int hidx, int last, bool whole, size_t body_len,
-                         const char* fname) {
+// response, its body's length; its Transfer-Encoding may only be chunked. Returns where the
+// handler's header fields end in out() (they begin after the status line).
+size_t build_response_head(lua_State* L, Conn* c, int status, int hidx, int last, bool whole, size_t body_len,
+                           const char* fname) {
     if (!c->parser) luaio::raise(L, fname, "no request to respond to");
     OutBuf& b = out();
     b.clear();
@@ -1186,6 +1224,7 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, int last, 
     Seen seen;
     seen.framing = true;
     append_headers(L, hidx, last, b, seen, fname);
+    size_t fields_end = b.size();
     if (seen.length && seen.te) luaio::raise(L, fname, "both Content-Length and Transfer-Encoding were set");
     c->no_body = c->is_head || status == 204 || status == 304;
     if (whole && seen.length && !c->no_body && seen.length_value != body_len)
@@ -1233,6 +1272,7 @@ void build_response_head(lua_State* L, Conn* c, int status, int hidx, int last, 
     else if (c->parser->minor() == 0)
         b.append("Connection: keep-alive\r\n", 24);
     b.append("\r\n", 2);
+    return fields_end;
 }
 
 // The response is over: an unread body without 100-continue means the client may still be
@@ -1321,13 +1361,34 @@ ssize_t pread_all(int fd, char* p, size_t n, int64_t off) {
     return static_cast<ssize_t>(got);
 }
 
-// err = conn:sendfile(status, headers, last, fd, offset, length): a whole response whose body is
+// Keeps the response just built in out() (static's fields from the end of the status line to
+// fields_end, and its body, the last n bytes) as the answer to `path` until `expires`. When the
+// cache is full, the entries past their time go, else one.
+void keep_cached(FileCache* fc, const char* path, size_t plen, size_t fields_end, uint64_t n, uint64_t expires) {
+    OutBuf& b = out();
+    size_t start = status_line(200).size();
+    if (fc->files.size() >= fc->max) {
+        uint64_t now = uv_hrtime();
+        for (auto it = fc->files.begin(); it != fc->files.end();)
+            it = it->second.expires <= now ? fc->files.erase(it) : std::next(it);
+        if (fc->files.size() >= fc->max) fc->files.erase(fc->files.begin());
+    }
+    CachedFile& f = fc->files[std::string(path, plen)];
+    f.bytes.assign(b.data() + start, fields_end - start);
+    f.bytes.append(b.data() + b.size() - n, n);
+    f.fields = fields_end - start;
+    f.expires = expires;
+}
+
+// err = conn:sendfile(status, headers, last, fd, offset, length[, path, expires]): a whole response whose body is
 // bytes [offset, offset + length) of the open file fd (http.static), with a Content-Length. A
 // small body is read into the head's buffer; a bigger one goes with Stream::write_file (sendfile
 // on a plain socket, never read into Lua). The caller keeps fd open until this returns. A file
 // shorter than the range (it changed since its stat) fails the response and its connection: a
 // small one before anything is sent (a canned 500), a bigger one part way (the client sees the
-// connection close early).
+// connection close early). With path and expires (uv_hrtime ns), static says that this 200
+// response (the whole file, with nothing but its own fields) answers GET and HEAD of the raw
+// request path until then: a server whose handler static is keeps it (see CachedFile).
 int l_sendfile(lua_State* L) {
     Conn* c = check_conn(L, "sendfile");
     if (c->head_sent && c->broken) return luaio::return_uv_error(L, UV_EPROTO, 0);
@@ -1339,7 +1400,7 @@ int l_sendfile(lua_State* L) {
     lua_Integer len = luaio::check_integer(L, 7, "sendfile");
     if (fd < 0 || fd > INT32_MAX || off < 0 || len < 0)
         luaio::raise(L, "sendfile", "expected a descriptor, an offset and a length >= 0");
-    build_response_head(L, c, status, 3, last, true, static_cast<size_t>(len), "sendfile");
+    size_t fields_end = build_response_head(L, c, status, 3, last, true, static_cast<size_t>(len), "sendfile");
     uint64_t n = c->no_body ? 0 : static_cast<uint64_t>(len);
     OutBuf& b = out();
     if (n <= kSmallFileBody) {
@@ -1350,6 +1411,11 @@ int l_sendfile(lua_State* L) {
             return luaio::return_uv_error(L, got < 0 ? static_cast<int>(got) : UV_EOF, 0);
         }
         b.added(n);
+        FileCache* fc = c->site ? c->site->files.get() : nullptr;
+        size_t plen;
+        const char* path = lua_type(L, 8) == LUA_TSTRING ? lua_tolstring(L, 8, &plen) : nullptr;
+        if (fc && path && status == 200 && !c->no_body)
+            keep_cached(fc, path, plen, fields_end, n, static_cast<uint64_t>(luaio::check_number(L, 9, "sendfile")));
     }
     c->head_sent = true;
     access_bytes(c, n);
@@ -1359,6 +1425,63 @@ int l_sendfile(lua_State* L) {
     uv_buf_t head = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
     if (n <= kSmallFileBody) return s->write_buffers(L, &head, 1, "sendfile");
     return s->write_file(L, &head, 1, static_cast<int>(fd), off, n, "sendfile");
+}
+
+int serve_cached(lua_State* L, Conn* c) {
+    const H::Head& h = H::scratch_head();
+    int method = c->parser->method();
+    // Only what static would answer with the kept bytes: GET or HEAD (llhttp's GET stands for
+    // unknown methods too: h.method), no body, on a connection that goes on, and nothing queued
+    // (a client that pipelines without reading gets its answers from the handler, which waits).
+    if (h.method.p || (method != HTTP_GET && method != HTTP_HEAD) || !c->keep || c->in_body() || c->expect_continue)
+        return 0;
+    Stream* s = c->stream();
+    if (!s || !s->write_idle() || s->write_error()) return 0;
+    const char* u = h.url.p ? h.url.p : "";
+    const char* q = static_cast<const char*>(std::memchr(u, '?', h.url.len));
+    FileCache* fc = c->site->files.get();
+    fc->key.assign(u, q ? static_cast<size_t>(q - u) : h.url.len);
+    auto it = fc->files.find(fc->key);
+    if (it == fc->files.end()) return 0;
+    const CachedFile& f = it->second;
+    if (f.expires <= uv_hrtime()) {
+        fc->files.erase(it);
+        return 0;
+    }
+    // Validators and ranges are static's to answer (304, 206, 416).
+    for (size_t i = 0; i < h.nheaders; i++) {
+        const H::Span& n = h.names[i];
+        if (lower_equals(n.p, n.len, "if-none-match") || lower_equals(n.p, n.len, "if-modified-since") ||
+            lower_equals(n.p, n.len, "range"))
+            return 0;
+    }
+    uint64_t size = f.bytes.size() - f.fields;
+    OutBuf& b = out();
+    b.clear();
+    const std::string& line = status_line(200);
+    b.append(line.data(), line.size());
+    b.append(f.bytes.data(), f.fields);
+    const DefaultLines& d = default_lines();
+    b.append(d.text, d.len);
+    b.append("Content-Length: ", 16);
+    b.append_uint(size);
+    b.append(c->parser->minor() == 0 ? "\r\nConnection: keep-alive\r\n\r\n" : "\r\n\r\n",
+             c->parser->minor() == 0 ? 28 : 4);
+    if (!c->is_head) b.append(f.bytes.data() + f.fields, size);
+    access_status(c, 200);
+    access_bytes(c, c->is_head ? 0 : size);
+    c->head_sent = true;
+    c->no_body = c->is_head;
+    end_response(c);
+    uv_buf_t buf = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
+    int err = s->write(&buf, 1);
+    if (err) {
+        c->keep = false;
+        lua_pushnil(L);
+        luaio::push_uv_error(L, err);
+        return -1;
+    }
+    return 1;
 }
 
 // Never more body bytes than the response's Content-Length (RFC 9112 6.3): raises first.
@@ -1899,8 +2022,9 @@ Site* check_site(lua_State* L, const char* fname) {
     return Site::check(L, 1, fname);
 }
 
-// site = core.site(limits, serve, seed[, access]): access is the access log's format, "combined"
-// or "json" (a line per response, made here: modules/log.h), or nil.
+// site = core.site(limits, serve, seed[, access[, files]]): access is the access log's format,
+// "combined" or "json" (a line per response, made here: modules/log.h), or nil; files, when the
+// handler is http.static, how many of its small files the server may answer itself (CachedFile).
 int l_site(lua_State* L) {
     auto* lim = static_cast<Limits*>(luaL_checkudata(L, 1, kLimitsClass));
     luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -1910,6 +2034,11 @@ int l_site(lua_State* L) {
     site->lim = *lim;
     site->seed = lua_toboolean(L, 3) != 0;
     site->access = access;
+    lua_Integer files = luaL_optinteger(L, 5, 0);
+    if (files > 0 && !site->seed) {
+        site->files.reset(new FileCache);
+        site->files->max = static_cast<size_t>(files);
+    }
     uv_timer_init(luaio::loop(), &site->timer);
     site->timer.data = site;
     lua_pushvalue(L, 2);

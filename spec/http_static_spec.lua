@@ -49,6 +49,29 @@ local function get(path, headers)
     return assert(http.request({ url = base .. path, headers = headers }))
 end
 
+-- Sends `requests` (raw request strings) on one connection, all at once when `pipelined`, else
+-- each after the answer to the one before; returns the responses as {status, head, body}.
+local function exchange(requests, pipelined)
+    local sock = assert(tcp.connect(port, "127.0.0.1"))
+    sock:settimeouts(2000, 2000, 2000)
+    if pipelined then assert(sock:write(table.concat(requests)) == nil) end
+    local out = {}
+    for i, req in ipairs(requests) do
+        if not pipelined then assert(sock:write(req) == nil) end
+        local head = assert(sock:readuntil("\r\n\r\n"))
+        local len = tonumber(head:match("\r\nContent%-Length: (%d+)")) or 0
+        if req:match("^HEAD ") or head:match("^HTTP/1%.%d 304") then len = 0 end
+        local body = len > 0 and assert(sock:read(len)) or ""
+        out[i] = { status = tonumber(head:match("^HTTP/1%.%d (%d+)")), head = head, body = body }
+    end
+    sock:close()
+    return out
+end
+
+local function request(method, path, extra, version)
+    return method .. " " .. path .. " HTTP/" .. (version or "1.1") .. "\r\nHost: x\r\n" .. (extra or "") .. "\r\n"
+end
+
 describe("http.static", function()
     before_each(function()
         fds_before = core.fds()
@@ -244,6 +267,83 @@ describe("http.static", function()
             return data and data:find('"GET /hello.txt HTTP/1.1" 200 11 ', 1, true) ~= nil
         end, 3000), helper.read(logfile))
         log.setOutput("stderr")
+    end)
+
+    describe("a server whose handler it is", function()
+        it("answers a small file it served a moment ago without running Lua", function()
+            start({ fileCache = { valid = 1500 } })
+            local paths = {}
+            for i = 1, 200 do paths[#paths + 1] = base .. "/hello.txt" end
+            -- Warm up: the first answer comes from the handler, the next from the server.
+            assert.are.equal(200, exchange({ request("GET", "/hello.txt") })[1].status)
+            collectgarbage()
+            collectgarbage("stop")
+            local before = collectgarbage("count")
+            -- curl reuses its connection for the 200 URLs.
+            local out = process.run({ "curl", "-s", "--max-time", "20", "-o", "/dev/null", "-w", "%{num_connects}\n",
+                table.unpack(paths) })
+            local grown = (collectgarbage("count") - before) * 1024
+            collectgarbage("restart")
+            assert(out)
+            assert.are.equal(200, #assert(out.stdout):gsub("[^\n]", ""))
+            -- A request through the handler makes a request and a response table (~700 bytes).
+            assert.is_true(grown < 200 * 100, ("Lua memory grew by %d bytes"):format(grown))
+        end)
+
+        it("sends the same head and body as the handler, for GET, HEAD and HTTP/1.0", function()
+            start({ fileCache = { valid = 1500 }, maxAge = 60 })
+            local r = exchange({ request("GET", "/hello.txt"), request("GET", "/hello.txt?x=1"),
+                request("HEAD", "/hello.txt"), request("GET", "/hello.txt", "Connection: keep-alive\r\n", "1.0") })
+            local function strip(head) return (head:gsub("Date: [^\r]*\r\n", "")) end
+            assert.are.equal(strip(r[1].head), strip(r[2].head))
+            assert.are.equal(strip(r[1].head), strip(r[3].head))
+            for i = 1, 4 do assert.are.equal(200, r[i].status) end
+            assert.are.equal("hello world", r[1].body)
+            assert.are.equal("hello world", r[2].body)
+            assert.are.equal("", r[3].body)
+            assert.are.equal("hello world", r[4].body)
+            assert.truthy(r[2].head:find("Cache-Control: public, max-age=60\r\n", 1, true))
+            assert.truthy(r[2].head:find("\r\nDate: ", 1, true))
+            assert.truthy(r[4].head:find("\r\nConnection: keep-alive", 1, true))
+        end)
+
+        it("leaves validators, ranges, variants and other paths to the handler", function()
+            start({ fileCache = { valid = 1500 } })
+            local first = exchange({ request("GET", "/hello.txt") })[1]
+            local etag = first.head:match("ETag: ([^\r]+)")
+            local r = exchange({ request("GET", "/hello.txt"), request("GET", "/hello.txt", "If-None-Match: " .. etag .. "\r\n"),
+                request("GET", "/hello.txt", "Range: bytes=0-4\r\n"), request("GET", "/app.js"), request("GET", "/app.js"),
+                request("GET", "/app.js", "Accept-Encoding: br\r\n"), request("GET", "/missing"),
+                request("POST", "/hello.txt", "Content-Length: 0\r\n"), request("GET", "/hello.txt") }, true)
+            assert.are.same({ 200, 304, 206, 200, 200, 200, 404, 405, 200 },
+                { r[1].status, r[2].status, r[3].status, r[4].status, r[5].status, r[6].status, r[7].status, r[8].status,
+                    r[9].status })
+            assert.are.equal("hello", r[3].body)
+            assert.are.equal("console.log(1)", r[5].body)
+            assert.are.equal("BR", r[6].body)
+            assert.are.equal("hello world", r[9].body)
+        end)
+
+        it("sees a changed file once fileCache.valid is over, and logs what it answers", function()
+            local log = require "log"
+            local logfile = root .. "/../access.log"
+            log.setOutput(logfile)
+            server = assert(http.createServer({ port = 0, host = "127.0.0.1", accessLog = "combined" },
+                http.static(root, { fileCache = { valid = 30 } })))
+            port, base = server.port, "http://127.0.0.1:" .. server.port
+            local r = exchange({ request("GET", "/hello.txt"), request("GET", "/hello.txt"), request("HEAD", "/hello.txt") })
+            assert.are.equal("hello world", r[2].body)
+            assert(fs.writeFile(root .. "/hello.txt", "changed"))
+            timer.sleep(60)
+            assert.are.equal("changed", exchange({ request("GET", "/hello.txt") })[1].body)
+            assert.is_true(helper.wait_for(function()
+                local data = helper.read(logfile) or ""
+                local _, n = data:gsub('"GET /hello.txt HTTP/1.1" 200 11 ', "")
+                return n == 2 and data:find('"HEAD /hello.txt HTTP/1.1" 200 0 ', 1, true) ~= nil
+                    and data:find('"GET /hello.txt HTTP/1.1" 200 7 ', 1, true) ~= nil
+            end, 3000), helper.read(logfile))
+            log.setOutput("stderr")
+        end)
     end)
 
     it("sets Cache-Control from an option", function()

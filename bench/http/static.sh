@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # http.static against nginx (sendfile on, open_file_cache), same run: requests/s and CPU
-# microseconds per request for a 1 KB file, and the throughput of a 100 MB download with one
-# and eight clients. Usage: bash bench/http/static.sh [path/to/luaio] [seconds]
+# microseconds per request for a 1 KB file over keep-alive (ROUNDS rounds, the order of the two
+# servers alternating, so that neither always runs in the other's wake on a shared machine),
+# and the throughput of a 100 MB download with one and eight clients.
+# With CALLGRIND=1 also the user-space instructions per 1 KB request of each server (valgrind,
+# counted only while wrk runs: repeatable whatever else the machine does).
+# Usage: [ROUNDS=3] [CALLGRIND=1] bash bench/http/static.sh [path/to/luaio] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LUAIO=${1:-build/luaio}
@@ -42,17 +46,53 @@ sleep 0.5
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 printf "%-28s %12s %12s %8s\n" measure luaio nginx ratio
-one() { # port pid -> "req/s us/req"
+one() { # port pid -> "requests cpu_ticks seconds"
     local t0 t1 out
     t0=$(cpu_ticks "$2")
     out=$(wrk -t1 -c32 -d"${SECS}s" "http://127.0.0.1:$1/1k.bin")
     t1=$(cpu_ticks "$2")
-    echo "$out" | awk -v c=$((t1 - t0)) -v hz="$hz" '/requests in/ { r = $1 } /Requests\/sec/ { rps = $2 } END { printf "%.0f %.2f", rps, c / hz * 1e6 / r }'
+    echo "$out" | awk -v c=$((t1 - t0)) '/requests in/ { r = $1; s = $4 + 0 } END { printf "%d %d %.3f", r, c, s }'
 }
-read -r l_rps l_us <<<"$(one 18382 $LUAIO_PID)"
-read -r n_rps n_us <<<"$(one 18381 $NGINX)"
+ROUNDS=${ROUNDS:-3}
+lr=0 lc=0 ls=0 nr=0 nc=0 ns=0
+for round in $(seq "$ROUNDS"); do
+    if [ $((round % 2)) = 1 ]; then order="l n"; else order="n l"; fi
+    for who in $order; do
+        if [ "$who" = l ]; then
+            read -r r c s <<<"$(one 18382 $LUAIO_PID)"; lr=$((lr + r)); lc=$((lc + c)); ls=$(echo "$ls $s" | awk '{ print $1 + $2 }')
+            l_round="$r $c $s"
+        else
+            read -r r c s <<<"$(one 18381 $NGINX)"; nr=$((nr + r)); nc=$((nc + c)); ns=$(echo "$ns $s" | awk '{ print $1 + $2 }')
+            n_round="$r $c $s"
+        fi
+    done
+    echo "$l_round $n_round" | awk -v hz="$hz" -v k="$round" '{ printf "round %d: req/s %.0f vs %.0f (%.2fx), cpu us/req %.2f vs %.2f (%.2fx)\n", k, $1 / $3, $4 / $6, ($1 / $3) / ($4 / $6), $2 / hz * 1e6 / $1, $5 / hz * 1e6 / $4, ($2 / $1) / ($5 / $4) }'
+done
+l_rps=$(echo "$lr $ls" | awk '{ printf "%.0f", $1 / $2 }'); n_rps=$(echo "$nr $ns" | awk '{ printf "%.0f", $1 / $2 }')
+l_us=$(echo "$lc $lr $hz" | awk '{ printf "%.2f", $1 / $3 * 1e6 / $2 }'); n_us=$(echo "$nc $nr $hz" | awk '{ printf "%.2f", $1 / $3 * 1e6 / $2 }')
 printf "%-28s %12s %12s %8.2f\n" 1k_req_per_s "$l_rps" "$n_rps" "$(echo "$l_rps $n_rps" | awk '{ print $1 / $2 }')"
 printf "%-28s %12s %12s %8.2f\n" 1k_cpu_us_per_req "$l_us" "$n_us" "$(echo "$l_us $n_us" | awk '{ print $1 / $2 }')"
+if [ "${CALLGRIND:-0}" = 1 ]; then
+    instr() { # name port cmd... -> instructions per request while wrk runs
+        local name=$1 port=$2 pid i n total
+        shift 2
+        valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/cg.$name" "$@" >/dev/null 2>&1 &
+        pid=$!
+        i=0; until curl -s -o /dev/null "http://127.0.0.1:$port/1k.bin"; do i=$((i + 1)); [ $i -gt 300 ] && return 1; sleep 0.1; done
+        wrk -t1 -c16 -d1s "http://127.0.0.1:$port/1k.bin" >/dev/null
+        callgrind_control -i on "$pid" >/dev/null 2>&1
+        n=$(wrk -t1 -c16 -d"${SECS}s" "http://127.0.0.1:$port/1k.bin" | awk '/requests in/ { print $1 }')
+        callgrind_control -i off "$pid" >/dev/null 2>&1
+        kill "$pid"; wait "$pid" 2>/dev/null || true
+        total=$(callgrind_annotate "$dir/cg.$name" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+        echo $((total / n))
+    }
+    sed -e s/18381/18383/ -e s/nginx.pid/nginx_cg.pid/ "$dir/nginx.conf" > "$dir/nginx_cg.conf"
+    sed -e s/18382/18384/ "$dir/static.lua" > "$dir/static_cg.lua"
+    li=$(instr luaio 18384 "$LUAIO" "$dir/static_cg.lua")
+    ni=$(instr nginx 18383 nginx -p "$dir" -c "$dir/nginx_cg.conf")
+    printf "%-28s %12s %12s %8.2f\n" 1k_instructions_per_req "$li" "$ni" "$(echo "$li $ni" | awk '{ print $1 / $2 }')"
+fi
 dl() { # port clients -> MB/s
     local t0 t1 i
     t0=$(date +%s.%N)

@@ -283,7 +283,8 @@ function Response:finish(data)
         self._sent = true
         local fd = self._fd
         if fd then -- a file body (Response:_file)
-            return self[1]:sendfile(self.status or 200, self, self._n, fd, self._off, self._len)
+            return self[1]:sendfile(self.status or 200, self, self._n, fd, self._off, self._len, self._path,
+                self._expires)
         end
         return self[1]:respond(self.status or 200, self, data, self._n)
     end
@@ -293,10 +294,15 @@ Response.send = Response.finish
 
 -- A file body, for http.static (not public API): bytes [offset, offset + length) of the open
 -- descriptor fd are the body that finish() sends (with sendfile on a plain socket, never read
--- into Lua), with a Content-Length. fd must stay open until finish returns.
-function Response:_file(fd, offset, length)
+-- into Lua), with a Content-Length. fd must stay open until finish returns. With path and
+-- expires (hrtime ns), the response is the whole file with only static's own fields: the server
+-- may answer GET and HEAD of that raw request path with it until then (modules/http.cpp).
+function Response:_file(fd, offset, length, path, expires)
     check_open(self, "file")
     self._fd, self._off, self._len = fd, offset, length
+    if path then
+        self._path, self._expires = path, expires
+    end
 end
 Response["end"] = Response.finish
 
@@ -563,7 +569,10 @@ function server.listen(options, handler, seed, fname)
         raise(fname, "option 'accessLog' must be \"combined\", \"json\"" .. (seed and "" or " or a function") ..
             ", got " .. (type(access) == "string" and format("%q", access) or type(access)))
     end
-    local site = core.site(limits, make_serve(handler, seed), seed, access)
+    -- A server whose handler is http.static answers requests for small files it served a moment
+    -- ago in C++ (modules/http.cpp, CachedFile): how many files it may keep.
+    local files = not seed and require("http.static").cached_files(handler) or nil
+    local site = core.site(limits, make_serve(handler, seed), seed, access, files)
     local accept = core.accept
     -- Connections are accepted without a task of their own (see the top of this file). A TLS
     -- connection's handshake runs beneath its stream while it waits for its first request.

@@ -34,6 +34,14 @@ local CACHE_MAX = 256
 local CACHE_VALID = 1000
 -- nginx's default large_client_header_buffers line is 8 KiB; a path past this is refused (414).
 local MAX_PATH = 4096
+-- A file up to this size goes out in one write with its head (modules/http.cpp, kSmallFileBody),
+-- and a server whose handler static is may answer it again without Lua (see send_file).
+local SMALL_FILE = 16 * 1024
+-- The precompressed variants looked for: coding, suffix.
+local VARIANTS = { { "br", ".br" }, { "gzip", ".gz" } }
+
+-- Handlers made by static.new, with the size of their open-file cache (see static.cached_files).
+local handlers = setmetatable({}, { __mode = "k" })
 
 -- ---------------------------------------------------------------- MIME types
 
@@ -239,7 +247,11 @@ local function put(res, own, name, value)
 end
 
 -- Sends the file of cache entry e (see static.new) with the validators and range of the request.
-local function send_file(req, res, e, o, encoding, vary, own)
+-- A whole small file sent with static's fields only (`own`, no variant: `plain`) is offered to
+-- the server with the raw request path and the entry's expiry: a server whose handler static
+-- is answers the next GET or HEAD of that path itself until then, with the same bytes (when the
+-- request has no validator or range, which come here).
+local function send_file(req, res, e, o, encoding, vary, own, plain)
     local head = req.method == "HEAD"
     local st = e.st
     local etag = encoding and etag_of(st, "-" .. encoding) or e.etag
@@ -267,6 +279,7 @@ local function send_file(req, res, e, o, encoding, vary, own)
     local size = st.size
     local first, last = 0, size - 1
     local range = h.range
+    local ranged = false
     if range and req.method == "GET" then
         local if_range = h["if-range"]
         if if_range and if_range ~= etag and if_range ~= modified then range = nil end
@@ -278,7 +291,7 @@ local function send_file(req, res, e, o, encoding, vary, own)
                 res:setHeader("Content-Type", nil)
                 return res:finish()
             elseif a then
-                first, last = a, b
+                first, last, ranged = a, b, true
                 res:setStatus(206)
                 res:setHeader("Content-Range", format("bytes %d-%d/%d", first, last, size))
             end
@@ -291,7 +304,11 @@ local function send_file(req, res, e, o, encoding, vary, own)
     end
     -- The descriptor stays open while it is sent: an entry dropped meanwhile is closed after.
     e.users = e.users + 1
-    res:_file(e.fd, first, length)
+    if plain and not ranged and size <= SMALL_FILE then
+        res:_file(e.fd, 0, length, req.path, e.expires)
+    else
+        res:_file(e.fd, first, length)
+    end
     local err = res:finish()
     e.users = e.users - 1
     if e.dropped and e.users == 0 then discard(e.file) end
@@ -478,17 +495,35 @@ function static.new(root, options)
         local encoding, vary
         local ae = o.precompressed and req.headers["accept-encoding"]
         if ae then -- variants are looked for only for clients that say what they accept
-            for _, v in ipairs({ { "br", ".br" }, { "gzip", ".gz" } }) do
+            for _, v in ipairs(VARIANTS) do
                 local ve = find(file .. v[2], opened)
                 if ve and ve.st.type == "file" and ve.inside then
                     vary = true
                     if not encoding and accepts(ae, v[1]) then encoding, e = v[1], ve end
                 end
             end
+            if not vary then e.plain = true end
         end
-        return send_file(req, res, e, o, encoding, vary, own)
+        -- Whether the file has no variant, known once per entry (a server may then answer it
+        -- without Lua whatever the client accepts: see send_file).
+        local plain = false
+        if own and not vary and e.st.size <= SMALL_FILE then
+            plain = e.plain
+            if plain == nil then
+                plain = true
+                for _, v in ipairs(o.precompressed and VARIANTS or {}) do
+                    local ve = find(file .. v[2], opened)
+                    if ve and ve.st.type == "file" and ve.inside then plain = false end
+                end
+                e.plain = plain
+            end
+        end
+        return send_file(req, res, e, o, encoding, vary, own, plain)
     end
-    if cache_max > 0 then return serve end
+    if cache_max > 0 then
+        handlers[serve] = cache_max
+        return serve
+    end
     return function(req, res, params)
         local opened = {}
         local err = serve(req, res, params, opened)
@@ -498,6 +533,12 @@ function static.new(root, options)
         end
         return err
     end
+end
+
+--- The size of the open-file cache of a handler made by static.new, or nil for any other
+--- function: a server whose handler it is may keep that many small files (lib/http/server.lua).
+function static.cached_files(handler)
+    return handlers[handler]
 end
 
 static.parse_http_date = parse_http_date

@@ -277,7 +277,7 @@ void push_too_large(lua_State* L, const char* what, uint64_t limit) {
     luaio::push_error(L, UV_E2BIG, msg);
 }
 
-void write_canned(Conn* c, int status);
+bool write_canned(Conn* c, int status);
 
 // The stream of messages is unusable from here on (bad framing, an oversized or truncated
 // message): these mark the conn broken and push nil and the error. A server answers a body
@@ -672,13 +672,36 @@ inline void access_bytes(Conn* c, uint64_t n) {
     if (c->alog) c->alog->bytes += n;
 }
 
+// The line of a head that could not be parsed, which luaio answered itself (400, 431, 408):
+// its request line as far as it came (data, up to the first line feed, at most 2 KiB; none: "-").
+void access_unparsed(Conn* c, int status, const char* data, size_t len) {
+    if (!c->site || c->site->access == luaio::log::AccessFormat::Off) return;
+    if (!c->alog) {
+        c->alog.reset(new AccessRecord);
+        c->alog->peer = peer_of(c);
+    }
+    constexpr size_t kMaxLine = 2048;
+    const char* nl = data ? static_cast<const char*>(std::memchr(data, '\n', len)) : nullptr;
+    size_t n = nl ? static_cast<size_t>(nl - data) : len;
+    if (n > kMaxLine) n = kMaxLine;
+    if (n && data[n - 1] == '\r') n--;
+    luaio::log::AccessEntry e;
+    e.peer = c->alog->peer;
+    e.request = std::string_view(data ? data : "", n);
+    e.status = status;
+    // From the head's first byte when it came in pieces (its timeout runs from there).
+    uint64_t now = luaio::now_ms(), first = c->deadline - c->lim->header_timeout;
+    e.micros = c->in_head && now > first ? (now - first) * 1000 : 0;
+    luaio::log::access(c->site->access, e);
+}
+
 // A canned response (400, 408, 413, 431, 500, 503) when nothing of a response was sent; the
 // connection is then closed by the caller. Only tried when no earlier write is queued, so that
-// it cannot overtake the response to a pipelined request.
-void write_canned(Conn* c, int status) {
+// it cannot overtake the response to a pipelined request. Returns whether it was written.
+bool write_canned(Conn* c, int status) {
     Stream* s = c->stream();
     c->keep = false;
-    if (!s || c->head_sent || !s->write_idle()) return;
+    if (!s || c->head_sent || !s->write_idle()) return false;
     char buf[256];
     int n = std::snprintf(buf, sizeof buf,
                           "HTTP/1.1 %d %s\r\nServer: luaio\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n", status,
@@ -689,6 +712,7 @@ void write_canned(Conn* c, int status) {
     c->responded = true;
     access_status(c, status);
     access_end(c);
+    return true;
 }
 
 // ---------------------------------------------------------------- building requests and responses
@@ -906,7 +930,7 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
             return 2;
         }
     }
-    size_t u = 0;
+    size_t u = 0, start = off;
     if (c->server) c->parser->set_skip_body(false);
     H::Parser::Result r = c->parser->parse_head(data + off, len - off, c->lim->max_header_size, &u);
     off += u;
@@ -930,13 +954,14 @@ int consume_head(Conn* c, lua_State* L, const char* data, size_t len, int err, s
         return -1;
     case H::Parser::Result::TooLarge:
         if (c->responded) c->head_sent = false; // the answer is to this request, not the last one
-        if (c->server) write_canned(c, 431);
+        if (c->server && write_canned(c, 431)) access_unparsed(c, 431, data + start, len - start);
         fail_too_large(L, c, "head", c->lim->max_header_size);
         return 2;
     case H::Parser::Result::Bad:
         // The status the parser chose (400, 405, 501, 505), or none for an HTTP/0.9 request.
         if (c->responded) c->head_sent = false; // the answer is to this request, not the last one
-        if (c->server && c->parser->reject_status()) write_canned(c, c->parser->reject_status());
+        if (c->server && c->parser->reject_status() && write_canned(c, c->parser->reject_status()))
+            access_unparsed(c, c->parser->reject_status(), data + start, len - start);
         c->keep = false;
         fail_proto(L, c, "malformed HTTP message", c->parser->error());
         return 2;
@@ -1850,7 +1875,7 @@ void on_site_timer(uv_timer_t* t) {
     uint64_t now = luaio::now_ms();
     while (site->idle.head && site->idle.head->deadline <= now) conn_close(site->idle.head);
     while (site->heads.head && site->heads.head->deadline <= now) {
-        write_canned(site->heads.head, 408);
+        if (write_canned(site->heads.head, 408)) access_unparsed(site->heads.head, 408, nullptr, 0);
         conn_close(site->heads.head);
     }
     uint64_t next = 0;

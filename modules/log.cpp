@@ -477,13 +477,17 @@ char* put_combined(char* p, const luaio::log::AccessEntry& e) {
     Clock& c = clock_now();
     p = put(p, c.clf, c.clf_len);
     p = put(p, "] \"");
-    p = put_clf(p, e.method);
-    *p++ = ' ';
-    p = put_clf(p, e.target);
-    p = put(p, " HTTP/");
-    *p++ = static_cast<char>('0' + e.major % 10);
-    *p++ = '.';
-    *p++ = static_cast<char>('0' + e.minor % 10);
+    if (e.method.empty()) { // a head that could not be parsed: what came of its request line
+        p = put_clf(p, e.request);
+    } else {
+        p = put_clf(p, e.method);
+        *p++ = ' ';
+        p = put_clf(p, e.target);
+        p = put(p, " HTTP/");
+        *p++ = static_cast<char>('0' + e.major % 10);
+        *p++ = '.';
+        *p++ = static_cast<char>('0' + e.minor % 10);
+    }
     p = put(p, "\" ");
     if (e.status >= 100 && e.status <= 999) {
         *p++ = static_cast<char>('0' + e.status / 100);
@@ -503,7 +507,8 @@ char* put_combined(char* p, const luaio::log::AccessEntry& e) {
 }
 
 // {"time":"...","remote":"...","method":"GET","path":"/a?b=1","status":200,"bytes":5,"ms":0.042,
-//  "ua":"...","referer":"..."} (ua and referer only when the request had them)
+//  "ua":"...","referer":"..."} (ua and referer only when the request had them; "request" in
+//  place of method and path for a head that could not be parsed)
 char* put_json_line(char* p, const luaio::log::AccessEntry& e) {
     Clock& c = clock_now();
     p = put(p, "{\"time\":\"");
@@ -513,10 +518,15 @@ char* put_json_line(char* p, const luaio::log::AccessEntry& e) {
     *p++ = static_cast<char>('0' + c.millis % 10);
     p = put(p, "Z\",\"remote\":");
     p = put_json(p, e.peer.empty() ? std::string_view("-") : e.peer);
-    p = put(p, ",\"method\":");
-    p = put_json(p, e.method);
-    p = put(p, ",\"path\":");
-    p = put_json(p, e.target);
+    if (e.method.empty()) {
+        p = put(p, ",\"request\":");
+        p = put_json(p, e.request);
+    } else {
+        p = put(p, ",\"method\":");
+        p = put_json(p, e.method);
+        p = put(p, ",\"path\":");
+        p = put_json(p, e.target);
+    }
     p = put(p, ",\"status\":");
     p = put_uint(p, static_cast<uint64_t>(e.status));
     p = put(p, ",\"bytes\":");
@@ -548,7 +558,8 @@ namespace luaio::log {
 // a line that does not fit is dropped and counted.
 void access(AccessFormat format, const AccessEntry& e) {
     // The most a line can take: every byte of its values escaped, plus its fixed parts.
-    size_t values = e.peer.size() + e.method.size() + e.target.size() + e.referer.size() + e.user_agent.size();
+    size_t values =
+        e.peer.size() + e.method.size() + e.target.size() + e.referer.size() + e.user_agent.size() + e.request.size();
     size_t room = values * 6 + 256;
     char stack[4096];
     std::string big;

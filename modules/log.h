@@ -11,9 +11,11 @@ namespace luaio::log {
 enum class AccessFormat : uint8_t { Off, Combined, Json };
 
 // What an access log line says about one request and its response. An empty referer or user
-// agent is shown as "-" (combined) or left out (JSON).
+// agent is shown as "-" (combined) or left out (JSON). A head that could not be parsed (luaio
+// answered 400, 431 or 408 itself) has no method: its line shows `request`, the request line as
+// it came (or "-"), in place of method, target and version (JSON: "request" for method, path).
 struct AccessEntry {
-    std::string_view peer, method, target, referer, user_agent;
+    std::string_view peer, method, target, referer, user_agent, request;
     int major = 1, minor = 1, status = 0;
     uint64_t bytes = 0;  // body bytes sent
     uint64_t micros = 0; // from the request's head to the end of its response

@@ -303,6 +303,48 @@ describe("log", function()
             assert.are.equal("number", type(t.ms))
         end)
 
+        it("logs the heads it answers itself because they cannot be parsed or come too slowly", function()
+            local s = assert(http.createServer({ port = 0, accessLog = "combined", maxHeaderSize = 200,
+                headerTimeout = 100 }, function(_, res) res:finish("ok") end))
+            local tcp = require "tcp"
+            -- Sends raw bytes and reads until the server closes; returns what came back.
+            local function send(bytes)
+                local sock = assert(tcp.connect(s.port, "127.0.0.1"))
+                sock:settimeouts(3000, 3000, 3000)
+                assert(sock:write(bytes) == nil)
+                local got = {}
+                while true do
+                    local d = sock:read()
+                    if not d then break end
+                    got[#got + 1] = d
+                end
+                sock:close()
+                return table.concat(got)
+            end
+            assert.truthy(send("GET /bad\1path HTTP/1.1\r\nHost: x\r\n\r\n"):find("^HTTP/1%.1 400 "))
+            assert.truthy(send("GET /large HTTP/1.1\r\nX-Big: " .. ("b"):rep(300) .. "\r\n\r\n"):find("^HTTP/1%.1 431 "))
+            assert.truthy(send("GET /slow HTTP/1.1\r\nHost: x\r\n"):find("^HTTP/1%.1 408 "))
+            assert.truthy(send("\22\3\1garbage\r\n\r\n"):find("^HTTP/1%.1 400 "))
+            local data = wait_for(dir .. "/app.log", "garbage[^\n]*\n$")
+            s:close()
+            assert.truthy(data:find('"GET /bad\\x01path HTTP/1.1" 400 0 "-" "-"\n', 1, true), data)
+            assert.truthy(data:find('"GET /large HTTP/1.1" 431 0 "-" "-"\n', 1, true), data)
+            assert.truthy(data:find('] "-" 408 0 "-" "-"\n', 1, true), data)
+            assert.truthy(data:find('"\\x16\\x03\\x01garbage" 400 0 "-" "-"\n', 1, true), data)
+            assert.truthy(data:find("^127%.0%.0%.1 %- %- %["), data)
+            log.setFormat("json")
+            local j = assert(http.createServer({ port = 0, accessLog = "json" }, function(_, res) res:finish("ok") end))
+            local sock = assert(tcp.connect(j.port, "127.0.0.1"))
+            assert(sock:write("BAD REQUEST LINE\r\n\r\n") == nil)
+            sock:read()
+            sock:close()
+            data = wait_for(dir .. "/app.log", "BAD REQUEST LINE")
+            j:close()
+            local t = require("json").decode(data:match("\n([^\n]+)\n$"))
+            assert.are.same({ "BAD REQUEST LINE", 400, 0, "127.0.0.1" }, { t.request, t.status, t.bytes, t.remote })
+            assert.is_nil(t.method)
+        end)
+
         it("logs a request whose connection closed before any response as 499", function()
             local s = assert(http.serve({ port = 0, accessLog = "combined" }, function(req)
                 req.socket:close()

@@ -445,6 +445,38 @@ describe("http.static", function()
         assert.has_error(function() http.static("x", { dotfiles = "yes" }) end)
     end)
 
+    it("raises at creation on a root that does not exist or is not a directory, naming the path", function()
+        local ok, err = pcall(http.static, root .. "/publc")
+        assert.is_false(ok)
+        assert.truthy(err:find("^spec/http_static_spec.lua:%d+: http.static: no such directory '"), err)
+        assert.truthy(err:find("no such directory '" .. root .. "/publc'", 1, true), err)
+        ok, err = pcall(http.static, root .. "/hello.txt")
+        assert.is_false(ok)
+        assert.truthy(err:find("http.static: not a directory '" .. root .. "/hello.txt'", 1, true), err)
+        ok, err = pcall(http.static, root .. "/hello.txt/x")
+        assert.truthy(err:find("http.static: no such directory '" .. root .. "/hello.txt/x'", 1, true), err)
+        assert.is_function(http.static(root .. "/"))
+    end)
+
+    it("follows a root that is a symbolic link swapped to another directory", function()
+        local tmp = root:match("^(.*)/root$")
+        assert(fs.mkdir(tmp .. "/release2"))
+        assert(fs.writeFile(tmp .. "/release2/hello.txt", "release 2"))
+        assert(fs.symlink(root, tmp .. "/current"))
+        server = assert(http.createServer({ port = 0, host = "127.0.0.1" },
+            http.static(tmp .. "/current", { fileCache = { valid = 20 } })))
+        port, base = server.port, "http://127.0.0.1:" .. server.port
+        assert.are.equal("hello world", get("/hello.txt").body)
+        -- A deploy: the link is replaced at once (rename over it).
+        assert(fs.symlink(tmp .. "/release2", tmp .. "/next"))
+        assert(fs.rename(tmp .. "/next", tmp .. "/current"))
+        timer.sleep(40)
+        local r = get("/hello.txt")
+        assert.are.equal(200, r.status)
+        assert.are.equal("release 2", r.body)
+        assert.are.equal(404, raw("/link-out"))
+    end)
+
     it("reads MIME types from a mime.types file over its built-in table", function()
         local f = root .. "/mime.types"
         assert(fs.writeFile(f, "# comment\napplication/x-luaio\tluaio lio\ntext/html html\n"))

@@ -12,6 +12,7 @@
 -- stay in a bounded cache for a short time (nginx's open_file_cache), so that a request for a
 -- file served a moment ago costs no system call but the send.
 local fs = require "fs"
+local raise = require("luaio.errors").raise
 local core_fs = require "luaio.fs"
 local lookup, discard = core_fs.lookup, core_fs.discard
 local hrtime = require("system").hrtime
@@ -353,15 +354,31 @@ end
 --- The handler (see the file's head).
 function static.new(root, options)
     local o = check_options(root, options)
+    -- A root that is not there is a mistake best told at once (a typo would otherwise be a 404
+    -- for every request).
+    local st, err = fs.stat(root)
+    if not st then
+        if err.name == "ENOENT" or err.name == "ENOTDIR" then raise("http.static", format("no such directory '%s'", root)) end
+        raise("http.static", format("cannot use '%s' as the root: %s", root, err.message))
+    elseif st.type ~= "directory" then
+        raise("http.static", format("not a directory '%s'", root))
+    end
     root = gsub(root, "/+$", "")
     if root == "" then root = "/" end
-    local real_root -- resolved on first use (the directory may be made after the handler)
+    -- The resolved root, resolved again when a path seems to be outside it, at most once per
+    -- fileCache.valid: a root that is a symbolic link swapped at a deploy (current -> release-2)
+    -- is then followed, as nginx follows it.
+    local real_root, resolved_at = fs.realpath(root), hrtime()
+    local function under(real)
+        return real_root and (real == real_root or real_root == "/" or sub(real, 1, #real_root + 1) == real_root .. "/")
+    end
     -- Whether a resolved path is under the root (always, with the symlinks option).
     local function inside(real)
-        if o.symlinks then return true end
-        real_root = real_root or fs.realpath(root)
-        if not real_root then return false end
-        return real == real_root or real_root == "/" or sub(real, 1, #real_root + 1) == real_root .. "/"
+        if o.symlinks or under(real) then return true end
+        local now = hrtime()
+        if now - resolved_at < o.cache_valid then return false end
+        real_root, resolved_at = fs.realpath(root), now
+        return under(real) or false
     end
     -- The open-file cache: path -> entry {real, st, file (an open fs.file for a regular file),
     -- fd, inside, etag, modified, expires (hrtime ns), users (sends in progress)}. Lookups that

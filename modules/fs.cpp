@@ -17,6 +17,7 @@
 // The objects: File (an open descriptor), Dir (a directory being iterated), Watch (a
 // uv_fs_event). A forgotten File or Dir is closed by its proxy's __gc.
 #include "runtime/luaio.h"
+#include "runtime/strbuf.h"
 #include "runtime/object.h"
 
 #include <dirent.h>
@@ -142,24 +143,10 @@ void push_stat_table(lua_State* L, const uv_stat_t& s) {
     set_number(L, "blocks", static_cast<double>(s.st_blocks));
 }
 
-// A read buffer that is not zero-filled first (std::string's resize writes every byte once more
-// before the read does: a tenth of readFile's time on a 100 MB file).
-struct Buffer {
-    char* data = nullptr;
-    size_t cap = 0, len = 0;
-    Buffer() = default;
-    Buffer(const Buffer&) = delete;
-    Buffer& operator=(const Buffer&) = delete;
-    ~Buffer() { std::free(data); }
-    bool reserve(size_t n) {
-        if (n <= cap) return true;
-        char* p = static_cast<char*>(std::realloc(data, n));
-        if (!p) return false;
-        data = p;
-        cap = n;
-        return true;
-    }
-};
+// Read buffers are StringBuffers (runtime/strbuf.h): not zero-filled first (std::string's resize
+// writes every byte once more before the read does: a tenth of readFile's time on a 100 MB file),
+// and a big one becomes its Lua string without a copy on the loop thread.
+using luaio::StringBuffer;
 
 // ---------------------------------------------------------------- File
 
@@ -204,7 +191,7 @@ struct Req {
     const char* data = nullptr;
     size_t len = 0, done = 0; // a write: its bytes, and how many are written
     int64_t offset = -1;
-    Buffer buf; // a read's buffer
+    StringBuffer buf; // a read's buffer
 
     explicit Req(const char* syscall, File* f = nullptr) : syscall(syscall), file(f) {
         if (f) f->inflight++;
@@ -294,7 +281,8 @@ struct Work {
     int err = 0;                       // the result: 0, or a negative errno
     const char* syscall = nullptr;     // which call failed
     std::string err_path;              // the path it failed on (when not `path`)
-    Buffer out;
+    StringBuffer out;                  // readFile's bytes
+    size_t out_len = 0;
     struct stat st {}; // lookup's
     std::string real;  // lookup's resolved path
     int fd = -1;       // lookup's open regular file (closed here unless a File took it)
@@ -323,27 +311,8 @@ int push_work(lua_State* co, Work* w) {
 
 int push_work_data(lua_State* co, Work* w) {
     if (w->err) return push_work(co, w);
-    lua_pushlstring(co, w->out.data ? w->out.data : "", w->out.len);
+    if (!w->out.push(co, w->out_len)) return luaio::return_uv_error(co, UV_ENOMEM);
     return 1;
-}
-
-// A buffer at least this big is freed in the thread pool: glibc returns it to the kernel
-// (munmap of every page), which for a read of 100 MB took the loop thread a fifth as long as
-// making the Lua string of it.
-constexpr size_t kFreeInPool = 4 * 1024 * 1024;
-
-void free_in_pool(Buffer& b) {
-    if (b.cap < kFreeInPool) return;
-    auto* req = new uv_work_t;
-    req->data = b.data;
-    int rc = uv_queue_work(
-        luaio::loop(), req, [](uv_work_t* r) { std::free(r->data); }, [](uv_work_t* r, int) { delete r; });
-    if (rc < 0) { // the loop is closing: free it here
-        delete req;
-        return;
-    }
-    b.data = nullptr;
-    b.cap = b.len = 0;
 }
 
 template <int (*Push)(lua_State*, Work*)> void after_work(uv_work_t* req, int status) {
@@ -351,8 +320,8 @@ template <int (*Push)(lua_State*, Work*)> void after_work(uv_work_t* req, int st
     if (status < 0 && !w->err) w->err = status;
     luaio::wake(w->waiter, [w](lua_State* co) {
         int n = Push(co, w);
-        // The data is in the Lua string now; its buffer goes before the task runs on.
-        free_in_pool(w->out);
+        // A buffer that was copied goes before the task runs on (in the thread pool when big).
+        w->out.reset();
         return n;
     });
     delete w;
@@ -397,12 +366,12 @@ void run_read_file(Work* w) {
         size_t cap = st.st_size > 0 ? static_cast<size_t>(st.st_size) + 1 : kDefaultRead;
         size_t n = 0;
         for (;;) {
-            if (n == w->out.cap && !w->out.reserve(cap = std::max(cap, n * 2))) {
+            if (n == w->out.capacity() && !w->out.reserve(cap = std::max(cap, n * 2))) {
                 errno = ENOMEM;
                 w->fail("read");
                 break;
             }
-            ssize_t k = ::read(fd, w->out.data + n, w->out.cap - n);
+            ssize_t k = ::read(fd, w->out.data() + n, w->out.capacity() - n);
             if (k < 0) {
                 if (errno == EINTR) continue;
                 w->fail("read");
@@ -411,7 +380,7 @@ void run_read_file(Work* w) {
             if (k == 0) break;
             n += static_cast<size_t>(k);
         }
-        w->out.len = w->err ? 0 : n;
+        w->out_len = w->err ? 0 : n;
     }
     ::close(fd);
 }
@@ -804,12 +773,12 @@ int64_t opt_offset(lua_State* L, int idx, const char* fname) {
 }
 
 int push_read(lua_State* co, Req* r) {
-    if (r->fs.result == 0 && r->buf.cap > 0) {
+    if (r->fs.result == 0 && r->buf.capacity() > 0) {
         lua_pushnil(co);
         push_error(co, UV_EOF, "read", r->path());
         return 2;
     }
-    lua_pushlstring(co, r->buf.data ? r->buf.data : "", static_cast<size_t>(r->fs.result));
+    if (!r->buf.push(co, static_cast<size_t>(r->fs.result))) return luaio::return_uv_error(co, UV_ENOMEM);
     return 1;
 }
 
@@ -826,7 +795,7 @@ int l_file_read(lua_State* L) {
         f->request_done();
         return luaio::return_uv_error(L, UV_ENOMEM);
     }
-    uv_buf_t b = uv_buf_init(r->buf.data, static_cast<unsigned>(n));
+    uv_buf_t b = uv_buf_init(r->buf.data(), static_cast<unsigned>(n));
     return submit(L, r, uv_fs_read(luaio::loop(), &r->fs, f->fd, &b, 1, offset, on_req), push_read);
 }
 

@@ -2,6 +2,7 @@
 // the loader of embedded lib/ modules and the internal `luaio.core` module.
 #include "runtime/luaio.h"
 #include "runtime/runtime.h"
+#include "runtime/strbuf.h"
 #include "runtime/embedded.h"
 
 #include <dirent.h>
@@ -956,6 +957,7 @@ lua_State* init(const char* script_dir) {
     }
     lua_State* L = g_L;
     luaL_openlibs(L);
+    init_string_buffers(L);
 
     // Search order: package.preload (C++ modules), lib/ built into the binary, then the
     // script's directory, then the usual LuaJIT and Debian paths.
@@ -1020,6 +1022,7 @@ int shutdown() {
     // one more loop iteration runs their close callbacks so that every C++ owner is freed.
     // Handles nobody closed (an unref'd detached child, a pooled timer) stay linked in the
     // loop, and their owners stay reachable, until the process exits.
+    set_string_free_in_pool(false); // no pool callback runs after this
     lua_close(g_L);
     g_L = nullptr;
     g_classes.clear(); // the metatables went with the state

@@ -522,6 +522,11 @@ void run_rm(Work* w) {
 
 int l_read_file(lua_State* L) {
     const char* path = check_path(L, 1, "readFile");
+    // Node's readFile(path, "utf8") or {encoding = ...}: Lua strings are bytes, there is nothing to
+    // choose, and an option silently ignored would hide a misspelling.
+    if (!lua_isnoneornil(L, 2))
+        luaio::raise(L, "readFile", "takes only a path (got a %s as argument 2): the content is returned as bytes",
+                     luaL_typename(L, 2));
     luaio::check_can_wait(L, "readFile");
     Work* w = new Work;
     w->path = path;

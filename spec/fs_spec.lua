@@ -156,6 +156,11 @@ describe("fs", function()
             assert.has_error(function() fs.mkdir("x", 5) end, "mkdir: expected an options table as argument 2, got number")
             assert.has_error(function() fs.open("x", "rw") end)
             assert.has_error(function() fs.readFile("a\0b") end, "readFile: the path in argument 1 contains a NUL byte")
+            -- Node's encoding argument, or a misspelled option, is not silently ignored.
+            assert.has_error(function() fs.readFile("x", "utf8") end,
+                "readFile: takes only a path (got a string as argument 2): the content is returned as bytes")
+            assert.has_error(function() fs.readFile("x", { encodin = "utf8" }) end,
+                "readFile: takes only a path (got a table as argument 2): the content is returned as bytes")
             assert.has_error(function() fs.chmod("x") end)
             assert.has_error(function() fs.writeFile("x", "y", { mode = "rw" }) end)
         end)

@@ -13,14 +13,15 @@ local tcp = require "tcp"
 local timer = require "timer"
 local task_core = require "luaio.core"
 
-local type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs, pcall, error =
-    type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs, pcall, error
+local type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs, pcall, xpcall, error =
+    type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs, pcall, xpcall, error
 local lower, find, match, gmatch, char, byte, sub, format =
     string.lower, string.find, string.match, string.gmatch, string.char, string.byte, string.sub, string.format
 local floor = math.floor
 local raise, new_error = errors.raise, errors.new
 local send_frame, accept_key, key_bytes = core.send, core.accept_key, core.key_bytes
-local suspend, current, ready = task_core.suspend, task_core.current, task_core.ready
+local suspend, current, ready, spawn = task_core.suspend, task_core.current, task_core.ready, task_core.spawn
+local report, describe, traceback = task_core.report, task_core.describe, debug.traceback
 local remove = table.remove
 
 local TEXT, BINARY, CLOSE, PING, PONG = 1, 2, 8, 9, 10
@@ -30,7 +31,13 @@ local DEFAULT_SEND_TIMEOUT = 60000
 
 local websocket = {}
 
-local WebSocket = {}
+-- The defaults of a connection's fields are the class's, so that a connection stores only what
+-- differs (every idle connection pays for its fields).
+-- A connection's fields that every connection has, by index (see new_ws): its socket, its
+-- core.frames object (which keeps ws:handle's handlers), its state ("open", "closing",
+-- "closed") and whether a task is writing a message.
+local SOCK, FRAMES, STATE, WRITING = 1, 2, 3, 4
+local WebSocket = { _mask = false, _closeTimeout = DEFAULT_CLOSE_TIMEOUT, _sendTimeout = DEFAULT_SEND_TIMEOUT }
 WebSocket.__index = WebSocket
 
 local function check(self, fname)
@@ -55,10 +62,10 @@ end
 -- task's message is being written wait their turn, in order (the stream has one waiting
 -- writer); a task that cannot wait (outside a task) queues its message behind the others.
 local function write(self, op, data)
-    if self._writing then
+    if self[WRITING] then
         local co = current()
         if not co then
-            return send_frame(self._sock, op, data, self._mask, self._frames, true)
+            return send_frame(self[SOCK], op, data, self._mask, self[FRAMES], true)
         end
         local q = self._waiting
         if not q then
@@ -66,13 +73,13 @@ local function write(self, op, data)
             self._waiting = q
         end
         q[#q + 1] = co
-        suspend() -- the writer before us hands over (self._writing stays true)
+        suspend() -- the writer before us hands over (self[WRITING] stays true)
     end
-    self._writing = true
+    self[WRITING] = true
     local ok, err = true, nil
-    if self._state == "open" then
+    if self[STATE] == "open" then
         -- Protected, so that a raise (no random bytes, no compressor) still hands over the turn.
-        ok, err = pcall(send_frame, self._sock, op, data, self._mask, self._frames)
+        ok, err = pcall(send_frame, self[SOCK], op, data, self._mask, self[FRAMES])
     else
         err = self._err or new_error("EPIPE", "the WebSocket connection is closing")
     end
@@ -80,7 +87,7 @@ local function write(self, op, data)
     if q and q[1] then
         ready(remove(q, 1))
     else
-        self._writing = false
+        self[WRITING] = false
     end
     if not ok then
         error(err, 0)
@@ -91,23 +98,41 @@ end
 -- A control frame (pong, ping, close) never waits: it is queued behind the bytes already
 -- queued, between two messages.
 local function control(self, op, data)
-    return send_frame(self._sock, op, data, self._mask, self._frames, true)
+    return send_frame(self[SOCK], op, data, self._mask, self[FRAMES], true)
 end
 
 -- The connection is over: the socket closes, and later calls get `err`.
 local leave_all
 
+local function handler_trace(e)
+    return traceback("websocket handler: " .. describe(e), 2)
+end
+
+-- The close handler of a connection in the handler style (ws:handle), in a task of its own.
+local function run_close(self, on_close, err)
+    local ok, e = xpcall(on_close, handler_trace, self, err.closeCode or 1006, err.reason or "")
+    if not ok then
+        report(e)
+    end
+end
+
 local function finish(self, err)
-    if self._state ~= "closed" then
-        self._state = "closed"
+    if self[STATE] ~= "closed" then
+        self[STATE] = "closed"
         self._err = err
         if self._hubs then
             leave_all(self)
         end
-        self._sock:close()
+        self[SOCK]:close()
         if self._pinger then
             self._pinger:stop()
             self._pinger = nil
+        end
+        local h = self[FRAMES]:unwatch()
+        if h then
+            if h.close then
+                spawn(run_close, self, h.close, err)
+            end
         end
     end
     return nil, self._err
@@ -117,12 +142,45 @@ local function closed_error(code, reason, message)
     return new_error("EOF", message or "the WebSocket connection was closed", { closeCode = code, reason = reason or "" })
 end
 
+-- An event that is not a data message, as frames:receive reports it: a ping is answered, a
+-- pong noted; the end of the connection (the peer's close, a violation, the stream's end)
+-- closes it and returns finish's nil, err. Returns nothing while the connection goes on.
+local function on_event(self, kind, data, code)
+    if kind == "ping" then
+        if self[STATE] == "open" then
+            control(self, PONG, data)
+        end
+    elseif kind == "pong" then
+        self._ponged = true
+    elseif kind == "close" then
+        -- The peer closes: answer with its code (none for 1005) unless we closed first.
+        if self[STATE] == "open" then
+            self[STATE] = "closing"
+            control(self, CLOSE, code ~= 1005 and close_payload(code, "") or "")
+        end
+        return finish(self, closed_error(code, data, "closed by the peer"))
+    elseif kind == "error" then
+        -- The peer broke the protocol: close with the code the parser chose.
+        if self[STATE] == "open" then
+            self[STATE] = "closing"
+            control(self, CLOSE, close_payload(code, ""))
+        end
+        local name = code == 1009 and "EMSGSIZE" or "EPROTO"
+        return finish(self, new_error(name, data, { closeCode = code, reason = "" }))
+    else
+        -- The stream ended or failed without a close frame (closeCode 1006, RFC 6455 7.1.5).
+        local err = data
+        err.closeCode, err.reason = 1006, ""
+        return finish(self, err)
+    end
+end
+
 --- msg, kind = ws:receive(): the next whole message and "text" or "binary"; pings are answered
 --- on the way. nil, err at the end: err.name "EOF" with err.closeCode and err.reason when the
 --- peer closed; a protocol violation by the peer is closed with its code (err.closeCode).
 function WebSocket:receive()
     check(self, "receive")
-    if self._state == "closed" then
+    if self[STATE] == "closed" then
         return nil, self._err
     end
     if self._reading then
@@ -130,39 +188,98 @@ function WebSocket:receive()
     end
     self._reading = true
     while true do
-        local kind, data, code = self._frames:receive(self._sock)
+        local kind, data, code = self[FRAMES]:receive(self[SOCK])
         if kind == "text" or kind == "binary" then
             self._reading = false
             return data, kind
-        elseif kind == "ping" then
-            if self._state == "open" then
-                control(self, PONG, data)
-            end
-        elseif kind == "pong" then
-            self._ponged = true
-        elseif kind == "close" then
-            -- The peer closes: answer with its code (none for 1005) unless we closed first.
+        elseif kind == "busy" then
             self._reading = false
-            if self._state == "open" then
-                self._state = "closing"
-                control(self, CLOSE, code ~= 1005 and close_payload(code, "") or "")
-            end
-            return finish(self, closed_error(code, data, "closed by the peer"))
-        elseif kind == "error" then
-            -- The peer broke the protocol: close with the code the parser chose.
+            return nil, data
+        elseif kind ~= "ping" and kind ~= "pong" then
             self._reading = false
-            if self._state == "open" then
-                self._state = "closing"
-                control(self, CLOSE, close_payload(code, ""))
+        end
+        local _, err = on_event(self, kind, data, code)
+        if err then
+            return nil, err
+        end
+    end
+end
+
+-- The handler style (ws:handle). A watched connection's event starts this function in a task
+-- of its own (core.frames' watch, Frames::ready in modules/websocket.cpp): it runs the message
+-- handler, then takes the next event if its bytes are already here, and otherwise watches the
+-- connection again and ends, so that an idle connection holds no task. One message at a time:
+-- while a handler runs, the connection is not read (its peer is held back by TCP).
+local function dispatch(self, handlers, kind, data, code)
+    local on_message = handlers.message
+    repeat
+        if kind == "text" or kind == "binary" then
+            if on_message then
+                local ok, e = xpcall(on_message, handler_trace, self, data, kind)
+                if not ok then
+                    -- A failed handler ends its connection (1011), never the server.
+                    report(e)
+                    self:close(1011)
+                    return
+                end
             end
-            local name = code == 1009 and "EMSGSIZE" or "EPROTO"
-            return finish(self, new_error(name, data, { closeCode = code, reason = "" }))
         else
-            -- The stream ended or failed without a close frame (closeCode 1006, RFC 6455 7.1.5).
-            self._reading = false
-            local err = data
-            err.closeCode, err.reason = 1006, ""
-            return finish(self, err)
+            on_event(self, kind, data, code)
+        end
+        if self[STATE] ~= "open" then
+            return
+        end
+        kind, data, code = self[FRAMES]:watch(self[SOCK])
+    until kind == false
+end
+core.dispatcher(dispatch)
+
+local function check_handlers(handlers, fname)
+    if type(handlers) ~= "table" then
+        raise(fname, "expected a table of handlers {open, message, close}, got " .. type(handlers))
+    end
+    for k, v in pairs(handlers) do
+        if k ~= "open" and k ~= "message" and k ~= "close" then
+            raise(fname, "unknown handler '" .. tostring(k) .. "' (open, message, close)")
+        end
+        if type(v) ~= "function" then
+            raise(fname, "handler '" .. tostring(k) .. "' must be a function, got " .. type(v))
+        end
+    end
+end
+websocket._check_handlers = check_handlers -- for r:websocket (lib/http/router.lua)
+
+--- ws:handle{open = fn(ws, ...), message = fn(ws, msg, kind), close = fn(ws, code, reason)}: the
+--- connection's messages go to handlers instead of ws:receive(). open(ws, ...) runs first, in
+--- the calling task (with the extra arguments); then each message runs message() in a task
+--- started for it, one at a time and in order, and close() runs once when the connection ends,
+--- with the close code (1006 when there was no close frame) and reason. An idle connection holds
+--- no task. A handler that raises is reported and closes its connection with 1011.
+function WebSocket:handle(handlers, ...)
+    check(self, "handle")
+    check_handlers(handlers, "handle")
+    if self._reading then
+        raise("handle", "another task is receiving on this websocket")
+    end
+    if self[STATE] == "closed" then
+        if handlers.close then
+            spawn(run_close, self, handlers.close, self._err)
+        end
+        return
+    end
+    self[FRAMES]:handle(self, handlers) -- from now on, finish runs the close handler
+    if handlers.open then
+        local ok, e = xpcall(handlers.open, handler_trace, self, ...)
+        if not ok then
+            report(e)
+            self:close(1011)
+            return
+        end
+    end
+    if self[STATE] == "open" then
+        local kind, data, code = self[FRAMES]:watch(self[SOCK])
+        if kind ~= false then
+            spawn(dispatch, self, handlers, kind, data, code)
         end
     end
 end
@@ -202,7 +319,7 @@ function WebSocket:send(data, kind)
     elseif kind ~= nil and kind ~= "text" then
         raise("send", "kind must be 'text' or 'binary', got " .. tostring(kind))
     end
-    if self._state ~= "open" then
+    if self[STATE] ~= "open" then
         return self._err or new_error("EPIPE", "the WebSocket connection is closing")
     end
     return write(self, op, data)
@@ -218,7 +335,7 @@ function WebSocket:ping(data)
     if #data > 125 then
         raise("ping", "a ping carries at most 125 bytes")
     end
-    if self._state ~= "open" then
+    if self[STATE] ~= "open" then
         return self._err or new_error("EPIPE", "the WebSocket connection is closing")
     end
     return control(self, PING, data)
@@ -241,10 +358,10 @@ function WebSocket:close(code, reason)
     if reason and reason ~= "" and not code then
         code = 1000
     end
-    if self._state ~= "open" then
+    if self[STATE] ~= "open" then
         return nil
     end
-    self._state = "closing"
+    self[STATE] = "closing"
     code = code or 1000
     local err = control(self, CLOSE, close_payload(code, reason))
     if err then
@@ -255,18 +372,18 @@ function WebSocket:close(code, reason)
     if self._reading then
         return nil -- the receiving task gets the peer's answer and closes the socket
     end
-    self._sock:settimeouts(nil, self._sendTimeout, self._closeTimeout)
+    self[SOCK]:settimeouts(nil, self._sendTimeout, self._closeTimeout)
     self._reading = true
     -- Messages still coming are dropped; the handshake ends with the peer's close or a timeout.
     while true do
-        local kind = self._frames:receive(self._sock)
+        local kind = self[FRAMES]:receive(self[SOCK], true)
         if kind ~= "text" and kind ~= "binary" and kind ~= "ping" and kind ~= "pong" then
             break
         end
     end
     self._reading = false
     local e = self._err
-    self._state = "closing"
+    self[STATE] = "closing"
     finish(self, e)
     return nil
 end
@@ -274,7 +391,7 @@ end
 --- The peer's address (ip, port), as sock:remoteAddress().
 function WebSocket:remoteAddress()
     check(self, "remoteAddress")
-    return self._sock:remoteAddress()
+    return self[SOCK]:remoteAddress()
 end
 
 local known_options = {
@@ -347,22 +464,33 @@ local function check_options(o, fname)
 end
 
 local function new_ws(sock, server, o, protocol, z)
+    -- What every connection has is in the array part (8 bytes a slot; a hash slot takes 24).
     local self = setmetatable({
-        _sock = sock,
-        _frames = core.frames(server, o.maxMessageSize or DEFAULT_MAX_MESSAGE, o.maxFrameSize, z, o.fragmentSize),
-        _mask = not server,
-        _state = "open",
-        _closeTimeout = o.closeTimeout or DEFAULT_CLOSE_TIMEOUT,
-        _sendTimeout = o.sendTimeout or DEFAULT_SEND_TIMEOUT,
-        protocol = protocol,
+        sock,
+        core.frames(server, o.maxMessageSize or DEFAULT_MAX_MESSAGE, o.maxFrameSize, z, o.fragmentSize),
+        "open",
+        false, -- a task is writing a message
     }, WebSocket)
+    if not server then
+        self._mask = true
+    end
+    -- Only what is set (storing nil in a missing field would still make its slot).
+    if o.closeTimeout then
+        self._closeTimeout = o.closeTimeout
+    end
+    if o.sendTimeout then
+        self._sendTimeout = o.sendTimeout
+    end
+    if protocol then
+        self.protocol = protocol
+    end
     sock:settimeouts(nil, self._sendTimeout, o.idleTimeout)
     if o.pingInterval and o.pingInterval > 0 then
         -- Keep-alive: a ping every interval; a peer that has not answered the previous one by
         -- the next is gone (closed without a handshake, closeCode 1006, as the ws library does).
         self._ponged = true
         self._pinger = timer.setInterval(o.pingInterval, function()
-            if self._state ~= "open" then
+            if self[STATE] ~= "open" then
                 return
             end
             if not self._ponged then
@@ -804,7 +932,7 @@ function Hub:join(ws, topic)
     check_hub(self, "hub:join")
     check(ws, "hub:join")
     check_topic(topic, "hub:join")
-    if ws._state ~= "open" then
+    if ws[STATE] ~= "open" then
         return ws._err or new_error("EPIPE", "the WebSocket connection is closing")
     end
     local t = self._topics[topic]
@@ -880,8 +1008,8 @@ function Hub:publish(topic, data, kind)
     -- Backwards: a subscriber that closes is replaced by the last one, already served.
     for i = t.n, 1, -1 do
         local ws = list[i]
-        if ws._state == "open" then
-            local e = post(ws._sock, ws._frames, op, data, frame, zcache, limit)
+        if ws[STATE] == "open" then
+            local e = post(ws[SOCK], ws[FRAMES], op, data, frame, zcache, limit)
             if not e then
                 n = n + 1
             elseif e.name == "EAGAIN" then

@@ -41,6 +41,7 @@ struct Deflate {
     int level = Z_DEFAULT_COMPRESSION;
     int mem_level = 8;
     size_t threshold = 0; // shorter messages are sent uncompressed
+    std::string inflated; // the last message inflated
     ~Deflate() {
         if (in_open) inflateEnd(&in);
         if (out_open) deflateEnd(&out);
@@ -85,17 +86,22 @@ z_stream* shared_inflater() {
 }
 
 struct Frames final : luaio::Consumer {
-    explicit Frames(bool server) : parser(server), client(!server) {}
-    ~Frames() { delete z; }
+    explicit Frames(bool server) : parser(server) {}
+    ~Frames() {
+        delete z;
+        delete cork;
+    }
     ws::Parser parser;
-    bool client;         // a client masks its frames
-    size_t fragment = 0; // data messages longer than this are sent in fragments (0: never)
     Deflate* z = nullptr;
-    std::string inflated;
     // A hub's small frames for this connection, written together before the loop next waits for
     // I/O (see cork); while any are kept, the stream's proxy and this object are referenced.
-    std::string corked;
-    int cork_sock = LUA_NOREF, cork_self = LUA_NOREF;
+    // Made on the first publish to this connection, so that others hold none of it.
+    struct Cork {
+        std::string bytes;
+        int sock = LUA_NOREF, self = LUA_NOREF;
+    };
+    Cork* cork = nullptr;
+    size_t corked() const { return cork ? cork->bytes.size() : 0; }
 
     // Inflates the message (with the 00 00 ff ff tail that the sender removed) into `inflated`,
     // stopping at the message limit: a compression bomb costs at most maxMessageSize. Returns 0,
@@ -109,6 +115,7 @@ struct Frames final : luaio::Consumer {
             if (inflateInit2(&d->in, -d->in_bits) != Z_OK) return 1011;
             d->in_open = true;
         }
+        std::string& inflated = d->inflated;
         inflated.clear();
         static const unsigned char tail[4] = {0, 0, 0xff, 0xff};
         const unsigned char* parts[2] = {reinterpret_cast<const unsigned char*>(m.data()), tail};
@@ -174,13 +181,11 @@ struct Frames final : luaio::Consumer {
     }
 
     int push_error(lua_State* L, int code, const char* what) {
-        parser_done = true;
         lua_pushstring(L, "error");
         lua_pushstring(L, what);
         lua_pushinteger(L, code);
         return 3;
     }
-    bool parser_done = false;
 
     // Pushes kind, data[, code]: "text"/"binary" and the message, "ping"/"pong" and the payload,
     // "close", the reason and the code, "error", why and the close code to send; or nil and the
@@ -199,7 +204,7 @@ struct Frames final : luaio::Consumer {
                 if (!z) return push_error(L, 1002, "compressed message without permessage-deflate");
                 int code = inflate_message(*m);
                 if (code) return push_error(L, code, code == 1009 ? "message too big" : "bad compressed data");
-                m = &inflated;
+                m = &z->inflated;
                 ws::Utf8 u;
                 const uint8_t* p = reinterpret_cast<const uint8_t*>(m->data());
                 if (e.text && (!u.feed(p, m->size()) || !u.complete()))
@@ -207,7 +212,7 @@ struct Frames final : luaio::Consumer {
             }
             lua_pushstring(L, e.text ? "text" : "binary");
             lua_pushlstring(L, m->data(), m->size());
-            if (m == &inflated && inflated.capacity() > 64 * 1024) std::string().swap(inflated);
+            if (z && m == &z->inflated && m->capacity() > 64 * 1024) std::string().swap(z->inflated);
             return 2;
         }
         case ws::Event::Ping:
@@ -228,8 +233,30 @@ struct Frames final : luaio::Consumer {
         }
         return -1;
     }
-    void ready(lua_State*, int) override {} // never watched
+    // The handler style (ws:handle): while no message handler runs, the stream is watched with
+    // this object as its consumer and the ws table is referenced here (an open connection is the
+    // server's, as with a parked reader). An event starts a task that runs the module's
+    // dispatcher with (ws, kind, data[, code]): an idle connection holds no coroutine.
+    uint32_t fragment = 0; // data messages longer than this are sent in fragments (0: never)
+    int self_ref = LUA_NOREF;
+    bool client() const { return !parser.server(); } // a client masks its frames
+    void ready(lua_State* L, int n) override;
 };
+
+// The dispatcher of lib/websocket.lua (core.dispatcher), called in a task per event batch.
+int g_dispatch_ref = LUA_NOREF;
+
+void Frames::ready(lua_State* L, int n) {
+    // The results r1..rn are on top: under them go the dispatcher, the ws table and the handlers
+    // (the environment of this object's userdata, ws[2]).
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g_dispatch_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, self_ref);
+    lua_rawgeti(L, -1, 2);
+    lua_getfenv(L, -1);
+    lua_replace(L, -2);
+    for (int i = 0; i < 3; i++) lua_insert(L, -(n + 3));
+    luaio::spawn(L, n + 2);
+}
 
 Frames* check_frames(lua_State* L, const char* fname) {
     void* p = luaio::test_object(L, 1, kFramesClass);
@@ -255,18 +282,19 @@ uv_prepare_t* g_prepare = nullptr;
 // Writes f's corked bytes to its stream (what the kernel does not take is copied and queued)
 // and drops the references. A stream closed meanwhile loses them.
 void uncork(lua_State* L, Frames* f) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, f->cork_sock);
+    Frames::Cork* c = f->cork;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->sock);
     Stream* s = Stream::check_or_closed(L, -1, "publish");
     lua_pop(L, 1);
     if (s && !s->closing()) {
-        uv_buf_t b = uv_buf_init(&f->corked[0], static_cast<unsigned>(f->corked.size()));
+        uv_buf_t b = uv_buf_init(&c->bytes[0], static_cast<unsigned>(c->bytes.size()));
         s->try_write(nullptr, &b, 1, SIZE_MAX);
     }
-    f->corked.clear();
-    if (f->corked.capacity() > 64 * 1024) std::string().swap(f->corked);
-    luaL_unref(L, LUA_REGISTRYINDEX, f->cork_sock);
-    luaL_unref(L, LUA_REGISTRYINDEX, f->cork_self);
-    f->cork_sock = f->cork_self = LUA_NOREF;
+    c->bytes.clear();
+    if (c->bytes.capacity() > 64 * 1024) std::string().swap(c->bytes);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->sock);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->self);
+    c->sock = c->self = LUA_NOREF;
 }
 
 void on_prepare(uv_prepare_t* h) {
@@ -280,7 +308,7 @@ void on_prepare(uv_prepare_t* h) {
 
 // Before another write on f's connection: what is corked goes first.
 void uncork_now(lua_State* L, Frames* f) {
-    if (f->cork_self == LUA_NOREF) return;
+    if (!f->cork || f->cork->self == LUA_NOREF) return;
     auto& list = corked_list();
     list.erase(std::find(list.begin(), list.end(), f));
     uncork(L, f);
@@ -288,11 +316,13 @@ void uncork_now(lua_State* L, Frames* f) {
 
 // Appends a frame to f's corked bytes (sock at 1 and f at 2 on L are referenced meanwhile).
 void cork(lua_State* L, Frames* f, const char* p, size_t n) {
-    if (f->cork_self == LUA_NOREF) {
+    if (!f->cork) f->cork = new Frames::Cork;
+    Frames::Cork* c = f->cork;
+    if (c->self == LUA_NOREF) {
         lua_pushvalue(L, 1);
-        f->cork_sock = luaL_ref(L, LUA_REGISTRYINDEX);
+        c->sock = luaL_ref(L, LUA_REGISTRYINDEX);
         lua_pushvalue(L, 2);
-        f->cork_self = luaL_ref(L, LUA_REGISTRYINDEX);
+        c->self = luaL_ref(L, LUA_REGISTRYINDEX);
         corked_list().push_back(f);
         if (!g_prepare) {
             g_prepare = new uv_prepare_t; // lives as long as the loop; unreferenced, so it keeps nothing alive
@@ -301,7 +331,7 @@ void cork(lua_State* L, Frames* f, const char* p, size_t n) {
         }
         uv_prepare_start(g_prepare, on_prepare);
     }
-    f->corked.append(p, n);
+    c->bytes.append(p, n);
 }
 
 int opt_int(lua_State* L, int t, const char* k, int def, int lo, int hi) {
@@ -325,9 +355,9 @@ int l_frames(lua_State* L) {
     Frames* f = new (mem) Frames(server);
     luaL_getmetatable(L, kFramesClass);
     lua_setmetatable(L, -2);
-    f->parser.max_message = static_cast<uint64_t>(max_message);
-    f->parser.max_frame = static_cast<uint64_t>(max_frame);
-    f->fragment = static_cast<size_t>(fragment);
+    f->parser.max_message = max_message > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(max_message);
+    f->parser.max_frame = max_frame > UINT32_MAX ? 0 : static_cast<uint32_t>(max_frame); // as above
+    f->fragment = fragment > UINT32_MAX ? 0 : static_cast<uint32_t>(fragment);           // strings are < 2 GiB
     if (lua_istable(L, 4)) {
         auto* d = new Deflate;
         f->z = d;
@@ -352,11 +382,66 @@ int l_frames_gc(lua_State* L) {
 }
 
 // kind, data[, code] = frames:receive(sock): the next event (see Frames::consume); may park.
+// "busy", err when the connection's events go to its handlers (ws:handle), unless `closing`
+// (frames:receive(sock, true): the closing handshake reads the peer's answer).
 int l_receive(lua_State* L) {
     Frames* f = check_frames(L, "receive");
     Stream* s = Stream::check(L, 2, "receive");
+    if (f->self_ref != LUA_NOREF && !lua_toboolean(L, 3)) {
+        lua_pushliteral(L, "busy");
+        luaio::push_error(L, UV_EBUSY, "this websocket's messages go to its message handler (ws:handle)");
+        return 2;
+    }
     luaio::check_can_wait(L, "receive");
     return s->read_with(L, f, "receive");
+}
+
+// frames:handle(ws, handlers): the connection's events go to the handlers (ws:handle in
+// lib/websocket.lua): ws is referenced until frames:unwatch(), and the handlers are kept as this
+// userdata's environment (every userdata has that slot: they cost the connection nothing).
+int l_handle(lua_State* L) {
+    Frames* f = check_frames(L, "handle");
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    if (f->self_ref != LUA_NOREF) luaio::raise(L, "handle", "this websocket already has handlers");
+    lua_pushvalue(L, 3);
+    lua_setfenv(L, 1);
+    lua_pushvalue(L, 2);
+    f->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+// kind, data[, code] | false = frames:watch(sock): the next event when its bytes are buffered;
+// otherwise false, and the stream is watched: the next event starts the dispatcher in a task
+// of its own (Frames::ready).
+int l_watch(lua_State* L) {
+    Frames* f = check_frames(L, "watch");
+    Stream* s = Stream::check(L, 2, "watch");
+    if (f->self_ref == LUA_NOREF) luaio::raise(L, "watch", "this websocket has no handlers");
+    int n = s->take_or_watch(L, f);
+    if (n >= 0) return n;
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
+// handlers | nothing = frames:unwatch(): the connection is over: its ws table is no longer
+// referenced; returns its handlers if it had some.
+int l_unwatch(lua_State* L) {
+    Frames* f = check_frames(L, "unwatch");
+    if (f->self_ref == LUA_NOREF) return 0;
+    luaL_unref(L, LUA_REGISTRYINDEX, f->self_ref);
+    f->self_ref = LUA_NOREF;
+    lua_getfenv(L, 1);
+    return 1;
+}
+
+// core.dispatcher(fn): the function that Frames::ready runs for a watched connection's event.
+int l_dispatcher(lua_State* L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_pushvalue(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, g_dispatch_ref);
+    g_dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
 }
 
 // The parts of the message at idx (a string or an array of strings) appended to bufs; returns
@@ -503,14 +588,14 @@ int l_post(lua_State* L) {
     luaL_checktype(L, 6, LUA_TTABLE);
     lua_Number lim = luaL_checknumber(L, 7);
     size_t limit = lim < 9.2e18 ? static_cast<size_t>(lim) : SIZE_MAX;
-    size_t queued = s->write_queue_size() + f->corked.size();
+    size_t queued = s->write_queue_size() + f->corked();
     int err = 0;
     if (queued > 0 && queued + flen > limit) {
         err = UV_EAGAIN;
     } else if (f->z && dlen >= f->z->threshold) {
         Deflate* d = f->z;
         int key = (d->out_bits * 16 + d->level + 1) * 16 + d->mem_level;
-        if (d->out_reset && !f->client)
+        if (d->out_reset && !f->client())
             lua_rawgeti(L, 6, key);
         else
             lua_pushnil(L);
@@ -520,13 +605,13 @@ int l_post(lua_State* L) {
             std::string z;
             if (!f->deflate_message(&part, 1, z)) luaio::raise(L, "publish", "zlib could not start a compressor");
             uint8_t head[ws::kMaxHead], mask[4];
-            if (f->client && RAND_bytes(mask, 4) != 1) luaio::raise(L, "publish", "no random bytes for the mask");
+            if (f->client() && RAND_bytes(mask, 4) != 1) luaio::raise(L, "publish", "no random bytes for the mask");
             size_t hn =
-                ws::encode_head(head, static_cast<uint8_t>(opcode), true, z.size(), f->client ? mask : nullptr, true);
-            if (f->client) ws::apply_mask(reinterpret_cast<uint8_t*>(&z[0]), z.size(), mask);
+                ws::encode_head(head, static_cast<uint8_t>(opcode), true, z.size(), f->client() ? mask : nullptr, true);
+            if (f->client()) ws::apply_mask(reinterpret_cast<uint8_t*>(&z[0]), z.size(), mask);
             z.insert(0, reinterpret_cast<char*>(head), hn);
             lua_pushlstring(L, z.data(), z.size());
-            if (d->out_reset && !f->client) {
+            if (d->out_reset && !f->client()) {
                 lua_pushvalue(L, -1);
                 lua_rawseti(L, 6, key);
             }
@@ -540,7 +625,7 @@ int l_post(lua_State* L) {
             uv_buf_t b = uv_buf_init(const_cast<char*>(zf), static_cast<unsigned>(zn));
             err = s->try_write(L, &b, 1, limit, -1, 0);
         }
-    } else if (f->client) {
+    } else if (f->client()) {
         std::string out(frame, flen);
         uint8_t mask[4];
         if (RAND_bytes(mask, 4) != 1) luaio::raise(L, "publish", "no random bytes for the mask");
@@ -610,12 +695,19 @@ int l_random_key(lua_State* L) {
 } // namespace
 
 extern "C" int luaopen_luaio_websocket(lua_State* L) {
-    const luaL_Reg methods[] = {{"receive", l_receive}, {"__gc", l_frames_gc}, {nullptr, nullptr}};
+    const luaL_Reg methods[] = {{"receive", l_receive}, {"handle", l_handle},  {"watch", l_watch},
+                                {"unwatch", l_unwatch}, {"__gc", l_frames_gc}, {nullptr, nullptr}};
     luaio::new_class(L, kFramesClass, methods);
     lua_pop(L, 1);
-    const luaL_Reg funcs[] = {
-        {"frames", l_frames},         {"send", l_send},           {"encode", l_encode},         {"post", l_post},
-        {"accept_key", l_accept_key}, {"key_bytes", l_key_bytes}, {"random_key", l_random_key}, {nullptr, nullptr}};
+    const luaL_Reg funcs[] = {{"frames", l_frames},
+                              {"send", l_send},
+                              {"encode", l_encode},
+                              {"post", l_post},
+                              {"accept_key", l_accept_key},
+                              {"key_bytes", l_key_bytes},
+                              {"random_key", l_random_key},
+                              {"dispatcher", l_dispatcher},
+                              {nullptr, nullptr}};
     lua_newtable(L);
     luaL_register(L, nullptr, funcs);
     return 1;

@@ -49,25 +49,30 @@ bool Utf8::feed(const uint8_t* p, size_t n) {
     return true;
 }
 
+namespace {
+const std::string kEmpty; // the data of an event that carries none
+} // namespace
+
 Event Parser::fail(uint16_t code, const char* what) {
     done_ = true;
     Event e;
     e.kind = Event::Error;
     e.code = code;
     e.what = what;
-    e.data = &control_;
+    e.data = &kEmpty;
     return e;
 }
 
 Event Parser::finish_control() {
     Event e;
-    e.data = &control_;
+    e.data = &bufs_->control;
     if (opcode_ == kPing) {
         e.kind = Event::Ping;
     } else if (opcode_ == kPong) {
         e.kind = Event::Pong;
     } else {
         // A close frame: nothing, or a valid code and a UTF-8 reason (5.5.1, 7.4).
+        std::string& control_ = bufs_->control;
         if (control_.size() == 1) return fail(1002, "close frame with a 1-byte payload");
         e.kind = Event::Close;
         e.code = 1005;
@@ -85,15 +90,21 @@ Event Parser::finish_control() {
     return e;
 }
 
+std::string& Parser::whole_buffer() {
+    static auto& w = *new std::string;                   // never destroyed: a parser may run at exit
+    if (w.capacity() > 64 * 1024) std::string().swap(w); // keep no large buffer idle
+    return w;
+}
+
 Event Parser::feed(const char* data, size_t len, size_t* used) {
     const uint8_t* p = reinterpret_cast<const uint8_t*>(data);
     size_t off = 0;
     Event none;
-    none.data = &message_;
-    if (deliver_reset_) {
-        deliver_reset_ = false;
-        message_.clear();
-        if (message_.capacity() > 64 * 1024) std::string().swap(message_); // keep no large buffer idle
+    none.data = &kEmpty;
+    if (bufs_ && !in_message_ && !in_frame_) {
+        // Between events: the last one's data is no longer needed.
+        delete bufs_;
+        bufs_ = nullptr;
     }
     while (!done_) {
         if (!in_frame_) {
@@ -156,7 +167,7 @@ Event Parser::feed(const char* data, size_t len, size_t* used) {
                     *used = off;
                     return fail(1009, "frame too big");
                 }
-                if (n > max_message || message_.size() + n > max_message) {
+                if (n > max_message || (bufs_ ? bufs_->message.size() : 0) + n > max_message) {
                     *used = off;
                     return fail(1009, "message too big");
                 }
@@ -169,30 +180,49 @@ Event Parser::feed(const char* data, size_t len, size_t* used) {
             // A control frame is taken whole (it is at most 125 bytes): its head stays buffered
             // until the payload has come, so a control frame between fragments never splits.
             if (control && len - q < n) break;
+            if (!control && fin && op != kCont && len - q >= n) {
+                // A whole message in one frame, all of it here (the common case): unmasked into
+                // the buffer that every parser shares, so that a connection keeps no buffer.
+                std::string& w = whole_buffer();
+                w.assign(data + q, static_cast<size_t>(n));
+                uint8_t* m = reinterpret_cast<uint8_t*>(&w[0]);
+                if (masked_) apply_mask(m, w.size(), mask_);
+                *used = q + static_cast<size_t>(n);
+                bool compressed = b0 & 0x40;
+                Utf8 u;
+                if (op == kText && !compressed && (!u.feed(m, w.size()) || !u.complete()))
+                    return fail(1007, "text message is not UTF-8");
+                Event e;
+                e.kind = Event::Message;
+                e.text = op == kText;
+                e.compressed = compressed;
+                e.data = &w;
+                return e;
+            }
             off = q;
             in_frame_ = true;
             fin_ = fin;
             opcode_ = op;
-            left_ = n;
-            offset_ = 0;
+            left_ = static_cast<uint32_t>(n); // n <= max_message (data) or 125 (control)
+            phase_ = 0;
             if (op == kText || op == kBinary) {
                 msg_opcode_ = op;
                 in_message_ = true;
                 compressed_ = b0 & 0x40;
                 utf8_.reset();
             }
-            if (control) control_.clear();
+            if (control) bufs().control.clear();
         }
         // The payload, or as much of it as has come.
         size_t take = len - off < left_ ? len - off : static_cast<size_t>(left_);
-        std::string& dst = (opcode_ & 0x08) ? control_ : message_;
+        std::string& dst = (opcode_ & 0x08) ? bufs().control : bufs().message;
         size_t at = dst.size();
         dst.append(data + off, take);
         uint8_t* w = reinterpret_cast<uint8_t*>(&dst[0]) + at;
-        if (masked_) apply_mask(w, take, mask_, offset_);
+        if (masked_) apply_mask(w, take, mask_, phase_);
         off += take;
-        left_ -= take;
-        offset_ += take;
+        left_ -= static_cast<uint32_t>(take);
+        phase_ = static_cast<uint8_t>((phase_ + take) & 3);
         if (!(opcode_ & 0x08) && msg_opcode_ == kText && !compressed_ && !utf8_.feed(w, take)) {
             *used = off;
             return fail(1007, "text message is not UTF-8");
@@ -210,12 +240,11 @@ Event Parser::feed(const char* data, size_t len, size_t* used) {
             return fail(1007, "text message is not UTF-8");
         }
         *used = off;
-        deliver_reset_ = true;
         Event e;
         e.kind = Event::Message;
         e.text = msg_opcode_ == kText;
         e.compressed = compressed_;
-        e.data = &message_;
+        e.data = &bufs_->message;
         return e;
     }
     *used = off;

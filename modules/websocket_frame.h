@@ -16,7 +16,7 @@ namespace luaio::ws {
 
 enum Opcode : uint8_t { kCont = 0x0, kText = 0x1, kBinary = 0x2, kClose = 0x8, kPing = 0x9, kPong = 0xA };
 
-constexpr uint64_t kDefaultMaxMessage = 16 * 1024 * 1024; // the ws library's 100 MiB is too generous
+constexpr uint32_t kDefaultMaxMessage = 16 * 1024 * 1024; // the ws library's 100 MiB is too generous
 constexpr size_t kMaxControl = 125;                       // a control frame's payload (5.5)
 constexpr size_t kMaxHead = 14;                           // 2 + 8 (64-bit length) + 4 (mask)
 
@@ -53,37 +53,50 @@ class Parser {
   public:
     // A server's parser requires masked frames, a client's refuses them.
     explicit Parser(bool server) : server_(server) {}
+    ~Parser() { delete bufs_; }
+    Parser(const Parser&) = delete;
+    Parser& operator=(const Parser&) = delete;
 
-    uint64_t max_message = kDefaultMaxMessage; // 1009 beyond it
-    uint64_t max_frame = 0;                    // 1009 for a longer frame; 0: only max_message
+    // Limits below 4 GiB (a Lua string is shorter than 2 GiB anyway), so that the parser of
+    // every connection stays small.
+    uint32_t max_message = kDefaultMaxMessage; // 1009 beyond it
+    uint32_t max_frame = 0;                    // 1009 for a longer frame; 0: only max_message
     bool rsv1_ok = false;                      // an extension (permessage-deflate) uses RSV1
 
     // Consumes bytes of data[0, len) (*used says how many) until an event is complete; Event::None
-    // when more bytes are needed. The event's data is valid until the next call.
+    // when more bytes are needed. The event's data is valid until the next call (of any parser:
+    // a message whose one frame came whole is in a buffer that all parsers share).
     Event feed(const char* data, size_t len, size_t* used);
     bool done() const { return done_; }
+    bool server() const { return server_; }
     // Whether a fragmented message has begun and not ended.
     bool in_message() const { return in_message_; }
 
   private:
     Event fail(uint16_t code, const char* what);
+    static std::string& whole_buffer();
     Event finish_control();
 
-    std::string message_; // the data message being reassembled
-    std::string control_; // the payload of the current control frame
-    Utf8 utf8_;
-    uint64_t left_ = 0;   // payload bytes of the current frame still to come
-    uint64_t offset_ = 0; // payload bytes of the current frame seen (the mask's phase)
+    // The data message being reassembled and the payload of the current control frame, made when
+    // a frame does not come whole (or is a control frame) and dropped between events: an idle
+    // connection holds none.
+    struct Buffers {
+        std::string message, control;
+    };
+    Buffers* bufs_ = nullptr;
+    Buffers& bufs() { return bufs_ ? *bufs_ : *(bufs_ = new Buffers); }
+    uint32_t left_ = 0; // payload bytes of the current frame still to come (at most max_message)
     uint8_t mask_[4] = {0, 0, 0, 0};
     uint8_t opcode_ = 0;     // of the current frame
     uint8_t msg_opcode_ = 0; // kText or kBinary of the message being reassembled
+    uint8_t phase_ = 0;      // payload bytes of the current frame seen, modulo 4 (the mask's phase)
+    Utf8 utf8_;              // three bytes, here where they pack with the flags
     bool server_;
     bool in_frame_ = false; // a head was read and its payload is coming
     bool fin_ = false;
     bool masked_ = false;
     bool in_message_ = false;
-    bool compressed_ = false;    // the message being reassembled is compressed (RSV1 on its first frame)
-    bool deliver_reset_ = false; // the last event handed out message_: clear it first
+    bool compressed_ = false; // the message being reassembled is compressed (RSV1 on its first frame)
     bool done_ = false;
 };
 

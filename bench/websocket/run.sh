@@ -7,7 +7,10 @@
 #   bash bench/websocket/run.sh echo        messages/s, CONNS (64) connections, SIZE (64) bytes, one in flight each
 #   bash bench/websocket/run.sh broadcast   deliveries/s, SUBS (1000) subscribers, one publisher, SIZE bytes
 #   bash bench/websocket/run.sh idle        RSS per idle WebSocket connection, IDLE (5000) connections
-#   env: LUAIO ROUNDS (3) DURATION (5) WARMUP (1) CONNS SUBS SIZE IDLE PREFIX
+#   env: LUAIO ROUNDS (3) DURATION (5) WARMUP (1) CONNS SUBS SIZE IDLE PREFIX PEERS (a subset)
+#
+# Two luaio peers: "luaio" serves /echo with handlers (ws:handle: a task per message batch, none
+# while idle), "luaio-task" with a task per connection looping over ws:messages().
 #
 # Bun and ws come from the npm registry into a bench-local prefix (PREFIX, default
 # bench/results/websocket-peers), installed on first use; a peer that cannot be installed is skipped.
@@ -42,8 +45,10 @@ if [ ! -x "$PREFIX/node_modules/.bin/bun" ] || [ ! -d "$PREFIX/node_modules/ws" 
     npm install --prefix "$PREFIX" --no-audit --no-fund --silent bun ws >&2 || echo "npm install failed: peers skipped" >&2
 fi
 peers=(luaio)
+[ "$MODE" != broadcast ] && peers+=(luaio-task)
 [ -x "$PREFIX/node_modules/.bin/bun" ] && "$PREFIX/node_modules/.bin/bun" --version >/dev/null 2>&1 && peers+=(bun)
 command -v node >/dev/null && [ -d "$PREFIX/node_modules/ws" ] && peers+=(node)
+[ -n "${PEERS:-}" ] && read -r -a peers <<<"$PEERS" # e.g. PEERS="luaio bun"
 
 # The next port nobody listens on (other programs may hold some).
 next_port() {
@@ -54,7 +59,7 @@ next_port() {
 
 start_server() { # peer port
     case $1 in
-    luaio) taskset -c 0 "$LUAIO" bench/websocket/server.lua "$2" & ;;
+    luaio | luaio-task) taskset -c 0 "$LUAIO" bench/websocket/server.lua "$2" & ;;
     bun) taskset -c 0 "$PREFIX/node_modules/.bin/bun" bench/websocket/server_bun.js "$2" & ;;
     node) NODE_PATH="$PREFIX/node_modules" taskset -c 0 node bench/websocket/server_node.js "$2" & ;;
     esac
@@ -67,6 +72,8 @@ start_server() { # peer port
     return 1
 }
 
+echo_path() { [ "$1" = luaio-task ] && echo /echo-task || echo /echo; }
+
 stop_server() {
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
@@ -77,14 +84,17 @@ stop_server() {
 rss_kib() { ps -o rss= --ppid "$1" -p "$1" | awk '{s += $1} END {print s}'; }
 
 if [ "$MODE" = idle ]; then
-    printf '%-8s %12s %12s %14s\n' peer "RSS before" "RSS after" "bytes/conn"
+    printf '%-10s %12s %12s %14s\n' peer "RSS before" "RSS after" "bytes/conn"
     for peer in "${peers[@]}"; do
         next_port
         start_server "$peer" "$port"
+        # One connection first, then closed: what a server loads on its first WebSocket (luaio
+        # maps libcrypto for the handshake's SHA-1 then) is not counted per connection.
+        taskset -c 1 "$client" idle "$port" 1 </dev/null >/dev/null
         sleep 0.5
         before=$(rss_kib "$server_pid")
         mkfifo "$work/hold"
-        taskset -c 1 "$client" idle "$port" "$IDLE" <"$work/hold" >"$work/idle.out" &
+        ECHO_PATH=$(echo_path "$peer") taskset -c 1 "$client" idle "$port" "$IDLE" <"$work/hold" >"$work/idle.out" &
         client_pid=$!
         exec 4>"$work/hold"
         for _ in $(seq 1200); do grep -q ready "$work/idle.out" && break; sleep 0.1; done
@@ -95,7 +105,7 @@ if [ "$MODE" = idle ]; then
         wait "$client_pid" || true
         rm -f "$work/hold"
         stop_server
-        printf '%-8s %9s KiB %9s KiB %14.0f   (%s connections)\n' "$peer" "$before" "$after" \
+        printf '%-10s %9s KiB %9s KiB %14.0f   (%s connections)\n' "$peer" "$before" "$after" \
             "$(echo "($after - $before) * 1024 / ${n:-1}" | bc -l)" "$n"
     done
     exit 0
@@ -109,7 +119,7 @@ for round in $(seq "$ROUNDS"); do
         if [ "$MODE" = broadcast ]; then
             out=$(taskset -c 1 "$client" broadcast "$port" "$SUBS" "$SIZE" "$WARMUP" "$SECONDS_")
         else
-            out=$(taskset -c 1 "$client" echo "$port" "$CONNS" "$SIZE" "$WARMUP" "$SECONDS_")
+            out=$(ECHO_PATH=$(echo_path "$peer") taskset -c 1 "$client" echo "$port" "$CONNS" "$SIZE" "$WARMUP" "$SECONDS_")
         fi
         t1=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
         echo "round $round $peer $out ticks=$((t1 - t0))" | tee -a "$work/results" >&2
@@ -130,14 +140,14 @@ for line in open(sys.argv[1]):
     rows.setdefault(f[2], []).append((rate, cpu_us))
 peers = sys.argv[6:]
 unit = "deliveries/s" if mode == "broadcast" else "messages/s"
-print(f"{'peer':<8} {unit:>14} {'best':>12} {'server CPU us/msg':>18}   ({mode}, median of {len(rows[peers[0]])} rounds)")
+print(f"{'peer':<10} {unit:>14} {'best':>12} {'server CPU us/msg':>18}   ({mode}, median of {len(rows[peers[0]])} rounds)")
 med, best, cpu = {}, {}, {}
 for peer in peers:
     r = rows[peer]
     med[peer] = statistics.median(x[0] for x in r)
     best[peer] = max(x[0] for x in r)
     cpu[peer] = statistics.median(x[1] for x in r)
-    print(f"{peer:<8} {med[peer]:>14,.0f} {best[peer]:>12,.0f} {cpu[peer]:>18.2f}")
+    print(f"{peer:<10} {med[peer]:>14,.0f} {best[peer]:>12,.0f} {cpu[peer]:>18.2f}")
 for peer in peers:
     if peer != "luaio":
         print(f"luaio / {peer}: {med['luaio'] / med[peer]:.2f}x {unit} (best rounds {best['luaio'] / best[peer]:.2f}x),"

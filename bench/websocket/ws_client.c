@@ -113,13 +113,19 @@ static int roundtrip(int fd, const char* frame, size_t flen, size_t reply) {
     return 0;
 }
 
+/* The echo route: ECHO_PATH (default /echo), so that run.sh can compare a server's styles. */
+static const char* echo_path(void) {
+    const char* p = getenv("ECHO_PATH");
+    return p && *p ? p : "/echo";
+}
+
 static int idle_mode(int port, int conns) {
     char frame[256];
     size_t flen = make_frame(frame, 64);
     int* fds = calloc((size_t)conns, sizeof(int));
     int n = 0;
     for (int i = 0; i < conns; i++) {
-        int fd = open_ws(port, "/echo");
+        int fd = open_ws(port, echo_path());
         if (fd < 0 || roundtrip(fd, frame, flen, 66) != 0) {
             fprintf(stderr, "idle: connection %d failed: %s\n", i, strerror(errno));
             if (fd >= 0) close(fd);
@@ -157,7 +163,7 @@ static int echo_mode(int port, int nconns, size_t size, double warmup, double se
     static uint32_t lat[LAT_BUCKETS + 1];
     size_t flen = make_frame(frame, size), reply = size + 2;
     int ep = epoll_create1(0);
-    struct conn* conns = open_all(port, "/echo", nconns, ep);
+    struct conn* conns = open_all(port, echo_path(), nconns, ep);
     uint64_t start = now_us();
     uint64_t count_from = start + (uint64_t)(warmup * 1e6);
     uint64_t end = count_from + (uint64_t)(seconds * 1e6);

@@ -97,14 +97,26 @@ end
 
 --- r:websocket(pattern, function(ws, req, params) ... end[, options]): a GET route that accepts
 --- the WebSocket handshake (websocket.accept with options) and hands the connection to the
---- handler; a request that is not a good handshake gets 400 or 426.
+--- handler; a request that is not a good handshake gets 400 or 426. With a table of handlers
+--- {open, message, close} instead of a function, the connection is served by ws:handle (open
+--- gets ws, req, params) and holds no task while idle.
 function Router:websocket(pattern, handler, options)
     check(self, "router:websocket")
-    if type(handler) ~= "function" then
-        raise("router:websocket", "expected a handler function for websocket " .. tostring(pattern)
-            .. ", got " .. type(handler))
+    if type(handler) ~= "function" and type(handler) ~= "table" then
+        raise("router:websocket", "expected a handler function or a table of handlers for websocket "
+            .. tostring(pattern) .. ", got " .. type(handler))
     end
-    local accept = require("websocket").accept
+    local websocket = require("websocket")
+    local accept = websocket.accept
+    if type(handler) == "table" then
+        websocket._check_handlers(handler, "router:websocket")
+        return add(self, "router:websocket", "GET", pattern, function(req, res, params)
+            local ws = accept(req, res, options)
+            if ws then
+                ws:handle(handler, req, params)
+            end
+        end)
+    end
     return add(self, "router:websocket", "GET", pattern, function(req, res, params)
         local ws = accept(req, res, options)
         if not ws then

@@ -116,14 +116,21 @@ local function run_close(self, on_close, err)
     end
 end
 
-local function finish(self, err)
+-- With `linger` (a close reason), luaio ends the connection while bytes are queued for it: the
+-- close frame with err.closeCode goes behind them, and the socket closes once it is written or
+-- after closeTimeout (core.linger).
+local function finish(self, err, linger)
     if self[STATE] ~= "closed" then
         self[STATE] = "closed"
         self._err = err
         if self._hubs then
             leave_all(self)
         end
-        self[SOCK]:close()
+        if linger then
+            core.linger(self[SOCK], self[FRAMES], close_payload(err.closeCode, linger), self._mask, self._closeTimeout)
+        else
+            self[SOCK]:close()
+        end
         if self._pinger then
             self._pinger:stop()
             self._pinger = nil
@@ -770,8 +777,13 @@ function websocket.connect(url, options)
     if scheme ~= "ws" and scheme ~= "wss" then
         return nil, new_error("EINVAL", "not a ws:// or wss:// URL: " .. url)
     end
-    local u, msg = client.parse_url((scheme == "wss" and "https" or "http") .. rest)
+    local hurl = (scheme == "wss" and "https" or "http") .. rest
+    local u, msg = client.parse_url(hurl)
     if not u then
+        -- parse_url's messages end with the URL it was given: name the caller's instead.
+        if sub(msg, -#hurl) == hurl then
+            msg = sub(msg, 1, #msg - #hurl) .. url
+        end
         return nil, new_error("EINVAL", msg)
     end
     -- The http client's transports: plain tcp, or TLS (lib/tls.lua) with options.tls.
@@ -874,6 +886,7 @@ local Hub = {}
 Hub.__index = Hub
 
 local DEFAULT_MAX_QUEUE = 1024 * 1024
+local SLOW_REASON = "too slow" -- the reason of the close frame a slow subscriber gets
 local post, encode = core.post, core.encode
 
 local function check_hub(self, fname)
@@ -1014,8 +1027,9 @@ function Hub:publish(topic, data, kind)
                 n = n + 1
             elseif e.name == "EAGAIN" then
                 if self._slow == "close" then
+                    -- 1008 (policy violation): the subscriber did not take its messages in time.
                     finish(ws, new_error("ENOBUFS", "closed by a hub: the peer was too slow (" .. e.message .. ")",
-                        { closeCode = 1006, reason = "" }))
+                        { closeCode = 1008, reason = SLOW_REASON }), SLOW_REASON)
                 end
             else
                 finish(ws, e)

@@ -247,6 +247,10 @@ struct Frames final : luaio::Consumer {
 int g_dispatch_ref = LUA_NOREF;
 
 void Frames::ready(lua_State* L, int n) {
+    if (self_ref == LUA_NOREF) { // the connection ended while watched (a hub closed it)
+        lua_pop(L, n);
+        return;
+    }
     // The results r1..rn are on top: under them go the dispatcher, the ws table and the handlers
     // (the environment of this object's userdata, ws[2]).
     lua_rawgeti(L, LUA_REGISTRYINDEX, g_dispatch_ref);
@@ -571,12 +575,35 @@ int l_encode(lua_State* L) {
     return 1;
 }
 
+// Appends to out the frames of one message: payload p[0, n) in frames of at most frag bytes (one
+// frame when frag is 0): the first with the opcode (and RSV1 when compressed), continuation
+// frames after it, each masked with a key of its own when `masked` (a client's frames).
+void append_frames(lua_State* L, std::string& out, int opcode, const char* p, size_t n, size_t frag, bool rsv1,
+                   bool masked) {
+    size_t off = 0;
+    do {
+        size_t len = frag && n - off > frag ? frag : n - off;
+        uint8_t head[ws::kMaxHead], key[4];
+        if (masked && RAND_bytes(key, 4) != 1) luaio::raise(L, "publish", "no random bytes for the mask");
+        size_t hn = ws::encode_head(head, static_cast<uint8_t>(off == 0 ? opcode : ws::kCont), off + len == n, len,
+                                    masked ? key : nullptr, rsv1 && off == 0);
+        out.append(reinterpret_cast<char*>(head), hn);
+        size_t at = out.size();
+        out.append(p + off, len);
+        if (masked) ws::apply_mask(reinterpret_cast<uint8_t*>(&out[at]), len, key);
+        off += len;
+    } while (off < n);
+}
+
 // err = core.post(sock, frames, opcode, data, frame, zcache, limit): a hub's message (data, a
 // string, and frame, its encoding) to one subscriber, never waiting: EAGAIN when more than
-// limit bytes would be queued. The shared frame goes out as it is (not copied). A subscriber
-// with permessage-deflate and no context takeover gets the message compressed once per setting
-// (kept in zcache for the other subscribers); one that keeps its context has its own copy
-// compressed; a client (masked frames) gets its own masked copy.
+// limit bytes would be queued. The shared frame goes out as it is (not copied) to a server
+// connection without deflate and without a fragmentSize the message passes. Otherwise the
+// subscriber needs frames of its own: compressed (permessage-deflate, from the threshold on),
+// in fragments of its fragmentSize, masked (a client). Those that do not depend on the
+// connection (no mask, no compression context) are made once per setting and kept in zcache for
+// the other subscribers; a connection that keeps its compression context, or masks, gets its
+// own.
 int l_post(lua_State* L) {
     Stream* s = Stream::check(L, 1, "publish");
     auto* f = static_cast<Frames*>(luaio::test_object(L, 2, kFramesClass));
@@ -589,31 +616,49 @@ int l_post(lua_State* L) {
     lua_Number lim = luaL_checknumber(L, 7);
     size_t limit = lim < 9.2e18 ? static_cast<size_t>(lim) : SIZE_MAX;
     size_t queued = s->write_queue_size() + f->corked();
-    int err = 0;
     if (queued > 0 && queued + flen > limit) {
-        err = UV_EAGAIN;
-    } else if (f->z && dlen >= f->z->threshold) {
+        luaio::push_uv_error(L, UV_EAGAIN);
+        return 1;
+    }
+    bool compress = f->z && dlen >= f->z->threshold;
+    bool own = compress || f->client() || (f->fragment && dlen > f->fragment);
+    int err = 0;
+    if (!own) {
+        if (flen <= kCorkMax) {
+            cork(L, f, frame, flen);
+        } else {
+            uncork_now(L, f);
+            uv_buf_t b = uv_buf_init(const_cast<char*>(frame), static_cast<unsigned>(flen));
+            err = s->try_write(L, &b, 1, limit, 5, 0);
+        }
+    } else {
         Deflate* d = f->z;
-        int key = (d->out_bits * 16 + d->level + 1) * 16 + d->mem_level;
-        if (d->out_reset && !f->client())
-            lua_rawgeti(L, 6, key);
-        else
+        bool shared = !f->client() && (!compress || d->out_reset);
+        // The settings the bytes depend on: the compressor's, and the fragment size.
+        lua_Number key = (compress ? (d->out_bits * 16 + d->level + 1) * 16 + d->mem_level : 0) + f->fragment * 65536.0;
+        if (shared) {
+            lua_pushnumber(L, key);
+            lua_rawget(L, 6);
+        } else {
             lua_pushnil(L);
+        }
         if (lua_isnil(L, -1)) {
             lua_pop(L, 1);
-            uv_buf_t part = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(dlen));
-            std::string z;
-            if (!f->deflate_message(&part, 1, z)) luaio::raise(L, "publish", "zlib could not start a compressor");
-            uint8_t head[ws::kMaxHead], mask[4];
-            if (f->client() && RAND_bytes(mask, 4) != 1) luaio::raise(L, "publish", "no random bytes for the mask");
-            size_t hn =
-                ws::encode_head(head, static_cast<uint8_t>(opcode), true, z.size(), f->client() ? mask : nullptr, true);
-            if (f->client()) ws::apply_mask(reinterpret_cast<uint8_t*>(&z[0]), z.size(), mask);
-            z.insert(0, reinterpret_cast<char*>(head), hn);
-            lua_pushlstring(L, z.data(), z.size());
-            if (d->out_reset && !f->client()) {
-                lua_pushvalue(L, -1);
-                lua_rawseti(L, 6, key);
+            std::string z, out;
+            const char* p = data;
+            size_t n = dlen;
+            if (compress) {
+                uv_buf_t part = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(dlen));
+                if (!f->deflate_message(&part, 1, z)) luaio::raise(L, "publish", "zlib could not start a compressor");
+                p = z.data();
+                n = z.size();
+            }
+            append_frames(L, out, opcode, p, n, f->fragment, compress, f->client());
+            lua_pushlstring(L, out.data(), out.size());
+            if (shared) {
+                lua_pushnumber(L, key);
+                lua_pushvalue(L, -2);
+                lua_rawset(L, 6);
             }
         }
         size_t zn;
@@ -625,32 +670,59 @@ int l_post(lua_State* L) {
             uv_buf_t b = uv_buf_init(const_cast<char*>(zf), static_cast<unsigned>(zn));
             err = s->try_write(L, &b, 1, limit, -1, 0);
         }
-    } else if (f->client()) {
-        std::string out(frame, flen);
-        uint8_t mask[4];
-        if (RAND_bytes(mask, 4) != 1) luaio::raise(L, "publish", "no random bytes for the mask");
-        // The shared frame is unmasked: set the mask bit and insert the key after the length.
-        size_t hn = flen - dlen;
-        out[1] = static_cast<char>(out[1] | 0x80);
-        out.insert(hn, reinterpret_cast<char*>(mask), 4);
-        ws::apply_mask(reinterpret_cast<uint8_t*>(&out[hn + 4]), dlen, mask);
-        if (out.size() <= kCorkMax) {
-            cork(L, f, out.data(), out.size());
-        } else {
-            uncork_now(L, f);
-            uv_buf_t b = uv_buf_init(&out[0], static_cast<unsigned>(out.size()));
-            err = s->try_write(L, &b, 1, limit, 0, 1);
-        }
-    } else if (flen <= kCorkMax) {
-        cork(L, f, frame, flen);
-    } else {
-        uncork_now(L, f);
-        uv_buf_t b = uv_buf_init(const_cast<char*>(frame), static_cast<unsigned>(flen));
-        err = s->try_write(L, &b, 1, limit, 5, 0);
     }
     if (!err) return 0;
     luaio::push_uv_error(L, err);
     return 1;
+}
+
+// A connection that luaio ends while bytes are still queued for it (a hub's slow subscriber):
+// its close frame goes behind them, and the socket closes once the frame is written, or after
+// the timeout (a peer that reads nothing more never gets it).
+struct Linger {
+    uv_timer_t timer;
+    Stream* s;
+    bool done = false;
+};
+
+void linger_done(Stream* s, int, void* data) {
+    auto* l = static_cast<Linger*>(data);
+    if (l->done) return;
+    l->done = true;
+    s->close(); // idempotent
+    uv_close(reinterpret_cast<uv_handle_t*>(&l->timer), [](uv_handle_t* h) { delete static_cast<Linger*>(h->data); });
+}
+
+void linger_timeout(uv_timer_t* t) {
+    static_cast<Linger*>(t->data)->s->close(); // the queued close frame then fails: linger_done
+}
+
+// core.linger(sock, frames, payload, masked, timeout): the close frame with payload goes out
+// behind everything queued (corked frames first), then the socket closes (see Linger).
+int l_linger(lua_State* L) {
+    Stream* s = Stream::check(L, 1, "close");
+    auto* f = static_cast<Frames*>(luaio::test_object(L, 2, kFramesClass));
+    if (!f) luaio::raise(L, "close", "expected websocket frames");
+    size_t n;
+    const char* p = luaL_checklstring(L, 3, &n);
+    bool masked = lua_toboolean(L, 4);
+    lua_Number ms = luaL_checknumber(L, 5);
+    uncork_now(L, f);
+    if (s->write_error() || n > ws::kMaxControl) {
+        s->close();
+        return 0;
+    }
+    std::string frame;
+    append_frames(L, frame, ws::kClose, p, n, 0, false, masked);
+    auto* l = new Linger;
+    l->s = s;
+    uv_timer_init(luaio::loop(), &l->timer);
+    l->timer.data = l;
+    uv_timer_start(&l->timer, linger_timeout, ms > 0 && ms < 1e12 ? static_cast<uint64_t>(ms) : 1, 0);
+    uv_buf_t b = uv_buf_init(&frame[0], static_cast<unsigned>(frame.size()));
+    int err = s->write(&b, 1, linger_done, l);
+    if (err) linger_done(s, err, l); // a write refused before it was queued does not call back
+    return 0;
 }
 
 // accept = core.accept_key(key): base64(SHA-1(key .. GUID)) (RFC 6455 4.2.2).
@@ -699,15 +771,11 @@ extern "C" int luaopen_luaio_websocket(lua_State* L) {
                                 {"unwatch", l_unwatch}, {"__gc", l_frames_gc}, {nullptr, nullptr}};
     luaio::new_class(L, kFramesClass, methods);
     lua_pop(L, 1);
-    const luaL_Reg funcs[] = {{"frames", l_frames},
-                              {"send", l_send},
-                              {"encode", l_encode},
-                              {"post", l_post},
-                              {"accept_key", l_accept_key},
-                              {"key_bytes", l_key_bytes},
-                              {"random_key", l_random_key},
-                              {"dispatcher", l_dispatcher},
-                              {nullptr, nullptr}};
+    const luaL_Reg funcs[] = {{"frames", l_frames},         {"send", l_send},
+                              {"encode", l_encode},         {"post", l_post},
+                              {"accept_key", l_accept_key}, {"key_bytes", l_key_bytes},
+                              {"random_key", l_random_key}, {"dispatcher", l_dispatcher},
+                              {"linger", l_linger},         {nullptr, nullptr}};
     lua_newtable(L);
     luaL_register(L, nullptr, funcs);
     return 1;

@@ -35,6 +35,9 @@ describe("websocket.hub", function()
         r:websocket("/z/:topic", sub(hub), { deflate = { noContextTakeover = true } })
         r:websocket("/zc/:topic", sub(hub), { deflate = true })
         r:websocket("/d/:topic", sub(dropper))
+        r:websocket("/f/:topic", sub(hub), { fragmentSize = 1000 })
+        r:websocket("/fz/:topic", sub(hub), { fragmentSize = 100, deflate = { noContextTakeover = true } })
+        r:websocket("/q/:topic", sub(hub), { closeTimeout = 100 })
         r:websocket("/mix", function(ws)
             hub:join(ws, "mix")
             for msg in ws:messages() do
@@ -173,14 +176,119 @@ describe("websocket.hub", function()
         assert.are.equal(1, hub:subscribers("flood"))
         assert.is_true(sent < 2000)
         assert.is_true(helper.wait_for(function() return got == sent end))
-        assert.is_true(helper.wait_for(function() return #ended > 0 end))
-        local err = ended[#ended]
-        assert.are.equal("ENOBUFS", err.name)
-        assert.truthy(err.message:find("too slow", 1, true))
         stop = true
         fast:close()
         reader:join()
+        -- The slow subscriber gets everything queued for it, then a close frame 1008 "too slow",
+        -- then the end of the stream.
+        local frames = 0
+        while true do
+            local op, p = raw.read_frame(slow)
+            assert.is_truthy(op, p)
+            if op == 8 then
+                assert.are.equal(1008, raw.close_code(p))
+                assert.are.equal("too slow", p:sub(3))
+                break
+            end
+            assert.are.equal(1, op)
+            frames = frames + 1
+        end
+        assert.is_true(frames >= 1 and frames <= sent)
+        local op, e = raw.read_frame(slow)
+        assert.is_nil(op)
+        assert.are.equal("EOF", e.name)
         slow:close()
+        -- Its receiving task saw the hub's error once the socket closed.
+        local err
+        assert.is_true(helper.wait_for(function()
+            for _, x in ipairs(ended) do
+                if x.name == "ENOBUFS" then
+                    err = x
+                end
+            end
+            return err ~= nil
+        end))
+        assert.truthy(err.message:find("too slow", 1, true))
+        assert.are.equal(1008, err.closeCode)
+        assert.are.equal("too slow", err.reason)
+    end)
+
+    it("closes a slow subscriber that reads nothing more after closeTimeout", function()
+        local fast = client("/t/stuck")
+        local slow = raw.connect(port, "/q/stuck") -- closeTimeout 100 ms; never reads
+        assert.is_true(helper.wait_for(function() return hub:subscribers("stuck") == 2 end))
+        local chunk = rep("s", 64 * 1024)
+        for _ = 1, 1000 do
+            hub:publish("stuck", chunk)
+            if hub:subscribers("stuck") == 1 then break end
+            assert.are.equal(chunk, (fast:receive()))
+        end
+        assert.are.equal(1, hub:subscribers("stuck"))
+        -- The server's socket closes after 100 ms without the close frame written (the after_each
+        -- leak check sees its timer and descriptor gone).
+        timer.sleep(300)
+        fast:close()
+        slow:close()
+    end)
+
+    it("publishes a message longer than a subscriber's fragmentSize in fragments", function()
+        local plain = raw.connect(port, "/t/frag")
+        local frag = raw.connect(port, "/f/frag")
+        local fz = raw.connect(port, "/fz/frag", "Sec-WebSocket-Extensions: permessage-deflate\r\n")
+        for _, sock in ipairs({ plain, frag, fz }) do
+            assert.are.equal(1, (raw.read_frame(sock))) -- joined
+        end
+        local zc = client("/fz/frag", { deflate = { noContextTakeover = true } })
+        assert.is_true(helper.wait_for(function() return hub:subscribers("frag") == 4 end))
+        -- 2,500 letters that deflate cannot shrink below 100 bytes.
+        local letters, x = {}, 7
+        for i = 1, 2500 do
+            x = (x * 1103515245 + 12345) % 2147483648
+            letters[i] = string.char(97 + x % 26)
+        end
+        local msg = table.concat(letters)
+        assert.are.equal(4, hub:publish("frag", msg))
+        assert.are.equal(4, hub:publish("frag", "short"))
+        -- Unfragmented to a connection without fragmentSize.
+        local op, p = raw.read_frame(plain)
+        assert.are.equal(1, op)
+        assert.are.equal(msg, p)
+        local pop, pp = raw.read_frame(plain)
+        assert.are.same({ 1, "short" }, { pop, pp })
+        -- 1000, 1000 and 500 bytes: text, continuation, continuation (the last with FIN).
+        local heads, parts = {}, {}
+        for i = 1, 3 do
+            local h = frag:read(2)
+            heads[i] = h:byte(1)
+            local n = h:byte(2) % 128
+            if n == 126 then
+                local e = frag:read(2)
+                n = e:byte(1) * 256 + e:byte(2)
+            end
+            parts[i] = frag:read(n)
+        end
+        assert.are.same({ 0x01, 0x00, 0x80 }, heads)
+        assert.are.same({ 1000, 1000, 500 }, { #parts[1], #parts[2], #parts[3] })
+        assert.are.equal(msg, table.concat(parts))
+        local fop, fp = raw.read_frame(frag)
+        assert.are.same({ 1, "short" }, { fop, fp })
+        -- Compressed, then fragmented: RSV1 on the first frame only, fragments of 100 bytes; the
+        -- luaio client inflates them back.
+        local n, b0 = 0, nil
+        repeat
+            local _, p, b = raw.read_frame(fz)
+            n = n + 1
+            assert.is_true(#p <= 100)
+            assert.are.equal(n == 1 and 0x41 or (b >= 128 and 0x80 or 0x00), b)
+            b0 = b
+        until b0 >= 128
+        assert.is_true(n > 10)
+        assert.are.equal(msg, (zc:receive()))
+        assert.are.equal("short", (zc:receive()))
+        zc:close()
+        fz:close()
+        plain:close()
+        frag:close()
     end)
 
     it("skips a slow subscriber with slow = 'drop' and keeps it open", function()

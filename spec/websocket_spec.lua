@@ -233,6 +233,18 @@ describe("websocket", function()
         assert.are.equal(1009, violation(port, frame(0x02, rep("m", 60000)) .. frame(0x80, rep("m", 40001))))
     end)
 
+    it("names the caller's URL when it is not valid", function()
+        for _, url in ipairs({ "ws://127.0.0.1:99999/", "wss://127.0.0.1:0/x", "ws:///path", "ws://a b/" }) do
+            local ws, err = websocket.connect(url)
+            assert.is_nil(ws)
+            assert.are.equal("EINVAL", err.name)
+            assert.are.equal(url, err.message:sub(-#url), err.message)
+            assert.is_nil(err.message:find("http", 1, true), err.message)
+        end
+        local _, err = websocket.connect("ws://127.0.0.1:99999/")
+        assert.are.equal("invalid port in URL: ws://127.0.0.1:99999/", err.message)
+    end)
+
     it("refuses bad upgrade requests with 400 or 426", function()
         local function status_of(req)
             local sock = assert(tcp.connect(port, "127.0.0.1"))

@@ -5,6 +5,7 @@
 --   local rows, err = db:query("select * from t where id = ?", id)   -- rows[i].column, rows.affected
 --   local rows, err = db:query({"select sleep(5)", timeout = 100})   -- killed on the server
 --   local n, err = db:exec("update t set x = ?", x)                  -- rows affected
+--   for row, err in db:rows(sql, ...) do ... end                     -- streamed; false, err on failure
 --   db:transaction(function(db) ... end)                             -- commit; rollback on error
 --   local pool = mysql.pool{...connect options..., size = 32}        -- pool:query, pool:with ...
 --   mysql.null                                                       -- SQL NULL (json.null)
@@ -141,27 +142,72 @@ core.setKiller(function(host, port, user, password, thread_id)
 end)
 
 local methods = core.methods
-local _query, usable = methods._query, methods.usable
 
 -- Connections in a transaction (weak keys: they may go).
 local in_transaction = setmetatable({}, { __mode = "k" })
+local _query, usable, _rows, _fetch, reconnect = methods._query, methods.usable, methods._rows, methods._fetch,
+    methods.reconnect
+local sqlrows = require "luaio.sqlrows"
+
+-- The C method f(db, ...), first reading and dropping the rows of a db:rows loop left early
+-- (err.streaming: the stream's number), so that the connection takes the call.
+local function after_stream(f, db, ...)
+    local r, err = f(db, ...)
+    if err and err.streaming then
+        sqlrows.drain(_fetch, db, err.streaming)
+        if f ~= reconnect and not usable(db) and not in_transaction[db] then
+            local ok, rerr = reconnect(db)
+            if not ok then return nil, rerr end
+        end
+        r, err = f(db, ...)
+    end
+    return r, err
+end
+
+local ping = methods.ping
+function methods.ping(db, ...)
+    return after_stream(ping, db, ...)
+end
+function methods.reconnect(db)
+    return after_stream(reconnect, db)
+end
+
 
 --- The rows of sql with these parameters (`?` placeholders, sent apart through a prepared
 --- statement), or nil and an error. sql may be {sql, timeout = ms}. A connection that was lost is
 --- opened again first, unless it was in a transaction.
-function methods.query(db, sql, ...)
+-- The SQL text and timeout of a query's first argument (a string, or {sql, timeout = ms}),
+-- after connecting again when the connection was lost (not inside a transaction).
+local function prepare_call(db, sql, fname)
     local timeout
     if type(sql) == "table" then
         timeout = sql.timeout
-        check_ms(timeout, "timeout", "db:query")
+        check_ms(timeout, "timeout", fname)
         sql = sql[1]
     end
-    if type(sql) ~= "string" then raise("db:query", "expected the SQL text as argument 1, got " .. type(sql)) end
-    if not usable(db) and not in_transaction[db] then
+    if type(sql) ~= "string" then raise(fname, "expected the SQL text as argument 1, got " .. type(sql)) end
+    if not usable(db) and not in_transaction[db] and not db:_streaming() then
         local ok, err = db:reconnect()
         if not ok then return nil, err end
     end
-    return _query(db, sql, timeout, ...)
+    return sql, timeout
+end
+
+function methods.query(db, sql, ...)
+    local text, timeout = prepare_call(db, sql, "db:query")
+    if not text then return nil, timeout end
+    return after_stream(_query, db, text, timeout, ...)
+end
+
+--- for row, err in db:rows(sql, ...) do ... end: the rows of the query one at a time, read from
+--- the socket as the loop goes (mysql_use_result, or a statement's result not stored), so a
+--- result larger than memory can be read. A failure ends the loop with one last (false, err). A
+--- loop left early leaves the rest unread: the next call on the connection reads and drops it.
+function methods.rows(db, sql, ...)
+    local text, timeout = prepare_call(db, sql, "db:rows")
+    if not text then return sqlrows.iterate(_fetch, db, nil, timeout) end
+    local id, err = after_stream(_rows, db, text, timeout, ...)
+    return sqlrows.iterate(_fetch, db, id, err)
 end
 
 --- The number of rows sql changed, or nil and an error.
@@ -173,7 +219,7 @@ end
 
 --- Whether a pool may hand the connection out again: open, not lost, not in a transaction.
 function methods.reusable(db)
-    return usable(db) and not in_transaction[db]
+    return usable(db) and not in_transaction[db] and not db:_streaming()
 end
 
 local function finish_transaction(db, sql)
@@ -220,7 +266,13 @@ function mysql.pool(options)
         connect = function() return mysql.connect(conn_options) end,
         close = function(db) db:close() end,
         healthy = function(db) return usable(db) end,
-        reusable = function(db) return db:reusable() end,
+        -- A connection given back inside a db:rows loop (pool:with(fn) where fn left the loop
+        -- early, or raised in it) has the rest of its rows read and dropped first.
+        reusable = function(db)
+            local id = db:_streaming()
+            if id then sqlrows.drain(_fetch, db, id) end
+            return db:reusable()
+        end,
         -- An idle pooled connection does not keep the process alive.
         idle = function(db, is_idle)
             if is_idle then db:unref() else db:ref() end

@@ -5,6 +5,7 @@
 --   local rows, err = db:query("select * from t where id = $1", id)   -- rows[i].column, rows.affected
 --   local n, err = db:exec("update t set x = $1", x)                  -- rows affected
 --   db:query({"select pg_sleep(5)", timeout = 100})                   -- cancelled on the server
+--   for row, err in db:rows(sql, ...) do ... end                      -- streamed; false, err on failure
 --   local st = db:prepare("select $1::int")   st:query(1)   st:close()
 --   db:transaction(function(tx) ... end)                              -- commit; rollback on error
 --   db:listen("ch")   local note, err = db:wait(ms)                   -- {channel, payload, pid}
@@ -99,12 +100,27 @@ local reset = methods._reset
 -- themselves (a new session would not listen). Weak keys: they may go.
 local listening = setmetatable({}, { __mode = "k" })
 
--- The C method f, connecting again first when the connection was lost before the call (err.lost:
--- nothing was sent). A call in flight when the connection drops gets its error, never a retry.
-local function reconnecting(f)
+local cfetch = methods._fetch
+local sqlrows = require "luaio.sqlrows"
+
+-- Reads and drops the rows that a db:rows loop left early did not read (err.streaming: the
+-- stream's number), so that the connection takes the next query. A timeout while draining
+-- closes the connection: the next call connects again.
+local function drain_rows(db, id)
+    return sqlrows.drain(cfetch, db, id)
+end
+
+-- The C method f, first draining the rows of a db:rows loop left early, and connecting again
+-- when the connection was lost before the call (err.lost: nothing was sent). A call in flight
+-- when the connection drops gets its error, never a retry.
+local function reconnecting(f, no_reconnect)
     return function(db, ...)
         local r, err = f(db, ...)
-        if err and err.lost and not listening[db] then
+        if err and err.streaming then
+            drain_rows(db, err.streaming)
+            r, err = f(db, ...)
+        end
+        if err and err.lost and not listening[db] and not no_reconnect then
             local ok, rerr = reset(db)
             if not ok then return nil, rerr end
             return f(db, ...)
@@ -116,6 +132,8 @@ methods.query = reconnecting(methods.query)
 methods.exec = reconnecting(methods.exec)
 methods._copy_start = reconnecting(methods._copy_start)
 methods._prepare = reconnecting(methods._prepare)
+methods.wait = reconnecting(methods.wait, true)
+local crows = reconnecting(methods._rows)
 
 local copy_start, copy_put, copy_end, copy_get = methods._copy_start, methods._copy_put, methods._copy_end, methods._copy_get
 local exec, status = methods.exec, methods.status
@@ -142,6 +160,10 @@ local function execute(self, ms, ...)
     local db, name = self.db, self.name
     if not name then raise("query", "the statement was closed") end
     local rows, err = cexecute(db, name, ms, ...)
+    if err and err.streaming then
+        drain_rows(db, err.streaming)
+        rows, err = cexecute(db, name, ms, ...)
+    end
     if err and err.lost and not listening[db] then
         local ok, rerr = reset(db)
         if not ok then return nil, rerr end
@@ -175,6 +197,18 @@ function Statement:close()
     if not name then return true end
     self.name = nil
     return exec(self.db, "DEALLOCATE " .. name)
+end
+
+-- Streaming rows -------------------------------------------------------------
+
+--- for row, err in db:rows(sql, ...) do ... end: the rows of a query one at a time (libpq's
+--- single-row mode), so a result larger than memory can be read. A failure ends the loop with
+--- one last (false, err). A loop left early (break, an error) leaves the rest unread: the next
+--- call on the connection reads and drops it first. sql may be {sql, timeout = ms}: the timeout
+--- bounds each wait for rows, not the time the loop body takes.
+function methods.rows(db, sql, ...)
+    local id, err = crows(db, sql, ...)
+    return sqlrows.iterate(cfetch, db, id, err)
 end
 
 -- Transactions -------------------------------------------------------------
@@ -328,7 +362,13 @@ function postgres.pool(options)
         connect = function() return postgres.connect(conn_options) end,
         close = function(db) db:close() end,
         healthy = function(db) return db:reusable() end,
-        reusable = function(db) return not listening[db] and db:reusable() end,
+        -- A connection given back inside a db:rows loop (pool:with(fn) where fn left the loop
+        -- early, or raised in it) has the rest of its rows read and dropped first.
+        reusable = function(db)
+            local id = db:_streaming()
+            if id then drain_rows(db, id) end
+            return not listening[db] and db:reusable()
+        end,
         idle = function(db, is_idle)
             if is_idle then db:unref() else db:ref() end
         end,

@@ -4,6 +4,8 @@
 //   core.setKiller(fn)      -- fn(host, port, user, password, thread_id) kills a timed-out query
 //   local c, err = core.connect(host, port, user, password, database, charset, timeout, queryTimeout)
 //   local rows, err = c:_query(sql, timeout_ms | nil, ...)   -- parameters: a prepared statement
+//   local id, err = c:_rows(sql, timeout_ms | nil, ...)       -- runs it, leaves its rows unread
+//   local rows, last = c:_fetch(id, discard)                 -- the next batch (db:rows)
 //   c:reconnect()  c:ping([timeout_ms])  c:usable()  c:close()  c:threadId()  c:ref()  c:unref()
 //
 // Every call of the connector is a `_start` that returns a wait status (MYSQL_WAIT_READ/WRITE/
@@ -25,6 +27,7 @@
 #include <mariadb/mysql.h>
 
 #include <fcntl.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cmath>
@@ -53,7 +56,8 @@ namespace {
     X(mysql_stmt_fetch_column) X(mysql_stmt_next_result_start) X(mysql_stmt_next_result_cont)                        \
     X(mysql_stmt_more_results) X(mysql_stmt_affected_rows) X(mysql_stmt_insert_id) X(mysql_stmt_warning_count)       \
     X(mysql_stmt_errno) X(mysql_stmt_error) X(mysql_stmt_sqlstate) X(mysql_stmt_close) X(mysql_stmt_free_result)     \
-    X(mysql_ssl_set) X(mysql_get_ssl_cipher)
+    X(mysql_ssl_set) X(mysql_get_ssl_cipher) X(mysql_use_result) X(mysql_fetch_row_start) X(mysql_fetch_row_cont)  \
+    X(mysql_stmt_fetch_start) X(mysql_stmt_fetch_cont)
 // clang-format on
 
 #define LUAIO_MYSQL_PTR(f) decltype(&::f) f##_ = nullptr;
@@ -72,13 +76,51 @@ luaio::Anchor g_killer;
 // parameters then costs one round trip instead of two).
 constexpr size_t kMaxStatements = 100;
 
-enum Step : uint8_t { kIdle, kConnect, kQuery, kStore, kNext, kPrepare, kBind, kExecute, kStmtStore, kStmtNext, kPing };
+enum Step : uint8_t {
+    kIdle,
+    kConnect,
+    kQuery,
+    kStore,
+    kNext,
+    kPrepare,
+    kBind,
+    kExecute,
+    kStmtStore,
+    kStmtNext,
+    kPing,
+    kFetchRow,  // the next row of a streamed text result (mysql_fetch_row_start)
+    kStmtFetch, // the next row of a streamed statement result (mysql_stmt_fetch_start)
+};
+
+// What an operation of db:rows is: a whole result (query), the start of a stream (the query
+// runs, its rows stay unread), or a fetch of the stream's next rows.
+enum Mode : uint8_t { kWhole, kStreamStart, kStreamFetch };
+
+// The rows a fetch of a stream hands to Lua at most: memory stays bounded by this many rows.
+constexpr int kStreamBatch = 256;
 
 // A parameter of a prepared statement, kept while the statement runs.
 struct Param {
     long long i = 0;
     double d = 0;
     std::string s;
+};
+
+// The result columns of a statement bound for fetching: integers as 64-bit, floats as doubles,
+// the rest as bytes (the connector formats dates and decimals as text) in buffers of the
+// column's longest value when it is known (a stored result), else of 64 bytes: a longer value
+// is fetched again in full.
+struct RowBinds {
+    std::vector<MYSQL_BIND> out;
+    std::vector<long long> ints;
+    std::vector<double> dbls;
+    std::vector<float> flts;
+    std::vector<std::string> bufs;
+    std::vector<unsigned long> lens;
+    std::vector<my_bool> nulls, errs;
+
+    void setup(const MYSQL_FIELD* fields, unsigned n);
+    void push(lua_State* L, MYSQL_STMT* stmt, unsigned i);
 };
 
 // TLS to the server (the `tls` option): files of the CA, client certificate and key (empty: none;
@@ -129,6 +171,21 @@ struct Conn : luaio::Handle<Conn> {
     enum Outcome : uint8_t { kOk, kFailed, kTimedOut, kClosed } outcome = kOk;
     bool starting = false; // begin() is running the first steps: the task has not parked yet
 
+    // A result whose rows are streamed (db:rows): its number while its rows are not all read
+    // (0: none), its text result (mysql_use_result; else the rows are `stmt`'s), the bound
+    // columns of a statement's, the column names, and the batch a fetch fills.
+    Mode mode = kWhole;
+    double stream = 0, stream_count = 0;
+    unsigned stream_timeout = 0;
+    MYSQL_RES* stream_res = nullptr;
+    MYSQL_ROW ret_row = nullptr;
+    RowBinds stream_binds;
+    unsigned stream_cols = 0;
+    luaio::Anchor stream_names, batch;
+    int batch_n = 0;
+    bool discard = false; // the fetch drops the rows (a loop left early: the rest is drained)
+    bool tail = false;    // the streamed result set is over: the ones after it are dropped
+
     void proxy_gone() { close(); }
     void close();
     void run(int events);
@@ -139,12 +196,16 @@ struct Conn : luaio::Handle<Conn> {
     bool wait_for(int st);
     void fail_from_mysql();
     void fail_from_stmt();
-    int begin(lua_State* L, Step first, unsigned ms);
+    int begin(lua_State* L, Step first, unsigned ms, Mode m = kWhole);
     bool open_handle();
     bool bind_for_execute();
     void close_statements();
     void add_text_result(lua_State* L, MYSQL_RES* res);
     bool add_stmt_result(lua_State* L);
+    bool start_stream(lua_State* L, const MYSQL_FIELD* fields, unsigned n);
+    void add_stream_row(lua_State* L);
+    bool after_stream_end();
+    void end_stream();
 };
 
 // ---------------------------------------------------------------- values
@@ -259,31 +320,17 @@ void Conn::add_text_result(lua_State* L, MYSQL_RES* res) {
     if (res) mysql_free_result_(res);
 }
 
-// Binds the result columns of the statement: integers as 64-bit, floats as doubles, the rest as
-// bytes (the connector formats dates and decimals as text) in buffers of the column's longest
-// value (STMT_ATTR_UPDATE_MAX_LENGTH). Reads every row into the rows table.
-bool Conn::add_stmt_result(lua_State* L) {
-    MYSQL_RES* meta = mysql_stmt_result_metadata_(stmt);
-    if (!meta) {
-        // A statement without a result set (INSERT ...): only the counts.
-        lua_newtable(L);
-        set_result_info(L, lua_gettop(L), 0, mysql_stmt_affected_rows_(stmt), mysql_stmt_insert_id_(stmt),
-                        mysql_stmt_warning_count_(stmt));
-        append_result(L, results);
-        return true;
-    }
-    unsigned n = mysql_num_fields_(meta);
-    MYSQL_FIELD* fields = mysql_fetch_fields_(meta);
-    std::vector<MYSQL_BIND> out(n);
-    std::vector<long long> ints(n);
-    std::vector<double> dbls(n);
-    std::vector<float> flts(n);
-    std::vector<std::string> bufs(n);
-    std::vector<unsigned long> lens(n);
-    std::vector<my_bool> nulls(n), errs(n);
+void RowBinds::setup(const MYSQL_FIELD* fields, unsigned n) {
+    out.assign(n, MYSQL_BIND{});
+    ints.assign(n, 0);
+    dbls.assign(n, 0);
+    flts.assign(n, 0);
+    bufs.assign(n, std::string());
+    lens.assign(n, 0);
+    nulls.assign(n, 0);
+    errs.assign(n, 0);
     for (unsigned i = 0; i < n; i++) {
         MYSQL_BIND& b = out[i];
-        std::memset(&b, 0, sizeof b);
         b.length = &lens[i];
         b.is_null = &nulls[i];
         b.error = &errs[i];
@@ -304,7 +351,57 @@ bool Conn::add_stmt_result(lua_State* L) {
             b.buffer_length = bufs[i].size();
         }
     }
-    if (mysql_stmt_bind_result_(stmt, out.data())) {
+}
+
+// Pushes column i of the row the statement fetched last.
+void RowBinds::push(lua_State* L, MYSQL_STMT* stmt, unsigned i) {
+    MYSQL_BIND& b = out[i];
+    if (nulls[i])
+        lua_pushlightuserdata(L, nullptr);
+    else if (b.buffer_type == MYSQL_TYPE_LONGLONG) {
+        long long v = ints[i];
+        double d = b.is_unsigned ? static_cast<double>(static_cast<unsigned long long>(v)) : static_cast<double>(v);
+        if (std::fabs(d) < kMaxExact)
+            lua_pushnumber(L, d);
+        else
+            lua_pushstring(L, b.is_unsigned ? std::to_string(static_cast<unsigned long long>(v)).c_str()
+                                            : std::to_string(v).c_str());
+    } else if (b.buffer_type == MYSQL_TYPE_DOUBLE) {
+        lua_pushnumber(L, dbls[i]);
+    } else if (b.buffer_type == MYSQL_TYPE_FLOAT) {
+        lua_pushnumber(L, float_value(flts[i]));
+    } else if (lens[i] <= b.buffer_length) {
+        lua_pushlstring(L, bufs[i].data(), lens[i]);
+    } else {
+        // Longer than the buffer: fetch the column again in full.
+        std::string big(lens[i], '\0');
+        MYSQL_BIND again;
+        std::memset(&again, 0, sizeof again);
+        again.buffer_type = MYSQL_TYPE_STRING;
+        again.buffer = &big[0];
+        again.buffer_length = big.size();
+        mysql_stmt_fetch_column_(stmt, &again, i, 0);
+        lua_pushlstring(L, big.data(), big.size());
+    }
+}
+
+// Reads every row of the statement's stored result into a rows table (STMT_ATTR_UPDATE_MAX_LENGTH
+// gives each column's longest value, so the buffers fit).
+bool Conn::add_stmt_result(lua_State* L) {
+    MYSQL_RES* meta = mysql_stmt_result_metadata_(stmt);
+    if (!meta) {
+        // A statement without a result set (INSERT ...): only the counts.
+        lua_newtable(L);
+        set_result_info(L, lua_gettop(L), 0, mysql_stmt_affected_rows_(stmt), mysql_stmt_insert_id_(stmt),
+                        mysql_stmt_warning_count_(stmt));
+        append_result(L, results);
+        return true;
+    }
+    unsigned n = mysql_num_fields_(meta);
+    MYSQL_FIELD* fields = mysql_fetch_fields_(meta);
+    RowBinds rb;
+    rb.setup(fields, n);
+    if (mysql_stmt_bind_result_(stmt, rb.out.data())) {
         mysql_free_result_(meta);
         fail_from_stmt();
         return false;
@@ -319,35 +416,7 @@ bool Conn::add_stmt_result(lua_State* L) {
         lua_createtable(L, 0, static_cast<int>(n));
         for (unsigned i = 0; i < n; i++) {
             lua_pushvalue(L, base + 1 + static_cast<int>(i));
-            MYSQL_BIND& b = out[i];
-            if (nulls[i])
-                lua_pushlightuserdata(L, nullptr);
-            else if (b.buffer_type == MYSQL_TYPE_LONGLONG) {
-                long long v = ints[i];
-                double d =
-                    b.is_unsigned ? static_cast<double>(static_cast<unsigned long long>(v)) : static_cast<double>(v);
-                if (std::fabs(d) < kMaxExact)
-                    lua_pushnumber(L, d);
-                else
-                    lua_pushstring(L, b.is_unsigned ? std::to_string(static_cast<unsigned long long>(v)).c_str()
-                                                    : std::to_string(v).c_str());
-            } else if (b.buffer_type == MYSQL_TYPE_DOUBLE) {
-                lua_pushnumber(L, dbls[i]);
-            } else if (b.buffer_type == MYSQL_TYPE_FLOAT) {
-                lua_pushnumber(L, float_value(flts[i]));
-            } else if (lens[i] <= b.buffer_length) {
-                lua_pushlstring(L, bufs[i].data(), lens[i]);
-            } else {
-                // Longer than the column's reported maximum: fetch the column again in full.
-                std::string big(lens[i], '\0');
-                MYSQL_BIND again;
-                std::memset(&again, 0, sizeof again);
-                again.buffer_type = MYSQL_TYPE_STRING;
-                again.buffer = &big[0];
-                again.buffer_length = big.size();
-                mysql_stmt_fetch_column_(stmt, &again, i, 0);
-                lua_pushlstring(L, big.data(), big.size());
-            }
+            rb.push(L, stmt, i);
             lua_rawset(L, -3);
         }
         lua_rawseti(L, rows, ++count);
@@ -366,6 +435,77 @@ bool Conn::add_stmt_result(lua_State* L) {
         return false;
     }
     return true;
+}
+
+// ---------------------------------------------------------------- streamed rows (db:rows)
+
+// The query of a stream has run and its result set has these columns: their names are kept,
+// a statement's columns bound, and the stream gets its number. False (and the error) when the
+// columns cannot be bound.
+bool Conn::start_stream(lua_State* L, const MYSQL_FIELD* fields, unsigned n) {
+    if (!stream_res) {
+        stream_binds.setup(fields, n);
+        if (mysql_stmt_bind_result_(stmt, stream_binds.out.data())) {
+            fail_from_stmt();
+            return false;
+        }
+    }
+    lua_createtable(L, static_cast<int>(n), 0);
+    for (unsigned i = 0; i < n; i++) {
+        lua_pushlstring(L, fields[i].name, fields[i].name_length);
+        lua_rawseti(L, -2, static_cast<int>(i) + 1);
+    }
+    stream_names.clear();
+    stream_names.set(L, -1);
+    lua_pop(L, 1);
+    stream_cols = n;
+    stream = ++stream_count;
+    return true;
+}
+
+// Appends the row just fetched to the batch, converted as query() converts it.
+void Conn::add_stream_row(lua_State* L) {
+    batch.push(L);
+    stream_names.push(L);
+    int names = lua_gettop(L);
+    lua_createtable(L, 0, static_cast<int>(stream_cols));
+    MYSQL_FIELD* fields = stream_res ? mysql_fetch_fields_(stream_res) : nullptr;
+    unsigned long* lens = stream_res ? mysql_fetch_lengths_(stream_res) : nullptr;
+    for (unsigned i = 0; i < stream_cols; i++) {
+        lua_rawgeti(L, names, static_cast<int>(i) + 1);
+        if (stream_res)
+            push_text_value(L, fields[i], ret_row[i], lens[i]);
+        else
+            stream_binds.push(L, stmt, i);
+        lua_rawset(L, -3);
+    }
+    lua_rawseti(L, names - 1, ++batch_n);
+    lua_pop(L, 2);
+}
+
+// The streamed result set has no row left: the stream is over, and the result sets after it
+// (several statements, a CALL's status) are read and dropped. True when there are some.
+bool Conn::after_stream_end() {
+    end_stream();
+    tail = true;
+    if (stmt) {
+        mysql_stmt_free_result_(stmt); // read to its end: no I/O
+        if (!mysql_stmt_more_results_(stmt)) return false;
+        step = kStmtNext;
+        return true;
+    }
+    if (!mysql_more_results_(my)) return false;
+    step = kNext;
+    return true;
+}
+
+// Forgets the stream. Its rows must have been read to the end, or the socket shut down first:
+// the connector reads what is left of an unbuffered result, blocking, when it is freed.
+void Conn::end_stream() {
+    if (stream_res) mysql_free_result_(stream_res);
+    stream_res = nullptr;
+    stream = 0;
+    stream_names.clear();
 }
 
 // ---------------------------------------------------------------- the driver
@@ -415,6 +555,10 @@ int Conn::call(int ev) {
         return start ? mysql_stmt_next_result_start_(&ret_int, stmt) : mysql_stmt_next_result_cont_(&ret_int, stmt, ev);
     case kPing:
         return start ? mysql_ping_start_(&ret_int, my) : mysql_ping_cont_(&ret_int, my, ev);
+    case kFetchRow:
+        return start ? mysql_fetch_row_start_(&ret_row, stream_res) : mysql_fetch_row_cont_(&ret_row, stream_res, ev);
+    case kStmtFetch:
+        return start ? mysql_stmt_fetch_start_(&ret_int, stmt) : mysql_stmt_fetch_cont_(&ret_int, stmt, ev);
     case kBind: // no I/O
     case kIdle:
         break;
@@ -520,6 +664,23 @@ bool Conn::after_step() {
             fail_from_mysql();
             break;
         }
+        if (mode == kStreamStart) {
+            // The rows stay on the socket: fetches read them (no I/O here).
+            stream_res = mysql_use_result_(my);
+            if (stream_res) {
+                start_stream(L, mysql_fetch_fields_(stream_res), mysql_num_fields_(stream_res));
+                break;
+            }
+            if (mysql_field_count_(my) != 0) {
+                fail_from_mysql();
+                break;
+            }
+            // A statement without rows: nothing to stream, the rest is dropped.
+            tail = true;
+            if (!mysql_more_results_(my)) break;
+            step = kNext;
+            return true;
+        }
         step = kStore;
         return true;
     case kStore:
@@ -527,7 +688,11 @@ bool Conn::after_step() {
             fail_from_mysql();
             break;
         }
-        add_text_result(L, ret_res);
+        if (tail) {
+            if (ret_res) mysql_free_result_(ret_res);
+        } else {
+            add_text_result(L, ret_res);
+        }
         ret_res = nullptr;
         if (!mysql_more_results_(my)) break;
         step = kNext;
@@ -557,6 +722,17 @@ bool Conn::after_step() {
             fail_from_stmt();
             break;
         }
+        if (mode == kStreamStart) {
+            if (MYSQL_RES* meta = mysql_stmt_result_metadata_(stmt)) {
+                start_stream(L, mysql_fetch_fields_(meta), mysql_num_fields_(meta));
+                mysql_free_result_(meta);
+                break;
+            }
+            tail = true; // a statement without rows
+            if (!mysql_stmt_more_results_(stmt)) break;
+            step = kStmtNext;
+            return true;
+        }
         step = kStmtStore;
         return true;
     case kStmtStore:
@@ -564,9 +740,40 @@ bool Conn::after_step() {
             fail_from_stmt();
             break;
         }
-        if (!add_stmt_result(L) || !mysql_stmt_more_results_(stmt)) break;
+        if (tail) {
+            mysql_stmt_free_result_(stmt);
+            if (!mysql_stmt_more_results_(stmt)) break;
+        } else if (!add_stmt_result(L) || !mysql_stmt_more_results_(stmt)) {
+            break;
+        }
         step = kStmtNext;
         return true;
+    case kFetchRow:
+        if (ret_row) {
+            if (discard) return true;
+            add_stream_row(L);
+            if (batch_n >= kStreamBatch) break;
+            return true;
+        }
+        if (mysql_errno_(my)) {
+            fail_from_mysql();
+            break;
+        }
+        if (after_stream_end()) return true;
+        break;
+    case kStmtFetch:
+        if (ret_int == 0 || ret_int == MYSQL_DATA_TRUNCATED) {
+            if (discard) return true;
+            add_stream_row(L);
+            if (batch_n >= kStreamBatch) break;
+            return true;
+        }
+        if (ret_int != MYSQL_NO_DATA) {
+            fail_from_stmt();
+            break;
+        }
+        if (after_stream_end()) return true;
+        break;
     case kStmtNext:
         if (ret_int > 0) fail_from_stmt();
         if (ret_int != 0) break;
@@ -606,7 +813,16 @@ void Conn::finish() {
     watch.stop();
     uv_timer_stop(&libtimer);
     uv_timer_stop(&deadline);
-    if (stmt) {
+    if (stream && (err_no || timed_out || closing)) {
+        // A stream that failed: what the connector still has of it goes without reading the
+        // rest (the socket is shut down first when the connection is lost anyway).
+        if (timed_out || closing || is_client_error(err_no)) shutdown(mysql_get_socket_(my), SHUT_RDWR);
+        end_stream();
+    }
+    // A stream that goes on keeps its statement and buffers for the fetches.
+    if (stream) {
+        // nothing to free yet
+    } else if (stmt) {
         // A statement that failed may be in any state: it is prepared again next time.
         bool failed = err_no || timed_out || closing;
         if (stmt_cached && failed) stmts.erase(sql);
@@ -615,9 +831,11 @@ void Conn::finish() {
         stmt = nullptr;
         stmt_cached = false;
     }
-    params.clear();
-    binds.clear();
-    sql.clear();
+    if (!stream) {
+        params.clear();
+        binds.clear();
+        sql.clear();
+    }
     if (timed_out)
         outcome = kTimedOut;
     else if (closing)
@@ -642,6 +860,7 @@ void Conn::finish() {
 int Conn::push_outcome(lua_State* t) {
     if (outcome != kOk) {
         results.clear();
+        batch.clear();
         lua_pushnil(t);
         if (outcome == kTimedOut)
             luaio::push_error(t, UV_ETIMEDOUT, done == kConnect ? "connect timed out" : "query timed out");
@@ -663,6 +882,22 @@ int Conn::push_outcome(lua_State* t) {
     if (done == kPing) {
         lua_pushboolean(t, 1);
         return 1;
+    }
+    if (mode == kStreamStart) {
+        // The stream's number, or false when the statement gave no rows.
+        if (stream)
+            lua_pushnumber(t, stream);
+        else
+            lua_pushboolean(t, 0);
+        return 1;
+    }
+    if (mode == kStreamFetch) {
+        // The rows fetched; true after them once the stream is over.
+        batch.push(t);
+        batch.clear();
+        if (stream) return 1;
+        lua_pushboolean(t, 1);
+        return 2;
     }
     results.push(t);
     results.clear();
@@ -690,6 +925,14 @@ void Conn::close() {
         closing = true;
         run(MYSQL_WAIT_TIMEOUT);
     }
+    if (stream) {
+        // Rows left unread: the socket is shut down first, so that freeing the result or the
+        // statement does not read (blocking) the rest of them.
+        shutdown(mysql_get_socket_(my), SHUT_RDWR);
+        end_stream();
+        if (stmt && !stmt_cached) mysql_stmt_close_(stmt);
+        stmt = nullptr;
+    }
     watch.close();
     close_statements();
     if (my) {
@@ -704,9 +947,10 @@ void Conn::close() {
 
 // Starts an operation at `first` with a deadline of ms (0: none), runs it as far as it goes
 // without waiting, and parks the task, or returns the outcome when it is already there.
-int Conn::begin(lua_State* L, Step first, unsigned ms) {
+int Conn::begin(lua_State* L, Step first, unsigned ms, Mode m) {
     step = first;
-    timed_out = closing = false;
+    mode = m;
+    timed_out = closing = tail = false;
     err_no = 0;
     if (ms) luaio::start_timer(&deadline, on_deadline, ms);
     starting = true;
@@ -744,6 +988,17 @@ std::string opt_string(lua_State* L, int idx, const char* fname) {
 int refuse_busy(lua_State* L) {
     lua_pushnil(L);
     luaio::push_error(L, UV_EBUSY, "the connection is busy with another query (use a pool)");
+    return 2;
+}
+
+// The rows of a stream (db:rows) are not all read (its loop was left): nil and EBUSY with the
+// stream's number (err.streaming), for lib/mysql.lua to drain them and call again; 0 when none.
+int refuse_streaming(lua_State* L, Conn* c) {
+    if (!c->stream) return 0;
+    lua_pushnil(L);
+    luaio::push_error(L, UV_EBUSY, "the connection is still reading the rows of db:rows");
+    lua_pushnumber(L, c->stream);
+    lua_setfield(L, -2, "streaming");
     return 2;
 }
 
@@ -851,6 +1106,7 @@ int l_reconnect(lua_State* L) {
     Conn* c = Conn::check(L, 1, fname);
     luaio::check_can_wait(L, fname);
     if (c->step != kIdle) return refuse_busy(L);
+    if (int n = refuse_streaming(L, c)) return n;
     if (!c->open_handle()) return luaio::return_uv_error(L, UV_ENOMEM);
     return c->begin(L, kConnect, c->connect_timeout);
 }
@@ -913,14 +1169,14 @@ int refuse_broken(lua_State* L, Conn* c) {
 // c:_query(sql, timeout_ms | nil, ...): without parameters one text query (which may hold several
 // statements); with parameters a prepared statement. A nil timeout is the connection's
 // queryTimeout.
-int l_query(lua_State* L) {
-    const char* fname = "db:query";
+int query(lua_State* L, const char* fname, Mode mode) {
     Conn* c = check_conn(L, fname);
     size_t len;
     const char* sql = luaio::check_string(L, 2, fname, &len);
     unsigned ms = lua_isnoneornil(L, 3) ? c->query_timeout : check_ms(L, 3, fname);
     luaio::check_can_wait(L, fname);
     if (c->step != kIdle) return refuse_busy(L);
+    if (int n = refuse_streaming(L, c)) return n;
     if (int n = refuse_broken(L, c)) return n;
     int nparams = std::max(0, lua_gettop(L) - 3);
     c->sql.assign(sql, len);
@@ -942,7 +1198,39 @@ int l_query(lua_State* L) {
             first = kPrepare;
         }
     }
-    return c->begin(L, first, ms);
+    if (mode == kStreamStart) c->stream_timeout = ms;
+    return c->begin(L, first, ms, mode);
+}
+
+int l_query(lua_State* L) {
+    return query(L, "db:query", kWhole);
+}
+
+// c:_rows(sql, timeout_ms | nil, ...): runs the query and leaves its rows unread (the text
+// protocol's mysql_use_result, or a statement's result not stored): the stream's number for
+// _fetch, or false when the statement has no rows.
+int l_rows(lua_State* L) {
+    return query(L, "db:rows", kStreamStart);
+}
+
+// c:_fetch(stream, discard): the next rows of the stream, at most kStreamBatch (an array; true
+// after it once the stream is over), or nil and an error. With discard, the rows are read and
+// dropped to the end (a loop left early).
+int l_fetch(lua_State* L) {
+    const char* fname = "db:rows";
+    Conn* c = check_conn(L, fname);
+    lua_Number id = luaio::check_number(L, 2, fname);
+    luaio::check_can_wait(L, fname);
+    if (c->step != kIdle) return refuse_busy(L);
+    if (c->stream != id)
+        luaio::raise(L, fname, "the loop's rows were dropped: its connection ran another query before the loop ended");
+    c->discard = lua_toboolean(L, 3);
+    c->batch_n = 0;
+    lua_newtable(L);
+    c->batch.clear();
+    c->batch.set(L, -1);
+    lua_pop(L, 1);
+    return c->begin(L, c->stream_res ? kFetchRow : kStmtFetch, c->stream_timeout, kStreamFetch);
 }
 
 int l_ping(lua_State* L) {
@@ -951,6 +1239,7 @@ int l_ping(lua_State* L) {
     unsigned ms = check_ms(L, 2, fname);
     luaio::check_can_wait(L, fname);
     if (c->step != kIdle) return refuse_busy(L);
+    if (int n = refuse_streaming(L, c)) return n;
     if (c->broken) {
         lua_pushnil(L);
         push_mysql_error(L, CR_SERVER_GONE_ERROR, "HY000", "the connection is broken (lost or timed out)");
@@ -967,6 +1256,16 @@ int l_close(lua_State* L) {
 int l_thread_id(lua_State* L) {
     Conn* c = check_conn(L, "db:threadId");
     lua_pushnumber(L, static_cast<double>(mysql_thread_id_(c->my)));
+    return 1;
+}
+
+// c:_streaming(): the number of the stream whose rows are not all read, or nil.
+int l_streaming(lua_State* L) {
+    Conn* c = Conn::check_or_closed(L, 1, "db:streaming");
+    if (c && c->stream)
+        lua_pushnumber(L, c->stream);
+    else
+        lua_pushnil(L);
     return 1;
 }
 
@@ -1017,10 +1316,11 @@ extern "C" int luaopen_luaio_mysql(lua_State* L) {
     std::string err;
     if (!luaio::load_library("libmariadb.so.3", "libmariadb3", syms, std::size(syms), &err))
         luaio::raise(L, "require \"mysql\"", "%s", err.c_str());
-    const luaL_Reg methods[] = {{"_query", l_query}, {"reconnect", l_reconnect}, {"ping", l_ping},
-                                {"close", l_close},  {"threadId", l_thread_id},  {"usable", l_usable},
-                                {"ref", l_ref},      {"unref", l_unref},         {"__gc", Conn::l_gc},
-                                {nullptr, nullptr}};
+    const luaL_Reg methods[] = {
+        {"_query", l_query},        {"_rows", l_rows}, {"_fetch", l_fetch}, {"_streaming", l_streaming},
+        {"reconnect", l_reconnect}, {"ping", l_ping},  {"close", l_close},  {"threadId", l_thread_id},
+        {"usable", l_usable},       {"ref", l_ref},    {"unref", l_unref},  {"__gc", Conn::l_gc},
+        {nullptr, nullptr}};
     const luaL_Reg funcs[] = {{"connect", l_connect}, {"setKiller", l_set_killer}, {nullptr, nullptr}};
     luaL_newlib(L, funcs);
     luaio::new_class(L, Conn::kClass, methods);

@@ -5,6 +5,8 @@
 //   conn, err = core.connect(keywords, values, connect_ms, query_ms, decode_json, prepare)
 //   rows, err = conn:query(sql | {sql, timeout = ms}, ...)   -- parameters sent apart ($1, $2 ...);
 //                                                             -- each SQL text prepared once
+//   id, err   = conn:_rows(sql | {...}, ...)   rows, [affected] | nil, err = conn:_fetch(id, discard)
+//                                                             -- single-row mode, in batches
 //   n, err    = conn:exec(sql | {...}, ...)                   -- rows affected; no parameters:
 //                                                             -- the simple protocol (many statements)
 //   ok, err   = conn:prepare(name, sql)   rows, err = conn:execute(name, timeout_ms, ...)
@@ -78,7 +80,8 @@ namespace {
     X(PQtransactionStatus)                                                                                             \
     X(PQbackendPID)                                                                                                    \
     X(PQserverVersion)                                                                                                 \
-    X(PQsetNoticeProcessor)
+    X(PQsetNoticeProcessor)                                                                                            \
+    X(PQsetSingleRowMode)
 
 #define LUAIO_PQ_SLOT(f) decltype(&::f) f##_ = nullptr;
 LUAIO_PQ(LUAIO_PQ_SLOT)
@@ -107,7 +110,7 @@ int g_bytea_mt_ref = LUA_NOREF;
 
 // What an operation waits for, and what its waking pushes.
 enum class Op : uint8_t { None, Connect, Result, Notify, CopyOut, Flush };
-enum class Want : uint8_t { Rows, Affected, Ok, CopyStart, CopyDone };
+enum class Want : uint8_t { Rows, Affected, Ok, CopyStart, CopyDone, Stream };
 
 // The grace period after a cancel: a server that has not answered by then is taken as gone.
 constexpr uint64_t kCancelGraceMs = 2000;
@@ -125,6 +128,10 @@ struct Pending {
 
 // Statements a connection keeps prepared, at most (then queries use unnamed statements).
 constexpr size_t kMaxStatements = 100;
+// The rows a fetch of a stream (db:rows) hands to Lua at most: what libpq has parsed already is
+// taken in one call, so a task parks once per network read, not once per row, and memory stays
+// bounded by this many rows beside libpq's input buffer.
+constexpr size_t kStreamBatch = 256;
 
 struct Conn : luaio::Handle<Conn> {
     static constexpr const char* kClass = "luaio.postgres.conn";
@@ -150,6 +157,13 @@ struct Conn : luaio::Handle<Conn> {
     std::unique_ptr<Pending> pending;
     std::unordered_map<std::string, std::string> statements; // SQL text -> prepared statement name
     unsigned statement_count = 0;
+    // A query whose rows are streamed (db:rows, libpq's single-row mode): its number while its
+    // results are not all read (0: none), the rows a fetch has taken, and whether the end came.
+    lua_Number stream = 0, stream_count = 0;
+    uint64_t stream_timeout_ms = 0;
+    std::vector<PGresult*> batch;
+    bool stream_end = false;
+    bool discard = false; // the fetch drops the rows (a loop left early: the rest is drained)
 
     void proxy_gone();
 };
@@ -270,24 +284,36 @@ lua_Number affected(const PGresult* r) {
 // Scratch arrays reused by every result and every query (the loop is single-threaded).
 std::vector<Oid>& g_col_types = *new std::vector<Oid>;
 
-// The rows of a result: an array of tables keyed by column name, with `affected`.
-void push_rows(lua_State* L, const PGresult* r, bool decode_json) {
-    int nrows = PQntuples_(r), ncols = PQnfields_(r);
+// Pushes the column names of r (once, not per row) and keeps their types in g_col_types.
+int push_columns(lua_State* L, const PGresult* r) {
+    int ncols = PQnfields_(r);
     luaL_checkstack(L, ncols + 8, "postgres: too many columns");
-    lua_createtable(L, nrows, 1);
-    int rows = lua_gettop(L);
     g_col_types.resize(static_cast<size_t>(ncols));
     for (int c = 0; c < ncols; c++) {
-        lua_pushstring(L, PQfname_(r, c)); // at rows + 1 + c: pushed once, not per row
+        lua_pushstring(L, PQfname_(r, c));
         g_col_types[static_cast<size_t>(c)] = PQftype_(r, c);
     }
+    return ncols;
+}
+
+// Row i of r as a table keyed by column name (the names at names + 0 ... on the stack).
+void push_row(lua_State* L, const PGresult* r, int i, int names, int ncols, bool decode_json) {
+    lua_createtable(L, 0, ncols);
+    for (int c = 0; c < ncols; c++) {
+        lua_pushvalue(L, names + c);
+        push_value(L, r, i, c, g_col_types[static_cast<size_t>(c)], decode_json);
+        lua_rawset(L, -3);
+    }
+}
+
+// The rows of a result: an array of tables keyed by column name, with `affected`.
+void push_rows(lua_State* L, const PGresult* r, bool decode_json) {
+    int nrows = PQntuples_(r);
+    lua_createtable(L, nrows, 1);
+    int rows = lua_gettop(L);
+    int ncols = push_columns(L, r);
     for (int i = 0; i < nrows; i++) {
-        lua_createtable(L, 0, ncols);
-        for (int c = 0; c < ncols; c++) {
-            lua_pushvalue(L, rows + 1 + c);
-            push_value(L, r, i, c, g_col_types[static_cast<size_t>(c)], decode_json);
-            lua_rawset(L, -3);
-        }
+        push_row(L, r, i, rows + 1, ncols, decode_json);
         lua_rawseti(L, rows, i + 1);
     }
     lua_settop(L, rows);
@@ -431,6 +457,11 @@ void start_deadline(Conn* c, uint64_t ms) {
     if (ms) luaio::start_timer(&c->timer, on_timer, ms);
 }
 
+void clear_batch(Conn* c) {
+    for (PGresult* r : c->batch) PQclear_(r);
+    c->batch.clear();
+}
+
 // Drops the server connection (its socket and libpq's state); the object stays, closed for queries.
 void drop(Conn* c) {
     c->watch.close();
@@ -440,6 +471,8 @@ void drop(Conn* c) {
     c->note = nullptr;
     c->pending.reset();
     c->statements.clear();
+    clear_batch(c);
+    c->stream = 0;
     if (c->pg) PQfinish_(c->pg);
     c->pg = nullptr;
 }
@@ -540,8 +573,32 @@ void keep(Conn* c, PGresult* r) {
     c->result = r;
 }
 
+// Takes the rows of a streamed query that libpq has parsed, up to kStreamBatch; true when the
+// fetch can end: with rows, at the end of the results (an error is kept as for a whole result).
+bool collect_stream(Conn* c) {
+    while (!PQisBusy_(c->pg)) {
+        PGresult* r = PQgetResult_(c->pg);
+        if (!r) {
+            c->stream_end = true;
+            return true;
+        }
+        if (PQresultStatus_(r) == PGRES_SINGLE_TUPLE) {
+            if (c->discard)
+                PQclear_(r);
+            else
+                c->batch.push_back(r);
+            if (c->batch.size() >= kStreamBatch) return true;
+            continue;
+        }
+        keep(c, r); // the end of the rows (PGRES_TUPLES_OK, with the count), or an error
+    }
+    // After the end or an error, the fetch waits for the query to be complete (libpq's NULL).
+    return !c->batch.empty() && !c->result;
+}
+
 // Takes the results that libpq has parsed; true when the query is complete (or in COPY).
 bool collect(Conn* c) {
+    if (c->want == Want::Stream) return collect_stream(c);
     while (!PQisBusy_(c->pg)) {
         PGresult* r = PQgetResult_(c->pg);
         if (!r) return true;
@@ -552,10 +609,44 @@ bool collect(Conn* c) {
     return false;
 }
 
+// The rows a fetch took, as an array of row tables (the same conversion as query's); then, at
+// the end of the stream, the rows affected. An error ends the stream: nil and the error.
+int push_stream(lua_State* co, Conn* c, PGresult* r) {
+    bool lost = !c->pg || PQstatus_(c->pg) == CONNECTION_BAD;
+    ExecStatusType s = r ? PQresultStatus_(r) : PGRES_TUPLES_OK;
+    if (lost || s == PGRES_FATAL_ERROR || s == PGRES_BAD_RESPONSE) return -1;
+    int n = static_cast<int>(c->batch.size());
+    lua_createtable(co, n, 0);
+    int rows = lua_gettop(co);
+    // Every row of a stream has the same columns: their names are pushed once per batch.
+    int ncols = n ? push_columns(co, c->batch[0]) : 0;
+    for (int i = 0; i < n; i++) {
+        push_row(co, c->batch[static_cast<size_t>(i)], 0, rows + 1, ncols, c->decode_json);
+        lua_rawseti(co, rows, i + 1);
+    }
+    lua_settop(co, rows);
+    clear_batch(c);
+    if (!c->stream_end) {
+        c->result = r; // a result that came before the end (there is none in single-row mode)
+        return 1;
+    }
+    c->stream = 0;
+    lua_pushnumber(co, r ? affected(r) : 0);
+    if (r) PQclear_(r);
+    return 2;
+}
+
 // Pushes the outcome of a completed query onto co; returns the count.
 int push_outcome(lua_State* co, Conn* c) {
     PGresult* r = c->result;
     c->result = nullptr;
+    if (c->want == Want::Stream) {
+        int k = push_stream(co, c, r);
+        if (k >= 0) return k;
+        // An error: the stream ends with it (what the fetches took before is dropped).
+        clear_batch(c);
+        c->stream = 0;
+    }
     ExecStatusType s = r ? PQresultStatus_(r) : PGRES_FATAL_ERROR;
     int n;
     if (s == PGRES_FATAL_ERROR || s == PGRES_BAD_RESPONSE) {
@@ -624,6 +715,10 @@ bool run_pending(Conn* c) {
     if (!PQsendQueryPrepared_(c->pg, p->name.c_str(), static_cast<int>(n), values.data(), p->lengths.data(),
                               p->formats.data(), 0))
         return false;
+    if (c->want == Want::Stream) {
+        PQsetSingleRowMode_(c->pg);
+        c->stream_end = false;
+    }
     c->statements.emplace(std::move(p->sql), std::move(p->name));
     int f = PQflush_(c->pg);
     watch(c, f ? UV_READABLE | UV_WRITABLE : UV_READABLE);
@@ -796,6 +891,15 @@ Conn* ready_conn(lua_State* L, const char* fname) {
         luaio::push_error(L, UV_EBUSY, "the connection is busy with another task's query");
         return nullptr;
     }
+    if (c->stream) {
+        // The rows of a streamed query are not all read (its loop was left): lib/postgres.lua
+        // drains them (the fetch with discard) and calls again.
+        lua_pushnil(L);
+        luaio::push_error(L, UV_EBUSY, "the connection is still reading the rows of db:rows");
+        lua_pushnumber(L, c->stream);
+        lua_setfield(L, -2, "streaming");
+        return nullptr;
+    }
     if (!c->pg || PQstatus_(c->pg) == CONNECTION_BAD) {
         lua_pushnil(L);
         luaio::push_error(L, UV_ECONNRESET, "the connection to the server was lost");
@@ -924,6 +1028,66 @@ int query(lua_State* L, const char* fname, Want want) {
 
 int l_query(lua_State* L) {
     return query(L, "query", Want::Rows);
+}
+
+// conn:_rows(sql | {sql, timeout = ms}, ...): sends a query whose rows come one at a time
+// (libpq's single-row mode) and returns the stream's number for _fetch; nothing is awaited yet.
+int l_rows(lua_State* L) {
+    const char* fname = "rows";
+    Conn* c = ready_conn(L, fname);
+    if (!c) return 2;
+    uint64_t timeout = table_timeout(L, c, fname);
+    const char* sql = check_sql(L, fname);
+    build_params(L, 3, fname);
+    Params& p = g_params;
+    c->want = Want::Stream;
+    c->stream_end = false;
+    int sent;
+    if (c->prepare)
+        sent = send_prepared(c, sql, lua_objlen(L, 2));
+    else
+        sent =
+            PQsendQueryParams_(c->pg, sql, p.n, p.types.data(), p.values.data(), p.lengths.data(), p.formats.data(), 0);
+    if (!sent) return send_failed(L, c);
+    // With a statement to prepare first, single-row mode is set when the query itself goes
+    // (run_pending); it applies to the query just sent.
+    if (!c->pending) PQsetSingleRowMode_(c->pg);
+    c->stream = ++c->stream_count;
+    c->stream_timeout_ms = timeout;
+    lua_pushnumber(L, c->stream);
+    return 1;
+}
+
+// conn:_fetch(stream, discard): the next rows of the stream: an array of rows (more follow), or
+// the last ones and the rows affected, or nil and an error. With discard, the rows are read
+// and dropped until the end (the array is empty). Parks only when libpq has no row parsed.
+int l_fetch(lua_State* L) {
+    const char* fname = "rows";
+    Conn* c = Conn::check(L, 1, fname);
+    lua_Number id = luaio::check_number(L, 2, fname);
+    luaio::check_can_wait(L, fname);
+    if (c->op != Op::None) {
+        lua_pushnil(L);
+        luaio::push_error(L, UV_EBUSY, "the connection is busy with another task's query");
+        return 2;
+    }
+    if (c->stream != id)
+        luaio::raise(L, fname, "the loop's rows were dropped: its connection ran another query before the loop ended");
+    c->want = Want::Stream;
+    c->discard = lua_toboolean(L, 3);
+    c->op = Op::Result;
+    int f = c->pg ? PQflush_(c->pg) : -1;
+    if (f < 0 || lost(c) || !PQconsumeInput_(c->pg)) lost(c);
+    bool ready = !c->pg || PQstatus_(c->pg) == CONNECTION_BAD || collect(c);
+    if (ready && c->pending && run_pending(c)) ready = false;
+    if (ready) {
+        c->op = Op::None;
+        c->pending.reset();
+        return push_outcome(L, c);
+    }
+    start_deadline(c, c->stream_timeout_ms);
+    watch(c, f ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+    return luaio::park(L, c->waiter);
 }
 int l_exec(lua_State* L) {
     return query(L, "exec", Want::Affected);
@@ -1101,6 +1265,16 @@ int l_ref(lua_State* L) {
     return set_ref(L, true);
 }
 
+// conn:_streaming(): the number of the stream whose rows are not all read, or nil.
+int l_streaming(lua_State* L) {
+    Conn* c = Conn::check_or_closed(L, 1, "streaming");
+    if (c && c->stream)
+        lua_pushnumber(L, c->stream);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
 int l_info(lua_State* L) {
     Conn* c = Conn::check(L, 1, "info");
     lua_createtable(L, 0, 2);
@@ -1225,15 +1399,27 @@ extern "C" int luaopen_luaio_postgres(lua_State* L) {
     std::string err;
     if (!luaio::load_library("libpq.so.5", "libpq5", symbols, sizeof symbols / sizeof symbols[0], &err))
         return luaL_error(L, "postgres: %s", err.c_str());
-    const luaL_Reg methods[] = {{"query", l_query},        {"exec", l_exec},
-                                {"_prepare", l_prepare},   {"_execute", l_execute},
-                                {"wait", l_wait},          {"_copy_start", l_copy_start},
-                                {"_copy_put", l_copy_put}, {"_copy_end", l_copy_end},
-                                {"_copy_get", l_copy_get}, {"close", l_close},
-                                {"reusable", l_reusable},  {"status", l_status},
-                                {"info", l_info},          {"unref", l_unref},
-                                {"_reset", l_reset},       {"ref", l_ref},
-                                {"__gc", Conn::l_gc},      {nullptr, nullptr}};
+    const luaL_Reg methods[] = {{"query", l_query},
+                                {"exec", l_exec},
+                                {"_prepare", l_prepare},
+                                {"_execute", l_execute},
+                                {"wait", l_wait},
+                                {"_copy_start", l_copy_start},
+                                {"_copy_put", l_copy_put},
+                                {"_copy_end", l_copy_end},
+                                {"_copy_get", l_copy_get},
+                                {"close", l_close},
+                                {"reusable", l_reusable},
+                                {"status", l_status},
+                                {"info", l_info},
+                                {"unref", l_unref},
+                                {"_reset", l_reset},
+                                {"ref", l_ref},
+                                {"_rows", l_rows},
+                                {"_fetch", l_fetch},
+                                {"_streaming", l_streaming},
+                                {"__gc", Conn::l_gc},
+                                {nullptr, nullptr}};
     luaio::new_class(L, Conn::kClass, methods);
     lua_getfield(L, -1, "__index");
     const luaL_Reg funcs[] = {{"connect", l_connect}, {"setup", l_setup}, {nullptr, nullptr}};

@@ -411,6 +411,151 @@ describe("mysql", function()
         assert.equal(2026, err.errno)
     end)
 
+    -- The growth of the Lua heap while fn runs, sampled every 1000 calls of the probe it gets.
+    local function heap_growth(fn)
+        collectgarbage()
+        collectgarbage()
+        local base, peak, calls = collectgarbage("count"), 0, 0
+        local function probe()
+            calls = calls + 1
+            if calls % 1000 == 0 then peak = math.max(peak, collectgarbage("count") - base) end
+        end
+        fn(probe)
+        return math.max(peak, collectgarbage("count") - base)
+    end
+
+    local SERIES = "select seq as id, concat('name ', seq) as name, seq * 1.5 as f from seq_1_to_200000"
+
+    it("streams 200,000 rows with db:rows in bounded memory, in both protocols, where query holds them all", function()
+        local db = connect()
+        for _, params in ipairs({ {}, { 0 } }) do
+            local sql = SERIES .. (params[1] and " where seq > ?" or "")
+            local n, sum = 0, 0
+            local streamed = heap_growth(function(probe)
+                for row, err in db:rows(sql, unpack(params)) do
+                    assert(row, err and tostring(err))
+                    n, sum = n + 1, sum + row.id
+                    probe()
+                end
+            end)
+            assert.equal(200000, n)
+            assert.equal(200000 * 200001 / 2, sum)
+            local rows
+            local whole = heap_growth(function() rows = assert(db:query(sql, unpack(params))) end)
+            assert.equal(200000, #rows)
+            rows = nil
+            assert.is_true(whole > 20000, "query grew the heap by only " .. whole .. " KB")
+            assert.is_true(streamed < whole / 10, ("stream %d KB, query %d KB"):format(streamed, whole))
+        end
+        db:close()
+    end)
+
+    it("gives db:rows the same Lua values as query, in the text and the binary protocol", function()
+        local db = connect()
+        assert(db:exec([[create table stream_types (id int, bi bigint unsigned, f float, d double,
+            dec_ decimal(8,2), dt datetime, tx text, bl blob, js json, n int)]]))
+        local long = string.rep("long text ", 100) -- longer than a fetch's 64-byte buffer
+        assert(db:query("insert into stream_types values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?), (2, 18446744073709551615, 0.5, -1, 1, null, 'x', '', '[]', 7)",
+            1, 9007199254740991, 1.1, 2.5, "12.50", "2026-12-03 01:02:03", long, "\0\255", '{"a": 1}', mysql.null))
+        for _, params in ipairs({ {}, { 0 } }) do
+            local sql = "select * from stream_types" .. (params[1] and " where id > ? order by id" or " order by id")
+            local whole = assert(db:query(sql, unpack(params)))
+            local got = {}
+            for row, err in db:rows(sql, unpack(params)) do
+                assert(row, err and tostring(err))
+                got[#got + 1] = row
+            end
+            assert.same({ whole[1], whole[2] }, got)
+            assert.equal(long, got[1].tx)
+            assert.equal("18446744073709551615", got[2].bi)
+            assert.equal(mysql.null, got[1].n)
+        end
+        assert(db:exec("drop table stream_types"))
+        db:close()
+    end)
+
+    it("drains the rest after a db:rows loop is left early; the connection goes on", function()
+        local db = connect()
+        local id = db:threadId()
+        for _, param in ipairs({ false, 0 }) do
+            local sql = SERIES .. (param and " where seq > ?" or "")
+            local args = param and { param } or {}
+            for row in db:rows(sql, unpack(args)) do
+                if row.id == 10 then break end
+            end
+            assert.equal(42, assert(db:query("select 42 as v"))[1].v)
+            local ok, err = pcall(function()
+                for row in db:rows(sql, unpack(args)) do
+                    if row.id == 5 then error("boom") end
+                end
+            end)
+            assert.is_false(ok)
+            assert.truthy(tostring(err):find("boom", 1, true))
+            assert.equal(7, assert(db:query("select ? as v", 7))[1].v)
+            for row in db:rows(sql, unpack(args)) do if row.id == 2 then break end end
+            assert.is_true(db:ping())
+            for row in db:rows(sql, unpack(args)) do if row.id == 2 then break end end
+            assert.equal("ok", db:transaction(function(tx) return tx:query("select 'ok' as v")[1].v end))
+        end
+        -- Statements without rows, and several statements: the first result set is streamed.
+        local n = 0
+        for _ in db:rows("do 1") do n = n + 1 end
+        assert.equal(0, n)
+        for row in db:rows("select 1 as a union select 2; select 3 as b") do n = n + row.a end
+        assert.equal(3, n)
+        assert.equal(id, db:threadId()) -- the same session all along
+        assert.equal(1, assert(db:query("select 1 as v"))[1].v)
+        db:close()
+    end)
+
+    it("raises in a db:rows loop whose own connection ran another query inside it", function()
+        local db = connect()
+        local ok, err = pcall(function()
+            for _ in db:rows(SERIES) do db:query("select 1") end
+        end)
+        assert.is_false(ok)
+        assert.truthy(tostring(err):find("db:rows: the loop's rows were dropped", 1, true), tostring(err))
+        assert.equal(1, assert(db:query("select 1 as v"))[1].v)
+        db:close()
+    end)
+
+    it("ends a db:rows loop with false and the error; a timeout kills the query", function()
+        local db = connect()
+        local got
+        for row, err in db:rows("select * from no_such_table") do got = { row, err } end
+        assert.is_false(got[1])
+        assert.equal(1146, got[2].errno)
+        for row, err in db:rows("select * from no_such_table where id = ?", 1) do got = { row, err } end
+        assert.equal(1146, got[2].errno)
+        local before = core.tasks()
+        for row, err in db:rows({ "select seq, sleep(if(seq = 3, 5, 0)) from seq_1_to_5", timeout = 300 }) do
+            if not row then got = err end
+        end
+        assert.equal("ETIMEDOUT", got.name)
+        local admin = connect()
+        helper.wait_for(function() return running(admin, "%sleep(if(seq%") == 0 end, 3000)
+        assert.equal(0, running(admin, "%sleep(if(seq%"))
+        admin:close()
+        settle(before)
+        assert.equal(3, assert(db:query("select 3 as v"))[1].v)
+        db:close()
+    end)
+
+    it("closes a connection in the middle of a db:rows loop without reading the rest", function()
+        local fds = helper.fd_count()
+        local db = connect()
+        for row in db:rows(SERIES) do
+            if row.id == 3 then break end
+        end
+        db:close()
+        local db2 = connect()
+        for _ in db2:rows(SERIES .. " where seq > ?", 0) do break end
+        db2 = nil
+        collectgarbage()
+        collectgarbage()
+        assert.is_true(helper.fds_back_to(fds) <= fds)
+    end)
+
 end)
 
 describe("mysql.pool", function()
@@ -430,6 +575,32 @@ describe("mysql.pool", function()
         local s = pool:stats()
         assert.equal(1, s.open)
         assert.equal(1, s.idle)
+        pool:close()
+    end)
+
+    it("streams rows on a pool: pool:with drains and reuses, pool:rows gives the connection back", function()
+        local pool = mysql.pool(srv:options({ size = 1 }))
+        local SERIES = "select seq as id from seq_1_to_10000"
+        local id = pool:with(function(db)
+            for row in db:rows(SERIES) do if row.id == 3 then break end end
+            return db:threadId()
+        end)
+        assert.equal(id, pool:with(function(db) return db:threadId() end))
+        local n = 0
+        for row, err in pool:rows(SERIES .. " where seq <= ?", 500) do
+            assert(row, err and tostring(err))
+            n = n + 1
+        end
+        assert.equal(500, n)
+        assert.same({ size = 1, open = 1, idle = 1, busy = 0, waiting = 0 }, pool:stats())
+        -- A pool:rows loop left early holds its connection until the iterator is collected; it is
+        -- closed then, and the next caller gets a new one.
+        for row in pool:rows(SERIES) do if row.id == 3 then break end end
+        assert.equal(1, pool:stats().busy)
+        collectgarbage()
+        collectgarbage()
+        assert.same({ size = 1, open = 0, idle = 0, busy = 0, waiting = 0 }, pool:stats())
+        assert.are_not.equal(id, pool:with(function(db) return db:threadId() end))
         pool:close()
     end)
 

@@ -529,6 +529,168 @@ describe("postgres timeouts and failures", function()
     end)
 end)
 
+describe("postgres db:rows", function()
+    local db
+    before_each(function() db = connect() end)
+    after_each(function() db:close() end)
+
+    local SERIES = "select g as id, 'name ' || g as name, g * 1.5 as f from generate_series(1, $1::int) g"
+
+    -- The growth of the Lua heap while fn runs, sampled every 1000 calls of the probe it gets.
+    local function heap_growth(fn)
+        collectgarbage()
+        collectgarbage()
+        local base, peak, calls = collectgarbage("count"), 0, 0
+        local function probe()
+            calls = calls + 1
+            if calls % 1000 == 0 then peak = math.max(peak, collectgarbage("count") - base) end
+        end
+        fn(probe)
+        peak = math.max(peak, collectgarbage("count") - base)
+        return peak
+    end
+
+    it("streams 200,000 rows in bounded memory, where query holds them all", function()
+        local n, sum = 0, 0
+        local streamed = heap_growth(function(probe)
+            for row, err in db:rows(SERIES, 200000) do
+                assert(row, err and tostring(err))
+                n, sum = n + 1, sum + row.id
+                probe()
+            end
+        end)
+        assert.are.equal(200000, n)
+        assert.are.equal(200000 * 200001 / 2, sum)
+        local rows
+        local whole = heap_growth(function() rows = assert(db:query(SERIES, 200000)) end)
+        assert.are.equal(200000, #rows)
+        rows = nil
+        -- query's result is tens of MB of Lua tables; the stream's heap stays near its batch size.
+        assert.is_true(whole > 20000, "query grew the heap by only " .. whole .. " KB")
+        assert.is_true(streamed < whole / 10, ("stream %d KB, query %d KB"):format(streamed, whole))
+    end)
+
+    it("gives the same Lua values as query for every column type", function()
+        local sql = [[select 1::int2 as a, 2::int4 as b, 9007199254740993::int8 as c, 1.5::float8 as d,
+            0.5::float4 as e, true as f, 'héllo'::text as g, '12.50'::numeric as h, '\x00ff'::bytea as i,
+            '{"k": [1, null]}'::jsonb as j, null::int as k, '2026-12-03'::date as l, '{1,2}'::int4[] as m,
+            $1::text as p]]
+        local whole = assert(db:query(sql, "param"))
+        local got = {}
+        for row, err in db:rows(sql, "param") do
+            assert(row, err and tostring(err))
+            got[#got + 1] = row
+        end
+        assert.are.same(whole[1], got[1])
+        assert.are.equal(1, #got)
+        assert.are.equal(postgres.null, got[1].k)
+        assert.are.equal("9007199254740993", got[1].c)
+        -- Without parameters and on a connection that does not prepare, too.
+        local raw = connect { prepare = false }
+        for row in raw:rows("select 3::int8 as v, null::text as n") do got = row end
+        assert.are.same({ v = 3, n = postgres.null }, got)
+        raw:close()
+    end)
+
+    it("drains the rest after a break or an error in the loop; the connection goes on", function()
+        local pid = db:info().pid
+        for row in db:rows(SERIES, 100000) do
+            if row.id == 10 then break end
+        end
+        assert.are.equal("busy", db:status()) -- the rest is unread
+        assert.are.equal(42, assert(db:query("select 42 as v"))[1].v)
+        assert.are.equal("idle", db:status())
+        local ok, err = pcall(function()
+            for row in db:rows(SERIES, 50000) do
+                if row.id == 5 then error("boom") end
+            end
+        end)
+        assert.is_false(ok)
+        assert.truthy(tostring(err):find("boom", 1, true))
+        assert.are.equal(1, assert(db:exec("select 1")))
+        -- A second loop, a statement, a transaction and COPY after a loop left early.
+        for row in db:rows(SERIES, 1000) do if row.id == 2 then break end end
+        local n = 0
+        for _ in db:rows(SERIES, 3) do n = n + 1 end
+        assert.are.equal(3, n)
+        for row in db:rows(SERIES, 1000) do if row.id == 2 then break end end
+        local st = assert(db:prepare("select $1::int as v"))
+        assert.are.equal(5, assert(st:query(5))[1].v)
+        for row in db:rows(SERIES, 1000) do if row.id == 2 then break end end
+        assert.are.equal("ok", db:transaction(function(tx) return tx:query("select 'ok' as v")[1].v end))
+        -- Every loop ran on the same session: nothing was closed to get rid of the rows.
+        assert.are.equal(pid, db:info().pid)
+    end)
+
+    it("raises in the loop when the loop's own connection ran another query inside it", function()
+        local ok, err = pcall(function()
+            for row in db:rows(SERIES, 1000) do
+                db:query("select 1")
+            end
+        end)
+        assert.is_false(ok)
+        assert.truthy(tostring(err):find("rows: the loop's rows were dropped", 1, true), tostring(err))
+        assert.are.equal(1, assert(db:query("select 1 as v"))[1].v)
+    end)
+
+    it("ends the loop with false and the error of a failed query", function()
+        local got, n = nil, 0
+        for row, err in db:rows("select 10 / (5 - g) as v from generate_series(1, 10) g") do
+            if not row then got = err else n = n + 1 end
+        end
+        assert.are.equal("EPG", got.name)
+        assert.are.equal("22012", got.sqlstate)
+        assert.is_true(n <= 4)
+        got = nil
+        for row, err in db:rows("select * from no_such_table") do got = { row, err } end
+        assert.is_false(got[1])
+        assert.are.equal("42P01", got[2].sqlstate)
+        assert.are.equal(2, assert(db:query("select 2 as v"))[1].v)
+    end)
+
+    it("cancels a stream on the server when its timeout passes; the next call connects again", function()
+        local got, n = nil, 0
+        for row, err in db:rows({ "select g, pg_sleep(case when g = 3 then 5 else 0 end) from generate_series(1, 5) g",
+            timeout = 200 }) do
+            if not row then got = err else n = n + 1 end
+        end
+        assert.are.equal("ETIMEDOUT", got.name)
+        assert.are.equal("57014", got.sqlstate)
+        assert.is_true(n <= 2)
+        assert.are.equal(3, assert(db:query("select 3 as v"))[1].v)
+        -- The connect option queryTimeout applies as well.
+        local slow = connect { queryTimeout = 200 }
+        for row, err in slow:rows("select pg_sleep(5)") do got = err end
+        assert.are.equal("ETIMEDOUT", got.name)
+        slow:close()
+    end)
+
+    it("streams on a pool: pool:with drains and reuses, pool:rows gives the connection back", function()
+        local pool = postgres.pool { url = server.url, size = 1 }
+        local pid = pool:with(function(c)
+            for row in c:rows(SERIES, 10000) do if row.id == 3 then break end end
+            return c:info().pid
+        end)
+        assert.are.equal(pid, pool:query("select pg_backend_pid() as p")[1].p)
+        local n = 0
+        for row, err in pool:rows(SERIES, 500) do
+            assert(row, err and tostring(err))
+            n = n + 1
+        end
+        assert.are.equal(500, n)
+        assert.are.same({ size = 1, open = 1, idle = 1, busy = 0, waiting = 0 }, pool:stats())
+        -- A pool:rows loop left early holds its connection until the iterator is collected; it is
+        -- closed then (not drained), and the next caller gets a new one.
+        for row in pool:rows(SERIES, 10000) do if row.id == 3 then break end end
+        assert.are.equal(1, pool:stats().busy)
+        collectgarbage()
+        collectgarbage()
+        assert.are.same({ size = 1, open = 0, idle = 0, busy = 0, waiting = 0 }, pool:stats())
+        assert.are_not.equal(pid, pool:query("select pg_backend_pid() as p")[1].p)
+        pool:close()
+    end)
+end)
+
 describe("postgres.pool", function()
     it("runs queries on at most size connections and reuses them", function()
         local pool = postgres.pool { url = server.url, size = 4 }

@@ -314,6 +314,39 @@ function SqlPool:query(sql, ...) return self.pool:with(sql_query, sql, ...) end
 function SqlPool:exec(sql, ...) return self.pool:with(sql_exec, sql, ...) end
 function SqlPool:transaction(fn, ...) return self.pool:with(sql_transaction, fn, ...) end
 function SqlPool:with(fn, ...) return self.pool:with(fn, ...) end
+
+--- for row, err in pool:rows(sql, ...) do ... end: db:rows on a connection of the pool, held until
+--- the last row or a failure. A loop left early holds it until the iterator is garbage-collected;
+--- then the connection is closed, not reused (its rows were not all read, and a finalizer cannot
+--- wait to drain them). A loop that may break belongs in pool:with, which drains and reuses.
+function SqlPool:rows(sql, ...)
+    local pool = self.pool
+    local db, err = pool:acquire()
+    if not db then
+        return function()
+            local e = err
+            err = nil
+            if e then return false, e end
+        end
+    end
+    local it = db:rows(sql, ...)
+    local held = newproxy(true)
+    getmetatable(held).__gc = function()
+        if db then
+            db:close()
+            pool:release(db)
+        end
+    end
+    return function()
+        local row, e = it()
+        if not row and db and held then
+            local d = db
+            db = nil
+            pool:release(d)
+        end
+        return row, e
+    end
+end
 function SqlPool:acquire() return self.pool:acquire() end
 function SqlPool:release(db) return self.pool:release(db) end
 function SqlPool:close() return self.pool:close() end

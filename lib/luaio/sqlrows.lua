@@ -1,0 +1,46 @@
+--- luaio.sqlrows: the `for row, err in db:rows(sql, ...)` loop of the SQL clients (postgres,
+--- mysql) over their C fetch: fetch(db, id) returns the next batch of rows (an array; a second
+--- result once the stream is over), or nil and the error; fetch(db, id, true) reads and drops
+--- the rest. Rows come one at a time from the batch; a failure ends the loop with false, err.
+local M = {}
+
+local EMPTY = {}
+
+--- Reads and drops what is left of stream id (its loop was left early): true, or nil and the
+--- error that ended it.
+function M.drain(fetch, db, id)
+    while true do
+        local b, last = fetch(db, id, true)
+        if b == nil then return nil, last end
+        if last ~= nil then return true end
+    end
+end
+
+--- The loop's iterator over stream id (false: the statement had no rows), or over nothing but
+--- the error err when the query could not start.
+function M.iterate(fetch, db, id, err)
+    if not id then
+        return function()
+            local e = err
+            err = nil
+            if e then return false, e end
+        end
+    end
+    local batch, i, last = EMPTY, 0, false
+    return function()
+        i = i + 1
+        local row = batch[i]
+        if row ~= nil then return row end
+        while not last do
+            local b, n = fetch(db, id)
+            if b == nil then
+                last, batch = true, EMPTY
+                return false, n
+            end
+            batch, i, last = b, 1, n ~= nil
+            if b[1] ~= nil then return b[1] end
+        end
+    end
+end
+
+return M

@@ -11,6 +11,8 @@
 -- versions) are OpenSSL's SSL_CTX, made by modules/tls.cpp.
 local tcp = require "tcp" -- first: luaio.tls adds tlsInfo to its sockets
 local core = require "luaio.tls"
+local tcp_core = require "luaio.tcp"
+local raise = require("luaio.errors").raise
 
 local type, error, pairs, tostring, concat = type, error, pairs, tostring, table.concat
 local format, find, gsub, lower, match = string.format, string.find, string.gsub, string.lower, string.match
@@ -29,25 +31,29 @@ local TLS_OPTIONS = {
     session = "string", sessionTickets = "boolean", ticketKeyRotation = "number",
 }
 
--- Splits options into the TLS ones (checked) and a copy of the others, for tcp.
-local function split(options, fname)
+-- Splits options into the TLS ones (checked) and a copy of the others, for tcp: those must be
+-- names in `tcp_names` (tcp's options of the call; nil: none), so that a misspelled option is
+-- reported first, at the caller's line, not as a missing certificate.
+local function split(options, fname, tcp_names)
     if options == nil then
         return {}, nil
     end
     if type(options) ~= "table" then
-        error(format("%s: expected an options table, got %s", fname, type(options)), 3)
+        raise(fname, "expected an options table, got " .. type(options))
     end
     local t, rest = {}, nil
     for k, v in pairs(options) do
         local want = TLS_OPTIONS[k]
         if want then
             if type(v) ~= want and not find(want, type(v), 1, true) then
-                error(format("%s: option '%s' must be a %s, got %s", fname, k, (gsub(want, "|", " or ")), type(v)), 3)
+                raise(fname, format("option '%s' must be a %s, got %s", k, (gsub(want, "|", " or ")), type(v)))
             end
             t[k] = v
-        elseif k ~= "tls" then
+        elseif tcp_names and tcp_names[k] then
             rest = rest or {}
             rest[k] = v
+        else
+            raise(fname, format("unknown option '%s'", tostring(k)))
         end
     end
     return t, rest
@@ -92,7 +98,7 @@ end
 
 local function check_pair(c, fname, what)
     if type(c) ~= "table" or type(c.cert) ~= "string" or type(c.key) ~= "string" then
-        error(format("%s: %s must be a table {cert = ..., key = ...}", fname, what), 4)
+        raise(fname, what .. " must be a table {cert = ..., key = ...}")
     end
 end
 
@@ -130,7 +136,7 @@ local function sni_selector(t, base_of, fname)
         end
         for host, pair in pairs(sni) do
             if type(host) ~= "string" then
-                error(fname .. ": the keys of option 'sni' must be host names", 4)
+                raise(fname, "the keys of option 'sni' must be host names")
             end
             check_pair(pair, fname, format("sni[%q]", host))
             local ctx, err = context(context_options(t, { cert = pair.cert, key = pair.key, ticketsOf = base_of() }))
@@ -144,7 +150,7 @@ end
 
 local function server_context(t, fname)
     if not t.cert or not t.key then
-        require("luaio.errors").raise(fname, "options cert and key are required")
+        raise(fname, "options cert and key are required")
     end
     if not t.sni then
         return context(context_options(t))
@@ -193,17 +199,17 @@ local function reloadable(t, fname)
     return holder
 end
 
-local function timeout_of(t)
+local function timeout_of(t, fname)
     local ms = t.handshakeTimeout or tls.handshakeTimeout
     if ms < 0 then
-        error("tls: handshakeTimeout must be a non-negative number of milliseconds", 4)
+        raise(fname or "tls", "handshakeTimeout must be a non-negative number of milliseconds")
     end
     return ms
 end
 
 -- Starts a client session on sock and waits for its handshake. Returns nil or the error
 -- (the socket is then closed).
-local function client_session(sock, host, t)
+local function client_session(sock, host, t, fname)
     local ctx, err = client_context(t)
     if not ctx then
         sock:close()
@@ -217,7 +223,7 @@ local function client_session(sock, host, t)
     err = attach(sock, ctx, false, servername, verify_host, t.session)
     if not err then
         local ok
-        ok, err = handshake(sock, timeout_of(t))
+        ok, err = handshake(sock, timeout_of(t, fname))
         if ok then
             return nil
         end
@@ -235,24 +241,25 @@ end
 --- handshakeTimeout, sni, sessionTickets, ticketKeyRotation. Returns the server, or nil and an
 --- error table.
 function tls.createServer(port, onconnect, options)
+    local fname = "tls.createServer"
     if type(onconnect) ~= "function" then
-        error("createServer: expected a function as argument 2, got " .. type(onconnect), 2)
+        raise(fname, "expected a function as argument 2, got " .. type(onconnect))
     end
-    local t, rest = split(options, "createServer")
-    local holder, err = reloadable(t, "createServer")
+    local t, rest = split(options, fname, tcp_core.listenOptions)
+    local ms = timeout_of(t, fname)
+    local holder, err = reloadable(t, fname)
     if not holder then
         return nil, err
     end
-    local ms = timeout_of(t)
     local ctx = holder.ctx
     local srv
-    srv, err = tcp.createServer(port, function(sock, server)
+    srv, err = tcp._createServer(port, function(sock, server)
         attach(sock, ctx(), true)
         if not handshake(sock, ms) then
             return sock:close()
         end
         return onconnect(sock, server)
-    end, rest)
+    end, rest, fname)
     if srv then
         reloaders[srv] = holder.reload
     end
@@ -267,12 +274,14 @@ function tls.connect(port, host, options)
     if type(host) == "table" and options == nil then
         host, options = nil, host
     end
-    local t, rest = split(options, "connect")
+    local fname = "tls.connect"
+    local t, rest = split(options, fname, tcp_core.connectOptions)
+    timeout_of(t, fname)
     local sock, err = tcp.connect(port, host, rest)
     if not sock then
         return nil, err
     end
-    err = client_session(sock, host or (rest and rest.family == 6 and "::1") or "127.0.0.1", t)
+    err = client_session(sock, host or (rest and rest.family == 6 and "::1") or "127.0.0.1", t, fname)
     if err then
         return nil, err
     end
@@ -284,7 +293,7 @@ end
 --- Returns nil, or the error (the socket is then closed).
 function tls.upgrade(sock, options)
     if type(options) ~= "table" then
-        error("upgrade: expected an options table as argument 2, got " .. type(options), 2)
+        raise("tls.upgrade", "expected an options table as argument 2, got " .. type(options))
     end
     local server, host = options.server, options.host
     local copy = {}
@@ -293,21 +302,21 @@ function tls.upgrade(sock, options)
             copy[k] = v
         end
     end
-    local t = split(copy, "upgrade")
+    local t = split(copy, "tls.upgrade")
     if server then
-        local ctx, err = server_context(t, "upgrade")
+        local ctx, err = server_context(t, "tls.upgrade")
         if not ctx then
             return err
         end
         attach(sock, ctx, true)
-        local ok, herr = handshake(sock, timeout_of(t))
+        local ok, herr = handshake(sock, timeout_of(t, "tls.upgrade"))
         if not ok then
             sock:close()
             return herr
         end
         return nil
     end
-    return client_session(sock, host, t)
+    return client_session(sock, host, t, "tls.upgrade")
 end
 
 -- For http: the reloadable server context of http.createServer's tls options (nil, err when

@@ -267,16 +267,23 @@ void on_connect_timeout(uv_timer_t* t) {
     wake_connect_error(c, UV_ETIMEDOUT);
 }
 
+// The option names of core.connect and core.listen (also core.connectOptions/listenOptions, for
+// modules that take tcp's options among their own, as lib/tls.lua does).
+const char* const kConnectOptions[] = {"family",           "timeout",     "connect_timeout", "read_timeout",
+                                       "write_timeout",    "tcp_nodelay", "tcp_keepalive",   "tcp_keepidle",
+                                       "read_buffer_size", nullptr};
+const char* const kListenOptions[] = {
+    "family",           "host",           "timeout",      "read_timeout", "write_timeout",
+    "tcp_nodelay",      "tcp_keepalive",  "tcp_keepidle", "tcp_backlog",  "tcp_reuseport",
+    "read_buffer_size", "maxconnections", "fd",           "spawn",        nullptr};
+
 // sock, err = core.connect(port, ip, options[, fname])
 int l_connect(lua_State* L) {
-    static const char* const known[] = {"family",           "timeout",     "connect_timeout", "read_timeout",
-                                        "write_timeout",    "tcp_nodelay", "tcp_keepalive",   "tcp_keepidle",
-                                        "read_buffer_size", nullptr};
     // The public name for messages: lib/tcp.lua's caller's (argument 4), else tcp.connect.
     const char* fname = lua_type(L, 4) == LUA_TSTRING ? lua_tostring(L, 4) : "tcp.connect";
     int port = static_cast<int>(check_port(L, 1, fname));
     const char* ip = luaio::check_string(L, 2, fname);
-    check_option_names(L, 3, known, fname);
+    check_option_names(L, 3, kConnectOptions, fname);
     // `family` chooses the default host and the addresses of a host name (lib/tcp.lua); here
     // the address itself says its family.
     check_family(L, 3, ip, fname);
@@ -446,16 +453,12 @@ Server* check_server(lua_State* L, const char* fname) {
 
 // server, err = core.listen(port, onconnect, options[, fname])
 int l_listen(lua_State* L) {
-    static const char* const known[] = {
-        "family",           "host",           "timeout",      "read_timeout", "write_timeout",
-        "tcp_nodelay",      "tcp_keepalive",  "tcp_keepidle", "tcp_backlog",  "tcp_reuseport",
-        "read_buffer_size", "maxconnections", "fd",           "spawn",        nullptr};
     // The public name for messages: lib/tcp.lua's caller's (argument 4), else tcp.createServer.
     const char* fname = lua_type(L, 4) == LUA_TSTRING ? lua_tostring(L, 4) : "tcp.createServer";
     int port = static_cast<int>(check_port(L, 1, fname));
     if (!lua_isfunction(L, 2))
         luaio::raise(L, fname, "expected a function as argument 2 (onconnect), got %s", luaL_typename(L, 2));
-    check_option_names(L, 3, known, fname);
+    check_option_names(L, 3, kListenOptions, fname);
     const char* host = luaio::opt_string_field(L, 3, "host", fname);
     int family = check_family(L, 3, host, fname);
     if (!host) host = family == 4 ? "0.0.0.0" : "::";
@@ -550,6 +553,15 @@ int l_is_ip(lua_State* L) {
     return 1;
 }
 
+// {name = true, ...} of a nullptr-ended list of names.
+void push_name_set(lua_State* L, const char* const* names) {
+    lua_newtable(L);
+    for (; *names; names++) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, *names);
+    }
+}
+
 } // namespace
 
 extern "C" int luaopen_luaio_tcp(lua_State* L) {
@@ -571,5 +583,9 @@ extern "C" int luaopen_luaio_tcp(lua_State* L) {
 
     const luaL_Reg funcs[] = {{"listen", l_listen}, {"connect", l_connect}, {"isIP", l_is_ip}, {nullptr, nullptr}};
     luaL_newlib(L, funcs);
+    push_name_set(L, kConnectOptions);
+    lua_setfield(L, -2, "connectOptions");
+    push_name_set(L, kListenOptions);
+    lua_setfield(L, -2, "listenOptions");
     return 1;
 }

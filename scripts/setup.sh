@@ -33,6 +33,8 @@ packages=(
     mariadb-server mariadb-client
     # Further WebSocket peers for the websocket spec: Python's websockets and headless Chromium.
     python3-websockets chromium chromium-driver
+    # Another TLS stack as a client of luaio's TLS servers (spec/tls_peers_spec.lua).
+    gnutls-bin
 )
 if [ "$bench" = 1 ]; then
     packages+=(nginx libnginx-mod-http-lua lua-luv wrk hyperfine time valgrind luajit2 sslscan)

@@ -1,11 +1,14 @@
 #!/bin/sh
 # https hello world, keep-alive: luaio (streaming API and seed API) against nginx with ssl (one
-# worker) and Node.js https, the same ECDSA P-256 certificate, TLS 1.3. Each server runs pinned
-# to core 0, the client on core 1; rounds are interleaved and the medians reported as ratios to
-# nginx. Then handshakes per second (full: wrk, a new connection per request; resumed: openssl
+# worker), Node.js https and Bun (Bun.serve with tls), the same ECDSA P-256 certificate, TLS 1.3.
+# Each server runs pinned to core 0, the client on core 1; rounds are interleaved (the order of
+# the peers rotates each round) and the medians reported as ratios to nginx. Then handshakes per second (full: wrk, a new connection per request; resumed: openssl
 # s_time -reuse) and the RSS per idle TLS connection (idle_rss.sh).
 #   bench/tls/run.sh [rounds=3] [seconds=10] [connections=64] [idle_connections=5000]
-# Needs: wrk nginx nodejs (scripts/setup.sh --bench).
+# Also a connection per request on plain TCP (nginx and luaio without TLS), which separates the
+# cost of a connection (accept, stream, http connection) from that of the TLS handshake.
+# Needs: wrk nginx nodejs npm (scripts/setup.sh --bench); Bun comes from npm (the `bun` package)
+# into bench/.npm, as in bench/fs.
 set -eu
 ROUNDS=${1:-3}; SECS=${2:-10}; CONNS=${3:-64}; IDLE=${4:-5000}
 DIR=$(cd "$(dirname "$0")" && pwd); ROOT=$(cd "$DIR/../.." && pwd)
@@ -13,8 +16,10 @@ LUAIO=${LUAIO:-$ROOT/build/luaio}
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 ulimit -n 65536 2>/dev/null || true
 sh "$DIR/certs.sh" "$TMP"
+BUN=$ROOT/bench/.npm/node_modules/.bin/bun
+[ -x "$BUN" ] || npm install --silent --no-audit --no-fund --prefix "$ROOT/bench/.npm" bun >/dev/null 2>&1 || true
 mkdir -p "$TMP/logs"
-sed -e s/PORT/29431/ -e "s|CERT|$TMP/cert.pem|" -e "s|KEY|$TMP/key.pem|" "$DIR/nginx_ssl.conf" > "$TMP/nginx.conf"
+sed -e s/PORT/29431/ -e "s/PLAIN/29436/" -e "s|CERT|$TMP/cert.pem|" -e "s|KEY|$TMP/key.pem|" "$DIR/nginx_ssl.conf" > "$TMP/nginx.conf"
 
 start() { # name -> sets PID and PORT
     case $1 in
@@ -22,6 +27,7 @@ start() { # name -> sets PID and PORT
     stream) PORT=29432; taskset -c 0 "$LUAIO" "$DIR/hello_stream.lua" $PORT "$TMP/cert.pem" "$TMP/key.pem" & PID=$! ;;
     seed) PORT=29433; taskset -c 0 "$LUAIO" "$DIR/hello_seed.lua" $PORT "$TMP/cert.pem" "$TMP/key.pem" & PID=$! ;;
     node) PORT=29434; taskset -c 0 node "$DIR/node_hello.js" $PORT "$TMP/cert.pem" "$TMP/key.pem" & PID=$! ;;
+    bun) PORT=29435; taskset -c 0 "$BUN" "$DIR/bun_hello.js" $PORT "$TMP/cert.pem" "$TMP/key.pem" & PID=$! ;;
     esac
     i=0; until curl -sk -o /dev/null "https://127.0.0.1:$PORT/"; do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done
 }
@@ -31,8 +37,27 @@ HZ=$(getconf CLK_TCK)
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 PEERS="nginx stream seed node"
+[ -x "$BUN" ] && PEERS="$PEERS bun"
+# A connection per request on plain TCP: CPU per connection, nginx (its plain listener) and luaio.
+plain() { # name -> "conn/s us/conn"
+    case $1 in
+    nginx) taskset -c 0 nginx -p "$TMP" -c "$TMP/nginx.conf" 2>/dev/null & PID=$!; PORT=29436 ;;
+    stream) taskset -c 0 "$LUAIO" "$DIR/hello_stream.lua" 29437 & PID=$!; PORT=29437 ;;
+    esac
+    i=0; until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done
+    t0=$(cpu $PID)
+    taskset -c 1 wrk -t1 -c16 -d"${SECS}s" -H "Connection: close" "http://127.0.0.1:$PORT/" > "$TMP/wrk"
+    t1=$(cpu $PID)
+    stop
+    awk -v a=$t0 -v b=$t1 -v hz=$HZ '/requests in/ {n=$1} /Requests\/sec/ {r=$2} END {printf "%s %.1f", r, (b-a)/hz*1e6/n}' "$TMP/wrk"
+}
 for r in $(seq "$ROUNDS"); do
-    for p in $PEERS; do
+    for p in nginx stream; do
+        echo "$p $(plain $p)" >> "$TMP/plain"
+    done
+    # The order rotates: a peer is not always the one run after the same other.
+    ORDER=$(echo $PEERS | awk -v r=$r '{for (i = 0; i < NF; i++) printf "%s ", $((i + r - 1) % NF + 1)}')
+    for p in $ORDER; do
         start $p
         taskset -c 1 wrk -t1 -c"$CONNS" -d2s "https://127.0.0.1:$PORT/" >/dev/null # warm-up
         t0=$(cpu $PID)
@@ -72,5 +97,12 @@ for p in $PEERS; do
     awk -v p=$p -v r=$rps -v u=$us -v h=$hs -v s=$rs -v hu=$hus -v br=$B_RPS -v bu=$B_US -v bh=$B_HS -v bs=$B_RS \
         -v bhu=$B_HUS 'BEGIN {printf "%-8s %10.0f %9.2f %10.0f %9.1f %10.0f   %.2fx %.2fx %.2fx %.2fx %.2fx\n",
         p, r, u, h, hu, s, r/br, u/bu, h/bh, hu/bhu, s/bs}'
+done
+printf "\nconnection per request, plain TCP (no TLS): conn/s, us CPU per connection\n"
+for p in nginx stream; do
+    c=$(awk -v p=$p '$1==p {print $2}' "$TMP/plain" | median)
+    u=$(awk -v p=$p '$1==p {print $3}' "$TMP/plain" | median)
+    [ $p = nginx ] && { B_C=$c; B_U=$u; }
+    awk -v p=$p -v c=$c -v u=$u -v bc=$B_C -v bu=$B_U 'BEGIN {printf "%-8s %10.0f %9.1f   %.2fx %.2fx\n", p, c, u, c/bc, u/bu}'
 done
 [ "$IDLE" -gt 0 ] && sh "$DIR/idle_rss.sh" "$IDLE"

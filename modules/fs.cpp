@@ -1143,6 +1143,12 @@ int l_watch_close(lua_State* L) {
     return 0;
 }
 
+// w:unref(): the watch no longer keeps the process alive (a cache's watch, as http.static's).
+int l_watch_unref(lua_State* L) {
+    if (Watch* w = Watch::check_or_closed(L, 1, "unref")) uv_unref(reinterpret_cast<uv_handle_t*>(&w->handle));
+    return 0;
+}
+
 } // namespace
 
 extern "C" int luaopen_luaio_fs(lua_State* L) {
@@ -1158,8 +1164,11 @@ extern "C" int luaopen_luaio_fs(lua_State* L) {
         {"read", l_dir_read}, {"close", l_dir_close}, {"__gc", Dir::l_gc}, {nullptr, nullptr}};
     luaio::new_class(L, Dir::kClass, dir_methods);
     lua_pop(L, 1);
-    const luaL_Reg watch_methods[] = {
-        {"next", l_watch_next}, {"close", l_watch_close}, {"__gc", Watch::l_gc}, {nullptr, nullptr}};
+    const luaL_Reg watch_methods[] = {{"next", l_watch_next},
+                                      {"close", l_watch_close},
+                                      {"unref", l_watch_unref},
+                                      {"__gc", Watch::l_gc},
+                                      {nullptr, nullptr}};
     luaio::new_class(L, Watch::kClass, watch_methods);
     lua_pop(L, 1);
     const luaL_Reg funcs[] = {{"readFile", l_read_file},  {"write_file", l_write_file},

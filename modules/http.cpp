@@ -161,18 +161,30 @@ struct ConnList {
 // A server whose handler is http.static answers requests for the small files it served a moment
 // ago here, without Lua (see serve_cached): per request path (raw, without the query), the
 // header fields static sent and the body, until the time static's own open-file cache would look
-// the file up again. lib/http/static.lua decides what may be kept (a whole 200 response to a
-// path that passed its checks, no precompressed variant) and hands it over with conn:sendfile.
+// the file up again, or until static forgets the file (it changed: lib/http/static.lua watches
+// the directories of the files it keeps). static decides what may be kept (a whole 200 response
+// to a path that passed its checks, no precompressed variant) and hands it over with
+// conn:sendfile. The cache is static's (core.filecache(max), one per handler), shared by the
+// servers whose handler it is (core.site's files): each anchors it.
 struct CachedFile {
     std::string bytes;    // static's header field lines, then the body
+    std::string file;     // the file's path (as static names it), for forget
     size_t fields = 0;    // the field lines' length
     uint64_t expires = 0; // uv_hrtime() after which static looks the file up again
 };
 
+constexpr const char* kFileCacheClass = "luaio.http.filecache";
+
 struct FileCache {
     size_t max = 0; // entries (static's fileCache.max)
     std::unordered_map<std::string, CachedFile> files;
-    std::string key; // the lookup key, reused (no allocation per request)
+    std::string key;   // the lookup key, reused (no allocation per request)
+    bool gone = false; // collected (or __gc called by hand): keeps nothing more
+    // Lets go of every entry and its memory (the userdata's memory goes without a destructor).
+    void release() {
+        std::unordered_map<std::string, CachedFile>().swap(files);
+        std::string().swap(key);
+    }
 };
 
 // A server's state, shared by its connections: freed once the server is closed and its last
@@ -194,9 +206,10 @@ struct Site : luaio::Handle<Site> {
     int serve_ref = LUA_NOREF; // serve(conn, req): the task of a request (lib/http/server.lua)
     bool seed = false;         // requests come with their whole body (http.serve)
     luaio::log::AccessFormat access = luaio::log::AccessFormat::Off;
-    std::unique_ptr<FileCache> files; // the handler is http.static (see CachedFile)
-    bool closing = false;             // server:close(): connections end after their current request
-    bool draining = false;            // a graceful stop began: responses say Connection: close
+    FileCache* files = nullptr; // the handler is http.static (see CachedFile); anchored by files_ref
+    int files_ref = LUA_NOREF;
+    bool closing = false;  // server:close(): connections end after their current request
+    bool draining = false; // a graceful stop began: responses say Connection: close
     bool freeing = false;
 };
 
@@ -1387,9 +1400,11 @@ ssize_t pread_all(int fd, char* p, size_t n, int64_t off) {
 }
 
 // Keeps the response just built in out() (static's fields from the end of the status line to
-// fields_end, and its body, the last n bytes) as the answer to `path` until `expires`. When the
-// cache is full, the entries past their time go, else one.
-void keep_cached(FileCache* fc, const char* path, size_t plen, size_t fields_end, uint64_t n, uint64_t expires) {
+// fields_end, and its body, the last n bytes) of `file` as the answer to `path` until
+// `expires`. When the cache is full, the entries past their time go, else one.
+void keep_cached(FileCache* fc, const char* path, size_t plen, const char* file, size_t flen, size_t fields_end,
+                 uint64_t n, uint64_t expires) {
+    if (fc->gone) return;
     OutBuf& b = out();
     size_t start = status_line(200).size();
     if (fc->files.size() >= fc->max) {
@@ -1401,17 +1416,18 @@ void keep_cached(FileCache* fc, const char* path, size_t plen, size_t fields_end
     CachedFile& f = fc->files[std::string(path, plen)];
     f.bytes.assign(b.data() + start, fields_end - start);
     f.bytes.append(b.data() + b.size() - n, n);
+    f.file.assign(file, flen);
     f.fields = fields_end - start;
     f.expires = expires;
 }
 
-// err = conn:sendfile(status, headers, last, fd, offset, length[, path, expires]): a whole response whose body is
+// err = conn:sendfile(status, headers, last, fd, offset, length[, path, expires, file]): a whole response whose body is
 // bytes [offset, offset + length) of the open file fd (http.static), with a Content-Length. A
 // small body is read into the head's buffer; a bigger one goes with Stream::write_file (sendfile
 // on a plain socket, never read into Lua). The caller keeps fd open until this returns. A file
 // shorter than the range (it changed since its stat) fails the response and its connection: a
 // small one before anything is sent (a canned 500), a bigger one part way (the client sees the
-// connection close early). With path and expires (uv_hrtime ns), static says that this 200
+// connection close early). With path, expires (uv_hrtime ns) and file, static says that this 200
 // response (the whole file, with nothing but its own fields) answers GET and HEAD of the raw
 // request path until then: a server whose handler static is keeps it (see CachedFile).
 int l_sendfile(lua_State* L) {
@@ -1436,11 +1452,14 @@ int l_sendfile(lua_State* L) {
             return luaio::return_uv_error(L, got < 0 ? static_cast<int>(got) : UV_EOF, 0);
         }
         b.added(n);
-        FileCache* fc = c->site ? c->site->files.get() : nullptr;
-        size_t plen;
+        FileCache* fc = c->site ? c->site->files : nullptr;
+        size_t plen, flen;
         const char* path = lua_type(L, 8) == LUA_TSTRING ? lua_tolstring(L, 8, &plen) : nullptr;
-        if (fc && path && status == 200 && !c->no_body)
-            keep_cached(fc, path, plen, fields_end, n, static_cast<uint64_t>(luaio::check_number(L, 9, "sendfile")));
+        if (fc && path && status == 200 && !c->no_body) {
+            auto expires = static_cast<uint64_t>(luaio::check_number(L, 9, "sendfile"));
+            const char* file = luaio::check_string(L, 10, "sendfile", &flen);
+            keep_cached(fc, path, plen, file, flen, fields_end, n, expires);
+        }
     }
     c->head_sent = true;
     access_bytes(c, n);
@@ -1464,7 +1483,7 @@ int serve_cached(lua_State* L, Conn* c) {
     if (!s || !s->write_idle() || s->write_error()) return 0;
     const char* u = h.url.p ? h.url.p : "";
     const char* q = static_cast<const char*>(std::memchr(u, '?', h.url.len));
-    FileCache* fc = c->site->files.get();
+    FileCache* fc = c->site->files;
     fc->key.assign(u, q ? static_cast<size_t>(q - u) : h.url.len);
     auto it = fc->files.find(fc->key);
     if (it == fc->files.end()) return 0;
@@ -1889,8 +1908,12 @@ void site_maybe_free(Site* site) {
     if (!site->closing || site->conns > 0 || site->freeing) return;
     site->freeing = true;
     site->detach_proxy();
-    if (lua_State* L = luaio::main_state()) luaL_unref(L, LUA_REGISTRYINDEX, site->serve_ref);
-    site->serve_ref = LUA_NOREF;
+    if (lua_State* L = luaio::main_state()) {
+        luaL_unref(L, LUA_REGISTRYINDEX, site->serve_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, site->files_ref);
+    }
+    site->serve_ref = site->files_ref = LUA_NOREF;
+    site->files = nullptr;
     uv_close(reinterpret_cast<uv_handle_t*>(&site->timer), [](uv_handle_t* h) { delete static_cast<Site*>(h->data); });
 }
 
@@ -2049,7 +2072,7 @@ Site* check_site(lua_State* L, const char* fname) {
 
 // site = core.site(limits, serve, seed[, access[, files]]): access is the access log's format,
 // "combined" or "json" (a line per response, made here: modules/log.h), or nil; files, when the
-// handler is http.static, how many of its small files the server may answer itself (CachedFile).
+// handler is http.static, its core.filecache: the server answers what it keeps (CachedFile).
 int l_site(lua_State* L) {
     auto* lim = static_cast<Limits*>(luaL_checkudata(L, 1, kLimitsClass));
     luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -2059,10 +2082,10 @@ int l_site(lua_State* L) {
     site->lim = *lim;
     site->seed = lua_toboolean(L, 3) != 0;
     site->access = access;
-    lua_Integer files = luaL_optinteger(L, 5, 0);
-    if (files > 0 && !site->seed) {
-        site->files.reset(new FileCache);
-        site->files->max = static_cast<size_t>(files);
+    if (auto* fc = static_cast<FileCache*>(luaio::test_object(L, 5, kFileCacheClass)); fc && !site->seed) {
+        site->files = fc;
+        lua_pushvalue(L, 5);
+        site->files_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     uv_timer_init(luaio::loop(), &site->timer);
     site->timer.data = site;
@@ -2101,6 +2124,41 @@ int l_site_drain(lua_State* L) {
 
 int l_site_close(lua_State* L) {
     if (Site* site = Site::check_or_closed(L, 1, "close")) site_close(site);
+    return 0;
+}
+
+// fc = core.filecache(max): http.static's cache of whole small responses (see CachedFile).
+int l_filecache(lua_State* L) {
+    lua_Integer max = luaio::check_integer(L, 1, "filecache");
+    if (max < 1) luaio::raise(L, "filecache", "expected a number of entries >= 1");
+    auto* fc = new (lua_newuserdata(L, sizeof(FileCache))) FileCache;
+    fc->max = static_cast<size_t>(max);
+    luaL_getmetatable(L, kFileCacheClass);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+FileCache* check_filecache(lua_State* L, const char* fname) {
+    auto* fc = static_cast<FileCache*>(luaio::test_object(L, 1, kFileCacheClass));
+    if (!fc) luaio::raise(L, fname, "expected %s as self, got %s", kFileCacheClass, luaL_typename(L, 1));
+    return fc;
+}
+
+// fc:forget(file): the kept responses of that file go (static saw it change).
+int l_filecache_forget(lua_State* L) {
+    FileCache* fc = check_filecache(L, "forget");
+    size_t len;
+    const char* file = luaio::check_string(L, 2, "forget", &len);
+    for (auto it = fc->files.begin(); it != fc->files.end();)
+        it = it->second.file.size() == len && std::memcmp(it->second.file.data(), file, len) == 0 ? fc->files.erase(it)
+                                                                                                  : std::next(it);
+    return 0;
+}
+
+int l_filecache_gc(lua_State* L) {
+    FileCache* fc = check_filecache(L, "__gc");
+    fc->gone = true;
+    fc->release();
     return 0;
 }
 
@@ -2221,12 +2279,16 @@ extern "C" int luaopen_luaio_http(lua_State* L) {
     lua_pop(L, 1);
     luaL_newmetatable(L, kLimitsClass);
     lua_pop(L, 1);
+    const luaL_Reg filecache_methods[] = {{"forget", l_filecache_forget}, {"__gc", l_filecache_gc}, {nullptr, nullptr}};
+    luaio::new_class(L, kFileCacheClass, filecache_methods);
+    lua_pop(L, 1);
     const luaL_Reg funcs[] = {{"limits", l_limits},
                               {"site", l_site},
                               {"accept", l_accept},
                               {"client", l_client},
                               {"requesthead", l_request_head},
                               {"headers", l_headers},
+                              {"filecache", l_filecache},
                               {"decode", l_decode},
                               {"query", l_query},
                               {"date", l_date},

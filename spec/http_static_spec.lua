@@ -74,6 +74,9 @@ end
 
 describe("http.static", function()
     before_each(function()
+        -- The handler watches the directories of the files it caches: libuv opens its one inotify
+        -- descriptor at the first watch and keeps it, so it is opened before anything is counted.
+        assert(fs.watch(fs.tmpdir())):close()
         fds_before = core.fds()
         local tmp = assert(fs.mkdtemp(fs.tmpdir() .. "/luaio-static-"))
         root, outside = tmp .. "/root", tmp .. "/outside"
@@ -214,7 +217,7 @@ describe("http.static", function()
     end)
 
     it("keeps files it served open for fileCache.valid ms, then looks them up again", function()
-        start({ fileCache = { valid = 1500 } })
+        start({ fileCache = { valid = 1500, watch = false } })
         assert.are.equal("hello world", get("/hello.txt").body)
         -- Within the validity the open descriptor serves the request: no lookup sees the unlink.
         assert(fs.unlink(root .. "/hello.txt"))
@@ -222,7 +225,7 @@ describe("http.static", function()
         assert.are.equal(200, r.status)
         assert.are.equal("hello world", r.body)
         server:close()
-        start({ fileCache = { valid = 20 } })
+        start({ fileCache = { valid = 20, watch = false } })
         assert.are.equal(200, get("/dir/sub/a.css").status)
         assert(fs.writeFile(root .. "/dir/sub/a.css", "p{}"))
         require("timer").sleep(40)
@@ -231,6 +234,61 @@ describe("http.static", function()
         assert(fs.unlink(root .. "/dir/sub/a.css"))
         require("timer").sleep(40)
         assert.are.equal(404, get("/dir/sub/a.css").status)
+    end)
+
+    it("sees a file change, go, be replaced or get a variant at once (inotify), within fileCache.valid", function()
+        start({ fileCache = { valid = 60000 } })
+        -- Waits (bounded) for a request to see what the change made.
+        local function soon(path, want, headers)
+            local r
+            for _ = 1, 200 do
+                r = exchange({ request("GET", path, headers), request("GET", path, headers) })
+                if r[1].body == want and r[2].body == want then return r[2] end
+                timer.sleep(10)
+            end
+            error(("%s: got %q, %q, wanted %q"):format(path, r[1].body, r[2].body, want))
+        end
+        soon("/hello.txt", "hello world")
+        soon("/dir/sub/a.css", "body{}")
+        soon("/dir/", "dir index")
+        assert(fs.writeFile(root .. "/hello.txt", "changed in place"))
+        soon("/hello.txt", "changed in place")
+        assert(fs.writeFile(root .. "/dir/sub/a.css", "p{}", { atomic = true })) -- a rename over it
+        soon("/dir/sub/a.css", "p{}")
+        assert(fs.writeFile(root .. "/dir/index.html", "new index"))
+        soon("/dir/", "new index")
+        assert(fs.writeFile(root .. "/hello.txt.gz", "GZ"))
+        local gz = soon("/hello.txt", "GZ", "Accept-Encoding: gzip\r\n")
+        assert.truthy(gz.head:find("Content-Encoding: gzip", 1, true))
+        assert(fs.unlink(root .. "/dir/sub/a.css"))
+        local r
+        for _ = 1, 200 do
+            r = exchange({ request("GET", "/dir/sub/a.css") })[1]
+            if r.status == 404 then break end
+            timer.sleep(10)
+        end
+        assert.are.equal(404, r.status)
+        -- Entries stay for fileCache.valid (a minute here) unless their files change: removing
+        -- them all closes every descriptor and watch at once (the leak check counts them).
+        server:close()
+        assert(fs.rm(root, { recursive = true }))
+        assert(fs.mkdir(root))
+    end)
+
+    it("lets the process end once its server closed, whatever its cache holds", function()
+        local script = helper.script(([[
+            local http = require "http"
+            local srv = assert(http.createServer({ port = 0 }, http.static(%q, { fileCache = { valid = 60000 } })))
+            assert(http.get("http://127.0.0.1:" .. srv.port .. "/dir/sub/a.css"))
+            srv:close()
+            http.closeIdle()
+            print("served")
+        ]]):format(root))
+        local t0 = require("system").hrtime()
+        local out = assert(process.run({ helper.luaio, script }, { timeout = 20000 }))
+        os.remove(script)
+        assert.are.equal("served\n", out.stdout)
+        assert.is_true((require("system").hrtime() - t0) / 1e6 < 10000)
     end)
 
     it("holds at most fileCache.max open files, and none with fileCache = false", function()

@@ -284,7 +284,7 @@ function Response:finish(data)
         local fd = self._fd
         if fd then -- a file body (Response:_file)
             return self[1]:sendfile(self.status or 200, self, self._n, fd, self._off, self._len, self._path,
-                self._expires)
+                self._expires, self._source)
         end
         return self[1]:respond(self.status or 200, self, data, self._n)
     end
@@ -294,14 +294,15 @@ Response.send = Response.finish
 
 -- A file body, for http.static (not public API): bytes [offset, offset + length) of the open
 -- descriptor fd are the body that finish() sends (with sendfile on a plain socket, never read
--- into Lua), with a Content-Length. fd must stay open until finish returns. With path and
--- expires (hrtime ns), the response is the whole file with only static's own fields: the server
--- may answer GET and HEAD of that raw request path with it until then (modules/http.cpp).
-function Response:_file(fd, offset, length, path, expires)
+-- into Lua), with a Content-Length. fd must stay open until finish returns. With path, expires
+-- (hrtime ns) and source (the file's name in static's cache), the response is the whole file
+-- with only static's own fields: the server may answer GET and HEAD of that raw request path
+-- with it until then, or until static forgets the file (modules/http.cpp, CachedFile).
+function Response:_file(fd, offset, length, path, expires, source)
     check_open(self, "file")
     self._fd, self._off, self._len = fd, offset, length
     if path then
-        self._path, self._expires = path, expires
+        self._path, self._expires, self._source = path, expires, source
     end
 end
 Response["end"] = Response.finish
@@ -570,7 +571,7 @@ function server.listen(options, handler, seed, fname)
             ", got " .. (type(access) == "string" and format("%q", access) or type(access)))
     end
     -- A server whose handler is http.static answers requests for small files it served a moment
-    -- ago in C++ (modules/http.cpp, CachedFile): how many files it may keep.
+    -- ago in C++ (modules/http.cpp, CachedFile), from the handler's cache of them.
     local files = not seed and require("http.static").cached_files(handler) or nil
     local site = core.site(limits, make_serve(handler, seed), seed, access, files)
     local accept = core.accept

@@ -17,6 +17,8 @@ local core_fs = require "luaio.fs"
 local lookup, discard = core_fs.lookup, core_fs.discard
 local hrtime = require("system").hrtime
 local timer = require "timer"
+local task = require "task"
+local filecache = require("luaio.http").filecache
 
 local type, error, tonumber, tostring, pairs, ipairs = type, error, tonumber, tostring, pairs, ipairs
 local floor = math.floor
@@ -41,7 +43,7 @@ local SMALL_FILE = 16 * 1024
 -- The precompressed variants looked for: coding, suffix.
 local VARIANTS = { { "br", ".br" }, { "gzip", ".gz" } }
 
--- Handlers made by static.new, with the size of their open-file cache (see static.cached_files).
+-- Handlers made by static.new, with their cache of whole small responses (static.cached_files).
 local handlers = setmetatable({}, { __mode = "k" })
 
 -- ---------------------------------------------------------------- MIME types
@@ -306,7 +308,7 @@ local function send_file(req, res, e, o, encoding, vary, own, plain)
     -- The descriptor stays open while it is sent: an entry dropped meanwhile is closed after.
     e.users = e.users + 1
     if plain and not ranged and size <= SMALL_FILE then
-        res:_file(e.fd, 0, length, req.path, e.expires)
+        res:_file(e.fd, 0, length, req.path, e.expires, e.path)
     else
         res:_file(e.fd, first, length)
     end
@@ -343,11 +345,14 @@ local function check_options(root, options)
     if c == false then c = { max = 0 } end
     if type(c) ~= "table" then error("http.static: option 'fileCache' must be a table {max, valid} or false", 3) end
     for k, v in pairs(c) do
-        if (k ~= "max" and k ~= "valid") or type(v) ~= "number" or v < 0 then
+        if k == "watch" then
+            if type(v) ~= "boolean" then error("http.static: fileCache.watch must be a boolean", 3) end
+        elseif (k ~= "max" and k ~= "valid") or type(v) ~= "number" or v < 0 then
             error("http.static: fileCache." .. tostring(k) .. " must be max or valid, a number >= 0", 3)
         end
     end
     o.cache_max, o.cache_valid = floor(c.max or CACHE_MAX), (c.valid or CACHE_VALID) * 1e6
+    o.cache_watch = c.watch ~= false
     return o
 end
 
@@ -387,17 +392,71 @@ function static.new(root, options)
     -- file no longer asked for (or a handler no longer used) does not keep its descriptor.
     local cache, count = {}, 0
     local cache_max, cache_valid = o.cache_max, o.cache_valid
+    -- The whole small responses a server whose handler this is answers without Lua.
+    local kept = cache_max > 0 and filecache(cache_max) or nil
     local sweeper
     local function drop(e)
         e.dropped = true
         if e.file and e.users == 0 then discard(e.file) end
     end
-    local function remove(path)
+    -- The directories of cached entries are watched (inotify, through fs.watch): a file that
+    -- changes, is replaced or goes is forgotten at once, instead of within fileCache.valid ms.
+    -- dir -> {watch, n = entries in it}; a directory's watch closes with its last entry.
+    local watched = {}
+    local remove
+    local function changed(dir, name)
+        local d = watched[dir]
+        if d then d.gen = d.gen + 1 end
+        if not name or name == "" then -- the watch could not say which file: all of them
+            for path, e in pairs(cache) do
+                if e.dir == dir then remove(path, true) end
+            end
+            return
+        end
+        local path = dir .. "/" .. name
+        remove(path, true)
+        -- A variant that appears or goes changes what its file's responses may be.
+        local base = match(path, "^(.*)%.gz$") or match(path, "^(.*)%.br$")
+        if base then remove(base, true) end
+    end
+    local function watch(dir)
+        if not o.cache_watch then return end
+        local d = watched[dir]
+        if d then
+            d.n = d.n + 1
+            return
+        end
+        local w = fs.watch(dir)
+        if not w then return end -- (no watch: fileCache.valid still applies)
+        w:unref() -- a cache does not keep the process alive (its sweeper neither)
+        watched[dir] = { w = w, n = 1, gen = 0 }
+        task.spawn(function()
+            while true do
+                local ev = w:next()
+                if not ev then return end -- closed
+                changed(dir, ev.filename)
+            end
+        end)
+    end
+    local function unwatch(dir)
+        local d = watched[dir]
+        if not d then return end
+        d.n = d.n - 1
+        if d.n == 0 then
+            watched[dir] = nil
+            d.w:close()
+        end
+    end
+    -- Removes the entry of a path; `forget`: the file changed, so the server's kept response of
+    -- it goes too (else it ends at the same time as the entry).
+    function remove(path, forget)
         local e = cache[path]
         if e then
             cache[path], count = nil, count - 1
             drop(e)
+            unwatch(e.dir)
         end
+        if forget and kept then kept:forget(path) end
     end
     local function remove_expired(now)
         for path, e in pairs(cache) do
@@ -420,16 +479,26 @@ function static.new(root, options)
         local now = hrtime()
         local e = cache[path]
         if e and e.expires > now then return e end
+        local dir = match(path, "^(.*)/")
+        local d = watched[dir]
+        local gen = d and d.gen
         local real, st, file = lookup(path)
-        remove(path) -- the stale entry, or one that another request made meanwhile
-        if not real then return nil end
+        if not real then
+            remove(path) -- the stale entry, or one that another request made meanwhile
+            return nil
+        end
         e = { real = real, st = st, file = file, fd = file and file:fd(), inside = inside(real), users = 0,
             expires = hrtime() + cache_valid, etag = etag_of(st), modified = http_date(st.mtime), dropped = false,
-            ctype = st.type == "file" and content_type(path) or false }
+            ctype = st.type == "file" and content_type(path) or false, path = path, dir = dir }
         if cache_max == 0 then
+            remove(path)
             e.dropped = true -- no cache: closed once sent, or at the end of the request
             opened[#opened + 1] = e
         else
+            watch(dir) -- before the stale entry goes, so that the directory's watch stays open
+            remove(path)
+            -- A change seen while the lookup ran may be newer than what it found: used once.
+            if d and d.gen ~= gen then e.expires = 0 end
             if count >= cache_max then make_room(now) end
             cache[path], count = e, count + 1
             if not sweeper then
@@ -538,7 +607,7 @@ function static.new(root, options)
         return send_file(req, res, e, o, encoding, vary, own, plain)
     end
     if cache_max > 0 then
-        handlers[serve] = cache_max
+        handlers[serve] = kept
         return serve
     end
     return function(req, res, params)
@@ -552,8 +621,8 @@ function static.new(root, options)
     end
 end
 
---- The size of the open-file cache of a handler made by static.new, or nil for any other
---- function: a server whose handler it is may keep that many small files (lib/http/server.lua).
+--- The cache of whole small responses (core.filecache) of a handler made by static.new, or nil
+--- for any other function: a server whose handler it is answers from it (lib/http/server.lua).
 function static.cached_files(handler)
     return handlers[handler]
 end

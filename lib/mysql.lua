@@ -132,9 +132,10 @@ function mysql.connect(options)
 end
 
 -- A query that timed out goes on on the server: it is killed from a second connection. C++ calls
--- this in a task of its own (the timed-out connection itself is closed).
-core.setKiller(function(host, port, user, password, thread_id)
-    local k = core.connect(host, port, user, password, nil, nil, 2000, 2000)
+-- this in a task of its own (the timed-out connection itself is closed), with the connection's
+-- own TLS options (a user created with REQUIRE SSL can connect only so).
+core.setKiller(function(host, port, user, password, thread_id, tls)
+    local k = core.connect(host, port, user, password, nil, nil, 2000, 2000, tls)
     if k then
         k:_query("KILL QUERY " .. ("%d"):format(thread_id))
         k:close()

@@ -1,7 +1,7 @@
 // luaio.mysql: MySQL/MariaDB connections on MariaDB Connector/C's non-blocking API. The public
 // module is lib/mysql.lua; this is its C++ core (docs/mysql.md).
 //
-//   core.setKiller(fn)      -- fn(host, port, user, password, thread_id) kills a timed-out query
+//   core.setKiller(fn)      -- fn(host, port, user, password, thread_id, tls) kills a timed-out query
 //   local c, err = core.connect(host, port, user, password, database, charset, timeout, queryTimeout)
 //   local rows, err = c:_query(sql, timeout_ms | nil, ...)   -- parameters: a prepared statement
 //   local id, err = c:_rows(sql, timeout_ms | nil, ...)       -- runs it, leaves its rows unread
@@ -580,6 +580,24 @@ void on_libtimer(uv_timer_t* t) {
     static_cast<Conn*>(t->data)->run(MYSQL_WAIT_TIMEOUT);
 }
 
+// The tls argument of core.connect for these options: nil when off, else {ca, cert, key, verify}.
+void push_tls(lua_State* L, const TlsOptions& t) {
+    if (!t.on) {
+        lua_pushnil(L);
+        return;
+    }
+    lua_createtable(L, 0, 4);
+    const std::string* files[] = {&t.ca, &t.cert, &t.key};
+    const char* names[] = {"ca", "cert", "key"};
+    for (int i = 0; i < 3; i++) {
+        if (files[i]->empty()) continue;
+        lua_pushlstring(L, files[i]->data(), files[i]->size());
+        lua_setfield(L, -2, names[i]);
+    }
+    lua_pushboolean(L, t.verify);
+    lua_setfield(L, -2, "verify");
+}
+
 void on_deadline(uv_timer_t* t) {
     auto* c = static_cast<Conn*>(t->data);
     if (c->step == kIdle) return;
@@ -594,7 +612,8 @@ void on_deadline(uv_timer_t* t) {
         lua_pushstring(L, c->user.c_str());
         lua_pushstring(L, c->password.c_str());
         lua_pushnumber(L, static_cast<double>(mysql_thread_id_(c->my)));
-        luaio::spawn(L, 5);
+        push_tls(L, c->tls); // the same TLS as the connection: a REQUIRE SSL user needs it
+        luaio::spawn(L, 6);
     }
     c->run(MYSQL_WAIT_TIMEOUT);
 }

@@ -1,7 +1,8 @@
 -- A throwaway MariaDB server for specs: `local mariadb = require "servers.mariadb"`.
 --
 --   local srv = mariadb.start()   -- asserts (fails the spec) when the server does not start
---   local srv = mariadb.start{tls = true}  -- TLS too: srv.ca (the CA's file), srv.otherCa (another CA)
+--   local srv = mariadb.start{tls = true}  -- TLS too: srv.ca (the CA's file), srv.otherCa (another CA),
+--                                          -- srv.sslUser (a user created with REQUIRE SSL)
 --   srv.host, srv.port, srv.user, srv.password, srv.database, srv.url, srv.pid
 --   srv:pause() / srv:resume()    -- SIGSTOP / SIGCONT: a server that stops answering
 --   srv:kill()                    -- SIGKILL, then waits for it to be gone
@@ -108,6 +109,12 @@ function mariadb.start(opts)
     local f = assert(io.open(self.dir .. "/init.sql", "w"))
     f:write("CREATE USER IF NOT EXISTS 'luaio'@'127.0.0.1' IDENTIFIED BY 'secret';\n",
         "CREATE DATABASE IF NOT EXISTS luaio_test;\n", "GRANT ALL ON *.* TO 'luaio'@'127.0.0.1';\n")
+    if opts and opts.tls then
+        -- A user that may connect only over TLS (srv.sslUser, same password).
+        f:write("CREATE USER IF NOT EXISTS 'luaio_ssl'@'127.0.0.1' IDENTIFIED BY 'secret' REQUIRE SSL;\n",
+            "GRANT ALL ON luaio_test.* TO 'luaio_ssl'@'127.0.0.1';\n")
+        self.sslUser = "luaio_ssl"
+    end
     f:close()
     if opts and opts.tls then make_certificates(self) end
     if self.root then run({ "chown", "-R", "mysql:mysql", self.dir }, "chown") end

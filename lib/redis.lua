@@ -1,6 +1,6 @@
 --- redis: a Redis client (see docs/redis.md).
 --
---   local r, err = redis.connect{host =, port =, password =, username =, db =, timeout =, tls =}
+--   local r, err = redis.connect{host =, port =, password =, username =, db =, timeout =, tls =, protocol =}
 --   local v, err = r:call("SET", k, v)      r:get(k)  r:set(k, v, "EX", 10)  r:hgetall(k) ...
 --   local results, err = r:pipeline(function(p) p:set(k, v) p:get(k) end)
 --   local results, err = r:transaction(function(t) t:incr(k) t:get(k) end)   -- MULTI ... EXEC
@@ -61,6 +61,7 @@ end
 local OPTIONS = {
     host = "string", port = "number", password = "string", username = "string", db = "number",
     timeout = "number", tls = true, -- tls: true or a table of tls.connect's options
+    protocol = "number", -- 2 (RESP2, the default) or 3 (RESP3, through HELLO 3)
     -- the pool's
     size = "number", idleTimeout = "number", maxWaiters = "number", waitTimeout = "number",
 }
@@ -89,6 +90,9 @@ local function check_options(o, fname, pool)
     copy.host = copy.host or "127.0.0.1"
     copy.port = copy.port or 6379
     if copy.timeout and copy.timeout < 0 then raise(fname, "option 'timeout' must not be negative") end
+    if copy.protocol and copy.protocol ~= 2 and copy.protocol ~= 3 then
+        raise(fname, "option 'protocol' must be 2 or 3, got " .. tostring(copy.protocol))
+    end
     return copy
 end
 
@@ -123,7 +127,18 @@ local function open(self)
         self[1] = c
     end
     local ok
-    if o.password then
+    if o.protocol == 3 then
+        -- HELLO 3 switches the connection to RESP3 and authenticates in the same round trip.
+        if o.password then
+            ok, err = c:call("HELLO", 3, "AUTH", o.username or "default", o.password)
+        else
+            ok, err = c:call("HELLO", 3)
+        end
+        if not ok then
+            c:drop()
+            return err
+        end
+    elseif o.password then
         if o.username then
             ok, err = c:call("AUTH", o.username, o.password)
         else

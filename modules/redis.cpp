@@ -1,9 +1,9 @@
 // The C++ core of the redis module, registered as `luaio.redis`; lib/redis.lua is the public face.
 //
 // A Conn is the Redis protocol state of one socket (a luaio::Stream, plain or TLS). Commands are
-// written in RESP by our own writer into one buffer; replies are parsed by hiredis's reply reader
-// (redisReader, without hiredis's socket I/O), whose object functions build each reply straight
-// into Lua values on the stack of the task that waits for it. Replies are matched to callers in
+// written in RESP by our own writer into one buffer; replies (RESP2 and RESP3) are read by luaio's
+// own incremental reader (modules/resp_reader.h), which builds each reply straight into Lua
+// values on the stack of the task that waits for it (modules/resp_lua.h). Replies are matched to callers in
 // the order the commands went out (FIFO), so any number of tasks may call one connection at once:
 // each parks until its reply, and what they send while replies are being handed out goes out in
 // one write (pipelining without asking for it).
@@ -24,12 +24,14 @@
 #include "runtime/object.h"
 #include "runtime/stream.h"
 
-#include <hiredis/read.h>
+#include "modules/resp_lua.h"
+#include "modules/resp_reader.h"
 
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -70,7 +72,7 @@ struct Conn final : luaio::Consumer, luaio::Handle<Conn> {
 
     luaio::Anchor sock;       // the socket's proxy
     void** sock_ud = nullptr; // its pointer slot: nullptr once the socket closed
-    redisReader* reader = nullptr;
+    std::unique_ptr<luaio::resp::Reader> reader;
     std::string out; // commands not yet written
     std::deque<Entry> fifo;
     uv_timer_t timer;
@@ -82,11 +84,10 @@ struct Conn final : luaio::Consumer, luaio::Handle<Conn> {
     int q_first = 1, q_last = 0;
     luaio::Waiter msg_waiter; // a task waiting in conn:message()
     uint64_t msg_deadline = 0;
-    // The stack the reply being parsed is built on, and what it is for.
-    lua_State* target = nullptr;
-    Entry* target_entry = nullptr;
-    bool root_error = false;   // the last complete reply was an error reply
-    bool nil_is_null = false;  // a nil reply at the top is redis.null (it goes into a table)
+    char root_type = 0;        // the first byte of the reply being read ('>': a push)
+    bool resp3 = false;        // HELLO 3 was sent: messages come as pushes
+    bool tracking = false;     // CLIENT TRACKING ON (RESP3): invalidations come as pushes
+    std::string proto_error;   // what the reader found wrong (a drop with UV_EPROTO)
     unsigned gen = 0;          // changes when the socket is dropped or attached
     int down_err = 0;          // what dropped the socket
     bool flush_queued = false; // in g_to_flush
@@ -109,35 +110,11 @@ uv_check_t g_flush_check;
 bool g_flush_check_init = false;
 int g_dispatching = 0; // dispatches in progress (nested: a woken task's call on another connection)
 
-Conn* conn_of(const redisReadTask* t) {
-    return static_cast<Conn*>(t->privdata);
-}
-
-// ---------------------------------------------------------------- building replies
-// hiredis calls these depth first, parents before their elements. Each value is pushed on
-// c->target; an element goes into its parent (the table below it) at once, except a non-empty
-// array, which stays on top until its last element is in. The top-level value stays on the stack.
-
-void* settle(Conn* c, const redisReadTask* t, bool open) {
-    lua_State* L = c->target;
-    if (!t->parent) {
-        c->root_error = t->type == REDIS_REPLY_ERROR;
-        return c;
-    }
-    if (open) return c;
-    lua_rawseti(L, -2, t->idx + 1);
-    // A last element completes its parent, which then goes into its own parent (not the top).
-    const redisReadTask* n = t;
-    while (n->parent && n->idx == n->parent->elements - 1 && n->parent->parent) {
-        n = n->parent;
-        lua_rawseti(L, -2, n->idx + 1);
-    }
-    return c;
-}
+} // namespace
 
 // The error table of a server's error reply: EREDIS, the server's message, and its first word
 // (ERR, WRONGTYPE, WRONGPASS ...) as `kind`.
-void push_server_error(lua_State* L, const char* s, size_t len) {
+void luaio::resp::push_server_error(lua_State* L, const char* s, size_t len) {
     std::string msg(s, len);
     luaio::push_error(L, luaio::LUAIO_EREDIS, msg.c_str());
     size_t k = msg.find(' ');
@@ -145,37 +122,18 @@ void push_server_error(lua_State* L, const char* s, size_t len) {
     lua_setfield(L, -2, "kind");
 }
 
-void* create_string(const redisReadTask* t, char* s, size_t len) {
-    Conn* c = conn_of(t);
-    if (t->type == REDIS_REPLY_ERROR)
-        push_server_error(c->target, s, len);
-    else
-        lua_pushlstring(c->target, s, len);
-    return settle(c, t, false);
-}
+namespace {
 
-void* create_array(const redisReadTask* t, int n) {
-    Conn* c = conn_of(t);
-    lua_createtable(c->target, n > 0 ? n : 0, 0);
-    return settle(c, t, n > 0);
-}
+// ---------------------------------------------------------------- building replies
 
-void* create_integer(const redisReadTask* t, long long v) {
-    Conn* c = conn_of(t);
-    lua_pushnumber(c->target, static_cast<lua_Number>(v));
-    return settle(c, t, false);
-}
-
-void* create_nil(const redisReadTask* t) {
-    Conn* c = conn_of(t);
-    if (!t->parent && !c->nil_is_null)
-        lua_pushnil(c->target);
-    else
-        lua_pushlightuserdata(c->target, nullptr); // redis.null, the same value as json.null
-    return settle(c, t, false);
-}
-
-redisReplyObjectFunctions g_functions = {create_string, create_array, create_integer, create_nil, nullptr};
+// Each reply is built on the stack of the task it is for, chosen when its first byte is read:
+// the head entry's task, or the connection's scratch thread for messages (pushes, and in RESP2
+// everything read while subscribed) and replies nobody waits for.
+struct Build : luaio::resp::LuaBuilder {
+    Conn* c;
+    explicit Build(Conn* conn) : c(conn) {}
+    void begin(char type);
+};
 
 // ---------------------------------------------------------------- the connection's state
 
@@ -218,7 +176,9 @@ lua_State* scratch_of(Conn* c) {
 void push_down_error(lua_State* L, Conn* c, int err) {
     Stream* s = c->stream();
     luaio::Transport* t = s ? s->transport() : nullptr;
-    if (t && err <= luaio::kErrOwnBase && err != luaio::LUAIO_EREDIS)
+    if (err == UV_EPROTO && !c->proto_error.empty())
+        luaio::push_error(L, UV_EPROTO, c->proto_error.c_str());
+    else if (t && err <= luaio::kErrOwnBase && err != luaio::LUAIO_EREDIS)
         t->push_error(L, err);
     else
         luaio::push_uv_error(L, err);
@@ -249,11 +209,10 @@ void drop(Conn* c, int err) {
     c->refd = false;
     c->sock.clear();
     c->sock_ud = nullptr;
-    if (c->reader) redisReaderFree(c->reader);
-    c->reader = nullptr;
+    c->reader.reset();
     c->down_err = err;
     c->gen++;
-    c->sub_mode = c->in_multi = c->watching = c->dirty = false;
+    c->sub_mode = c->in_multi = c->watching = c->dirty = c->resp3 = c->tracking = false;
     c->out.clear();
     if (!c->closed) uv_timer_stop(&c->timer);
     for (Entry& e : waiting)
@@ -341,21 +300,36 @@ bool is_message(lua_State* L) {
     return yes;
 }
 
-// Replaces the message table on top of L by kind, channel, payload[, pattern]; returns the count.
+// Replaces the message table on top of L by its values: kind, channel, payload for a message,
+// kind, channel, payload, pattern for a pmessage, and the elements in order for other pushes
+// (RESP3: "invalidate", keys). Returns the count.
 int unpack_message(lua_State* L) {
     int t = lua_gettop(L);
-    size_t n = lua_objlen(L, t);
+    int n = static_cast<int>(lua_objlen(L, t));
+    lua_checkstack(L, n + 2);
     lua_rawgeti(L, t, 1);
-    if (n == 3) {
-        lua_rawgeti(L, t, 2);
-        lua_rawgeti(L, t, 3);
-    } else {
+    size_t len = 0;
+    const char* k = lua_tolstring(L, -1, &len);
+    if (n == 4 && k && len == 8 && std::memcmp(k, "pmessage", 8) == 0) {
         lua_rawgeti(L, t, 3);
         lua_rawgeti(L, t, 4);
         lua_rawgeti(L, t, 2);
+    } else {
+        for (int i = 2; i <= n; i++) lua_rawgeti(L, t, i);
     }
     lua_remove(L, t);
-    return n == 3 ? 3 : 4;
+    return n > 0 ? n : 1;
+}
+
+// A RESP3 push that confirms a (un)subscription: the reply of a subscribe entry, no message.
+bool is_confirmation(lua_State* L) {
+    if (!lua_istable(L, -1)) return false;
+    lua_rawgeti(L, -1, 1);
+    size_t len = 0;
+    const char* k = lua_tolstring(L, -1, &len);
+    bool yes = k && len >= 9 && len <= 12 && std::memcmp(k + len - 9, "subscribe", 9) == 0;
+    lua_pop(L, 1);
+    return yes;
 }
 
 // An unsubscribe confirmation that leaves no subscription: ["unsubscribe", channel, 0].
@@ -386,13 +360,13 @@ void queue_message(Conn* c) {
 
 // The complete reply on top of co (the head entry's task) is that entry's. Once the entry has all
 // its replies it leaves the queue and its task is resumed.
-void complete(Conn* c, lua_State* co) {
+void complete(Conn* c, lua_State* co, bool error) {
     Entry& e = c->fifo.front();
     int n = 1;
     if (e.count) {
         lua_rawseti(co, -2, static_cast<int>(++e.got));
         if (e.got < e.count) return;
-    } else if (c->root_error) {
+    } else if (error) {
         lua_pushnil(co);
         lua_insert(co, -2);
         n = 2;
@@ -404,12 +378,16 @@ void complete(Conn* c, lua_State* co) {
     if (p.task) luaio::resume_parked(p, n);
 }
 
-// A complete reply on the scratch thread (subscribed mode, or nobody's): a message, or the head
-// entry's reply.
-void route(Conn* c) {
+// A complete reply on the scratch thread (a RESP3 push, RESP2's subscribed mode, or nobody's): a
+// message, or the head entry's reply.
+void route(Conn* c, bool error) {
     lua_State* S = c->scratch;
     Entry* e = c->fifo.empty() ? nullptr : &c->fifo.front();
-    if (c->sub_mode && (!e || e->sub) && is_message(S)) return queue_message(c);
+    if (c->root_type == '>') {
+        if (!is_confirmation(S)) return queue_message(c);
+    } else if (c->sub_mode && (!e || e->sub) && is_message(S)) {
+        return queue_message(c);
+    }
     if (c->sub_mode && ends_subscriptions(S)) {
         bool more = false;
         for (size_t i = 1; i < c->fifo.size(); i++) more = more || c->fifo[i].subscribe;
@@ -427,7 +405,21 @@ void route(Conn* c) {
         return;
     }
     lua_xmove(S, co, 1);
-    complete(c, co);
+    complete(c, co, error);
+}
+
+void Build::begin(char type) {
+    c->root_type = type;
+    Entry* e = c->fifo.empty() ? nullptr : &c->fifo.front();
+    // RESP2 sends messages as arrays while subscribed: everything goes to the scratch thread then.
+    lua_State* co = e && type != '>' && (c->resp3 || !c->sub_mode) ? luaio::task_of(e->w) : nullptr;
+    L = co ? co : scratch_of(c);
+    nil_is_null = !co || e->count;
+    if (e && e->count && !e->started) {
+        if (lua_State* eco = luaio::task_of(e->w)) lua_createtable(eco, static_cast<int>(e->count), 0);
+        e->started = true;
+    }
+    start();
 }
 
 // Hands out every complete reply in the reader. Tasks woken here run at once and may call this
@@ -436,34 +428,20 @@ void route(Conn* c) {
 void dispatch(Conn* c) {
     unsigned gen = c->gen;
     g_dispatching++;
+    Build b(c);
     while (!c->closed && c->gen == gen && c->reader) {
-        redisReader* rd = c->reader;
-        if (rd->pos >= rd->len) break; // nothing more to parse
-        // No reply half parsed: hiredis leaves its root task set up (ridx 0, no type read yet)
-        // when it runs out of bytes right at the start of a reply.
-        bool fresh = rd->ridx < 0 || (rd->ridx == 0 && rd->rstack[0].type < 0);
-        if (fresh) {
-            Entry* e = c->fifo.empty() ? nullptr : &c->fifo.front();
-            lua_State* co = e && !c->sub_mode ? luaio::task_of(e->w) : nullptr;
-            c->target = co ? co : scratch_of(c);
-            c->target_entry = e;
-            c->nil_is_null = !co || e->count;
-            if (e && e->count && !e->started) {
-                if (lua_State* eco = luaio::task_of(e->w)) lua_createtable(eco, static_cast<int>(e->count), 0);
-                e->started = true;
-            }
-        }
-        lua_checkstack(c->target, 24); // hiredis nests at most 7 levels
-        void* reply = nullptr;
-        if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
+        luaio::resp::Status st = c->reader->parse(b);
+        if (st == luaio::resp::Status::More) break;
+        if (st == luaio::resp::Status::Error) {
+            // Not RESP: the stream cannot be trusted past this point.
+            c->proto_error = c->reader->error();
             drop(c, UV_EPROTO);
             break;
         }
-        if (!reply) break;
-        if (c->target == c->scratch)
-            route(c);
+        if (b.L == c->scratch)
+            route(c, b.root_error);
         else
-            complete(c, c->target);
+            complete(c, b.L, b.root_error);
     }
     g_dispatching--;
     if (c->closed || c->gen != gen) return;
@@ -471,7 +449,7 @@ void dispatch(Conn* c) {
 }
 
 int Conn::consume(lua_State*, const char* data, size_t len, int, size_t* used) {
-    if (len && reader) redisReaderFeed(reader, data, len);
+    if (len && reader) reader->feed(data, len);
     *used = len;
     return 0; // ready() hands the replies out, once the stream is settled
 }
@@ -599,13 +577,20 @@ Kind note_command(Conn* c, lua_State* L, int idx, int nargs) {
         break;
     case 'H':
         if (name_is(s, len, "HELLO") && nargs > 1) {
+            // The protocol of the replies after it (the reader reads both; messages differ).
             size_t vlen;
             const char* v = lua_tolstring(L, idx + 1, &vlen);
-            if (v && !(vlen == 1 && v[0] == '2')) return Kind::Refused;
+            if (v && vlen == 1 && (v[0] == '2' || v[0] == '3')) c->resp3 = v[0] == '3';
         }
         break;
     case 'C':
-        if (name_is(s, len, "CLIENT")) c->dirty = true; // a name, tracking, reply modes
+        if (name_is(s, len, "CLIENT")) {
+            c->dirty = true; // a name, tracking, reply modes
+            size_t alen, blen;
+            const char* a = nargs > 2 ? lua_tolstring(L, idx + 1, &alen) : nullptr;
+            const char* b = a ? lua_tolstring(L, idx + 2, &blen) : nullptr;
+            if (b && name_is(a, alen, "TRACKING")) c->tracking = name_is(b, blen, "ON");
+        }
         break;
     default:
         break;
@@ -617,7 +602,7 @@ void refuse(lua_State* L, Kind k, const char* fname, int idx) {
     if (k == Kind::PubSub)
         luaio::raise(L, fname, "%s: use r:subscribe, r:psubscribe, r:unsubscribe or r:punsubscribe",
                      lua_tostring(L, idx));
-    luaio::raise(L, fname, "%s is not supported (MONITOR, RESP3: hiredis 0.14's reader has no RESP3 types)",
+    luaio::raise(L, fname, "%s is not supported (it turns the connection into a stream of its own)",
                  lua_tostring(L, idx));
 }
 
@@ -757,7 +742,7 @@ int l_message(lua_State* L) {
         luaio::push_uv_error(L, c->down_err ? c->down_err : UV_ENOTCONN);
         return 2;
     }
-    if (!c->sub_mode) return 0;
+    if (!c->sub_mode && !c->tracking) return 0;
     if (c->msg_waiter.waiting()) {
         lua_pushnil(L);
         luaio::push_error(L, UV_EBUSY, "another task is already waiting for messages");
@@ -777,9 +762,8 @@ void attach(lua_State* L, Conn* c, int idx) {
     if (c->stream()) drop(c, UV_ECANCELED);
     c->sock.set(L, idx);
     c->sock_ud = Stream::check_slot(L, idx, "attach");
-    c->reader = redisReaderCreateWithFunctions(&g_functions);
-    if (!c->reader) luaio::raise(L, "attach", "out of memory");
-    c->reader->privdata = c;
+    c->reader = std::make_unique<luaio::resp::Reader>();
+    c->proto_error.clear();
     c->gen++;
     c->down_err = 0;
     c->refd = false;

@@ -29,7 +29,7 @@ packages=(
     # Packaging (packaging/build-deb.sh) and its checks.
     debhelper dpkg-dev fakeroot lintian mandoc systemd
     # The database clients' C libraries, and the real servers their specs start and stop.
-    libhiredis-dev libpq-dev libmariadb-dev redis-server redis-tools postgresql postgresql-contrib
+    libpq-dev libmariadb-dev redis-server redis-tools postgresql postgresql-contrib
     mariadb-server mariadb-client
     # Further WebSocket peers for the websocket spec: Python's websockets and headless Chromium.
     python3-websockets chromium chromium-driver

@@ -663,8 +663,7 @@ Options check_options(lua_State* L, int idx, const char* const* known, const cha
     Options o;
     o.timeout = g_timeout_ms;
     if (lua_isnoneornil(L, idx)) return o;
-    if (!lua_istable(L, idx))
-        luaio::raise(L, fname, "expected an options table as argument %d, got %s", idx, luaL_typename(L, idx));
+    if (!lua_istable(L, idx)) luaio::raise_arg(L, idx, fname, "an options table");
     luaio::check_option_names(L, idx, known, fname);
     o.timeout = check_timeout(L, luaio::opt_int_field(L, idx, "timeout", g_timeout_ms, fname), fname);
     o.ttl = luaio::opt_bool_field(L, idx, "ttl", false, fname);

@@ -46,22 +46,20 @@ mode_t g_umask = 022;
 
 const char* check_path(lua_State* L, int idx, const char* fname) {
     size_t len;
-    if (lua_type(L, idx) != LUA_TSTRING)
-        luaio::raise(L, fname, "expected a path (a string) as argument %d, got %s", idx, luaL_typename(L, idx));
+    if (lua_type(L, idx) != LUA_TSTRING) luaio::raise_arg(L, idx, fname, "a path (a string)");
     const char* p = lua_tolstring(L, idx, &len);
-    if (std::memchr(p, '\0', len)) luaio::raise(L, fname, "the path in argument %d contains a NUL byte", idx);
+    if (std::memchr(p, '\0', len))
+        luaio::raise(L, fname, "the path in argument %d contains a NUL byte", luaio::user_arg(L, idx));
     return p;
 }
 
 void check_options(lua_State* L, int idx, const char* fname) {
-    if (!lua_isnoneornil(L, idx) && !lua_istable(L, idx))
-        luaio::raise(L, fname, "expected an options table as argument %d, got %s", idx, luaL_typename(L, idx));
+    if (!lua_isnoneornil(L, idx) && !lua_istable(L, idx)) luaio::raise_arg(L, idx, fname, "an options table");
 }
 
 int check_mode(lua_State* L, int idx, const char* fname, int def) {
     if (lua_isnoneornil(L, idx)) return def;
-    if (lua_type(L, idx) != LUA_TNUMBER)
-        luaio::raise(L, fname, "expected a mode (a number) as argument %d, got %s", idx, luaL_typename(L, idx));
+    if (lua_type(L, idx) != LUA_TNUMBER) luaio::raise_arg(L, idx, fname, "a mode (a number)");
     lua_Integer m = lua_tointeger(L, idx);
     if (m < 0 || m > 07777) luaio::raise(L, fname, "mode must be between 0 and 0o7777");
     return static_cast<int>(m);
@@ -641,7 +639,7 @@ int l_chmod(lua_State* L) {
 
 int l_chown(lua_State* L) {
     const char* path = check_path(L, 1, "chown");
-    lua_Integer uid = luaL_checkinteger(L, 2), gid = luaL_checkinteger(L, 3);
+    lua_Integer uid = luaio::check_integer(L, 2, "chown"), gid = luaio::check_integer(L, 3, "chown");
     luaio::check_can_wait(L, "chown");
     Req* r = new Req("chown");
     return submit(
@@ -651,7 +649,7 @@ int l_chown(lua_State* L) {
 
 int l_utime(lua_State* L) {
     const char* path = check_path(L, 1, "utime");
-    double atime = luaL_checknumber(L, 2), mtime = luaL_checknumber(L, 3);
+    double atime = luaio::check_number(L, 2, "utime"), mtime = luaio::check_number(L, 3, "utime");
     luaio::check_can_wait(L, "utime");
     Req* r = new Req("utime");
     return submit(L, r, uv_fs_utime(luaio::loop(), &r->fs, path, atime, mtime, on_req), push_true);
@@ -673,7 +671,7 @@ int l_access(lua_State* L) {
                 luaio::raise(L, "access", "mode must be made of \"r\", \"w\" and \"x\"");
         }
     } else if (!lua_isnoneornil(L, 2)) {
-        mode = static_cast<int>(luaL_checkinteger(L, 2));
+        mode = static_cast<int>(luaio::check_integer(L, 2, "access"));
     }
     luaio::check_can_wait(L, "access");
     Req* r = new Req("access");
@@ -770,8 +768,7 @@ int l_open(lua_State* L) {
 
 int64_t opt_offset(lua_State* L, int idx, const char* fname) {
     if (lua_isnoneornil(L, idx)) return -1;
-    if (lua_type(L, idx) != LUA_TNUMBER)
-        luaio::raise(L, fname, "expected an offset (a number) as argument %d, got %s", idx, luaL_typename(L, idx));
+    if (lua_type(L, idx) != LUA_TNUMBER) luaio::raise_arg(L, idx, fname, "an offset (a number)");
     lua_Number o = lua_tonumber(L, idx);
     if (!(o >= 0) || o > 9e15) luaio::raise(L, fname, "offset must be a number >= 0");
     return static_cast<int64_t>(o);
@@ -790,7 +787,7 @@ int push_read(lua_State* co, Req* r) {
 // f:read([n[, offset]]): up to n bytes (default 64 KiB) from the file's position or at offset.
 int l_file_read(lua_State* L) {
     File* f = File::check(L, 1, "read");
-    lua_Integer n = lua_isnoneornil(L, 2) ? static_cast<lua_Integer>(kDefaultRead) : luaL_checkinteger(L, 2);
+    lua_Integer n = lua_isnoneornil(L, 2) ? static_cast<lua_Integer>(kDefaultRead) : luaio::check_integer(L, 2, "read");
     if (n < 0 || n > kMaxIo) luaio::raise(L, "read", "size must be between 0 and 2^30");
     int64_t offset = opt_offset(L, 3, "read");
     luaio::check_can_wait(L, "read");
@@ -829,8 +826,7 @@ void on_write(uv_fs_t* fs) {
 // offset; true or nil, err.
 int l_file_write(lua_State* L) {
     File* f = File::check(L, 1, "write");
-    if (lua_type(L, 2) != LUA_TSTRING)
-        luaio::raise(L, "write", "expected data (a string) as argument 2, got %s", luaL_typename(L, 2));
+    if (lua_type(L, 2) != LUA_TSTRING) luaio::raise_arg(L, 2, "write", "data (a string)");
     int64_t offset = opt_offset(L, 3, "write");
     size_t len;
     const char* data = lua_tolstring(L, 2, &len);
@@ -873,8 +869,15 @@ int l_file_seek(lua_State* L) {
     File* f = File::check(L, 1, "seek");
     static const char* const kWhence[] = {"set", "cur", "end", nullptr};
     static const int kWhenceValues[] = {SEEK_SET, SEEK_CUR, SEEK_END};
-    int whence = kWhenceValues[luaL_checkoption(L, 2, "cur", kWhence)];
-    lua_Integer off = luaL_optinteger(L, 3, 0);
+    int w = 1;
+    if (!lua_isnoneornil(L, 2)) {
+        const char* name = luaio::check_string(L, 2, "seek");
+        for (w = 0; kWhence[w] && std::strcmp(kWhence[w], name) != 0; w++) {
+        }
+        if (!kWhence[w]) luaio::raise(L, "seek", "whence must be \"set\", \"cur\" or \"end\", got '%s'", name);
+    }
+    int whence = kWhenceValues[w];
+    lua_Integer off = lua_isnoneornil(L, 3) ? 0 : luaio::check_integer(L, 3, "seek");
     off_t pos = ::lseek(f->fd, static_cast<off_t>(off), whence);
     if (pos < 0) {
         lua_pushnil(L);

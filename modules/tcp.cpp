@@ -136,8 +136,7 @@ int make_sockaddr(const char* ip, int port, int family, sockaddr_storage* ss) {
 }
 
 lua_Integer check_port(lua_State* L, int idx, const char* fname) {
-    if (lua_type(L, idx) != LUA_TNUMBER)
-        luaio::raise(L, fname, "expected a port number as argument %d, got %s", idx, luaL_typename(L, idx));
+    if (lua_type(L, idx) != LUA_TNUMBER) luaio::raise_arg(L, idx, fname, "a port number");
     lua_Number n = lua_tonumber(L, idx);
     if (!(n >= 0 && n <= 65535) || n != static_cast<lua_Number>(static_cast<int>(n)))
         luaio::raise(L, fname, "port must be an integer between 0 and 65535");
@@ -181,8 +180,7 @@ int l_sock_remote_address(lua_State* L) {
 
 bool check_bool(lua_State* L, int idx, const char* fname) {
     if (lua_isnoneornil(L, idx)) return true;
-    if (lua_type(L, idx) != LUA_TBOOLEAN)
-        luaio::raise(L, fname, "expected a boolean as argument %d, got %s", idx - 1, luaL_typename(L, idx));
+    if (lua_type(L, idx) != LUA_TBOOLEAN) luaio::raise_arg(L, idx, fname, "a boolean");
     return lua_toboolean(L, idx) != 0;
 }
 

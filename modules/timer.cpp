@@ -51,8 +51,7 @@ void on_sleep_done(uv_timer_t* t) {
 }
 
 lua_Integer check_ms(lua_State* L, int idx, const char* fname) {
-    if (lua_type(L, idx) != LUA_TNUMBER)
-        luaio::raise(L, fname, "expected milliseconds (a number) as argument %d, got %s", idx, luaL_typename(L, idx));
+    if (lua_type(L, idx) != LUA_TNUMBER) luaio::raise_arg(L, idx, fname, "milliseconds (a number)");
     lua_Number ms = lua_tonumber(L, idx);
     if (!(ms >= 0) || ms > 1e15) luaio::raise(L, fname, "milliseconds must be between 0 and 1e15");
     return static_cast<lua_Integer>(ms);

@@ -73,6 +73,14 @@ void set_error_path(lua_State* L, const char* syscall, const char* path, const c
 [[noreturn]] void raise(lua_State* L, const char* fname, const char* fmt, ...);
 // Pushes that "<chunk>:<line>: " (what raise prefixes).
 void push_user_where(lua_State* L);
+// Raises "<fname>: expected <what> as argument N, got <type>" for the argument at idx of the
+// running C function, numbered as the user wrote the call: in obj:f(x), x is argument 1 and obj is
+// "self" (the function was called as a method: Lua's debug info says so; a tail call cannot tell
+// and keeps idx). `got` replaces the type name ("a fraction"). Every "as argument N" message goes
+// through it.
+[[noreturn]] void raise_arg(lua_State* L, int idx, const char* fname, const char* what, const char* got = nullptr);
+// The number the user gives the argument at idx: idx - 1 in a call obj:f(...) (0 for obj), else idx.
+int user_arg(lua_State* L, int idx);
 // Argument checks that raise "<fname>: expected a number as argument 2, got string" (use them
 // instead of luaL_check*, whose message names the function '?' when it is called as a local).
 // check_string accepts a number, as Lua does, and returns its text.

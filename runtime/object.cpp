@@ -1,4 +1,6 @@
 // The one owner model of C++ objects behind Lua proxies (see object.h).
+#include <cstring>
+#include <string>
 #include "runtime/object.h"
 
 namespace luaio {
@@ -29,8 +31,13 @@ void Object::detach_proxy() {
 
 void** check_proxy(lua_State* L, int idx, const char* cls, const char* fname) {
     void** ud = test_proxy(L, idx, cls);
-    if (!ud) raise(L, fname, "expected %s as argument %d, got %s", cls, idx, luaL_typename(L, idx));
+    if (!ud) raise_arg(L, idx, fname, cls);
     return ud;
+}
+
+void raise_object_arg(lua_State* L, int idx, const char* fname, const char* what) {
+    std::string a = std::string(std::strchr("aeiou", what[0]) ? "an " : "a ") + what;
+    raise_arg(L, idx, fname, a.c_str());
 }
 
 } // namespace luaio

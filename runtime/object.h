@@ -77,6 +77,9 @@ inline void** test_proxy(lua_State* L, int idx, const char* cls) {
 // The proxy slot of class `cls` at idx (holding nullptr once the object has gone); raises
 // "<fname>: expected <cls> ..." for any other value.
 void** check_proxy(lua_State* L, int idx, const char* cls, const char* fname);
+// raise_arg (runtime/luaio.h) for an object named what ("stream", "file"): "expected a stream as
+// argument 1, got number".
+[[noreturn]] void raise_object_arg(lua_State* L, int idx, const char* fname, const char* what);
 
 // The class-checked accessors and the proxy's __gc of a class T of objects. T defines kClass (its
 // metatable's name), kWhat (its name in error messages) and proxy_gone(); a T whose proxies have
@@ -87,7 +90,7 @@ template <class T> class Handle : public Object {
     // The slot of T's proxy at idx (nullptr in it once closed); raises for any other value.
     static void** check_slot(lua_State* L, int idx, const char* fname) {
         void** ud = T::test_proxy(L, idx);
-        if (!ud) raise(L, fname, "expected a %s as argument %d, got %s", T::kWhat, idx, luaL_typename(L, idx));
+        if (!ud) raise_object_arg(L, idx, fname, T::kWhat);
         return ud;
     }
     // The object behind T's proxy at idx; raises for any other value and for a closed object.
@@ -137,7 +140,7 @@ template <class T> class Resident {
     // The T at idx, open or closed; raises for any other value.
     static T* check_any(lua_State* L, int idx, const char* fname) {
         T* o = test(L, idx);
-        if (!o) raise(L, fname, "expected a %s as argument %d, got %s", T::kWhat, idx, luaL_typename(L, idx));
+        if (!o) raise_object_arg(L, idx, fname, T::kWhat);
         return o;
     }
     // The __gc of T: checks its argument, then T::collected().

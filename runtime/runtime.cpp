@@ -546,9 +546,50 @@ void raise(lua_State* L, const char* fname, const char* fmt, ...) {
     std::abort(); // not reached: lua_error does not return
 }
 
+int user_arg(lua_State* L, int idx) {
+    lua_Debug ar;
+    if (idx > 0 && lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.namewhat &&
+        std::strcmp(ar.namewhat, "method") == 0)
+        return idx - 1;
+    return idx;
+}
+
+namespace {
+// Whether the running C function is a method of a luaio class called with '.' (sock.read(5)):
+// its name in the call is a field, and the class's __index holds that function under that name.
+bool method_called_as_field(lua_State* L) {
+    lua_Debug ar;
+    if (!lua_getstack(L, 0, &ar) || !lua_getinfo(L, "nf", &ar)) return false;
+    lua_CFunction running = lua_tocfunction(L, -1);
+    lua_pop(L, 1);
+    if (!running || !ar.name || !ar.namewhat || std::strcmp(ar.namewhat, "field") != 0) return false;
+    for (const ClassEntry& e : g_classes) {
+        luaL_getmetatable(L, e.name);
+        lua_getfield(L, -1, "__index");
+        bool found = false;
+        if (lua_istable(L, -1)) {
+            lua_getfield(L, -1, ar.name);
+            found = lua_tocfunction(L, -1) == running;
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 2);
+        if (found) return true;
+    }
+    return false;
+}
+} // namespace
+
+void raise_arg(lua_State* L, int idx, const char* fname, const char* what, const char* got) {
+    if (!got) got = luaL_typename(L, idx);
+    int n = user_arg(L, idx);
+    if (n == 0) raise(L, fname, "expected %s as self, got %s", what, got);
+    if (n == 1 && method_called_as_field(L))
+        raise(L, fname, "expected %s as argument 1, got %s (a method: call it with ':')", what, got);
+    raise(L, fname, "expected %s as argument %d, got %s", what, n, got);
+}
+
 lua_Number check_number(lua_State* L, int idx, const char* fname) {
-    if (lua_type(L, idx) != LUA_TNUMBER)
-        raise(L, fname, "expected a number as argument %d, got %s", idx, luaL_typename(L, idx));
+    if (lua_type(L, idx) != LUA_TNUMBER) raise_arg(L, idx, fname, "a number");
     return lua_tonumber(L, idx);
 }
 
@@ -556,14 +597,12 @@ lua_Integer check_integer(lua_State* L, int idx, const char* fname) {
     lua_Number n = lua_type(L, idx) == LUA_TNUMBER ? lua_tonumber(L, idx) : 0.5;
     auto v = static_cast<lua_Integer>(n);
     if (static_cast<lua_Number>(v) != n)
-        raise(L, fname, "expected an integer as argument %d, got %s", idx,
-              lua_type(L, idx) == LUA_TNUMBER ? "a fraction" : luaL_typename(L, idx));
+        raise_arg(L, idx, fname, "an integer", lua_type(L, idx) == LUA_TNUMBER ? "a fraction" : nullptr);
     return v;
 }
 
 const char* check_string(lua_State* L, int idx, const char* fname, size_t* len) {
-    if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TNUMBER)
-        raise(L, fname, "expected a string as argument %d, got %s", idx, luaL_typename(L, idx));
+    if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TNUMBER) raise_arg(L, idx, fname, "a string");
     return lua_tolstring(L, idx, len);
 }
 
@@ -638,7 +677,7 @@ void set_closer(lua_State* L, const char* name, Closer closer) {
 
 void* check_object(lua_State* L, int idx, const char* name, const char* fname) {
     void** ud = static_cast<void**>(test_object(L, idx, name));
-    if (!ud) raise(L, fname, "expected %s as argument %d, got %s", name, idx, luaL_typename(L, idx));
+    if (!ud) raise_arg(L, idx, fname, name);
     if (!*ud) raise(L, fname, "attempt to use a closed %s", name);
     return *ud;
 }

@@ -54,6 +54,46 @@ describe("argument errors", function()
         assert(helper.idle())
     end)
 
+    it("number a C method's arguments as the call is written, and say when ':' was meant", function()
+        local fs = require "fs"
+        local function message(f)
+            local ok, err = pcall(f)
+            assert.is_false(ok)
+            return (tostring(err):gsub("^[^:]*:%d+: ", ""))
+        end
+        local srv = assert(tcp.createServer(0, function(sock) sock:read() end, { host = "127.0.0.1" }))
+        local s = assert(tcp.connect(srv:address().port, "127.0.0.1"))
+        -- In s:setTimeout({}), the table is argument 1 (self is not counted).
+        assert.are.equal("setTimeout: expected a number as argument 1, got table", message(function() s:setTimeout({}) end))
+        assert.are.equal("setKeepalive: expected a number as argument 2, got string",
+            message(function() s:setKeepalive(true, "x") end))
+        assert.are.equal("read: expected a number as argument 1, got table", message(function() s:read({}) end))
+        assert.are.equal("read: expected a stream as argument 1, got number (a method: call it with ':')",
+            message(function() s.read(5) end))
+        s:close()
+        srv:close()
+        local f = assert(fs.open(here))
+        assert.are.equal("write: expected data (a string) as argument 1, got table", message(function() f:write({}) end))
+        assert.are.equal("read: expected an integer as argument 1, got string", message(function() f:read("x") end))
+        assert.are.equal("read: expected an offset (a number) as argument 2, got string",
+            message(function() f:read(1, "x") end))
+        assert.are.equal("seek: whence must be \"set\", \"cur\" or \"end\", got 'middle'",
+            message(function() f:seek("middle") end))
+        assert.are.equal("read: expected a file as argument 1, got number (a method: call it with ':')",
+            message(function() f.read(5) end))
+        assert(f:close())
+        local t = timer.setTimeout(10, function() end)
+        assert.are.equal("stop: expected a timer as argument 1, got number (a method: call it with ':')",
+            message(function() t.stop(5) end))
+        t:stop()
+        -- A plain function keeps its numbering, and is not told about ':'.
+        assert.are.equal("setTimeout: expected milliseconds (a number) as argument 1, got string",
+            message(function() timer.setTimeout("x") end))
+        assert.are.equal("readFile: expected a path (a string) as argument 1, got number",
+            message(function() fs.readFile(5) end))
+        assert(helper.idle())
+    end)
+
     it("point at the caller through lib/ wrappers", function()
         raises("tcp.createServer", function() tcp.createServer(0, function() end, { bogus = 1 }) end)
         raises("tcp.createServer", function() tcp.createServer("x") end)

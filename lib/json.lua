@@ -24,8 +24,11 @@ end
 
 local json = { null = c.null }
 
+-- lua-cjson's own message, which names what failed ("Cannot serialise function: type not
+-- supported", "Expected value but found invalid token at character 3"); only a position prefix
+-- (a Lua error raised inside, "file:12: ") is dropped.
 local function failure(what, e)
-    local msg = gsub(tostring(e), "^.-: ", "", 1)
+    local msg = gsub(gsub(tostring(e), "^[^:\n]+:%d+: ", "", 1), "^Cannot serialise", "cannot encode", 1)
     return nil, new_error("EJSON", what .. ": " .. msg)
 end
 

@@ -32,12 +32,17 @@ describe("json", function()
     end)
 
     it("returns an error table for values JSON cannot hold", function()
-        for _, bad in ipairs({ function() end, { f = print }, coroutine.create(print) }) do
+        -- The message names the type that cannot be encoded.
+        for _, case in ipairs({ { function() end, "function" }, { { f = print }, "function" },
+            { coroutine.create(print), "thread" }, { 0 / 0, "number" } }) do
+            local bad, kind = case[1], case[2]
             local s, err = json.encode(bad)
             assert.is_nil(s)
             assert.are.equal("EJSON", err.name)
-            assert.truthy(err.message:find("^json.encode: "))
+            assert.truthy(err.message:find("^json.encode: cannot encode " .. kind .. ": "), err.message)
         end
+        local _, err = json.decode("[1,,2]")
+        assert.truthy(err.message:find("at character 4", 1, true), err.message)
         local t = {}
         t.self = t
         local s, err = json.encode(t)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start-up benchmark: time and peak RSS of `luaio -e ''` against `luajit -e ''` and
-# `node -e ''` (method: ../shared/BENCHMARKS.md). Prints medians and ratios.
+# `node -e ''` (method: bench/README.md). Prints medians and ratios.
 #   bash bench/startup.sh [path/to/luaio] [runs]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # TCP echo benchmark of luaio against Node.js `net` and luv under LuaJIT, all on 127.0.0.1
-# (method: ../shared/BENCHMARKS.md): CONNS connections, SIZE-byte ping-pong, servers pinned to
+# (method: bench/README.md): CONNS connections, SIZE-byte ping-pong, servers pinned to
 # core 0, the epoll load client (bench/tcp_echo_client.c) pinned to core 1, rounds interleaved,
 # a fresh server per round, medians and ratios printed.
 #

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # WebSocket benchmarks of luaio against Bun (Bun.serve, uWebSockets) and Node.js with the npm `ws`
-# library, on 127.0.0.1 (method: ../shared/BENCHMARKS.md): servers pinned to core 0, the epoll
+# library, on 127.0.0.1 (method: bench/README.md): servers pinned to core 0, the epoll
 # load client (bench/websocket/ws_client.c, masked frames) pinned to core 1, rounds interleaved,
 # a fresh server per round, medians and same-run ratios printed.
 #

@@ -16,7 +16,8 @@ local raise = require("luaio.errors").raise
 
 local type, error, pairs, tostring, concat = type, error, pairs, tostring, table.concat
 local format, find, gsub, lower, match = string.format, string.find, string.gsub, string.lower, string.match
-local context, attach, handshake = core.context, core.attach, core.handshake
+local context, attach, handshake, sni_done = core.context, core.attach, core.handshake, core.sniDone
+local spawn = require("task").spawn
 
 local tls = {}
 
@@ -102,9 +103,11 @@ local function check_pair(c, fname, what)
     end
 end
 
--- The SNI selector of a server context (modules/tls.cpp calls it with the name the client
--- sent, during the handshake; it must not wait): host names of the sni table (exact, then
--- "*.example.com"), then the sni function, whose {cert, key} tables become contexts once.
+-- The SNI selector of a server context: modules/tls.cpp calls select(name, wait) with the name
+-- the client sent, in its client hello callback. The host names of the sni table (exact, then
+-- "*.example.com") answer at once; the sni function runs in a task of its own (it may wait:
+-- dns, fs, redis ...) and select returns `wait`: the handshake waits for core.sniDone(wait,
+-- ok, context). The function's {cert, key} tables become contexts once.
 local function sni_selector(t, base_of, fname)
     local sni = t.sni
     local hosts, made = {}, setmetatable({}, { __mode = "k" })
@@ -116,20 +119,27 @@ local function sni_selector(t, base_of, fname)
         end
         return ctx
     end
-    return function(name)
-        name = lower(name)
-        local ctx = hosts[name] or hosts["*." .. (match(name, "^[^.]+%.(.+)$") or "")]
-        if ctx or not fn then
-            return ctx
-        end
+    local function pick(name)
         local pair = fn(name)
         if pair == nil then
             return nil
         end
         check_pair(pair, "sni", "the result of the sni function")
-        ctx = made[pair] or make(pair)
+        local ctx = made[pair] or make(pair)
         made[pair] = ctx
         return ctx
+    end
+    local function run(name, wait)
+        sni_done(wait, pcall(pick, name))
+    end
+    return function(name, wait)
+        name = lower(name)
+        local ctx = hosts[name] or hosts["*." .. (match(name, "^[^.]+%.(.+)$") or "")]
+        if ctx or not fn then
+            return ctx
+        end
+        spawn(run, name, wait)
+        return wait
     end, function()
         if type(sni) ~= "table" then
             return

@@ -131,25 +131,133 @@ int ticket_key_cb(SSL* ssl, unsigned char* name, unsigned char* iv, EVP_CIPHER_C
     return 0;
 }
 
-// The server name callback: select(servername) on the main state picks the context whose
-// certificate is used (nil: this one). It must not wait; an error in it is reported and the
-// handshake goes on with this context.
-int servername_cb(SSL* ssl, int*, void*) {
-    const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+// An SNI selection that waits for Lua (an sni function that parks): the session's handshake
+// is paused (SSL_CLIENT_HELLO_RETRY) until core.sniDone gives the context, on a later loop turn.
+// Shared by the session (its ex data, freed with it) and the waiting Lua code (a userdata), so
+// that whichever goes first leaves the other something valid.
+struct SniWait {
+    luaio::Stream* stream = nullptr; // nullptr once the session is freed (the connection closed)
+    SSL_CTX* ctx = nullptr;          // the chosen context (a reference), nullptr: the default one
+    bool waiting = true;             // until core.sniDone
+    bool failed = false;             // the selector raised: the handshake fails
+    bool calling = false;            // the client hello callback is calling the selector
+    ~SniWait() { SSL_CTX_free(ctx); }
+};
+using SharedSni = std::shared_ptr<SniWait>;
+
+constexpr const char* kSniClass = "luaio.tls.sniwait";
+int g_sni_index = -1;
+
+void free_sni(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+    auto* w = static_cast<SharedSni*>(ptr);
+    if (!w) return;
+    (*w)->stream = nullptr;
+    delete w;
+}
+
+// The host name of the ClientHello's server_name extension (RFC 6066), "" when there is none.
+std::string client_hello_name(SSL* ssl) {
+    const unsigned char* p;
+    size_t len;
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) || len < 5) return "";
+    size_t list = (size_t(p[0]) << 8) | p[1];
+    if (list + 2 != len || p[2] != TLSEXT_NAMETYPE_host_name) return "";
+    size_t n = (size_t(p[3]) << 8) | p[4];
+    if (n == 0 || n + 5 > len || std::memchr(p + 5, 0, n)) return "";
+    return std::string(reinterpret_cast<const char*>(p + 5), n);
+}
+
+// The client hello callback of a server context with a selector: select(servername, wait) on
+// the main state returns a context (its certificate is used), nil (this context's), or the
+// wait userdata: the selector started a task that will call core.sniDone(wait, ok, context),
+// and the handshake waits for it (called again then, this returns what it gave). An error of the
+// selector fails the handshake (an internal_error alert), after it is reported.
+int client_hello_cb(SSL* ssl, int* alert, void*) {
+    if (auto* held = static_cast<SharedSni*>(SSL_get_ex_data(ssl, g_sni_index))) {
+        SniWait& w = **held;
+        if (w.waiting) return SSL_CLIENT_HELLO_RETRY;
+        *alert = SSL_AD_INTERNAL_ERROR;
+        if (w.failed) return SSL_CLIENT_HELLO_ERROR;
+        if (w.ctx) SSL_set_SSL_CTX(ssl, w.ctx);
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
     auto* ref = static_cast<int*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), g_select_index));
     lua_State* L = luaio::main_state();
-    if (!name || !ref || !L) return SSL_TLSEXT_ERR_OK;
+    if (!ref || !L) return SSL_CLIENT_HELLO_SUCCESS;
+    std::string name = client_hello_name(ssl);
+    if (name.empty()) return SSL_CLIENT_HELLO_SUCCESS;
+    auto* stream = luaio::tls_stream(ssl);
     lua_rawgeti(L, LUA_REGISTRYINDEX, *ref);
-    lua_pushstring(L, name);
-    if (lua_pcall(L, 1, 1, 0) != 0) {
+    lua_pushlstring(L, name.data(), name.size());
+    auto* ud = new (lua_newuserdata(L, sizeof(SharedSni))) SharedSni(std::make_shared<SniWait>());
+    SharedSni w = *ud;
+    luaL_getmetatable(L, kSniClass);
+    lua_setmetatable(L, -2);
+    // The selector's task may end before it returns (a function that does not wait).
+    w->calling = true;
+    int failed = lua_pcall(L, 2, 1, 0);
+    w->calling = false;
+    if (failed) {
         luaio::report_error(L, "tls sni: ", lua_tostring(L, -1));
         lua_pop(L, 1);
-        return SSL_TLSEXT_ERR_OK;
+        *alert = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
     }
-    if (auto* c = static_cast<Context*>(luaio::test_object(L, -1, kContextClass)))
+    int result = SSL_CLIENT_HELLO_SUCCESS;
+    if (auto* c = static_cast<Context*>(luaio::test_object(L, -1, kContextClass))) {
         if (c->ctx) SSL_set_SSL_CTX(ssl, c->ctx);
+    } else if (lua_touserdata(L, -1) == ud) {
+        if (!w->waiting) {
+            // Done already.
+            if (w->failed) result = SSL_CLIENT_HELLO_ERROR;
+            if (w->ctx) SSL_set_SSL_CTX(ssl, w->ctx);
+        } else if (stream) {
+            w->stream = stream;
+            SSL_set_ex_data(ssl, g_sni_index, new SharedSni(w));
+            result = SSL_CLIENT_HELLO_RETRY;
+        } else {
+            result = SSL_CLIENT_HELLO_ERROR;
+        }
+    }
     lua_pop(L, 1);
-    return SSL_TLSEXT_ERR_OK;
+    if (result == SSL_CLIENT_HELLO_ERROR) *alert = SSL_AD_INTERNAL_ERROR;
+    return result;
+}
+
+void on_sni_resume(uv_timer_t* t) {
+    auto* w = static_cast<SharedSni*>(t->data);
+    if ((*w)->stream) luaio::tls_resume((*w)->stream);
+    delete w;
+    uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+}
+
+// core.sniDone(wait, ok, context | error): the end of a selection that waited. The handshake
+// goes on at the next loop turn (not inside the calling task: it may deliver bytes and wake
+// readers); nothing happens when the connection closed meanwhile.
+int l_sni_done(lua_State* L) {
+    auto* ud = static_cast<SharedSni*>(luaio::test_object(L, 1, kSniClass));
+    if (!ud) luaio::raise(L, "sniDone", "expected an sni wait as argument 1");
+    SniWait& w = **ud;
+    if (!w.waiting) return 0;
+    w.waiting = false;
+    if (!lua_toboolean(L, 2)) {
+        w.failed = true;
+        const char* msg = lua_tostring(L, 3);
+        luaio::report_error(L, "tls sni: ", msg ? msg : "the sni function failed");
+    } else if (auto* c = static_cast<Context*>(luaio::test_object(L, 3, kContextClass))) {
+        if (c->ctx && SSL_CTX_up_ref(c->ctx) == 1) w.ctx = c->ctx;
+    }
+    if (!w.stream || w.calling) return 0;
+    auto* t = new uv_timer_t;
+    uv_timer_init(luaio::loop(), t);
+    t->data = new SharedSni(*ud);
+    uv_timer_start(t, on_sni_resume, 0, 0);
+    return 0;
+}
+
+int l_sni_gc(lua_State* L) {
+    if (auto* ud = static_cast<SharedSni*>(luaio::test_object(L, 1, kSniClass))) ud->~SharedSni();
+    return 0;
 }
 
 // OpenSSL's reason for the last failure, and the error queue cleared.
@@ -340,7 +448,7 @@ int l_context(lua_State* L) {
         lua_getfield(L, 1, "select");
         if (lua_isfunction(L, -1)) {
             SSL_CTX_set_ex_data(ctx, g_select_index, new int(luaL_ref(L, LUA_REGISTRYINDEX)));
-            SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
+            SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, nullptr);
         } else {
             lua_pop(L, 1);
         }
@@ -553,8 +661,12 @@ extern "C" int luaopen_luaio_tls(lua_State* L) {
     if (g_alpn_index < 0) g_alpn_index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, free_alpn);
     if (g_select_index < 0) g_select_index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, free_select);
     if (g_tickets_index < 0) g_tickets_index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, free_tickets);
+    if (g_sni_index < 0) g_sni_index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, free_sni);
     const luaL_Reg ctx_methods[] = {{"__gc", l_context_gc}, {nullptr, nullptr}};
     luaio::new_class(L, kContextClass, ctx_methods);
+    lua_pop(L, 1);
+    const luaL_Reg sni_methods[] = {{"__gc", l_sni_gc}, {nullptr, nullptr}};
+    luaio::new_class(L, kSniClass, sni_methods);
     lua_pop(L, 1);
     // Every tcp socket answers tlsInfo() (nil without TLS).
     luaL_getmetatable(L, "luaio.tcp.socket");
@@ -564,7 +676,8 @@ extern "C" int luaopen_luaio_tls(lua_State* L) {
     }
     lua_pop(L, 1);
     const luaL_Reg funcs[] = {{"context", l_context}, {"attach", l_attach},   {"handshake", l_handshake},
-                              {"info", l_info},       {"session", l_session}, {nullptr, nullptr}};
+                              {"info", l_info},       {"session", l_session}, {"sniDone", l_sni_done},
+                              {nullptr, nullptr}};
     luaL_newlib(L, funcs);
     return 1;
 }

@@ -27,6 +27,7 @@ class TlsTransport final : public Transport, public Consumer {
 
     void bytes_in(Stream* s, const char* data, size_t len) override {
         if (failed_) return;
+        if (paused_) return keep_input(s, data, len);
         in_ = data;
         in_len_ = len;
         pump(s);
@@ -102,6 +103,19 @@ class TlsTransport final : public Transport, public Consumer {
     bool done() const { return done_; }
     bool truncated() const { return truncated_; }
 
+    // Goes on with a handshake that the client hello callback paused (see tls_resume).
+    void resume(Stream* s) {
+        if (!paused_ || failed_ || s->closing()) return;
+        paused_ = false;
+        std::string input;
+        input.swap(paused_input_);
+        in_ = input.data();
+        in_len_ = input.size();
+        pump(s);
+        in_ = nullptr;
+        in_len_ = 0;
+    }
+
     // Drives the handshake, then decrypts what there is.
     void pump(Stream* s) {
         if (!done_) {
@@ -110,6 +124,14 @@ class TlsTransport final : public Transport, public Consumer {
                 int e = SSL_get_error(ssl_, r);
                 if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
                     flush(s);
+                    return;
+                }
+                if (e == SSL_ERROR_WANT_CLIENT_HELLO_CB) {
+                    // The client hello callback waits for Lua (an sni function): what came after
+                    // the ClientHello is kept for when it resumes.
+                    paused_ = true;
+                    keep_input(s, in_, in_len_);
+                    in_len_ = 0;
                     return;
                 }
                 return fail_handshake(s);
@@ -155,6 +177,14 @@ class TlsTransport final : public Transport, public Consumer {
     size_t bio_pending() const { return in_len_; }
 
   private:
+    // Bytes received while the handshake is paused, for resume (bounded: a client has no reason
+    // to send much before the server's first flight).
+    void keep_input(Stream* s, const char* data, size_t len) {
+        if (paused_input_.size() + len > 64 * 1024)
+            return fail(s, LUAIO_ETLS, "too much data before the TLS handshake");
+        paused_input_.append(data, len);
+    }
+
     // Points the session's output at out while it lives (an encoded write), then back.
     struct Sink {
         Sink(TlsTransport* t, std::string* out) : t_(t), saved_(t->sink_) { t->sink_ = out; }
@@ -219,13 +249,15 @@ class TlsTransport final : public Transport, public Consumer {
     const char* in_ = nullptr; // the received bytes the session has not read yet
     size_t in_len_ = 0;
     std::string* sink_ = &scratch();
-    std::string early_; // plaintext written before the handshake was done
+    std::string early_;        // plaintext written before the handshake was done
+    std::string paused_input_; // ciphertext received while the handshake was paused
     std::string msg_;
     int err_ = 0;
     bool done_ = false;
     bool failed_ = false;
     bool ended_ = false;
     bool truncated_ = false;
+    bool paused_ = false; // the client hello callback asked to wait (SSL_CLIENT_HELLO_RETRY)
 };
 
 // The BIO method of every session: no buffer of its own (an idle session holds none, and the
@@ -277,6 +309,12 @@ BIO_METHOD* bio_method() {
     return m;
 }
 
+// The ex data index of a session's Stream (tls_stream).
+int stream_index() {
+    static int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+    return index;
+}
+
 TlsTransport* transport_of(Stream* s) {
     return dynamic_cast<TlsTransport*>(s->transport());
 }
@@ -292,6 +330,7 @@ int tls_attach(Stream* s, SSL_CTX* ctx, const TlsStart& how) {
         return LUAIO_ETLS;
     }
     SSL_set_bio(ssl, bio, bio); // one reference for both directions
+    SSL_set_ex_data(ssl, stream_index(), s); // for callbacks that resume the handshake later
     if (how.server) {
         SSL_set_accept_state(ssl);
     } else {
@@ -323,6 +362,14 @@ int tls_attach(Stream* s, SSL_CTX* ctx, const TlsStart& how) {
 SSL* tls_session(Stream* s) {
     TlsTransport* t = transport_of(s);
     return t ? t->ssl() : nullptr;
+}
+
+Stream* tls_stream(SSL* ssl) {
+    return static_cast<Stream*>(SSL_get_ex_data(ssl, stream_index()));
+}
+
+void tls_resume(Stream* s) {
+    if (TlsTransport* t = transport_of(s)) t->resume(s);
 }
 
 int tls_handshake(lua_State* L, Stream* s, uint64_t timeout_ms, const char* fname) {

@@ -25,6 +25,12 @@ struct TlsStart {
 int tls_attach(Stream* s, SSL_CTX* ctx, const TlsStart& how);
 // The session of s (nullptr when s is not a TLS stream).
 SSL* tls_session(Stream* s);
+// The stream of a session (in OpenSSL's callbacks).
+Stream* tls_stream(SSL* ssl);
+// Goes on with the handshake of s after its client hello callback returned
+// SSL_CLIENT_HELLO_RETRY (the handshake waits, reading nothing, until then); the callback is
+// called again. Nothing happens when s is closing or not paused.
+void tls_resume(Stream* s);
 // Waits (parks the task, read_timeout bounding it) until the handshake of s is done: returns
 // true, or nil and the error (ECERTVERIFY, EHOSTMISMATCH, ETLS, ETIMEDOUT, EOF ...).
 // Use as `return tls_handshake(L, s, timeout_ms, fname);`.

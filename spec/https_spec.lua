@@ -139,6 +139,35 @@ describe("https requests", function()
     end)
 end)
 
+describe("https server names", function()
+    it("wait for an sni function that parks, per connection", function()
+        local asked = 0
+        local srv = start(function(req)
+            return { status = 200, body = req.tls.servername or "" }
+        end, true, {
+            sni = function(name)
+                asked = asked + 1
+                sleep(30) -- as a lookup in a database or a file would
+                if name == "localhost" then return { cert = dir .. "/n.pem", key = dir .. "/n.key" } end
+            end,
+        })
+        local port = srv:address().port
+        local function get(name)
+            return assert(process.run({ "curl", "-sS", "-v", "-k", "--max-time", "5", "--resolve",
+                name .. ":" .. port .. ":127.0.0.1", "https://" .. name .. ":" .. port .. "/" }, { timeout = 8000 }))
+        end
+        local r = get("localhost")
+        assert.are.equal(0, r.code, r.stderr)
+        assert.are.equal("localhost", r.stdout)
+        assert.matches("subject: CN=new", r.stderr)
+        r = get("other.example")
+        assert.are.equal("other.example", r.stdout)
+        assert.matches("subject: CN=localhost", r.stderr)
+        assert.are.equal(2, asked)
+        srv:close()
+    end)
+end)
+
 describe("https under luaio --workers", function()
     it("serves the certificate files anew after SIGHUP", function()
         sh(("cp %s/s.pem %s/live.pem && cp %s/s.key %s/live.key"):format(dir, dir, dir, dir))

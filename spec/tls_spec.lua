@@ -397,6 +397,59 @@ describe("tls server names, sessions and certificate reload", function()
         end, "tls.createServer: option 'sni' must be a table or function, got number")
     end)
 
+    it("lets the sni function wait (the handshake pauses), and aborts on its error", function()
+        local fn_pair = { cert = path("fnhost.pem"), key = path("fnhost.key") }
+        local running, ended, connected = 0, 0, 0
+        local srv, port = serve(function(sock)
+            connected = connected + 1
+            echo(sock)
+        end, server_opts("server", {
+            sni = function(name)
+                running = running + 1
+                sleep(name == "slow.example" and 1500 or 30) -- parks this task, not the handshakes of others
+                running = running - 1
+                ended = ended + 1
+                if name == "bad.example" then error("no certificate for " .. name) end
+                if name == "fn.example" or name == "slow.example" then return fn_pair end
+            end,
+            handshakeTimeout = 500,
+        }))
+        -- Three handshakes wait at once, each gets its certificate.
+        local subjects = {}
+        local tasks = {}
+        for i, name in ipairs({ "fn.example", "localhost", "fn.example" }) do
+            tasks[i] = task.spawn(function()
+                subjects[i] = subject_for(port, name)
+            end)
+        end
+        for _, t in ipairs(tasks) do t:join() end
+        assert.are.same({ "CN=fnhost", "CN=server", "CN=fnhost" }, subjects)
+        assert.is_true(helper.wait_for(function() return connected == 3 end, 3000))
+        -- An error of the function fails the handshake (an alert), the connection is closed.
+        local fds = helper.fd_count()
+        local _, err = subject_for(port, "bad.example")
+        assert.are.equal("ETLS", err.name)
+        assert.matches("internal error", err.message)
+        -- A function that outlives the handshake timeout: the handshake fails and the connection
+        -- closes; when the function returns later nothing happens to the closed connection.
+        _, err = subject_for(port, "slow.example")
+        assert.is_table(err)
+        assert.are.equal(3, connected)
+        assert.is_true(helper.wait_for(function() return running == 0 end, 5000))
+        -- The client gives up while the function runs (it closes first).
+        local t = task.spawn(function()
+            tls.connect(port, "127.0.0.1", { ca = path("ca.pem"), servername = "slow.example", handshakeTimeout = 50 })
+        end)
+        t:join()
+        assert.is_true(helper.wait_for(function() return running == 0 end, 5000))
+        assert.is_true(helper.fds_back_to(fds, 3000) <= fds)
+        assert.are.equal(6, ended)
+        -- The server still serves.
+        assert.are.equal("CN=fnhost", subject_for(port, "fn.example"))
+        assert.is_true(helper.wait_for(function() return connected == 4 end, 3000))
+        srv:close()
+    end)
+
     -- A session of a first connection (after its first reply: TLS 1.3 tickets follow the handshake).
     local function session_of(port)
         local sock = assert(tls.connect(port, "127.0.0.1", { ca = path("ca.pem") }))

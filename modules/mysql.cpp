@@ -33,6 +33,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cerrno>
 #include <cstring>
 #include <iterator>
 #include <string>
@@ -813,11 +814,26 @@ bool is_client_error(unsigned e) {
     return e >= 2000 && e < 3000;
 }
 
+// The socket error of a connector's "Can't connect to server on '127.0.0.1' (111)" (CR_CONNECTION_ERROR,
+// CR_CONN_HOST_ERROR: the system's errno in parentheses at the end), as libuv's code; 0 for
+// another error or errno.
+int socket_error(unsigned no, const std::string& msg) {
+    if (no != CR_CONNECTION_ERROR && no != CR_CONN_HOST_ERROR) return 0;
+    size_t open = msg.rfind('(');
+    if (open == std::string::npos) return 0;
+    int e = std::atoi(msg.c_str() + open + 1);
+    for (int known : {ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, ECONNRESET})
+        if (e == known) return -e;
+    return 0;
+}
+
 // A TLS error about the server's certificate (its chain or its name) is ECERTVERIFY, as for the
-// tls module; its errno and sqlstate are kept.
+// tls module; a socket error of the connect is named as tcp names it (ECONNREFUSED ...). The
+// errno and sqlstate are kept.
 void push_mysql_error(lua_State* L, unsigned no, const std::string& state, const std::string& msg) {
     bool cert = no == CR_SSL_CONNECTION_ERROR && msg.find("certificate") != std::string::npos;
-    luaio::push_error(L, cert ? luaio::LUAIO_ECERTVERIFY : luaio::LUAIO_EMYSQL, msg.c_str());
+    int sock = socket_error(no, msg);
+    luaio::push_error(L, cert ? luaio::LUAIO_ECERTVERIFY : sock ? sock : luaio::LUAIO_EMYSQL, msg.c_str());
     lua_pushnumber(L, no);
     lua_setfield(L, -2, "errno");
     lua_pushstring(L, state.c_str());

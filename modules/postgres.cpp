@@ -32,6 +32,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cerrno>
 #include <cstring>
 #include <strings.h>
 #include <memory>
@@ -195,6 +196,15 @@ void push_pg_error(lua_State* L, Conn* c, const PGresult* r) {
     set_field(L, "severity", PQresultErrorField_(r, PG_DIAG_SEVERITY_NONLOCALIZED));
     set_field(L, "detail", PQresultErrorField_(r, PG_DIAG_MESSAGE_DETAIL));
     set_field(L, "hint", PQresultErrorField_(r, PG_DIAG_MESSAGE_HINT));
+}
+
+// The socket error a failed connect's message names (libpq writes strerror's text, in the C
+// locale luaio runs in: "Connection refused"), as libuv's code, so that a refused connection is
+// ECONNREFUSED as for tcp, http and redis; 0 when the message names none of these.
+int socket_error(const std::string& message) {
+    for (int e : {ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, ECONNRESET})
+        if (message.find(std::strerror(e)) != std::string::npos) return -e;
+    return 0;
 }
 
 // A query the server cancelled because its timeout passed.
@@ -774,9 +784,11 @@ void step_connect(Conn* c) {
         PQsetnonblocking_(c->pg, 1);
         finish(c);
         return;
-    default:
-        fail_lost(c, luaio::LUAIO_EPG, nullptr);
+    default: {
+        int uverr = socket_error(pq_message(c->pg));
+        fail_lost(c, uverr ? uverr : static_cast<int>(luaio::LUAIO_EPG), nullptr);
         return;
+    }
     }
 }
 

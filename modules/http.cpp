@@ -167,10 +167,11 @@ struct ConnList {
 // conn:sendfile. The cache is static's (core.filecache(max), one per handler), shared by the
 // servers whose handler it is (core.site's files): each anchors it.
 struct CachedFile {
-    std::string bytes;    // static's header field lines, then the body
-    std::string file;     // the file's path (as static names it), for forget
-    size_t fields = 0;    // the field lines' length
-    uint64_t expires = 0; // uv_hrtime() after which static looks the file up again
+    std::string bytes;          // static's header field lines, then the body
+    std::string file;           // the file's path (as static names it), for forget
+    std::string etag, modified; // its ETag and Last-Modified values (for a 304)
+    size_t fields = 0;          // the field lines' length
+    uint64_t expires = 0;       // uv_hrtime() after which static looks the file up again
 };
 
 constexpr const char* kFileCacheClass = "luaio.http.filecache";
@@ -1399,6 +1400,19 @@ ssize_t pread_all(int fd, char* p, size_t n, int64_t off) {
     return static_cast<ssize_t>(got);
 }
 
+// The value of the field `name` among the header field lines fields[0, n), or "".
+std::string field_value(const std::string& fields, size_t n, const char* name) {
+    size_t nlen = std::strlen(name);
+    for (size_t at = 0; at < n;) {
+        size_t eol = fields.find("\r\n", at);
+        if (eol == std::string::npos || eol > n) break;
+        if (eol - at > nlen + 2 && fields.compare(at, nlen, name) == 0 && fields.compare(at + nlen, 2, ": ") == 0)
+            return fields.substr(at + nlen + 2, eol - at - nlen - 2);
+        at = eol + 2;
+    }
+    return std::string();
+}
+
 // Keeps the response just built in out() (static's fields from the end of the status line to
 // fields_end, and its body, the last n bytes) of `file` as the answer to `path` until
 // `expires`. When the cache is full, the entries past their time go, else one.
@@ -1419,6 +1433,8 @@ void keep_cached(FileCache* fc, const char* path, size_t plen, const char* file,
     f.file.assign(file, flen);
     f.fields = fields_end - start;
     f.expires = expires;
+    f.etag = field_value(f.bytes, f.fields, "ETag");
+    f.modified = field_value(f.bytes, f.fields, "Last-Modified");
 }
 
 // err = conn:sendfile(status, headers, last, fd, offset, length[, path, expires, file]): a whole response whose body is
@@ -1492,30 +1508,50 @@ int serve_cached(lua_State* L, Conn* c) {
         fc->files.erase(it);
         return 0;
     }
-    // Validators and ranges are static's to answer (304, 206, 416).
+    // A revalidation whose validator is the file's own, as browsers send it (If-None-Match: the
+    // ETag; else If-Modified-Since: the Last-Modified date), is answered 304 here as static
+    // answers it. Any other validator, and ranges, are static's (a list, a weak tag, an older
+    // date; 206, 416).
+    const H::Span* inm = nullptr;
+    const H::Span* ims = nullptr;
     for (size_t i = 0; i < h.nheaders; i++) {
         const H::Span& n = h.names[i];
-        if (lower_equals(n.p, n.len, "if-none-match") || lower_equals(n.p, n.len, "if-modified-since") ||
-            lower_equals(n.p, n.len, "range"))
+        if (lower_equals(n.p, n.len, "if-none-match"))
+            inm = &h.values[i];
+        else if (lower_equals(n.p, n.len, "if-modified-since"))
+            ims = &h.values[i];
+        else if (lower_equals(n.p, n.len, "range"))
             return 0;
+    }
+    auto same = [](const H::Span* v, const std::string& s) {
+        return v->len == s.size() && v->len > 0 && std::memcmp(v->p, s.data(), s.size()) == 0;
+    };
+    bool not_modified = false;
+    if (inm || ims) {
+        if (inm ? !same(inm, f.etag) : !same(ims, f.modified)) return 0;
+        not_modified = true;
     }
     uint64_t size = f.bytes.size() - f.fields;
     OutBuf& b = out();
     b.clear();
-    const std::string& line = status_line(200);
+    int status = not_modified ? 304 : 200;
+    const std::string& line = status_line(status);
     b.append(line.data(), line.size());
     b.append(f.bytes.data(), f.fields);
     const DefaultLines& d = default_lines();
     b.append(d.text, d.len);
-    b.append("Content-Length: ", 16);
-    b.append_uint(size);
-    b.append(c->parser->minor() == 0 ? "\r\nConnection: keep-alive\r\n\r\n" : "\r\n\r\n",
-             c->parser->minor() == 0 ? 28 : 4);
-    if (!c->is_head) b.append(f.bytes.data() + f.fields, size);
-    access_status(c, 200);
-    access_bytes(c, c->is_head ? 0 : size);
+    if (!not_modified) { // a 304 has no length (static sets none)
+        b.append("Content-Length: ", 16);
+        b.append_uint(size);
+        b.append("\r\n", 2);
+    }
+    if (c->parser->minor() == 0) b.append("Connection: keep-alive\r\n", 24);
+    b.append("\r\n", 2);
+    c->no_body = c->is_head || not_modified;
+    if (!c->no_body) b.append(f.bytes.data() + f.fields, size);
+    access_status(c, status);
+    access_bytes(c, c->no_body ? 0 : size);
     c->head_sent = true;
-    c->no_body = c->is_head;
     end_response(c);
     uv_buf_t buf = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
     int err = s->write(&buf, 1);

@@ -328,24 +328,31 @@ describe("http.static", function()
     end)
 
     describe("a server whose handler it is", function()
-        it("answers a small file it served a moment ago without running Lua", function()
+        it("answers a small file it served a moment ago without running Lua, and its revalidations", function()
             start({ fileCache = { valid = 1500 } })
             local paths = {}
             for i = 1, 200 do paths[#paths + 1] = base .. "/hello.txt" end
             -- Warm up: the first answer comes from the handler, the next from the server.
-            assert.are.equal(200, exchange({ request("GET", "/hello.txt") })[1].status)
-            collectgarbage()
-            collectgarbage("stop")
-            local before = collectgarbage("count")
-            -- curl reuses its connection for the 200 URLs.
-            local out = process.run({ "curl", "-s", "--max-time", "20", "-o", "/dev/null", "-w", "%{num_connects}\n",
-                table.unpack(paths) })
-            local grown = (collectgarbage("count") - before) * 1024
-            collectgarbage("restart")
-            assert(out)
-            assert.are.equal(200, #assert(out.stdout):gsub("[^\n]", ""))
-            -- A request through the handler makes a request and a response table (~700 bytes).
-            assert.is_true(grown < 200 * 100, ("Lua memory grew by %d bytes"):format(grown))
+            local first = exchange({ request("GET", "/hello.txt") })[1]
+            assert.are.equal(200, first.status)
+            local etag = first.head:match("ETag: ([^\r]+)")
+            for _, extra in ipairs({ {}, { "-H", "If-None-Match: " .. etag } }) do
+                collectgarbage()
+                collectgarbage("stop")
+                local before = collectgarbage("count")
+                -- curl reuses its connection for the 200 URLs.
+                local args = { "curl", "-s", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}\n" }
+                for _, a in ipairs(extra) do args[#args + 1] = a end
+                for _, p in ipairs(paths) do args[#args + 1] = p end
+                local out = process.run(args)
+                local grown = (collectgarbage("count") - before) * 1024
+                collectgarbage("restart")
+                assert(out)
+                local _, n = assert(out.stdout):gsub(extra[1] and "304\n" or "200\n", "")
+                assert.are.equal(200, n)
+                -- A request through the handler makes a request and a response table (~700 bytes).
+                assert.is_true(grown < 200 * 100, ("Lua memory grew by %d bytes"):format(grown))
+            end
         end)
 
         it("sends the same head and body as the handler, for GET, HEAD and HTTP/1.0", function()
@@ -363,6 +370,21 @@ describe("http.static", function()
             assert.truthy(r[2].head:find("Cache-Control: public, max-age=60\r\n", 1, true))
             assert.truthy(r[2].head:find("\r\nDate: ", 1, true))
             assert.truthy(r[4].head:find("\r\nConnection: keep-alive", 1, true))
+            -- 304s: the handler's (a weak tag, an older style date) and the server's (the exact ones).
+            local etag, modified = r[1].head:match("ETag: ([^\r]+)"), r[1].head:match("Last%-Modified: ([^\r]+)")
+            local v = exchange({ request("GET", "/hello.txt", "If-None-Match: W/" .. etag .. "\r\n"),
+                request("GET", "/hello.txt", "If-None-Match: " .. etag .. "\r\n"),
+                request("HEAD", "/hello.txt", "If-Modified-Since: " .. modified .. "\r\n"),
+                request("GET", "/hello.txt", "Connection: keep-alive\r\nIf-Modified-Since: " .. modified .. "\r\n", "1.0"),
+                request("GET", "/hello.txt", "If-None-Match: \"other\"\r\nIf-Modified-Since: " .. modified .. "\r\n"),
+                request("GET", "/hello.txt", "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n") })
+            assert.are.same({ 304, 304, 304, 304, 200, 200 },
+                { v[1].status, v[2].status, v[3].status, v[4].status, v[5].status, v[6].status })
+            assert.are.equal(strip(v[1].head), strip(v[2].head))
+            assert.are.equal(strip(v[1].head), strip(v[3].head))
+            assert.is_nil(v[2].head:find("Content-Length", 1, true))
+            assert.truthy(v[4].head:find("\r\nConnection: keep-alive", 1, true))
+            assert.are.equal("hello world", v[5].body)
         end)
 
         it("leaves validators, ranges, variants and other paths to the handler", function()
@@ -427,6 +449,12 @@ describe("http.static", function()
         assert.are.equal("console.log(1)", plain.body)
         assert.is_nil(plain.headers["content-encoding"])
         assert.are.equal("Accept-Encoding", plain.headers.vary)
+        -- A client that says nothing gets the plain file, with Vary too (for caches on the way).
+        local none = exchange({ request("GET", "/app.js"), request("GET", "/app.js") })
+        assert.are.equal("console.log(1)", none[2].body)
+        assert.truthy(none[1].head:find("\r\nVary: Accept-Encoding\r\n", 1, true))
+        assert.truthy(none[2].head:find("\r\nVary: Accept-Encoding\r\n", 1, true))
+        assert.is_nil(none[2].head:find("Content-Encoding", 1, true))
     end)
 
     describe("refuses to leave the root", function()

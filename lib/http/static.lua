@@ -578,9 +578,13 @@ function static.new(root, options)
         end
         local own = res._n == 1 -- no field set before static's (see put)
         put(res, own, "Content-Type", e.ctype or content_type(file))
+        -- Variants: picked for a client that says what it accepts; for any client, a file that
+        -- has one says Vary (a cache must not give its plain response to every client). Whether
+        -- it has one is known once per cache entry.
         local encoding, vary
         local ae = o.precompressed and req.headers["accept-encoding"]
-        if ae then -- variants are looked for only for clients that say what they accept
+        if ae then
+            local orig = e
             for _, v in ipairs(VARIANTS) do
                 local ve = find(file .. v[2], opened)
                 if ve and ve.st.type == "file" and ve.inside then
@@ -588,22 +592,21 @@ function static.new(root, options)
                     if not encoding and accepts(ae, v[1]) then encoding, e = v[1], ve end
                 end
             end
-            if not vary then e.plain = true end
-        end
-        -- Whether the file has no variant, known once per entry (a server may then answer it
-        -- without Lua whatever the client accepts: see send_file).
-        local plain = false
-        if own and not vary and e.st.size <= SMALL_FILE then
-            plain = e.plain
-            if plain == nil then
-                plain = true
-                for _, v in ipairs(o.precompressed and VARIANTS or {}) do
+            orig.variants = vary or false
+        elseif o.precompressed then
+            vary = e.variants
+            if vary == nil then
+                vary = false
+                for _, v in ipairs(VARIANTS) do
                     local ve = find(file .. v[2], opened)
-                    if ve and ve.st.type == "file" and ve.inside then plain = false end
+                    if ve and ve.st.type == "file" and ve.inside then vary = true end
                 end
-                e.plain = plain
+                e.variants = vary
             end
+            vary = vary or nil
         end
+        -- A file with no variant: a server may then answer it without Lua (see send_file).
+        local plain = own and not vary and e.st.size <= SMALL_FILE
         return send_file(req, res, e, o, encoding, vary, own, plain)
     end
     if cache_max > 0 then

@@ -83,7 +83,16 @@ local function client_context(t)
     return ctx, err
 end
 
+-- The secret that session ticket keys are derived from under `luaio --workers`: the master's,
+-- the same in every worker, so a session resumes on whichever worker the connection reaches.
+-- nil in a process of its own (its keys are random).
+local function worker_secret()
+    local worker = package.loaded["luaio.worker"]
+    return worker and worker.ticketSecret and worker.ticketSecret() or nil
+end
+
 -- The options of a server context: t's, with `with`'s on top (a certificate of sni, a reload).
+-- A context with keys of its own (not those of another, ticketsOf) gets the workers' secret.
 local function context_options(t, with)
     local o = { server = true }
     for k, v in pairs(t) do
@@ -93,6 +102,9 @@ local function context_options(t, with)
     end
     for k, v in pairs(with or {}) do
         o[k] = v
+    end
+    if not o.ticketsOf and o.sessionTickets ~= false then
+        o.ticketSecret = worker_secret()
     end
     return o
 end

@@ -11,8 +11,9 @@
 #include "runtime/stream.h"
 #include "runtime/tls.h"
 
-#include <openssl/err.h>
 #include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
@@ -70,6 +71,11 @@ struct TicketKeys {
     bool has_previous = false;
     uint64_t rotated_at = 0; // ms (luaio::now_ms)
     uint64_t lifetime = 0;   // ms a key makes tickets; 0: never rotated
+    // Keys derived from a secret (the workers of one master share it): the key of a period of
+    // the wall clock is the same in every process, so a ticket of one worker resumes on another.
+    bool derived = false;
+    unsigned char secret[32];
+    uint64_t period = UINT64_MAX; // the wall-clock period (ms since the epoch / lifetime) of current
 };
 
 int g_tickets_index = -1;
@@ -94,6 +100,40 @@ bool new_ticket_key(TicketKey* k) {
            RAND_priv_bytes(k->hmac, sizeof k->hmac) == 1;
 }
 
+// The key of `period` derived from the secret: HMAC-SHA256(secret, label || period) for each part.
+void derive_ticket_key(const unsigned char* secret, uint64_t period, TicketKey* k) {
+    unsigned char msg[16 + 8];
+    for (int i = 0; i < 8; i++) msg[16 + i] = static_cast<unsigned char>(period >> (56 - 8 * i));
+    struct Part {
+        const char* label;
+        unsigned char* out;
+        size_t len;
+    } parts[] = {{"luaio ticket nam", k->name, sizeof k->name},
+                 {"luaio ticket aes", k->aes, sizeof k->aes},
+                 {"luaio ticket mac", k->hmac, sizeof k->hmac}};
+    for (const Part& p : parts) {
+        std::memcpy(msg, p.label, 16);
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned mdlen = 0;
+        HMAC(EVP_sha256(), secret, 32, msg, sizeof msg, md, &mdlen);
+        std::memcpy(p.out, md, p.len);
+        OPENSSL_cleanse(md, sizeof md);
+    }
+}
+
+// Derived keys: current is the key of this period of the wall clock, previous the one before.
+void derive_current(TicketKeys* keys) {
+    uv_timeval64_t tv;
+    uv_gettimeofday(&tv);
+    uint64_t wall_ms = static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec) / 1000;
+    uint64_t period = keys->lifetime ? wall_ms / keys->lifetime : 0;
+    if (keys->period == period) return;
+    keys->period = period;
+    derive_ticket_key(keys->secret, period, &keys->current);
+    keys->has_previous = period > 0;
+    if (keys->has_previous) derive_ticket_key(keys->secret, period - 1, &keys->previous);
+}
+
 bool init_ticket(const TicketKey& k, unsigned char* iv, EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx, int enc) {
     OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", const_cast<char*>("SHA256"), 0),
                            OSSL_PARAM_construct_end()};
@@ -108,7 +148,9 @@ int ticket_key_cb(SSL* ssl, unsigned char* name, unsigned char* iv, EVP_CIPHER_C
     TicketKeys* keys = ticket_keys(SSL_get_SSL_CTX(ssl));
     if (!keys) return -1;
     uint64_t now = luaio::now_ms();
-    if (keys->lifetime && now - keys->rotated_at >= keys->lifetime) {
+    if (keys->derived) {
+        derive_current(keys);
+    } else if (keys->lifetime && now - keys->rotated_at >= keys->lifetime) {
         TicketKey next;
         if (new_ticket_key(&next)) {
             // A key unused for a whole period is dropped, not kept as the previous one.
@@ -441,7 +483,17 @@ int l_context(lua_State* L) {
                 keys->lifetime = ms > 0 ? static_cast<uint64_t>(ms) : 0;
                 keys->rotated_at = luaio::now_ms();
                 SSL_CTX_set_ex_data(ctx, g_tickets_index, new SharedKeys(keys));
-                if (!new_ticket_key(&keys->current)) return fail(L, ctx, ssl_reason("tls: cannot make a ticket key"));
+                size_t slen = 0;
+                lua_getfield(L, 1, "ticketSecret");
+                const char* secret = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &slen) : nullptr;
+                lua_pop(L, 1);
+                if (secret && slen == sizeof keys->secret) {
+                    keys->derived = true;
+                    std::memcpy(keys->secret, secret, slen);
+                    derive_current(keys.get());
+                } else if (!new_ticket_key(&keys->current)) {
+                    return fail(L, ctx, ssl_reason("tls: cannot make a ticket key"));
+                }
             }
             SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
         }

@@ -199,6 +199,58 @@ describe("https under luaio --workers", function()
     end)
 end)
 
+describe("tls session tickets under luaio --workers", function()
+    it("resume a session that one worker issued on another, and after SIGHUP", function()
+        -- Each worker listens on a port of its own, so the spec knows which one it reaches.
+        local ports = { helper.free_port(), helper.free_port() }
+        local app = helper.script(([[
+            local http = require "http"
+            local process = require "process"
+            local port = ({ %d, %d })[process.workerId]
+            assert(http.createServer({ port = port, host = "127.0.0.1", tls = { cert = %q, key = %q } },
+                function(req, res) res:finish(process.workerId .. " " .. tostring(req.tls.resumed)) end))
+        ]]):format(ports[1], ports[2], dir .. "/s.pem", dir .. "/s.key"))
+        local m = assert(process.spawn(helper.luaio, { "--workers", "2", app }, { stdio = { "ignore", "ignore", "ignore" } }))
+        finally(function()
+            if not m:status() then
+                m:kill("SIGKILL")
+                m:wait()
+            end
+            os.remove(app)
+        end)
+        local tls = require "tls"
+        -- One request on a new connection to the worker behind `port`: its answer and the session.
+        local function get(port, session)
+            local sock = tls.connect(port, "127.0.0.1", { ca = dir .. "/ca.pem", session = session })
+            if not sock then return nil end
+            sock:setTimeout(5000)
+            sock:write("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            local reply = ""
+            for _ = 1, 100 do
+                local d = sock:read()
+                if not d then break end
+                reply = reply .. d
+            end
+            local s = sock:getSession()
+            sock:close()
+            return reply:match("\r\n\r\n(.*)$"), s
+        end
+        assert.is_true(helper.wait_for(function() return get(ports[1]) ~= nil and get(ports[2]) ~= nil end, 10000))
+        local body, session = get(ports[1])
+        assert.are.equal("1 false", body)
+        assert.is_string(session)
+        assert.are.equal("2 true", (get(ports[2], session)))
+        -- New workers (a reload) derive the same keys from the master's secret.
+        m:kill("SIGHUP")
+        sleep(1500)
+        assert.is_true(helper.wait_for(function() return get(ports[2]) ~= nil end, 10000))
+        assert.are.equal("2 true", (get(ports[2], session)))
+        assert.are.equal("1 true", (get(ports[1], session)))
+        m:kill("SIGTERM")
+        assert.are.equal(0, m:wait())
+    end)
+end)
+
 describe("https client", function()
     it("resumes the TLS session of the origin on a new connection", function()
         local resumed = {}

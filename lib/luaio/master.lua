@@ -15,7 +15,8 @@
 --     when LUAIO_LOG_OUTPUT is a file, the workers' (they get SIGUSR1 too).
 -- Listening sockets are made here on the workers' request (lib/luaio/worker.lua), one
 -- SO_REUSEPORT socket per slot and address, so the kernel balances connections between the
--- workers and a socket outlives the workers that accept on it.
+-- workers and a socket outlives the workers that accept on it. The workers also ask for the
+-- one secret their TLS session ticket keys are derived from ("tickets").
 local process = require "process"
 local core = require "luaio.process"
 local errors = require "luaio.errors"
@@ -98,6 +99,19 @@ return function(plan)
     end
 
     -- Answers one worker's requests until its channel closes.
+    -- The secret every worker derives its TLS session ticket keys from (lib/tls.lua), made on
+    -- the first request and kept for the master's life: a session that one worker issued
+    -- resumes on another, and on the workers that a reload (SIGHUP) starts.
+    local secret
+    local function ticket_secret()
+        if not secret then
+            local f = assert(io.open("/dev/urandom", "rb"))
+            secret = f:read(32):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+            f:close()
+        end
+        return secret
+    end
+
     local function serve_channel(w)
         local ch = w.channel
         while true do
@@ -106,6 +120,8 @@ return function(plan)
             if line == "ready" then
                 w.ready = true
                 if w.on_ready then w.on_ready() end
+            elseif line == "tickets" then
+                core.send_fd(ch, -1, "tickets " .. ticket_secret() .. "\n")
             else
                 local host, port, backlog = line:match("^listen (%S+) (%d+) (%d+)$")
                 if host then

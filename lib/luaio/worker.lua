@@ -58,6 +58,22 @@ function worker.ready()
     core.write_fd(fd, "ready\n")
 end
 
+local ticket_secret
+
+--- The secret of the session ticket keys, the same in every worker of the master (lib/tls.lua
+--- derives the keys of each period from it): 32 bytes, asked once; nil when not a worker.
+function worker.ticketSecret()
+    if ticket_secret or not fd then return ticket_secret end
+    if not core.write_fd(fd, "tickets\n") then return nil end
+    local msg, sock = core.recv_fd(fd, 10000)
+    if sock then core.close_fd(sock) end
+    local hex = msg and msg:match("^tickets (%x+)\n$")
+    if hex and #hex == 64 then
+        ticket_secret = hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+    end
+    return ticket_secret
+end
+
 --- A listening socket for host:port from the master: fd, port, or nil and an error table.
 function worker.listen(host, port, backlog)
     if not fd then

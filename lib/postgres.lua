@@ -71,7 +71,13 @@ local function params(options, fname)
         raise(fname, "expected an options table or a postgresql:// URL, got " .. type(options))
     end
     local keys, values = { "dbname" }, { options.url or "" }
-    if options.url ~= nil and type(options.url) ~= "string" then raise(fname, "option 'url' must be a string") end
+    local url = options.url
+    if url ~= nil and type(url) ~= "string" then raise(fname, "option 'url' must be a string") end
+    -- Only URLs, as mysql.connect: libpq would also take "host=... dbname=..." (and any other
+    -- text, as a database name on the default Unix socket), which the options table covers.
+    if url and not (url:find("^postgresql://") or url:find("^postgres://")) then
+        raise(fname, "expected a postgres:// or postgresql:// URL, got '" .. url .. "'")
+    end
     for k, v in pairs(options) do
         local key = OPTIONS[k]
         if key == nil and not POOL_OPTIONS[k] then raise(fname, "unknown option '" .. tostring(k) .. "'") end

@@ -80,6 +80,24 @@ describe("postgres.connect", function()
         assert.has_error(function() postgres.connect(5) end)
     end)
 
+    it("raises on a string that is not a postgres:// or postgresql:// URL, as mysql.connect does", function()
+        local function raises(msg, f, ...)
+            local ok, err = pcall(f, ...)
+            assert.is_false(ok)
+            assert.truthy(tostring(err):find(msg, 1, true), tostring(err))
+        end
+        raises("postgres.connect: expected a postgres:// or postgresql:// URL, got 'not a url'", postgres.connect,
+            "not a url")
+        -- libpq's keyword strings too: the options table says the same.
+        raises("postgres.connect: expected a postgres:// or postgresql:// URL, got 'host=127.0.0.1 dbname=x'",
+            postgres.connect, { url = "host=127.0.0.1 dbname=x" })
+        raises("postgres.pool: expected a postgres:// or postgresql:// URL, got 'mysql://x@127.0.0.1/db'",
+            postgres.pool, "mysql://x@127.0.0.1/db")
+        -- Both schemes libpq knows are taken.
+        local db = assert(postgres.connect((server.url:gsub("^postgresql://", "postgres://"))))
+        db:close()
+    end)
+
     it("opens and closes connections without leaking descriptors", function()
         local before = helper.fd_count()
         for _ = 1, 20 do

@@ -45,8 +45,9 @@ local function raw(target, method, headers)
     return tonumber(all:match("^HTTP/1%.1 (%d+)")), head or all, body
 end
 
-local function get(path, headers)
-    return assert(http.request({ url = base .. path, headers = headers }))
+local function get(path, headers, on_port)
+    local b = on_port and "http://127.0.0.1:" .. on_port or base
+    return assert(http.request({ url = b .. path, headers = headers }))
 end
 
 -- Sends `requests` (raw request strings) on one connection, all at once when `pipelined`, else
@@ -522,6 +523,23 @@ describe("http.static", function()
         assert.are.equal(400, raw("/assets/%2e%2e/%2e%2e/outside/secret"))
         assert.are.equal(400, raw("/assets/dir%2f..%2f..%2f..%2foutside%2fsecret"))
         assert.are.equal(404, raw("/assets/.env"))
+    end)
+
+    it("serves one handler under two routes: the same raw path may name two files", function()
+        assert(fs.mkdir(root .. "/x"))
+        assert(fs.writeFile(root .. "/x/hello.txt", "x hello"))
+        local handler = http.static(root, { fileCache = { valid = 50 } })
+        local a, b = http.router(), http.router()
+        a:get("/x/*path", handler)
+        b:get("/*path", handler)
+        local sa = assert(http.createServer({ port = 0, host = "127.0.0.1" }, a))
+        local sb = assert(http.createServer({ port = 0, host = "127.0.0.1" }, b))
+        for _ = 1, 2 do
+            assert.are.equal("hello world", get("/x/hello.txt", nil, sa.port).body)
+            assert.are.equal("x hello", get("/x/hello.txt", nil, sb.port).body)
+        end
+        sa:close()
+        sb:close()
     end)
 
     it("raises on wrong arguments", function()

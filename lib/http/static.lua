@@ -545,14 +545,15 @@ function static.new(root, options)
         local raw = req.path
         params = params or req.params
         local rel = params and params[o.param]
-        local file = not rel and checked[raw]
+        -- A router's catch-all comes with the raw path: both are checked, and remembered together
+        -- (the same raw path may be another file under another route).
+        local c = checked[raw]
+        local file = c and c[1] == (rel or false) and c[2]
         if not file then
             file = file_of(res, raw, rel)
             if not file then return end -- answered (400, 403, 404, 414)
-            if not rel then
-                if nchecked >= cache_max then checked, nchecked = {}, 0 end
-                checked[raw], nchecked = file, nchecked + 1
-            end
+            if nchecked >= cache_max then checked, nchecked = {}, 0 end
+            checked[raw], nchecked = { rel or false, file }, nchecked + 1
         end
         -- One trip to the thread pool on a miss: the resolved path, its stat and the open file.
         local e = find(file, opened)

@@ -18,12 +18,17 @@ local core = require "luaio.redis"
 local lcore = require "luaio.core"
 local errors = require "luaio.errors"
 
-local type, select, setmetatable, getmetatable, pairs, tostring = type, select, setmetatable, getmetatable, pairs,
-    tostring
+local type, select, setmetatable, getmetatable, pairs, tostring, unpack, next = type, select, setmetatable,
+    getmetatable, pairs, tostring, unpack, next
 local upper, format = string.upper, string.format
 local current, suspend, ready = lcore.current, lcore.suspend, lcore.ready
 local raise = errors.raise
-local DOWN = core.DOWN
+local sleep = require("timer").sleep
+local hrtime = require("system").hrtime
+local function now_ms()
+    return hrtime() / 1e6
+end
+local DOWN, MISUSE = core.DOWN, core.MISUSE
 
 local redis = {}
 
@@ -96,6 +101,20 @@ local function check_options(o, fname, pool)
     return copy
 end
 
+-- Subscribes a new connection to what the old one was subscribed to (set: name -> true). Returns
+-- nil or the error. Messages published in between are lost (the server keeps none).
+local function renew(self, c, cmd, setname, set)
+    local names = {}
+    for name in pairs(set) do names[#names + 1] = name end
+    if #names == 0 then return nil end
+    local res, err = c:send(#names, cmd, unpack(names))
+    if not res then return err end
+    local last = res[#res]
+    if type(last) == "table" and last.name then return last end
+    self[setname] = set
+    return nil
+end
+
 -- Opens the socket (tcp, or tls with the `tls` option) and makes the connection ready: AUTH and
 -- SELECT. Returns nil, or the error (the socket is then closed).
 local function open(self)
@@ -118,7 +137,8 @@ local function open(self)
     end
     if not sock then return err end
     local c = self[1]
-    -- A new connection has no subscriptions (they are not renewed).
+    -- A new connection has no subscriptions: those of the old one are renewed below.
+    local channels, patterns = self.channels, self.patterns
     self.channels, self.patterns = {}, {}
     if c then
         c:attach(sock)
@@ -158,22 +178,30 @@ local function open(self)
         -- The connection's own database: not a change a pool must refuse.
         c:state(true)
     end
+    err = renew(self, c, "SUBSCRIBE", "channels", channels) or renew(self, c, "PSUBSCRIBE", "patterns", patterns)
+    if err then
+        -- Kept for the next attempt.
+        self.channels, self.patterns = channels, patterns
+        c:drop()
+        return err
+    end
     return nil
 end
 
 -- The connection dropped: the first task reconnects, the others wait for it. Returns nil or the
 -- error of the attempt.
 local function reconnect(self)
+    if self.closed then return errors.new("ECANCELED", "the redis connection was closed") end
     if self.connecting then
         local co = current()
         local w = self.waiting
         w[#w + 1] = co
         suspend()
-        return self.connect_err
+        return self.connect_err or nil
     end
     self.connecting = true
     local err = open(self)
-    self.connecting, self.connect_err = false, err
+    self.connecting, self.connect_err = false, err or false
     local w = self.waiting
     self.waiting = {}
     for i = 1, #w do ready(w[i]) end
@@ -190,38 +218,77 @@ local function check_client(self, fname)
     end
 end
 
-local function retry(self, ...)
+-- The connection of a client (a cold path: calls read self[1] themselves, which r:close() sets to
+-- false, and come here when it is not there).
+local function conn_of(self, fname)
+    check_client(self, fname)
+    if self.closed or not self[1] then raise(fname, "attempt to use a closed redis connection") end
+    return self[1]
+end
+
+-- A call's misuse, found by C++ (luaio.redis returns it): raised with the name the user called.
+-- offset: the values before the user's arguments that the method adds (the command name).
+local function misuse(fname, offset, argn, what)
+    if argn == 0 then raise(fname, what) end
+    if argn == 1 and offset == 0 then raise(fname, "expected a command name as argument 1, got " .. what) end
+    raise(fname, format("expected a string or number as argument %d, got %s", argn - offset, what))
+end
+
+local function retry(self, fname, offset, ...)
     local err = reconnect(self)
     if err then return nil, err end
-    return self[1]:call(...)
+    local v, e, argn, what = self[1]:call(...)
+    if e == MISUSE then misuse(fname, offset, argn, what) end
+    return v, e
 end
 
---- r:call(name, ...): any command; returns its reply, or nil and an error table.
-function Methods:call(...)
-    local c = self[1]
-    if not c then check_client(self, "r:call") end
-    local v, err = c:call(...)
-    if err == DOWN then return retry(self, ...) end
-    return v, err
-end
-local call = Methods.call
-
-local function command(name)
+-- r:call(name, ...) under the name fname (r:call, pool:call).
+local function make_call(fname)
     return function(self, ...)
         local c = self[1]
-        if not c then check_client(self, "r:" .. name:lower()) end
-        local v, err = c:call(name, ...)
-        if err == DOWN then return retry(self, name, ...) end
+        if not c then c = conn_of(self, fname) end
+        local v, err, argn, what = c:call(...)
+        if err then
+            if err == DOWN then return retry(self, fname, 0, ...) end
+            if err == MISUSE then misuse(fname, 0, argn, what) end
+        end
         return v, err
     end
 end
 
--- The command methods are made when first used.
+--- r:call(name, ...): any command; returns its reply, or nil and an error table.
+Methods.call = make_call("r:call")
+local pool_call = make_call("pool:call")
+
+-- The method of one command, under the name fname (r:get, pool:get).
+local function command(name, fname)
+    return function(self, ...)
+        local c = self[1]
+        if not c then c = conn_of(self, fname) end
+        local v, err, argn, what = c:call(name, ...)
+        if err then
+            if err == DOWN then return retry(self, fname, 1, name, ...) end
+            if err == MISUSE then misuse(fname, 1, argn, what) end
+        end
+        return v, err
+    end
+end
+
+-- What a misspelled method gives (no method is made for it): a function that says so when called.
+local function unknown(prefix, k)
+    if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") then return nil end
+    return function()
+        raise(prefix .. k, format("unknown redis command '%s' (%scall(name, ...) sends any command)", k, prefix))
+    end
+end
+
+-- The command methods are made when first used. A client's own fields are never nil (a miss
+-- would come here).
 setmetatable(Methods, {
     __index = function(m, k)
         local name = COMMANDS[k]
-        if not name then return nil end
-        local f = command(name)
+        if not name then return unknown("r:", k) end
+        local f = command(name, "r:" .. k)
         m[k] = f
         return f
     end,
@@ -233,13 +300,18 @@ local Pipe = {}
 local PipeMethods = {}
 Pipe.__index = PipeMethods
 
-local function add(p, name, ...)
+local function add(p, fname, offset, name, ...)
     local n = select("#", ...)
     local buf, i = p.buf, p.len
     buf[i + 1] = n + 1
     buf[i + 2] = name
     for j = 1, n do
-        buf[i + 2 + j] = (select(j, ...))
+        local v = (select(j, ...))
+        local t = type(v)
+        if t ~= "string" and t ~= "number" then
+            raise(fname, format("expected a string or number as argument %d, got %s", j + offset, t))
+        end
+        buf[i + 2 + j] = v
     end
     p.len = i + 2 + n
     p.count = p.count + 1
@@ -248,25 +320,26 @@ end
 function PipeMethods:call(name, ...)
     if getmetatable(self) ~= Pipe then raise("p:call", "expected a pipeline as self (call it with ':')") end
     if type(name) ~= "string" then raise("p:call", "expected a command name as argument 1, got " .. type(name)) end
-    add(self, name, ...)
+    add(self, "p:call", 1, name, ...)
 end
 
 setmetatable(PipeMethods, {
     __index = function(m, k)
         local name = COMMANDS[k]
-        if not name then return nil end
+        if not name then return unknown("p:", k) end
+        local fname = "p:" .. k
         local f = function(self, ...)
-            if getmetatable(self) ~= Pipe then raise("p:" .. k, "expected a pipeline as self (call it with ':')") end
-            add(self, name, ...)
+            if getmetatable(self) ~= Pipe then raise(fname, "expected a pipeline as self (call it with ':')") end
+            add(self, fname, 0, name, ...)
         end
         m[k] = f
         return f
     end,
 })
 
-local function run_pipeline(self, p)
+local function run_pipeline(self, p, fname)
     if p.count == 0 then return { n = 0 } end
-    local c = self[1]
+    local c = conn_of(self, fname)
     local res, err = c:pipeline(p.buf, p.len, p.count)
     if err == DOWN then
         err = reconnect(self)
@@ -284,7 +357,7 @@ function Methods:pipeline(fn)
     if type(fn) ~= "function" then raise("r:pipeline", "expected a function as argument 1, got " .. type(fn)) end
     local p = setmetatable({ buf = {}, len = 0, count = 0 }, Pipe)
     fn(p)
-    return run_pipeline(self, p)
+    return run_pipeline(self, p, "r:pipeline")
 end
 
 --- r:transaction(fn): as pipeline, wrapped in MULTI ... EXEC, in one write (no other task's
@@ -294,10 +367,10 @@ function Methods:transaction(fn)
     check_client(self, "r:transaction")
     if type(fn) ~= "function" then raise("r:transaction", "expected a function as argument 1, got " .. type(fn)) end
     local p = setmetatable({ buf = {}, len = 0, count = 0 }, Pipe)
-    add(p, "MULTI")
+    add(p, "r:transaction", 0, "MULTI")
     fn(p)
-    add(p, "EXEC")
-    local res, err = run_pipeline(self, p)
+    add(p, "r:transaction", 0, "EXEC")
+    local res, err = run_pipeline(self, p, "r:transaction")
     if not res then return nil, err end
     local exec = res[p.count]
     if exec == redis.null then return nil end
@@ -338,7 +411,7 @@ local function subscription(self, fname, cmd, setname, add_to, ...)
         for i = 1, n do set[tostring(chans[i])] = add_to or nil end
         return count
     end
-    local res, err = self[1]:send(replies(), cmd, ...)
+    local res, err = conn_of(self, fname):send(replies(), cmd, ...)
     if err == DOWN then
         err = reconnect(self)
         if err then return nil, err end
@@ -366,40 +439,63 @@ function Methods:punsubscribe(...)
 end
 
 --- r:message([timeout]): the next message: kind ("message" or "pmessage"), channel, payload
---- and for "pmessage" the pattern; nil once not subscribed; nil and an error when the
---- connection dropped or (ETIMEDOUT) no message came in timeout ms.
+--- and for "pmessage" the pattern; nil once not subscribed; nil and an error when (ETIMEDOUT)
+--- no message came in timeout ms. When the connection drops while subscribed, it reconnects
+--- (retrying while the server is down, within timeout when one is given), subscribes again to
+--- the same channels and patterns and goes on: messages published meanwhile are lost.
 function Methods:message(timeout)
     check_client(self, "r:message")
     if timeout ~= nil and type(timeout) ~= "number" then
         raise("r:message", "expected a timeout in milliseconds as argument 1, got " .. type(timeout))
     end
-    return self[1]:message(timeout)
+    local deadline = timeout and timeout > 0 and now_ms() + timeout
+    while true do
+        local c = self[1]
+        if not c then c = conn_of(self, "r:message") end
+        local left = deadline and deadline - now_ms()
+        if left and left < 1 then left = 1 end
+        local kind, a, b, p = c:message(left)
+        if kind ~= nil or a == nil or self.closed or c:alive() then return kind, a, b, p end
+        if not next(self.channels) and not next(self.patterns) then return nil, a end
+        -- Dropped while subscribed: reconnect, which subscribes again.
+        local delay = 20
+        while true do
+            local err = reconnect(self)
+            if not err then break end
+            if self.closed or (deadline and now_ms() + delay > deadline) then return nil, err end
+            sleep(delay)
+            delay = delay < 500 and delay * 2 or 1000
+        end
+    end
 end
 
---- for kind, channel, payload, pattern in r:messages() do ... end: until unsubscribed or the
---- connection drops (r:message() then tells why).
+--- for kind, channel, payload, pattern in r:messages() do ... end: until unsubscribed (or a
+--- message timeout, or r:close()); a dropped connection is reconnected (see r:message).
 function Methods:messages(timeout)
     check_client(self, "r:messages")
-    local c = self[1]
     return function()
-        return c:message(timeout)
+        return self:message(timeout)
     end
 end
 
 --- r:close(): closes the connection; waiting calls get ECANCELED. Later calls raise.
 function Methods:close()
     check_client(self, "r:close")
-    self[1]:close()
+    self.closed = true
+    local c = self[1]
+    self[1] = false
+    if c then c:close() end
 end
 
 --- True while connected (the next call reconnects otherwise).
 function Methods:connected()
     check_client(self, "r:connected")
-    return self[1]:alive()
+    return self[1] and self[1]:alive() or false
 end
 
 local function new_client(opts)
-    return setmetatable({ false, opts = opts, waiting = {}, channels = {}, patterns = {} }, Client)
+    return setmetatable({ false, opts = opts, waiting = {}, channels = {}, patterns = {}, connecting = false,
+        connect_err = false, closed = false }, Client)
 end
 
 --- redis.connect(options): a connected client, or nil and an error table (ECONNREFUSED,
@@ -427,10 +523,6 @@ local function check_pool(self, fname)
     end
 end
 
-local function pooled_call(r, ...)
-    return call(r, ...)
-end
-
 --- redis.pool(options): connect options and the pool's (size = 32, idleTimeout = 60000 ms,
 --- maxWaiters = 1024, waitTimeout = 10000 ms; lib/luaio/pool.lua). A connection that is in a
 --- transaction (MULTI or WATCH), subscribed, switched to another database, with a call in flight
@@ -451,9 +543,9 @@ function redis.pool(options)
             end
             return self
         end,
-        close = function(r) r[1]:close() end,
-        healthy = function(r) return r[1]:alive() end,
-        reusable = function(r) return r[1]:reusable() end,
+        close = function(r) Methods.close(r) end,
+        healthy = function(r) return r[1] and r[1]:alive() or false end,
+        reusable = function(r) return r[1] and r[1]:reusable() or false end,
     })
     return setmetatable({ pool = p }, RPool)
 end
@@ -461,7 +553,7 @@ end
 --- pool:call(name, ...): the command on a connection of the pool.
 function RPoolMethods:call(...)
     check_pool(self, "pool:call")
-    return self.pool:with(pooled_call, ...)
+    return self.pool:with(pool_call, ...)
 end
 
 --- pool:with(fn, ...): fn(r, ...) on a connection of the pool; returns fn's results, or nil and an
@@ -497,10 +589,12 @@ end
 setmetatable(RPoolMethods, {
     __index = function(m, k)
         local name = COMMANDS[k]
-        if not name then return nil end
+        if not name then return unknown("pool:", k) end
+        local fname = "pool:" .. k
+        local run = command(name, fname)
         local f = function(self, ...)
-            check_pool(self, "pool:" .. k)
-            return self.pool:with(pooled_call, name, ...)
+            check_pool(self, fname)
+            return self.pool:with(run, ...)
         end
         m[k] = f
         return f
@@ -510,6 +604,6 @@ setmetatable(RPoolMethods, {
 redis._Client, redis._Methods, redis._COMMANDS, redis._new_client, redis._open = Client, Methods, COMMANDS,
     new_client, open
 redis._check_options = check_options
-redis._call = call
+redis._call = Methods.call
 
 return redis

@@ -42,13 +42,20 @@ using luaio::Stream;
 constexpr const char* kConnClass = "luaio.redis.conn";
 // The output buffer's capacity kept between writes; a larger one (a big pipeline) is let go.
 constexpr size_t kKeepOut = 64 * 1024;
-// Output gathered during a dispatch goes out once it reaches this size, without waiting for the
-// check phase: the server then works on the first commands while we make the next ones.
+// Output gathered during a dispatch goes out once it reaches kFirstFlush, then each time it reaches
+// twice the last size, up to kFlushAt, without waiting for the check phase: the server then works
+// on the first commands while we make the next ones, and a turn of many pipelines costs a few
+// writes. (One write per turn made client and server take turns: pipelines of 16 from 64 tasks
+// ran at 0.85x Bun's rate, 1.17x with this, medians of 6 rounds each paired with Bun's.) Less
+// than kFirstFlush per turn (64 tasks' GETs: 1.4 KiB) goes out in one write in the check phase.
+constexpr size_t kFirstFlush = 2 * 1024;
 constexpr size_t kFlushAt = 16 * 1024;
 
 // The error a call returns when the connection has no socket (dropped): lib/redis.lua then
 // reconnects and calls again. One table, compared by identity.
 int g_down_ref = LUA_NOREF;
+// What a call returns for a programmer's mistake, for lib/redis.lua to raise with its own name.
+int g_misuse_ref = LUA_NOREF;
 
 // A caller waiting for replies: one reply (its value), or `count` replies in a table.
 struct Entry {
@@ -96,7 +103,8 @@ struct Conn final : luaio::Consumer, luaio::Handle<Conn> {
     bool sub_mode = false; // subscribed: message arrays go to the queue
     bool in_multi = false;
     bool watching = false;
-    bool dirty = false; // SELECT or the like: not for a pool
+    bool dirty = false;         // SELECT or the like: not for a pool
+    size_t flush_at = kFlushAt; // this dispatch's next early write, at this many bytes
 
     Stream* stream() const { return sock_ud && *sock_ud ? static_cast<Stream*>(*sock_ud) : nullptr; }
 };
@@ -427,6 +435,7 @@ void Build::begin(char type) {
 // or drop and reattach it (gen changes): the loop stops then.
 void dispatch(Conn* c) {
     unsigned gen = c->gen;
+    c->flush_at = kFirstFlush;
     g_dispatching++;
     Build b(c);
     while (!c->closed && c->gen == gen && c->reader) {
@@ -598,12 +607,17 @@ Kind note_command(Conn* c, lua_State* L, int idx, int nargs) {
     return Kind::Plain;
 }
 
-void refuse(lua_State* L, Kind k, const char* fname, int idx) {
+// Why the command at idx is refused (k is not Plain); the string stays on L's stack.
+const char* refusal(lua_State* L, Kind k, int idx) {
     if (k == Kind::PubSub)
-        luaio::raise(L, fname, "%s: use r:subscribe, r:psubscribe, r:unsubscribe or r:punsubscribe",
-                     lua_tostring(L, idx));
-    luaio::raise(L, fname, "%s is not supported (it turns the connection into a stream of its own)",
-                 lua_tostring(L, idx));
+        return lua_pushfstring(L, "%s: use r:subscribe, r:psubscribe, r:unsubscribe or r:punsubscribe",
+                               lua_tostring(L, idx));
+    return lua_pushfstring(L, "%s is not supported (it turns the connection into a stream of its own)",
+                           lua_tostring(L, idx));
+}
+
+void refuse(lua_State* L, Kind k, const char* fname, int idx) {
+    luaio::raise(L, fname, "%s", refusal(L, k, idx));
 }
 
 // Appends the command of the nargs values from idx (checked first).
@@ -611,6 +625,16 @@ void append_command(lua_State* L, Conn* c, int idx, int nargs, const char* fname
     for (int i = 0; i < nargs; i++) check_arg(L, idx + i, fname, idx + i - 1);
     append_len(c->out, '*', static_cast<size_t>(nargs));
     for (int i = 0; i < nargs; i++) append_arg(L, c, idx + i);
+}
+
+// nil, MISUSE, argn, what: the value at argn (1: the command name) is not a string or number (what:
+// its type), or argn 0: the command is refused (what: why).
+int return_misuse(lua_State* L, int argn, const char* what) {
+    lua_pushnil(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g_misuse_ref);
+    lua_pushinteger(L, argn);
+    lua_pushstring(L, what);
+    return 4;
 }
 
 int return_down(lua_State* L) {
@@ -623,9 +647,10 @@ int return_down(lua_State* L) {
 // task for the replies of a new entry.
 int send_and_wait(lua_State* L, Conn* c, Entry e, const char* fname) {
     luaio::check_can_wait(L, fname);
-    if (g_dispatching > 0 && c->out.size() < kFlushAt) {
+    if (g_dispatching > 0 && c->out.size() < c->flush_at) {
         queue_flush(c);
     } else {
+        if (c->flush_at < kFlushAt) c->flush_at *= 2;
         if (int err = flush(c)) {
             drop(c, err);
             return luaio::return_uv_error(L, err);
@@ -648,11 +673,17 @@ Conn* check_conn(lua_State* L, const char* fname) {
 int l_call(lua_State* L) {
     Conn* c = check_conn(L, "redis.call");
     int nargs = lua_gettop(L) - 1;
-    if (nargs < 1 || lua_type(L, 2) != LUA_TSTRING)
-        luaio::raise(L, "redis.call", "expected a command name as argument 1, got %s", luaL_typename(L, 2));
+    // A misuse is returned, not raised: lib/redis.lua raises it with the name the user called
+    // (r:set, r:call) and the argument's place there.
+    if (nargs < 1) return return_misuse(L, 1, "no value");
+    for (int i = 0; i < nargs; i++) {
+        int t = lua_type(L, 2 + i);
+        if ((t != LUA_TNUMBER && t != LUA_TSTRING) || (i == 0 && t != LUA_TSTRING))
+            return return_misuse(L, i + 1, luaL_typename(L, 2 + i));
+    }
     if (!c->stream()) return return_down(L);
     Kind k = note_command(c, L, 2, nargs);
-    if (k != Kind::Plain) refuse(L, k, "redis.call", 2);
+    if (k != Kind::Plain) return return_misuse(L, 0, refusal(L, k, 2));
     append_command(L, c, 2, nargs, "redis.call");
     return send_and_wait(L, c, Entry(), "redis.call");
 }
@@ -846,6 +877,12 @@ extern "C" int luaopen_luaio_redis(lua_State* L) {
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, g_down_ref);
     lua_setfield(L, -2, "DOWN");
+    if (g_misuse_ref == LUA_NOREF) {
+        lua_newtable(L);
+        g_misuse_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g_misuse_ref);
+    lua_setfield(L, -2, "MISUSE");
     lua_pushlightuserdata(L, nullptr);
     lua_setfield(L, -2, "null");
     return 1;

@@ -234,6 +234,59 @@ describe("redis", function()
             assert.equal("PONG", r:ping())
         end)
 
+        -- The message of what fn raises, checked to name the caller's line (this file).
+        local function raised(fn)
+            local ok, e = pcall(fn)
+            assert.is_false(ok)
+            assert.matches("^[^:]*redis_spec%.lua:%d+: ", e)
+            return (e:gsub("^[^:]*:%d+: ", ""))
+        end
+
+        it("errors name what the user called and the argument's place there", function()
+            assert.equal("r:set: expected a string or number as argument 2, got table", raised(function() r:set("k", {}) end))
+            assert.equal("r:get: expected a string or number as argument 1, got nil", raised(function() r:get(nil) end))
+            assert.equal("r:call: expected a string or number as argument 3, got boolean",
+                raised(function() r:call("SET", "k", true) end))
+            assert.equal("r:call: expected a command name as argument 1, got number", raised(function() r:call(42) end))
+            assert.equal("p:set: expected a string or number as argument 2, got table",
+                raised(function() r:pipeline(function(p) p:set("k", {}) end) end))
+            assert.equal("r:call: SUBSCRIBE: use r:subscribe, r:psubscribe, r:unsubscribe or r:punsubscribe",
+                raised(function() r:call("SUBSCRIBE", "x") end))
+            local pool = redis.pool { port = server.port, size = 1 }
+            assert.equal("pool:set: expected a string or number as argument 2, got table",
+                raised(function() pool:set("k", {}) end))
+            assert.equal("pool:call: expected a string or number as argument 2, got table",
+                raised(function() pool:call("GET", {}) end))
+            pool:close()
+            assert.equal("PONG", r:ping())
+        end)
+
+        it("calls on a closed connection say so, naming the call", function()
+            local c = assert(redis.connect { port = server.port })
+            c:close()
+            c:close() -- once is enough; twice is no error
+            assert.equal("r:get: attempt to use a closed redis connection", raised(function() c:get("k") end))
+            assert.equal("r:call: attempt to use a closed redis connection", raised(function() c:call("GET", "k") end))
+            assert.equal("r:pipeline: attempt to use a closed redis connection",
+                raised(function() c:pipeline(function(p) p:get("k") end) end))
+            assert.equal("r:subscribe: attempt to use a closed redis connection", raised(function() c:subscribe("x") end))
+            assert.equal("r:message: attempt to use a closed redis connection", raised(function() c:message(10) end))
+            assert.is_false(c:connected())
+        end)
+
+        it("a misspelled command is an error naming it", function()
+            assert.equal("r:gett: unknown redis command 'gett' (r:call(name, ...) sends any command)",
+                raised(function() r:gett("k") end))
+            assert.equal("p:sett: unknown redis command 'sett' (p:call(name, ...) sends any command)",
+                raised(function() r:pipeline(function(p) p:sett("k", 1) end) end))
+            local pool = redis.pool { port = server.port, size = 1 }
+            assert.equal("pool:gett: unknown redis command 'gett' (pool:call(name, ...) sends any command)",
+                raised(function() pool:gett("k") end))
+            pool:close()
+            -- Commands that exist are methods as before.
+            assert.equal("PONG", r:ping())
+        end)
+
         it("refuses subscriptions and MONITOR on the command path", function()
             assert.has_error(function() r:call("SUBSCRIBE", "x") end, nil)
             assert.has_error(function() r:call("monitor") end)
@@ -488,24 +541,55 @@ describe("redis failures", function()
         r:close()
     end)
 
-    it("a subscriber learns that the connection dropped", function()
+    it("a subscriber reconnects after the server restarts, subscribes again and messages() goes on", function()
         local sub = assert(redis.connect { port = server.port, timeout = 3000 })
         assert.equal(2, sub:subscribe("c", "c2"))
-        local res
+        assert.equal(3, sub:psubscribe("p.*"))
+        local got = {}
         local t = task.spawn(function()
-            res = { sub:message() }
+            for kind, channel, msg in sub:messages() do
+                got[#got + 1] = kind .. " " .. channel .. " " .. msg
+                if msg == "last" then break end
+            end
         end)
-        timer.sleep(20)
+        local pub = assert(redis.connect { port = server.port })
+        assert.equal(1, pub:publish("c", "before"))
+        assert.is_true(helper.wait_for(function() return #got == 1 end, 2000))
         server:kill()
-        assert.is_true((t:join()))
-        assert.is_nil(res[1])
-        assert.truthy(res[2].name)
-        -- Once the server is back, the connection has no subscription: unsubscribing from all
-        -- gets its one reply (the channels of the old connection are forgotten).
+        timer.sleep(100) -- the subscriber retries while the server is down
         server:restart()
-        assert.equal(0, sub:unsubscribe())
-        assert.equal(1, sub:subscribe("d"))
+        -- Published until the renewed subscription receives it (bounded).
+        local n = 0
+        for _ = 1, 200 do
+            n = pub:publish("c2", "after")
+            if n == 1 then break end
+            timer.sleep(20)
+        end
+        assert.equal(1, n)
+        assert.equal(1, pub:publish("p.x", "last"))
+        assert.is_true((t:join()))
+        assert.same({ "message c before", "message c2 after", "pmessage p.x last" }, got)
+        -- The renewed connection counts the renewed subscriptions.
+        assert.equal(1, sub:unsubscribe())
+        assert.equal(0, sub:punsubscribe())
+        -- Without a subscription a drop is the error of message() (nothing to renew).
+        assert.is_nil(sub:message(10))
+        pub:close()
         sub:close()
+    end)
+
+    it("a subscriber's message(timeout) gives up within its timeout while the server is down", function()
+        local sub = assert(redis.connect { port = server.port })
+        assert.equal(1, sub:subscribe("c"))
+        server:kill()
+        local t0 = require("system").hrtime()
+        local v, err = sub:message(300)
+        local ms = (require("system").hrtime() - t0) / 1e6
+        assert.is_nil(v)
+        assert.equal("ECONNREFUSED", err.name)
+        assert.is_true(ms < 2000)
+        sub:close()
+        server:restart()
     end)
 end)
 

@@ -150,6 +150,19 @@ local _query, usable, _rows, _fetch, reconnect = methods._query, methods.usable,
     methods.reconnect
 local sqlrows = require "luaio.sqlrows"
 
+local function count(n, what)
+    return ("%d %s%s"):format(n, what, n == 1 and "" or "s")
+end
+
+-- A call with another number of parameters than the statement has placeholders is a mistake
+-- in the program: it raises (the connector only finds out once the statement is prepared).
+local function check_count(err, fname)
+    if err and err.placeholders then
+        raise(fname, ("the statement has %s, the call gave %s"):format(count(err.placeholders, "placeholder"),
+            count(err.parameters, "parameter")))
+    end
+end
+
 -- The C method f(db, ...), first reading and dropping the rows of a db:rows loop left early
 -- (err.streaming: the stream's number), so that the connection takes the call.
 local function after_stream(f, db, ...)
@@ -197,7 +210,9 @@ end
 function methods.query(db, sql, ...)
     local text, timeout = prepare_call(db, sql, "db:query")
     if not text then return nil, timeout end
-    return after_stream(_query, db, text, timeout, ...)
+    local rows, err = after_stream(_query, db, text, timeout, ...)
+    check_count(err, "db:query")
+    return rows, err
 end
 
 --- for row, err in db:rows(sql, ...) do ... end: the rows of the query one at a time, read from
@@ -208,6 +223,7 @@ function methods.rows(db, sql, ...)
     local text, timeout = prepare_call(db, sql, "db:rows")
     if not text then return sqlrows.iterate(_fetch, db, nil, timeout) end
     local id, err = after_stream(_rows, db, text, timeout, ...)
+    check_count(err, "db:rows")
     return sqlrows.iterate(_fetch, db, id, err)
 end
 

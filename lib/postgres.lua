@@ -134,8 +134,47 @@ local function reconnecting(f, no_reconnect)
         return r, err
     end
 end
-methods.query = reconnecting(methods.query)
-methods.exec = reconnecting(methods.exec)
+local function count(n, what)
+    return ("%d %s%s"):format(n, what, n == 1 and "" or "s")
+end
+
+-- A call whose parameters do not match the statement's placeholders is a mistake in the
+-- program: it raises. The server finds it out: too few are 08P01 "bind message supplies 1
+-- parameters, but prepared statement ... requires 2"; too many, 42P18 "could not determine data
+-- type of parameter $3" for a $3 that the SQL text does not hold (nor any higher one).
+local function check_count(err, fname, sql, n)
+    local state = err and err.sqlstate
+    if state == "08P01" then
+        local got, want = err.message:match("^bind message supplies (%d+) parameters?, but .* requires (%d+)$")
+        if got then
+            raise(fname, ("the statement has %s, the call gave %s"):format(count(tonumber(want), "placeholder"),
+                count(tonumber(got), "parameter")))
+        end
+    elseif state == "42P18" then
+        local k = tonumber(err.message:match("^could not determine data type of parameter %$(%d+)$"))
+        if type(sql) == "table" then sql = sql[1] or sql.sql end
+        if k and k <= n and type(sql) == "string" then
+            local most = 0
+            for d in sql:gmatch("%$(%d+)") do most = math.max(most, tonumber(d)) end
+            if k > most then
+                raise(fname, ("the statement has %s, the call gave %s"):format(count(most, "placeholder"),
+                    count(n, "parameter")))
+            end
+        end
+    end
+end
+
+-- f(db, sql, ...), raising when the parameters do not match the placeholders.
+local function counted(f, fname)
+    return function(db, sql, ...)
+        local r, err = f(db, sql, ...)
+        if err then check_count(err, fname, sql, select("#", ...)) end
+        return r, err
+    end
+end
+
+methods.query = counted(reconnecting(methods.query), "query")
+methods.exec = counted(reconnecting(methods.exec), "exec")
 methods._copy_start = reconnecting(methods._copy_start)
 methods._prepare = reconnecting(methods._prepare)
 methods.wait = reconnecting(methods.wait, true)
@@ -170,6 +209,7 @@ local function execute(self, ms, ...)
         drain_rows(db, err.streaming)
         rows, err = cexecute(db, name, ms, ...)
     end
+    if err then check_count(err, "query", self.sql, select("#", ...)) end
     if err and err.lost and not listening[db] then
         local ok, rerr = reset(db)
         if not ok then return nil, rerr end
@@ -214,7 +254,13 @@ end
 --- bounds each wait for rows, not the time the loop body takes.
 function methods.rows(db, sql, ...)
     local id, err = crows(db, sql, ...)
-    return sqlrows.iterate(cfetch, db, id, err)
+    local n = select("#", ...)
+    local function fetch(d, i, discard)
+        local b, e = cfetch(d, i, discard)
+        if not b then check_count(e, "rows", sql, n) end
+        return b, e
+    end
+    return sqlrows.iterate(fetch, db, id, err)
 end
 
 -- Transactions -------------------------------------------------------------

@@ -166,6 +166,9 @@ struct Conn : luaio::Handle<Conn> {
     // The first error of the operation: reported once the steps have unwound.
     unsigned err_no = 0;
     std::string err_state, err_msg;
+    // The call gave another number of parameters than the statement has placeholders (a
+    // programmer mistake: lib/mysql.lua raises): the counts, or -1 when they matched.
+    long placeholders = -1, parameters = -1;
 
     // How the last operation ended (push_outcome pushes it).
     Step done = kIdle;
@@ -859,7 +862,8 @@ void Conn::finish() {
         // nothing to free yet
     } else if (stmt) {
         // A statement that failed may be in any state: it is prepared again next time.
-        bool failed = err_no || timed_out || closing;
+        // (One given the wrong number of parameters is fine: it stays prepared.)
+        bool failed = (err_no && placeholders < 0) || timed_out || closing;
         if (stmt_cached && failed) stmts.erase(sql);
         // COM_STMT_CLOSE has no reply: the blocking call only writes a few bytes.
         if (!stmt_cached || failed) mysql_stmt_close_(stmt);
@@ -877,7 +881,8 @@ void Conn::finish() {
         outcome = kClosed;
     else
         outcome = err_no ? kFailed : kOk;
-    if (outcome != kOk && (outcome != kFailed || is_client_error(err_no) || done == kConnect)) broken = true;
+    if (outcome != kOk && (outcome != kFailed || (is_client_error(err_no) && placeholders < 0) || done == kConnect))
+        broken = true;
     timed_out = false;
     if (starting) return; // the binding pushes the outcome
     // A connection that failed to open, or that nobody waits for, goes (a reconnect() keeps it).
@@ -903,6 +908,13 @@ int Conn::push_outcome(lua_State* t) {
             luaio::push_error(t, UV_ECANCELED, "the connection was closed");
         else
             push_mysql_error(t, err_no, err_state, err_msg);
+        if (placeholders >= 0) {
+            lua_pushnumber(t, static_cast<double>(placeholders));
+            lua_setfield(t, -2, "placeholders");
+            lua_pushnumber(t, static_cast<double>(parameters));
+            lua_setfield(t, -2, "parameters");
+            placeholders = parameters = -1;
+        }
         err_no = 0;
         return 2;
     }
@@ -1042,8 +1054,9 @@ bool Conn::bind_for_execute() {
     if (mysql_stmt_param_count_(stmt) != binds.size()) {
         err_no = CR_PARAMS_NOT_BOUND;
         err_state = "HY000";
-        err_msg = "the statement has " + std::to_string(mysql_stmt_param_count_(stmt)) +
-                  " placeholders, the query gave " + std::to_string(binds.size()) + " parameters";
+        err_msg = "the number of parameters does not match the statement's placeholders";
+        placeholders = static_cast<long>(mysql_stmt_param_count_(stmt));
+        parameters = static_cast<long>(binds.size());
         return false;
     }
     if (!binds.empty() && mysql_stmt_bind_param_(stmt, binds.data())) {

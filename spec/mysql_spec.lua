@@ -202,10 +202,8 @@ describe("mysql", function()
         assert.is_nil(r)
         assert.equal(1062, err.errno)
         assert(db:exec("insert into st values (?, ?)", 6, "v6"))
-        -- A wrong count of parameters for a kept statement is an error too.
-        r, err = db:query("select v from st where id = ?", 1, 2)
-        assert.is_nil(r)
-        assert.equal("EMYSQL", err.name)
+        -- A wrong count of parameters for a kept statement raises (a mistake in the program).
+        assert.has_error(function() db:query("select v from st where id = ?", 1, 2) end)
         -- After its table changed columns, a kept `select *` fails once (as Connector/C says:
         -- CR_NEW_STMT_METADATA), then is prepared again.
         local old = assert(db:query("select * from st where id = ?", 1))[1]
@@ -234,10 +232,8 @@ describe("mysql", function()
         rows, err = db:query("selec 1 where ?", 1)
         assert.equal(1064, err.errno)
         assert.equal("42000", err.sqlstate)
-        -- A wrong count of parameters is an error, not a crash.
-        rows, err = db:query("select ? + ?", 1)
-        assert.is_nil(rows)
-        assert.equal("EMYSQL", err.name)
+        -- A wrong count of parameters raises, and is not a crash.
+        assert.has_error(function() db:query("select ? + ?", 1) end)
         -- The connection goes on after errors.
         assert.equal(2, db:query("select 2 as x")[1].x)
         db:close()
@@ -273,6 +269,29 @@ describe("mysql", function()
         assert.is_nil(db)
         assert.equal("ETIMEDOUT", err.name)
         mute:close()
+    end)
+
+    it("raises naming the function when the parameters do not match the placeholders", function()
+        local db = connect()
+        local id = db:threadId()
+        local function raises(msg, f)
+            local ok, err = pcall(f)
+            assert.is_false(ok)
+            assert.truthy(tostring(err):find(msg, 1, true), tostring(err))
+        end
+        -- New statements (prepared by the call) and kept ones (the second time) alike.
+        for _ = 1, 2 do
+            raises("db:query: the statement has 2 placeholders, the call gave 1 parameter",
+                function() db:query("select ?, ?", 1) end)
+            raises("db:query: the statement has 1 placeholder, the call gave 3 parameters",
+                function() db:query("select ? as v", 1, 2, 3) end)
+            raises("db:rows: the statement has 2 placeholders, the call gave 1 parameter",
+                function() db:rows("select ?, ?", 1) end)
+        end
+        -- The connection goes on (the same session), and so does the statement.
+        assert.same({ a = 1, b = 2 }, db:query("select ? as a, ? as b", 1, 2)[1])
+        assert.equal(id, db:threadId())
+        db:close()
     end)
 
     it("raises for programmer mistakes; a busy connection is EBUSY", function()

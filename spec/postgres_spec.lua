@@ -217,6 +217,33 @@ describe("postgres parameters", function()
         assert.has_error(function() postgres.quoteIdent("a\0b") end)
     end)
 
+    it("raises naming the function when the parameters do not match the placeholders", function()
+        local function raises(msg, f)
+            local ok, err = pcall(f)
+            assert.is_false(ok)
+            assert.truthy(tostring(err):find(msg, 1, true), tostring(err))
+        end
+        for _, prepare in ipairs({ true, false }) do
+            local c = connect { prepare = prepare }
+            for _ = 1, 2 do -- a new statement, then a kept one
+                raises("query: the statement has 2 placeholders, the call gave 1 parameter",
+                    function() c:query("select $1::int, $2::int", 1) end)
+                raises("exec: the statement has 1 placeholder, the call gave 3 parameters",
+                    function() c:exec("select $1::int as v", 1, 2, 3) end)
+                raises("rows: the statement has 2 placeholders, the call gave 1 parameter",
+                    function() for _ in c:rows({ "select $1::int, $2::int", timeout = 1000 }, 1) do end end)
+            end
+            local st = assert(c:prepare("select $1::int as a, $2::int as b"))
+            raises("query: the statement has 2 placeholders, the call gave 1 parameter", function() st:query(1) end)
+            -- A parameter whose type is not known is the server's error, not a count mismatch.
+            local r, err = c:query("select $1 is null as v", 1)
+            assert.is_nil(r)
+            assert.are.equal("42P18", err.sqlstate)
+            assert.are.same({ a = 1, b = 2 }, st:query(1, 2)[1])
+            c:close()
+        end
+    end)
+
     it("raises on values that cannot be parameters", function()
         assert.has_error(function() db:query("select $1", function() end) end)
         assert.has_error(function() db:query("select $1", coroutine.create(print)) end)

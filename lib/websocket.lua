@@ -20,6 +20,7 @@ local lower, find, match, gmatch, char, byte, sub, format =
 local floor = math.floor
 local raise, new_error = errors.raise, errors.new
 local send_frame, accept_key, key_bytes = core.send, core.accept_key, core.key_bytes
+local watch = core.watch -- frames:watch(sock) without the method lookup, once per message
 local suspend, current, ready, spawn = task_core.suspend, task_core.current, task_core.ready, task_core.spawn
 local report, describe, traceback = task_core.report, task_core.describe, debug.traceback
 local remove = table.remove
@@ -35,9 +36,9 @@ local websocket = {}
 -- differs (every idle connection pays for its fields).
 -- A connection's fields that every connection has, by index (see new_ws): its socket, its
 -- core.frames object (which keeps ws:handle's handlers), its state ("open", "closing",
--- "closed") and whether a task is writing a message.
+-- "closed") and whether a task is writing a message (see write).
 local SOCK, FRAMES, STATE, WRITING = 1, 2, 3, 4
-local WebSocket = { _mask = false, _closeTimeout = DEFAULT_CLOSE_TIMEOUT, _sendTimeout = DEFAULT_SEND_TIMEOUT }
+local WebSocket = { _closeTimeout = DEFAULT_CLOSE_TIMEOUT, _sendTimeout = DEFAULT_SEND_TIMEOUT }
 WebSocket.__index = WebSocket
 
 local function check(self, fname)
@@ -61,31 +62,33 @@ end
 -- Writes one message and waits for the kernel to take it. Tasks that send while another
 -- task's message is being written wait their turn, in order (the stream has one waiting
 -- writer); a task that cannot wait (outside a task) queues its message behind the others.
+-- self[WRITING] is false, true (a task is writing) or the array of the tasks waiting their turn.
 local function write(self, op, data)
-    if self[WRITING] then
+    local w = self[WRITING]
+    if w then
         local co = current()
         if not co then
-            return send_frame(self[SOCK], op, data, self._mask, self[FRAMES], true)
+            return send_frame(self[SOCK], self[FRAMES], op, data, true)
         end
-        local q = self._waiting
-        if not q then
-            q = {}
-            self._waiting = q
+        if w == true then
+            w = {}
+            self[WRITING] = w
         end
-        q[#q + 1] = co
-        suspend() -- the writer before us hands over (self[WRITING] stays true)
+        w[#w + 1] = co
+        suspend() -- the writer before us hands over (self[WRITING] stays set)
+    else
+        self[WRITING] = true
     end
-    self[WRITING] = true
     local ok, err = true, nil
     if self[STATE] == "open" then
         -- Protected, so that a raise (no random bytes, no compressor) still hands over the turn.
-        ok, err = pcall(send_frame, self[SOCK], op, data, self._mask, self[FRAMES])
+        ok, err = pcall(send_frame, self[SOCK], self[FRAMES], op, data)
     else
         err = self._err or new_error("EPIPE", "the WebSocket connection is closing")
     end
-    local q = self._waiting
-    if q and q[1] then
-        ready(remove(q, 1))
+    w = self[WRITING]
+    if w ~= true and w[1] then
+        ready(remove(w, 1))
     else
         self[WRITING] = false
     end
@@ -98,7 +101,7 @@ end
 -- A control frame (pong, ping, close) never waits: it is queued behind the bytes already
 -- queued, between two messages.
 local function control(self, op, data)
-    return send_frame(self[SOCK], op, data, self._mask, self[FRAMES], true)
+    return send_frame(self[SOCK], self[FRAMES], op, data, true)
 end
 
 -- The connection is over: the socket closes, and later calls get `err`.
@@ -127,7 +130,7 @@ local function finish(self, err, linger)
             leave_all(self)
         end
         if linger then
-            core.linger(self[SOCK], self[FRAMES], close_payload(err.closeCode, linger), self._mask, self._closeTimeout)
+            core.linger(self[SOCK], self[FRAMES], close_payload(err.closeCode, linger), self._closeTimeout)
         else
             self[SOCK]:close()
         end
@@ -236,7 +239,7 @@ local function dispatch(self, handlers, kind, data, code)
         if self[STATE] ~= "open" then
             return
         end
-        kind, data, code = self[FRAMES]:watch(self[SOCK])
+        kind, data, code = watch(self[FRAMES], self[SOCK])
     until kind == false
 end
 core.dispatcher(dispatch)
@@ -478,9 +481,6 @@ local function new_ws(sock, server, o, protocol, z)
         "open",
         false, -- a task is writing a message
     }, WebSocket)
-    if not server then
-        self._mask = true
-    end
     -- Only what is set (storing nil in a missing field would still make its slot).
     if o.closeTimeout then
         self._closeTimeout = o.closeTimeout

@@ -85,6 +85,10 @@ z_stream* shared_inflater() {
     return &z;
 }
 
+// "text" and "binary", referenced when the module opens: a message's kind is pushed without
+// hashing its name again.
+int g_text_ref = LUA_NOREF, g_binary_ref = LUA_NOREF;
+
 struct Frames final : luaio::Consumer {
     explicit Frames(bool server) : parser(server) {}
     ~Frames() {
@@ -210,7 +214,7 @@ struct Frames final : luaio::Consumer {
                 if (e.text && (!u.feed(p, m->size()) || !u.complete()))
                     return push_error(L, 1007, "text message is not UTF-8");
             }
-            lua_pushstring(L, e.text ? "text" : "binary");
+            lua_rawgeti(L, LUA_REGISTRYINDEX, e.text ? g_text_ref : g_binary_ref); // "text" or "binary"
             lua_pushlstring(L, m->data(), m->size());
             if (z && m == &z->inflated && m->capacity() > 64 * 1024) std::string().swap(z->inflated);
             return 2;
@@ -262,8 +266,20 @@ void Frames::ready(lua_State* L, int n) {
     luaio::spawn(L, n + 2);
 }
 
+// The metatable of Frames objects, recorded when the module opens: the type check of every
+// message's calls is then one comparison (as Stream::test_proxy does).
+const void* g_frames_mt = nullptr;
+
+Frames* test_frames(lua_State* L, int idx) {
+    void* p = lua_touserdata(L, idx);
+    if (!p || !lua_getmetatable(L, idx)) return nullptr;
+    bool ok = lua_topointer(L, -1) == g_frames_mt;
+    lua_pop(L, 1);
+    return ok ? static_cast<Frames*>(p) : nullptr;
+}
+
 Frames* check_frames(lua_State* L, const char* fname) {
-    void* p = luaio::test_object(L, 1, kFramesClass);
+    void* p = test_frames(L, 1);
     if (!p) luaio::raise(L, fname, "expected websocket frames as self, got %s", luaL_typename(L, 1));
     return static_cast<Frames*>(p);
 }
@@ -381,7 +397,7 @@ int l_frames(lua_State* L) {
 }
 
 int l_frames_gc(lua_State* L) {
-    if (void* p = luaio::test_object(L, 1, kFramesClass)) static_cast<Frames*>(p)->~Frames();
+    if (Frames* f = test_frames(L, 1)) f->~Frames();
     return 0;
 }
 
@@ -495,9 +511,9 @@ int write_last(lua_State* L, Stream* s, const uv_buf_t* bufs, unsigned n, int an
     return err ? 1 : 0;
 }
 
-// err = core.send(sock, opcode, data, masked[, frames[, nowait]]): one message or control
-// frame. data is a string or an array of strings (one message); text must be UTF-8 (EILSEQ
-// otherwise). With frames whose connection has permessage-deflate, a data message of at least
+// err = core.send(sock, frames, opcode, data[, nowait]): one message or control frame of the
+// connection of frames. data is a string or an array of strings (one message); text must be
+// UTF-8 (EILSEQ otherwise). A client masks its frames. With permessage-deflate, a data message of at least
 // the threshold is compressed (RSV1); with a fragment size, a longer data message goes in
 // fragments. A server's unfragmented, uncompressed payload is written from the Lua strings as
 // they are; otherwise the payload is one copy, and a client masks every frame with a fresh
@@ -505,24 +521,25 @@ int write_last(lua_State* L, Stream* s, const uv_buf_t* bufs, unsigned n, int an
 // are queued behind earlier writes: pongs, pings and close frames never wait for a writer).
 int l_send(lua_State* L) {
     Stream* s = Stream::check(L, 1, "send");
-    int opcode = static_cast<int>(luaL_checkinteger(L, 2));
-    bool masked = lua_toboolean(L, 4);
-    Frames* f = static_cast<Frames*>(luaio::test_object(L, 5, kFramesClass));
-    bool nowait = lua_toboolean(L, 6);
-    if (f) uncork_now(L, f);
+    Frames* f = test_frames(L, 2);
+    if (!f) luaio::raise(L, "send", "expected websocket frames");
+    int opcode = static_cast<int>(luaL_checkinteger(L, 3));
+    bool masked = f->client();
+    bool nowait = lua_toboolean(L, 5);
+    uncork_now(L, f);
     // Reused (libuv copies the array of a queued write): no allocation per message.
     static std::vector<uv_buf_t>& bufs = *new std::vector<uv_buf_t>;
     bufs.assign(1, uv_buf_t{}); // bufs[0]: the head
-    uint64_t total = gather(L, 3, bufs, "send");
+    uint64_t total = gather(L, 4, bufs, "send");
     if (opcode == ws::kText && !utf8_ok(bufs.data() + 1, bufs.size() - 1)) return push_not_utf8(L);
     bool data = opcode < ws::kClose;
-    size_t frag = data && f ? f->fragment : 0;
-    bool compress = data && f && f->z && total >= f->z->threshold;
+    size_t frag = data ? f->fragment : 0;
+    bool compress = data && f->z && total >= f->z->threshold;
     uint8_t head[ws::kMaxHead];
     if (!compress && !masked && (!frag || total <= frag)) {
         size_t hn = ws::encode_head(head, static_cast<uint8_t>(opcode), true, total, nullptr);
         bufs[0] = uv_buf_init(reinterpret_cast<char*>(head), static_cast<unsigned>(hn));
-        return write_last(L, s, bufs.data(), static_cast<unsigned>(bufs.size()), 3, 1, nowait);
+        return write_last(L, s, bufs.data(), static_cast<unsigned>(bufs.size()), 4, 1, nowait);
     }
     std::string payload;
     if (compress) {
@@ -606,7 +623,7 @@ void append_frames(lua_State* L, std::string& out, int opcode, const char* p, si
 // own.
 int l_post(lua_State* L) {
     Stream* s = Stream::check(L, 1, "publish");
-    auto* f = static_cast<Frames*>(luaio::test_object(L, 2, kFramesClass));
+    auto* f = test_frames(L, 2);
     if (!f) luaio::raise(L, "publish", "expected websocket frames");
     int opcode = static_cast<int>(luaL_checkinteger(L, 3));
     size_t dlen, flen;
@@ -697,16 +714,16 @@ void linger_timeout(uv_timer_t* t) {
     static_cast<Linger*>(t->data)->s->close(); // the queued close frame then fails: linger_done
 }
 
-// core.linger(sock, frames, payload, masked, timeout): the close frame with payload goes out
+// core.linger(sock, frames, payload, timeout): the close frame with payload goes out
 // behind everything queued (corked frames first), then the socket closes (see Linger).
 int l_linger(lua_State* L) {
     Stream* s = Stream::check(L, 1, "close");
-    auto* f = static_cast<Frames*>(luaio::test_object(L, 2, kFramesClass));
+    auto* f = test_frames(L, 2);
     if (!f) luaio::raise(L, "close", "expected websocket frames");
     size_t n;
     const char* p = luaL_checklstring(L, 3, &n);
-    bool masked = lua_toboolean(L, 4);
-    lua_Number ms = luaL_checknumber(L, 5);
+    bool masked = f->client();
+    lua_Number ms = luaL_checknumber(L, 4);
     uncork_now(L, f);
     if (s->write_error() || n > ws::kMaxControl) {
         s->close();
@@ -770,12 +787,23 @@ extern "C" int luaopen_luaio_websocket(lua_State* L) {
     const luaL_Reg methods[] = {{"receive", l_receive}, {"handle", l_handle},  {"watch", l_watch},
                                 {"unwatch", l_unwatch}, {"__gc", l_frames_gc}, {nullptr, nullptr}};
     luaio::new_class(L, kFramesClass, methods);
+    g_frames_mt = lua_topointer(L, -1);
     lua_pop(L, 1);
-    const luaL_Reg funcs[] = {{"frames", l_frames},         {"send", l_send},
-                              {"encode", l_encode},         {"post", l_post},
-                              {"accept_key", l_accept_key}, {"key_bytes", l_key_bytes},
-                              {"random_key", l_random_key}, {"dispatcher", l_dispatcher},
-                              {"linger", l_linger},         {nullptr, nullptr}};
+    lua_pushliteral(L, "text");
+    g_text_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushliteral(L, "binary");
+    g_binary_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    const luaL_Reg funcs[] = {{"frames", l_frames},
+                              {"send", l_send},
+                              {"encode", l_encode},
+                              {"post", l_post},
+                              {"accept_key", l_accept_key},
+                              {"key_bytes", l_key_bytes},
+                              {"random_key", l_random_key},
+                              {"dispatcher", l_dispatcher},
+                              {"linger", l_linger},
+                              {"watch", l_watch},
+                              {nullptr, nullptr}};
     lua_newtable(L);
     luaL_register(L, nullptr, funcs);
     return 1;

@@ -184,9 +184,13 @@ Event Parser::feed(const char* data, size_t len, size_t* used) {
                 // A whole message in one frame, all of it here (the common case): unmasked into
                 // the buffer that every parser shares, so that a connection keeps no buffer.
                 std::string& w = whole_buffer();
-                w.assign(data + q, static_cast<size_t>(n));
+                if (masked_) {
+                    w.resize(static_cast<size_t>(n));
+                    copy_masked(reinterpret_cast<uint8_t*>(&w[0]), p + q, w.size(), mask_);
+                } else {
+                    w.assign(data + q, static_cast<size_t>(n));
+                }
                 uint8_t* m = reinterpret_cast<uint8_t*>(&w[0]);
-                if (masked_) apply_mask(m, w.size(), mask_);
                 *used = q + static_cast<size_t>(n);
                 bool compressed = b0 & 0x40;
                 Utf8 u;
@@ -273,6 +277,21 @@ size_t encode_head(uint8_t* out, uint8_t opcode, bool fin, uint64_t len, const u
         n += 4;
     }
     return n;
+}
+
+void copy_masked(uint8_t* to, const uint8_t* from, size_t n, const uint8_t key[4]) {
+    uint8_t k[8];
+    for (int j = 0; j < 8; j++) k[j] = key[j & 3];
+    uint64_t k8;
+    std::memcpy(&k8, k, 8);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        std::memcpy(&w, from + i, 8);
+        w ^= k8;
+        std::memcpy(to + i, &w, 8);
+    }
+    for (; i < n; i++) to[i] = from[i] ^ k[i & 7];
 }
 
 void apply_mask(uint8_t* p, size_t n, const uint8_t key[4], uint64_t phase) {

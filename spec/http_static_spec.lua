@@ -8,6 +8,7 @@ local static = require "http.static"
 
 local core = require "luaio.core"
 local timer = require "timer"
+local task = require "task"
 local helper = require "helper"
 
 local root, outside, server, port, base, fds_before
@@ -274,6 +275,32 @@ describe("http.static", function()
         server:close()
         assert(fs.rm(root, { recursive = true }))
         assert(fs.mkdir(root))
+    end)
+
+    it("keeps a file open for a request that waits on another lookup while its entry expires", function()
+        start({ fileCache = { valid = 600, watch = false } })
+        assert.are.equal(200, exchange({ request("GET", "/hello.txt") })[1].status) -- cached now
+        -- Every thread of the pool blocks in open() on a FIFO: the request's next lookup (of the
+        -- file's variants, which it has not: not cached) then waits while the entry expires and
+        -- the sweeper runs.
+        local fifos = {}
+        for i = 1, tonumber(os.getenv("UV_THREADPOOL_SIZE")) or 4 do
+            fifos[i] = root .. "/../fifo" .. i
+            assert(process.run({ "mkfifo", fifos[i] }))
+            task.spawn(fs.readFile, fifos[i])
+        end
+        timer.sleep(20)
+        local got
+        local t = task.spawn(function()
+            -- (a range: the handler's to answer, not the server's)
+            got = exchange({ request("GET", "/hello.txt", "Accept-Encoding: gzip\r\nRange: bytes=0-4\r\n") })[1]
+        end)
+        timer.sleep(1500) -- the entry expires, the sweeper runs (every 600 ms)
+        -- A writer for every FIFO (a child process: the pool is busy) lets the pool go on.
+        assert(process.run({ "sh", "-c", "for f in " .. table.concat(fifos, " ") .. "; do echo x > $f; done" }))
+        assert(t:join())
+        assert.are.equal(206, got.status)
+        assert.are.equal("hello", got.body)
     end)
 
     it("lets the process end once its server closed, whatever its cache holds", function()

@@ -305,16 +305,13 @@ local function send_file(req, res, e, o, encoding, vary, own, plain)
         res:setHeader("Content-Length", format("%d", length))
         return res:finish()
     end
-    -- The descriptor stays open while it is sent: an entry dropped meanwhile is closed after.
-    e.users = e.users + 1
+    -- The descriptor stays open while it is sent: the request holds the entry (see find).
     if plain and not ranged and size <= SMALL_FILE then
         res:_file(e.fd, 0, length, req.path, e.expires, e.path)
     else
         res:_file(e.fd, first, length)
     end
     local err = res:finish()
-    e.users = e.users - 1
-    if e.dropped and e.users == 0 then discard(e.file) end
     if err then e.expires = 0 end -- looked up again by the next request (the file may have changed)
     return err
 end
@@ -474,11 +471,19 @@ function static.new(root, options)
         remove_expired(now)
         if count >= cache_max then remove((next(cache))) end
     end
-    -- The entry of a path, from the cache while it is valid; nil when there is no such file.
-    local function find(path, opened)
+    -- The entry of a path, from the cache while it is valid; nil when there is no such file. The
+    -- entry is held (its users counted) until the request ends (see the handler below): the
+    -- sweeper or a full cache may drop it while the request waits for another lookup, and its
+    -- descriptor must stay open until the response is sent.
+    local function hold(e, held)
+        e.users = e.users + 1
+        held[#held + 1] = e
+        return e
+    end
+    local function find(path, held)
         local now = hrtime()
         local e = cache[path]
-        if e and e.expires > now then return e end
+        if e and e.expires > now then return hold(e, held) end
         local dir = match(path, "^(.*)/")
         local d = watched[dir]
         local gen = d and d.gen
@@ -492,8 +497,7 @@ function static.new(root, options)
             ctype = st.type == "file" and content_type(path) or false, path = path, dir = dir }
         if cache_max == 0 then
             remove(path)
-            e.dropped = true -- no cache: closed once sent, or at the end of the request
-            opened[#opened + 1] = e
+            e.dropped = true -- no cache: closed at the end of the request
         else
             watch(dir) -- before the stale entry goes, so that the directory's watch stays open
             remove(path)
@@ -506,7 +510,7 @@ function static.new(root, options)
                 sweeper:unref()
             end
         end
-        return e
+        return hold(e, held)
     end
     -- The file path of a request path (raw, percent-encoded) or of a router's catch-all (rel,
     -- decoded), checked segment by segment; nil once the request is answered (400, 403, 404,
@@ -537,7 +541,7 @@ function static.new(root, options)
         end
         return root .. (#segs > 0 and "/" .. concat(segs, "/") or "")
     end
-    local function serve(req, res, params, opened)
+    local function serve(req, res, params, held)
         local method = req.method
         if method ~= "GET" and method ~= "HEAD" then
             return plain(res, 405, "Method Not Allowed\n", { Allow = "GET, HEAD" })
@@ -556,7 +560,7 @@ function static.new(root, options)
             checked[raw], nchecked = { rel or false, file }, nchecked + 1
         end
         -- One trip to the thread pool on a miss: the resolved path, its stat and the open file.
-        local e = find(file, opened)
+        local e = find(file, held)
         if not e or not e.inside then return plain(res, 404, "Not Found\n") end
         local t = e.st.type
         if t == "directory" then
@@ -565,7 +569,7 @@ function static.new(root, options)
                 return plain(res, 301, "Moved Permanently\n", { Location = raw .. "/" .. q })
             end
             if o.index then
-                local ie = find(file .. "/" .. o.index, opened)
+                local ie = find(file .. "/" .. o.index, held)
                 if ie and ie.st.type == "file" and ie.inside then
                     file, e, t = file .. "/" .. o.index, ie, "file"
                 end
@@ -587,7 +591,7 @@ function static.new(root, options)
         if ae then
             local orig = e
             for _, v in ipairs(VARIANTS) do
-                local ve = find(file .. v[2], opened)
+                local ve = find(file .. v[2], held)
                 if ve and ve.st.type == "file" and ve.inside then
                     vary = true
                     if not encoding and accepts(ae, v[1]) then encoding, e = v[1], ve end
@@ -599,7 +603,7 @@ function static.new(root, options)
             if vary == nil then
                 vary = false
                 for _, v in ipairs(VARIANTS) do
-                    local ve = find(file .. v[2], opened)
+                    local ve = find(file .. v[2], held)
                     if ve and ve.st.type == "file" and ve.inside then vary = true end
                 end
                 e.variants = vary
@@ -610,19 +614,21 @@ function static.new(root, options)
         local plain = own and not vary and e.st.size <= SMALL_FILE
         return send_file(req, res, e, o, encoding, vary, own, plain)
     end
-    if cache_max > 0 then
-        handlers[serve] = kept
-        return serve
-    end
-    return function(req, res, params)
-        local opened = {}
-        local err = serve(req, res, params, opened)
-        for i = 1, #opened do
-            local e = opened[i]
-            if e.file and e.users == 0 then discard(e.file) end
+    -- The handler: serve, then let go of the entries the request held (an entry dropped
+    -- meanwhile closes its descriptor now), also when serve raised.
+    local function handler(req, res, params)
+        local held = {}
+        local ok, err = pcall(serve, req, res, params, held)
+        for i = 1, #held do
+            local e = held[i]
+            e.users = e.users - 1
+            if e.dropped and e.users == 0 and e.file then discard(e.file) end
         end
+        if not ok then error(err, 0) end
         return err
     end
+    if kept then handlers[handler] = kept end
+    return handler
 end
 
 --- The cache of whole small responses (core.filecache) of a handler made by static.new, or nil

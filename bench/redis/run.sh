@@ -52,8 +52,9 @@ rb() { # name extra-args...
 redis-cli -p "$port" set key xxx >/dev/null
 NAMES=(redis-benchmark luaio-shared luaio-conns node-ioredis node-ioredis-auto node-ioredis-conns)
 [ -n "$BUN" ] && NAMES+=(bun-redis bun-redis-conns)
-NAMES+=(redis-benchmark-P16 luaio-pipeline node-ioredis-pipeline)
+NAMES+=(redis-benchmark-P16 luaio-pipeline)
 [ -n "$BUN" ] && NAMES+=(bun-redis-pipeline)
+NAMES+=(node-ioredis-pipeline)
 echo "GET, $TASKS concurrent, ${SECS}s each, median of $ROUNDS rounds (pipelined: $DEPTH per round trip)"
 for round in $(seq "$ROUNDS"); do
     rb redis-benchmark
@@ -67,9 +68,10 @@ for round in $(seq "$ROUNDS"); do
         run bun-redis-conns "$BUN" bench/redis/bun_redis.js "$port" $TASKS "$SECS" conns
     fi
     rb redis-benchmark-P16 -P $DEPTH
+    # luaio and Bun right after each other: the ratio of a round is of the same moment's load.
     run luaio-pipeline "$LUAIO" bench/redis/get.lua "$port" $TASKS "$SECS" pipeline $DEPTH
-    run node-ioredis-pipeline node bench/redis/ioredis.js "$port" $TASKS "$SECS" pipeline $DEPTH
     [ -n "$BUN" ] && run bun-redis-pipeline "$BUN" bench/redis/bun_redis.js "$port" $TASKS "$SECS" pipeline $DEPTH
+    run node-ioredis-pipeline node bench/redis/ioredis.js "$port" $TASKS "$SECS" pipeline $DEPTH
     echo "round $round done" >&2
 done
 for name in "${NAMES[@]}"; do
@@ -91,3 +93,13 @@ echo "luaio-conns / bun-redis-conns:       $(ratio luaio-conns bun-redis-conns)"
 echo "luaio-pipeline / redis-benchmark-P16: $(ratio luaio-pipeline redis-benchmark-P16)"
 echo "luaio-pipeline / node-ioredis-pipeline: $(ratio luaio-pipeline node-ioredis-pipeline)"
 echo "luaio-pipeline / bun-redis-pipeline: $(ratio luaio-pipeline bun-redis-pipeline)"
+# The same ratios round by round (each round's two runs are adjacent), and their median.
+rounds() {
+    python3 -c "
+a = [r.split() for r in '${RES[$1]:-}'.split(';') if len(r.split()) == 2]
+b = [r.split() for r in '${RES[$2]:-}'.split(';') if len(r.split()) == 2]
+q = sorted(float(x[0]) / float(y[0]) for x, y in zip(a, b))
+print(' '.join(f'{v:.2f}' for v in q), ' median', f'{q[len(q) // 2]:.2f}x' if q else '?')"
+}
+echo "per round, luaio-shared / bun-redis:          $(rounds luaio-shared bun-redis)"
+echo "per round, luaio-pipeline / bun-redis-pipeline: $(rounds luaio-pipeline bun-redis-pipeline)"

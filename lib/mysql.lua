@@ -241,6 +241,10 @@ end
 
 local function finish_transaction(db, sql)
     in_transaction[db] = nil
+    -- A db:rows loop left early inside fn: its rows go first (not through after_stream, which
+    -- would connect again if that lost the session, and COMMIT on the new one).
+    local id = db:_streaming()
+    if id then sqlrows.drain(_fetch, db, id) end
     if usable(db) then return _query(db, sql) end
     return nil, new_error("EMYSQL", "the connection was lost during the transaction", { errno = 2013, sqlstate = "HY000" })
 end

@@ -287,9 +287,18 @@ function methods.transaction(db, fn, ...)
         rollback(db)
         return nil, r[3]
     end
+    -- A db:rows loop left early inside fn: its rows go first (a timeout there loses the session).
+    local id = db:_streaming()
+    if id then drain_rows(db, id) end
     if status(db) == "failed" then
         rollback(db)
         return nil, new_error("EPG", "a statement of the transaction failed; rolled back", { sqlstate = "25P02" })
+    end
+    -- A session lost inside fn took the transaction with it: COMMIT must not go to a new one
+    -- (it would say nothing was in progress, and the call would look like a success).
+    local s2 = status(db)
+    if s2 == "lost" or s2 == "closed" then
+        return nil, new_error("ECONNRESET", "the connection was lost during the transaction; nothing was committed")
     end
     ok, err = exec(db, "COMMIT")
     if not ok then

@@ -541,6 +541,19 @@ describe("mysql", function()
         db:close()
     end)
 
+    it("commits a transaction after a db:rows loop left early inside it", function()
+        local db = connect()
+        assert(db:exec("create table tx_rows (v int)"))
+        assert.equal("ok", db:transaction(function(tx)
+            assert(tx:exec("insert into tx_rows values (?)", 1))
+            for row in tx:rows("select seq from seq_1_to_10000") do if row.seq == 2 then break end end
+            return "ok"
+        end))
+        assert.equal(1, db:query("select count(*) as n from tx_rows")[1].n)
+        assert(db:exec("drop table tx_rows"))
+        db:close()
+    end)
+
     it("raises in a db:rows loop whose own connection ran another query inside it", function()
         local db = connect()
         local ok, err = pcall(function()

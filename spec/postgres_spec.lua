@@ -416,6 +416,40 @@ describe("postgres transactions", function()
         assert.are.equal(0, n())
     end)
 
+    it("fails a transaction whose session was lost inside it, instead of committing on a new one", function()
+        local db, other = connect(), connect()
+        assert(db:exec("create table if not exists tx_lost (v int)"))
+        local pid = db:info().pid
+        local r, err = db:transaction(function(tx)
+            assert(tx:exec("insert into tx_lost values (1)"))
+            assert(other:query("select pg_terminate_backend($1)", pid))
+            helper.wait_for(function()
+                local _, e = tx:query("select 1")
+                return e ~= nil
+            end, 3000)
+            return "done" -- the function ignores the error
+        end)
+        assert.is_nil(r)
+        assert.are.equal("ECONNRESET", err.name)
+        assert.are.equal(0, other:query("select count(*)::int as n from tx_lost")[1].n)
+        assert.are.equal(1, assert(db:query("select 1 as v"))[1].v) -- the next call connects again
+        assert(other:exec("drop table tx_lost"))
+        db:close()
+        other:close()
+    end)
+
+    it("commits a transaction after a db:rows loop left early inside it", function()
+        local db = connect()
+        assert(db:exec("create temp table tx_rows (v int)"))
+        assert.are.equal("ok", db:transaction(function(tx)
+            assert(tx:exec("insert into tx_rows values (1)"))
+            for row in tx:rows("select g from generate_series(1, 10000) g") do if row.g == 2 then break end end
+            return "ok"
+        end))
+        assert.are.equal(1, db:query("select count(*)::int as n from tx_rows")[1].n)
+        db:close()
+    end)
+
     it("raises on a nested transaction", function()
         assert.has_error(function()
             db:transaction(function(tx) tx:transaction(function() end) end)

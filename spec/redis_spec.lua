@@ -432,6 +432,10 @@ describe("redis RESP3 (protocol = 3)", function()
         assert.equal(redis.null, res[1])
         assert.same({ a = "1", b = "2" }, res[2])
         assert.equal(3.141, res[3])
+        -- A pool's connections speak RESP3 too.
+        local pool = redis.pool { port = server.port, password = "pw", protocol = 3, size = 1 }
+        assert.same({ a = "1", b = "2" }, pool:hgetall("h"))
+        pool:close()
     end)
 
     it("pub/sub messages come as pushes, while other commands go on", function()

@@ -157,7 +157,13 @@ class TlsTransport final : public Transport, public Consumer {
             }
             int e = SSL_get_error(ssl_, n);
             flush(s); // alerts, tickets, key updates
-            if (e == SSL_ERROR_WANT_READ) return;
+            if (e == SSL_ERROR_WANT_READ) {
+                // Nothing is left to decrypt: the record buffers go (SSL_MODE_RELEASE_BUFFERS
+                // misses the read buffer after a post-handshake message such as a
+                // NewSessionTicket, and a client kept its 16.7 KB for the connection's life).
+                SSL_free_buffers(ssl_);
+                return;
+            }
             if (e == SSL_ERROR_ZERO_RETURN) return s->end_reading(UV_EOF);
             return fail(s, LUAIO_ETLS, nullptr);
         }

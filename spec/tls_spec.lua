@@ -344,6 +344,64 @@ describe("tls writes and the end of a session", function()
     end)
 end)
 
+describe("tls client memory", function()
+    it("holds no record buffer on an idle client connection once the server's tickets are read", function()
+        -- The server in a process of its own, so that the RSS measured is the client's.
+        local app = helper.script(([[
+            local tls = require "tls"
+            local srv = assert(tls.createServer(0, function(sock)
+                while true do
+                    local line = sock:readline()
+                    if not line then break end
+                    sock:write(line .. "\n")
+                end
+                sock:close()
+            end, { host = "127.0.0.1", cert = %q, key = %q }))
+            print(srv:address().port)
+            io.stdout:flush()
+        ]]):format(path("server.pem"), path("server.key")))
+        local child = assert(process.spawn(helper.luaio, { app }, { stdio = { "ignore", "pipe", "inherit" } }))
+        child.stdout:setTimeout(10000)
+        local port = tonumber(child.stdout:readline())
+        -- The client in a fresh process too: its RSS grows by what each connection holds.
+        local client = helper.script(([[
+            local tls = require "tls"
+            local function rss_kib()
+                local f = assert(io.open("/proc/self/status"))
+                local status = f:read("*a")
+                f:close()
+                return tonumber(status:match("VmRSS:%%s*(%%d+)"))
+            end
+            local function open()
+                local sock = assert(tls.connect(%d, "127.0.0.1", { verify = false }))
+                sock:write("x\n")
+                assert(sock:readline() == "x") -- the tickets came before the echo
+                return sock
+            end
+            local socks = { open() }
+            collectgarbage()
+            local before = rss_kib()
+            local n = 300
+            for i = 2, n + 1 do
+                socks[i] = open()
+            end
+            collectgarbage()
+            print((rss_kib() - before) * 1024 / n)
+            for _, s in ipairs(socks) do s:close() end
+        ]]):format(port))
+        local r = assert(process.run({ helper.luaio, client }, { timeout = 60000 }))
+        child:kill("SIGTERM")
+        child:wait()
+        child.stdout:close()
+        os.remove(app)
+        os.remove(client)
+        local per = tonumber(r.stdout)
+        assert.is_number(per, r.stdout .. r.stderr)
+        -- A 16.7 KB read buffer was kept per connection: 39-43 KB in all, 23-27 KB without it.
+        assert.is_true(per < 32 * 1024, ("%.0f bytes per idle client connection"):format(per))
+    end)
+end)
+
 describe("tls server names, sessions and certificate reload", function()
     -- The subject of the certificate a client connecting with servername gets.
     local function subject_for(port, servername)

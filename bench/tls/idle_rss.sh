@@ -36,6 +36,7 @@ for p in ${PEERS:-luaio nginx}; do
     stop
     per=$(awk -v a=$after -v b=$before -v n=$n 'BEGIN {printf "%.0f", (a-b)*1024/n}')
     echo "$p $per" >> "$TMP/results"
-    echo "$p: RSS per idle TLS keep-alive connection: $per bytes ($n connections, $before -> $after KiB)"
+    echo "$p: RSS per idle TLS keep-alive connection: $per bytes ($n connections, $before -> $after KiB);" \
+        "the luaio client's: $(awk '{print $3}' "$TMP/idle") bytes per connection"
 done
 awk '$1=="luaio" {l=$2} $1=="nginx" {n=$2} END {if (n > 0) printf "luaio/nginx: %.2fx\n", l/n}' "$TMP/results"

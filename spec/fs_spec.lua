@@ -83,18 +83,30 @@ describe("fs", function()
             assert.are.equal(1, #fs.readdir(dir))
         end)
 
-        it("reads a file of 32 MiB while a timer in another task keeps firing", function()
+        it("reads a file of 32 MiB while other tasks run", function()
             local block = string.rep("x", 1024 * 1024)
             local f = assert(fs.open(path("big"), "w"))
             for _ = 1, 32 do assert(f:write(block)) end
             assert(f:close())
-            local ticks = 0
-            local t = timer.setInterval(1, function() ticks = ticks + 1 end)
-            local data = assert(fs.readFile(path("big")))
-            t:stop()
-            assert.are.equal(32 * 1024 * 1024, #data)
-            -- A blocking read would return before any other task ran.
-            assert.is_true(ticks >= 1)
+            -- A task that yields in a loop runs only while the reading task is parked: a blocking
+            -- read returns before it ever runs. A loaded machine can leave the loop thread
+            -- unscheduled for a whole read, so one read in three must let it run.
+            local best = 0
+            for _ = 1, 3 do
+                local reading, turns = true, 0
+                task.spawn(function()
+                    while reading do
+                        turns = turns + 1
+                        task.yield()
+                    end
+                end)
+                local data = assert(fs.readFile(path("big")))
+                reading = false
+                assert.are.equal(32 * 1024 * 1024, #data)
+                best = math.max(best, turns)
+                if best > 0 then break end
+            end
+            assert.is_true(best >= 1)
         end)
 
         it("a read that cannot finish (a FIFO without a writer) does not stall other tasks", function()

@@ -321,8 +321,13 @@ end
 --- err = ws:send(data[, "binary"]): one message (text by default); a table of strings is sent
 --- as one message.
 function WebSocket:send(data, kind)
-    check(self, "send")
-    check_payload(data, "send", 1)
+    -- The checks of every message, inline for the common case.
+    if getmetatable(self) ~= WebSocket then
+        check(self, "send")
+    end
+    if type(data) ~= "string" then
+        check_payload(data, "send", 1)
+    end
     local op = TEXT
     if kind == "binary" then
         op = BINARY

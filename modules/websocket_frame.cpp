@@ -184,9 +184,10 @@ Event Parser::feed(const char* data, size_t len, size_t* used) {
                 // A whole message in one frame, all of it here (the common case): unmasked into
                 // the buffer that every parser shares, so that a connection keeps no buffer.
                 std::string& w = whole_buffer();
+                bool ascii = false; // known to be ASCII: valid UTF-8 without a closer look
                 if (masked_) {
                     w.resize(static_cast<size_t>(n));
-                    copy_masked(reinterpret_cast<uint8_t*>(&w[0]), p + q, w.size(), mask_);
+                    ascii = copy_masked(reinterpret_cast<uint8_t*>(&w[0]), p + q, w.size(), mask_);
                 } else {
                     w.assign(data + q, static_cast<size_t>(n));
                 }
@@ -194,7 +195,7 @@ Event Parser::feed(const char* data, size_t len, size_t* used) {
                 *used = q + static_cast<size_t>(n);
                 bool compressed = b0 & 0x40;
                 Utf8 u;
-                if (op == kText && !compressed && (!u.feed(m, w.size()) || !u.complete()))
+                if (op == kText && !compressed && !ascii && (!u.feed(m, w.size()) || !u.complete()))
                     return fail(1007, "text message is not UTF-8");
                 Event e;
                 e.kind = Event::Message;
@@ -279,19 +280,22 @@ size_t encode_head(uint8_t* out, uint8_t opcode, bool fin, uint64_t len, const u
     return n;
 }
 
-void copy_masked(uint8_t* to, const uint8_t* from, size_t n, const uint8_t key[4]) {
+bool copy_masked(uint8_t* to, const uint8_t* from, size_t n, const uint8_t key[4]) {
     uint8_t k[8];
     for (int j = 0; j < 8; j++) k[j] = key[j & 3];
-    uint64_t k8;
+    uint64_t k8, all = 0;
     std::memcpy(&k8, k, 8);
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
         std::memcpy(&w, from + i, 8);
         w ^= k8;
+        all |= w;
         std::memcpy(to + i, &w, 8);
     }
-    for (; i < n; i++) to[i] = from[i] ^ k[i & 7];
+    uint8_t tail = 0;
+    for (; i < n; i++) tail |= to[i] = from[i] ^ k[i & 7];
+    return !(all & 0x8080808080808080ull) && !(tail & 0x80);
 }
 
 void apply_mask(uint8_t* p, size_t n, const uint8_t key[4], uint64_t phase) {

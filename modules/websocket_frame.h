@@ -103,8 +103,9 @@ class Parser {
 // Writes the head of a frame to out (at most kMaxHead bytes) and returns its length. With a
 // mask, the payload must be masked with it (apply_mask) by the caller.
 size_t encode_head(uint8_t* out, uint8_t opcode, bool fin, uint64_t len, const uint8_t* mask, bool rsv1 = false);
-// Writes from[0, n) XORed with the mask key to `to` (a whole payload: phase 0).
-void copy_masked(uint8_t* to, const uint8_t* from, size_t n, const uint8_t key[4]);
+// Writes from[0, n) XORed with the mask key to `to` (a whole payload: phase 0). Returns whether
+// all the bytes written are ASCII.
+bool copy_masked(uint8_t* to, const uint8_t* from, size_t n, const uint8_t key[4]);
 // XORs p[0, n) with the mask key, starting at the key's byte `phase` (the payload offset).
 void apply_mask(uint8_t* p, size_t n, const uint8_t key[4], uint64_t phase = 0);
 

@@ -199,4 +199,29 @@ TEST(WebSocketEncoder, HeadsAndMask) {
     EXPECT_TRUE(luaio::ws::valid_close_code(4999));
 }
 
+// copy_masked unmasks as it copies and tells whether every byte is ASCII (in the words and in
+// the tail), which lets the parser skip the UTF-8 check of an ASCII text frame.
+TEST(WebSocketMask, CopyMaskedReportsAscii) {
+    for (size_t n : {0u, 3u, 8u, 13u, 64u}) {
+        for (size_t bad = 0; bad <= n; bad++) {
+            std::string plain(n, 'a');
+            if (bad < n) plain[bad] = '\xC3';
+            std::string masked = plain;
+            luaio::ws::apply_mask(reinterpret_cast<uint8_t*>(&masked[0]), n, kKey);
+            std::string out(n, '\0');
+            bool ascii = luaio::ws::copy_masked(reinterpret_cast<uint8_t*>(&out[0]),
+                                                reinterpret_cast<const uint8_t*>(masked.data()), n, kKey);
+            EXPECT_EQ(out, plain);
+            EXPECT_EQ(ascii, bad == n) << n << " " << bad;
+        }
+    }
+    // A text frame with a byte that is not ASCII is still judged as UTF-8 (here: invalid).
+    Parser p(true);
+    std::string f = frame(0x81, std::string("abc\xC3", 4), true);
+    size_t used = 0;
+    Event e = p.feed(f.data(), f.size(), &used);
+    EXPECT_EQ(e.kind, Event::Error);
+    EXPECT_EQ(e.code, 1007);
+}
+
 } // namespace

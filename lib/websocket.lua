@@ -138,6 +138,10 @@ local function finish(self, err, linger)
             self._pinger:stop()
             self._pinger = nil
         end
+        if self._idler then
+            self._idler:stop()
+            self._idler = nil
+        end
         local h = self[FRAMES]:unwatch()
         if h then
             if h.close then
@@ -221,7 +225,10 @@ end
 -- connection again and ends, so that an idle connection holds no task. One message at a time:
 -- while a handler runs, the connection is not read (its peer is held back by TCP).
 local function dispatch(self, handlers, kind, data, code)
-    local on_message = handlers.message
+    local on_message, idle = handlers.message, handlers._idle
+    if idle then
+        self._seen = "busy" -- the idle timer waits while a handler runs
+    end
     repeat
         if kind == "text" or kind == "binary" then
             if on_message then
@@ -241,6 +248,9 @@ local function dispatch(self, handlers, kind, data, code)
         end
         kind, data, code = watch(self[FRAMES], self[SOCK])
     until kind == false
+    if idle then
+        self._seen = true
+    end
 end
 core.dispatcher(dispatch)
 
@@ -276,6 +286,33 @@ function WebSocket:handle(handlers, ...)
             spawn(run_close, self, handlers.close, self._err)
         end
         return
+    end
+    local idle = self._idleTimeout
+    if idle then
+        -- A watched stream has no read timeout: a timer closes the connection once it has been
+        -- quiet for idleTimeout while no handler ran (checked every quarter of it), as a
+        -- receive() waiting that long would (ETIMEDOUT, closeCode 1006).
+        local h = { _idle = true }
+        for k, v in pairs(handlers) do
+            h[k] = v
+        end
+        handlers = h
+        self._seen = true
+        local tick, quiet = math.max(idle / 4, 1), 0
+        self._idler = timer.setInterval(tick, function()
+            local seen = self._seen
+            if seen then
+                quiet = 0
+                if seen == true then
+                    self._seen = false
+                end
+                return
+            end
+            quiet = quiet + tick
+            if quiet >= idle then
+                finish(self, new_error("ETIMEDOUT", "no message within idleTimeout", { closeCode = 1006, reason = "" }))
+            end
+        end)
     end
     self[FRAMES]:handle(self, handlers) -- from now on, finish runs the close handler
     if handlers.open then
@@ -497,6 +534,9 @@ local function new_ws(sock, server, o, protocol, z)
         self.protocol = protocol
     end
     sock:settimeouts(nil, self._sendTimeout, o.idleTimeout)
+    if o.idleTimeout and o.idleTimeout > 0 then
+        self._idleTimeout = o.idleTimeout -- for ws:handle (a watched stream has no read timeout)
+    end
     if o.pingInterval and o.pingInterval > 0 then
         -- Keep-alive: a ping every interval; a peer that has not answered the previous one by
         -- the next is gone (closed without a handshake, closeCode 1006, as the ws library does).

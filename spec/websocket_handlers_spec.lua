@@ -57,6 +57,17 @@ describe("websocket handlers", function()
             end,
         })
         r:websocket("/bare", { message = function(ws, msg) ws:send(msg) end })
+        r:websocket("/idle", {
+            message = function(ws, msg)
+                if msg == "slow" then
+                    timer.sleep(400) -- longer than idleTimeout: a running handler is not idleness
+                end
+                ws:send(msg)
+            end,
+            close = function(ws, code, reason)
+                closes[#closes + 1] = { ws = ws, code = code, reason = reason }
+            end,
+        }, { idleTimeout = 150 })
         srv = assert(http.createServer({ port = 0, host = "127.0.0.1" }, r))
         port = srv.port
     end)
@@ -190,6 +201,24 @@ describe("websocket handlers", function()
         assert.are.equal("done", log[1026])
         sock:close()
         wait_for(function() return #closes == 1 end, "the close handler")
+    end)
+
+    it("closes a connection quiet for idleTimeout, not one that talks or whose handler runs", function()
+        local ws = assert(websocket.connect("ws://127.0.0.1:" .. port .. "/idle"))
+        for i = 1, 8 do -- 400 ms of messages 50 ms apart
+            assert.is_nil(ws:send("m" .. i))
+            assert.are.equal("m" .. i, (ws:receive()))
+            timer.sleep(50)
+        end
+        assert.is_nil(ws:send("slow"))
+        assert.are.equal("slow", (ws:receive()))
+        assert.are.equal(0, #closes)
+        -- Now quiet: closed without a close frame within idleTimeout and a quarter of it.
+        local msg, err = ws:receive()
+        assert.is_nil(msg)
+        assert.are.equal(1006, err.closeCode)
+        wait_for(function() return #closes == 1 end, "the close handler")
+        assert.are.equal(1006, closes[1].code)
     end)
 
     it("refuses ws:receive() on a handled connection and checks the handlers", function()

@@ -2,7 +2,8 @@
 # http.static against nginx (sendfile on, open_file_cache), same run: requests/s and CPU
 # microseconds per request for a 1 KB file over keep-alive (ROUNDS rounds, the order of the two
 # servers alternating, so that neither always runs in the other's wake on a shared machine),
-# and the throughput of a 100 MB download with one and eight clients.
+# Range requests (4 KiB out of the 100 MB file) the same way, and the throughput of a 100 MB
+# download with one and eight clients.
 # With CALLGRIND=1 also the user-space instructions per 1 KB request of each server (valgrind,
 # counted only while wrk runs: repeatable whatever else the machine does).
 # Usage: [ROUNDS=3] [CALLGRIND=1] bash bench/http/static.sh [path/to/luaio] [seconds]
@@ -46,11 +47,12 @@ sleep 0.5
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 printf "%-28s %12s %12s %8s\n" measure luaio nginx ratio
-one() { # port pid -> "requests cpu_ticks seconds"
-    local t0 t1 out
-    t0=$(cpu_ticks "$2")
-    out=$(wrk -t1 -c32 -d"${SECS}s" "http://127.0.0.1:$1/1k.bin")
-    t1=$(cpu_ticks "$2")
+one() { # port pid [path [wrk args...]] -> "requests cpu_ticks seconds"
+    local t0 t1 out port=$1 pid=$2 path=${3:-/1k.bin}
+    shift 2; [ $# -gt 0 ] && shift
+    t0=$(cpu_ticks "$pid")
+    out=$(wrk -t1 -c32 -d"${SECS}s" "$@" "http://127.0.0.1:$port$path")
+    t1=$(cpu_ticks "$pid")
     echo "$out" | awk -v c=$((t1 - t0)) '/requests in/ { r = $1; s = $4 + 0 } END { printf "%d %d %.3f", r, c, s }'
 }
 ROUNDS=${ROUNDS:-3}
@@ -97,6 +99,26 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
     ni=$(instr nginx 18383 nginx -p "$dir" -c "$dir/nginx_cg.conf")
     printf "%-28s %12s %12s %8.2f\n" 1k_instructions_per_req "$li" "$ni" "$(echo "$li $ni" | awk '{ print $1 / $2 }')"
 fi
+# Range requests: 4 KiB from the middle of the 100 MB file (a 206 each, sent with sendfile by
+# both), the servers alternating as above.
+range() { # port pid -> "requests cpu_ticks seconds"
+    one "$1" "$2" /100m.bin -H "Range: bytes=50000000-50004095"
+}
+rr=0 rc=0 rs=0 mr=0 mc=0 ms=0
+for round in $(seq "$ROUNDS"); do
+    if [ $((round % 2)) = 1 ]; then order="l n"; else order="n l"; fi
+    for who in $order; do
+        if [ "$who" = l ]; then
+            read -r r c s <<<"$(range 18382 $LUAIO_PID)"; rr=$((rr + r)); rc=$((rc + c)); rs=$(echo "$rs $s" | awk '{ print $1 + $2 }')
+        else
+            read -r r c s <<<"$(range 18381 $NGINX)"; mr=$((mr + r)); mc=$((mc + c)); ms=$(echo "$ms $s" | awk '{ print $1 + $2 }')
+        fi
+    done
+done
+l_rps=$(echo "$rr $rs" | awk '{ printf "%.0f", $1 / $2 }'); n_rps=$(echo "$mr $ms" | awk '{ printf "%.0f", $1 / $2 }')
+l_us=$(echo "$rc $rr $hz" | awk '{ printf "%.2f", $1 / $3 * 1e6 / $2 }'); n_us=$(echo "$mc $mr $hz" | awk '{ printf "%.2f", $1 / $3 * 1e6 / $2 }')
+printf "%-28s %12s %12s %8.2f\n" range_4k_req_per_s "$l_rps" "$n_rps" "$(echo "$l_rps $n_rps" | awk '{ print $1 / $2 }')"
+printf "%-28s %12s %12s %8.2f\n" range_4k_cpu_us_per_req "$l_us" "$n_us" "$(echo "$l_us $n_us" | awk '{ print $1 / $2 }')"
 dl() { # port clients -> MB/s
     local t0 t1 i
     t0=$(date +%s.%N)

@@ -61,7 +61,6 @@ class Parser {
     // every connection stays small.
     uint32_t max_message = kDefaultMaxMessage; // 1009 beyond it
     uint32_t max_frame = 0;                    // 1009 for a longer frame; 0: only max_message
-    bool rsv1_ok = false;                      // an extension (permessage-deflate) uses RSV1
 
     // Consumes bytes of data[0, len) (*used says how many) until an event is complete; Event::None
     // when more bytes are needed. The event's data is valid until the next call (of any parser:
@@ -98,6 +97,10 @@ class Parser {
     bool in_message_ = false;
     bool compressed_ = false; // the message being reassembled is compressed (RSV1 on its first frame)
     bool done_ = false;
+
+  public:
+    // Declared here, where it packs with the flags above (every connection has a parser).
+    bool rsv1_ok = false; // an extension (permessage-deflate) uses RSV1
 };
 
 // Writes the head of a frame to out (at most kMaxHead bytes) and returns its length. With a

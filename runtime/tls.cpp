@@ -335,7 +335,7 @@ int tls_attach(Stream* s, SSL_CTX* ctx, const TlsStart& how) {
         SSL_free(ssl);
         return LUAIO_ETLS;
     }
-    SSL_set_bio(ssl, bio, bio); // one reference for both directions
+    SSL_set_bio(ssl, bio, bio);              // one reference for both directions
     SSL_set_ex_data(ssl, stream_index(), s); // for callbacks that resume the handshake later
     if (how.server) {
         SSL_set_accept_state(ssl);

@@ -179,4 +179,33 @@ if busted and busted.after_each and not helper.leak_hooks then
     end)
 end
 
+-- Test certificates, made with openssl (ECDSA P-256) in directory dir: a CA `name` (name.pem,
+-- name.key), and a key and certificate `name` for subjectAltName `san` ("DNS:localhost,IP:...")
+-- signed by the CA `ca` (nil: self-signed), valid `days` (default 2; -1: already expired).
+local function run_openssl(cmd)
+    local out, err, code = helper.sh(cmd)
+    assert(code == 0, cmd .. ": " .. out .. err)
+end
+
+function helper.make_ca(dir, name)
+    run_openssl(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s/%s.key -out %s/%s.pem -days 2 -subj '/CN=%s'")
+        :format(dir, name, dir, name, name))
+end
+
+function helper.make_cert(dir, name, san, ca, days)
+    local base = dir .. "/" .. name
+    run_openssl(("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s.key -out %s.csr -subj /CN=%s")
+        :format(base, base, name))
+    local f = assert(io.open(base .. ".ext", "w"))
+    f:write("subjectAltName=" .. san .. "\n")
+    f:close()
+    if ca then
+        run_openssl(("openssl x509 -req -in %s.csr -CA %s/%s.pem -CAkey %s/%s.key -CAcreateserial -out %s.pem -days %d -extfile %s.ext")
+            :format(base, dir, ca, dir, ca, base, days or 2, base))
+    else
+        run_openssl(("openssl x509 -req -in %s.csr -signkey %s.key -out %s.pem -days 2 -extfile %s.ext")
+            :format(base, base, base, base))
+    end
+end
+
 return helper

@@ -20,26 +20,13 @@ local function path(name)
     return dir .. "/" .. name
 end
 
--- A key and a certificate `name` for subjectAltName `san`, signed by `ca` (nil: self-signed).
+-- Certificates in dir (spec/helper.lua).
 local function make_cert(name, san, ca, days)
-    local key, crt = path(name .. ".key"), path(name .. ".pem")
-    sh(("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s -out %s.csr -subj /CN=%s")
-        :format(key, path(name), name))
-    local ext = path(name .. ".ext")
-    local f = assert(io.open(ext, "w"))
-    f:write("subjectAltName=" .. san .. "\n")
-    f:close()
-    if ca then
-        sh(("openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -CAcreateserial -out %s -days %d -extfile %s")
-            :format(path(name), path(ca), path(ca), crt, days or 2, ext))
-    else
-        sh(("openssl x509 -req -in %s.csr -signkey %s -out %s -days 2 -extfile %s"):format(path(name), key, crt, ext))
-    end
+    helper.make_cert(dir, name, san, ca, days)
 end
 
 local function make_ca(name)
-    sh(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s -out %s -days 2 -subj '/CN=%s'")
-        :format(path(name .. ".key"), path(name .. ".pem"), name))
+    helper.make_ca(dir, name)
 end
 
 local function server_opts(name, extra)

@@ -56,24 +56,30 @@ one() { # port pid [path [wrk args...]] -> "requests cpu_ticks seconds"
     echo "$out" | awk -v c=$((t1 - t0)) '/requests in/ { r = $1; s = $4 + 0 } END { printf "%d %d %.3f", r, c, s }'
 }
 ROUNDS=${ROUNDS:-3}
-lr=0 lc=0 ls=0 nr=0 nc=0 ns=0
-for round in $(seq "$ROUNDS"); do
-    if [ $((round % 2)) = 1 ]; then order="l n"; else order="n l"; fi
-    for who in $order; do
-        if [ "$who" = l ]; then
-            read -r r c s <<<"$(one 18382 $LUAIO_PID)"; lr=$((lr + r)); lc=$((lc + c)); ls=$(echo "$ls $s" | awk '{ print $1 + $2 }')
-            l_round="$r $c $s"
-        else
-            read -r r c s <<<"$(one 18381 $NGINX)"; nr=$((nr + r)); nc=$((nc + c)); ns=$(echo "$ns $s" | awk '{ print $1 + $2 }')
-            n_round="$r $c $s"
-        fi
+# compare NAME PATH [wrk args...]: ROUNDS rounds of both servers, the order alternating; prints
+# each round's ratios and NAME_req_per_s and NAME_cpu_us_per_req over all rounds.
+compare() {
+    local name=$1 path=$2 lr=0 lc=0 ls=0 nr=0 nc=0 ns=0 round who order r c s l_round n_round l_rps n_rps l_us n_us
+    shift 2
+    for round in $(seq "$ROUNDS"); do
+        if [ $((round % 2)) = 1 ]; then order="l n"; else order="n l"; fi
+        for who in $order; do
+            if [ "$who" = l ]; then
+                read -r r c s <<<"$(one 18382 $LUAIO_PID "$path" "$@")"; lr=$((lr + r)); lc=$((lc + c)); ls=$(echo "$ls $s" | awk '{ print $1 + $2 }')
+                l_round="$r $c $s"
+            else
+                read -r r c s <<<"$(one 18381 $NGINX "$path" "$@")"; nr=$((nr + r)); nc=$((nc + c)); ns=$(echo "$ns $s" | awk '{ print $1 + $2 }')
+                n_round="$r $c $s"
+            fi
+        done
+        echo "$l_round $n_round" | awk -v hz="$hz" -v k="$round" -v name="$name" '{ printf "%s round %d: req/s %.0f vs %.0f (%.2fx), cpu us/req %.2f vs %.2f (%.2fx)\n", name, k, $1 / $3, $4 / $6, ($1 / $3) / ($4 / $6), $2 / hz * 1e6 / $1, $5 / hz * 1e6 / $4, ($2 / $1) / ($5 / $4) }'
     done
-    echo "$l_round $n_round" | awk -v hz="$hz" -v k="$round" '{ printf "round %d: req/s %.0f vs %.0f (%.2fx), cpu us/req %.2f vs %.2f (%.2fx)\n", k, $1 / $3, $4 / $6, ($1 / $3) / ($4 / $6), $2 / hz * 1e6 / $1, $5 / hz * 1e6 / $4, ($2 / $1) / ($5 / $4) }'
-done
-l_rps=$(echo "$lr $ls" | awk '{ printf "%.0f", $1 / $2 }'); n_rps=$(echo "$nr $ns" | awk '{ printf "%.0f", $1 / $2 }')
-l_us=$(echo "$lc $lr $hz" | awk '{ printf "%.2f", $1 / $3 * 1e6 / $2 }'); n_us=$(echo "$nc $nr $hz" | awk '{ printf "%.2f", $1 / $3 * 1e6 / $2 }')
-printf "%-28s %12s %12s %8.2f\n" 1k_req_per_s "$l_rps" "$n_rps" "$(echo "$l_rps $n_rps" | awk '{ print $1 / $2 }')"
-printf "%-28s %12s %12s %8.2f\n" 1k_cpu_us_per_req "$l_us" "$n_us" "$(echo "$l_us $n_us" | awk '{ print $1 / $2 }')"
+    l_rps=$(echo "$lr $ls" | awk '{ printf "%.0f", $1 / $2 }'); n_rps=$(echo "$nr $ns" | awk '{ printf "%.0f", $1 / $2 }')
+    l_us=$(echo "$lc $lr $hz" | awk '{ printf "%.2f", $1 / $3 * 1e6 / $2 }'); n_us=$(echo "$nc $nr $hz" | awk '{ printf "%.2f", $1 / $3 * 1e6 / $2 }')
+    printf "%-28s %12s %12s %8.2f\n" "${name}_req_per_s" "$l_rps" "$n_rps" "$(echo "$l_rps $n_rps" | awk '{ print $1 / $2 }')"
+    printf "%-28s %12s %12s %8.2f\n" "${name}_cpu_us_per_req" "$l_us" "$n_us" "$(echo "$l_us $n_us" | awk '{ print $1 / $2 }')"
+}
+compare 1k /1k.bin
 if [ "${CALLGRIND:-0}" = 1 ]; then
     instr() { # name port cmd... -> instructions per request while wrk runs
         local name=$1 port=$2 pid i n total
@@ -100,25 +106,8 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
     printf "%-28s %12s %12s %8.2f\n" 1k_instructions_per_req "$li" "$ni" "$(echo "$li $ni" | awk '{ print $1 / $2 }')"
 fi
 # Range requests: 4 KiB from the middle of the 100 MB file (a 206 each, sent with sendfile by
-# both), the servers alternating as above.
-range() { # port pid -> "requests cpu_ticks seconds"
-    one "$1" "$2" /100m.bin -H "Range: bytes=50000000-50004095"
-}
-rr=0 rc=0 rs=0 mr=0 mc=0 ms=0
-for round in $(seq "$ROUNDS"); do
-    if [ $((round % 2)) = 1 ]; then order="l n"; else order="n l"; fi
-    for who in $order; do
-        if [ "$who" = l ]; then
-            read -r r c s <<<"$(range 18382 $LUAIO_PID)"; rr=$((rr + r)); rc=$((rc + c)); rs=$(echo "$rs $s" | awk '{ print $1 + $2 }')
-        else
-            read -r r c s <<<"$(range 18381 $NGINX)"; mr=$((mr + r)); mc=$((mc + c)); ms=$(echo "$ms $s" | awk '{ print $1 + $2 }')
-        fi
-    done
-done
-l_rps=$(echo "$rr $rs" | awk '{ printf "%.0f", $1 / $2 }'); n_rps=$(echo "$mr $ms" | awk '{ printf "%.0f", $1 / $2 }')
-l_us=$(echo "$rc $rr $hz" | awk '{ printf "%.2f", $1 / $3 * 1e6 / $2 }'); n_us=$(echo "$mc $mr $hz" | awk '{ printf "%.2f", $1 / $3 * 1e6 / $2 }')
-printf "%-28s %12s %12s %8.2f\n" range_4k_req_per_s "$l_rps" "$n_rps" "$(echo "$l_rps $n_rps" | awk '{ print $1 / $2 }')"
-printf "%-28s %12s %12s %8.2f\n" range_4k_cpu_us_per_req "$l_us" "$n_us" "$(echo "$l_us $n_us" | awk '{ print $1 / $2 }')"
+# both).
+compare range_4k /100m.bin -H "Range: bytes=50000000-50004095"
 dl() { # port clients -> MB/s
     local t0 t1 i
     t0=$(date +%s.%N)

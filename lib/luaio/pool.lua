@@ -322,13 +322,7 @@ function SqlPool:with(fn, ...) return self.pool:with(fn, ...) end
 function SqlPool:rows(sql, ...)
     local pool = self.pool
     local db, err = pool:acquire()
-    if not db then
-        return function()
-            local e = err
-            err = nil
-            if e then return false, e end
-        end
-    end
+    if not db then return require("luaio.sqlrows").failed(err) end
     local it = db:rows(sql, ...)
     local held = newproxy(true)
     getmetatable(held).__gc = function()

@@ -16,16 +16,19 @@ function M.drain(fetch, db, id)
     end
 end
 
+--- A loop over nothing but the error err: one iteration `false, err`, then the end.
+function M.failed(err)
+    return function()
+        local e = err
+        err = nil
+        if e then return false, e end
+    end
+end
+
 --- The loop's iterator over stream id (false: the statement had no rows), or over nothing but
 --- the error err when the query could not start.
 function M.iterate(fetch, db, id, err)
-    if not id then
-        return function()
-            local e = err
-            err = nil
-            if e then return false, e end
-        end
-    end
+    if not id then return M.failed(err) end
     local batch, i, last = EMPTY, 0, false
     return function()
         i = i + 1

@@ -111,6 +111,16 @@ local function handler_trace(e)
     return traceback("websocket handler: " .. describe(e), 2)
 end
 
+-- Runs a handler of ws:handle; a failed one is reported and ends its connection (1011), never
+-- the server. Returns whether it succeeded.
+local function run_handler(fn, ws, ...)
+    local ok, e = xpcall(fn, handler_trace, ws, ...)
+    if ok then return true end
+    report(e)
+    ws:close(1011)
+    return false
+end
+
 -- The close handler of a connection in the handler style (ws:handle), in a task of its own.
 local function run_close(self, on_close, err)
     local ok, e = xpcall(on_close, handler_trace, self, err.closeCode or 1006, err.reason or "")
@@ -232,13 +242,7 @@ local function dispatch(self, handlers, kind, data, code)
     repeat
         if kind == "text" or kind == "binary" then
             if on_message then
-                local ok, e = xpcall(on_message, handler_trace, self, data, kind)
-                if not ok then
-                    -- A failed handler ends its connection (1011), never the server.
-                    report(e)
-                    self:close(1011)
-                    return
-                end
+                if not run_handler(on_message, self, data, kind) then return end
             end
         else
             on_event(self, kind, data, code)
@@ -316,12 +320,7 @@ function WebSocket:handle(handlers, ...)
     end
     self[FRAMES]:handle(self, handlers) -- from now on, finish runs the close handler
     if handlers.open then
-        local ok, e = xpcall(handlers.open, handler_trace, self, ...)
-        if not ok then
-            report(e)
-            self:close(1011)
-            return
-        end
+        if not run_handler(handlers.open, self, ...) then return end
     end
     if self[STATE] == "open" then
         local kind, data, code = self[FRAMES]:watch(self[SOCK])

@@ -166,8 +166,12 @@ int ticket_key_cb(SSL* ssl, unsigned char* name, unsigned char* iv, EVP_CIPHER_C
         if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1) return -1;
         return init_ticket(keys->current, iv, cctx, hctx, 1) ? 1 : -1;
     }
+    // A TLS 1.3 client uses a ticket once (RFC 8446, appendix C.4; OpenSSL's clients do): a
+    // resumed session gets a new ticket, or the client's next connection is a full handshake.
+    // OpenSSL sends one after a resumption only for a ticket "to be renewed".
+    int ok = SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1;
     if (!std::memcmp(name, keys->current.name, sizeof keys->current.name))
-        return init_ticket(keys->current, iv, cctx, hctx, 0) ? 1 : -1;
+        return init_ticket(keys->current, iv, cctx, hctx, 0) ? ok : -1;
     if (keys->has_previous && !std::memcmp(name, keys->previous.name, sizeof keys->previous.name))
         return init_ticket(keys->previous, iv, cctx, hctx, 0) ? 2 : -1;
     return 0;

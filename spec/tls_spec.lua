@@ -527,8 +527,9 @@ describe("tls server names, sessions and certificate reload", function()
         sock:write("y\n")
         assert.are.equal("y", sock:readline())
         local resumed = sock:tlsInfo().resumed
+        local next_session = sock:getSession()
         sock:close()
-        return resumed
+        return resumed, next_session
     end
 
     it("resumes a session (getSession, session) with tickets, rotating the ticket keys", function()
@@ -543,6 +544,17 @@ describe("tls server names, sessions and certificate reload", function()
         assert.is_true(resumes(port, session))
         assert.is_false(resumes(port, "not a session")) -- a full handshake
         assert.are.same({ false, true, true, false }, server_saw)
+        -- A TLS 1.3 client uses a ticket once: a resumed connection gets a new one, so that a
+        -- client's connections resume one after the other (wrk and OpenSSL's clients did a
+        -- full handshake every other connection when it did not).
+        local s = session
+        for _ = 1, 3 do
+            local resumed, next_session = resumes(port, s)
+            assert.is_true(resumed)
+            assert.is_string(next_session)
+            assert.are_not.equal(s, next_session)
+            s = next_session
+        end
         -- One rotation later the previous key still opens the ticket; two later it does not.
         sleep(450)
         assert.is_true(resumes(port, session))

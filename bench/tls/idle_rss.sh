@@ -12,7 +12,7 @@ TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 ulimit -n 65536 2>/dev/null || true
 sh "$DIR/certs.sh" "$TMP"
 mkdir -p "$TMP/logs"
-sed -e s/PORT/29441/ -e s/PLAIN/29442/ -e "s|CERT|$TMP/cert.pem|" -e "s|KEY|$TMP/key.pem|" "$DIR/nginx_ssl.conf" > "$TMP/nginx.conf"
+sed -e s/PORT/29441/ -e s/PLAIN/29442/ -e s/FULL/29443/ -e "s|CERT|$TMP/cert.pem|" -e "s|KEY|$TMP/key.pem|" "$DIR/nginx_ssl.conf" > "$TMP/nginx.conf"
 
 start() { # name -> sets PID and PORT
     case $1 in

@@ -13,7 +13,7 @@ LUAIO=${LUAIO:-$ROOT/build/luaio}
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 sh "$DIR/certs.sh" "$TMP"
 mkdir -p "$TMP/logs"
-sed -e s/PORT/29461/ -e s/PLAIN/29464/ -e "s|CERT|$TMP/cert.pem|" -e "s|KEY|$TMP/key.pem|" "$DIR/nginx_ssl.conf" > "$TMP/nginx.conf"
+sed -e s/PORT/29461/ -e s/PLAIN/29464/ -e s/FULL/29465/ -e "s|CERT|$TMP/cert.pem|" -e "s|KEY|$TMP/key.pem|" "$DIR/nginx_ssl.conf" > "$TMP/nginx.conf"
 
 run() { # name (LOAD=0|1, CLOSE=0|1) -> prints "instructions requests"
     out="$TMP/cg.$1.$LOAD.$CLOSE"

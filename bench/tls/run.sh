@@ -2,8 +2,10 @@
 # https hello world, keep-alive: luaio (streaming API and seed API) against nginx with ssl (one
 # worker), Node.js https and Bun (Bun.serve with tls), the same ECDSA P-256 certificate, TLS 1.3.
 # Each server runs pinned to core 0, the client on core 1; rounds are interleaved (the order of
-# the peers rotates each round) and the medians reported as ratios to nginx. Then handshakes per second (full: wrk, a new connection per request; resumed: openssl
-# s_time -reuse) and the RSS per idle TLS connection (idle_rss.sh).
+# the peers rotates each round) and the medians reported as ratios to nginx. Then handshakes per
+# second (a new connection per request, wrk, which resumes sessions; full handshakes only, with
+# resumption off on both servers; resumed: openssl s_time -reuse) and the RSS per idle TLS
+# connection (idle_rss.sh).
 #   bench/tls/run.sh [rounds=3] [seconds=10] [connections=64] [idle_connections=5000]
 # Also a connection per request on plain TCP (nginx and luaio without TLS), which separates the
 # cost of a connection (accept, stream, http connection) from that of the TLS handshake.
@@ -19,7 +21,7 @@ sh "$DIR/certs.sh" "$TMP"
 BUN=$ROOT/bench/.npm/node_modules/.bin/bun
 [ -x "$BUN" ] || npm install --silent --no-audit --no-fund --prefix "$ROOT/bench/.npm" bun >/dev/null 2>&1 || true
 mkdir -p "$TMP/logs"
-sed -e s/PORT/29431/ -e "s/PLAIN/29436/" -e "s|CERT|$TMP/cert.pem|" -e "s|KEY|$TMP/key.pem|" "$DIR/nginx_ssl.conf" > "$TMP/nginx.conf"
+sed -e s/PORT/29431/ -e "s/PLAIN/29436/" -e "s/FULL/29438/" -e "s|CERT|$TMP/cert.pem|" -e "s|KEY|$TMP/key.pem|" "$DIR/nginx_ssl.conf" > "$TMP/nginx.conf"
 
 start() { # name -> sets PID and PORT
     case $1 in
@@ -38,22 +40,29 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 PEERS="nginx stream seed node"
 [ -x "$BUN" ] && PEERS="$PEERS bun"
-# A connection per request on plain TCP: CPU per connection, nginx (its plain listener) and luaio.
-plain() { # name -> "conn/s us/conn"
-    case $1 in
-    nginx) taskset -c 0 nginx -p "$TMP" -c "$TMP/nginx.conf" 2>/dev/null & PID=$!; PORT=29436 ;;
-    stream) taskset -c 0 "$LUAIO" "$DIR/hello_stream.lua" 29437 & PID=$!; PORT=29437 ;;
+# A connection per request, nginx and luaio: on plain TCP (the cost of a connection without TLS),
+# or with full handshakes only (no tickets, no session cache on either server, so nothing
+# resumes). -> "conn/s us/conn"
+per_conn() { # plain|full name
+    case $1.$2 in
+    plain.nginx) PORT=29436; taskset -c 0 nginx -p "$TMP" -c "$TMP/nginx.conf" 2>/dev/null & PID=$! ;;
+    full.nginx) PORT=29438; taskset -c 0 nginx -p "$TMP" -c "$TMP/nginx.conf" 2>/dev/null & PID=$! ;;
+    plain.stream) PORT=29437; taskset -c 0 "$LUAIO" "$DIR/hello_stream.lua" $PORT & PID=$! ;;
+    full.stream) PORT=29439; taskset -c 0 "$LUAIO" "$DIR/hello_stream.lua" $PORT "$TMP/cert.pem" "$TMP/key.pem" full & PID=$! ;;
     esac
-    i=0; until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done
+    scheme=http; [ $1 = full ] && scheme=https
+    i=0; until curl -sk -o /dev/null "$scheme://127.0.0.1:$PORT/"; do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done
+    taskset -c 1 wrk -t1 -c16 -d2s -H "Connection: close" "$scheme://127.0.0.1:$PORT/" >/dev/null # warm-up
     t0=$(cpu $PID)
-    taskset -c 1 wrk -t1 -c16 -d"${SECS}s" -H "Connection: close" "http://127.0.0.1:$PORT/" > "$TMP/wrk"
+    taskset -c 1 wrk -t1 -c16 -d"${SECS}s" -H "Connection: close" "$scheme://127.0.0.1:$PORT/" > "$TMP/wrk"
     t1=$(cpu $PID)
     stop
     awk -v a=$t0 -v b=$t1 -v hz=$HZ '/requests in/ {n=$1} /Requests\/sec/ {r=$2} END {printf "%s %.1f", r, (b-a)/hz*1e6/n}' "$TMP/wrk"
 }
 for r in $(seq "$ROUNDS"); do
     for p in nginx stream; do
-        echo "$p $(plain $p)" >> "$TMP/plain"
+        echo "$p $(per_conn plain $p)" >> "$TMP/plain"
+        echo "$p $(per_conn full $p)" >> "$TMP/full"
     done
     # The order rotates: a peer is not always the one run after the same other.
     ORDER=$(echo $PEERS | awk -v r=$r '{for (i = 0; i < NF; i++) printf "%s ", $((i + r - 1) % NF + 1)}')
@@ -66,10 +75,11 @@ for r in $(seq "$ROUNDS"); do
         rps=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk")
         reqs=$(awk '/requests in/ {print $1}' "$TMP/wrk")
         us=$(awk -v a=$t0 -v b=$t1 -v n=$reqs -v hz=$HZ 'BEGIN {printf "%.2f", (b-a)/hz*1e6/n}')
-        # Full handshakes per second: wrk with a new connection per request (wrk resumes no
-        # session); resumed ones: openssl s_time -reuse (one connection at a time, so it is
-        # bounded by latency more than by the server's CPU; -www / reads the reply, and with it
-        # the TLS 1.3 ticket).
+        # A new connection per request (wrk): wrk resumes each connection's previous session
+        # with the ticket it got (a resumed TLS 1.3 handshake, which still does a key exchange);
+        # full handshakes only are measured by per_conn. Resumed ones one at a time: openssl
+        # s_time -reuse (bounded by latency more than by the server's CPU; -www / reads the
+        # reply, and with it the TLS 1.3 ticket).
         t0=$(cpu $PID)
         taskset -c 1 wrk -t1 -c16 -d"${SECS}s" -H "Connection: close" "https://127.0.0.1:$PORT/" > "$TMP/wrk"
         t1=$(cpu $PID)
@@ -80,13 +90,13 @@ for r in $(seq "$ROUNDS"); do
             | awk '/connections in/ && /real/ {print $1/$4}' | tail -1)
         stop
         echo "$p $rps $us ${hs:-0} ${rs:-0} $hus" >> "$TMP/results"
-        echo "round $r $p: $rps req/s, $us us CPU/req, $hs full handshakes/s ($hus us CPU each), $rs resumed/s" >&2
+        echo "round $r $p: $rps req/s, $us us CPU/req, $hs new connections/s ($hus us CPU each), $rs resumed/s" >&2
     done
 done
 
 # Server CPU per request and per handshake are the steadier figures on a shared machine.
-printf "\n%-8s %10s %9s %10s %9s %10s   %s\n" peer req/s us/req full_hs/s us/hs resumed/s \
-    "ratios to nginx (req/s, CPU/req, full hs/s, CPU/hs, resumed/s)"
+printf "\n%-8s %10s %9s %10s %9s %10s   %s\n" peer req/s us/req conn/s us/conn resumed/s \
+    "ratios to nginx (req/s, CPU/req, new conn/s, CPU/conn, resumed/s)"
 for p in $PEERS; do
     rps=$(awk -v p=$p '$1==p {print $2}' "$TMP/results" | median)
     us=$(awk -v p=$p '$1==p {print $3}' "$TMP/results" | median)
@@ -98,11 +108,15 @@ for p in $PEERS; do
         -v bhu=$B_HUS 'BEGIN {printf "%-8s %10.0f %9.2f %10.0f %9.1f %10.0f   %.2fx %.2fx %.2fx %.2fx %.2fx\n",
         p, r, u, h, hu, s, r/br, u/bu, h/bh, hu/bhu, s/bs}'
 done
-printf "\nconnection per request, plain TCP (no TLS): conn/s, us CPU per connection\n"
-for p in nginx stream; do
-    c=$(awk -v p=$p '$1==p {print $2}' "$TMP/plain" | median)
-    u=$(awk -v p=$p '$1==p {print $3}' "$TMP/plain" | median)
-    [ $p = nginx ] && { B_C=$c; B_U=$u; }
-    awk -v p=$p -v c=$c -v u=$u -v bc=$B_C -v bu=$B_U 'BEGIN {printf "%-8s %10.0f %9.1f   %.2fx %.2fx\n", p, c, u, c/bc, u/bu}'
+for kind in full plain; do
+    [ $kind = full ] && printf "\nfull handshakes only (no resumption on either server): hs/s, us CPU per handshake\n"
+    [ $kind = plain ] && printf "\nconnection per request, plain TCP (no TLS): conn/s, us CPU per connection\n"
+    for p in nginx stream; do
+        c=$(awk -v p=$p '$1==p {print $2}' "$TMP/$kind" | median)
+        u=$(awk -v p=$p '$1==p {print $3}' "$TMP/$kind" | median)
+        [ $p = nginx ] && { B_C=$c; B_U=$u; }
+        awk -v p=$p -v c=$c -v u=$u -v bc=$B_C -v bu=$B_U 'BEGIN {printf "%-8s %10.0f %9.1f   %.2fx %.2fx\n", p, c, u, c/bc, u/bu}'
+    done
 done
+printf "per round (full): "; awk '{printf "%s %s/s %sus; ", $1, $2, $3}' "$TMP/full"; echo
 [ "$IDLE" -gt 0 ] && sh "$DIR/idle_rss.sh" "$IDLE"

@@ -315,31 +315,41 @@ function SqlPool:exec(sql, ...) return self.pool:with(sql_exec, sql, ...) end
 function SqlPool:transaction(fn, ...) return self.pool:with(sql_transaction, fn, ...) end
 function SqlPool:with(fn, ...) return self.pool:with(fn, ...) end
 
+-- The loop of pool:rows: the next row of s.it, giving the connection back after the last one
+-- (or a failure). One function for every loop, and the loop's state passed to it: LuaJIT
+-- specializes a compiled loop on the function it calls and keeps that function alive as long as
+-- the trace lives, so a closure per loop that held the connection would never be collected.
+local function rows_next(s)
+    local row, e = s.it()
+    local db = s.db
+    if not row and db then
+        s.db = nil
+        s.pool:release(db)
+    end
+    return row, e
+end
+
 --- for row, err in pool:rows(sql, ...) do ... end: db:rows on a connection of the pool, held until
---- the last row or a failure. A loop left early holds it until the iterator is garbage-collected;
+--- the last row or a failure. A loop left early holds it until the loop's state is garbage-collected;
 --- then the connection is closed, not reused (its rows were not all read, and a finalizer cannot
 --- wait to drain them). A loop that may break belongs in pool:with, which drains and reuses.
 function SqlPool:rows(sql, ...)
     local pool = self.pool
     local db, err = pool:acquire()
     if not db then return require("luaio.sqlrows").failed(err) end
-    local it = db:rows(sql, ...)
-    local held = newproxy(true)
-    getmetatable(held).__gc = function()
-        if db then
-            db:close()
-            pool:release(db)
-        end
-    end
-    return function()
-        local row, e = it()
-        if not row and db and held then
-            local d = db
-            db = nil
+    local s = { it = db:rows(sql, ...), db = db, pool = pool }
+    s.held = newproxy(true)
+    -- A finalizer's error would be raised wherever the collector happened to run: none leaves it.
+    getmetatable(s.held).__gc = function()
+        local d = s.db
+        if d then
+            s.db = nil
+            local ok, e = pcall(d.close, d)
+            if not ok then core.report(pool.name .. ": closing a connection failed: " .. tostring(e)) end
             pool:release(d)
         end
-        return row, e
     end
+    return rows_next, s
 end
 function SqlPool:acquire() return self.pool:acquire() end
 function SqlPool:release(db) return self.pool:release(db) end

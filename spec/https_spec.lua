@@ -16,15 +16,10 @@ setup(function()
     dir = os.tmpname()
     os.remove(dir)
     sh("mkdir -p " .. dir)
-    sh(("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem"
-        .. " -days 2 -subj /CN=ca && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout s.key"
-        .. " -out s.csr -subj /CN=localhost && printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext"
-        .. " && openssl x509 -req -in s.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out s.pem -days 2 -extfile ext"
-        .. " && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout c.key -out c.csr -subj /CN=client"
-        .. " && openssl x509 -req -in c.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out c.pem -days 2"
-        .. " && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout n.key -out n.csr -subj /CN=new"
-        .. " && openssl x509 -req -in n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out n.pem -days 2 -extfile ext")
-        :format(dir))
+    helper.make_ca(dir, "ca")
+    helper.make_cert(dir, "localhost", "DNS:localhost,IP:127.0.0.1", "ca")
+    helper.make_cert(dir, "client", "DNS:client.example", "ca")
+    helper.make_cert(dir, "new", "DNS:localhost,IP:127.0.0.1", "ca")
 end)
 
 teardown(function()
@@ -35,7 +30,7 @@ teardown(function()
 end)
 
 local function start(handler, seed, tls_extra)
-    local opts = { port = 0, host = "127.0.0.1", tls = { cert = dir .. "/s.pem", key = dir .. "/s.key" } }
+    local opts = { port = 0, host = "127.0.0.1", tls = { cert = dir .. "/localhost.pem", key = dir .. "/localhost.key" } }
     for k, v in pairs(tls_extra or {}) do
         opts.tls[k] = v
     end
@@ -80,7 +75,7 @@ describe("https requests", function()
             assert.are.equal(req.tls, req:tlsInfo())
             res:finish("ok")
         end, false, { ca = dir .. "/ca.pem", requestCert = true, rejectUnauthorized = false })
-        local tls = { ca = dir .. "/ca.pem", cert = dir .. "/c.pem", key = dir .. "/c.key", servername = "localhost" }
+        local tls = { ca = dir .. "/ca.pem", cert = dir .. "/client.pem", key = dir .. "/client.key", servername = "localhost" }
         local res = assert(http.request({ url = base .. "/", tls = tls }))
         assert.are.equal("ok", res.body)
         local info = seen[1]
@@ -124,12 +119,12 @@ describe("https requests", function()
         local r = assert(process.run({ "curl", "-sS", "-v", "--max-time", "5", "--cacert", dir .. "/ca.pem", base .. "/" },
             { timeout = 8000 }))
         assert.matches("subject: CN=localhost", r.stderr)
-        assert.is_nil(srv:setCertificate({ cert = dir .. "/n.pem", key = dir .. "/n.key" }))
+        assert.is_nil(srv:setCertificate({ cert = dir .. "/new.pem", key = dir .. "/new.key" }))
         r = assert(process.run({ "curl", "-sS", "-v", "--max-time", "5", "--cacert", dir .. "/ca.pem", base .. "/" },
             { timeout = 8000 }))
         assert.are.equal(0, r.code, r.stderr)
         assert.matches("subject: CN=new", r.stderr)
-        local err = srv:setCertificate({ cert = dir .. "/n.pem", key = dir .. "/s.key" })
+        local err = srv:setCertificate({ cert = dir .. "/new.pem", key = dir .. "/localhost.key" })
         assert.are.equal("EINVAL", err.name)
         srv:close()
         local plain = assert(http.createServer({ port = 0, host = "127.0.0.1" }, function() end))
@@ -148,7 +143,7 @@ describe("https server names", function()
             sni = function(name)
                 asked = asked + 1
                 sleep(30) -- as a lookup in a database or a file would
-                if name == "localhost" then return { cert = dir .. "/n.pem", key = dir .. "/n.key" } end
+                if name == "localhost" then return { cert = dir .. "/new.pem", key = dir .. "/new.key" } end
             end,
         })
         local port = srv:address().port
@@ -170,7 +165,7 @@ end)
 
 describe("https under luaio --workers", function()
     it("serves the certificate files anew after SIGHUP", function()
-        sh(("cp %s/s.pem %s/live.pem && cp %s/s.key %s/live.key"):format(dir, dir, dir, dir))
+        sh(("cp %s/localhost.pem %s/live.pem && cp %s/localhost.key %s/live.key"):format(dir, dir, dir, dir))
         local port = helper.free_port()
         local app = helper.script(([[
             local http = require "http"
@@ -191,7 +186,7 @@ describe("https under luaio --workers", function()
             return r and r.code == 0 and r.stderr:match("subject: (CN=%w+)") or nil
         end
         assert.is_true(helper.wait_for(function() return subject() == "CN=localhost" end, 10000))
-        sh(("cp %s/n.pem %s/live.pem && cp %s/n.key %s/live.key"):format(dir, dir, dir, dir))
+        sh(("cp %s/new.pem %s/live.pem && cp %s/new.key %s/live.key"):format(dir, dir, dir, dir))
         m:kill("SIGHUP")
         assert.is_true(helper.wait_for(function() return subject() == "CN=new" end, 10000))
         m:kill("SIGTERM")
@@ -209,7 +204,7 @@ describe("tls session tickets under luaio --workers", function()
             local port = ({ %d, %d })[process.workerId]
             assert(http.createServer({ port = port, host = "127.0.0.1", tls = { cert = %q, key = %q } },
                 function(req, res) res:finish(process.workerId .. " " .. tostring(req.tls.resumed)) end))
-        ]]):format(ports[1], ports[2], dir .. "/s.pem", dir .. "/s.key"))
+        ]]):format(ports[1], ports[2], dir .. "/localhost.pem", dir .. "/localhost.key"))
         local m = assert(process.spawn(helper.luaio, { "--workers", "2", app }, { stdio = { "ignore", "ignore", "ignore" } }))
         finally(function()
             if not m:status() then

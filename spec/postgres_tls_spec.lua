@@ -19,8 +19,7 @@ setup(function()
     server = pgserver.start { tls = true }
     -- A CA that did not sign the server's certificate.
     dir = sh("mktemp -d /tmp/luaio-pgtls.XXXXXX"):gsub("%s+$", "")
-    sh(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s/other.key -out %s/other.pem -days 2 -subj /CN=other")
-        :format(dir, dir))
+    helper.make_ca(dir, "other")
 end)
 
 teardown(function()

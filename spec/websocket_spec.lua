@@ -294,11 +294,10 @@ describe("websocket", function()
         -- wss:// over the tls module: a certificate made here, verified against its CA.
         local dir = os.tmpname()
         os.remove(dir)
-        os.execute(("mkdir -p %s && cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
-            .. " -keyout ca.key -out ca.pem -days 2 -subj /CN=ca 2>/dev/null && openssl req -newkey ec -pkeyopt"
-            .. " ec_paramgen_curve:P-256 -nodes -keyout s.key -out s.csr -subj /CN=localhost 2>/dev/null"
-            .. " && printf 'subjectAltName=IP:127.0.0.1\\n' > ext && openssl x509 -req -in s.csr -CA ca.pem"
-            .. " -CAkey ca.key -CAcreateserial -out s.pem -days 2 -extfile ext 2>/dev/null"):format(dir, dir))
+        local helper = require "helper"
+        assert(require("fs").mkdir(dir))
+        helper.make_ca(dir, "ca")
+        helper.make_cert(dir, "s", "IP:127.0.0.1", "ca")
         local rr = http.router()
         rr:websocket("/", function(ws)
             for m in ws:messages() do ws:send("tls " .. m) end

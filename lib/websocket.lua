@@ -20,7 +20,7 @@ local lower, find, match, gmatch, char, byte, sub, format =
 local floor = math.floor
 local raise, new_error = errors.raise, errors.new
 local send_frame, accept_key, key_bytes = core.send, core.accept_key, core.key_bytes
-local watch = core.watch -- frames:watch(sock) without the method lookup, once per message
+local watch, receive = core.watch, core.receive
 local suspend, current, ready, spawn = task_core.suspend, task_core.current, task_core.ready, task_core.spawn
 local report, describe, traceback = task_core.report, task_core.describe, debug.traceback
 local remove = table.remove
@@ -34,10 +34,11 @@ local websocket = {}
 
 -- The defaults of a connection's fields are the class's, so that a connection stores only what
 -- differs (every idle connection pays for its fields).
--- A connection's fields that every connection has, by index (see new_ws): its socket, its
--- core.frames object (which keeps ws:handle's handlers), its state ("open", "closing",
--- "closed") and whether a task is writing a message (see write).
-local SOCK, FRAMES, STATE, WRITING = 1, 2, 3, 4
+-- A connection's fields that every connection has, by index (see new_ws): its socket (whose
+-- stream owns the connection's frame parser, core.frames, and whose proxy keeps ws:handle's
+-- handlers), its state ("open", "closing", "closed") and whether a task is writing a message
+-- (see write).
+local SOCK, STATE, WRITING = 1, 2, 3
 local WebSocket = { _closeTimeout = DEFAULT_CLOSE_TIMEOUT, _sendTimeout = DEFAULT_SEND_TIMEOUT }
 WebSocket.__index = WebSocket
 
@@ -68,7 +69,7 @@ local function write(self, op, data)
     if w then
         local co = current()
         if not co then
-            return send_frame(self[SOCK], self[FRAMES], op, data, true)
+            return send_frame(self[SOCK], op, data, true)
         end
         if w == true then
             w = {}
@@ -82,7 +83,7 @@ local function write(self, op, data)
     local ok, err = true, nil
     if self[STATE] == "open" then
         -- Protected, so that a raise (no random bytes, no compressor) still hands over the turn.
-        ok, err = pcall(send_frame, self[SOCK], self[FRAMES], op, data)
+        ok, err = pcall(send_frame, self[SOCK], op, data)
     else
         err = self._err or new_error("EPIPE", "the WebSocket connection is closing")
     end
@@ -101,7 +102,7 @@ end
 -- A control frame (pong, ping, close) never waits: it is queued behind the bytes already
 -- queued, between two messages.
 local function control(self, op, data)
-    return send_frame(self[SOCK], self[FRAMES], op, data, true)
+    return send_frame(self[SOCK], op, data, true)
 end
 
 -- The connection is over: the socket closes, and later calls get `err`.
@@ -139,8 +140,9 @@ local function finish(self, err, linger)
         if self._hubs then
             leave_all(self)
         end
+        local h = core.unwatch(self[SOCK]) -- before the socket closes: its stream has the frames
         if linger then
-            core.linger(self[SOCK], self[FRAMES], close_payload(err.closeCode, linger), self._closeTimeout)
+            core.linger(self[SOCK], close_payload(err.closeCode, linger), self._closeTimeout)
         else
             self[SOCK]:close()
         end
@@ -152,7 +154,6 @@ local function finish(self, err, linger)
             self._idler:stop()
             self._idler = nil
         end
-        local h = self[FRAMES]:unwatch()
         if h then
             if h.close then
                 spawn(run_close, self, h.close, err)
@@ -166,7 +167,7 @@ local function closed_error(code, reason, message)
     return new_error("EOF", message or "the WebSocket connection was closed", { closeCode = code, reason = reason or "" })
 end
 
--- An event that is not a data message, as frames:receive reports it: a ping is answered, a
+-- An event that is not a data message, as core.receive reports it: a ping is answered, a
 -- pong noted; the end of the connection (the peer's close, a violation, the stream's end)
 -- closes it and returns finish's nil, err. Returns nothing while the connection goes on.
 local function on_event(self, kind, data, code)
@@ -212,7 +213,7 @@ function WebSocket:receive()
     end
     self._reading = true
     while true do
-        local kind, data, code = self[FRAMES]:receive(self[SOCK])
+        local kind, data, code = receive(self[SOCK])
         if kind == "text" or kind == "binary" then
             self._reading = false
             return data, kind
@@ -230,7 +231,7 @@ function WebSocket:receive()
 end
 
 -- The handler style (ws:handle). A watched connection's event starts this function in a task
--- of its own (core.frames' watch, Frames::ready in modules/websocket.cpp): it runs the message
+-- of its own (core.watch, Frames::ready in modules/websocket.cpp): it runs the message
 -- handler, then takes the next event if its bytes are already here, and otherwise watches the
 -- connection again and ends, so that an idle connection holds no task. One message at a time:
 -- while a handler runs, the connection is not read (its peer is held back by TCP).
@@ -250,7 +251,7 @@ local function dispatch(self, handlers, kind, data, code)
         if self[STATE] ~= "open" then
             return
         end
-        kind, data, code = watch(self[FRAMES], self[SOCK])
+        kind, data, code = watch(self[SOCK])
     until kind == false
     if idle then
         self._seen = true
@@ -318,12 +319,12 @@ function WebSocket:handle(handlers, ...)
             end
         end)
     end
-    self[FRAMES]:handle(self, handlers) -- from now on, finish runs the close handler
+    core.handle(self[SOCK], self, handlers) -- from now on, finish runs the close handler
     if handlers.open then
         if not run_handler(handlers.open, self, ...) then return end
     end
     if self[STATE] == "open" then
-        local kind, data, code = self[FRAMES]:watch(self[SOCK])
+        local kind, data, code = watch(self[SOCK])
         if kind ~= false then
             spawn(dispatch, self, handlers, kind, data, code)
         end
@@ -427,7 +428,7 @@ function WebSocket:close(code, reason)
     self._reading = true
     -- Messages still coming are dropped; the handshake ends with the peer's close or a timeout.
     while true do
-        local kind = self[FRAMES]:receive(self[SOCK], true)
+        local kind = receive(self[SOCK], true)
         if kind ~= "text" and kind ~= "binary" and kind ~= "ping" and kind ~= "pong" then
             break
         end
@@ -516,9 +517,10 @@ end
 
 local function new_ws(sock, server, o, protocol, z)
     -- What every connection has is in the array part (8 bytes a slot; a hash slot takes 24).
+    -- The socket's stream takes the frame parser (no Lua object of its own).
+    core.frames(sock, server, o.maxMessageSize or DEFAULT_MAX_MESSAGE, o.maxFrameSize, z, o.fragmentSize)
     local self = setmetatable({
         sock,
-        core.frames(server, o.maxMessageSize or DEFAULT_MAX_MESSAGE, o.maxFrameSize, z, o.fragmentSize),
         "open",
         false, -- a task is writing a message
     }, WebSocket)
@@ -1066,7 +1068,7 @@ function Hub:publish(topic, data, kind)
     for i = t.n, 1, -1 do
         local ws = list[i]
         if ws[STATE] == "open" then
-            local e = post(ws[SOCK], ws[FRAMES], op, data, frame, zcache, limit)
+            local e = post(ws[SOCK], op, data, frame, zcache, limit)
             if not e then
                 n = n + 1
             elseif e.name == "EAGAIN" then

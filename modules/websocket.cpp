@@ -2,7 +2,9 @@
 // turns a stream's bytes into WebSocket events (modules/websocket_frame.h), so ws:receive()
 // parks on the stream's one read mechanism (Stream::read_with); send writes one frame through
 // Stream::write_buffers without copying a server's payload; accept_key hashes the handshake
-// key with OpenSSL.
+// key with OpenSSL. The stream owns its Frames (Stream::adopt): every function here takes the
+// connection's socket and finds its Frames through it, so a connection has no Lua object for
+// its protocol state.
 #include "modules/websocket_frame.h"
 #include "runtime/luaio.h"
 #include "runtime/stream.h"
@@ -15,6 +17,7 @@
 #include <algorithm>
 #include <cstring>
 #include <new>
+#include <typeinfo>
 #include <string>
 #include <vector>
 
@@ -22,8 +25,6 @@ namespace {
 
 using luaio::Stream;
 namespace ws = luaio::ws;
-
-constexpr const char* kFramesClass = "luaio.websocket.frames";
 
 // permessage-deflate (RFC 7692) of one connection. A direction that keeps its context (the
 // LZ77 window) between messages has its own zlib stream, made on first use: a deflater costs
@@ -89,20 +90,21 @@ z_stream* shared_inflater() {
 // hashing its name again.
 int g_text_ref = LUA_NOREF, g_binary_ref = LUA_NOREF;
 
+struct Frames;
+void forget_corked(Frames* f);
+
 struct Frames final : luaio::Consumer {
     explicit Frames(bool server) : parser(server) {}
-    ~Frames() {
-        delete z;
-        delete cork;
-    }
+    // Deleted with its stream (in the stream's close callback): what it references goes.
+    ~Frames() override;
     ws::Parser parser;
     Deflate* z = nullptr;
     // A hub's small frames for this connection, written together before the loop next waits for
-    // I/O (see cork); while any are kept, the stream's proxy and this object are referenced.
+    // I/O (see cork); while any are kept, the stream's proxy is referenced.
     // Made on the first publish to this connection, so that others hold none of it.
     struct Cork {
         std::string bytes;
-        int sock = LUA_NOREF, self = LUA_NOREF;
+        int sock = LUA_NOREF;
     };
     Cork* cork = nullptr;
     size_t corked() const { return cork ? cork->bytes.size() : 0; }
@@ -239,8 +241,9 @@ struct Frames final : luaio::Consumer {
     }
     // The handler style (ws:handle): while no message handler runs, the stream is watched with
     // this object as its consumer and the ws table is referenced here (an open connection is the
-    // server's, as with a parked reader). An event starts a task that runs the module's
-    // dispatcher with (ws, kind, data[, code]): an idle connection holds no coroutine.
+    // server's, as with a parked reader); the handlers are the environment of the stream's proxy
+    // (ws[1]). An event starts a task that runs the module's dispatcher with (ws, handlers, kind,
+    // data[, code]): an idle connection holds no coroutine.
     uint32_t fragment = 0; // data messages longer than this are sent in fragments (0: never)
     int self_ref = LUA_NOREF;
     bool client() const { return !parser.server(); } // a client masks its frames
@@ -256,32 +259,29 @@ void Frames::ready(lua_State* L, int n) {
         return;
     }
     // The results r1..rn are on top: under them go the dispatcher, the ws table and the handlers
-    // (the environment of this object's userdata, ws[2]).
+    // (the environment of the stream's proxy, ws[1]).
     lua_rawgeti(L, LUA_REGISTRYINDEX, g_dispatch_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, self_ref);
-    lua_rawgeti(L, -1, 2);
+    lua_rawgeti(L, -1, 1);
     lua_getfenv(L, -1);
     lua_replace(L, -2);
     for (int i = 0; i < 3; i++) lua_insert(L, -(n + 3));
     luaio::spawn(L, n + 2);
 }
 
-// The metatable of Frames objects, recorded when the module opens: the type check of every
-// message's calls is then one comparison (as Stream::test_proxy does).
-const void* g_frames_mt = nullptr;
-
-Frames* test_frames(lua_State* L, int idx) {
-    void* p = lua_touserdata(L, idx);
-    if (!p || !lua_getmetatable(L, idx)) return nullptr;
-    bool ok = lua_topointer(L, -1) == g_frames_mt;
-    lua_pop(L, 1);
-    return ok ? static_cast<Frames*>(p) : nullptr;
+// The Frames of the stream s, or nullptr when s carries another protocol or none (typeid of a
+// final class in an anonymous namespace: one comparison).
+Frames* frames_of(Stream* s) {
+    luaio::Consumer* c = s->protocol();
+    return c && typeid(*c) == typeid(Frames) ? static_cast<Frames*>(c) : nullptr;
 }
 
-Frames* check_frames(lua_State* L, const char* fname) {
-    void* p = test_frames(L, 1);
-    if (!p) luaio::raise(L, fname, "expected websocket frames as self, got %s", luaL_typename(L, 1));
-    return static_cast<Frames*>(p);
+// The open stream at 1 and its Frames; raises for anything else (a closed stream included).
+Frames* check_frames(lua_State* L, Stream** s, const char* fname) {
+    *s = Stream::check(L, 1, fname);
+    Frames* f = frames_of(*s);
+    if (!f) luaio::raise(L, fname, "expected a websocket's socket");
+    return f;
 }
 
 // Corking: a hub publishes to many connections, often several small messages in one loop turn
@@ -313,8 +313,7 @@ void uncork(lua_State* L, Frames* f) {
     c->bytes.clear();
     if (c->bytes.capacity() > 64 * 1024) std::string().swap(c->bytes);
     luaL_unref(L, LUA_REGISTRYINDEX, c->sock);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->self);
-    c->sock = c->self = LUA_NOREF;
+    c->sock = LUA_NOREF;
 }
 
 void on_prepare(uv_prepare_t* h) {
@@ -328,21 +327,34 @@ void on_prepare(uv_prepare_t* h) {
 
 // Before another write on f's connection: what is corked goes first.
 void uncork_now(lua_State* L, Frames* f) {
-    if (!f->cork || f->cork->self == LUA_NOREF) return;
+    if (!f->cork || f->cork->sock == LUA_NOREF) return;
     auto& list = corked_list();
     list.erase(std::find(list.begin(), list.end(), f));
     uncork(L, f);
 }
 
-// Appends a frame to f's corked bytes (sock at 1 and f at 2 on L are referenced meanwhile).
+// A Frames deleted while corked (its stream closed meanwhile) leaves the list.
+void forget_corked(Frames* f) {
+    if (!f->cork || f->cork->sock == LUA_NOREF) return;
+    auto& list = corked_list();
+    list.erase(std::find(list.begin(), list.end(), f));
+    if (lua_State* L = luaio::main_state()) luaL_unref(L, LUA_REGISTRYINDEX, f->cork->sock);
+}
+
+Frames::~Frames() {
+    forget_corked(this);
+    if (lua_State* L = luaio::main_state()) luaL_unref(L, LUA_REGISTRYINDEX, self_ref); // after lua_close: gone
+    delete z;
+    delete cork;
+}
+
+// Appends a frame to f's corked bytes (the socket at 1 on L is referenced meanwhile).
 void cork(lua_State* L, Frames* f, const char* p, size_t n) {
     if (!f->cork) f->cork = new Frames::Cork;
     Frames::Cork* c = f->cork;
-    if (c->self == LUA_NOREF) {
+    if (c->sock == LUA_NOREF) {
         lua_pushvalue(L, 1);
         c->sock = luaL_ref(L, LUA_REGISTRYINDEX);
-        lua_pushvalue(L, 2);
-        c->self = luaL_ref(L, LUA_REGISTRYINDEX);
         corked_list().push_back(f);
         if (!g_prepare) {
             g_prepare = new uv_prepare_t; // lives as long as the loop; unreferenced, so it keeps nothing alive
@@ -362,52 +374,55 @@ int opt_int(lua_State* L, int t, const char* k, int def, int lo, int hi) {
     return v;
 }
 
-// frames = core.frames(server, maxMessageSize, maxFrameSize[, z[, fragmentSize]]); z, when
-// permessage-deflate was negotiated: {bits, reset, inbits, inreset, level, memLevel, threshold}.
+// core.frames(sock, server, maxMessageSize, maxFrameSize[, z[, fragmentSize]]): the stream
+// takes the connection's Frames for good (Stream::adopt); z, when permessage-deflate was
+// negotiated: {bits, reset, inbits, inreset, level, memLevel, threshold}.
 int l_frames(lua_State* L) {
-    bool server = lua_toboolean(L, 1);
-    lua_Number max_message = luaL_optnumber(L, 2, double(ws::kDefaultMaxMessage));
-    lua_Number max_frame = luaL_optnumber(L, 3, 0);
-    lua_Number fragment = luaL_optnumber(L, 5, 0);
+    Stream* s = Stream::check(L, 1, "websocket");
+    if (s->closing() || s->protocol()) luaio::raise(L, "websocket", "the socket is closed or already has a protocol");
+    bool server = lua_toboolean(L, 2);
+    lua_Number max_message = luaL_optnumber(L, 3, double(ws::kDefaultMaxMessage));
+    lua_Number max_frame = luaL_optnumber(L, 4, 0);
+    lua_Number fragment = luaL_optnumber(L, 6, 0);
     if (!(max_message >= 1) || !(max_frame >= 0) || !(fragment >= 0) || fragment > 9e15)
         luaio::raise(L, "websocket", "maxMessageSize, maxFrameSize and fragmentSize must be positive numbers of bytes");
-    void* mem = lua_newuserdata(L, sizeof(Frames));
-    Frames* f = new (mem) Frames(server);
-    luaL_getmetatable(L, kFramesClass);
-    lua_setmetatable(L, -2);
+    Deflate* d = nullptr;
+    if (lua_istable(L, 5)) {
+        // Read before anything is allocated: opt_int raises for a bad value.
+        int out_bits = opt_int(L, 5, "bits", 15, 9, 15);
+        int in_bits = opt_int(L, 5, "inbits", 15, 9, 15);
+        int level = opt_int(L, 5, "level", Z_DEFAULT_COMPRESSION, -1, 9);
+        int mem_level = opt_int(L, 5, "memLevel", 8, 1, 9);
+        int threshold = opt_int(L, 5, "threshold", 0, 0, INT32_MAX);
+        lua_getfield(L, 5, "reset");
+        lua_getfield(L, 5, "inreset");
+        d = new Deflate;
+        d->out_bits = out_bits;
+        d->in_bits = in_bits;
+        d->level = level;
+        d->mem_level = mem_level;
+        d->threshold = static_cast<size_t>(threshold);
+        d->out_reset = lua_toboolean(L, -2);
+        d->in_reset = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+    }
+    auto* f = new Frames(server);
     f->parser.max_message = max_message > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(max_message);
     f->parser.max_frame = max_frame > UINT32_MAX ? 0 : static_cast<uint32_t>(max_frame); // as above
     f->fragment = fragment > UINT32_MAX ? 0 : static_cast<uint32_t>(fragment);           // strings are < 2 GiB
-    if (lua_istable(L, 4)) {
-        auto* d = new Deflate;
-        f->z = d;
-        d->out_bits = opt_int(L, 4, "bits", 15, 9, 15);
-        d->in_bits = opt_int(L, 4, "inbits", 15, 9, 15);
-        d->level = opt_int(L, 4, "level", Z_DEFAULT_COMPRESSION, -1, 9);
-        d->mem_level = opt_int(L, 4, "memLevel", 8, 1, 9);
-        d->threshold = static_cast<size_t>(opt_int(L, 4, "threshold", 0, 0, INT32_MAX));
-        lua_getfield(L, 4, "reset");
-        d->out_reset = lua_toboolean(L, -1);
-        lua_getfield(L, 4, "inreset");
-        d->in_reset = lua_toboolean(L, -1);
-        lua_pop(L, 2);
-        f->parser.rsv1_ok = true;
-    }
-    return 1;
-}
-
-int l_frames_gc(lua_State* L) {
-    if (Frames* f = test_frames(L, 1)) f->~Frames();
+    f->z = d;
+    f->parser.rsv1_ok = d != nullptr;
+    s->adopt(f);
     return 0;
 }
 
-// kind, data[, code] = frames:receive(sock): the next event (see Frames::consume); may park.
-// "busy", err when the connection's events go to its handlers (ws:handle), unless `closing`
-// (frames:receive(sock, true): the closing handshake reads the peer's answer).
+// kind, data[, code] = core.receive(sock[, closing]): the next event (see Frames::consume); may
+// park. "busy", err when the connection's events go to its handlers (ws:handle), unless
+// `closing` (the closing handshake reads the peer's answer).
 int l_receive(lua_State* L) {
-    Frames* f = check_frames(L, "receive");
-    Stream* s = Stream::check(L, 2, "receive");
-    if (f->self_ref != LUA_NOREF && !lua_toboolean(L, 3)) {
+    Stream* s;
+    Frames* f = check_frames(L, &s, "receive");
+    if (f->self_ref != LUA_NOREF && !lua_toboolean(L, 2)) {
         lua_pushliteral(L, "busy");
         luaio::push_error(L, UV_EBUSY, "this websocket's messages go to its message handler (ws:handle)");
         return 2;
@@ -416,11 +431,13 @@ int l_receive(lua_State* L) {
     return s->read_with(L, f, "receive");
 }
 
-// frames:handle(ws, handlers): the connection's events go to the handlers (ws:handle in
-// lib/websocket.lua): ws is referenced until frames:unwatch(), and the handlers are kept as this
-// userdata's environment (every userdata has that slot: they cost the connection nothing).
+// core.handle(sock, ws, handlers): the connection's events go to the handlers (ws:handle in
+// lib/websocket.lua): ws is referenced until core.unwatch(sock), and the handlers are kept as the
+// environment of the socket's proxy (every userdata has that slot: they cost the connection
+// nothing).
 int l_handle(lua_State* L) {
-    Frames* f = check_frames(L, "handle");
+    Stream* s;
+    Frames* f = check_frames(L, &s, "handle");
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checktype(L, 3, LUA_TTABLE);
     if (f->self_ref != LUA_NOREF) luaio::raise(L, "handle", "this websocket already has handlers");
@@ -431,12 +448,12 @@ int l_handle(lua_State* L) {
     return 0;
 }
 
-// kind, data[, code] | false = frames:watch(sock): the next event when its bytes are buffered;
+// kind, data[, code] | false = core.watch(sock): the next event when its bytes are buffered;
 // otherwise false, and the stream is watched: the next event starts the dispatcher in a task
 // of its own (Frames::ready).
 int l_watch(lua_State* L) {
-    Frames* f = check_frames(L, "watch");
-    Stream* s = Stream::check(L, 2, "watch");
+    Stream* s;
+    Frames* f = check_frames(L, &s, "watch");
     if (f->self_ref == LUA_NOREF) luaio::raise(L, "watch", "this websocket has no handlers");
     int n = s->take_or_watch(L, f);
     if (n >= 0) return n;
@@ -444,11 +461,13 @@ int l_watch(lua_State* L) {
     return 1;
 }
 
-// handlers | nothing = frames:unwatch(): the connection is over: its ws table is no longer
-// referenced; returns its handlers if it had some.
+// handlers | nothing = core.unwatch(sock): the connection is over: its ws table is no longer
+// referenced; returns its handlers if it had some. Call it before closing the socket: once the
+// stream is closed its Frames are out of reach (and let go of ws when the stream is freed).
 int l_unwatch(lua_State* L) {
-    Frames* f = check_frames(L, "unwatch");
-    if (f->self_ref == LUA_NOREF) return 0;
+    Stream* s = Stream::check_or_closed(L, 1, "unwatch");
+    Frames* f = s ? frames_of(s) : nullptr;
+    if (!f || f->self_ref == LUA_NOREF) return 0;
     luaL_unref(L, LUA_REGISTRYINDEX, f->self_ref);
     f->self_ref = LUA_NOREF;
     lua_getfenv(L, 1);
@@ -511,8 +530,8 @@ int write_last(lua_State* L, Stream* s, const uv_buf_t* bufs, unsigned n, int an
     return err ? 1 : 0;
 }
 
-// err = core.send(sock, frames, opcode, data[, nowait]): one message or control frame of the
-// connection of frames. data is a string or an array of strings (one message); text must be
+// err = core.send(sock, opcode, data[, nowait]): one message or control frame of the
+// connection. data is a string or an array of strings (one message); text must be
 // UTF-8 (EILSEQ otherwise). A client masks its frames. With permessage-deflate, a data message of at least
 // the threshold is compressed (RSV1); with a fragment size, a longer data message goes in
 // fragments. A server's unfragmented, uncompressed payload is written from the Lua strings as
@@ -520,17 +539,16 @@ int write_last(lua_State* L, Stream* s, const uv_buf_t* bufs, unsigned n, int an
 // random key (RFC 6455 5.3). Waits for the kernel to take the bytes unless nowait (then they
 // are queued behind earlier writes: pongs, pings and close frames never wait for a writer).
 int l_send(lua_State* L) {
-    Stream* s = Stream::check(L, 1, "send");
-    Frames* f = test_frames(L, 2);
-    if (!f) luaio::raise(L, "send", "expected websocket frames");
-    int opcode = static_cast<int>(luaL_checkinteger(L, 3));
+    Stream* s;
+    Frames* f = check_frames(L, &s, "send");
+    int opcode = static_cast<int>(luaL_checkinteger(L, 2));
     bool masked = f->client();
-    bool nowait = lua_toboolean(L, 5);
+    bool nowait = lua_toboolean(L, 4);
     uncork_now(L, f);
     // Reused (libuv copies the array of a queued write): no allocation per message.
     static std::vector<uv_buf_t>& bufs = *new std::vector<uv_buf_t>;
     bufs.assign(1, uv_buf_t{}); // bufs[0]: the head
-    uint64_t total = gather(L, 4, bufs, "send");
+    uint64_t total = gather(L, 3, bufs, "send");
     if (opcode == ws::kText && !utf8_ok(bufs.data() + 1, bufs.size() - 1)) return push_not_utf8(L);
     bool data = opcode < ws::kClose;
     size_t frag = data ? f->fragment : 0;
@@ -539,7 +557,7 @@ int l_send(lua_State* L) {
     if (!compress && !masked && (!frag || total <= frag)) {
         size_t hn = ws::encode_head(head, static_cast<uint8_t>(opcode), true, total, nullptr);
         bufs[0] = uv_buf_init(reinterpret_cast<char*>(head), static_cast<unsigned>(hn));
-        return write_last(L, s, bufs.data(), static_cast<unsigned>(bufs.size()), 4, 1, nowait);
+        return write_last(L, s, bufs.data(), static_cast<unsigned>(bufs.size()), 3, 1, nowait);
     }
     std::string payload;
     if (compress) {
@@ -612,7 +630,7 @@ void append_frames(lua_State* L, std::string& out, int opcode, const char* p, si
     } while (off < n);
 }
 
-// err = core.post(sock, frames, opcode, data, frame, zcache, limit): a hub's message (data, a
+// err = core.post(sock, opcode, data, frame, zcache, limit): a hub's message (data, a
 // string, and frame, its encoding) to one subscriber, never waiting: EAGAIN when more than
 // limit bytes would be queued. The shared frame goes out as it is (not copied) to a server
 // connection without deflate and without a fragmentSize the message passes. Otherwise the
@@ -622,15 +640,14 @@ void append_frames(lua_State* L, std::string& out, int opcode, const char* p, si
 // the other subscribers; a connection that keeps its compression context, or masks, gets its
 // own.
 int l_post(lua_State* L) {
-    Stream* s = Stream::check(L, 1, "publish");
-    auto* f = test_frames(L, 2);
-    if (!f) luaio::raise(L, "publish", "expected websocket frames");
-    int opcode = static_cast<int>(luaL_checkinteger(L, 3));
+    Stream* s;
+    Frames* f = check_frames(L, &s, "publish");
+    int opcode = static_cast<int>(luaL_checkinteger(L, 2));
     size_t dlen, flen;
-    const char* data = luaL_checklstring(L, 4, &dlen);
-    const char* frame = luaL_checklstring(L, 5, &flen);
-    luaL_checktype(L, 6, LUA_TTABLE);
-    lua_Number lim = luaL_checknumber(L, 7);
+    const char* data = luaL_checklstring(L, 3, &dlen);
+    const char* frame = luaL_checklstring(L, 4, &flen);
+    luaL_checktype(L, 5, LUA_TTABLE);
+    lua_Number lim = luaL_checknumber(L, 6);
     size_t limit = lim < 9.2e18 ? static_cast<size_t>(lim) : SIZE_MAX;
     size_t queued = s->write_queue_size() + f->corked();
     if (queued > 0 && queued + flen > limit) {
@@ -646,7 +663,7 @@ int l_post(lua_State* L) {
         } else {
             uncork_now(L, f);
             uv_buf_t b = uv_buf_init(const_cast<char*>(frame), static_cast<unsigned>(flen));
-            err = s->try_write(L, &b, 1, limit, 5, 0);
+            err = s->try_write(L, &b, 1, limit, 4, 0);
         }
     } else {
         Deflate* d = f->z;
@@ -655,7 +672,7 @@ int l_post(lua_State* L) {
         lua_Number key = (compress ? (d->out_bits * 16 + d->level + 1) * 16 + d->mem_level : 0) + f->fragment * 65536.0;
         if (shared) {
             lua_pushnumber(L, key);
-            lua_rawget(L, 6);
+            lua_rawget(L, 5);
         } else {
             lua_pushnil(L);
         }
@@ -675,7 +692,7 @@ int l_post(lua_State* L) {
             if (shared) {
                 lua_pushnumber(L, key);
                 lua_pushvalue(L, -2);
-                lua_rawset(L, 6);
+                lua_rawset(L, 5);
             }
         }
         size_t zn;
@@ -714,16 +731,15 @@ void linger_timeout(uv_timer_t* t) {
     static_cast<Linger*>(t->data)->s->close(); // the queued close frame then fails: linger_done
 }
 
-// core.linger(sock, frames, payload, timeout): the close frame with payload goes out
+// core.linger(sock, payload, timeout): the close frame with payload goes out
 // behind everything queued (corked frames first), then the socket closes (see Linger).
 int l_linger(lua_State* L) {
-    Stream* s = Stream::check(L, 1, "close");
-    auto* f = test_frames(L, 2);
-    if (!f) luaio::raise(L, "close", "expected websocket frames");
+    Stream* s;
+    Frames* f = check_frames(L, &s, "close");
     size_t n;
-    const char* p = luaL_checklstring(L, 3, &n);
+    const char* p = luaL_checklstring(L, 2, &n);
     bool masked = f->client();
-    lua_Number ms = luaL_checknumber(L, 4);
+    lua_Number ms = luaL_checknumber(L, 3);
     uncork_now(L, f);
     if (s->write_error() || n > ws::kMaxControl) {
         s->close();
@@ -784,26 +800,17 @@ int l_random_key(lua_State* L) {
 } // namespace
 
 extern "C" int luaopen_luaio_websocket(lua_State* L) {
-    const luaL_Reg methods[] = {{"receive", l_receive}, {"handle", l_handle},  {"watch", l_watch},
-                                {"unwatch", l_unwatch}, {"__gc", l_frames_gc}, {nullptr, nullptr}};
-    luaio::new_class(L, kFramesClass, methods);
-    g_frames_mt = lua_topointer(L, -1);
-    lua_pop(L, 1);
     lua_pushliteral(L, "text");
     g_text_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushliteral(L, "binary");
     g_binary_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    const luaL_Reg funcs[] = {{"frames", l_frames},
-                              {"send", l_send},
-                              {"encode", l_encode},
-                              {"post", l_post},
-                              {"accept_key", l_accept_key},
-                              {"key_bytes", l_key_bytes},
-                              {"random_key", l_random_key},
-                              {"dispatcher", l_dispatcher},
-                              {"linger", l_linger},
-                              {"watch", l_watch},
-                              {nullptr, nullptr}};
+    const luaL_Reg funcs[] = {{"frames", l_frames},         {"send", l_send},
+                              {"encode", l_encode},         {"post", l_post},
+                              {"accept_key", l_accept_key}, {"key_bytes", l_key_bytes},
+                              {"random_key", l_random_key}, {"dispatcher", l_dispatcher},
+                              {"linger", l_linger},         {"watch", l_watch},
+                              {"receive", l_receive},       {"handle", l_handle},
+                              {"unwatch", l_unwatch},       {nullptr, nullptr}};
     lua_newtable(L);
     luaL_register(L, nullptr, funcs);
     return 1;

@@ -97,6 +97,7 @@ struct Stream::Extra {
 
 Stream::~Stream() {
     delete extra_;
+    if (owns_consumer_) delete consumer_;
 }
 
 // Everything that touches Stream internals from libuv callbacks and Lua bindings.
@@ -1157,7 +1158,7 @@ void Stream::close() {
     detach_proxy();
     mode_ = ReadMode::None;
     watching_ = false;
-    consumer_ = nullptr;
+    if (!owns_consumer_) consumer_ = nullptr; // an adopted protocol lives until the Stream is freed
     wake_uv_error(reader_, UV_ECANCELED);
     if (extra_) {
         wake_uv_error(extra_->writer, UV_ECANCELED, 0);

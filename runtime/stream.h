@@ -48,9 +48,8 @@ class Consumer {
     // ready() pops them. The stream's buffer is settled, so ready() may start a task that reads
     // the stream at once. The stream stops watching before this call.
     virtual void ready(lua_State* L, int n) = 0;
-
-  protected:
-    ~Consumer() = default;
+    // Public and virtual: a stream deletes the consumer it owns (Stream::adopt).
+    virtual ~Consumer() = default;
 };
 
 class Stream;
@@ -123,6 +122,16 @@ class Stream : public Handle<Stream> {
     // c's results at once when the buffered bytes suffice (n >= 0); otherwise watch(c) and -1.
     int take_or_watch(lua_State* L, Consumer* c);
     bool watching() const { return watching_; }
+    // The protocol that takes over this stream's bytes for good (a WebSocket's frame parser): c
+    // becomes the consumer of every read_with, watch and take_or_watch (which must be given c),
+    // stays reachable as protocol() through the stream's proxy, and is deleted when the Stream is
+    // freed. So the protocol's state needs no Lua object of its own: an idle connection's Lua
+    // objects cost it about twice their size in RSS (the collector's pause). Once per stream.
+    void adopt(Consumer* c) {
+        consumer_ = c;
+        owns_consumer_ = true;
+    }
+    Consumer* protocol() const { return owns_consumer_ ? consumer_ : nullptr; }
     // Writes the buffers as the Lua method write does; returns its results (none, or the error
     // table) and may park the running task. Use as `return s->write_buffers(...)`. What the
     // kernel does not take at once is queued: bufs[0, ncopy) are copied; the later ones point
@@ -196,7 +205,7 @@ class Stream : public Handle<Stream> {
 
   private:
     size_t transport_pending() const;
-    Stream() : closing_(false), open_handles_(1) {}
+    Stream() : closing_(false), open_handles_(1), owns_consumer_(false) {}
     ~Stream();
 
     // Received bytes not yet read: [off, size) of a malloc'd block, freed as soon as it is
@@ -233,6 +242,7 @@ class Stream : public Handle<Stream> {
     // bytes; these two change once or twice per stream (reading_ and watching_ on every request).
     bool closing_ : 1;
     uint8_t open_handles_ : 2; // the stream handle, plus the timer once created
+    bool owns_consumer_ : 1;   // consumer_ is the protocol's, deleted with the Stream (adopt)
 };
 
 } // namespace luaio

@@ -98,22 +98,28 @@ struct Frames final : luaio::Consumer {
     // Deleted with its stream (in the stream's close callback): what it references goes.
     ~Frames() override;
     ws::Parser parser;
-    Deflate* z = nullptr;
-    // A hub's small frames for this connection, written together before the loop next waits for
-    // I/O (see cork); while any are kept, the stream's proxy is referenced.
-    // Made on the first publish to this connection, so that others hold none of it.
-    struct Cork {
-        std::string bytes;
+    // What few connections use, in one block made on first use, so that the Frames of every
+    // other connection is 56 bytes (a malloc chunk of 64): permessage-deflate, a fragment size,
+    // and a hub's small frames for this connection, written together before the loop next waits
+    // for I/O (see cork; while any are kept, the stream's proxy is referenced by `sock`).
+    struct Rare {
+        Deflate* z = nullptr;
+        uint32_t fragment = 0; // data messages longer than this are sent in fragments (0: never)
         int sock = LUA_NOREF;
+        std::string bytes; // the corked frames
+        ~Rare() { delete z; }
     };
-    Cork* cork = nullptr;
-    size_t corked() const { return cork ? cork->bytes.size() : 0; }
+    Rare* rare = nullptr;
+    Rare& more() { return rare ? *rare : *(rare = new Rare); }
+    Deflate* z() const { return rare ? rare->z : nullptr; }
+    uint32_t fragment() const { return rare ? rare->fragment : 0; }
+    size_t corked() const { return rare ? rare->bytes.size() : 0; }
 
     // Inflates the message (with the 00 00 ff ff tail that the sender removed) into `inflated`,
     // stopping at the message limit: a compression bomb costs at most maxMessageSize. Returns 0,
     // or the close code (1009 too big, 1007 corrupt data).
     int inflate_message(const std::string& m) {
-        Deflate* d = z;
+        Deflate* d = z();
         z_stream* in = &d->in;
         if (d->in_reset) {
             if (!(in = shared_inflater())) return 1011;
@@ -151,7 +157,7 @@ struct Frames final : luaio::Consumer {
     // Compresses a message for sending (RSV1 set by the caller): deflate with a sync flush and
     // the 00 00 ff ff tail removed (RFC 7692 7.2.1).
     bool deflate_message(const uv_buf_t* parts, size_t n, std::string& out) {
-        Deflate* d = z;
+        Deflate* d = z();
         z_stream* zs = &d->out;
         if (d->out_reset) {
             if (!(zs = shared_deflater(d->out_bits, d->level, d->mem_level))) return false;
@@ -207,6 +213,7 @@ struct Frames final : luaio::Consumer {
         case ws::Event::Message: {
             const std::string* m = e.data;
             if (e.compressed) {
+                Deflate* z = this->z();
                 if (!z) return push_error(L, 1002, "compressed message without permessage-deflate");
                 int code = inflate_message(*m);
                 if (code) return push_error(L, code, code == 1009 ? "message too big" : "bad compressed data");
@@ -218,7 +225,7 @@ struct Frames final : luaio::Consumer {
             }
             lua_rawgeti(L, LUA_REGISTRYINDEX, e.text ? g_text_ref : g_binary_ref); // "text" or "binary"
             lua_pushlstring(L, m->data(), m->size());
-            if (z && m == &z->inflated && m->capacity() > 64 * 1024) std::string().swap(z->inflated);
+            if (e.compressed && m->capacity() > 64 * 1024) std::string().swap(z()->inflated);
             return 2;
         }
         case ws::Event::Ping:
@@ -244,11 +251,13 @@ struct Frames final : luaio::Consumer {
     // server's, as with a parked reader); the handlers are the environment of the stream's proxy
     // (ws[1]). An event starts a task that runs the module's dispatcher with (ws, handlers, kind,
     // data[, code]): an idle connection holds no coroutine.
-    uint32_t fragment = 0; // data messages longer than this are sent in fragments (0: never)
     int self_ref = LUA_NOREF;
     bool client() const { return !parser.server(); } // a client masks its frames
     void ready(lua_State* L, int n) override;
 };
+
+// Every connection has one (a malloc chunk of 64 bytes): see Rare.
+static_assert(sizeof(Frames) <= 56, "Frames grew");
 
 // The dispatcher of lib/websocket.lua (core.dispatcher), called in a task per event batch.
 int g_dispatch_ref = LUA_NOREF;
@@ -302,7 +311,7 @@ uv_prepare_t* g_prepare = nullptr;
 // Writes f's corked bytes to its stream (what the kernel does not take is copied and queued)
 // and drops the references. A stream closed meanwhile loses them.
 void uncork(lua_State* L, Frames* f) {
-    Frames::Cork* c = f->cork;
+    Frames::Rare* c = f->rare;
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->sock);
     Stream* s = Stream::check_or_closed(L, -1, "publish");
     lua_pop(L, 1);
@@ -327,7 +336,7 @@ void on_prepare(uv_prepare_t* h) {
 
 // Before another write on f's connection: what is corked goes first.
 void uncork_now(lua_State* L, Frames* f) {
-    if (!f->cork || f->cork->sock == LUA_NOREF) return;
+    if (!f->rare || f->rare->sock == LUA_NOREF) return;
     auto& list = corked_list();
     list.erase(std::find(list.begin(), list.end(), f));
     uncork(L, f);
@@ -335,23 +344,21 @@ void uncork_now(lua_State* L, Frames* f) {
 
 // A Frames deleted while corked (its stream closed meanwhile) leaves the list.
 void forget_corked(Frames* f) {
-    if (!f->cork || f->cork->sock == LUA_NOREF) return;
+    if (!f->rare || f->rare->sock == LUA_NOREF) return;
     auto& list = corked_list();
     list.erase(std::find(list.begin(), list.end(), f));
-    if (lua_State* L = luaio::main_state()) luaL_unref(L, LUA_REGISTRYINDEX, f->cork->sock);
+    if (lua_State* L = luaio::main_state()) luaL_unref(L, LUA_REGISTRYINDEX, f->rare->sock);
 }
 
 Frames::~Frames() {
     forget_corked(this);
     if (lua_State* L = luaio::main_state()) luaL_unref(L, LUA_REGISTRYINDEX, self_ref); // after lua_close: gone
-    delete z;
-    delete cork;
+    delete rare;
 }
 
 // Appends a frame to f's corked bytes (the socket at 1 on L is referenced meanwhile).
 void cork(lua_State* L, Frames* f, const char* p, size_t n) {
-    if (!f->cork) f->cork = new Frames::Cork;
-    Frames::Cork* c = f->cork;
+    Frames::Rare* c = &f->more();
     if (c->sock == LUA_NOREF) {
         lua_pushvalue(L, 1);
         c->sock = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -409,8 +416,11 @@ int l_frames(lua_State* L) {
     auto* f = new Frames(server);
     f->parser.max_message = max_message > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(max_message);
     f->parser.max_frame = max_frame > UINT32_MAX ? 0 : static_cast<uint32_t>(max_frame); // as above
-    f->fragment = fragment > UINT32_MAX ? 0 : static_cast<uint32_t>(fragment);           // strings are < 2 GiB
-    f->z = d;
+    uint32_t frag = fragment > UINT32_MAX ? 0 : static_cast<uint32_t>(fragment);         // strings are < 2 GiB
+    if (d || frag) {
+        f->more().z = d;
+        f->rare->fragment = frag;
+    }
     f->parser.rsv1_ok = d != nullptr;
     s->adopt(f);
     return 0;
@@ -551,8 +561,9 @@ int l_send(lua_State* L) {
     uint64_t total = gather(L, 3, bufs, "send");
     if (opcode == ws::kText && !utf8_ok(bufs.data() + 1, bufs.size() - 1)) return push_not_utf8(L);
     bool data = opcode < ws::kClose;
-    size_t frag = data ? f->fragment : 0;
-    bool compress = data && f->z && total >= f->z->threshold;
+    size_t frag = data ? f->fragment() : 0;
+    Deflate* z = data ? f->z() : nullptr;
+    bool compress = z && total >= z->threshold;
     uint8_t head[ws::kMaxHead];
     if (!compress && !masked && (!frag || total <= frag)) {
         size_t hn = ws::encode_head(head, static_cast<uint8_t>(opcode), true, total, nullptr);
@@ -654,8 +665,10 @@ int l_post(lua_State* L) {
         luaio::push_uv_error(L, UV_EAGAIN);
         return 1;
     }
-    bool compress = f->z && dlen >= f->z->threshold;
-    bool own = compress || f->client() || (f->fragment && dlen > f->fragment);
+    Deflate* d = f->z();
+    uint32_t frag = f->fragment();
+    bool compress = d && dlen >= d->threshold;
+    bool own = compress || f->client() || (frag && dlen > frag);
     int err = 0;
     if (!own) {
         if (flen <= kCorkMax) {
@@ -666,10 +679,9 @@ int l_post(lua_State* L) {
             err = s->try_write(L, &b, 1, limit, 4, 0);
         }
     } else {
-        Deflate* d = f->z;
         bool shared = !f->client() && (!compress || d->out_reset);
         // The settings the bytes depend on: the compressor's, and the fragment size.
-        lua_Number key = (compress ? (d->out_bits * 16 + d->level + 1) * 16 + d->mem_level : 0) + f->fragment * 65536.0;
+        lua_Number key = (compress ? (d->out_bits * 16 + d->level + 1) * 16 + d->mem_level : 0) + frag * 65536.0;
         if (shared) {
             lua_pushnumber(L, key);
             lua_rawget(L, 5);
@@ -687,7 +699,7 @@ int l_post(lua_State* L) {
                 p = z.data();
                 n = z.size();
             }
-            append_frames(L, out, opcode, p, n, f->fragment, compress, f->client());
+            append_frames(L, out, opcode, p, n, frag, compress, f->client());
             lua_pushlstring(L, out.data(), out.size());
             if (shared) {
                 lua_pushnumber(L, key);

@@ -52,7 +52,9 @@ struct Event {
 class Parser {
   public:
     // A server's parser requires masked frames, a client's refuses them.
-    explicit Parser(bool server) : server_(server) {}
+    explicit Parser(bool server)
+        : server_(server), in_frame_(false), fin_(false), masked_(false), in_message_(false), compressed_(false),
+          done_(false), rsv1_ok(false) {}
     ~Parser() { delete bufs_; }
     Parser(const Parser&) = delete;
     Parser& operator=(const Parser&) = delete;
@@ -90,17 +92,18 @@ class Parser {
     uint8_t msg_opcode_ = 0; // kText or kBinary of the message being reassembled
     uint8_t phase_ = 0;      // payload bytes of the current frame seen, modulo 4 (the mask's phase)
     Utf8 utf8_;              // three bytes, here where they pack with the flags
-    bool server_;
-    bool in_frame_ = false; // a head was read and its payload is coming
-    bool fin_ = false;
-    bool masked_ = false;
-    bool in_message_ = false;
-    bool compressed_ = false; // the message being reassembled is compressed (RSV1 on its first frame)
-    bool done_ = false;
+    // One byte of flags: with them the parser is 32 bytes (every connection has one).
+    bool server_ : 1;
+    bool in_frame_ : 1; // a head was read and its payload is coming
+    bool fin_ : 1;
+    bool masked_ : 1;
+    bool in_message_ : 1;
+    bool compressed_ : 1; // the message being reassembled is compressed (RSV1 on its first frame)
+    bool done_ : 1;
 
   public:
-    // Declared here, where it packs with the flags above (every connection has a parser).
-    bool rsv1_ok = false; // an extension (permessage-deflate) uses RSV1
+    // Declared here, where it packs with the flags above.
+    bool rsv1_ok : 1; // an extension (permessage-deflate) uses RSV1
 };
 
 // Writes the head of a frame to out (at most kMaxHead bytes) and returns its length. With a

@@ -63,11 +63,25 @@ end
 
 --- A TCP port on 127.0.0.1 that was free a moment ago, for servers started by a spec that cannot
 --- listen on port 0 and tell which port they got (redis-server, postgres, mariadbd, openssl).
+--- It is below 32768, outside the kernel's range of ephemeral ports (32768-60999), which port 0 and
+--- every outgoing connection's source port come from: there a client's source port could take the
+--- port while a killed server is down (its restart then fails with EADDRINUSE), or a client
+--- reconnecting to the stopped server could get the dialed port as its own source port and be
+--- connected to itself. Each spec process starts at its own place (from its pid) in 20000-32767.
+local next_port
 function helper.free_port()
-    local srv = assert(require("tcp").createServer(0, function() end, { host = "127.0.0.1" }))
-    local port = srv:address().port
-    srv:close()
-    return port
+    local tcp = require "tcp"
+    next_port = next_port or 20000 + helper.pid() * 37 % 12768
+    for _ = 1, 1000 do
+        local port = next_port
+        next_port = port < 32767 and port + 1 or 20000
+        local srv = tcp.createServer(port, function() end, { host = "127.0.0.1" })
+        if srv then
+            srv:close()
+            return port
+        end
+    end
+    error("helper.free_port: no free port in 20000-32767")
 end
 
 --- Waits (up to `ms`, default 5000) until every thread of process `pid` is stopped (state T in

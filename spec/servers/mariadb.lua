@@ -31,13 +31,7 @@ local function is_root()
     return run({ "id", "-u" }, "id -u"):match("^0") ~= nil
 end
 
--- A port nobody listens on now: bind port 0, read the port, close.
-local function free_port()
-    local probe = assert(tcp.createServer(0, function() end, { host = "127.0.0.1" }))
-    local port = probe:address().port
-    probe:close()
-    return port
-end
+local free_port = require("helper").free_port
 
 -- Whether the server greets a client: it sends its handshake packet once it is ready.
 local function greets(port)

@@ -31,13 +31,7 @@ local function run(cmd, options)
     return r.stdout
 end
 
--- A port nobody listens on now: bind port 0, read the port the kernel gave, close.
-local function free_port()
-    local s = assert(tcp.createServer(0, function() end, { host = "127.0.0.1" }))
-    local port = s:address().port
-    s:close()
-    return port
-end
+local free_port = require("helper").free_port
 
 local Server = {}
 Server.__index = Server

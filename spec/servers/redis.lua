@@ -1,5 +1,5 @@
 -- A real redis-server for specs: `local server = require("servers.redis").start{password = "pw"}`.
--- It listens on 127.0.0.1 on a free port (probed by listening on port 0), keeps its files in a
+-- It listens on 127.0.0.1 on a free port (helper.free_port: below the ephemeral range), keeps its files in a
 -- temporary directory, saves nothing, and is stopped by its PID (server:stop(), in teardown).
 -- A server that does not start fails the spec (assert), it never skips it.
 --   server.port  server.pid  server.dir
@@ -13,13 +13,7 @@ local timer = require "timer"
 
 local M = {}
 
--- A free port: listen on port 0, read the port, close.
-local function free_port()
-    local s = assert(tcp.createServer(0, function() end, { host = "127.0.0.1" }))
-    local port = s:address().port
-    s:close()
-    return port
-end
+local free_port = require("helper").free_port
 
 local Server = {}
 Server.__index = Server

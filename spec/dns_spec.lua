@@ -321,7 +321,7 @@ describe("dns", function()
             assert.is_nil(addrs)
             assert.are.equal("ETIMEOUT", err.name)
             assert.are.equal(12, err.code) -- ARES_ETIMEOUT
-            assert.is_true(ms >= 190 and ms < 1500, "took " .. ms .. " ms")
+            assert.is_true(ms >= 190 and ms < 4000, "took " .. ms .. " ms") -- c-ares alone: 5000
         end)
 
         it("gives ETIMEOUT after the module's default timeout", function()
@@ -337,7 +337,7 @@ describe("dns", function()
             assert.are.equal("ETIMEOUT", err6.name)
             assert.are.equal("ETIMEOUT", errl.name)
             assert.are.equal("ETIMEOUT", errr.name)
-            assert.is_true(ms >= 440 and ms < 3000, "took " .. ms .. " ms")
+            assert.is_true(ms >= 440 and ms < 4500, "took " .. ms .. " ms") -- c-ares alone: 15000
         end)
 
         it("times out many concurrent queries, each on its own deadline", function()
@@ -354,7 +354,7 @@ describe("dns", function()
                 local ok, name, ms = handles[i]:join()
                 assert.is_true(ok)
                 assert.are.equal("ETIMEOUT", name)
-                assert.is_true(ms >= 50 * i - 10 and ms < 50 * i + 1000, "query " .. i .. " took " .. ms .. " ms")
+                assert.is_true(ms >= 50 * i - 10 and ms < 50 * i + 3000, "query " .. i .. " took " .. ms .. " ms")
             end
         end)
 
@@ -369,10 +369,11 @@ describe("dns", function()
     it("returns ECONNREFUSED when nothing listens on the server's port", function()
         dns.setServers({ "127.0.0.1:" .. closed_port() })
         local t0 = system.hrtime()
-        local addrs, err = dns.resolve4("host.test", { timeout = 3000 })
+        local addrs, err = dns.resolve4("host.test", { timeout = 10000 })
         assert.is_nil(addrs)
         assert.are.equal("ECONNREFUSED", err.name)
-        assert.is_true(ms_since(t0) < 1000)
+        -- At once, not after the timeout (generous: a loaded machine under ASan is slow).
+        assert.is_true(ms_since(t0) < 5000, "took " .. ms_since(t0) .. " ms")
     end)
 
     it("maps the server's response codes and bad answers to error names", function()
@@ -574,7 +575,8 @@ describe("dns", function()
             assert.are.equal(300, dns.resolve4("host.test", { ttl = true })[1].ttl)
             sleep(1100)
             local ttl = dns.resolve4("host.test", { ttl = true })[1].ttl
-            assert.is_true(ttl == 299 or ttl == 298, "ttl " .. ttl)
+            -- Counted down (by at least the second slept; more when the machine is slow).
+            assert.is_true(ttl >= 250 and ttl <= 299, "ttl " .. ttl)
         end)
 
         it("caps TTLs at max_ttl", function()
@@ -692,7 +694,7 @@ print(e.name)
 ]]):format(silent_port))
             assert.are.equal(0, status, err)
             assert.are.equal("ETIMEOUT\nETIMEOUT\n", out)
-            assert.is_true(ms_since(t0) < 1000, "the child took " .. ms_since(t0) .. " ms")
+            assert.is_true(ms_since(t0) < 3000, "the child took " .. ms_since(t0) .. " ms")
         end)
 
         it("lets the process exit right after an answer", function()
@@ -704,7 +706,7 @@ print(dns.resolve4("host.test")[1])
 ]]):format(dnsmasq.server))
             assert.are.equal(0, status, err)
             assert.are.equal("192.0.2.1\n", out)
-            assert.is_true(ms_since(t0) < 1000, "the child took " .. ms_since(t0) .. " ms")
+            assert.is_true(ms_since(t0) < 3000, "the child took " .. ms_since(t0) .. " ms")
         end)
     end)
 end)

@@ -223,9 +223,9 @@ describe("http client", function()
         until not piece
         assert.are.equal("ETIMEDOUT", err.name)
         assert.are.equal(rport, err.port)
-        assert.is_true(ms_since(t0) >= 450 and ms_since(t0) < 2500, "took " .. ms_since(t0) .. " ms")
+        assert.is_true(ms_since(t0) >= 450 and ms_since(t0) < 5000, "took " .. ms_since(t0) .. " ms")
         rs:close()
-        -- A server that reads an upload 256 KiB every 20 ms (32 MiB take it seconds): each write
+        -- A server that reads an upload 256 KiB every 50 ms (32 MiB take it over 6 s): each write
         -- makes progress.
         local srv = assert(tcp.createServer(0, function(sock)
             sock:readuntil("\r\n\r\n")
@@ -233,7 +233,7 @@ describe("http client", function()
                 if not sock:read(262144) then
                     return
                 end
-                sleep(20)
+                sleep(50)
             end
         end, { host = "127.0.0.1" }))
         t0 = system.hrtime()
@@ -241,9 +241,9 @@ describe("http client", function()
         _, err = http.request({ method = "PUT", url = "http://127.0.0.1:" .. srv:address().port,
             body = string.rep("u", 32 * 1024 * 1024), timeout = 500 })
         assert.are.equal("ETIMEDOUT", err.name)
-        assert.is_true(ms_since(t0) < 2500, "took " .. ms_since(t0) .. " ms")
+        assert.is_true(ms_since(t0) < 5000, "took " .. ms_since(t0) .. " ms")
         srv:close()
-        -- A body function that gives a piece every 100 ms.
+        -- A body function that gives a piece every 100 ms (all 60 take 6 s).
         local hs, base = start(function(req, res)
             res:finish(req:body() or "")
         end)
@@ -251,13 +251,13 @@ describe("http client", function()
         t0 = system.hrtime()
         _, err = http.request({ method = "POST", url = base, timeout = 500, body = function()
             n = n + 1
-            if n <= 30 then
+            if n <= 60 then
                 sleep(100)
                 return "p"
             end
         end })
         assert.are.equal("ETIMEDOUT", err.name)
-        assert.is_true(ms_since(t0) < 2500, "took " .. ms_since(t0) .. " ms")
+        assert.is_true(ms_since(t0) < 5000, "took " .. ms_since(t0) .. " ms")
         hs:close()
         -- A chain of redirects, each answered after 150 ms: one deadline over the whole chain.
         hs, base = start(function(req, res)

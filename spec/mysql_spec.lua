@@ -303,8 +303,9 @@ describe("mysql", function()
         assert.has_error(function() mysql.connect({ port = "x" }) end)
         assert.has_error(function() mysql.connect("http://x") end)
         assert.has_error(function() db:transaction(5) end)
-        -- A second query on a busy connection (two tasks sharing one) gets EBUSY.
-        local t = task.spawn(function() return db:query("select sleep(0.2) as s") end)
+        -- A second query on a busy connection (two tasks sharing one) gets EBUSY. (The first
+        -- lasts a second: longer than a loaded machine may take to come back to this task.)
+        local t = task.spawn(function() return db:query("select sleep(1) as s") end)
         task.yield()
         local r, err = db:query("select 1")
         assert.is_nil(r)
@@ -600,7 +601,7 @@ describe("mysql", function()
         db:close()
         local ms = (require("system").hrtime() - t0) / 1e6
         srv:resume()
-        assert.is_true(ms < 2000, "close took " .. ms .. " ms")
+        assert.is_true(ms < 10000, "close took " .. ms .. " ms")
         local db2 = connect()
         for _ in db2:rows(SERIES .. " where seq > ?", 0) do break end
         db2 = nil
@@ -668,7 +669,9 @@ describe("mysql.pool", function()
         local tasks = core.tasks()
         local pool = mysql.pool(srv:options({ size = 2, waitTimeout = 200, maxWaiters = 1 }))
         local slow = {}
-        for i = 1, 2 do slow[i] = task.spawn(function() return pool:query("select sleep(0.6)") end) end
+        -- Slow enough (2 s) that no connection comes free before the waiter's 200 ms are over,
+        -- however long a loaded machine takes to get the waiter in line.
+        for i = 1, 2 do slow[i] = task.spawn(function() return pool:query("select sleep(2)") end) end
         sleep(50)
         local waiter = task.spawn(function() return pool:query("select 1 as x") end)
         sleep(20)
@@ -772,7 +775,8 @@ describe("mysql tls", function()
             end
         end)
         assert.equal(0, db:query("select sleep(1) as s")[1].s)
-        assert.is_true(ticks >= 3, "ticks " .. ticks)
+        -- Ticks while the query waits (a blocked loop would give none; a loaded machine fewer than 20).
+        assert.is_true(ticks >= 1, "ticks " .. ticks)
         local rows, err = db:query({ "select sleep(5) as s", timeout = 200 })
         assert.is_nil(rows)
         assert.equal("ETIMEDOUT", err.name)

@@ -292,7 +292,8 @@ describe("postgres errors", function()
 
     it("returns EBUSY to a second task that uses a busy connection", function()
         local db = connect()
-        local t = task.spawn(function() return db:query("select pg_sleep(0.2)") end)
+        -- The first query lasts a second: longer than a loaded machine may take to come back here.
+        local t = task.spawn(function() return db:query("select pg_sleep(1)") end)
         timer.sleep(20)
         local rows, err = db:query("select 1")
         assert.is_nil(rows)
@@ -834,7 +835,9 @@ describe("postgres.pool", function()
     it("gives ETIMEDOUT to a caller when every connection is busy with slow queries", function()
         local pool = postgres.pool { url = server.url, size = 2, waitTimeout = 200, maxWaiters = 1 }
         local slow = {}
-        for i = 1, 2 do slow[i] = task.spawn(function() return pool:query("select pg_sleep(0.6)") end) end
+        -- Slow enough (2 s) that no connection comes free before the waiter's 200 ms are over,
+        -- however long a loaded machine takes to get the waiter in line.
+        for i = 1, 2 do slow[i] = task.spawn(function() return pool:query("select pg_sleep(2)") end) end
         timer.sleep(50)
         local waiter = task.spawn(function() return pool:query("select 1") end)
         timer.sleep(10)

@@ -594,7 +594,7 @@ describe("redis failures", function()
         local ms = (require("system").hrtime() - t0) / 1e6
         assert.is_nil(v)
         assert.equal("ECONNREFUSED", err.name)
-        assert.is_true(ms < 2000)
+        assert.is_true(ms < 5000, "took " .. ms .. " ms")
         sub:close()
         server:restart()
     end)
@@ -635,8 +635,11 @@ describe("redis.pool", function()
 
     it("an exhausted pool makes callers wait, then ETIMEDOUT; EBUSY past maxWaiters", function()
         local pool = redis.pool { port = server.port, size = 1, waitTimeout = 100, maxWaiters = 1 }
+        -- The holder keeps its connection until told (not for a fixed time a loaded machine can
+        -- overrun before the waiter has timed out).
+        local release = task.channel()
         local holder = task.spawn(function()
-            pool:with(function() timer.sleep(400) end)
+            pool:with(function() release:receive() end)
         end)
         assert.is_true(helper.wait_for(function() return pool:stats().busy == 1 end))
         local res
@@ -648,6 +651,7 @@ describe("redis.pool", function()
         assert.is_true((waiter:join()))
         assert.is_nil(res[1])
         assert.equal("ETIMEDOUT", res[2].name)
+        release:send(true)
         assert.is_true((holder:join()))
         assert.equal("PONG", pool:ping())
         pool:close()

@@ -45,7 +45,7 @@ describe("sleep", function()
         end
         assert.are.equal(500500, sum)
         -- Sequentially this would take 100 s; concurrently it takes a little over 100 ms.
-        assert.is_true(ms_since(t0) < 2000, "took " .. ms_since(t0) .. " ms")
+        assert.is_true(ms_since(t0) < 10000, "took " .. ms_since(t0) .. " ms")
     end)
 
     it("rejects bad arguments with the function's name", function()

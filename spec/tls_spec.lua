@@ -471,7 +471,7 @@ describe("tls server names, sessions and certificate reload", function()
                 if name == "bad.example" then error("no certificate for " .. name) end
                 if name == "fn.example" or name == "slow.example" then return fn_pair end
             end,
-            handshakeTimeout = 500,
+            handshakeTimeout = 1000, -- past what three handshakes take on a loaded machine, short of 1500
         }))
         -- Three handshakes wait at once, each gets its certificate.
         local subjects = {}
@@ -534,10 +534,15 @@ describe("tls server names, sessions and certificate reload", function()
 
     it("resumes a session (getSession, session) with tickets, rotating the ticket keys", function()
         local server_saw = {}
+        -- Keys made every 2 s, counted from the server's start (a key rotates at the first
+        -- ticket after its time, and one unused for two periods is dropped): long enough for
+        -- what comes before the rotation on a loaded machine under ASan.
+        local monotime = require("system").monotime
+        local started = monotime()
         local srv, port = serve(function(sock)
             server_saw[#server_saw + 1] = sock:tlsInfo().resumed
             echo(sock)
-        end, server_opts("server", { ticketKeyRotation = 400 }))
+        end, server_opts("server", { ticketKeyRotation = 2000 }))
         local session = session_of(port)
         assert.is_string(session)
         assert.is_true(resumes(port, session))
@@ -556,9 +561,9 @@ describe("tls server names, sessions and certificate reload", function()
             s = next_session
         end
         -- One rotation later the previous key still opens the ticket; two later it does not.
-        sleep(450)
+        sleep(math.max(0, (started + 2.5 - monotime()) * 1000))
         assert.is_true(resumes(port, session))
-        sleep(900)
+        sleep(2100)
         assert.is_false(resumes(port, session))
         srv:close()
         -- sessionTickets = false: nothing resumes.

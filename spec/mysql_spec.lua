@@ -438,6 +438,22 @@ describe("mysql", function()
         assert.is_true(helper.fds_back_to(fds) <= fds)
     end)
 
+    it("lets a forgotten connection be collected after a db:rows loop the JIT compiled", function()
+        local fds = helper.fd_count()
+        -- LuaJIT compiles a hot loop (hotloop=1: at once) and specializes the trace on the
+        -- function the loop calls, which the trace keeps alive as long as it lives: an iterator
+        -- closure that held its connection kept it open.
+        jit.opt.start("hotloop=1")
+        task.spawn(function()
+            local db = connect()
+            for row in db:rows("select seq as id from seq_1_to_100") do if row.id == 3 then break end end
+        end):join()
+        jit.opt.start("hotloop=56") -- LuaJIT's default
+        collectgarbage()
+        collectgarbage()
+        assert.is_true(helper.fds_back_to(fds) <= fds)
+    end)
+
     it("fails against a server without TLS instead of going on in plaintext", function()
         local db, err = mysql.connect(srv:options({ tls = { verify = false } }))
         assert.is_nil(db)

@@ -315,12 +315,13 @@ function SqlPool:exec(sql, ...) return self.pool:with(sql_exec, sql, ...) end
 function SqlPool:transaction(fn, ...) return self.pool:with(sql_transaction, fn, ...) end
 function SqlPool:with(fn, ...) return self.pool:with(fn, ...) end
 
--- The loop of pool:rows: the next row of s.it, giving the connection back after the last one
--- (or a failure). One function for every loop, and the loop's state passed to it: LuaJIT
+-- The loop of pool:rows: the next row of db:rows's loop (s.next, s.state), giving the connection
+-- back after the last one (or a failure). One function for every loop, and the loop's state passed
+-- to it (as luaio.sqlrows does, which says why): LuaJIT
 -- specializes a compiled loop on the function it calls and keeps that function alive as long as
 -- the trace lives, so a closure per loop that held the connection would never be collected.
 local function rows_next(s)
-    local row, e = s.it()
+    local row, e = s.next(s.state)
     local db = s.db
     if not row and db then
         s.db = nil
@@ -337,7 +338,8 @@ function SqlPool:rows(sql, ...)
     local pool = self.pool
     local db, err = pool:acquire()
     if not db then return require("luaio.sqlrows").failed(err) end
-    local s = { it = db:rows(sql, ...), db = db, pool = pool }
+    local f, state = db:rows(sql, ...)
+    local s = { next = f, state = state, db = db, pool = pool }
     s.held = newproxy(true)
     -- A finalizer's error would be raised wherever the collector happened to run: none leaves it.
     getmetatable(s.held).__gc = function()

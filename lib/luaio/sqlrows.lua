@@ -25,25 +25,31 @@ function M.failed(err)
     end
 end
 
---- The loop's iterator over stream id (false: the statement had no rows), or over nothing but
---- the error err when the query could not start.
+-- The next row of a loop's state s ({fetch, db, id, batch, i, last}). One function for every
+-- loop, with its state passed by the generic for: LuaJIT specializes a compiled loop on the
+-- function it calls and keeps that function alive as long as the trace lives, so a closure per
+-- loop would keep its connection (and a pool:rows loop's hold on it) from being collected.
+local function next_row(s)
+    local i = s.i + 1
+    s.i = i
+    local row = s.batch[i]
+    if row ~= nil then return row end
+    while not s.last do
+        local b, n = s.fetch(s.db, s.id)
+        if b == nil then
+            s.last, s.batch = true, EMPTY
+            return false, n
+        end
+        s.batch, s.i, s.last = b, 1, n ~= nil
+        if b[1] ~= nil then return b[1] end
+    end
+end
+
+--- The loop's iterator and state over stream id (false: the statement had no rows), or the
+--- iterator over nothing but the error err when the query could not start.
 function M.iterate(fetch, db, id, err)
     if not id then return M.failed(err) end
-    local batch, i, last = EMPTY, 0, false
-    return function()
-        i = i + 1
-        local row = batch[i]
-        if row ~= nil then return row end
-        while not last do
-            local b, n = fetch(db, id)
-            if b == nil then
-                last, batch = true, EMPTY
-                return false, n
-            end
-            batch, i, last = b, 1, n ~= nil
-            if b[1] ~= nil then return b[1] end
-        end
-    end
+    return next_row, { fetch = fetch, db = db, id = id, batch = EMPTY, i = 0, last = false }
 end
 
 return M

@@ -235,7 +235,7 @@ end
 -- handler, then takes the next event if its bytes are already here, and otherwise watches the
 -- connection again and ends, so that an idle connection holds no task. One message at a time:
 -- while a handler runs, the connection is not read (its peer is held back by TCP).
-local function dispatch(self, handlers, kind, data, code)
+local function dispatch(kind, data, code, self, handlers)
     local on_message, idle = handlers.message, handlers._idle
     if idle then
         self._seen = "busy" -- the idle timer waits while a handler runs
@@ -326,7 +326,7 @@ function WebSocket:handle(handlers, ...)
     if self[STATE] == "open" then
         local kind, data, code = watch(self[SOCK])
         if kind ~= false then
-            spawn(dispatch, self, handlers, kind, data, code)
+            spawn(dispatch, kind, data, code, self, handlers)
         end
     end
 end

@@ -249,8 +249,8 @@ struct Frames final : luaio::Consumer {
     // The handler style (ws:handle): while no message handler runs, the stream is watched with
     // this object as its consumer and the ws table is referenced here (an open connection is the
     // server's, as with a parked reader); the handlers are the environment of the stream's proxy
-    // (ws[1]). An event starts a task that runs the module's dispatcher with (ws, handlers, kind,
-    // data[, code]): an idle connection holds no coroutine.
+    // (ws[1]). An event starts a task that runs the module's dispatcher with (kind, data, code, ws,
+    // handlers): an idle connection holds no coroutine.
     int self_ref = LUA_NOREF;
     bool client() const { return !parser.server(); } // a client masks its frames
     void ready(lua_State* L, int n) override;
@@ -267,15 +267,17 @@ void Frames::ready(lua_State* L, int n) {
         lua_pop(L, n);
         return;
     }
-    // The results r1..rn are on top: under them go the dispatcher, the ws table and the handlers
-    // (the environment of the stream's proxy, ws[1]).
-    lua_rawgeti(L, LUA_REGISTRYINDEX, g_dispatch_ref);
+    // The results (kind, data[, code]) are on top, made three; after them go the ws table and the
+    // handlers (the environment of the stream's proxy, ws[1]), and the dispatcher under all: one
+    // insert.
+    if (n == 2) lua_pushnil(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, self_ref);
     lua_rawgeti(L, -1, 1);
     lua_getfenv(L, -1);
     lua_replace(L, -2);
-    for (int i = 0; i < 3; i++) lua_insert(L, -(n + 3));
-    luaio::spawn(L, n + 2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g_dispatch_ref);
+    lua_insert(L, -6);
+    luaio::spawn(L, 5);
 }
 
 // The Frames of the stream s, or nullptr when s carries another protocol or none (typeid of a

@@ -281,10 +281,11 @@ size_t encode_head(uint8_t* out, uint8_t opcode, bool fin, uint64_t len, const u
 }
 
 bool copy_masked(uint8_t* to, const uint8_t* from, size_t n, const uint8_t key[4]) {
+    uint32_t k4;
+    std::memcpy(&k4, key, 4);
+    uint64_t k8 = k4 | (uint64_t(k4) << 32), all = 0;
     uint8_t k[8];
-    for (int j = 0; j < 8; j++) k[j] = key[j & 3];
-    uint64_t k8, all = 0;
-    std::memcpy(&k8, k, 8);
+    std::memcpy(k, &k8, 8);
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         uint64_t w;

@@ -115,14 +115,14 @@ for round in $(seq "$ROUNDS"); do
     for peer in "${peers[@]}"; do
         next_port
         start_server "$peer" "$port"
-        t0=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
+        read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$server_pid/stat")
         if [ "$MODE" = broadcast ]; then
             out=$(taskset -c 1 "$client" broadcast "$port" "$SUBS" "$SIZE" "$WARMUP" "$SECONDS_")
         else
             out=$(ECHO_PATH=$(echo_path "$peer") taskset -c 1 "$client" echo "$port" "$CONNS" "$SIZE" "$WARMUP" "$SECONDS_")
         fi
-        t1=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
-        echo "round $round $peer $out ticks=$((t1 - t0))" | tee -a "$work/results" >&2
+        read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$server_pid/stat")
+        echo "round $round $peer $out uticks=$((u1 - u0)) sticks=$((s1 - s0))" | tee -a "$work/results" >&2
         stop_server
     done
 done
@@ -135,19 +135,21 @@ for line in open(sys.argv[1]):
     f = line.split()
     kv = dict(x.split("=") for x in f[3:])
     rate = float(kv["rate"])
-    # CPU per message: ticks over warm-up + measured time, messages scaled to that time.
-    cpu_us = int(kv["ticks"]) / hz * 1e6 / max(rate * (warmup + secs), 1)
-    rows.setdefault(f[2], []).append((rate, cpu_us))
+    # CPU per message (user and system): ticks over warm-up + measured time, messages scaled to
+    # that time.
+    per = lambda t: int(kv[t]) / hz * 1e6 / max(rate * (warmup + secs), 1)
+    rows.setdefault(f[2], []).append((rate, per("uticks") + per("sticks"), per("uticks"), per("sticks")))
 peers = sys.argv[6:]
 unit = "deliveries/s" if mode == "broadcast" else "messages/s"
-print(f"{'peer':<10} {unit:>14} {'best':>12} {'server CPU us/msg':>18}   ({mode}, median of {len(rows[peers[0]])} rounds)")
+print(f"{'peer':<10} {unit:>14} {'best':>12} {'server CPU us/msg':>18} {'user':>6} {'system':>6}   ({mode}, median of {len(rows[peers[0]])} rounds)")
 med, best, cpu = {}, {}, {}
 for peer in peers:
     r = rows[peer]
     med[peer] = statistics.median(x[0] for x in r)
     best[peer] = max(x[0] for x in r)
     cpu[peer] = statistics.median(x[1] for x in r)
-    print(f"{peer:<10} {med[peer]:>14,.0f} {best[peer]:>12,.0f} {cpu[peer]:>18.2f}")
+    user, system = statistics.median(x[2] for x in r), statistics.median(x[3] for x in r)
+    print(f"{peer:<10} {med[peer]:>14,.0f} {best[peer]:>12,.0f} {cpu[peer]:>18.2f} {user:>6.2f} {system:>6.2f}")
 for peer in peers:
     if peer != "luaio":
         print(f"luaio / {peer}: {med['luaio'] / med[peer]:.2f}x {unit} (best rounds {best['luaio'] / best[peer]:.2f}x),"

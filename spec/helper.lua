@@ -194,24 +194,22 @@ if busted and busted.after_each and not helper.leak_hooks then
 end
 
 -- Test certificates, made with openssl (ECDSA P-256) in directory dir: a CA `name` (name.pem,
--- name.key), and a key and certificate `name` for subjectAltName `san` ("DNS:localhost,IP:...")
--- signed by the CA `ca` (nil: self-signed), valid `days` (default 2; -1: already expired).
+-- name.key), self-signed or an intermediate signed by the CA `parent`; and a key and certificate
+-- `name` for subjectAltName `san` ("DNS:localhost,IP:...") signed by the CA `ca` (nil:
+-- self-signed), valid `days` (default 2; -1: already expired).
 local function run_openssl(cmd)
     local out, err, code = helper.sh(cmd)
     assert(code == 0, cmd .. ": " .. out .. err)
 end
 
-function helper.make_ca(dir, name)
-    run_openssl(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s/%s.key -out %s/%s.pem -days 2 -subj '/CN=%s'")
-        :format(dir, name, dir, name, name))
-end
-
-function helper.make_cert(dir, name, san, ca, days)
+-- A key and a certificate `name` with the extensions `ext` (lines of openssl's extfile), signed
+-- by the CA `ca` or self-signed.
+local function sign(dir, name, ext, ca, days)
     local base = dir .. "/" .. name
     run_openssl(("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s.key -out %s.csr -subj /CN=%s")
         :format(base, base, name))
     local f = assert(io.open(base .. ".ext", "w"))
-    f:write("subjectAltName=" .. san .. "\n")
+    f:write(ext)
     f:close()
     if ca then
         run_openssl(("openssl x509 -req -in %s.csr -CA %s/%s.pem -CAkey %s/%s.key -CAcreateserial -out %s.pem -days %d -extfile %s.ext")
@@ -220,6 +218,18 @@ function helper.make_cert(dir, name, san, ca, days)
         run_openssl(("openssl x509 -req -in %s.csr -signkey %s.key -out %s.pem -days 2 -extfile %s.ext")
             :format(base, base, base, base))
     end
+end
+
+function helper.make_ca(dir, name, parent)
+    if parent then
+        return sign(dir, name, "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n", parent)
+    end
+    run_openssl(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s/%s.key -out %s/%s.pem -days 2 -subj '/CN=%s'")
+        :format(dir, name, dir, name, name))
+end
+
+function helper.make_cert(dir, name, san, ca, days)
+    sign(dir, name, "subjectAltName=" .. san .. "\n", ca, days)
 end
 
 return helper

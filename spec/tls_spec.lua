@@ -25,8 +25,8 @@ local function make_cert(name, san, ca, days)
     helper.make_cert(dir, name, san, ca, days)
 end
 
-local function make_ca(name)
-    helper.make_ca(dir, name)
+local function make_ca(name, parent)
+    helper.make_ca(dir, name, parent)
 end
 
 local function server_opts(name, extra)
@@ -116,13 +116,7 @@ describe("tls server and client (luaio to luaio)", function()
 
     it("sends the chain that cert holds (leaf, then an intermediate CA)", function()
         -- An intermediate CA signed by ca, and a leaf signed by the intermediate.
-        sh(("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s -out %s.csr -subj /CN=inter")
-            :format(path("inter.key"), path("inter")))
-        local ext = assert(io.open(path("inter.ext"), "w"))
-        ext:write("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")
-        ext:close()
-        sh(("openssl x509 -req -in %s.csr -CA %s -CAkey %s -CAcreateserial -out %s -days 2 -extfile %s")
-            :format(path("inter"), path("ca.pem"), path("ca.key"), path("inter.pem"), path("inter.ext")))
+        make_ca("inter", "ca")
         make_cert("leaf", "DNS:localhost,IP:127.0.0.1", "inter")
         local f = assert(io.open(path("chain.pem"), "w"))
         f:write(helper.read(path("leaf.pem")), helper.read(path("inter.pem")))

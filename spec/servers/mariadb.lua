@@ -82,15 +82,11 @@ end
 local function make_certificates(self)
     local d = self.dir .. "/tls"
     run({ "mkdir", d }, "mkdir")
-    local function ca(name)
-        run({ "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=luaio " .. name,
-            "-keyout", d .. "/" .. name .. ".key", "-out", d .. "/" .. name .. ".pem" }, "openssl " .. name)
-        return d .. "/" .. name .. ".pem"
-    end
-    self.ca, self.otherCa = ca("ca"), ca("other-ca")
-    run({ "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-CA", self.ca, "-CAkey", d .. "/ca.key",
-        "-keyout", d .. "/server.key", "-out", d .. "/server.pem" }, "openssl server")
+    local helper = require "helper"
+    helper.make_ca(d, "ca")
+    helper.make_ca(d, "other-ca")
+    helper.make_cert(d, "server", "IP:127.0.0.1,DNS:localhost", "ca")
+    self.ca, self.otherCa = d .. "/ca.pem", d .. "/other-ca.pem"
     self.tls_args = { "--ssl-ca=" .. self.ca, "--ssl-cert=" .. d .. "/server.pem", "--ssl-key=" .. d .. "/server.key" }
 end
 

@@ -67,25 +67,14 @@ function Server:_spawn()
     error("servers.postgres: the server did not start on port " .. self.port)
 end
 
--- A CA and a certificate for 127.0.0.1 and localhost signed by it, in dir (EC P-256 keys: quick
--- to make).
+-- A CA and a certificate for 127.0.0.1 and localhost signed by it, in dir (helper.make_ca and
+-- make_cert).
 local function make_certs(self)
     local d = self.dir
     self.ca, self.cert, self.key = d .. "/ca.pem", d .. "/server.pem", d .. "/server.key"
-    local ec = { "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes" }
-    local function req(args)
-        local cmd = { "openssl", "req" }
-        for _, a in ipairs(ec) do cmd[#cmd + 1] = a end
-        for _, a in ipairs(args) do cmd[#cmd + 1] = a end
-        run(cmd)
-    end
-    req({ "-x509", "-keyout", d .. "/ca.key", "-out", self.ca, "-days", "2", "-subj", "/CN=luaio-pg-ca" })
-    req({ "-keyout", self.key, "-out", d .. "/server.csr", "-subj", "/CN=localhost" })
-    local f = assert(io.open(d .. "/server.ext", "w"))
-    f:write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    f:close()
-    run({ "openssl", "x509", "-req", "-in", d .. "/server.csr", "-CA", self.ca, "-CAkey", d .. "/ca.key",
-          "-CAcreateserial", "-out", self.cert, "-days", "2", "-extfile", d .. "/server.ext" })
+    local helper = require "helper"
+    helper.make_ca(d, "ca")
+    helper.make_cert(d, "server", "DNS:localhost,IP:127.0.0.1", "ca")
     run({ "chmod", "0600", self.key })
 end
 

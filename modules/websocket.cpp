@@ -534,6 +534,9 @@ int push_not_utf8(lua_State* L) {
     return 1;
 }
 
+// Messages up to this size are written as one buffer (see l_send).
+constexpr size_t kSmallFrame = 512;
+
 // The last write of a message: it waits for the kernel (write_buffers), or with nowait queues.
 int write_last(lua_State* L, Stream* s, const uv_buf_t* bufs, unsigned n, int anchor, unsigned ncopy, bool nowait) {
     if (!nowait) return s->write_buffers(L, bufs, n, "send", anchor, ncopy);
@@ -569,6 +572,19 @@ int l_send(lua_State* L) {
     uint8_t head[ws::kMaxHead];
     if (!compress && !masked && (!frag || total <= frag)) {
         size_t hn = ws::encode_head(head, static_cast<uint8_t>(opcode), true, total, nullptr);
+        if (total <= kSmallFrame) {
+            // A small message goes out as one buffer (head and payload copied together): one
+            // write(2) of one buffer costs the kernel less than a writev of several.
+            char one[ws::kMaxHead + kSmallFrame];
+            std::memcpy(one, head, hn);
+            size_t at = hn;
+            for (size_t i = 1; i < bufs.size(); i++) {
+                std::memcpy(one + at, bufs[i].base, bufs[i].len);
+                at += bufs[i].len;
+            }
+            uv_buf_t b = uv_buf_init(one, static_cast<unsigned>(at));
+            return write_last(L, s, &b, 1, 0, 1, nowait);
+        }
         bufs[0] = uv_buf_init(reinterpret_cast<char*>(head), static_cast<unsigned>(hn));
         return write_last(L, s, bufs.data(), static_cast<unsigned>(bufs.size()), 3, 1, nowait);
     }

@@ -14,8 +14,10 @@ describe("a rolling restart behind HAProxy", function()
         assert.are.equal(0, r.code, r.stdout .. r.stderr)
         local total, failed, a, b = r.stdout:match("(%d+) requests, (%d+) failed %(a (%d+), b (%d+)%)")
         assert.are.equal("0", failed, r.stdout)
-        assert.is_true(tonumber(a) > 50 and tonumber(b) > 50, r.stdout)
-        assert.is_true(tonumber(total) > 200, r.stdout)
+        -- Each instance served over 20 requests after its restart (the bench waits for that: how
+        -- many more come in its fixed pauses depends on how fast the machine is).
+        assert.is_true(tonumber(a) > 20 and tonumber(b) > 20, r.stdout)
+        assert.is_true(tonumber(total) > 40, r.stdout)
         assert.matches("exit status a=0 b=0", r.stdout, 1, true)
     end)
 end)

@@ -58,26 +58,33 @@ end
 --- dir(path): an iterator over a directory's entries, read 64 at a time, for directories too
 --- big for readdir's one table: `for name, type in fs.dir(path) do ... end`. Raises if the
 --- directory cannot be opened or read (readdir returns the error instead).
+-- The loop's state is a table given to one shared iterator, not a closure per loop: a compiled
+-- loop keeps the function it calls alive for the trace's life, and with a closure the directory
+-- of a loop left early would stay open (docs/CONTRIBUTING-internals.md).
+local function dir_next(s)
+    local batch, i = s.batch, s.i
+    if not batch or i == #batch then
+        if not batch and i < 0 then return nil end
+        local b, rerr = s.d:read()
+        if not b then
+            s.d:close()
+            s.batch, s.i = nil, -1
+            if rerr then error(rerr, 2) end
+            return nil
+        end
+        batch, i = b, 0
+        s.batch = b
+    end
+    i = i + 1
+    s.i = i
+    local e = batch[i]
+    return e.name, e.type
+end
+
 function fs.dir(path)
     local d, err = core.opendir(path)
     if not d then error(err, 2) end
-    local batch, i = nil, 0
-    return function()
-        if not batch or i == #batch then
-            if not batch and i < 0 then return nil end
-            local b, rerr = d:read()
-            if not b then
-                d:close()
-                batch, i = nil, -1
-                if rerr then error(rerr, 2) end
-                return nil
-            end
-            batch, i = b, 0
-        end
-        i = i + 1
-        local e = batch[i]
-        return e.name, e.type
-    end
+    return dir_next, { d = d, batch = false, i = 0 }
 end
 
 -- f:lines(): the file's lines without their "\n" (or "\r\n"), read ahead in blocks of 64 KiB.
@@ -85,34 +92,38 @@ end
 -- The registry holds the file class's metatable by name (luaio::new_class).
 local file_index = debug.getregistry()["luaio.fs.file"].__index
 
-local function lines(f)
-    local pending, done = {}, false
-    local buf = ""
-    return function()
-        while true do
-            local nl = find(buf, "\n", 1, true)
-            if nl then
-                local line = sub(buf, 1, nl - 1)
-                buf = sub(buf, nl + 1)
-                if sub(line, -1) == "\r" then line = sub(line, 1, -2) end
-                return line
-            end
-            if done then
-                if buf == "" then return nil end
-                local line = buf
-                buf = ""
-                return line
-            end
-            local data, err = f:read(65536)
-            if not data then
-                if err.name ~= "EOF" then error(err, 2) end
-                done = true
-            else
-                pending[1], pending[2] = buf, data
-                buf = concat(pending, "", 1, 2)
-            end
+local pending = {} -- concat's scratch (nothing yields between filling and using it)
+
+-- One shared iterator over the loop's state (see dir_next for why not a closure).
+local function lines_next(s)
+    while true do
+        local buf = s.buf
+        local nl = find(buf, "\n", 1, true)
+        if nl then
+            local line = sub(buf, 1, nl - 1)
+            s.buf = sub(buf, nl + 1)
+            if sub(line, -1) == "\r" then line = sub(line, 1, -2) end
+            return line
+        end
+        if s.done then
+            if buf == "" then return nil end
+            s.buf = ""
+            return buf
+        end
+        local data, err = s.f:read(65536)
+        if not data then
+            if err.name ~= "EOF" then error(err, 2) end
+            s.done = true
+        else
+            pending[1], pending[2] = s.buf, data
+            s.buf = concat(pending, "", 1, 2)
+            pending[1], pending[2] = nil, nil
         end
     end
+end
+
+local function lines(f)
+    return lines_next, { f = f, buf = "", done = false }
 end
 
 file_index.lines = lines

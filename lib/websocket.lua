@@ -331,12 +331,17 @@ function WebSocket:handle(handlers, ...)
     end
 end
 
+-- One shared iterator with the connection as the loop's state, not a closure per loop: a
+-- compiled loop keeps the function it calls alive, and a forgotten connection with it
+-- (docs/CONTRIBUTING-internals.md).
+local function next_message(ws)
+    return ws:receive()
+end
+
 --- for msg, kind in ws:messages() do ... end: messages until the connection ends.
 function WebSocket:messages()
     check(self, "messages")
-    return function()
-        return self:receive()
-    end
+    return next_message, self
 end
 
 local function check_payload(data, fname, n)

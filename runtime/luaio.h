@@ -100,6 +100,10 @@ const char* opt_string_field(lua_State* L, int idx, const char* field, const cha
 // Every proxy userdata is a pointer to a C++ object; `name` is the metatable name
 // (luaio.<module>.<type>). check_object raises "<fname>: expected <name>" on a wrong self.
 void* check_object(lua_State* L, int idx, const char* name, const char* fname);
+// The address of the metatable of the userdata at idx: nullptr when the value is no full
+// userdata or has none; *payload (if given) gets its block. The one way luaio reads an object's
+// class (Handle<T>::check, Stream::test_proxy, test_object).
+const void* userdata_metatable(lua_State* L, int idx, void** payload = nullptr);
 // luaL_testudata without its registry lookup: the userdata at idx if its metatable is `name`'s
 // (created by new_class or luaL_newmetatable), else nullptr. Cheap enough for every method call.
 void* test_object(lua_State* L, int idx, const char* name);

@@ -129,12 +129,42 @@ ClassEntry* class_entry(lua_State* L, const char* name) {
     return &g_classes.back();
 }
 
-// The address of the metatable of the userdata at idx (nullptr when it is not one or has none).
-const void* userdata_metatable(lua_State* L, int idx) {
-    if (!lua_touserdata(L, idx) || !lua_getmetatable(L, idx)) return nullptr;
-    const void* mt = lua_topointer(L, -1);
-    lua_pop(L, 1);
-    return mt;
+// LuaJIT's userdata header in GC64 mode (GCudata in lj_obj.h) ends right before the payload
+// with the payload's length (32 bits, 24 bytes before it), the metatable (a 64-bit reference,
+// 16 before it) and a pad. Read there, the metatable costs a method's self check (every stream
+// read and write, a websocket send, a hub's post to each subscriber) one load instead of three
+// API calls (lua_getmetatable, lua_topointer, lua_pop: about 110 instructions).
+// check_userdata_layout compares it with the API's answers once, at start-up; a LuaJIT with
+// another layout keeps using the API.
+bool g_raw_udata = false;
+
+const void* raw_metatable(const void* payload) {
+    uint64_t ref;
+    std::memcpy(&ref, static_cast<const char*>(payload) - 16, sizeof ref);
+    return reinterpret_cast<const void*>(static_cast<uintptr_t>(ref));
+}
+
+uint32_t raw_length(const void* payload) {
+    uint32_t n;
+    std::memcpy(&n, static_cast<const char*>(payload) - 24, sizeof n);
+    return n;
+}
+
+void check_userdata_layout(lua_State* L) {
+    if (sizeof(void*) != 8) return;
+    int top = lua_gettop(L);
+    bool ok = true;
+    for (size_t size : {size_t(0), size_t(8), size_t(40)}) {
+        void* p = lua_newuserdata(L, size);
+        if (size) std::memset(p, 0xff, size);
+        ok = ok && raw_length(p) == size && !raw_metatable(p);
+        lua_newtable(L);
+        const void* mt = lua_topointer(L, -1);
+        lua_setmetatable(L, -2);
+        ok = ok && raw_metatable(p) == mt && lua_getmetatable(L, -1) && lua_topointer(L, -1) == mt;
+        lua_settop(L, top);
+    }
+    g_raw_udata = ok;
 }
 
 // The closer of the userdata at idx, by its metatable (nullptr when it has none).
@@ -662,11 +692,29 @@ const char* opt_string_field(lua_State* L, int idx, const char* field, const cha
     return v;
 }
 
+const void* userdata_metatable(lua_State* L, int idx, void** payload) {
+    void* p;
+    const void* mt;
+    if (g_raw_udata) {
+        if (lua_type(L, idx) != LUA_TUSERDATA) return nullptr; // not a light userdata: it has no header
+        p = lua_touserdata(L, idx);
+        mt = raw_metatable(p);
+    } else {
+        p = lua_touserdata(L, idx);
+        if (!p || !lua_getmetatable(L, idx)) return nullptr;
+        mt = lua_topointer(L, -1);
+        lua_pop(L, 1);
+    }
+    if (payload) *payload = p;
+    return mt;
+}
+
 void* test_object(lua_State* L, int idx, const char* name) {
-    const void* mt = userdata_metatable(L, idx);
+    void* p;
+    const void* mt = userdata_metatable(L, idx, &p);
     if (!mt) return nullptr;
     const ClassEntry* e = class_entry(L, name);
-    return e && e->mt == mt ? lua_touserdata(L, idx) : nullptr;
+    return e && e->mt == mt ? p : nullptr;
 }
 
 void set_closer(lua_State* L, const char* name, Closer closer) {
@@ -996,6 +1044,7 @@ lua_State* init(const char* script_dir) {
     }
     lua_State* L = g_L;
     luaL_openlibs(L);
+    check_userdata_layout(L);
     init_string_buffers(L);
 
     // Search order: package.preload (C++ modules), lib/ built into the binary, then the

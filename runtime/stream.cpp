@@ -1025,13 +1025,11 @@ std::vector<const void*>& stream_metatables() {
 }
 
 void** Stream::test_proxy(lua_State* L, int idx) {
-    void** ud = static_cast<void**>(lua_touserdata(L, idx));
-    if (ud && lua_getmetatable(L, idx)) {
-        const void* mt = lua_topointer(L, -1);
-        lua_pop(L, 1);
-        for (const void* m : stream_metatables())
-            if (m == mt) return ud;
-    }
+    void* ud;
+    const void* mt = userdata_metatable(L, idx, &ud);
+    if (!mt) return nullptr;
+    for (const void* m : stream_metatables())
+        if (m == mt) return static_cast<void**>(ud);
     return nullptr;
 }
 

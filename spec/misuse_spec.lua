@@ -106,9 +106,9 @@ local function wrong_values(objs)
     local vals = {
         nil, false, true, 0, -1, 5, 2 ^ 53, 0 / 0, math.huge, "", "x", "5", string.rep("a", 300), {}, { 1, 2 },
         setmetatable({}, { __index = function() error("no") end }), print, coroutine.create(function() end),
-        newproxy(), newproxy(true), io.stdout,
+        newproxy(), newproxy(true), io.stdout, require("ffi").new("void *[1]"),
     }
-    local n = 21 -- the nil at the start does not count for #
+    local n = 22 -- the nil at the start does not count for #
     for _, o in pairs(objs) do
         n = n + 1
         vals[n] = o

@@ -930,15 +930,15 @@ function websocket.connect(url, options)
 end
 
 -- Broadcasting. A hub keeps topics of server connections; publish encodes the frame once and
--- hands it to every subscriber without waiting (core.post: the stream's non-waiting write, the
--- frame shared, not copied). A subscriber whose queue would pass maxQueue is slow: it is closed
+-- hands it to every subscriber without waiting (core.publish, one call for all of them: the
+-- stream's non-waiting write, the frame shared, not copied). A subscriber whose queue would pass maxQueue is slow: it is closed
 -- (slow = "close", the default) or misses the message (slow = "drop").
 local Hub = {}
 Hub.__index = Hub
 
 local DEFAULT_MAX_QUEUE = 1024 * 1024
 local SLOW_REASON = "too slow" -- the reason of the close frame a slow subscriber gets
-local post, encode = core.post, core.encode
+local publish, encode = core.publish, core.encode
 
 local function check_hub(self, fname)
     if getmetatable(self) ~= Hub then
@@ -1068,22 +1068,17 @@ function Hub:publish(topic, data, kind)
     if not t then
         return 0
     end
-    local zcache, limit, list, n = {}, self._limit, t.list, 0
-    -- Backwards: a subscriber that closes is replaced by the last one, already served.
-    for i = t.n, 1, -1 do
-        local ws = list[i]
-        if ws[STATE] == "open" then
-            local e = post(ws[SOCK], op, data, frame, zcache, limit)
-            if not e then
-                n = n + 1
-            elseif e.name == "EAGAIN" then
-                if self._slow == "close" then
-                    -- 1008 (policy violation): the subscriber did not take its messages in time.
-                    finish(ws, new_error("ENOBUFS", "closed by a hub: the peer was too slow (" .. e.message .. ")",
-                        { closeCode = 1008, reason = SLOW_REASON }), SLOW_REASON)
-                end
-            else
+    local n, failed = publish(t.list, t.n, op, data, frame, self._limit)
+    if failed then
+        -- Ended after the loop over the subscribers: finishing one changes the topic's list.
+        for i = 1, #failed, 2 do
+            local ws, e = failed[i], failed[i + 1]
+            if e.name ~= "EAGAIN" then
                 finish(ws, e)
+            elseif self._slow == "close" then
+                -- 1008 (policy violation): the subscriber did not take its messages in time.
+                finish(ws, new_error("ENOBUFS", "closed by a hub: the peer was too slow (" .. e.message .. ")",
+                    { closeCode = 1008, reason = SLOW_REASON }), SLOW_REASON)
             end
         end
     end

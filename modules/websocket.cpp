@@ -104,9 +104,10 @@ struct Frames final : luaio::Consumer {
     // for I/O (see cork; while any are kept, the stream's proxy is referenced by `sock`).
     struct Rare {
         Deflate* z = nullptr;
-        uint32_t fragment = 0; // data messages longer than this are sent in fragments (0: never)
-        int sock = LUA_NOREF;
-        std::string bytes; // the corked frames
+        uint32_t fragment = 0;    // data messages longer than this are sent in fragments (0: never)
+        int sock = LUA_NOREF;     // while corked: the socket's proxy, held so that it is not collected
+        Stream* stream = nullptr; // and its stream (the owner of these Frames)
+        std::string bytes;        // the corked frames
         ~Rare() { delete z; }
     };
     Rare* rare = nullptr;
@@ -314,10 +315,8 @@ uv_prepare_t* g_prepare = nullptr;
 // and drops the references. A stream closed meanwhile loses them.
 void uncork(lua_State* L, Frames* f) {
     Frames::Rare* c = f->rare;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->sock);
-    Stream* s = Stream::check_or_closed(L, -1, "publish");
-    lua_pop(L, 1);
-    if (s && !s->closing()) {
+    Stream* s = c->stream;
+    if (!s->closing()) {
         uv_buf_t b = uv_buf_init(&c->bytes[0], static_cast<unsigned>(c->bytes.size()));
         s->try_write(nullptr, &b, 1, SIZE_MAX);
     }
@@ -358,12 +357,14 @@ Frames::~Frames() {
     delete rare;
 }
 
-// Appends a frame to f's corked bytes (the socket at 1 on L is referenced meanwhile).
-void cork(lua_State* L, Frames* f, const char* p, size_t n) {
+// Appends a frame to f's corked bytes (f is s's; the socket at sock_idx on L, s's proxy, is
+// referenced meanwhile).
+void cork(lua_State* L, int sock_idx, Stream* s, Frames* f, const char* p, size_t n) {
     Frames::Rare* c = &f->more();
     if (c->sock == LUA_NOREF) {
-        lua_pushvalue(L, 1);
+        lua_pushvalue(L, sock_idx);
         c->sock = luaL_ref(L, LUA_REGISTRYINDEX);
+        c->stream = s;
         corked_list().push_back(f);
         if (!g_prepare) {
             g_prepare = new uv_prepare_t; // lives as long as the loop; unreferenced, so it keeps nothing alive
@@ -659,85 +660,142 @@ void append_frames(lua_State* L, std::string& out, int opcode, const char* p, si
     } while (off < n);
 }
 
-// err = core.post(sock, opcode, data, frame, zcache, limit): a hub's message (data, a
-// string, and frame, its encoding) to one subscriber, never waiting: EAGAIN when more than
-// limit bytes would be queued. The shared frame goes out as it is (not copied) to a server
-// connection without deflate and without a fragmentSize the message passes. Otherwise the
-// subscriber needs frames of its own: compressed (permessage-deflate, from the threshold on),
-// in fragments of its fragmentSize, masked (a client). Those that do not depend on the
-// connection (no mask, no compression context) are made once per setting and kept in zcache for
+// A hub's message (data, and frame, its encoding: the Lua string at frame_idx) to one subscriber, the open stream s
+// with Frames f whose socket is at sock_idx, never waiting. Returns 0, or the error: UV_EAGAIN when more than limit
+// bytes would be queued. The shared frame goes out as it is (not copied) to a server connection without deflate and
+// without a fragmentSize the message passes. Otherwise the subscriber needs frames of its own: compressed
+// (permessage-deflate, from the threshold on), in fragments of its fragmentSize, masked (a
+// client). Those that do not depend on the connection (no mask, no compression context) are
+// made once per setting and kept in the table at zcache_idx (made on first use where nil) for
 // the other subscribers; a connection that keeps its compression context, or masks, gets its
-// own.
-int l_post(lua_State* L) {
-    Stream* s;
-    Frames* f = check_frames(L, &s, "publish");
-    int opcode = static_cast<int>(luaL_checkinteger(L, 2));
-    size_t dlen, flen;
-    const char* data = luaL_checklstring(L, 3, &dlen);
-    const char* frame = luaL_checklstring(L, 4, &flen);
-    luaL_checktype(L, 5, LUA_TTABLE);
-    lua_Number lim = luaL_checknumber(L, 6);
-    size_t limit = lim < 9.2e18 ? static_cast<size_t>(lim) : SIZE_MAX;
+// own. Leaves the stack as it found it.
+struct Message {
+    int opcode;
+    const char* data;
+    size_t dlen;
+    const char* frame;
+    size_t flen;
+    int frame_idx;
+};
+
+int post(lua_State* L, int sock_idx, Stream* s, Frames* f, const Message& m, int zcache_idx, size_t limit) {
+    int opcode = m.opcode, frame_idx = m.frame_idx;
+    const char *data = m.data, *frame = m.frame;
+    size_t dlen = m.dlen, flen = m.flen;
     size_t queued = s->write_queue_size() + f->corked();
-    if (queued > 0 && queued + flen > limit) {
-        luaio::push_uv_error(L, UV_EAGAIN);
-        return 1;
-    }
+    if (queued > 0 && queued + flen > limit) return UV_EAGAIN;
     Deflate* d = f->z();
     uint32_t frag = f->fragment();
     bool compress = d && dlen >= d->threshold;
     bool own = compress || f->client() || (frag && dlen > frag);
-    int err = 0;
     if (!own) {
         if (flen <= kCorkMax) {
-            cork(L, f, frame, flen);
-        } else {
-            uncork_now(L, f);
-            uv_buf_t b = uv_buf_init(const_cast<char*>(frame), static_cast<unsigned>(flen));
-            err = s->try_write(L, &b, 1, limit, 4, 0);
+            cork(L, sock_idx, s, f, frame, flen);
+            return 0;
         }
+        uncork_now(L, f);
+        uv_buf_t b = uv_buf_init(const_cast<char*>(frame), static_cast<unsigned>(flen));
+        return s->try_write(L, &b, 1, limit, frame_idx, 0);
+    }
+    int top = lua_gettop(L);
+    bool shared = !f->client() && (!compress || d->out_reset);
+    // The settings the bytes depend on: the compressor's, and the fragment size.
+    lua_Number key = (compress ? (d->out_bits * 16 + d->level + 1) * 16 + d->mem_level : 0) + frag * 65536.0;
+    if (shared) {
+        if (lua_isnil(L, zcache_idx)) {
+            lua_newtable(L);
+            lua_replace(L, zcache_idx);
+        }
+        lua_pushnumber(L, key);
+        lua_rawget(L, zcache_idx);
     } else {
-        bool shared = !f->client() && (!compress || d->out_reset);
-        // The settings the bytes depend on: the compressor's, and the fragment size.
-        lua_Number key = (compress ? (d->out_bits * 16 + d->level + 1) * 16 + d->mem_level : 0) + frag * 65536.0;
+        lua_pushnil(L);
+    }
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        std::string z, out;
+        const char* p = data;
+        size_t n = dlen;
+        if (compress) {
+            uv_buf_t part = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(dlen));
+            if (!f->deflate_message(&part, 1, z)) luaio::raise(L, "publish", "zlib could not start a compressor");
+            p = z.data();
+            n = z.size();
+        }
+        append_frames(L, out, opcode, p, n, frag, compress, f->client());
+        lua_pushlstring(L, out.data(), out.size());
         if (shared) {
             lua_pushnumber(L, key);
-            lua_rawget(L, 5);
-        } else {
-            lua_pushnil(L);
-        }
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            std::string z, out;
-            const char* p = data;
-            size_t n = dlen;
-            if (compress) {
-                uv_buf_t part = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(dlen));
-                if (!f->deflate_message(&part, 1, z)) luaio::raise(L, "publish", "zlib could not start a compressor");
-                p = z.data();
-                n = z.size();
-            }
-            append_frames(L, out, opcode, p, n, frag, compress, f->client());
-            lua_pushlstring(L, out.data(), out.size());
-            if (shared) {
-                lua_pushnumber(L, key);
-                lua_pushvalue(L, -2);
-                lua_rawset(L, 5);
-            }
-        }
-        size_t zn;
-        const char* zf = lua_tolstring(L, -1, &zn);
-        if (zn <= kCorkMax) {
-            cork(L, f, zf, zn);
-        } else {
-            uncork_now(L, f);
-            uv_buf_t b = uv_buf_init(const_cast<char*>(zf), static_cast<unsigned>(zn));
-            err = s->try_write(L, &b, 1, limit, -1, 0);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, zcache_idx);
         }
     }
-    if (!err) return 0;
-    luaio::push_uv_error(L, err);
-    return 1;
+    size_t zn;
+    const char* zf = lua_tolstring(L, -1, &zn);
+    int err = 0;
+    if (zn <= kCorkMax) {
+        cork(L, sock_idx, s, f, zf, zn);
+    } else {
+        uncork_now(L, f);
+        uv_buf_t b = uv_buf_init(const_cast<char*>(zf), static_cast<unsigned>(zn));
+        err = s->try_write(L, &b, 1, limit, top + 1, 0);
+    }
+    lua_settop(L, top);
+    return err;
+}
+
+// delivered, failed = core.publish(list, count, opcode, data, frame, limit): a hub's message
+// (data, a string, and frame, its encoding) to the subscribers list[count] down to list[1] (ws
+// tables) that are open, without waiting (see post): one call for all of them. Returns how many
+// took it, and nil or an array of the ones that did not, each followed by its error (EAGAIN:
+// more than limit bytes would be queued; EPIPE: its socket is closing), for the caller to end.
+int l_publish(lua_State* L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int count = static_cast<int>(luaL_checkinteger(L, 2));
+    Message m;
+    m.opcode = static_cast<int>(luaL_checkinteger(L, 3));
+    m.data = luaL_checklstring(L, 4, &m.dlen);
+    m.frame = luaL_checklstring(L, 5, &m.flen);
+    m.frame_idx = 5;
+    lua_Number lim = luaL_checknumber(L, 6);
+    size_t limit = lim < 9.2e18 ? static_cast<size_t>(lim) : SIZE_MAX;
+    lua_settop(L, 6);
+    lua_pushliteral(L, "open"); // 7: the state of an open ws (ws[2])
+    lua_pushnil(L);             // 8: the frames made for subscribers with settings (post's zcache)
+    lua_pushnil(L);             // 9: the subscribers that failed, and their errors
+    int delivered = 0, nfailed = 0;
+    for (int i = count; i >= 1; i--) {
+        lua_rawgeti(L, 1, i); // 10: ws
+        if (!lua_istable(L, 10)) {
+            lua_settop(L, 9);
+            continue;
+        }
+        lua_rawgeti(L, 10, 2); // 11: its state
+        if (!lua_rawequal(L, 11, 7)) {
+            lua_settop(L, 9);
+            continue;
+        }
+        lua_rawgeti(L, 10, 1); // 12: its socket
+        Stream* s = Stream::check_or_closed(L, 12, "publish");
+        Frames* f = s && !s->closing() ? frames_of(s) : nullptr;
+        int err = f ? post(L, 12, s, f, m, 8, limit) : UV_EPIPE;
+        if (err == 0) {
+            delivered++;
+        } else {
+            if (nfailed == 0) {
+                lua_newtable(L);
+                lua_replace(L, 9);
+            }
+            lua_pushvalue(L, 10);
+            lua_rawseti(L, 9, ++nfailed);
+            luaio::push_uv_error(L, err);
+            lua_rawseti(L, 9, ++nfailed);
+        }
+        lua_settop(L, 9);
+    }
+    lua_pushinteger(L, delivered);
+    lua_pushvalue(L, 9);
+    return 2;
 }
 
 // A connection that luaio ends while bytes are still queued for it (a hub's slow subscriber):
@@ -835,7 +893,7 @@ extern "C" int luaopen_luaio_websocket(lua_State* L) {
     lua_pushliteral(L, "binary");
     g_binary_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     const luaL_Reg funcs[] = {{"frames", l_frames},         {"send", l_send},
-                              {"encode", l_encode},         {"post", l_post},
+                              {"encode", l_encode},         {"publish", l_publish},
                               {"accept_key", l_accept_key}, {"key_bytes", l_key_bytes},
                               {"random_key", l_random_key}, {"dispatcher", l_dispatcher},
                               {"linger", l_linger},         {"watch", l_watch},

@@ -48,6 +48,13 @@ local function check(self, fname)
     end
 end
 
+-- A websocket passed as an argument (hub:join(ws, topic)).
+local function check_arg(ws, fname)
+    if getmetatable(ws) ~= WebSocket then
+        raise(fname, "expected a websocket as argument 1, got " .. type(ws))
+    end
+end
+
 -- Whether a close code may be sent (RFC 6455 7.4): the same rule as the C++ parser's.
 local function valid_code(c)
     return (c >= 1000 and c <= 1003) or (c >= 1007 and c <= 1011) or (c >= 3000 and c <= 4999)
@@ -994,7 +1001,7 @@ end
 --- hub:join(ws, topic): ws receives what is published to topic (until it leaves or closes).
 function Hub:join(ws, topic)
     check_hub(self, "hub:join")
-    check(ws, "hub:join")
+    check_arg(ws, "hub:join")
     check_topic(topic, "hub:join")
     if ws[STATE] ~= "open" then
         return ws._err or new_error("EPIPE", "the WebSocket connection is closing")
@@ -1017,7 +1024,7 @@ end
 --- hub:leave(ws, topic): true if ws was subscribed.
 function Hub:leave(ws, topic)
     check_hub(self, "hub:leave")
-    check(ws, "hub:leave")
+    check_arg(ws, "hub:leave")
     check_topic(topic, "hub:leave")
     local mine = ws._hubs and ws._hubs[self]
     if mine then

@@ -116,20 +116,19 @@ function tcp.createServer(port, onconnect, options)
     return server, err
 end
 
---- Connects to host:port (host: an IP address or a name, default 127.0.0.1, or ::1 with
---- family 6). Returns the socket, or nil and an error table (ECONNREFUSED, ETIMEDOUT, ...).
-function tcp.connect(port, host, options)
-    check_port(port, "tcp.connect")
+-- tcp.connect, for clients built on it (tls): fname is the public name in messages.
+local function connect_to(port, host, options, fname)
+    check_port(port, fname)
     if type(host) == "table" and options == nil then
         host, options = nil, host
     end
     if options ~= nil and type(options) ~= "table" then
-        raise("tcp.connect", "expected an options table as argument 3, got " .. type(options))
+        raise(fname, "expected an options table as argument 3, got " .. type(options))
     end
     if host == nil then
         host = options and options.family == 6 and "::1" or "127.0.0.1"
     elseif type(host) ~= "string" then
-        raise("tcp.connect", "expected a host name or address as argument 2, got " .. type(host))
+        raise(fname, "expected a host name or address as argument 2, got " .. type(host))
     end
     if isIP(host) ~= 0 then
         return connect(port, host, options)
@@ -148,6 +147,14 @@ function tcp.connect(port, host, options)
     end
     err.host = host -- the name asked, beside the address that failed last
     return nil, err
+end
+
+tcp._connect = connect_to
+
+--- Connects to host:port (host: an IP address or a name, default 127.0.0.1, or ::1 with
+--- family 6). Returns the socket, or nil and an error table (ECONNREFUSED, ETIMEDOUT, ...).
+function tcp.connect(port, host, options)
+    return connect_to(port, host, options, "tcp.connect")
 end
 
 return tcp

@@ -299,7 +299,7 @@ function tls.connect(port, host, options)
     local fname = "tls.connect"
     local t, rest = split(options, fname, tcp_core.connectOptions)
     timeout_of(t, fname)
-    local sock, err = tcp.connect(port, host, rest)
+    local sock, err = tcp._connect(port, host, rest, fname)
     if not sock then
         return nil, err
     end

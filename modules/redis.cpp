@@ -360,7 +360,10 @@ void queue_message(Conn* c) {
         lua_xmove(S, co, 1);
         int n = unpack_message(co);
         c->msg_deadline = 0;
-        luaio::resume_parked(luaio::detach(c->msg_waiter), n);
+        luaio::Parked p = luaio::detach(c->msg_waiter);
+        // Nobody waits now: an idle subscriber does not keep the process alive.
+        update_ref(c);
+        luaio::resume_parked(p, n);
         return;
     }
     lua_rawseti(S, 1, ++c->q_last);

@@ -225,6 +225,26 @@ describe("redis", function()
         end)
     end)
 
+    it("a subscriber that got its message in a waiting r:message() does not keep the loop alive", function()
+        local core = require "luaio.core"
+        local before = core.handles()
+        local sub = assert(redis.connect { port = server.port })
+        finally(function() sub:close() end)
+        assert.equal(1, sub:subscribe("idle"))
+        local reader = task.spawn(function()
+            return sub:message(2000)
+        end)
+        -- While the reader waits, its connection keeps the loop alive.
+        assert.is_true(helper.wait_for(function() return core.handles() > before end, 2000))
+        assert.equal(1, r:publish("idle", "x"))
+        local ok, kind, ch, msg = reader:join()
+        assert.is_true(ok)
+        assert.same({ "message", "idle", "x" }, { kind, ch, msg })
+        -- Subscribed but idle: no more than an idle connection.
+        assert.is_true(helper.wait_for(function() return core.handles() <= before end, 2000),
+            core.handles() .. " handles keep the loop alive, " .. before .. " before")
+    end)
+
     describe("misuse", function()
         it("raises for arguments that are not strings or numbers", function()
             assert.has_error(function() r:set("k", {}) end)

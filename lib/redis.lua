@@ -387,6 +387,22 @@ local function count_of(set)
     return n
 end
 
+-- The replies to expect, counted on the connection that sends (a reconnect forgets the
+-- channels), and the channels it asked for afterwards. A function of its own, not a closure made
+-- per call: a compiled trace keeps a closure it called, and the client in its upvalues, alive
+-- (docs/CONTRIBUTING-internals.md).
+local function replies(self, setname, add_to, chans, n)
+    local set = self[setname]
+    local count = n
+    if not add_to and n == 0 then
+        count = count_of(set)
+        if count == 0 then count = 1 end
+        self[setname] = {}
+    end
+    for i = 1, n do set[tostring(chans[i])] = add_to or nil end
+    return count
+end
+
 local function subscription(self, fname, cmd, setname, add_to, ...)
     check_client(self, fname)
     local n = select("#", ...)
@@ -398,24 +414,11 @@ local function subscription(self, fname, cmd, setname, add_to, ...)
             raise(fname, format("expected a channel name as argument %d, got %s", i, type(ch)))
         end
     end
-    -- The replies to expect, counted on the connection that sends (a reconnect forgets the
-    -- channels), and the channels it asked for afterwards.
-    local function replies()
-        local set = self[setname]
-        local count = n
-        if not add_to and n == 0 then
-            count = count_of(set)
-            if count == 0 then count = 1 end
-            self[setname] = {}
-        end
-        for i = 1, n do set[tostring(chans[i])] = add_to or nil end
-        return count
-    end
-    local res, err = conn_of(self, fname):send(replies(), cmd, ...)
+    local res, err = conn_of(self, fname):send(replies(self, setname, add_to, chans, n), cmd, ...)
     if err == DOWN then
         err = reconnect(self)
         if err then return nil, err end
-        res, err = self[1]:send(replies(), cmd, ...)
+        res, err = self[1]:send(replies(self, setname, add_to, chans, n), cmd, ...)
     end
     if not res then return nil, err end
     -- The subscriptions left after the last confirmation (or the error reply).
@@ -469,13 +472,25 @@ function Methods:message(timeout)
     end
 end
 
+-- One shared iterator with the client (or the client and the timeout) as the loop's state, not a
+-- closure per loop: a compiled loop keeps the function it calls alive, and a forgotten client
+-- with it (docs/CONTRIBUTING-internals.md).
+local function next_message(self)
+    return self:message()
+end
+local function next_message_within(s)
+    return s[1]:message(s[2])
+end
+
 --- for kind, channel, payload, pattern in r:messages() do ... end: until unsubscribed (or a
 --- message timeout, or r:close()); a dropped connection is reconnected (see r:message).
 function Methods:messages(timeout)
     check_client(self, "r:messages")
-    return function()
-        return self:message(timeout)
+    if timeout ~= nil and type(timeout) ~= "number" then
+        raise("r:messages", "expected a timeout in milliseconds as argument 1, got " .. type(timeout))
     end
+    if timeout == nil then return next_message, self end
+    return next_message_within, { self, timeout }
 end
 
 --- r:close(): closes the connection; waiting calls get ECANCELED. Later calls raise.

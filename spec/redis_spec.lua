@@ -6,6 +6,7 @@ local redis = require "redis"
 local task = require "task"
 local timer = require "timer"
 local helper = require "helper"
+local process = require "process"
 local servers = require "servers.redis"
 
 describe("redis", function()
@@ -222,6 +223,130 @@ describe("redis", function()
                 assert.equal(tostring(i), msg)
             end
             sub:close()
+        end)
+    end)
+
+    -- A client the program forgot (no reference left) is collected and its connection closed,
+    -- also after LuaJIT compiled the loop and the calls (hotloop=1: at once): a trace keeps a
+    -- closure it called alive, and r:messages()'s iterator and r:subscribe()'s reply counter
+    -- were closures holding the client. The clients are made in tasks of their own (a dead local
+    -- may stay in its frame's stack slots) and named, to be found in CLIENT LIST; a weak table
+    -- tells whether the collector took one.
+    describe("a forgotten subscriber", function()
+        local function listed(name)
+            return assert(r:client("LIST")):find("name=" .. name .. " ", 1, true) ~= nil
+        end
+        local function subscriber(name, weak, ...)
+            local sub = assert(redis.connect { port = server.port })
+            assert.equal("OK", sub:client("SETNAME", name))
+            assert.equal(select("#", ...), sub:subscribe(...))
+            weak[1] = sub
+            return sub
+        end
+        local function compiled(fn, ...)
+            jit.opt.start("hotloop=1")
+            local ok, err = task.spawn(fn, ...):join()
+            jit.opt.start("hotloop=56") -- LuaJIT's default
+            assert(ok, err)
+        end
+        local function closed_once_collected(name, weak)
+            assert.is_true(helper.wait_for(function()
+                collectgarbage()
+                return weak[1] == nil and not listed(name)
+            end, 3000), name .. " stayed open (collected: " .. tostring(weak[1] == nil) .. ")")
+        end
+
+        -- Messages published by another task while the loop waits for them, as in a program.
+        local function publish(channel, n)
+            return task.spawn(function()
+                for i = 1, n do assert.equal(1, r:publish(channel, "m" .. i)) end
+            end)
+        end
+
+        -- In fresh processes, three in turn: a trace kept r:subscribe()'s closure only for the
+        -- first client of a process (later ones failed its guard), in most runs.
+        it("is closed once collected, after its r:messages() loop was left early", function()
+            local child = helper.script([[
+                local redis, task, timer = require "redis", require "task", require "timer"
+                local port = tonumber(arg[1])
+                local admin = assert(redis.connect { port = port })
+                local weak = setmetatable({}, { __mode = "v" })
+                local got = {}
+                jit.opt.start("hotloop=1")
+                assert(task.spawn(function()
+                    local sub = assert(redis.connect { port = port })
+                    assert(sub:client("SETNAME", "luaio-forgotten-sub"))
+                    assert(sub:subscribe("gc") == 1)
+                    weak[1] = sub
+                    local publisher = task.spawn(function()
+                        local pub = assert(redis.connect { port = port })
+                        for i = 1, 10 do assert(pub:publish("gc", "m" .. i) == 1) end
+                        pub:close()
+                    end)
+                    for _, _, msg in sub:messages() do
+                        got[#got + 1] = msg
+                        if #got == 5 then break end
+                    end
+                    assert(publisher:join())
+                end):join())
+                jit.opt.start("hotloop=56")
+                assert(table.concat(got, " ") == "m1 m2 m3 m4 m5", table.concat(got, " "))
+                for _ = 1, 600 do
+                    collectgarbage()
+                    if weak[1] == nil and not assert(admin:client("LIST")):find("name=luaio-forgotten-sub ", 1, true) then
+                        print("closed")
+                        break
+                    end
+                    timer.sleep(5)
+                end
+                admin:close()
+                print(weak[1] == nil and "collected" or "kept")
+                os.exit(0) -- a kept subscriber would keep the process
+            ]])
+            finally(function() os.remove(child) end)
+            for round = 1, 3 do
+                local res = assert(process.run({ helper.luaio, child, tostring(server.port) }, { timeout = 10000 }))
+                assert.equal(0, res.code, res.stderr)
+                assert.equal("closed\ncollected\n", res.stdout, "round " .. round)
+            end
+        end)
+
+        it("is closed once collected after it unsubscribed, and r:messages(timeout) ends", function()
+            local weak = setmetatable({}, { __mode = "v" })
+            local got = {}
+            compiled(function()
+                local sub = subscriber("luaio-forgotten-unsub", weak, "gc1", "gc2")
+                local publisher = publish("gc1", 3)
+                for _, _, msg in sub:messages(2000) do
+                    got[#got + 1] = msg
+                    if #got == 3 then sub:unsubscribe() end
+                end
+                assert.is_true((publisher:join()))
+                assert.equal("PONG", sub:ping())
+            end)
+            assert.same({ "m1", "m2", "m3" }, got)
+            closed_once_collected("luaio-forgotten-unsub", weak)
+        end)
+
+        -- The rule (docs/redis.md): a task waiting in r:message() holds its client, as any
+        -- waiting call holds what it waits on; once it has its message and ends, nothing does.
+        it("stays open while a task waits in r:message(), and is closed once that task ended", function()
+            local weak = setmetatable({}, { __mode = "v" })
+            local got = {}
+            local reader
+            compiled(function()
+                local sub = subscriber("luaio-forgotten-parked", weak, "parked")
+                reader = task.spawn(function(s)
+                    got[1], got[2], got[3] = s:message()
+                end, sub)
+            end)
+            for _ = 1, 3 do collectgarbage() end
+            assert.is_not_nil(weak[1])
+            assert.is_true(listed("luaio-forgotten-parked"))
+            assert.equal(1, r:publish("parked", "now"))
+            assert.is_true((reader:join()))
+            assert.same({ "message", "parked", "now" }, got)
+            closed_once_collected("luaio-forgotten-parked", weak)
         end)
     end)
 

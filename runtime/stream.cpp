@@ -1,6 +1,8 @@
 // Stream: reading, writing, timeouts and closing of libuv streams for Lua (see stream.h).
 #include "runtime/stream.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 
@@ -40,11 +42,28 @@ struct FileSend {
     int64_t off;
     uint64_t left;
     bool no_sendfile; // the kernel refused sendfile(2) for this pair of descriptors: blocks only
+    bool corked;      // TCP_CORK is on for the send (cork_file)
 };
 
 // A plain stream waits for a full socket with one queued block of this size (a transport uses
 // kFileBlock); one buffer serves every stream, as the blocks are copied when queued.
 constexpr size_t kWaitBlock = 16 * 1024;
+// The most one sendfile(2) call sends (nginx's sendfile_max_chunk default). On loopback one call
+// sent a whole 100 MB file while the loop waited 55 ms, and at 0.7x the throughput of chunks;
+// after a chunk the send goes on at the next loop turn (behind a queued block), so other
+// connections run in between.
+constexpr size_t kSendfileChunk = 2 * 1024 * 1024;
+// A plain TCP stream sends a file range at least this long corked (TCP_CORK, nginx's tcp_nopush):
+// only full segments go out until the send ends, the head with the file's first bytes. Without
+// it each sendfile call's last partial segment was pushed at once: 0.81x nginx's throughput for
+// one 100 MB download on loopback, 1.0x with it. Shorter ranges skip the two setsockopt calls.
+constexpr uint64_t kCorkMin = 128 * 1024;
+
+// Turns TCP_CORK on or off on the TCP stream s (errors ignored: a closing socket needs neither).
+void set_cork(Stream* s, int on) {
+    uv_os_fd_t fd;
+    if (uv_fileno(s->handle(), &fd) == 0) ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+}
 char g_file_block[kFileBlock];
 
 void push_line_too_long(lua_State* L, size_t max) {
@@ -789,6 +808,7 @@ struct Stream::Impl {
     // the writer waiting for it is woken.
     static void file_end(Stream* s, int err) {
         Extra* x = s->extra_;
+        if (x->file->corked) set_cork(s, 0); // what is left goes out now
         delete x->file;
         x->file = nullptr;
         s->writes_in_flight_--;
@@ -823,15 +843,15 @@ struct Stream::Impl {
             if (!t && !f->no_sendfile && s->writes_in_flight_ == 1) {
                 uv_os_fd_t sock;
                 uv_fileno(s->handle(), &sock);
-                size_t want = static_cast<size_t>(std::min<uint64_t>(f->left, kMaxRead));
+                size_t want = static_cast<size_t>(std::min<uint64_t>(f->left, kSendfileChunk));
                 off_t off = static_cast<off_t>(f->off);
                 ssize_t n = ::sendfile(sock, f->fd, &off, want);
                 if (n > 0) {
                     f->off += n;
                     f->left -= static_cast<uint64_t>(n);
                     file_progress(s);
-                    if (static_cast<size_t>(n) == want) continue;
-                    // The socket is full: wait for it below.
+                    // Fewer bytes than wanted: the socket is full. Either way the block below
+                    // waits: for the socket, or for the next loop turn (kSendfileChunk).
                 } else if (n == 0) {
                     return file_end(s, UV_EOF); // the file is shorter than the range
                 } else if (errno == EINTR) {
@@ -990,13 +1010,16 @@ int Stream::write_file(lua_State* L, const uv_buf_t* head, unsigned nhead, int f
         return 1;
     }
     if (closing_) return return_uv_error(L, UV_ECANCELED, 0);
+    bool cork = length >= kCorkMin && handle()->type == UV_TCP && !transport();
+    if (cork) set_cork(this, 1);
     int err = nhead ? write(head, nhead) : 0;
     if (err) {
+        if (cork) set_cork(this, 0);
         Impl::push_write_error(L, this, err);
         return 1;
     }
     Extra* x = Impl::extra(this);
-    x->file = new FileSend{fd, offset, length, false};
+    x->file = new FileSend{fd, offset, length, false, cork};
     writes_in_flight_++;
     Impl::file_step(this);
     if (!x->file) { // all sent at once, or failed

@@ -185,6 +185,19 @@ local function open(self)
         c:drop()
         return err
     end
+    -- Client-side caching goes on: the CLIENT TRACKING ON of the old connection is sent again
+    -- (the drop queued an ("invalidate", null) message, as everything cached may be stale).
+    local track = { c:tracking() }
+    if track[1] then
+        ok, err = c:call(unpack(track))
+        if not ok then
+            if not c:alive() then return err end
+            -- Refused by the server (a REDIRECT to a client that is gone): the caller gets the
+            -- error, and tracking stays off until sent again.
+            c:tracking(false)
+            return err
+        end
+    end
     return nil
 end
 
@@ -459,8 +472,8 @@ function Methods:message(timeout)
         if left and left < 1 then left = 1 end
         local kind, a, b, p = c:message(left)
         if kind ~= nil or a == nil or self.closed or c:alive() then return kind, a, b, p end
-        if not next(self.channels) and not next(self.patterns) then return nil, a end
-        -- Dropped while subscribed: reconnect, which subscribes again.
+        if not next(self.channels) and not next(self.patterns) and not c:tracking() then return nil, a end
+        -- Dropped while subscribed (or tracking): reconnect, which subscribes again.
         local delay = 20
         while true do
             local err = reconnect(self)

@@ -66,6 +66,7 @@ struct Entry {
     bool started = false;   // the results table of a `count` entry is on the task's stack
     bool sub = false;       // sent while subscribed: messages may come before its replies
     bool subscribe = false; // a (P)SUBSCRIBE: subscribed mode goes on after its replies
+    bool track = false;     // a CLIENT TRACKING: on OK, Conn::track_next takes effect
 };
 
 struct Conn final : luaio::Consumer, luaio::Handle<Conn> {
@@ -91,13 +92,18 @@ struct Conn final : luaio::Consumer, luaio::Handle<Conn> {
     int q_first = 1, q_last = 0;
     luaio::Waiter msg_waiter; // a task waiting in conn:message()
     uint64_t msg_deadline = 0;
-    char root_type = 0;        // the first byte of the reply being read ('>': a push)
-    bool resp3 = false;        // HELLO 3 was sent: messages come as pushes
-    bool tracking = false;     // CLIENT TRACKING ON (RESP3): invalidations come as pushes
-    std::string proto_error;   // what the reader found wrong (a drop with UV_EPROTO)
-    unsigned gen = 0;          // changes when the socket is dropped or attached
-    int down_err = 0;          // what dropped the socket
-    bool flush_queued = false; // in g_to_flush
+    char root_type = 0;    // the first byte of the reply being read ('>': a push)
+    bool resp3 = false;    // HELLO 3 was sent: messages come as pushes
+    bool tracking = false; // CLIENT TRACKING ON (RESP3): invalidations come as pushes
+    // The last CLIENT TRACKING ON command, kept across drops: lib/redis.lua sends it again on the
+    // next connection (conn:tracking()). Empty once tracking was switched off.
+    std::vector<std::string> track_cmd;
+    std::vector<std::string> track_next; // a CLIENT TRACKING command sent, its reply not in yet
+    bool track_noted = false;            // note_command saw one: the next Entry carries it
+    std::string proto_error;             // what the reader found wrong (a drop with UV_EPROTO)
+    unsigned gen = 0;                    // changes when the socket is dropped or attached
+    int down_err = 0;                    // what dropped the socket
+    bool flush_queued = false;           // in g_to_flush
     bool closed = false;
     bool refd = false;
     bool sub_mode = false; // subscribed: message arrays go to the queue
@@ -220,6 +226,18 @@ void drop(Conn* c, int err) {
     c->reader.reset();
     c->down_err = err;
     c->gen++;
+    // The server forgets a dropped connection's tracking table: invalidations may have been lost,
+    // so whoever caches must drop everything. That is the message of a FLUSHALL: ("invalidate",
+    // null), queued for the next conn:message().
+    if (c->tracking) {
+        lua_State* S = scratch_of(c);
+        lua_createtable(S, 2, 0);
+        lua_pushliteral(S, "invalidate");
+        lua_rawseti(S, -2, 1);
+        lua_pushlightuserdata(S, nullptr);
+        lua_rawseti(S, -2, 2);
+        lua_rawseti(S, 1, ++c->q_last);
+    }
     c->sub_mode = c->in_multi = c->watching = c->dirty = c->resp3 = c->tracking = false;
     c->out.clear();
     if (!c->closed) uv_timer_stop(&c->timer);
@@ -381,6 +399,11 @@ void complete(Conn* c, lua_State* co, bool error) {
         lua_pushnil(co);
         lua_insert(co, -2);
         n = 2;
+    }
+    if (e.track && !error) {
+        c->track_cmd.swap(c->track_next);
+        c->track_next.clear();
+        c->tracking = !c->track_cmd.empty();
     }
     luaio::Parked p = luaio::detach(e.w);
     c->fifo.pop_front();
@@ -601,7 +624,20 @@ Kind note_command(Conn* c, lua_State* L, int idx, int nargs) {
             size_t alen, blen;
             const char* a = nargs > 2 ? lua_tolstring(L, idx + 1, &alen) : nullptr;
             const char* b = a ? lua_tolstring(L, idx + 2, &blen) : nullptr;
-            if (b && name_is(a, alen, "TRACKING")) c->tracking = name_is(b, blen, "ON");
+            if (b && name_is(a, alen, "TRACKING")) {
+                // Takes effect when the server says OK (complete()): a refused one changes nothing.
+                c->track_noted = true;
+                c->track_next.clear();
+                for (int i = 0; name_is(b, blen, "ON") && i < nargs; i++) {
+                    size_t n;
+                    const char* v = lua_tolstring(L, idx + i, &n);
+                    if (!v) { // a misuse, refused by the caller
+                        c->track_noted = false;
+                        break;
+                    }
+                    c->track_next.emplace_back(v, n);
+                }
+            }
         }
         break;
     default:
@@ -688,7 +724,10 @@ int l_call(lua_State* L) {
     Kind k = note_command(c, L, 2, nargs);
     if (k != Kind::Plain) return return_misuse(L, 0, refusal(L, k, 2));
     append_command(L, c, 2, nargs, "redis.call");
-    return send_and_wait(L, c, Entry(), "redis.call");
+    Entry e;
+    e.track = c->track_noted;
+    c->track_noted = false;
+    return send_and_wait(L, c, e, "redis.call");
 }
 
 // results | nil, err = conn:pipeline(flat, len, count): flat holds, for each command, its
@@ -735,6 +774,7 @@ int l_pipeline(lua_State* L) {
         }
         if (cmds != count) luaio::raise(L, "pipeline", "malformed command list");
     }
+    c->track_noted = false; // only conn:call takes a CLIENT TRACKING in effect
     Entry e;
     e.count = static_cast<uint32_t>(count);
     return send_and_wait(L, c, e, "pipeline");
@@ -858,6 +898,20 @@ int l_state(lua_State* L) {
     return 3;
 }
 
+// conn:tracking() -> the arguments of the last CLIENT TRACKING ON (kept across drops), or nothing;
+// conn:tracking(false) forgets them (the server refused them on a new connection)
+int l_tracking(lua_State* L) {
+    Conn* c = check_conn(L, "tracking");
+    if (lua_gettop(L) >= 2 && !lua_toboolean(L, 2)) {
+        c->track_cmd.clear();
+        return 0;
+    }
+    int n = static_cast<int>(c->track_cmd.size());
+    luaL_checkstack(L, n, "tracking");
+    for (const std::string& a : c->track_cmd) lua_pushlstring(L, a.data(), a.size());
+    return n;
+}
+
 int l_close(lua_State* L) {
     if (Conn* c = Conn::check_or_closed(L, 1, "close")) c->close();
     return 0;
@@ -869,7 +923,8 @@ extern "C" int luaopen_luaio_redis(lua_State* L) {
     const luaL_Reg methods[] = {{"call", l_call},         {"pipeline", l_pipeline}, {"send", l_send},
                                 {"message", l_message},   {"attach", l_attach},     {"drop", l_drop},
                                 {"reusable", l_reusable}, {"alive", l_alive},       {"state", l_state},
-                                {"close", l_close},       {"__gc", Conn::l_gc},     {nullptr, nullptr}};
+                                {"tracking", l_tracking}, {"close", l_close},       {"__gc", Conn::l_gc},
+                                {nullptr, nullptr}};
     luaio::new_class(L, kConnClass, methods);
     lua_pop(L, 1);
     const luaL_Reg funcs[] = {{"conn", l_conn}, {nullptr, nullptr}};

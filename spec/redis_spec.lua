@@ -615,6 +615,79 @@ describe("redis RESP3 (protocol = 3)", function()
         other:close()
     end)
 
+    -- The server forgets a killed connection's tracking: the client turns it on again on the
+    -- new connection and tells the cache to drop everything (invalidations may have been lost).
+    it("client-side caching goes on after a reconnect, with a flush of everything first", function()
+        assert.equal("OK", r:client("TRACKING", "ON"))
+        assert.equal("OK", r:set("cached", "1"))
+        assert.equal("1", r:get("cached")) -- tracked now
+        local other = assert(redis.connect { port = server.port, password = "pw" })
+        assert.equal(1, other:client("KILL", "ID", (r:client("ID"))))
+        -- The drop is seen by the next call: a command that reconnects.
+        local v = r:get("cached")
+        assert.equal("1", v)
+        local kind, keys = r:message(2000)
+        assert.equal("invalidate", kind)
+        assert.equal(redis.null, keys) -- drop everything
+        assert.equal("OK", other:set("cached", "2"))
+        kind, keys = r:message(2000)
+        assert.equal("invalidate", kind)
+        assert.same({ "cached" }, keys)
+        other:close()
+    end)
+
+    it("a task waiting for invalidations when the connection drops reconnects and gets the flush", function()
+        local r_id = r:client("ID")
+        assert.equal("OK", r:client("TRACKING", "ON"))
+        assert.equal("OK", r:set("cached", "1"))
+        assert.equal("1", r:get("cached"))
+        local got = {}
+        local t = task.spawn(function()
+            local kind, keys = r:message(3000)
+            got[1], got[2] = kind, keys
+            kind, keys = r:message(3000)
+            got[3], got[4] = kind, keys
+        end)
+        local other = assert(redis.connect { port = server.port, password = "pw" })
+        assert.equal(1, other:client("KILL", "ID", r_id))
+        for _ = 1, 200 do -- the task reconnects and takes the flush
+            if got[1] then break end
+            timer.sleep(10)
+        end
+        -- r:get on the new connection is tracked again: its change comes as an invalidation.
+        assert.equal("invalidate", got[1])
+        assert.equal(redis.null, got[2])
+        assert.equal("1", r:get("cached"))
+        assert.equal("OK", other:set("cached", "2"))
+        assert(t:join())
+        assert.equal("invalidate", got[3])
+        assert.same({ "cached" }, got[4])
+        other:close()
+    end)
+
+    it("tracking switched off is not turned on again by a reconnect", function()
+        assert.equal("OK", r:client("TRACKING", "ON"))
+        assert.equal("OK", r:client("TRACKING", "OFF"))
+        assert.equal("OK", r:set("cached", "1"))
+        local other = assert(redis.connect { port = server.port, password = "pw" })
+        assert.equal(1, other:client("KILL", "ID", (r:client("ID"))))
+        assert.equal("1", r:get("cached"))
+        assert.equal("OK", other:set("cached", "2"))
+        assert.is_nil(r:message(200))
+        other:close()
+    end)
+
+    it("a refused CLIENT TRACKING changes nothing", function()
+        local v, err = r:client("TRACKING", "ON", "REDIRECT", 999999999)
+        assert.is_nil(v)
+        assert.truthy(err.message:find("redirect", 1, true) or err.message:find("client", 1, true))
+        local other = assert(redis.connect { port = server.port, password = "pw" })
+        assert.equal(1, other:client("KILL", "ID", (r:client("ID"))))
+        assert.equal("PONG", r:ping())
+        assert.is_nil(r:message(100))
+        other:close()
+    end)
+
     it("a reply that is not RESP is a protocol error that closes the connection", function()
         local tcp = require "tcp"
         local srv = assert(tcp.createServer(0, function(sock)
